@@ -1,0 +1,174 @@
+//! apid's D-Bus client side: one call per daemon method, each bounded in time, with errors
+//! sorted into "retry later" and "something is broken".
+
+use std::time::Duration;
+
+use model::dbus::{
+    Host1Proxy, Init1Proxy, Network1Proxy, ServiceInfo, StatusTuple, Storage1Proxy,
+};
+use zbus::proxy::CacheProperties;
+
+/// How long one D-Bus call may take before the daemon counts as not answering.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The daemons that answer `Status()`, by the name `host.info` shows them under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Netd,
+    Stord,
+    Hostd,
+}
+
+impl Daemon {
+    pub const ALL: [Daemon; 3] = [Daemon::Netd, Daemon::Stord, Daemon::Hostd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::Netd => "netd",
+            Daemon::Stord => "stord",
+            Daemon::Hostd => "hostd",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("apid is not connected to the bus")]
+    NotConnected,
+    #[error("{what} did not answer within {} s", CALL_TIMEOUT.as_secs())]
+    Timeout { what: &'static str },
+    #[error("{what} is not running or not answering: {message}")]
+    Unavailable { what: &'static str, message: String },
+    #[error("{what} failed: {message}")]
+    Failed { what: &'static str, message: String },
+}
+
+impl BusError {
+    /// True when retrying later may help (the daemon is starting, restarting or busy).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, BusError::Failed { .. })
+    }
+
+    fn from_zbus(what: &'static str, e: zbus::Error) -> BusError {
+        const GONE: [&str; 6] = [
+            "org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner",
+            "org.freedesktop.DBus.Error.NoReply",
+            "org.freedesktop.DBus.Error.Timeout",
+            "org.freedesktop.DBus.Error.TimedOut",
+            "org.freedesktop.DBus.Error.Disconnected",
+        ];
+        let transient = match &e {
+            zbus::Error::MethodError(name, _, _) => GONE.contains(&name.as_str()),
+            zbus::Error::FDO(fdo) => matches!(
+                **fdo,
+                zbus::fdo::Error::ServiceUnknown(_)
+                    | zbus::fdo::Error::NameHasNoOwner(_)
+                    | zbus::fdo::Error::NoReply(_)
+                    | zbus::fdo::Error::Timeout(_)
+                    | zbus::fdo::Error::TimedOut(_)
+                    | zbus::fdo::Error::Disconnected(_)
+            ),
+            zbus::Error::InputOutput(_) => true,
+            _ => false,
+        };
+        let message = e.to_string();
+        if transient {
+            BusError::Unavailable { what, message }
+        } else {
+            BusError::Failed { what, message }
+        }
+    }
+}
+
+/// A handle on the bus; cheap to clone. Without a connection every call reports `NotConnected`,
+/// which lets the HTTP side and the `system.*` methods run (and be tested) without a bus.
+#[derive(Clone, Default)]
+pub struct Bus {
+    conn: Option<zbus::Connection>,
+}
+
+async fn bounded<T>(
+    what: &'static str,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(BusError::from_zbus(what, e)),
+        Err(_) => Err(BusError::Timeout { what }),
+    }
+}
+
+impl Bus {
+    pub fn new(conn: Option<zbus::Connection>) -> Bus {
+        Bus { conn }
+    }
+
+    fn conn(&self) -> Result<&zbus::Connection, BusError> {
+        self.conn.as_ref().ok_or(BusError::NotConnected)
+    }
+
+    async fn init(&self) -> Result<Init1Proxy<'static>, BusError> {
+        let conn = self.conn()?;
+        bounded("init", async {
+            Init1Proxy::builder(conn).cache_properties(CacheProperties::No).build().await
+        })
+        .await
+    }
+
+    /// Seconds since boot (as init counts them) and the kernel release.
+    pub async fn system_info(&self) -> Result<(u64, String), BusError> {
+        let init = self.init().await?;
+        bounded("init", init.system_info()).await
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<ServiceInfo>, BusError> {
+        let init = self.init().await?;
+        let list = bounded("init", init.list_services()).await?;
+        Ok(list.into_iter().map(ServiceInfo::from).collect())
+    }
+
+    pub async fn reboot(&self) -> Result<(), BusError> {
+        let init = self.init().await?;
+        bounded("init", init.reboot()).await
+    }
+
+    pub async fn poweroff(&self) -> Result<(), BusError> {
+        let init = self.init().await?;
+        bounded("init", init.poweroff()).await
+    }
+
+    pub async fn status(&self, daemon: Daemon) -> Result<StatusTuple, BusError> {
+        let conn = self.conn()?;
+        let what = daemon.name();
+        bounded(what, async {
+            match daemon {
+                Daemon::Netd => {
+                    Network1Proxy::builder(conn)
+                        .cache_properties(CacheProperties::No)
+                        .build()
+                        .await?
+                        .status()
+                        .await
+                }
+                Daemon::Stord => {
+                    Storage1Proxy::builder(conn)
+                        .cache_properties(CacheProperties::No)
+                        .build()
+                        .await?
+                        .status()
+                        .await
+                }
+                Daemon::Hostd => {
+                    Host1Proxy::builder(conn)
+                        .cache_properties(CacheProperties::No)
+                        .build()
+                        .await?
+                        .status()
+                        .await
+                }
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,57 @@
+//! The API's methods and their dispatch.
+
+mod host;
+mod registry;
+mod system;
+
+pub use registry::{Fault, Method, MethodFuture, MethodResult, Registry};
+
+use model::fault::FaultCode;
+use model::xmlrpc::{MethodCall, MethodResponse, Value};
+
+use crate::bus::Bus;
+
+/// Everything a method handler may use.
+pub struct Api {
+    registry: Registry,
+    pub hostname: String,
+    pub bus: Bus,
+}
+
+impl Api {
+    pub fn new(hostname: String, bus: Bus) -> Api {
+        let mut methods = system::methods();
+        methods.extend(host::methods());
+        Api { registry: Registry::new(methods), hostname, bus }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Runs one method: looks it up, checks its parameters, calls its handler.
+    pub async fn call(&self, name: &str, params: Vec<Value>) -> MethodResult {
+        let Some(method) = self.registry.find(name) else {
+            return Err(Fault::new(
+                FaultCode::UnknownMethod,
+                format!("no method {name:?}; system.listMethods lists them"),
+            ));
+        };
+        method.check_params(&params)?;
+        (method.handler)(self, params).await
+    }
+
+    pub async fn handle(&self, call: MethodCall) -> MethodResponse {
+        let name = call.name;
+        match self.call(&name, call.params).await {
+            Ok(v) => MethodResponse::Ok(v),
+            Err(fault) => {
+                tracing::info!(method = %name, code = fault.code.code(), "fault: {}", fault.message);
+                fault.into_response()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

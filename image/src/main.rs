@@ -1,0 +1,172 @@
+//! `image`: builds the Cairn appliance (Debian's kernel + an initramfs with Cairn) and boots it
+//! in QEMU for tests and benchmarks.
+//!
+//! Exit status 77 means "cannot be done on this machine" (no kernel package on the mirror, no
+//! QEMU): CI reports that as skipped, not failed.
+
+mod appliance;
+mod cpio;
+mod kernel;
+mod modules;
+mod qemu;
+mod rootfs;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// The automake convention for "skipped", understood by ci/test.
+const EXIT_SKIP: u8 = 77;
+
+#[derive(Parser)]
+#[command(name = "image", about = "Build and boot the Cairn appliance")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build vmlinuz, initrd.img, MANIFEST and token into the output directory.
+    Build {
+        /// host.toml to put into the image.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The API token (default: a new random one). Only its sha256 goes into the image.
+        #[arg(long)]
+        token: Option<String>,
+        /// Output directory (default: target/appliance).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Use release binaries (target/release).
+        #[arg(long)]
+        release: bool,
+        /// Do not run `cargo build` first; use the binaries already in target/.
+        #[arg(long)]
+        no_compile: bool,
+    },
+    /// Boot the built appliance in QEMU and wait until its API answers.
+    Run {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Host loopback port forwarded to the API (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Serial console log (default: DIR/console.log).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Return once the API is ready, leaving QEMU running (pid in DIR/qemu.pid).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Boot N times and report boot → API-ready times and their median.
+    Bench {
+        #[command(flatten)]
+        vm: VmArgs,
+        #[arg(short = 'n', long, default_value_t = 3)]
+        count: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    /// Directory with vmlinuz, initrd.img and token (default: target/appliance).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Seconds to wait for the API before giving up.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// QEMU accelerator. TCG by default: this machine's /dev/kvm cannot boot a stock kernel.
+    #[arg(long, default_value = "tcg")]
+    accel: String,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("image: error: {e:#}");
+            let skip = e.chain().any(|c| {
+                c.is::<kernel::KernelUnavailable>() || c.is::<qemu::QemuUnavailable>()
+            });
+            if skip {
+                eprintln!("image: this machine cannot do that (exit {EXIT_SKIP} = skipped)");
+                ExitCode::from(EXIT_SKIP)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    let workspace = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let default_dir = target_dir.join("appliance");
+    match cli.cmd {
+        Cmd::Build {
+            config,
+            token,
+            out,
+            release,
+            no_compile,
+        } => {
+            let opt = appliance::Options {
+                config: config.unwrap_or_else(|| workspace.join("examples/dev.toml")),
+                token,
+                out: out.unwrap_or(default_dir),
+                release,
+                no_compile,
+                workspace,
+                target_dir,
+            };
+            appliance::build(&opt).context("image build")?;
+            Ok(0)
+        }
+        Cmd::Run {
+            vm,
+            port,
+            log,
+            detach,
+        } => {
+            let mut opt = vm.options(default_dir);
+            opt.port = port;
+            opt.log = log;
+            let code = qemu::run(&opt, detach).context("image run")?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Cmd::Bench { vm, count } => {
+            qemu::bench(&vm.options(default_dir), count).context("image bench")?;
+            Ok(0)
+        }
+    }
+}
+
+impl VmArgs {
+    fn options(self, default_dir: PathBuf) -> qemu::RunOptions {
+        qemu::RunOptions {
+            dir: self.dir.unwrap_or(default_dir),
+            port: None,
+            log: None,
+            timeout: Duration::from_secs(self.timeout),
+            accel: self.accel,
+            memory_mib: self.memory,
+        }
+    }
+}
+
+/// The workspace this binary was built from (image/ is one of its members).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

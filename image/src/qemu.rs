@@ -1,0 +1,331 @@
+//! `image run` / `image bench`: boot the built appliance in QEMU with the API forwarded to a
+//! loopback port, and wait until it answers.
+
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The line init prints once apid owns its bus name.
+pub const READY_LINE: &str = "cairn: api ready";
+/// The port apid listens on inside the guest (examples/dev.toml).
+pub const GUEST_API_PORT: u16 = 8443;
+const QEMU: &str = "qemu-system-x86_64";
+
+/// QEMU is not installed: the appliance cannot be booted here (CI counts this as skipped).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QemuUnavailable(pub String);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub dir: PathBuf,
+    pub port: Option<u16>,
+    pub log: Option<PathBuf>,
+    pub timeout: Duration,
+    /// "tcg" by default: this host's /dev/kvm (PVM) cannot boot a stock kernel.
+    pub accel: String,
+    pub memory_mib: u32,
+}
+
+pub struct Booted {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    pub ready_after: Duration,
+}
+
+/// Picks a loopback port nobody listens on (there is a small race until QEMU binds it; QEMU
+/// then fails to start and the error says so).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
+    Ok(l.local_addr().context("reading the bound port")?.port())
+}
+
+/// Starts QEMU and waits until the API is up. On failure QEMU is killed and the error carries
+/// the end of the console log.
+pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
+    let vmlinuz = opt.dir.join("vmlinuz");
+    let initrd = opt.dir.join("initrd.img");
+    for f in [&vmlinuz, &initrd] {
+        if !f.is_file() {
+            bail!(
+                "{} is missing: run `cargo run -p image -- build` first",
+                f.display()
+            );
+        }
+    }
+    let port = match opt.port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    let log = opt
+        .log
+        .clone()
+        .unwrap_or_else(|| opt.dir.join("console.log"));
+    // A stale log could already contain the ready line from an earlier boot.
+    match fs::remove_file(&log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", log.display())),
+    }
+    if let Some(parent) = log.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+
+    let mut cmd = Command::new(QEMU);
+    cmd.args(["-accel", &opt.accel, "-cpu", "max"])
+        .args(["-m", &opt.memory_mib.to_string(), "-smp", "2"])
+        .args(["-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .args([
+            "-netdev",
+            &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}"),
+        ])
+        .args(["-device", "e1000,netdev=n0"])
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .args(["-monitor", "none"])
+        .stdin(Stdio::null());
+    if detach {
+        // Its own process group: a Ctrl-C in the caller's terminal must not reach a VM that
+        // was asked to outlive this command. QEMU's own errors go next to the console log.
+        let err_path = log.with_extension("qemu-stderr");
+        let err = fs::File::create(&err_path)
+            .with_context(|| format!("creating {}", err_path.display()))?;
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.stdout(Stdio::null()).stderr(err);
+    }
+    let started = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(QemuUnavailable(format!(
+                "{QEMU} is not installed (package qemu-system-x86; run ci/deps)"
+            ))
+            .into());
+        }
+        Err(e) => return Err(e).context("starting QEMU"),
+    };
+
+    match wait_ready(&mut child, port, &log, opt.timeout, started) {
+        Ok(ready_after) => Ok(Booted {
+            child,
+            port,
+            log,
+            ready_after,
+        }),
+        Err(e) => {
+            // Best effort: the error below is what matters.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e.context(format!(
+                "the appliance did not become ready; last console lines ({}):\n{}",
+                log.display(),
+                tail(&log, 40)
+            )))
+        }
+    }
+}
+
+fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    log: &Path,
+    timeout: Duration,
+    started: Instant,
+) -> Result<Duration> {
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
+            bail!("QEMU exited ({status}) before the API was ready");
+        }
+        let logged = fs::read(log)
+            .map(|b| String::from_utf8_lossy(&b).contains(READY_LINE))
+            .unwrap_or(false);
+        // The hostfwd socket accepts connections even when nothing listens in the guest (slirp
+        // then closes them), so a bare TCP connect proves nothing: require a TLS reply.
+        if logged && tls_answers(port) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "timed out after {}s (ready line seen: {logged})",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// True when a TLS server answers a ClientHello on the forwarded port (with a handshake record
+/// or an alert — either means apid's TLS listener is there).
+pub fn tls_answers(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(Duration::from_secs(3))).is_err()
+        || s.write_all(&client_hello()).is_err()
+    {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(1) if b[0] == 0x16 || b[0] == 0x15)
+}
+
+/// A minimal TLS 1.2 ClientHello with the suites rustls offers (ECDHE + AES-GCM/ChaCha20).
+fn client_hello() -> Vec<u8> {
+    fn ext(out: &mut Vec<u8>, ty: u16, body: &[u8]) {
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    let suites: &[u8] = &[
+        0xc0, 0x2b, 0xc0, 0x2f, 0xc0, 0x2c, 0xc0, 0x30, 0xcc, 0xa9, 0xcc, 0xa8,
+    ];
+    let mut exts = Vec::new();
+    ext(&mut exts, 0x000a, &[0, 6, 0, 0x1d, 0, 0x17, 0, 0x18]); // x25519, P-256, P-384
+    ext(&mut exts, 0x000b, &[1, 0]); // uncompressed points
+    ext(
+        &mut exts,
+        0x000d,
+        &[0, 12, 4, 3, 8, 4, 4, 1, 5, 3, 8, 5, 5, 1], // ECDSA/RSA-PSS/RSA with SHA-2
+    );
+    ext(&mut exts, 0x0017, &[]); // extended master secret
+    let mut body = vec![3, 3];
+    body.extend((0..32u8).map(|i| i.wrapping_mul(37) ^ 0x5a)); // "random": not a secret here
+    body.push(0); // no session id
+    body.extend_from_slice(&(suites.len() as u16).to_be_bytes());
+    body.extend_from_slice(suites);
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// The last `n` lines of a file, or a note when it cannot be read.
+pub fn tail(path: &Path, n: usize) -> String {
+    match fs::read(path) {
+        Ok(b) => {
+            let text = String::from_utf8_lossy(&b);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+pub fn read_token(dir: &Path) -> Result<String> {
+    let p = dir.join("token");
+    let t = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(t.trim().to_string())
+}
+
+/// `image run`.
+pub fn run(opt: &RunOptions, detach: bool) -> Result<i32> {
+    let token = read_token(&opt.dir)?;
+    let mut b = boot(opt, detach)?;
+    println!("API: https://127.0.0.1:{}/RPC2", b.port);
+    println!("token: {token}");
+    println!("ready in {:.1}s", b.ready_after.as_secs_f64());
+    println!("console log: {}", b.log.display());
+    if detach {
+        let pid_file = opt.dir.join("qemu.pid");
+        fs::write(&pid_file, format!("{}\n", b.child.id()))
+            .with_context(|| format!("writing {}", pid_file.display()))?;
+        println!("qemu pid: {} ({})", b.child.id(), pid_file.display());
+        return Ok(0);
+    }
+    // Foreground: QEMU shares our process group, so Ctrl-C reaches it too.
+    let status = b.child.wait().context("waiting for QEMU")?;
+    println!("QEMU exited: {status}");
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `image bench`: `n` cold boots, boot → API-ready each, and the median.
+pub fn bench(opt: &RunOptions, n: usize) -> Result<()> {
+    let mut times = Vec::with_capacity(n);
+    for i in 1..=n {
+        let mut o = opt.clone();
+        o.port = None;
+        let mut b = boot(&o, false).with_context(|| format!("boot {i} of {n}"))?;
+        let t = b.ready_after.as_secs_f64();
+        println!("boot {i}: {t:.2}s");
+        times.push(t);
+        b.child.kill().context("stopping QEMU")?;
+        b.child.wait().context("waiting for QEMU")?;
+    }
+    println!(
+        "boot -> API ready: median {:.2}s over {n} boots ({})",
+        median(&times),
+        times
+            .iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn client_hello_lengths_are_consistent() {
+        let h = client_hello();
+        assert_eq!(h[0], 0x16);
+        let rec_len = u16::from_be_bytes([h[3], h[4]]) as usize;
+        assert_eq!(rec_len, h.len() - 5);
+        let hs_len = u32::from_be_bytes([0, h[6], h[7], h[8]]) as usize;
+        assert_eq!(hs_len, h.len() - 9);
+    }
+
+    #[test]
+    fn a_plain_listener_is_not_a_tls_server() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 16];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        });
+        assert!(!tls_answers(port));
+        t.join().unwrap();
+    }
+}

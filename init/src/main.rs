@@ -1,0 +1,153 @@
+//! Cairn's PID 1. In the appliance it mounts the API filesystems, loads the image's modules,
+//! starts the D-Bus bus and supervises netd → stord → hostd → apid. On a dev machine,
+//! `init --sandbox` runs the same supervisor in fresh mount, network and UTS namespaces with a
+//! private bus, so tests run the real daemons without QEMU.
+
+mod boot;
+mod bus;
+mod init1;
+mod lo;
+mod modules;
+mod sandbox;
+mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Cairn's PID 1 and service supervisor")]
+struct Args {
+    /// Run as a supervisor on a dev machine (not PID 1), in fresh namespaces with a private bus.
+    #[arg(long)]
+    sandbox: bool,
+    /// The host configuration.
+    #[arg(long, default_value = "/etc/cairn/host.toml")]
+    config: PathBuf,
+    /// The state directory; the bus socket, daemon logs and daemon state live below it.
+    #[arg(long, default_value = "/var/lib/cairn")]
+    state: PathBuf,
+    /// Where the daemon binaries are; by default the directory of this executable in a sandbox,
+    /// /usr/bin in the appliance.
+    #[arg(long)]
+    bindir: Option<PathBuf>,
+    /// Seconds a daemon has to own its bus name after it starts.
+    #[arg(long, default_value_t = 10)]
+    ready_timeout: u64,
+}
+
+/// Whether init runs as the appliance's PID 1 or as a sandbox on a dev machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Appliance,
+    Sandbox,
+}
+
+fn main() -> ExitCode {
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        // The kernel may start us without a console; everything below reports through it.
+        boot::attach_console();
+    }
+    // The kernel passes its unparsed command line words to PID 1; only our flags matter.
+    let args = if pid1 {
+        Args::parse_from(std::env::args().take(1))
+    } else {
+        Args::parse()
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let mode = if pid1 {
+        Mode::Appliance
+    } else if args.sandbox {
+        Mode::Sandbox
+    } else {
+        eprintln!("init: not PID 1: use `init --sandbox --config FILE --state DIR` on a dev machine");
+        return ExitCode::from(2);
+    };
+
+    match run(mode, &args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn: {e:#}");
+            if mode == Mode::Appliance {
+                // PID 1 must not exit: that panics the kernel and hides the message.
+                boot::halt_forever();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
+    if mode == Mode::Appliance {
+        boot::mount_api_filesystems()?;
+    }
+    // Validate all of host.toml before anything is started or changed.
+    let config = match model::config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            anyhow::bail!(
+                "{}: {} error(s); nothing was started",
+                args.config.display(),
+                errors.0.len()
+            );
+        }
+    };
+
+    let bindir = match (&args.bindir, mode) {
+        (Some(d), _) => d.clone(),
+        (None, Mode::Appliance) => PathBuf::from("/usr/bin"),
+        (None, Mode::Sandbox) => own_dir()?,
+    };
+    let state = absolute(&args.state)?;
+    let config_path = absolute(&args.config)?;
+    std::fs::create_dir_all(&state)?;
+
+    match mode {
+        Mode::Appliance => {
+            modules::load_listed(Path::new(modules::LIST_PATH));
+            boot::set_hostname(&config.host.hostname)?;
+        }
+        Mode::Sandbox => sandbox::enter(&state, &config.host.hostname)?,
+    }
+    lo::bring_up()?;
+
+    // The runtime is built only now: unshare(CLONE_NEWNS) above requires a single thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let plan = supervisor::Plan {
+        mode,
+        bindir,
+        config: config_path,
+        state,
+        ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
+    };
+    let end = runtime.block_on(supervisor::run(plan))?;
+    drop(runtime);
+    match mode {
+        Mode::Appliance => boot::final_shutdown(end),
+        Mode::Sandbox => Ok(()),
+    }
+}
+
+fn own_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("cannot tell the directory of {}", exe.display()))
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}

@@ -1,0 +1,43 @@
+//! Loading the kernel modules the image lists, in the order the image builder resolved.
+
+use std::fs::File;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::kmod::{ModuleInitFlags, finit_module};
+
+/// One module path per line, relative to /lib/modules/<release>/, dependencies first.
+pub const LIST_PATH: &str = "/etc/cairn/modules";
+
+/// Loads every listed module. A module that fails is logged and skipped: the daemons report
+/// the missing feature where it is used, which says more than a boot that stops here.
+pub fn load_listed(list: &Path) {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        tracing::info!(list = %list.display(), "no module list; loading none");
+        return;
+    };
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = Path::new("/lib/modules").join(release);
+    let (mut loaded, mut failed) = (0, 0);
+    for rel in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let path = base.join(rel);
+        match load_one(&path) {
+            Ok(()) => loaded += 1,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(module = %path.display(), error = %e, "module not loaded");
+            }
+        }
+    }
+    tracing::info!(loaded, failed, "kernel modules");
+}
+
+fn load_one(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    match finit_module(&file, c"", ModuleInitFlags::empty()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.desc().to_string()),
+    }
+}

@@ -1,0 +1,446 @@
+//! The supervisor: one control loop that starts the daemons in order, waits for each to own its
+//! bus name, reaps every child (`waitpid(-1)`: PID 1 owns all reaping), restarts crashed daemons
+//! with back-off, and stops them in reverse order on Poweroff/Reboot. The D-Bus frontend
+//! (`init1`) only reads a snapshot and sends commands into this loop.
+
+mod service;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use model::dbus::{BUS_ADDRESS_ENV, ServiceInfo};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Mode;
+use crate::bus;
+use crate::init1::Init1;
+use service::{Service, State};
+
+/// How long a daemon has to exit after SIGTERM before it is killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What init was told to supervise, and where.
+pub struct Plan {
+    pub mode: Mode,
+    pub bindir: PathBuf,
+    pub config: PathBuf,
+    pub state: PathBuf,
+    pub ready_timeout: Duration,
+}
+
+/// How the supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Poweroff,
+    Reboot,
+}
+
+/// Requests from the D-Bus frontend.
+pub enum Request {
+    Restart {
+        name: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Shutdown(End),
+}
+
+/// Readiness verdict about one start of one service.
+struct Readiness {
+    index: usize,
+    generation: u64,
+    ready: bool,
+}
+
+pub type Snapshot = Arc<Mutex<Vec<ServiceInfo>>>;
+
+struct Supervisor {
+    plan: Plan,
+    bus: bus::Bus,
+    conn: zbus::Connection,
+    services: Vec<Service>,
+    snapshot: Snapshot,
+    /// The index of the service whose readiness the boot sequence waits for.
+    booting: Option<usize>,
+    ready_tx: mpsc::UnboundedSender<Readiness>,
+}
+
+pub async fn run(plan: Plan) -> anyhow::Result<End> {
+    let mut sigchld = signal(SignalKind::child())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let bus = bus::start(&bus::find_daemon(&plan.bindir), &plan.state.join("bus"))?;
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .context("connect to the bus init started")?;
+
+    let services: Vec<Service> = model::dbus::SERVICES
+        .iter()
+        .map(|(name, bus_name)| Service::new(name, bus_name))
+        .collect();
+    let snapshot: Snapshot = Arc::new(Mutex::new(services.iter().map(Service::info).collect()));
+    let (req_tx, mut req_rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    conn.object_server()
+        .at(
+            model::dbus::INIT_PATH,
+            Init1::new(snapshot.clone(), req_tx, std::time::Instant::now()),
+        )
+        .await?;
+    conn.request_name(model::dbus::INIT_NAME).await?;
+
+    let mut sup = Supervisor {
+        plan,
+        bus,
+        conn,
+        services,
+        snapshot,
+        booting: None,
+        ready_tx,
+    };
+    sup.boot_next(0);
+    sup.publish();
+
+    let end = loop {
+        let next_restart = sup.next_restart();
+        tokio::select! {
+            _ = sigchld.recv() => sup.reap(),
+            Some(r) = ready_rx.recv() => sup.on_readiness(r),
+            Some(req) = req_rx.recv() => match req {
+                Request::Restart { name, reply } => {
+                    let _ = reply.send(sup.restart(&name));
+                }
+                Request::Shutdown(end) => break end,
+            },
+            _ = sleep_until(next_restart) => sup.restart_due(),
+            _ = sigterm.recv() => break End::Poweroff,
+            _ = sigint.recv() => break End::Poweroff,
+        }
+        sup.publish();
+    };
+    tracing::info!(?end, "stopping services");
+    sup.shutdown(&mut sigchld).await;
+    Ok(end)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    fn publish(&self) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = self.services.iter().map(Service::info).collect();
+        }
+    }
+
+    /// Starts the boot sequence at `index`, skipping nothing: a service that fails to start is
+    /// reported and the next one still gets its turn.
+    fn boot_next(&mut self, index: usize) {
+        self.booting = None;
+        for i in index..self.services.len() {
+            if self.start(i) {
+                self.booting = Some(i);
+                return;
+            }
+        }
+        self.all_started();
+    }
+
+    fn all_started(&self) {
+        let running = self
+            .services
+            .iter()
+            .filter(|s| s.state == State::Running)
+            .count();
+        println!(
+            "cairn: boot sequence done: {running} of {} services running",
+            self.services.len()
+        );
+    }
+
+    /// Spawns the service's process and a watcher for its bus name. False if it could not be
+    /// spawned at all (the service is then marked failed).
+    fn start(&mut self, index: usize) -> bool {
+        let plan = &self.plan;
+        let svc = &mut self.services[index];
+        let state_dir = plan.state.join(svc.name);
+        let spawned = std::fs::create_dir_all(&state_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| spawn_daemon(plan, svc.name, &state_dir, &self.bus.address));
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                tracing::error!(service = svc.name, error = %format!("{e:#}"), "cannot start");
+                svc.set_state(State::Failed);
+                return false;
+            }
+        };
+        if svc.started_at.is_some() {
+            svc.restarts += 1;
+        }
+        svc.pid = Some(pid);
+        svc.started_at = Some(Instant::now());
+        svc.restart_at = None;
+        svc.generation += 1;
+        svc.set_state(State::Starting);
+        tracing::info!(service = svc.name, pid, "started");
+        tokio::spawn(watch_readiness(
+            self.conn.clone(),
+            svc.bus_name,
+            plan.ready_timeout,
+            Readiness {
+                index,
+                generation: svc.generation,
+                ready: false,
+            },
+            self.ready_tx.clone(),
+        ));
+        true
+    }
+
+    fn on_readiness(&mut self, r: Readiness) {
+        let svc = &mut self.services[r.index];
+        if r.generation != svc.generation || svc.state != State::Starting {
+            return;
+        }
+        if r.ready {
+            svc.set_state(State::Running);
+            tracing::info!(service = svc.name, pid = svc.pid, "ready");
+            if svc.bus_name == model::dbus::API_NAME {
+                println!("cairn: api ready");
+            }
+        } else if let Some(pid) = svc.pid {
+            // Treated as a crash: the reaper sees it exit and schedules the restart.
+            tracing::error!(
+                service = svc.name,
+                timeout = ?self.plan.ready_timeout,
+                "did not own its bus name in time; killing it"
+            );
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if self.booting == Some(r.index) {
+            self.boot_next(r.index + 1);
+        }
+    }
+
+    /// Collects every exited child: our services, the bus, and orphans re-parented to us.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    if let Some(pid) = status.pid() {
+                        self.on_exit(pid.as_raw() as u32, status);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: u32, status: WaitStatus) {
+        if pid == self.bus.pid {
+            tracing::error!(?status, "the bus daemon exited; daemons lose their connections");
+            return;
+        }
+        let Some(index) = self.services.iter().position(|s| s.pid == Some(pid)) else {
+            return;
+        };
+        let booting = self.booting == Some(index);
+        let svc = &mut self.services[index];
+        if svc.state == State::Stopping {
+            svc.pid = None;
+            svc.set_state(State::Stopped);
+            if std::mem::take(&mut svc.start_after_stop) {
+                self.start(index);
+            }
+            return;
+        }
+        tracing::warn!(service = svc.name, pid, ?status, "exited unexpectedly");
+        svc.crashed(Instant::now());
+        if svc.state == State::Failed {
+            tracing::error!(
+                service = svc.name,
+                crashes = svc.fast_crashes,
+                "crashed too often in a row; not restarting"
+            );
+            if booting {
+                self.boot_next(index + 1);
+            }
+        }
+    }
+
+    fn next_restart(&self) -> Option<Instant> {
+        self.services.iter().filter_map(|s| s.restart_at).min()
+    }
+
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.services.len() {
+            if self.services[i].restart_at.is_some_and(|t| t <= now) {
+                self.services[i].restart_at = None;
+                if !self.start(i) && self.booting == Some(i) {
+                    self.boot_next(i + 1);
+                }
+            }
+        }
+    }
+
+    /// RestartService: stop (if running) and start again; also revives a failed service.
+    fn restart(&mut self, name: &str) -> Result<(), String> {
+        let index = self
+            .services
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("no service named {name:?}"))?;
+        let svc = &mut self.services[index];
+        svc.fast_crashes = 0;
+        match svc.pid {
+            Some(pid) => {
+                svc.start_after_stop = true;
+                svc.set_state(State::Stopping);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            None => {
+                self.start(index);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the services in reverse start order, each with a deadline, then the bus.
+    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+        for i in (0..self.services.len()).rev() {
+            self.services[i].restart_at = None;
+            self.services[i].start_after_stop = false;
+            let Some(pid) = self.services[i].pid else {
+                self.services[i].set_state(State::Stopped);
+                continue;
+            };
+            self.services[i].set_state(State::Stopping);
+            self.publish();
+            let pid = Pid::from_raw(pid as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            if !self.wait_gone(i, STOP_DEADLINE, sigchld).await {
+                tracing::warn!(service = self.services[i].name, "did not stop in time; killing");
+                let _ = kill(pid, Signal::SIGKILL);
+                self.wait_gone(i, Duration::from_secs(2), sigchld).await;
+            }
+            tracing::info!(service = self.services[i].name, "stopped");
+        }
+        let _ = self.conn.release_name(model::dbus::INIT_NAME).await;
+        let _ = kill(Pid::from_raw(self.bus.pid as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(WaitStatus::StillAlive) | Err(_) = waitpid(
+                Pid::from_raw(self.bus.pid as i32),
+                Some(WaitPidFlag::WNOHANG),
+            ) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            } else {
+                break;
+            }
+        }
+        self.reap();
+    }
+
+    async fn wait_gone(
+        &mut self,
+        index: usize,
+        limit: Duration,
+        sigchld: &mut tokio::signal::unix::Signal,
+    ) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.reap();
+            if self.services[index].pid.is_none() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline.into(), sigchld.recv())
+                .await
+                .is_err()
+            {
+                self.reap();
+                return self.services[index].pid.is_none();
+            }
+        }
+    }
+}
+
+/// Starts one daemon with its config, state dir and the bus address; returns its pid.
+fn spawn_daemon(
+    plan: &Plan,
+    name: &str,
+    state_dir: &std::path::Path,
+    bus_address: &str,
+) -> anyhow::Result<u32> {
+    let exe = plan.bindir.join(name);
+    let mut cmd = Process::new(&exe);
+    cmd.arg("--config")
+        .arg(&plan.config)
+        .arg("--state")
+        .arg(state_dir)
+        .env(BUS_ADDRESS_ENV, bus_address)
+        .stdin(Stdio::null());
+    if plan.mode == Mode::Sandbox {
+        let logs = plan.state.join("log");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{name}.log")))?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+        // SAFETY: prctl is async-signal-safe. A sandbox's daemons must not outlive it, even
+        // when init itself is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("spawn {}", exe.display()))?;
+    // The supervisor reaps with waitpid(-1); the std handle would only wait on this one pid.
+    Ok(child.id())
+}
+
+/// Polls the bus until `bus_name` has an owner or the timeout passes, then reports.
+async fn watch_readiness(
+    conn: zbus::Connection,
+    bus_name: &'static str,
+    timeout: Duration,
+    mut verdict: Readiness,
+    tx: mpsc::UnboundedSender<Readiness>,
+) {
+    let deadline = Instant::now() + timeout;
+    let proxy = zbus::fdo::DBusProxy::new(&conn).await;
+    while let Ok(proxy) = &proxy {
+        if let Ok(name) = zbus::names::BusName::try_from(bus_name)
+            && proxy.name_has_owner(name).await.unwrap_or(false)
+        {
+            verdict.ready = true;
+            break;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = tx.send(verdict);
+}

@@ -1,0 +1,202 @@
+//! Sandbox checks: the real init supervising the real daemons on a private bus, in fresh
+//! namespaces on this machine's kernel.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{MINIMAL_CONFIG, Sandbox, TempDir, bin_dir, kill, service, wait_exit, wait_for};
+use model::dbus::{Host1Proxy, Init1Proxy, Network1Proxy, Storage1Proxy};
+
+const UP: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "current_thread")]
+async fn all_daemons_come_up_on_a_private_bus() {
+    if !common::sandbox_possible("sandbox::all_daemons_come_up_on_a_private_bus") {
+        return;
+    }
+    let mut sb = Sandbox::start("up", MINIMAL_CONFIG, &bin_dir());
+    let conn = sb.connect(UP).await;
+    let table = sb.wait_all(&conn, "running", UP).await;
+    let names: Vec<&str> = table.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["netd", "stord", "hostd", "apid"]);
+    for s in &table {
+        assert!(s.pid > 0, "{s:?}");
+        assert_eq!(s.restarts, 0, "{s:?}");
+    }
+
+    let version = model::VERSION.to_string();
+    let (v, counts) = Host1Proxy::new(&conn).await.unwrap().status().await.unwrap();
+    assert_eq!(v, version);
+    assert!(counts.contains_key("containers"), "{counts:?}");
+    let (v, _) = Network1Proxy::new(&conn).await.unwrap().status().await.unwrap();
+    assert_eq!(v, version);
+    let (v, counts) = Storage1Proxy::new(&conn).await.unwrap().status().await.unwrap();
+    assert_eq!(v, version);
+    assert!(counts.contains_key("pools"), "{counts:?}");
+
+    let (_uptime, kernel) = Init1Proxy::new(&conn)
+        .await
+        .unwrap()
+        .system_info()
+        .await
+        .unwrap();
+    assert!(!kernel.is_empty());
+
+    // The sandbox has its own UTS namespace: the daemons see the configured hostname, the dev
+    // machine keeps its own.
+    let init_pid = sb.child.id();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--uts=/proc/{init_pid}/ns/uts"))
+        .arg("hostname")
+        .output()
+        .expect("nsenter hostname");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sandbox-host");
+
+    assert!(sb.stop().is_some_and(|s| s.success()), "{}", sb.log());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
+    if !common::sandbox_possible("sandbox::a_killed_daemon_is_back_on_the_bus_within_a_second") {
+        return;
+    }
+    let mut sb = Sandbox::start("kill", MINIMAL_CONFIG, &bin_dir());
+    let conn = sb.connect(UP).await;
+    let before = sb.wait_all(&conn, "running", UP).await;
+    let old = service(&before, "hostd").clone();
+
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+    kill(old.pid, 9);
+    let killed = Instant::now();
+    // Back on the bus: a new process owns org.cairn.Host1 and answers Status.
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let back = loop {
+        let owned = dbus
+            .name_has_owner(model::dbus::HOST_NAME.try_into().unwrap())
+            .await
+            .unwrap_or(false);
+        if owned && host.status().await.is_ok() {
+            let table = wait_for(&conn, UP, |_| true).await.unwrap();
+            let now = service(&table, "hostd");
+            if now.pid != old.pid && now.pid != 0 {
+                break killed.elapsed();
+            }
+        }
+        assert!(killed.elapsed() < UP, "hostd never came back:\n{}", sb.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!("hostd back on the bus {back:?} after kill -9");
+    // The issue's requirement: back within 1 s (back-off 100 ms + start + bus name).
+    assert!(back < Duration::from_secs(1), "took {back:?}");
+
+    let after = wait_for(&conn, UP, |t| service(t, "hostd").state == "running")
+        .await
+        .unwrap();
+    assert_eq!(service(&after, "hostd").restarts, old.restarts + 1);
+    for other in ["netd", "stord", "apid"] {
+        assert_eq!(service(&after, other).restarts, 0, "{other} was restarted too");
+    }
+    sb.stop();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn restart_service_and_poweroff_over_init1() {
+    if !common::sandbox_possible("sandbox::restart_service_and_poweroff_over_init1") {
+        return;
+    }
+    let mut sb = Sandbox::start("ctl", MINIMAL_CONFIG, &bin_dir());
+    let conn = sb.connect(UP).await;
+    let before = sb.wait_all(&conn, "running", UP).await;
+    let init = Init1Proxy::new(&conn).await.unwrap();
+
+    init.restart_service("netd").await.unwrap();
+    let after = wait_for(&conn, UP, |t| {
+        let n = service(t, "netd");
+        n.state == "running" && n.restarts == 1
+    })
+    .await
+    .unwrap_or_else(|t| panic!("netd not restarted: {t:?}\n{}", sb.log()));
+    assert_ne!(service(&after, "netd").pid, service(&before, "netd").pid);
+
+    let err = init.restart_service("nosuchd").await.unwrap_err();
+    assert!(err.to_string().contains("nosuchd"), "{err}");
+
+    let pids: Vec<u32> = after.iter().map(|s| s.pid).collect();
+    init.poweroff().await.unwrap();
+    let status = wait_exit(&mut sb.child, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("init did not stop after Poweroff:\n{}", sb.log()));
+    assert!(status.success(), "{status}\n{}", sb.log());
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "daemon {pid} outlived the poweroff"
+        );
+    }
+    let log = sb.log();
+    assert!(log.contains("stopping services"), "{log}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_daemon_that_keeps_crashing_is_marked_failed() {
+    if !common::sandbox_possible("sandbox::a_daemon_that_keeps_crashing_is_marked_failed") {
+        return;
+    }
+    // A bindir where hostd exits at once; the others are the real daemons.
+    let bins = TempDir::new("crashbin");
+    let real = bin_dir();
+    for d in ["netd", "stord", "apid"] {
+        std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
+    }
+    let crasher = bins.0.join("hostd");
+    std::fs::write(&crasher, "#!/bin/sh\necho 'hostd: simulated crash' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(
+        &crasher,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut sb = Sandbox::start("crash", MINIMAL_CONFIG, &bins.0);
+    let conn = sb.connect(UP).await;
+    let table = wait_for(&conn, UP, |t| {
+        service(t, "hostd").state == "failed" && service(t, "apid").state == "running"
+    })
+    .await
+    .unwrap_or_else(|t| panic!("hostd not failed: {t:?}\n{}", sb.log()));
+    let hostd = service(&table, "hostd");
+    assert_eq!(hostd.pid, 0);
+    // The first start plus one restart per tolerated fast crash.
+    assert_eq!(hostd.restarts, 5, "{hostd:?}");
+    // Boot went on past the failed service.
+    assert_eq!(service(&table, "apid").state, "running");
+    sb.stop();
+}
+
+#[test]
+fn a_bad_config_starts_nothing_and_reports_every_error() {
+    if !common::sandbox_possible("sandbox::a_bad_config_starts_nothing_and_reports_every_error") {
+        return;
+    }
+    let bad = r#"[host]
+hostnam = "x"
+
+[host.management]
+interface = "eth0"
+dhcp = true
+
+[[network]]
+name = "lan"
+kind = "bridged"
+vlan = 4095
+"#;
+    let mut sb = Sandbox::start("bad", bad, &bin_dir());
+    let status = wait_exit(&mut sb.child, Duration::from_secs(10)).expect("init exits");
+    assert!(!status.success());
+    let log = sb.log();
+    assert!(log.contains("host.toml:2:1: "), "{log}");
+    assert!(log.contains("host.toml:11:8: "), "{log}");
+    assert!(log.contains("nothing was started"), "{log}");
+    // Nothing started: no bus, no daemon logs.
+    assert!(!sb.state.join("bus").exists(), "the bus was started");
+    assert!(!sb.state.join("log").exists(), "a daemon was started");
+}

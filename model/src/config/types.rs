@@ -1,0 +1,142 @@
+//! Typed, validated configuration. Values here are already checked: names are unique, references
+//! resolve, sizes are bytes, CIDRs are well-formed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    pub host: Host,
+    pub api: Api,
+    pub networks: Vec<Network>,
+    pub pools: Vec<Pool>,
+    pub templates: Vec<Template>,
+    pub containers: Vec<Container>,
+    pub vms: Vec<Vm>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub hostname: String,
+    /// An IANA zone name such as "Europe/Berlin"; "UTC" when absent.
+    pub timezone: String,
+    pub dns: Vec<IpAddr>,
+    pub management: Management,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Management {
+    /// The NIC that carries the API, e.g. "eth0".
+    pub interface: String,
+    pub address: MgmtAddress,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MgmtAddress {
+    Dhcp,
+    Static { address: Ipv4Cidr, gateway: Option<Ipv4Addr> },
+}
+
+/// An IPv4 address with its prefix length, e.g. `192.0.2.10/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// An address with its prefix length, v4 or v6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Api {
+    pub listen: IpAddr,
+    pub port: u16,
+    pub tls: Tls,
+    pub tokens: Vec<ApiToken>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tls {
+    /// A self-signed certificate made at first start and kept in the state directory.
+    Generate,
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiToken {
+    pub name: String,
+    /// The raw sha256 of the token; host.toml holds it as `sha256:<hex>`.
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkKind {
+    Bridged,
+    Routed,
+    Vlan,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    pub name: String,
+    pub kind: NetworkKind,
+    /// A NIC, or the name of another network (for a network on a `vlan` network).
+    pub uplink: Option<String>,
+    /// 1–4094; required for `vlan` networks.
+    pub vlan: Option<u16>,
+    /// The network's subnet; the host's own address on it, when any, lies inside.
+    pub subnet: Option<Cidr>,
+    pub address: Option<Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Dir,
+    Thin,
+    Nfs,
+    Iscsi,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub kind: PoolKind,
+    pub path: Option<PathBuf>,
+    /// Bytes; parsed from "20G", "512M", …
+    pub size: Option<u64>,
+    /// `server:/export` for nfs, `iscsi://portal/iqn/lun` for iscsi.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub name: String,
+    pub source: Option<String>,
+    pub sha256: Option<[u8; 32]>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub name: String,
+    pub template: String,
+    pub network: Option<String>,
+    pub pool: Option<String>,
+    pub memory: Option<u64>,
+    pub disk: Option<u64>,
+    /// CPU limit in % of one host CPU (200 = two CPUs).
+    pub cpu_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vm {
+    pub name: String,
+    pub vcpus: u8,
+    pub memory: u64,
+    pub network: Option<String>,
+    pub pool: Option<String>,
+    pub disk: Option<u64>,
+}

@@ -1,0 +1,116 @@
+//! D-Bus names, object paths and client proxies of Cairn's daemons.
+//!
+//! Every daemon owns one well-known name and serves one interface at one path. The bus address
+//! comes from `DBUS_SYSTEM_BUS_ADDRESS`, which `init` sets for every daemon it starts.
+
+use zbus::proxy;
+
+pub const INIT_NAME: &str = "org.cairn.Init1";
+pub const INIT_PATH: &str = "/org/cairn/Init1";
+pub const HOST_NAME: &str = "org.cairn.Host1";
+pub const HOST_PATH: &str = "/org/cairn/Host1";
+pub const NETWORK_NAME: &str = "org.cairn.Network1";
+pub const NETWORK_PATH: &str = "/org/cairn/Network1";
+pub const STORAGE_NAME: &str = "org.cairn.Storage1";
+pub const STORAGE_PATH: &str = "/org/cairn/Storage1";
+/// apid has no interface of its own yet; it owns this name so that init can tell it is ready.
+pub const API_NAME: &str = "org.cairn.Api1";
+
+/// The environment variable that carries the bus address to every daemon.
+pub const BUS_ADDRESS_ENV: &str = "DBUS_SYSTEM_BUS_ADDRESS";
+
+/// The daemons init supervises, in start order, with the bus name that marks each one ready.
+pub const SERVICES: [(&str, &str); 4] = [
+    ("netd", NETWORK_NAME),
+    ("stord", STORAGE_NAME),
+    ("hostd", HOST_NAME),
+    ("apid", API_NAME),
+];
+
+/// One supervised service as `ListServices` reports it. On the wire: `(ssuut)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// One of `ServiceState::as_str`.
+    pub state: String,
+    /// 0 when the service has no process.
+    pub pid: u32,
+    pub restarts: u32,
+    /// Unix time (seconds) of the last state change.
+    pub since: u64,
+}
+
+pub type ServiceTuple = (String, String, u32, u32, u64);
+
+impl From<ServiceTuple> for ServiceInfo {
+    fn from((name, state, pid, restarts, since): ServiceTuple) -> Self {
+        ServiceInfo { name, state, pid, restarts, since }
+    }
+}
+
+impl From<ServiceInfo> for ServiceTuple {
+    fn from(s: ServiceInfo) -> Self {
+        (s.name, s.state, s.pid, s.restarts, s.since)
+    }
+}
+
+/// A daemon's `Status()` answer: its version and counts of the objects it manages. On the wire:
+/// `(sa{su})`.
+pub type StatusTuple = (String, std::collections::HashMap<String, u32>);
+
+#[proxy(
+    interface = "org.cairn.Init1",
+    default_service = "org.cairn.Init1",
+    default_path = "/org/cairn/Init1"
+)]
+pub trait Init1 {
+    fn list_services(&self) -> zbus::Result<Vec<ServiceTuple>>;
+    fn restart_service(&self, name: &str) -> zbus::Result<()>;
+    fn reboot(&self) -> zbus::Result<()>;
+    fn poweroff(&self) -> zbus::Result<()>;
+    /// Seconds since init started, and the kernel release (`uname -r`).
+    fn system_info(&self) -> zbus::Result<(u64, String)>;
+}
+
+#[proxy(
+    interface = "org.cairn.Host1",
+    default_service = "org.cairn.Host1",
+    default_path = "/org/cairn/Host1"
+)]
+pub trait Host1 {
+    fn status(&self) -> zbus::Result<StatusTuple>;
+}
+
+#[proxy(
+    interface = "org.cairn.Network1",
+    default_service = "org.cairn.Network1",
+    default_path = "/org/cairn/Network1"
+)]
+pub trait Network1 {
+    fn status(&self) -> zbus::Result<StatusTuple>;
+}
+
+#[proxy(
+    interface = "org.cairn.Storage1",
+    default_service = "org.cairn.Storage1",
+    default_path = "/org/cairn/Storage1"
+)]
+pub trait Storage1 {
+    fn status(&self) -> zbus::Result<StatusTuple>;
+}
+
+/// Connects to the bus named by `DBUS_SYSTEM_BUS_ADDRESS`.
+pub async fn connect_bus() -> zbus::Result<zbus::Connection> {
+    bus_builder()?.build().await
+}
+
+/// A connection builder for the bus named by `DBUS_SYSTEM_BUS_ADDRESS`, for daemons that add
+/// their name and object before connecting.
+pub fn bus_builder() -> zbus::Result<zbus::connection::Builder<'static>> {
+    let address = std::env::var(BUS_ADDRESS_ENV).map_err(|_| {
+        zbus::Error::Address(format!(
+            "{BUS_ADDRESS_ENV} is not set: start Cairn daemons through init"
+        ))
+    })?;
+    Ok(zbus::connection::Builder::address(address.as_str()))
+}

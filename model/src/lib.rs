@@ -1,0 +1,11 @@
+//! The contract every Cairn daemon shares: the `host.toml` schema and its validation, the D-Bus
+//! interface names and proxies, and the XML-RPC fault codes. No I/O beyond reading a config file.
+
+pub mod config;
+pub mod dbus;
+pub mod fault;
+pub mod token;
+pub mod xmlrpc;
+
+/// The Cairn release every daemon reports in `Status()` and `host.info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
