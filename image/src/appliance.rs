@@ -77,8 +77,7 @@ pub fn build(opt: &Options) -> Result<()> {
     fs::create_dir_all(&opt.out).with_context(|| format!("creating {}", opt.out.display()))?;
     let staging = opt.out.join(".staging");
     if staging.exists() {
-        fs::remove_dir_all(&staging)
-            .with_context(|| format!("removing {}", staging.display()))?;
+        fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
     }
     fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
 
@@ -93,8 +92,9 @@ pub fn build(opt: &Options) -> Result<()> {
     tree.char_dev("/dev/null", 0o666, 1, 3);
 
     for (name, dest) in BINARIES {
-        rootfs::add_binary(&mut tree, dest, &bin_dir.join(name), &staging)
-            .with_context(|| format!("adding {name} (built by cargo into {})", bin_dir.display()))?;
+        rootfs::add_binary(&mut tree, dest, &bin_dir.join(name), &staging).with_context(|| {
+            format!("adding {name} (built by cargo into {})", bin_dir.display())
+        })?;
     }
     for (src, dest) in HOST_BINARIES {
         rootfs::add_binary(&mut tree, dest, Path::new(src), &staging)

@@ -147,7 +147,8 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
 }
 
-/// One entry read back from an archive (tests and `image` self-checks).
+/// One entry read back from an archive (tests).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub name: String,
@@ -157,6 +158,7 @@ pub struct Entry {
 }
 
 /// Parses a newc archive up to its trailer.
+#[cfg(test)]
 pub fn read_all(mut buf: &[u8]) -> io::Result<Vec<Entry>> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let total = buf.len();
@@ -202,6 +204,7 @@ pub fn read_all(mut buf: &[u8]) -> io::Result<Vec<Entry>> {
     }
 }
 
+#[cfg(test)]
 fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
@@ -230,7 +233,15 @@ mod tests {
         let names: Vec<_> = e.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
             names,
-            ["etc", "etc/a", "etc/empty", "etc/link", "dev", "dev/console", "init"]
+            [
+                "etc",
+                "etc/a",
+                "etc/empty",
+                "etc/link",
+                "dev",
+                "dev/console",
+                "init"
+            ]
         );
         assert_eq!(e[0].mode, S_IFDIR | 0o755);
         assert_eq!(e[1].data, b"hello");
@@ -293,7 +304,15 @@ mod tests {
         let listed = String::from_utf8(out.stdout).unwrap();
         assert_eq!(
             listed.lines().collect::<Vec<_>>(),
-            ["etc", "etc/a", "etc/empty", "etc/link", "dev", "dev/console", "init"]
+            [
+                "etc",
+                "etc/a",
+                "etc/empty",
+                "etc/link",
+                "dev",
+                "dev/console",
+                "init"
+            ]
         );
     }
 }

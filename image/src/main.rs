@@ -94,9 +94,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("image: error: {e:#}");
-            let skip = e.chain().any(|c| {
-                c.is::<kernel::KernelUnavailable>() || c.is::<qemu::QemuUnavailable>()
-            });
+            let skip = e
+                .chain()
+                .any(|c| c.is::<kernel::KernelUnavailable>() || c.is::<qemu::QemuUnavailable>());
             if skip {
                 eprintln!("image: this machine cannot do that (exit {EXIT_SKIP} = skipped)");
                 ExitCode::from(EXIT_SKIP)

@@ -244,7 +244,11 @@ fn modules_dep(kernel: &Kernel) -> Result<String> {
         // package pristine and avoids copying ~400 MB.
         std::os::unix::fs::symlink(kernel.modules_dir.join("kernel"), tmp_rel.join("kernel"))
             .context("linking the module tree for depmod")?;
-        for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+        for f in [
+            "modules.builtin",
+            "modules.builtin.modinfo",
+            "modules.order",
+        ] {
             let src = kernel.modules_dir.join(f);
             if src.exists() {
                 fs::copy(&src, tmp_rel.join(f))
@@ -307,7 +311,10 @@ kernel/drivers/crypto/ccp/ccp.ko:
     fn closure_puts_dependencies_first() {
         let t = DepTable::parse(DEP).unwrap();
         let order = t
-            .load_order(&["dm_thin_pool", "8021q", "bridge", "kvm-amd"], &BTreeSet::new())
+            .load_order(
+                &["dm_thin_pool", "8021q", "bridge", "kvm-amd"],
+                &BTreeSet::new(),
+            )
             .unwrap();
         // Each module once.
         let set: BTreeSet<_> = order.iter().collect();

@@ -71,10 +71,8 @@ impl Tree {
 
     pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) {
         self.parents(path);
-        self.nodes.insert(
-            path.to_string(),
-            Node::CharDev { perm, major, minor },
-        );
+        self.nodes
+            .insert(path.to_string(), Node::CharDev { perm, major, minor });
     }
 
     #[allow(dead_code)] // part of the tree's vocabulary; the ISO/PXE builders will use it
@@ -149,8 +147,7 @@ pub fn shared_libs(bin: &Path) -> Result<Vec<String>> {
     if !out.status.success() {
         // ldd exits 1 with "not a dynamic executable" for static binaries.
         let err = String::from_utf8_lossy(&out.stderr);
-        if text.contains("not a dynamic executable") || err.contains("not a dynamic executable")
-        {
+        if text.contains("not a dynamic executable") || err.contains("not a dynamic executable") {
             return Ok(Vec::new());
         }
         bail!("ldd {} failed: {}", bin.display(), err.trim());
@@ -257,7 +254,14 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["dev", "dev/console", "usr", "usr-local", "usr/bin", "usr/bin/x"]
+            [
+                "dev",
+                "dev/console",
+                "usr",
+                "usr-local",
+                "usr/bin",
+                "usr/bin/x"
+            ]
         );
     }
 }

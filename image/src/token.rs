@@ -39,17 +39,26 @@ pub fn with_single_token(config: &str, digest: &str) -> String {
                 .collect();
             in_token = header == "[[api.token]]";
             dropping = in_token && seen_token;
-            seen_token |= in_token;
+            if in_token && !seen_token {
+                // Comments in the source (e.g. naming the dev token) no longer apply.
+                out.push_str(line);
+                out.push_str(
+                    "\n# Set by `image build`: the plain token is in the build's token file.\n",
+                );
+                seen_token = true;
+                continue;
+            }
         }
         if dropping {
             continue;
         }
-        if in_token && !t.starts_with('[') {
-            if let Some(rewritten) = rewrite_token_line(line, digest) {
-                out.push_str(&rewritten);
-                out.push('\n');
-                continue;
-            }
+        if in_token
+            && !t.starts_with('[')
+            && let Some(rewritten) = rewrite_token_line(line, digest)
+        {
+            out.push_str(&rewritten);
+            out.push('\n');
+            continue;
         }
         out.push_str(line);
         out.push('\n');

@@ -44,7 +44,13 @@ pub type ServiceTuple = (String, String, u32, u32, u64);
 
 impl From<ServiceTuple> for ServiceInfo {
     fn from((name, state, pid, restarts, since): ServiceTuple) -> Self {
-        ServiceInfo { name, state, pid, restarts, since }
+        ServiceInfo {
+            name,
+            state,
+            pid,
+            restarts,
+            since,
+        }
     }
 }
 

@@ -31,7 +31,10 @@ pub fn parse_digest(s: &str) -> Option<[u8; 32]> {
 /// digests differ, so a network client learns nothing from timing.
 pub fn matches(token: &str, expected: &[u8; 32]) -> bool {
     let sum = Sha256::digest(token.as_bytes());
-    sum.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    sum.iter()
+        .zip(expected.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 #[cfg(test)]

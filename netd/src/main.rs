@@ -1,6 +1,7 @@
 //! `netd --config FILE --state DIR`: started by init, which has already validated the config and
 //! waits for `org.cairn.Network1` on the bus as the sign that netd is ready.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -28,8 +29,10 @@ struct Args {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // Colour only for a person at a terminal; init's console log and test logs get plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let run_dir = args

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use toml::de::{DeTable, DeValue};
 
-use super::names::{NAME_MAX, NETWORK_NAME_MAX, is_ifname, is_name};
-use super::net::parse_cidr;
-use super::read::{ABSOLUTE_RULE, DIGEST_RULE, IFNAME_RULE, NAME_RULE, host_address_problem, is_absolute};
-use super::types::{
-    Cidr, Container, Network, NetworkKind, Pool, PoolKind, Template, Vm,
+use super::names::{
+    ABSOLUTE_RULE, IFNAME_RULE, NAME_MAX, NAME_RULE, NETWORK_NAME_MAX, is_absolute, is_ifname,
+    is_name,
 };
+use super::net::{host_address_problem, parse_cidr};
+use super::types::{Cidr, Container, Network, NetworkKind, Pool, PoolKind, Template, Vm};
 use super::walk::{At, Problems, Table};
 
 pub(super) const VCPUS_MAX: i64 = 8;
@@ -31,7 +31,12 @@ pub(super) fn item_label(kind: &str, entries: &DeTable<'_>, index: usize) -> Str
 }
 
 /// Reads `name`, reporting a bad one but keeping it: references to it should still resolve.
-fn read_name(p: &mut Problems, t: &Table<'_, '_>, max: usize, rule: &str) -> Option<At<String>> {
+pub(super) fn read_name(
+    p: &mut Problems,
+    t: &Table<'_, '_>,
+    max: usize,
+    rule: &str,
+) -> Option<At<String>> {
     let f = t.req(p, "name")?;
     let name = f.at_string(p)?;
     if !is_name(name.value, max) {
@@ -76,7 +81,6 @@ fn read_choice<T: Copy>(
 
 #[derive(Debug)]
 pub(super) struct NetworkDraft {
-    pub at: usize,
     pub name: Option<At<String>>,
     pub kind: Option<NetworkKind>,
     pub uplink: Option<At<String>>,
@@ -112,7 +116,10 @@ pub(super) fn read_network(p: &mut Problems, t: Table<'_, '_>) -> NetworkDraft {
     });
     let vlan = t.opt("vlan").and_then(|f| {
         let id = u16::try_from(f.int(p, 1..=4094)?).ok()?;
-        Some(At { at: f.at(), value: id })
+        Some(At {
+            at: f.at(),
+            value: id,
+        })
     });
     if kind == Some(NetworkKind::Vlan) {
         for key in ["vlan", "uplink"] {
@@ -153,7 +160,10 @@ pub(super) fn read_network(p: &mut Problems, t: Table<'_, '_>) -> NetworkDraft {
             );
             return None;
         }
-        Some(At { at: f.at(), value: c })
+        Some(At {
+            at: f.at(),
+            value: c,
+        })
     });
     let address = t.opt("address").and_then(|f| {
         let s = f.string(p)?;
@@ -192,7 +202,6 @@ pub(super) fn read_network(p: &mut Problems, t: Table<'_, '_>) -> NetworkDraft {
         Some(c)
     });
     NetworkDraft {
-        at: t.at,
         name,
         kind,
         uplink,
@@ -324,14 +333,7 @@ pub(super) fn read_template(p: &mut Problems, t: Table<'_, '_>) -> TemplateDraft
             "is not a path or URL; expected an absolute path or an http(s):// URL",
         )
     });
-    let sha256 = t.opt("sha256").and_then(|f| {
-        let s = f.string(p)?;
-        let digest = crate::token::parse_digest(s);
-        if digest.is_none() {
-            f.bad(p, format_args!("{s:?}"), DIGEST_RULE);
-        }
-        digest
-    });
+    let sha256 = t.opt("sha256").and_then(|f| f.digest(p));
     TemplateDraft {
         name,
         source: source.map(str::to_string),
@@ -410,9 +412,7 @@ pub(super) struct VmDraft {
 pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
     let name = read_name(p, &t, NAME_MAX, NAME_RULE);
     let vcpus = match t.opt("vcpus") {
-        Some(f) => f
-            .int(p, 1..=VCPUS_MAX)
-            .and_then(|n| u8::try_from(n).ok()),
+        Some(f) => f.int(p, 1..=VCPUS_MAX).and_then(|n| u8::try_from(n).ok()),
         None => Some(DEFAULT_VCPUS),
     };
     VmDraft {

@@ -2,9 +2,18 @@
 //! `file:line:col: message`; nothing downstream ever sees a half-valid config.
 
 mod diagnostics;
+mod items;
+mod names;
+mod net;
 mod parse;
+mod read;
 mod types;
+mod units;
+mod validate;
+mod walk;
 
 pub use diagnostics::{ConfigErrors, Diagnostic};
+pub use net::{CidrError, parse_cidr, parse_ipv4_cidr};
 pub use parse::{load, parse};
 pub use types::*;
+pub use units::{SizeError, parse_size};

@@ -8,7 +8,9 @@ pub fn is_hostname(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|label| {
             (1..=63).contains(&label.len())
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -56,6 +58,21 @@ pub fn is_timezone(s: &str) -> bool {
                 && p.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
         })
+}
+
+/// Messages for names that break the rules above; each completes "{key} {value} in {where} ".
+pub const HOSTNAME_RULE: &str = "is not a valid hostname; expected letters, digits and \
+    hyphens in dot-separated labels of 1-63 characters, not starting or ending with a hyphen";
+pub const IFNAME_RULE: &str =
+    "is not a valid interface name; expected 1-15 characters without '/', ':' or spaces";
+pub const NAME_RULE: &str = "is not a valid name; expected lowercase letters, digits and \
+    hyphens, starting with a letter or digit, at most 63 characters";
+pub const ABSOLUTE_RULE: &str = "is not an absolute path; expected a path starting with '/'";
+
+/// Paths in host.toml are absolute: daemons run with `/` as working directory, and a relative
+/// path would silently mean something else in the sandbox.
+pub fn is_absolute(s: &str) -> bool {
+    s.starts_with('/')
 }
 
 #[cfg(test)]

@@ -124,6 +124,27 @@ impl Cidr {
     }
 }
 
+/// Why `c` cannot be a host's own address, if it cannot: the subnet's network address or its
+/// IPv4 broadcast address (point-to-point /31, /32 and their v6 peers have neither).
+pub fn host_address_problem(c: Cidr) -> Option<String> {
+    let width = if c.addr.is_ipv4() { 32 } else { 128 };
+    if c.prefix + 1 >= width {
+        return None;
+    }
+    let net = c.network();
+    if c.addr == net.addr {
+        Some(format!(
+            "is the network address of {net}; expected a host address inside it"
+        ))
+    } else if c.addr.is_ipv4() && c.addr == net.last() {
+        Some(format!(
+            "is the broadcast address of {net}; expected a host address inside it"
+        ))
+    } else {
+        None
+    }
+}
+
 impl Ipv4Cidr {
     pub fn to_cidr(self) -> Cidr {
         Cidr {
@@ -217,6 +238,19 @@ mod tests {
         assert!(!net.overlaps(&cidr("fd00::/8")));
         assert!(cidr("fd00::/8").overlaps(&cidr("fd12:3456::/32")));
         assert!(cidr("0.0.0.0/0").overlaps(&net));
+    }
+
+    #[test]
+    fn host_addresses() {
+        assert_eq!(host_address_problem(cidr("10.0.0.1/24")), None);
+        assert_eq!(host_address_problem(cidr("10.0.0.1/31")), None);
+        assert_eq!(host_address_problem(cidr("10.0.0.0/32")), None);
+        assert_eq!(host_address_problem(cidr("fd00::ffff/120")), None);
+        let net = host_address_problem(cidr("10.0.0.0/24")).expect("network address");
+        assert!(net.starts_with("is the network address of 10.0.0.0/24"));
+        let bcast = host_address_problem(cidr("10.0.0.255/24")).expect("broadcast address");
+        assert!(bcast.starts_with("is the broadcast address of 10.0.0.0/24"));
+        assert!(host_address_problem(cidr("fd00::/64")).is_some());
     }
 
     #[test]

@@ -9,23 +9,19 @@ use toml::de::{DeTable, DeValue};
 
 use super::items::{
     ContainerDraft, NetworkDraft, PoolDraft, TemplateDraft, VmDraft, item_label, read_container,
-    read_network, read_pool, read_template, read_vm,
+    read_name, read_network, read_pool, read_template, read_vm,
 };
-use super::names::{NAME_MAX, is_hostname, is_ifname, is_name, is_timezone};
-use super::net::parse_ipv4_cidr;
-use super::types::{
-    Api, ApiToken, Cidr, Host, HostConfig, Management, MgmtAddress, Tls,
+use super::names::{
+    ABSOLUTE_RULE, HOSTNAME_RULE, IFNAME_RULE, NAME_MAX, NAME_RULE, is_absolute, is_hostname,
+    is_ifname, is_timezone,
 };
+use super::net::{host_address_problem, parse_ipv4_cidr};
+use super::types::{Api, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
 use super::walk::{At, Field, Problems, Table, describe};
 
 pub(super) const DEFAULT_TIMEZONE: &str = "UTC";
 pub(super) const DEFAULT_LISTEN: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub(super) const DEFAULT_PORT: u16 = 8443;
-
-pub(super) const HOSTNAME_RULE: &str = "is not a valid hostname; expected letters, digits and \
-    hyphens in dot-separated labels of 1-63 characters, not starting or ending with a hyphen";
-pub(super) const IFNAME_RULE: &str =
-    "is not a valid interface name; expected 1-15 characters without '/', ':' or spaces";
 
 /// Everything read from the file, valid or not. Items keep their names and positions even when
 /// some other field was wrong, so cross-section checks do not report follow-on errors (a
@@ -83,7 +79,15 @@ pub(super) fn read_document(p: &mut Problems, doc: &DeTable<'_>) -> Document {
     let top = Table::top(
         p,
         doc,
-        &["host", "api", "network", "pool", "template", "container", "vm"],
+        &[
+            "host",
+            "api",
+            "network",
+            "pool",
+            "template",
+            "container",
+            "vm",
+        ],
     );
     let mut d = Document::default();
     d.host = match top.opt("host") {
@@ -308,7 +312,11 @@ fn read_management(p: &mut Problems, entries: &DeTable<'_>, at: usize) -> Option
     if let (Some(f), Some(gw)) = (&gateway_field, gateway) {
         let subnet = address.to_cidr().network();
         if gw == address.addr {
-            f.bad(p, f.shown(), "is the management address itself; expected the router's address");
+            f.bad(
+                p,
+                f.shown(),
+                "is the management address itself; expected the router's address",
+            );
         } else if !subnet.contains(IpAddr::V4(gw)) {
             f.bad(
                 p,
@@ -321,27 +329,6 @@ fn read_management(p: &mut Problems, entries: &DeTable<'_>, at: usize) -> Option
         interface: interface?.to_string(),
         address: MgmtAddress::Static { address, gateway },
     })
-}
-
-/// Why `c` cannot be a host's own address, if it cannot: the subnet's network address or its
-/// IPv4 broadcast address (point-to-point /31, /32 and their v6 peers have neither).
-pub(super) fn host_address_problem(c: Cidr) -> Option<String> {
-    let width = if c.addr.is_ipv4() { 32 } else { 128 };
-    if c.prefix + 1 >= width {
-        return None;
-    }
-    let net = c.network();
-    if c.addr == net.addr {
-        Some(format!(
-            "is the network address of {net}; expected a host address inside it"
-        ))
-    } else if c.addr.is_ipv4() && c.addr == net.last() {
-        Some(format!(
-            "is the broadcast address of {net}; expected a host address inside it"
-        ))
-    } else {
-        None
-    }
 }
 
 fn read_api(
@@ -394,7 +381,11 @@ fn read_tls(p: &mut Problems, f: &Field<'_, '_, '_>) -> Option<Tls> {
     match f.value.get_ref() {
         DeValue::String(s) if s == "generate" => Some(Tls::Generate),
         DeValue::String(s) => {
-            f.bad(p, format_args!("{:?}", s.as_ref()), &format!("is not understood; {EXPECTED}"));
+            f.bad(
+                p,
+                format_args!("{:?}", s.as_ref()),
+                &format!("is not understood; {EXPECTED}"),
+            );
             None
         }
         DeValue::Table(entries) => {
@@ -414,7 +405,10 @@ fn read_tls(p: &mut Problems, f: &Field<'_, '_, '_>) -> Option<Tls> {
         other => {
             p.at(
                 f.at(),
-                format!("tls in [api] must be \"generate\" or a table, not {}", describe(other)),
+                format!(
+                    "tls in [api] must be \"generate\" or a table, not {}",
+                    describe(other)
+                ),
             );
             None
         }
@@ -426,36 +420,13 @@ fn read_token(
     t: &Table<'_, '_>,
     token_names: &mut Vec<At<String>>,
 ) -> Option<ApiToken> {
-    let name = t.req(p, "name").and_then(|f| f.at_string(p));
-    if let Some(n) = name {
-        token_names.push(At {
-            at: n.at,
-            value: n.value.to_string(),
-        });
-        if !is_name(n.value, NAME_MAX) {
-            t.opt("name")?.bad(p, format_args!("{:?}", n.value), NAME_RULE);
-        }
+    let name = read_name(p, t, NAME_MAX, NAME_RULE);
+    if let Some(name) = &name {
+        token_names.push(name.clone());
     }
-    let sha256 = t.req(p, "sha256").and_then(|f| {
-        let s = f.string(p)?;
-        let digest = crate::token::parse_digest(s);
-        if digest.is_none() {
-            f.bad(p, format_args!("{s:?}"), DIGEST_RULE);
-        }
-        digest
-    });
+    let sha256 = t.req(p, "sha256").and_then(|f| f.digest(p));
     Some(ApiToken {
-        name: name?.value.to_string(),
+        name: name?.value,
         sha256: sha256?,
     })
-}
-
-pub(super) const NAME_RULE: &str = "is not a valid name; expected lowercase letters, digits and \
-    hyphens, starting with a letter or digit, at most 63 characters";
-pub(super) const DIGEST_RULE: &str =
-    "is not a valid digest; expected \"sha256:\" followed by 64 hex digits";
-pub(super) const ABSOLUTE_RULE: &str = "is not an absolute path; expected a path starting with '/'";
-
-pub(super) fn is_absolute(s: &str) -> bool {
-    s.starts_with('/')
 }

@@ -34,7 +34,10 @@ pub struct Management {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MgmtAddress {
     Dhcp,
-    Static { address: Ipv4Cidr, gateway: Option<Ipv4Addr> },
+    Static {
+        address: Ipv4Cidr,
+        gateway: Option<Ipv4Addr>,
+    },
 }
 
 /// An IPv4 address with its prefix length, e.g. `192.0.2.10/24`.
@@ -63,7 +66,10 @@ pub struct Api {
 pub enum Tls {
     /// A self-signed certificate made at first start and kept in the state directory.
     Generate,
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -217,6 +217,20 @@ impl<'a, 'i> Field<'_, 'a, 'i> {
         }
     }
 
+    /// A `sha256:<64 hex>` digest, as API tokens and templates store them.
+    pub fn digest(&self, p: &mut Problems) -> Option<[u8; 32]> {
+        let s = self.string(p)?;
+        let digest = crate::token::parse_digest(s);
+        if digest.is_none() {
+            self.bad(
+                p,
+                format_args!("{s:?}"),
+                "is not a valid digest; expected \"sha256:\" followed by 64 hex digits",
+            );
+        }
+        digest
+    }
+
     pub fn at_string(&self, p: &mut Problems) -> Option<At<&'a str>> {
         let at = self.at();
         self.string(p).map(|value| At { at, value })

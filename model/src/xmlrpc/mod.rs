@@ -174,7 +174,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 64, max_elements: 250_000 }
+        Limits {
+            max_depth: 64,
+            max_elements: 250_000,
+        }
     }
 }
 
@@ -185,16 +188,26 @@ pub enum Error {
     Xml { pos: u64, message: String },
     #[error("DOCTYPE at byte {pos} is refused: XML-RPC needs no DTD and entities are not expanded")]
     Doctype { pos: u64 },
-    #[error("unknown entity &{name}; at byte {pos}: only the five predefined entities and character references are allowed")]
+    #[error(
+        "unknown entity &{name}; at byte {pos}: only the five predefined entities and character references are allowed"
+    )]
     Entity { pos: u64, name: String },
     #[error("nesting deeper than {limit} levels at byte {pos}")]
     TooDeep { pos: u64, limit: usize },
     #[error("more than {limit} elements in the document")]
     TooManyElements { limit: usize },
     #[error("at byte {pos}: expected {expected}, found {found}")]
-    Structure { pos: u64, expected: String, found: String },
+    Structure {
+        pos: u64,
+        expected: String,
+        found: String,
+    },
     #[error("at byte {pos}: {text:?} is not a valid {kind}")]
-    BadScalar { pos: u64, kind: &'static str, text: String },
+    BadScalar {
+        pos: u64,
+        kind: &'static str,
+        text: String,
+    },
 }
 
 impl Error {

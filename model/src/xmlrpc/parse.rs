@@ -25,12 +25,26 @@ pub fn parse_call_with(xml: &str, limits: &Limits) -> Result<MethodCall, Error> 
     let name_el = match children.next() {
         Some(el) if el.name == "methodName" => el,
         Some(el) => return Err(structure(el.pos, "<methodName>", found(el))),
-        None => return Err(structure(root.pos, "<methodName> inside <methodCall>", "nothing")),
+        None => {
+            return Err(structure(
+                root.pos,
+                "<methodName> inside <methodCall>",
+                "nothing",
+            ));
+        }
     };
     leaf(name_el)?;
     let name = name_el.text.trim();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:/".contains(c)) {
-        return Err(Error::BadScalar { pos: name_el.pos, kind: "method name", text: name.into() });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:/".contains(c))
+    {
+        return Err(Error::BadScalar {
+            pos: name_el.pos,
+            kind: "method name",
+            text: name.into(),
+        });
     }
     let params = match children.next() {
         Some(el) if el.name == "params" => params(el, limits)?,
@@ -40,7 +54,10 @@ pub fn parse_call_with(xml: &str, limits: &Limits) -> Result<MethodCall, Error> 
     if let Some(el) = children.next() {
         return Err(structure(el.pos, "</methodCall>", found(el)));
     }
-    Ok(MethodCall { name: name.to_string(), params })
+    Ok(MethodCall {
+        name: name.to_string(),
+        params,
+    })
 }
 
 pub fn parse_response_with(xml: &str, limits: &Limits) -> Result<MethodResponse, Error> {
@@ -49,7 +66,13 @@ pub fn parse_response_with(xml: &str, limits: &Limits) -> Result<MethodResponse,
     no_text(&root)?;
     let body = match root.children.as_slice() {
         [one] => one,
-        [] => return Err(structure(root.pos, "<params> or <fault>", "an empty <methodResponse>")),
+        [] => {
+            return Err(structure(
+                root.pos,
+                "<params> or <fault>",
+                "an empty <methodResponse>",
+            ));
+        }
         [_, extra, ..] => return Err(structure(extra.pos, "</methodResponse>", found(extra))),
     };
     match body.name.as_str() {
@@ -57,7 +80,11 @@ pub fn parse_response_with(xml: &str, limits: &Limits) -> Result<MethodResponse,
             let mut values = params(body, limits)?;
             match values.len() {
                 1 => Ok(MethodResponse::Ok(values.remove(0))),
-                n => Err(structure(body.pos, "exactly one <param> in a response", format!("{n}"))),
+                n => Err(structure(
+                    body.pos,
+                    "exactly one <param> in a response",
+                    format!("{n}"),
+                )),
             }
         }
         "fault" => {
@@ -65,7 +92,11 @@ pub fn parse_response_with(xml: &str, limits: &Limits) -> Result<MethodResponse,
             let value_el = only_child(body, "value")?;
             let fault = value(value_el, 0, limits)?;
             let Value::Struct(members) = &fault else {
-                return Err(structure(value_el.pos, "a struct inside <fault>", fault.type_name()));
+                return Err(structure(
+                    value_el.pos,
+                    "a struct inside <fault>",
+                    fault.type_name(),
+                ));
             };
             let code = match members.get("faultCode") {
                 Some(Value::Int(c)) => *c,
@@ -75,14 +106,22 @@ pub fn parse_response_with(xml: &str, limits: &Limits) -> Result<MethodResponse,
                     text: c.to_string(),
                 })?,
                 Some(other) => {
-                    return Err(structure(value_el.pos, "an int faultCode", other.type_name()));
+                    return Err(structure(
+                        value_el.pos,
+                        "an int faultCode",
+                        other.type_name(),
+                    ));
                 }
                 None => return Err(structure(value_el.pos, "a faultCode member", "none")),
             };
             let message = match members.get("faultString") {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => {
-                    return Err(structure(value_el.pos, "a string faultString", other.type_name()));
+                    return Err(structure(
+                        value_el.pos,
+                        "a string faultString",
+                        other.type_name(),
+                    ));
                 }
                 None => return Err(structure(value_el.pos, "a faultString member", "none")),
             };
@@ -111,16 +150,20 @@ fn build_tree(xml: &str, limits: &Limits) -> Result<Element, Error> {
     let mut count = 0usize;
     loop {
         let pos = reader.buffer_position();
-        let event = reader
-            .read_event()
-            .map_err(|e| Error::Xml { pos: reader.error_position(), message: e.to_string() })?;
+        let event = reader.read_event().map_err(|e| Error::Xml {
+            pos: reader.error_position(),
+            message: e.to_string(),
+        })?;
         let (start, empty) = match event {
             Event::Start(s) => (s, false),
             Event::Empty(s) => (s, true),
             Event::End(_) => {
                 // quick-xml has already checked that the end tag matches the open one.
                 let Some(done) = stack.pop() else {
-                    return Err(Error::Xml { pos, message: "end tag without a start tag".into() });
+                    return Err(Error::Xml {
+                        pos,
+                        message: "end tag without a start tag".into(),
+                    });
                 };
                 attach(&mut stack, &mut root, done);
                 continue;
@@ -143,19 +186,31 @@ fn build_tree(xml: &str, limits: &Limits) -> Result<Element, Error> {
             Event::Eof => break,
         };
         if root.is_some() {
-            return Err(structure(pos, "the end of the document", format!("<{}>", &*start.name().0)));
+            return Err(structure(
+                pos,
+                "the end of the document",
+                format!("<{}>", &*start.name().0),
+            ));
         }
         count += 1;
         if count > limits.max_elements {
-            return Err(Error::TooManyElements { limit: limits.max_elements });
+            return Err(Error::TooManyElements {
+                limit: limits.max_elements,
+            });
         }
         if stack.len() >= max_element_depth {
-            return Err(Error::TooDeep { pos, limit: limits.max_depth });
+            return Err(Error::TooDeep {
+                pos,
+                limit: limits.max_depth,
+            });
         }
         // Attributes carry nothing in XML-RPC (at most namespace declarations), but they must
         // still be well-formed.
         for attr in start.attributes() {
-            attr.map_err(|e| Error::Xml { pos, message: e.to_string() })?;
+            attr.map_err(|e| Error::Xml {
+                pos,
+                message: e.to_string(),
+            })?;
         }
         let el = Element {
             name: start.name().0.to_string(),
@@ -175,7 +230,13 @@ fn build_tree(xml: &str, limits: &Limits) -> Result<Element, Error> {
             message: format!("document ends inside <{}>", open.name),
         });
     }
-    root.ok_or_else(|| structure(xml.len() as u64, "a root element", "the end of the document"))
+    root.ok_or_else(|| {
+        structure(
+            xml.len() as u64,
+            "a root element",
+            "the end of the document",
+        )
+    })
 }
 
 fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
@@ -189,13 +250,22 @@ fn add_text(stack: &mut [Element], pos: u64, text: &str) -> Result<(), Error> {
     match stack.last_mut() {
         Some(el) => el.text.push_str(text),
         None if text.trim().is_empty() => {}
-        None => return Err(structure(pos, "an element", "text outside the root element")),
+        None => {
+            return Err(structure(
+                pos,
+                "an element",
+                "text outside the root element",
+            ));
+        }
     }
     Ok(())
 }
 
 fn resolve_reference(r: &quick_xml::events::BytesRef<'_>, pos: u64) -> Result<char, Error> {
-    let bad = || Error::Entity { pos, name: r.to_string() };
+    let bad = || Error::Entity {
+        pos,
+        name: r.to_string(),
+    };
     if r.is_char_ref() {
         return match r.resolve_char_ref() {
             Ok(Some(c)) => Ok(c),
@@ -213,7 +283,11 @@ fn resolve_reference(r: &quick_xml::events::BytesRef<'_>, pos: u64) -> Result<ch
 }
 
 fn structure(pos: u64, expected: impl Into<String>, found: impl Into<String>) -> Error {
-    Error::Structure { pos, expected: expected.into(), found: found.into() }
+    Error::Structure {
+        pos,
+        expected: expected.into(),
+        found: found.into(),
+    }
 }
 
 fn found(el: &Element) -> String {
@@ -221,7 +295,11 @@ fn found(el: &Element) -> String {
 }
 
 fn expect_name(el: &Element, name: &str) -> Result<(), Error> {
-    if el.name == name { Ok(()) } else { Err(structure(el.pos, format!("<{name}>"), found(el))) }
+    if el.name == name {
+        Ok(())
+    } else {
+        Err(structure(el.pos, format!("<{name}>"), found(el)))
+    }
 }
 
 /// Containers may hold whitespace between their elements, nothing else.
@@ -229,7 +307,11 @@ fn no_text(el: &Element) -> Result<(), Error> {
     if el.text.trim().is_empty() {
         Ok(())
     } else {
-        Err(structure(el.pos, format!("only elements inside <{}>", el.name), "text"))
+        Err(structure(
+            el.pos,
+            format!("only elements inside <{}>", el.name),
+            "text",
+        ))
     }
 }
 
@@ -237,16 +319,32 @@ fn no_text(el: &Element) -> Result<(), Error> {
 fn leaf(el: &Element) -> Result<(), Error> {
     match el.children.first() {
         None => Ok(()),
-        Some(child) => Err(structure(child.pos, format!("text inside <{}>", el.name), found(child))),
+        Some(child) => Err(structure(
+            child.pos,
+            format!("text inside <{}>", el.name),
+            found(child),
+        )),
     }
 }
 
 fn only_child<'a>(el: &'a Element, name: &str) -> Result<&'a Element, Error> {
     match el.children.as_slice() {
         [one] if one.name == name => Ok(one),
-        [other] => Err(structure(other.pos, format!("<{name}> inside <{}>", el.name), found(other))),
-        [] => Err(structure(el.pos, format!("<{name}> inside <{}>", el.name), "nothing")),
-        [_, extra, ..] => Err(structure(extra.pos, format!("</{}>", el.name), found(extra))),
+        [other] => Err(structure(
+            other.pos,
+            format!("<{name}> inside <{}>", el.name),
+            found(other),
+        )),
+        [] => Err(structure(
+            el.pos,
+            format!("<{name}> inside <{}>", el.name),
+            "nothing",
+        )),
+        [_, extra, ..] => Err(structure(
+            extra.pos,
+            format!("</{}>", el.name),
+            found(extra),
+        )),
     }
 }
 
@@ -270,7 +368,11 @@ fn value(el: &Element, depth: usize, limits: &Limits) -> Result<Value, Error> {
         [] => return Ok(Value::String(el.text.clone())),
         [one] => one,
         [_, extra, ..] => {
-            return Err(structure(extra.pos, "one type element inside <value>", found(extra)));
+            return Err(structure(
+                extra.pos,
+                "one type element inside <value>",
+                found(extra),
+            ));
         }
     };
     no_text(el)?;
@@ -281,7 +383,10 @@ fn value(el: &Element, depth: usize, limits: &Limits) -> Result<Value, Error> {
     };
     let nested = |typed: &Element| {
         if depth + 1 > limits.max_depth {
-            Err(Error::TooDeep { pos: typed.pos, limit: limits.max_depth })
+            Err(Error::TooDeep {
+                pos: typed.pos,
+                limit: limits.max_depth,
+            })
         } else {
             no_text(typed)
         }
@@ -290,11 +395,17 @@ fn value(el: &Element, depth: usize, limits: &Limits) -> Result<Value, Error> {
     match typed.name.as_str() {
         "int" | "i4" => {
             leaf(typed)?;
-            text.trim().parse().map(Value::Int).map_err(|_| bad("int", text))
+            text.trim()
+                .parse()
+                .map(Value::Int)
+                .map_err(|_| bad("int", text))
         }
         "i8" => {
             leaf(typed)?;
-            text.trim().parse().map(Value::I8).map_err(|_| bad("i8", text))
+            text.trim()
+                .parse()
+                .map(Value::I8)
+                .map_err(|_| bad("i8", text))
         }
         "boolean" => {
             leaf(typed)?;
@@ -310,28 +421,46 @@ fn value(el: &Element, depth: usize, limits: &Limits) -> Result<Value, Error> {
         }
         "double" => {
             leaf(typed)?;
-            text.trim().parse().map(Value::Double).map_err(|_| bad("double", text))
+            text.trim()
+                .parse()
+                .map(Value::Double)
+                .map_err(|_| bad("double", text))
         }
         "dateTime.iso8601" => {
             leaf(typed)?;
             let t = text.trim();
-            if t.is_empty() { Err(bad("dateTime.iso8601", text)) } else { Ok(Value::DateTime(t.into())) }
+            if t.is_empty() {
+                Err(bad("dateTime.iso8601", text))
+            } else {
+                Ok(Value::DateTime(t.into()))
+            }
         }
         "base64" => {
             leaf(typed)?;
             // Encoders wrap lines (Python every 76 characters); the line breaks carry no data.
             let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-            BASE64.decode(compact.as_bytes()).map(Value::Base64).map_err(|_| bad("base64", text))
+            BASE64
+                .decode(compact.as_bytes())
+                .map(Value::Base64)
+                .map_err(|_| bad("base64", text))
         }
         "nil" | "ex:nil" => {
             leaf(typed)?;
-            if text.trim().is_empty() { Ok(Value::Nil) } else { Err(bad("nil", text)) }
+            if text.trim().is_empty() {
+                Ok(Value::Nil)
+            } else {
+                Err(bad("nil", text))
+            }
         }
         "array" => {
             nested(typed)?;
             let data = only_child(typed, "data")?;
             no_text(data)?;
-            data.children.iter().map(|v| value(v, depth + 1, limits)).collect::<Result<_, _>>().map(Value::Array)
+            data.children
+                .iter()
+                .map(|v| value(v, depth + 1, limits))
+                .collect::<Result<_, _>>()
+                .map(Value::Array)
         }
         "struct" => {
             nested(typed)?;
@@ -341,11 +470,23 @@ fn value(el: &Element, depth: usize, limits: &Limits) -> Result<Value, Error> {
                 no_text(member)?;
                 let (name_el, value_el) = match member.children.as_slice() {
                     [n, v] => (n, v),
-                    [] => return Err(structure(member.pos, "<name> and <value> inside <member>", "nothing")),
-                    [one] => {
-                        return Err(structure(member.pos, "<name> and <value> inside <member>", found(one)));
+                    [] => {
+                        return Err(structure(
+                            member.pos,
+                            "<name> and <value> inside <member>",
+                            "nothing",
+                        ));
                     }
-                    [_, _, extra, ..] => return Err(structure(extra.pos, "</member>", found(extra))),
+                    [one] => {
+                        return Err(structure(
+                            member.pos,
+                            "<name> and <value> inside <member>",
+                            found(one),
+                        ));
+                    }
+                    [_, _, extra, ..] => {
+                        return Err(structure(extra.pos, "</member>", found(extra)));
+                    }
                 };
                 expect_name(name_el, "name")?;
                 leaf(name_el)?;

@@ -1,7 +1,10 @@
 use super::*;
 
 fn call(name: &str, params: Vec<Value>) -> MethodCall {
-    MethodCall { name: name.into(), params }
+    MethodCall {
+        name: name.into(),
+        params,
+    }
 }
 
 fn every_type() -> Value {
@@ -20,14 +23,22 @@ fn every_type() -> Value {
         ("nil", Value::Nil),
         (
             "array",
-            Value::Array(vec![Value::Int(1), Value::from("two"), Value::Array(vec![]), Value::Struct(Struct::new())]),
+            Value::Array(vec![
+                Value::Int(1),
+                Value::from("two"),
+                Value::Array(vec![]),
+                Value::Struct(Struct::new()),
+            ]),
         ),
     ])
 }
 
 #[test]
 fn call_round_trips_every_type() {
-    let c = call("host.info", vec![every_type(), Value::Int(7), Value::from("x")]);
+    let c = call(
+        "host.info",
+        vec![every_type(), Value::Int(7), Value::from("x")],
+    );
     let xml = write_call(&c);
     assert_eq!(parse_call(&xml).unwrap(), c);
 }
@@ -36,13 +47,17 @@ fn call_round_trips_every_type() {
 fn response_round_trips() {
     let ok = MethodResponse::Ok(every_type());
     assert_eq!(parse_response(&write_response(&ok)).unwrap(), ok);
-    let fault = MethodResponse::Fault { code: 101, message: "no method <x> & y".into() };
+    let fault = MethodResponse::Fault {
+        code: 101,
+        message: "no method <x> & y".into(),
+    };
     assert_eq!(parse_response(&write_response(&fault)).unwrap(), fault);
 }
 
 #[test]
 fn call_without_params_and_with_empty_params() {
-    let a = parse_call("<methodCall><methodName>system.listMethods</methodName></methodCall>").unwrap();
+    let a =
+        parse_call("<methodCall><methodName>system.listMethods</methodName></methodCall>").unwrap();
     assert_eq!(a, call("system.listMethods", vec![]));
     let b = parse_call("<methodCall><methodName> a.b </methodName><params/></methodCall>").unwrap();
     assert_eq!(b, call("a.b", vec![]));
@@ -70,13 +85,18 @@ fn python_style_request() {
 fn untyped_value_is_a_string_kept_verbatim() {
     let xml = "<methodCall><methodName>m</methodName><params><param><value>  hi there </value></param><param><value/></param><param><value></value></param></params></methodCall>";
     let c = parse_call(xml).unwrap();
-    assert_eq!(c.params, vec![Value::from("  hi there "), Value::from(""), Value::from("")]);
+    assert_eq!(
+        c.params,
+        vec![Value::from("  hi there "), Value::from(""), Value::from("")]
+    );
 }
 
 #[test]
 fn scalar_spellings() {
     let one = |inner: &str| {
-        let xml = format!("<methodResponse><params><param><value>{inner}</value></param></params></methodResponse>");
+        let xml = format!(
+            "<methodResponse><params><param><value>{inner}</value></param></params></methodResponse>"
+        );
         match parse_response(&xml) {
             Ok(MethodResponse::Ok(v)) => Ok(v),
             Ok(other) => panic!("unexpected {other:?}"),
@@ -86,7 +106,10 @@ fn scalar_spellings() {
     assert_eq!(one("<i4> +12 </i4>").unwrap(), Value::Int(12));
     assert_eq!(one("<int>-2147483648</int>").unwrap(), Value::Int(i32::MIN));
     assert!(one("<int>2147483648</int>").is_err());
-    assert_eq!(one("<i8>9223372036854775807</i8>").unwrap(), Value::I8(i64::MAX));
+    assert_eq!(
+        one("<i8>9223372036854775807</i8>").unwrap(),
+        Value::I8(i64::MAX)
+    );
     assert_eq!(one("<boolean> 0 </boolean>").unwrap(), Value::Bool(false));
     assert!(one("<boolean>true</boolean>").is_err());
     assert!(one("<boolean>2</boolean>").is_err());
@@ -95,11 +118,23 @@ fn scalar_spellings() {
     assert!(one("<int></int>").is_err());
     assert!(one("<dateTime.iso8601> </dateTime.iso8601>").is_err());
     assert!(one("<base64>!!!!</base64>").is_err());
-    assert_eq!(one("<base64>aGk</base64>").unwrap(), Value::Base64(b"hi".to_vec()));
+    assert_eq!(
+        one("<base64>aGk</base64>").unwrap(),
+        Value::Base64(b"hi".to_vec())
+    );
     assert_eq!(one("<string/>").unwrap(), Value::from(""));
-    assert_eq!(one("<string>a&lt;&#x41;&#66;&amp;&quot;&apos;&gt;</string>").unwrap(), Value::from("a<AB&\"'>"));
-    assert_eq!(one("<string><![CDATA[<raw> & ]]>x</string>").unwrap(), Value::from("<raw> & x"));
-    assert_eq!(one("<string>a<!-- note -->b</string>").unwrap(), Value::from("ab"));
+    assert_eq!(
+        one("<string>a&lt;&#x41;&#66;&amp;&quot;&apos;&gt;</string>").unwrap(),
+        Value::from("a<AB&\"'>")
+    );
+    assert_eq!(
+        one("<string><![CDATA[<raw> & ]]>x</string>").unwrap(),
+        Value::from("<raw> & x")
+    );
+    assert_eq!(
+        one("<string>a<!-- note -->b</string>").unwrap(),
+        Value::from("ab")
+    );
     assert_eq!(one("<ex:nil/>").unwrap(), Value::Nil);
     assert!(one("<nil>x</nil>").is_err());
 }
@@ -114,7 +149,10 @@ fn carriage_returns_survive_and_controls_are_replaced() {
 fn assert_structure(xml: &str, expected_fragment: &str) {
     match parse_call(xml) {
         Err(Error::Structure { expected, .. }) => {
-            assert!(expected.contains(expected_fragment), "expected {expected_fragment:?} in {expected:?}")
+            assert!(
+                expected.contains(expected_fragment),
+                "expected {expected_fragment:?} in {expected:?}"
+            )
         }
         other => panic!("{xml}: expected a structure error, got {other:?}"),
     }
@@ -125,10 +163,22 @@ fn structure_errors_say_what_was_expected() {
     assert_structure("<methodResponse/>", "<methodCall>");
     assert_structure("<methodCall/>", "<methodName>");
     assert_structure("<methodCall><params/></methodCall>", "<methodName>");
-    assert_structure("<methodCall><methodName>m</methodName><param/></methodCall>", "<params>");
-    assert_structure("<methodCall><methodName>m</methodName><params/><params/></methodCall>", "</methodCall>");
-    assert_structure("<methodCall><methodName>m</methodName><params><value/></params></methodCall>", "<param>");
-    assert_structure("<methodCall><methodName>m</methodName><params><param/></params></methodCall>", "<value>");
+    assert_structure(
+        "<methodCall><methodName>m</methodName><param/></methodCall>",
+        "<params>",
+    );
+    assert_structure(
+        "<methodCall><methodName>m</methodName><params/><params/></methodCall>",
+        "</methodCall>",
+    );
+    assert_structure(
+        "<methodCall><methodName>m</methodName><params><value/></params></methodCall>",
+        "<param>",
+    );
+    assert_structure(
+        "<methodCall><methodName>m</methodName><params><param/></params></methodCall>",
+        "<value>",
+    );
     assert_structure(
         "<methodCall><methodName>m</methodName><params><param><value><int>1</int><int>2</int></value></param></params></methodCall>",
         "one type element",
@@ -157,7 +207,10 @@ fn structure_errors_say_what_was_expected() {
         "<methodCall><methodName>m</methodName><params><param><value><struct><member><name>a</name><value/></member><member><name>a</name><value/></member></struct></value></param></params></methodCall>",
         "unique member names",
     );
-    assert_structure("<methodCall><methodName>m</methodName></methodCall><methodCall/>", "end of the document");
+    assert_structure(
+        "<methodCall><methodName>m</methodName></methodCall><methodCall/>",
+        "end of the document",
+    );
     assert_structure("", "a root element");
     assert_structure("hello", "an element");
     assert_structure(
@@ -169,7 +222,10 @@ fn structure_errors_say_what_was_expected() {
 #[test]
 fn structure_error_message_names_position() {
     let err = parse_call("<methodCall>\n  <oops/></methodCall>").unwrap_err();
-    assert_eq!(err.to_string(), "at byte 15: expected <methodName>, found <oops>");
+    assert_eq!(
+        err.to_string(),
+        "at byte 15: expected <methodName>, found <oops>"
+    );
     assert_eq!(err.fault_code(), crate::fault::FaultCode::Parse);
 }
 
@@ -180,7 +236,10 @@ fn bad_method_names_are_refused() {
             "<methodCall><methodName>{}</methodName></methodCall>",
             name.replace('<', "&lt;")
         );
-        assert!(matches!(parse_call(&xml), Err(Error::BadScalar { .. })), "{name:?}");
+        assert!(
+            matches!(parse_call(&xml), Err(Error::BadScalar { .. })),
+            "{name:?}"
+        );
     }
 }
 
@@ -211,10 +270,18 @@ fn doctype_is_refused() {
 
 #[test]
 fn billion_laughs_is_refused_before_any_expansion() {
-    let mut xml = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+    let mut xml =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
     for i in 1..10 {
-        let prev = if i == 1 { "lol".to_string() } else { format!("lol{}", i - 1) };
-        xml.push_str(&format!("<!ENTITY lol{i} \"{}\">\n", format!("&{prev};").repeat(10)));
+        let prev = if i == 1 {
+            "lol".to_string()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        xml.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">\n",
+            format!("&{prev};").repeat(10)
+        ));
     }
     xml.push_str("]>\n<methodCall><methodName>m</methodName><params><param><value>&lol9;</value></param></params></methodCall>");
     let err = parse_call(&xml).unwrap_err();
@@ -255,7 +322,10 @@ fn nesting_up_to_the_limit_is_fine() {
         depth += 1;
     }
     assert_eq!(depth, 64);
-    assert!(matches!(parse_call(&nested_arrays(65)), Err(Error::TooDeep { limit: 64, .. })));
+    assert!(matches!(
+        parse_call(&nested_arrays(65)),
+        Err(Error::TooDeep { limit: 64, .. })
+    ));
 }
 
 #[test]
@@ -270,24 +340,46 @@ fn depth_bomb_is_cut_off_early() {
 
 #[test]
 fn element_count_is_capped() {
-    let limits = Limits { max_depth: 64, max_elements: 100 };
-    let mut xml = String::from("<methodCall><methodName>m</methodName><params><param><value><array><data>");
+    let limits = Limits {
+        max_depth: 64,
+        max_elements: 100,
+    };
+    let mut xml =
+        String::from("<methodCall><methodName>m</methodName><params><param><value><array><data>");
     xml.push_str(&"<value><int>1</int></value>".repeat(100));
     xml.push_str("</data></array></value></param></params></methodCall>");
-    assert!(matches!(parse_call_with(&xml, &limits), Err(Error::TooManyElements { limit: 100 })));
+    assert!(matches!(
+        parse_call_with(&xml, &limits),
+        Err(Error::TooManyElements { limit: 100 })
+    ));
     assert!(parse_call(&xml).is_ok());
 }
 
 #[test]
 fn fault_responses_are_checked() {
     let fault = |inner: &str| {
-        parse_response(&format!("<methodResponse><fault><value><struct>{inner}</struct></value></fault></methodResponse>"))
+        parse_response(&format!(
+            "<methodResponse><fault><value><struct>{inner}</struct></value></fault></methodResponse>"
+        ))
     };
-    let ok = fault("<member><name>faultCode</name><value><i4>4</i4></value></member><member><name>faultString</name><value>Too many</value></member>");
-    assert_eq!(ok.unwrap(), MethodResponse::Fault { code: 4, message: "Too many".into() });
+    let ok = fault(
+        "<member><name>faultCode</name><value><i4>4</i4></value></member><member><name>faultString</name><value>Too many</value></member>",
+    );
+    assert_eq!(
+        ok.unwrap(),
+        MethodResponse::Fault {
+            code: 4,
+            message: "Too many".into()
+        }
+    );
     assert!(fault("<member><name>faultString</name><value>x</value></member>").is_err());
     assert!(fault("<member><name>faultCode</name><value>x</value></member><member><name>faultString</name><value>x</value></member>").is_err());
-    assert!(parse_response("<methodResponse><fault><value><int>1</int></value></fault></methodResponse>").is_err());
+    assert!(
+        parse_response(
+            "<methodResponse><fault><value><int>1</int></value></fault></methodResponse>"
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -298,12 +390,20 @@ fn response_needs_exactly_one_param() {
             .is_err()
     );
     assert!(parse_response("<methodResponse/>").is_err());
-    assert!(parse_response("<methodResponse><params><param><value/></param></params><fault/></methodResponse>").is_err());
+    assert!(
+        parse_response(
+            "<methodResponse><params><param><value/></param></params><fault/></methodResponse>"
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn written_call_is_exact() {
-    let c = call("a.b", vec![Value::Int(1), Value::structure([("k", Value::Bool(true))])]);
+    let c = call(
+        "a.b",
+        vec![Value::Int(1), Value::structure([("k", Value::Bool(true))])],
+    );
     assert_eq!(
         write_call(&c),
         "<?xml version=\"1.0\"?>\n<methodCall><methodName>a.b</methodName><params><param><value><int>1</int></value></param><param><value><struct><member><name>k</name><value><boolean>1</boolean></value></member></struct></value></param></params></methodCall>\n"

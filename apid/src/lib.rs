@@ -1,0 +1,12 @@
+//! apid: Cairn's XML-RPC over HTTPS API, a gateway onto the daemons' D-Bus interfaces. It is the
+//! only network-facing daemon, so everything it reads from the network is bounded and checked.
+
+pub mod bus;
+pub mod http;
+pub mod methods;
+pub mod tls;
+
+/// The raw token digests from host.toml, as the HTTP layer checks them.
+pub fn token_digests(config: &model::config::HostConfig) -> Vec<[u8; 32]> {
+    config.api.tokens.iter().map(|t| t.sha256).collect()
+}

@@ -1,0 +1,122 @@
+//! The server certificate: the operator's files from host.toml, or a self-signed certificate
+//! that apid makes once and keeps under the state directory, so that clients which pinned it
+//! keep working across restarts and reboots.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use model::config::{HostConfig, MgmtAddress, Tls};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot make a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate and key do not make a usable TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The directory under the state directory that holds the generated certificate.
+pub fn generated_dir(state: &Path) -> PathBuf {
+    state.join("tls")
+}
+
+/// The TLS configuration apid serves with, per `config.api.tls`.
+pub fn server_config(config: &HostConfig, state: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = match &config.api.tls {
+        Tls::Files { cert, key } => (load_certs(cert)?, load_key(key)?),
+        Tls::Generate => load_or_generate(&generated_dir(state), subject_names(config))?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
+
+/// The names a client may reach this host by, as far as host.toml tells. A client that uses
+/// another name (say, a DHCP address) pins the certificate instead (`cairnctl --ca-cert`).
+pub fn subject_names(config: &HostConfig) -> Vec<String> {
+    let mut names = vec![config.host.hostname.clone(), "localhost".into()];
+    let mut add = |n: String| {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    };
+    add("127.0.0.1".into());
+    add("::1".into());
+    if !config.api.listen.is_unspecified() {
+        add(config.api.listen.to_string());
+    }
+    if let MgmtAddress::Static { address, .. } = &config.host.management.address {
+        add(address.addr.to_string());
+    }
+    names
+}
+
+type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Reuses `dir/cert.pem` + `dir/key.pem` when both exist, else makes and stores a new pair.
+pub fn load_or_generate(dir: &Path, names: Vec<String>) -> Result<Pair, TlsError> {
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if cert_path.exists() && key_path.exists() {
+        tracing::info!(cert = %cert_path.display(), "using the stored self-signed certificate");
+        return Ok((load_certs(&cert_path)?, load_key(&key_path)?));
+    }
+    let made = rcgen::generate_simple_self_signed(names.clone())?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+    // The key first: a crash in between leaves no certificate, so the next start regenerates.
+    write_private(&key_path, made.signing_key.serialize_pem().as_bytes())?;
+    write_private(&cert_path, made.cert.pem().as_bytes())?;
+    tracing::info!(cert = %cert_path.display(), ?names, "made a self-signed certificate");
+    Ok((load_certs(&cert_path)?, load_key(&key_path)?))
+}
+
+/// Writes a file readable by its owner only, atomically (temporary file, then rename).
+fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    let tmp = path.with_extension("tmp");
+    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_err = |e: rustls_pki_types::pem::Error| TlsError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.to_path_buf() });
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError::Read { path: path.to_path_buf(), message: e.to_string() })
+}

@@ -1,0 +1,457 @@
+//! The real server, in-process, over real HTTPS: a hand-rolled hyper client for exact control of
+//! what goes on the wire, and Python's xmlrpc.client as an independent peer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use apid::bus::Bus;
+use apid::http::{Limits, Server, Service};
+use apid::methods::Api;
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{HeaderMap, StatusCode};
+use hyper_util::rt::TokioIo;
+use model::config::{Api as ApiConfig, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
+use model::xmlrpc::{MethodCall, MethodResponse, Value, parse_response, write_call};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "s3cret-token";
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "apid-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config() -> HostConfig {
+    HostConfig {
+        host: Host {
+            hostname: "testhost".into(),
+            timezone: "UTC".into(),
+            dns: vec![],
+            management: Management { interface: "eth0".into(), address: MgmtAddress::Dhcp },
+        },
+        api: ApiConfig {
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            tls: Tls::Generate,
+            tokens: vec![ApiToken {
+                name: "test".into(),
+                sha256: model::token::parse_digest(&model::token::digest(TOKEN)).unwrap(),
+            }],
+        },
+        networks: vec![],
+        pools: vec![],
+        templates: vec![],
+        containers: vec![],
+        vms: vec![],
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    cert: PathBuf,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(bus: Option<zbus::Connection>, limits: Limits) -> Running {
+    let state = temp_dir("state");
+    let config = config();
+    let tls = apid::tls::server_config(&config, &state).unwrap();
+    let server = Server::bind(SocketAddr::new(config.api.listen, 0), tls).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let service = Service::new(
+        Api::new(config.host.hostname.clone(), Bus::new(bus)),
+        apid::token_digests(&config),
+        limits,
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(service, async move {
+        let _ = stopped.await;
+    }));
+    Running { addr, cert: apid::tls::generated_dir(&state).join("cert.pem"), _stop: stop }
+}
+
+async fn connect(r: &Running) -> SendRequest<Full<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&r.cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(r.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+fn basic(token: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("anyone:{token}")))
+}
+
+async fn request(
+    send: &mut SendRequest<Full<Bytes>>,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
+    if let Some(token) = auth {
+        req = req.header("authorization", basic(token));
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    send.ready().await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req)).await.unwrap().unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn rpc(send: &mut SendRequest<Full<Bytes>>, name: &str, params: Vec<Value>) -> MethodResponse {
+    let body = write_call(&MethodCall { name: name.into(), params });
+    let (status, _, text) = request(send, "POST", "/RPC2", Some(TOKEN), body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    parse_response(&text).unwrap()
+}
+
+async fn raw_fault(send: &mut SendRequest<Full<Bytes>>, body: impl Into<Bytes>) -> (i32, String) {
+    let (status, _, text) = request(send, "POST", "/RPC2", Some(TOKEN), body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    match parse_response(&text).unwrap() {
+        MethodResponse::Fault { code, message } => (code, message),
+        other => panic!("expected a fault, got {other:?}"),
+    }
+}
+
+async fn still_answers(send: &mut SendRequest<Full<Bytes>>) {
+    match rpc(send, "system.listMethods", vec![]).await {
+        MethodResponse::Ok(Value::Array(names)) => assert!(names.contains(&Value::from("host.info"))),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn auth_paths_and_methods() {
+    let r = start(None, Limits::default()).await;
+    let mut c = connect(&r).await;
+    still_answers(&mut c).await;
+
+    for auth in [None, Some("wrong")] {
+        let (status, headers, _) = request(&mut c, "POST", "/RPC2", auth, "<x/>").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers["www-authenticate"], "Basic realm=\"cairn\"");
+    }
+    let (status, _, _) = request(&mut c, "POST", "/other", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, headers, _) = request(&mut c, "GET", "/RPC2", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "POST");
+    // All of the above on one keep-alive connection, which still works.
+    still_answers(&mut c).await;
+}
+
+#[tokio::test]
+async fn bad_bodies_are_faults_and_the_server_lives_on() {
+    let r = start(None, Limits::default()).await;
+    let mut c = connect(&r).await;
+    let (code, msg) = raw_fault(&mut c, "<methodCall><methodName>x</methodName>").await;
+    assert_eq!(code, 100, "{msg}");
+    still_answers(&mut c).await;
+
+    let laughs = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]><methodCall><methodName>m</methodName><params><param><value>&b;</value></param></params></methodCall>";
+    let (code, msg) = raw_fault(&mut c, laughs).await;
+    assert_eq!(code, 100);
+    assert!(msg.contains("DOCTYPE"), "{msg}");
+    still_answers(&mut c).await;
+
+    let (code, _) = raw_fault(&mut c, vec![0xffu8, 0xfe, 0x00]).await;
+    assert_eq!(code, 100);
+
+    let mut bomb = String::from("<methodCall><methodName>m</methodName><params><param><value>");
+    bomb.push_str(&"<array><data><value>".repeat(50_000));
+    let (code, msg) = raw_fault(&mut c, bomb).await;
+    assert_eq!(code, 100);
+    assert!(msg.contains("nesting"), "{msg}");
+    still_answers(&mut c).await;
+
+    let (code, _) = raw_fault(&mut c, write_call(&MethodCall { name: "no.such".into(), params: vec![] })).await;
+    assert_eq!(code, 101);
+    let (code, _) = raw_fault(
+        &mut c,
+        write_call(&MethodCall { name: "system.methodHelp".into(), params: vec![] }),
+    )
+    .await;
+    assert_eq!(code, 102);
+    still_answers(&mut c).await;
+}
+
+#[tokio::test]
+async fn oversized_bodies() {
+    let r = start(None, Limits::default()).await;
+    let mut c = connect(&r).await;
+    // Just over the cap: read, dropped, answered with a fault, connection kept.
+    let mut big = String::from("<methodCall><methodName>m</methodName><params><param><value>");
+    big.push_str(&"x".repeat(1 << 20));
+    big.push_str("</value></param></params></methodCall>");
+    let (code, msg) = raw_fault(&mut c, big).await;
+    assert_eq!(code, 108, "{msg}");
+    still_answers(&mut c).await;
+
+    // Far over: refused outright, connection closed; a new one works.
+    let mut c2 = connect(&r).await;
+    let (status, headers, _) = request(&mut c2, "POST", "/RPC2", Some(TOKEN), vec![b'x'; 17 << 20]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(headers["connection"], "close");
+    let mut c3 = connect(&r).await;
+    still_answers(&mut c3).await;
+}
+
+#[tokio::test]
+async fn generated_certificate_is_kept_private_and_reused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = temp_dir("reuse");
+    let config = config();
+    apid::tls::server_config(&config, &state).unwrap();
+    let dir = apid::tls::generated_dir(&state);
+    let first = std::fs::read(dir.join("cert.pem")).unwrap();
+    for f in ["cert.pem", "key.pem"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    apid::tls::server_config(&config, &state).unwrap();
+    assert_eq!(std::fs::read(dir.join("cert.pem")).unwrap(), first);
+}
+
+#[tokio::test]
+async fn operator_certificate_files() {
+    let dir = temp_dir("files");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("c.pem"), made.cert.pem()).unwrap();
+    std::fs::write(dir.join("k.pem"), made.signing_key.serialize_pem()).unwrap();
+    let mut config = config();
+    config.api.tls = Tls::Files { cert: dir.join("c.pem"), key: dir.join("k.pem") };
+    assert!(apid::tls::server_config(&config, &dir).is_ok());
+    config.api.tls = Tls::Files { cert: dir.join("k.pem"), key: dir.join("k.pem") };
+    let err = apid::tls::server_config(&config, &dir).unwrap_err();
+    assert!(err.to_string().contains("no PEM certificate"), "{err}");
+}
+
+fn python(script: &str, args: &[&str]) -> std::process::Output {
+    Command::new("python3").arg("-c").arg(script).args(args).output().expect("python3 runs")
+}
+
+/// Python's standard client, verifying the certificate, as an independent implementation.
+#[tokio::test]
+async fn python_xmlrpc_client() {
+    let r = start(None, Limits::default()).await;
+    let port = r.addr.port().to_string();
+    let cert = r.cert.display().to_string();
+    let script = r#"
+import ssl, sys, xmlrpc.client as x
+port, cert, token = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=cert)
+url = "https://user:%s@127.0.0.1:%s/RPC2"
+p = x.ServerProxy(url % (token, port), context=ctx)
+names = p.system.listMethods()
+assert "host.info" in names and "system.multicall" in names, names
+assert p.system.methodSignature("system.methodHelp") == [["string", "string"]]
+info = p.host.info()
+assert info["hostname"] == "testhost", info
+assert "error" in info["daemons"]["netd"], info
+try:
+    p.no.such()
+    raise SystemExit("no fault")
+except x.Fault as f:
+    assert f.faultCode == 101, f
+mc = x.MultiCall(p)
+mc.system.methodHelp("host.info")
+mc.host.services()
+res = mc.results if hasattr(mc, "results") else None
+out = mc()
+assert "hostname" in out[0]
+try:
+    out[1]
+    raise SystemExit("no fault in multicall")
+except x.Fault as f:
+    assert f.faultCode == 106, f
+bad = x.ServerProxy(url % ("wrong", port), context=ctx)
+try:
+    bad.system.listMethods()
+    raise SystemExit("no 401")
+except x.ProtocolError as e:
+    assert e.errcode == 401, e
+print("python ok")
+"#;
+    let out = tokio::task::spawn_blocking(move || python(script, &[&port, &cert, TOKEN])).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("python ok"));
+}
+
+// --- with a private bus -------------------------------------------------------------------------
+
+struct BusDaemon {
+    child: Child,
+    address: String,
+}
+
+impl Drop for BusDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn private_bus(dir: &Path) -> Option<BusDaemon> {
+    let conf = dir.join("bus.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>custom</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+            dir.join("bus").display()
+        ),
+    )
+    .ok()?;
+    let mut child = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf.display()))
+        .args(["--nofork", "--print-address=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    let stdout = child.stdout.take()?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).ok()?;
+    Some(BusDaemon { child, address: line.trim().to_string() })
+}
+
+struct FakeInit;
+
+#[zbus::interface(name = "org.cairn.Init1")]
+impl FakeInit {
+    fn list_services(&self) -> Vec<(String, String, u32, u32, u64)> {
+        vec![
+            ("netd".into(), "running".into(), 12, 0, 1_700_000_000),
+            ("hostd".into(), "backoff".into(), 0, 3, 1_700_000_100),
+        ]
+    }
+    fn system_info(&self) -> (u64, String) {
+        (4242, "6.1.0-test".into())
+    }
+    fn reboot(&self) -> zbus::fdo::Result<()> {
+        Err(zbus::fdo::Error::AccessDenied("not in a test".into()))
+    }
+    fn poweroff(&self) {}
+}
+
+struct FakeNetwork;
+
+#[zbus::interface(name = "org.cairn.Network1")]
+impl FakeNetwork {
+    fn status(&self) -> (String, HashMap<String, u32>) {
+        ("9.9.9".into(), HashMap::from([("bridges".to_string(), 2u32), ("ports".to_string(), 5)]))
+    }
+}
+
+#[tokio::test]
+async fn host_methods_over_a_private_bus() {
+    let dir = temp_dir("bus");
+    let Some(bus) = private_bus(&dir) else {
+        eprintln!("dbus-daemon is not available; skipping");
+        return;
+    };
+    let apid_conn = zbus::connection::Builder::address(bus.address.as_str())
+        .name(model::dbus::API_NAME)
+        .build()
+        .await
+        .unwrap();
+    let r = start(Some(apid_conn.clone()), Limits::default()).await;
+    let mut c = connect(&r).await;
+
+    // No daemons yet: host.info still answers, with errors where the daemons would be.
+    let MethodResponse::Ok(Value::Struct(info)) = rpc(&mut c, "host.info", vec![]).await else { panic!() };
+    assert_eq!(info["hostname"], Value::from("testhost"));
+    assert!(info.contains_key("init_error"));
+    for d in ["netd", "stord", "hostd"] {
+        let e = info["daemons"].as_struct().unwrap()[d].as_struct().unwrap()["error"].as_str().unwrap();
+        assert!(e.contains("not running"), "{d}: {e}");
+    }
+    assert!(matches!(rpc(&mut c, "host.services", vec![]).await, MethodResponse::Fault { code: 106, .. }));
+
+    // Now fake init and netd join the bus.
+    let _fakes = zbus::connection::Builder::address(bus.address.as_str())
+        .name(model::dbus::INIT_NAME)
+        .serve_at(model::dbus::INIT_PATH, FakeInit)
+        .name(model::dbus::NETWORK_NAME)
+        .serve_at(model::dbus::NETWORK_PATH, FakeNetwork)
+        .build()
+        .await
+        .unwrap();
+    let MethodResponse::Ok(Value::Struct(info)) = rpc(&mut c, "host.info", vec![]).await else { panic!() };
+    assert_eq!(info["uptime"], Value::Int(4242));
+    assert_eq!(info["kernel"], Value::from("6.1.0-test"));
+    assert!(!info.contains_key("init_error"));
+    let services = info["services"].as_array().unwrap();
+    assert_eq!(services.len(), 2);
+    let hostd = services[1].as_struct().unwrap();
+    assert_eq!(hostd["name"], Value::from("hostd"));
+    assert_eq!(hostd["state"], Value::from("backoff"));
+    assert_eq!(hostd["restarts"], Value::Int(3));
+    assert_eq!(hostd["since"], Value::Int(1_700_000_100));
+    let netd = info["daemons"].as_struct().unwrap()["netd"].as_struct().unwrap();
+    assert_eq!(netd["version"], Value::from("9.9.9"));
+    assert_eq!(netd["bridges"], Value::Int(2));
+    assert!(info["daemons"].as_struct().unwrap()["stord"].as_struct().unwrap().contains_key("error"));
+
+    let MethodResponse::Ok(Value::Array(list)) = rpc(&mut c, "host.services", vec![]).await else { panic!() };
+    assert_eq!(list.len(), 2);
+    assert_eq!(rpc(&mut c, "host.poweroff", vec![]).await, MethodResponse::Ok(Value::Bool(true)));
+    // A daemon's own error is not "busy": it is passed on as internal, with its message.
+    match rpc(&mut c, "host.reboot", vec![]).await {
+        MethodResponse::Fault { code: 107, message } => assert!(message.contains("not in a test"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    // apid holds its name on the bus.
+    let dbus = zbus::fdo::DBusProxy::new(&apid_conn).await.unwrap();
+    assert!(dbus.name_has_owner(model::dbus::API_NAME.try_into().unwrap()).await.unwrap());
+}

@@ -1,0 +1,223 @@
+//! Rendering API answers: aligned tables for people, JSON for scripts.
+
+use model::xmlrpc::{Struct, Value};
+use base64::Engine as _;
+
+/// XML-RPC to JSON. Base64 becomes a base64 string, dateTime its text, nil null.
+pub fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Int(i) => J::from(*i),
+        Value::I8(i) => J::from(*i),
+        Value::Bool(b) => J::from(*b),
+        Value::String(s) | Value::DateTime(s) => J::from(s.as_str()),
+        Value::Double(d) => serde_json::Number::from_f64(*d).map_or(J::Null, J::Number),
+        Value::Base64(b) => J::from(base64::engine::general_purpose::STANDARD.encode(b)),
+        Value::Struct(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
+        Value::Nil => J::Null,
+    }
+}
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        for (i, cell) in row.iter().enumerate() {
+            out.push_str(cell);
+            if i < last {
+                let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(cell.chars().count());
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Nil) => "-".into(),
+        Some(Value::String(s)) | Some(Value::DateTime(s)) => s.clone(),
+        Some(Value::Int(i)) => i.to_string(),
+        Some(Value::I8(i)) => i.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Double(d)) => d.to_string(),
+        Some(other) => to_json(other).to_string(),
+    }
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SSZ` (UTC); 0 (never) as `-`.
+pub fn utc(secs: i64) -> String {
+    if secs <= 0 {
+        return "-".into();
+    }
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil: exact for the proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Seconds as `3d 4h 5m 6s`, leading zero units left out.
+pub fn duration(secs: i64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    let mut parts = Vec::new();
+    for (n, unit) in [(d, "d"), (h, "h"), (m, "m")] {
+        if n > 0 || !parts.is_empty() {
+            parts.push(format!("{n}{unit}"));
+        }
+    }
+    parts.push(format!("{s}s"));
+    parts.join(" ")
+}
+
+pub fn services_table(services: &Value) -> String {
+    let rows: Vec<Vec<String>> = services
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let s = s.as_struct().cloned().unwrap_or_default();
+            vec![
+                text(s.get("name")),
+                text(s.get("state")),
+                text(s.get("pid")),
+                text(s.get("restarts")),
+                s.get("since").and_then(Value::as_i64).map_or_else(|| "-".into(), utc),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATE", "PID", "RESTARTS", "SINCE"], &rows)
+}
+
+pub fn info(v: &Value) -> String {
+    let empty = Struct::new();
+    let s = v.as_struct().unwrap_or(&empty);
+    let mut rows = vec![
+        vec!["hostname".to_string(), text(s.get("hostname"))],
+        vec!["version".to_string(), text(s.get("version"))],
+    ];
+    if let Some(k) = s.get("kernel") {
+        rows.push(vec!["kernel".into(), text(Some(k))]);
+    }
+    if let Some(u) = s.get("uptime").and_then(Value::as_i64) {
+        rows.push(vec!["uptime".into(), duration(u)]);
+    }
+    if let Some(e) = s.get("init_error") {
+        rows.push(vec!["init".into(), format!("error: {}", text(Some(e)))]);
+    }
+    let mut out = String::new();
+    for row in &rows {
+        out.push_str(&format!("{:<10}{}\n", row[0], row[1]));
+    }
+
+    let daemons = s.get("daemons").and_then(Value::as_struct).cloned().unwrap_or_default();
+    let daemon_rows: Vec<Vec<String>> = daemons
+        .iter()
+        .map(|(name, d)| {
+            let d = d.as_struct().cloned().unwrap_or_default();
+            let details = match d.get("error") {
+                Some(e) => format!("error: {}", text(Some(e))),
+                None => d
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "version")
+                    .map(|(k, v)| format!("{k}={}", text(Some(v))))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            vec![name.clone(), text(d.get("version")), details]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&["DAEMON", "VERSION", "DETAILS"], &daemon_rows));
+    if let Some(services) = s.get("services") {
+        out.push('\n');
+        out.push_str(&services_table(services));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(0), "-");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(90_061), "1d 1h 1m 1s");
+        assert_eq!(duration(3600), "1h 0m 0s");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["NAME", "STATE"], &[vec!["netd".into(), "running".into()], vec!["x".into(), "y".into()]]);
+        assert_eq!(t, "NAME  STATE\nnetd  running\nx     y\n");
+    }
+
+    #[test]
+    fn services_render() {
+        let svc = Value::Array(vec![Value::structure([
+            ("name", Value::from("hostd")),
+            ("state", Value::from("backoff")),
+            ("pid", Value::Int(0)),
+            ("restarts", Value::Int(3)),
+            ("since", Value::Int(1_700_000_000)),
+        ])]);
+        assert_eq!(
+            services_table(&svc),
+            "NAME   STATE    PID  RESTARTS  SINCE\nhostd  backoff  0    3         2023-11-14 22:13:20Z\n"
+        );
+    }
+
+    #[test]
+    fn json_conversion() {
+        let v = Value::structure([("a", Value::Array(vec![Value::Int(1), Value::Nil, Value::Base64(b"hi".to_vec())]))]);
+        assert_eq!(to_json(&v).to_string(), r#"{"a":[1,null,"aGk="]}"#);
+    }
+
+    #[test]
+    fn info_with_errors() {
+        let v = Value::structure([
+            ("hostname", Value::from("h1")),
+            ("version", Value::from("0.1.0")),
+            ("init_error", Value::from("init is not running")),
+            (
+                "daemons",
+                Value::structure([
+                    ("netd", Value::structure([("version", Value::from("0.1.0")), ("bridges", Value::Int(2))])),
+                    ("stord", Value::structure([("error", Value::from("gone"))])),
+                ]),
+            ),
+        ]);
+        let out = info(&v);
+        assert!(out.contains("hostname  h1\n"), "{out}");
+        assert!(out.contains("init      error: init is not running\n"), "{out}");
+        assert!(out.contains("netd    0.1.0    bridges=2\n"), "{out}");
+        assert!(out.contains("stord   -        error: gone\n"), "{out}");
+    }
+}

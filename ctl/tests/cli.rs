@@ -1,0 +1,203 @@
+//! The cairnctl binary, run as a user would: locally for `config check`, and against the real
+//! apid served in-process over HTTPS.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use apid::bus::Bus;
+use apid::http::{Limits, Server, Service};
+use apid::methods::Api;
+use model::config::{Api as ApiConfig, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
+
+const TOKEN: &str = "ctl-test-token";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cairnctl-test-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cairnctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+        .args(args)
+        .env_remove("CAIRN_TOKEN")
+        .output()
+        .expect("cairnctl runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn config_check_reports_a_bad_file() {
+    let dir = TempDir::new("check");
+    let file = dir.0.join("host.toml");
+    std::fs::write(&file, "[host]\nhostname = 42\n[api\n").unwrap();
+    let path = file.display().to_string();
+    let out = cairnctl(&["config", "check", &path]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    // Every diagnostic is `file:line:col: message`.
+    let first = err.lines().next().expect("a diagnostic");
+    let rest = first.strip_prefix(&format!("{path}:")).expect("starts with the file name");
+    let mut parts = rest.splitn(3, ':');
+    assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{first}");
+    assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{first}");
+    assert!(!parts.next().unwrap().trim().is_empty(), "{first}");
+}
+
+#[test]
+fn config_check_of_a_missing_file_fails() {
+    let out = cairnctl(&["config", "check", "/nonexistent/host.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("/nonexistent/host.toml:1:1: "), "{}", stderr(&out));
+}
+
+#[test]
+fn remote_commands_need_url_token_and_trust() {
+    let out = cairnctl(&["info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--url"), "{}", stderr(&out));
+    let out = cairnctl(&["--url", "https://127.0.0.1:1", "info"]);
+    assert!(stderr(&out).contains("CAIRN_TOKEN"), "{}", stderr(&out));
+    let out = cairnctl(&["--url", "https://127.0.0.1:1", "--token", "t", "info"]);
+    assert!(stderr(&out).contains("--ca-cert"), "{}", stderr(&out));
+    let out = cairnctl(&["--url", "http://127.0.0.1:1", "--token", "t", "--insecure", "info"]);
+    assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
+}
+
+fn config() -> HostConfig {
+    HostConfig {
+        host: Host {
+            hostname: "ctlhost".into(),
+            timezone: "UTC".into(),
+            dns: vec![],
+            management: Management { interface: "eth0".into(), address: MgmtAddress::Dhcp },
+        },
+        api: ApiConfig {
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            tls: Tls::Generate,
+            tokens: vec![ApiToken {
+                name: "ctl".into(),
+                sha256: model::token::parse_digest(&model::token::digest(TOKEN)).unwrap(),
+            }],
+        },
+        networks: vec![],
+        pools: vec![],
+        templates: vec![],
+        containers: vec![],
+        vms: vec![],
+    }
+}
+
+/// apid without a bus: host.info answers with per-daemon errors, host.services is a fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_real_apid() {
+    let state = TempDir::new("state");
+    let config = config();
+    let tls = apid::tls::server_config(&config, &state.0).unwrap();
+    let server = Server::bind(SocketAddr::new(config.api.listen, 0), tls).await.unwrap();
+    let url = format!("https://127.0.0.1:{}", server.local_addr().unwrap().port());
+    let service = Service::new(
+        Api::new("ctlhost".into(), Bus::new(None)),
+        apid::token_digests(&config),
+        Limits::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(service, async move {
+        let _ = stopped.await;
+    }));
+    let cert = apid::tls::generated_dir(&state.0).join("cert.pem").display().to_string();
+
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cairnctl(&args)
+        })
+    };
+    let base = |extra: &[&str]| {
+        let mut v: Vec<String> = ["--url", &url, "--ca-cert", &cert].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let out = run(base(&["--token", TOKEN, "info"])).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("hostname  ctlhost\n"), "{text}");
+    assert!(text.contains("DAEMON"), "{text}");
+    assert!(text.contains("netd    -        error: apid is not connected to the bus"), "{text}");
+
+    let out = run(base(&["--token", TOKEN, "--json", "info"])).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["hostname"], "ctlhost");
+    assert!(json["daemons"]["stord"]["error"].is_string());
+
+    let out = run(base(&["--token", "wrong", "info"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "error: unauthorized: wrong or missing token");
+
+    let out = run(base(&["--token", TOKEN, "services"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: busy (106): "), "{}", stderr(&out));
+
+    // The token from the environment, and --insecure instead of a pinned certificate.
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+                .args(["--url", &url, "--insecure", "info"])
+                .env("CAIRN_TOKEN", TOKEN)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A certificate that is not the host's is refused.
+    let other = TempDir::new("other");
+    let made = apid::tls::load_or_generate(&other.0, vec!["localhost".into()]);
+    assert!(made.is_ok());
+    let other_cert = other.0.join("cert.pem").display().to_string();
+    let out = run(vec![
+        "--url".into(),
+        url.clone(),
+        "--ca-cert".into(),
+        other_cert,
+        "--token".into(),
+        TOKEN.into(),
+        "info".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+    drop(stop);
+}

@@ -1,0 +1,256 @@
+//! Checks across entries: unique names, references that resolve, network uplinks and VLANs,
+//! and subnets that do not overlap.
+
+use std::collections::HashMap;
+
+use super::items::NetworkDraft;
+use super::read::Document;
+use super::types::NetworkKind;
+use super::walk::{At, Problems, line_col};
+
+pub(super) fn check(p: &mut Problems, d: &Document, text: &str) {
+    let line = |at: usize| line_col(text, at).0;
+
+    let networks = unique(
+        p,
+        "network",
+        d.networks.iter().map(|n| n.name.as_ref()),
+        line,
+    );
+    let pools = unique(p, "pool", d.pools.iter().map(|n| n.name.as_ref()), line);
+    let templates = unique(
+        p,
+        "template",
+        d.templates.iter().map(|n| n.name.as_ref()),
+        line,
+    );
+    unique(p, "api token", d.token_names.iter().map(Some), line);
+    unique_guests(p, d, line);
+
+    let network_names = known(&networks);
+    let pool_names = known(&pools);
+    let template_names = known(&templates);
+
+    for c in &d.containers {
+        let who = guest_label("container", c.name.as_ref());
+        resolve(p, &who, "template", c.template.as_ref(), &template_names);
+        resolve(p, &who, "network", c.network.as_ref(), &network_names);
+        resolve(p, &who, "pool", c.pool.as_ref(), &pool_names);
+    }
+    for v in &d.vms {
+        let who = guest_label("vm", v.name.as_ref());
+        resolve(p, &who, "network", v.network.as_ref(), &network_names);
+        resolve(p, &who, "pool", v.pool.as_ref(), &pool_names);
+    }
+
+    check_uplinks(p, &d.networks, line);
+    check_overlaps(p, &d.networks, line);
+}
+
+/// Reports every name seen before, at the later definition; returns each name's first offset.
+fn unique<'d>(
+    p: &mut Problems,
+    kind: &str,
+    names: impl Iterator<Item = Option<&'d At<String>>>,
+    line: impl Fn(usize) -> usize,
+) -> HashMap<&'d str, usize> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for name in names.flatten() {
+        match seen.get(name.value.as_str()) {
+            Some(&first) => p.at(
+                name.at,
+                format!(
+                    "{kind} {:?} is defined twice (first at line {})",
+                    name.value,
+                    line(first)
+                ),
+            ),
+            None => {
+                seen.insert(&name.value, name.at);
+            }
+        }
+    }
+    seen
+}
+
+/// Containers and VMs share one namespace: both become guests with that name in the API, in
+/// cgroup paths and on the bridge, so a container and a VM may not share a name.
+fn unique_guests(p: &mut Problems, d: &Document, line: impl Fn(usize) -> usize) {
+    let mut guests: Vec<(&str, &At<String>)> = d
+        .containers
+        .iter()
+        .filter_map(|c| Some(("container", c.name.as_ref()?)))
+        .chain(d.vms.iter().filter_map(|v| Some(("vm", v.name.as_ref()?))))
+        .collect();
+    // In file order, so the first definition is the one kept and the later ones reported.
+    guests.sort_by_key(|(_, name)| name.at);
+    let mut seen: HashMap<&str, (&str, usize)> = HashMap::new();
+    for (kind, name) in guests {
+        match seen.get(name.value.as_str()) {
+            Some(&(first_kind, first)) if first_kind == kind => p.at(
+                name.at,
+                format!(
+                    "{kind} {:?} is defined twice (first at line {})",
+                    name.value,
+                    line(first)
+                ),
+            ),
+            Some(&(first_kind, first)) => p.at(
+                name.at,
+                format!(
+                    "{kind} {:?} has the same name as {first_kind} {:?} (line {}); containers \
+                     and vms share one namespace",
+                    name.value,
+                    name.value,
+                    line(first)
+                ),
+            ),
+            None => {
+                seen.insert(&name.value, (kind, name.at));
+            }
+        }
+    }
+}
+
+/// The defined names, sorted, for "defined: a, b" hints.
+fn known<'d>(names: &HashMap<&'d str, usize>) -> Vec<&'d str> {
+    let mut list: Vec<&str> = names.keys().copied().collect();
+    list.sort_unstable();
+    list
+}
+
+fn guest_label(kind: &str, name: Option<&At<String>>) -> String {
+    match name {
+        Some(n) => format!("{kind} {:?}", n.value),
+        None => format!("a {kind} without a name"),
+    }
+}
+
+fn resolve(p: &mut Problems, who: &str, kind: &str, r: Option<&At<String>>, known: &[&str]) {
+    let Some(r) = r else { return };
+    if known.contains(&r.value.as_str()) {
+        return;
+    }
+    let hint = if known.is_empty() {
+        format!("no [[{kind}]] is defined")
+    } else {
+        format!("defined: {}", known.join(", "))
+    };
+    p.at(
+        r.at,
+        format!("{who} refers to unknown {kind} {:?} ({hint})", r.value),
+    );
+}
+
+/// An uplink is a NIC or a `vlan` network. A bridged or routed network may sit on a vlan
+/// network; a vlan network itself sits on a NIC, so uplinks never chain or loop.
+fn check_uplinks(p: &mut Problems, networks: &[NetworkDraft], line: impl Fn(usize) -> usize) {
+    let by_name: HashMap<&str, &NetworkDraft> = networks
+        .iter()
+        .filter_map(|n| Some((n.name.as_ref()?.value.as_str(), n)))
+        .collect();
+    // (uplink, vlan id) → first network using it, to catch two networks on one 802.1Q link.
+    let mut tags: HashMap<(&str, u16), (&str, usize)> = HashMap::new();
+    for n in networks {
+        let Some(name) = &n.name else { continue };
+        let Some(uplink) = &n.uplink else { continue };
+        match by_name.get(uplink.value.as_str()) {
+            Some(_) if uplink.value == name.value => p.at(
+                uplink.at,
+                format!(
+                    "network {:?} has itself as uplink; expected a NIC or a vlan network",
+                    name.value
+                ),
+            ),
+            // A network name is never a NIC, whatever that network's own problems are.
+            Some(_) if n.kind == Some(NetworkKind::Vlan) => p.at(
+                uplink.at,
+                format!(
+                    "vlan network {:?} has uplink {:?}, which is a network; expected a NIC \
+                     (vlan networks do not stack)",
+                    name.value, uplink.value
+                ),
+            ),
+            Some(NetworkDraft {
+                kind: Some(kind), ..
+            }) if *kind != NetworkKind::Vlan => p.at(
+                uplink.at,
+                format!(
+                    "network {:?} has uplink {:?}, which is a {} network; expected a NIC or a \
+                     vlan network",
+                    name.value,
+                    uplink.value,
+                    kind_name(*kind)
+                ),
+            ),
+            // A NIC (not known until runtime), or a vlan network as it should be.
+            _ => {}
+        }
+        if n.kind == Some(NetworkKind::Vlan)
+            && let Some(vlan) = &n.vlan
+        {
+            let key = (uplink.value.as_str(), vlan.value);
+            match tags.get(&key) {
+                Some(&(first, first_at)) => p.at(
+                    vlan.at,
+                    format!(
+                        "vlan {} in network {:?} is already used on uplink {:?} by network {:?} \
+                         (line {}); expected each VLAN id once per uplink",
+                        vlan.value,
+                        name.value,
+                        uplink.value,
+                        first,
+                        line(first_at)
+                    ),
+                ),
+                None => {
+                    tags.insert(key, (name.value.as_str(), vlan.at));
+                }
+            }
+        }
+    }
+}
+
+fn kind_name(kind: NetworkKind) -> &'static str {
+    match kind {
+        NetworkKind::Bridged => "bridged",
+        NetworkKind::Routed => "routed",
+        NetworkKind::Vlan => "vlan",
+    }
+}
+
+/// Two networks with overlapping subnets would make the host's routes ambiguous; each overlap
+/// is reported once, at the later subnet.
+fn check_overlaps(p: &mut Problems, networks: &[NetworkDraft], line: impl Fn(usize) -> usize) {
+    let subnets: Vec<(&NetworkDraft, &At<_>)> = networks
+        .iter()
+        .filter_map(|n| Some((n, n.subnet.as_ref()?)))
+        .collect();
+    for (i, (n, subnet)) in subnets.iter().enumerate() {
+        for (earlier, earlier_subnet) in &subnets[..i] {
+            // Two networks with one name are already reported as a duplicate.
+            let same_name = n.name.is_some()
+                && n.name.as_ref().map(|a| &a.value) == earlier.name.as_ref().map(|a| &a.value);
+            if !same_name && subnet.value.overlaps(&earlier_subnet.value) {
+                p.at(
+                    subnet.at,
+                    format!(
+                        "subnet \"{}\" in {} overlaps subnet {} of {} (line {})",
+                        subnet.value,
+                        network_label(n),
+                        earlier_subnet.value,
+                        network_label(earlier),
+                        line(earlier_subnet.at)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn network_label(n: &NetworkDraft) -> String {
+    match &n.name {
+        Some(name) => format!("network {:?}", name.value),
+        None => "a network without a name".to_string(),
+    }
+}
