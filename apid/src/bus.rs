@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use model::dbus::{
-    Host1Proxy, Init1Proxy, Network1Proxy, ServiceInfo, StatusTuple, Storage1Proxy,
-};
+use model::dbus::{Host1Proxy, Init1Proxy, Network1Proxy, ServiceInfo, StatusTuple, Storage1Proxy};
 use zbus::proxy::CacheProperties;
 
 /// How long one D-Bus call may take before the daemon counts as not answering.
@@ -111,7 +109,10 @@ impl Bus {
     async fn init(&self) -> Result<Init1Proxy<'static>, BusError> {
         let conn = self.conn()?;
         bounded("init", async {
-            Init1Proxy::builder(conn).cache_properties(CacheProperties::No).build().await
+            Init1Proxy::builder(conn)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await
         })
         .await
     }

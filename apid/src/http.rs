@@ -63,7 +63,11 @@ pub struct Service {
 
 impl Service {
     pub fn new(api: Api, tokens: Vec<[u8; 32]>, limits: Limits) -> Service {
-        Service { api, tokens, limits }
+        Service {
+            api,
+            tokens,
+            limits,
+        }
     }
 }
 
@@ -76,7 +80,10 @@ pub struct Server {
 impl Server {
     pub async fn bind(addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Server { listener, acceptor: TlsAcceptor::from(tls) })
+        Ok(Server {
+            listener,
+            acceptor: TlsAcceptor::from(tls),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -117,7 +124,12 @@ impl Server {
     }
 }
 
-async fn connection(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, service: Arc<Service>) {
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    service: Arc<Service>,
+) {
     let limits = service.limits;
     let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -147,23 +159,31 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, ser
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
 fn closing(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
 fn xml(response: &MethodResponse) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(xmlrpc::write_response(response))));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     resp
 }
 
 fn fault(code: FaultCode, message: impl Into<String>) -> Response<Full<Bytes>> {
-    xml(&MethodResponse::Fault { code: code.code(), message: message.into() })
+    xml(&MethodResponse::Fault {
+        code: code.code(),
+        message: message.into(),
+    })
 }
 
 /// The password of a Basic `Authorization` header; the user name is ignored.
@@ -173,14 +193,19 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':').map(|(_, password)| password.to_string())
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 enum BodyError {
     /// Larger than `max_body`; `drained` tells whether all of it was read (connection reusable).
-    TooLarge { drained: bool },
+    TooLarge {
+        drained: bool,
+    },
     Read(hyper::Error),
 }
 
@@ -207,9 +232,13 @@ async fn read_body(mut body: Incoming, limits: &Limits) -> Result<Bytes, BodyErr
 
 impl Service {
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(password) = basic_password(headers) else { return false };
+        let Some(password) = basic_password(headers) else {
+            return false;
+        };
         // Check every token, not just until the first match, so timing says nothing about which.
-        self.tokens.iter().fold(false, |ok, t| model::token::matches(&password, t) | ok)
+        self.tokens
+            .iter()
+            .fold(false, |ok, t| model::token::matches(&password, t) | ok)
     }
 
     pub async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
@@ -217,13 +246,20 @@ impl Service {
             return plain(StatusCode::NOT_FOUND, "not found: the API is at POST /RPC2");
         }
         if req.method() != Method::POST {
-            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST");
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            let mut resp = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use POST",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return resp;
         }
         if !self.authorized(req.headers()) {
             tracing::info!(%peer, "request without a valid token");
-            let mut resp = plain(StatusCode::UNAUTHORIZED, "unauthorized: wrong or missing API token");
+            let mut resp = plain(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: wrong or missing API token",
+            );
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"cairn\""),
@@ -237,27 +273,42 @@ impl Service {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_drain as u64) {
-            return closing(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+            return closing(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
         }
-        let body = match tokio::time::timeout(limits.request_timeout, read_body(req.into_body(), limits)).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(BodyError::TooLarge { drained: true })) => {
-                return fault(
-                    FaultCode::TooLarge,
-                    format!("the request body is larger than {} bytes", limits.max_body),
-                );
-            }
-            Ok(Err(BodyError::TooLarge { drained: false })) => {
-                return closing(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
-            }
-            Ok(Err(BodyError::Read(e))) => {
-                tracing::debug!(%peer, error = %e, "reading the request body failed");
-                return closing(plain(StatusCode::BAD_REQUEST, "cannot read the request body"));
-            }
-            Err(_) => {
-                return closing(plain(StatusCode::REQUEST_TIMEOUT, "the request body arrived too slowly"));
-            }
-        };
+        let body =
+            match tokio::time::timeout(limits.request_timeout, read_body(req.into_body(), limits))
+                .await
+            {
+                Ok(Ok(body)) => body,
+                Ok(Err(BodyError::TooLarge { drained: true })) => {
+                    return fault(
+                        FaultCode::TooLarge,
+                        format!("the request body is larger than {} bytes", limits.max_body),
+                    );
+                }
+                Ok(Err(BodyError::TooLarge { drained: false })) => {
+                    return closing(plain(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large",
+                    ));
+                }
+                Ok(Err(BodyError::Read(e))) => {
+                    tracing::debug!(%peer, error = %e, "reading the request body failed");
+                    return closing(plain(
+                        StatusCode::BAD_REQUEST,
+                        "cannot read the request body",
+                    ));
+                }
+                Err(_) => {
+                    return closing(plain(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request body arrived too slowly",
+                    ));
+                }
+            };
         let Ok(text) = std::str::from_utf8(&body) else {
             return fault(FaultCode::Parse, "the request body is not UTF-8");
         };
@@ -275,13 +326,19 @@ impl Service {
             Ok(Ok(response)) => response,
             Ok(Err(_panic)) => {
                 tracing::error!(%peer, %method, "method handler panicked");
-                return fault(FaultCode::Internal, format!("{method} failed unexpectedly; see the host's log"));
+                return fault(
+                    FaultCode::Internal,
+                    format!("{method} failed unexpectedly; see the host's log"),
+                );
             }
             Err(_) => {
                 tracing::warn!(%peer, %method, "method timed out");
                 return fault(
                     FaultCode::Busy,
-                    format!("{method} did not finish within {} s", limits.request_timeout.as_secs()),
+                    format!(
+                        "{method} did not finish within {} s",
+                        limits.request_timeout.as_secs()
+                    ),
                 );
             }
         };

@@ -23,7 +23,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -49,7 +51,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let tls = apid::tls::server_config(&config, &args.state).context("cannot set up TLS")?;
     let addr = SocketAddr::new(config.api.listen, config.api.port);
-    let server = Server::bind(addr, tls).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let server = Server::bind(addr, tls)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "listening");
 
     // Only now take the bus name: init reads "apid owns its name" as "the API answers".

@@ -20,7 +20,10 @@ pub enum TlsError {
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot make a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("the certificate and key do not make a usable TLS setup: {0}")]
@@ -82,7 +85,10 @@ pub fn load_or_generate(dir: &Path, names: Vec<String>) -> Result<Pair, TlsError
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+        .map_err(|source| TlsError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     // The key first: a crash in between leaves no certificate, so the next start regenerates.
     write_private(&key_path, made.signing_key.serialize_pem().as_bytes())?;
     write_private(&cert_path, made.cert.pem().as_bytes())?;
@@ -93,9 +99,17 @@ pub fn load_or_generate(dir: &Path, names: Vec<String>) -> Result<Pair, TlsError
 /// Writes a file readable by its owner only, atomically (temporary file, then rename).
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     let tmp = path.with_extension("tmp");
-    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
     f.write_all(data).map_err(err)?;
     f.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
@@ -111,12 +125,16 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err)?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.to_path_buf() });
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| TlsError::Read { path: path.to_path_buf(), message: e.to_string() })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }

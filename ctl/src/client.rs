@@ -50,7 +50,10 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, CallError> {
-        let bad = |why| CallError::Url { url: url.to_string(), why };
+        let bad = |why| CallError::Url {
+            url: url.to_string(),
+            why,
+        };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         match uri.scheme_str() {
             Some("https") => {}
@@ -59,9 +62,15 @@ impl Endpoint {
         }
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
         if authority.as_str().contains('@') {
-            return Err(bad("pass the token with --token or CAIRN_TOKEN, not in the URL"));
+            return Err(bad(
+                "pass the token with --token or CAIRN_TOKEN, not in the URL",
+            ));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if host.is_empty() {
             return Err(bad("no host"));
         }
@@ -69,7 +78,11 @@ impl Endpoint {
             "" | "/" => "/RPC2".to_string(),
             p => p.to_string(),
         };
-        Ok(Endpoint { host, port: uri.port_u16().unwrap_or(443), path })
+        Ok(Endpoint {
+            host,
+            port: uri.port_u16().unwrap_or(443),
+            path,
+        })
     }
 }
 
@@ -81,7 +94,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(endpoint: Endpoint, token: String, tls: Arc<rustls::ClientConfig>) -> Client {
-        Client { endpoint, token, tls }
+        Client {
+            endpoint,
+            token,
+            tls,
+        }
     }
 
     pub async fn call(&self, name: &str, params: Vec<Value>) -> Result<Value, CallError> {
@@ -93,10 +110,15 @@ impl Client {
     async fn call_inner(&self, name: &str, params: Vec<Value>) -> Result<Value, CallError> {
         let ep = &self.endpoint;
         let target = format!("{}:{}", ep.host, ep.port);
-        let connect_err = |message: String| CallError::Connect { target: target.clone(), message };
-        let tcp = TcpStream::connect((ep.host.as_str(), ep.port)).await.map_err(|e| connect_err(e.to_string()))?;
-        let server_name =
-            ServerName::try_from(ep.host.clone()).map_err(|_| connect_err("not a valid host name".into()))?;
+        let connect_err = |message: String| CallError::Connect {
+            target: target.clone(),
+            message,
+        };
+        let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let server_name = ServerName::try_from(ep.host.clone())
+            .map_err(|_| connect_err("not a valid host name".into()))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(server_name, tcp)
             .await
@@ -106,18 +128,31 @@ impl Client {
             .map_err(|e| connect_err(e.to_string()))?;
         tokio::spawn(conn);
 
-        let body = xmlrpc::write_call(&MethodCall { name: name.to_string(), params });
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("cairnctl:{}", self.token));
-        let host_header =
-            if ep.host.contains(':') { format!("[{}]:{}", ep.host, ep.port) } else { target.clone() };
+        let body = xmlrpc::write_call(&MethodCall {
+            name: name.to_string(),
+            params,
+        });
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("cairnctl:{}", self.token));
+        let host_header = if ep.host.contains(':') {
+            format!("[{}]:{}", ep.host, ep.port)
+        } else {
+            target.clone()
+        };
         let req = hyper::Request::post(ep.path.as_str())
             .header(hyper::header::HOST, host_header)
             .header(hyper::header::AUTHORIZATION, format!("Basic {auth}"))
             .header(hyper::header::CONTENT_TYPE, "text/xml")
-            .header(hyper::header::USER_AGENT, concat!("cairnctl/", env!("CARGO_PKG_VERSION")))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("cairnctl/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| connect_err(e.to_string()))?;
-        let resp = send.send_request(req).await.map_err(|e| connect_err(e.to_string()))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
         let status = resp.status();
         let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
@@ -132,8 +167,13 @@ impl Client {
             let body = text.trim().chars().take(200).collect();
             return Err(CallError::Http { status, body });
         }
-        let limits = xmlrpc::Limits { max_depth: 64, max_elements: 4_000_000 };
-        match xmlrpc::parse_response_with(&text, &limits).map_err(|e| CallError::Response(e.to_string()))? {
+        let limits = xmlrpc::Limits {
+            max_depth: 64,
+            max_elements: 4_000_000,
+        };
+        match xmlrpc::parse_response_with(&text, &limits)
+            .map_err(|e| CallError::Response(e.to_string()))?
+        {
             MethodResponse::Ok(v) => Ok(v),
             MethodResponse::Fault { code, message } => Err(CallError::Fault { code, message }),
         }
@@ -147,9 +187,23 @@ mod tests {
     #[test]
     fn endpoints() {
         let e = Endpoint::parse("https://host.example:8443").unwrap();
-        assert_eq!(e, Endpoint { host: "host.example".into(), port: 8443, path: "/RPC2".into() });
+        assert_eq!(
+            e,
+            Endpoint {
+                host: "host.example".into(),
+                port: 8443,
+                path: "/RPC2".into()
+            }
+        );
         let e = Endpoint::parse("https://[::1]/api").unwrap();
-        assert_eq!(e, Endpoint { host: "::1".into(), port: 443, path: "/api".into() });
+        assert_eq!(
+            e,
+            Endpoint {
+                host: "::1".into(),
+                port: 443,
+                path: "/api".into()
+            }
+        );
         assert!(Endpoint::parse("http://host").is_err());
         assert!(Endpoint::parse("host:8443").is_err());
         assert!(Endpoint::parse("https://u:p@host").is_err());
@@ -157,9 +211,15 @@ mod tests {
 
     #[test]
     fn fault_display() {
-        let e = CallError::Fault { code: 106, message: "netd is restarting".into() };
+        let e = CallError::Fault {
+            code: 106,
+            message: "netd is restarting".into(),
+        };
         assert_eq!(e.to_string(), "busy (106): netd is restarting");
-        let e = CallError::Fault { code: 7, message: "x".into() };
+        let e = CallError::Fault {
+            code: 7,
+            message: "x".into(),
+        };
         assert_eq!(e.to_string(), "fault (7): x");
     }
 }

@@ -14,7 +14,11 @@ use crate::client::{Client, Endpoint};
 use crate::tls::Trust;
 
 #[derive(Parser)]
-#[command(name = "cairnctl", version, about = "Control a Cairn host through its XML-RPC API")]
+#[command(
+    name = "cairnctl",
+    version,
+    about = "Control a Cairn host through its XML-RPC API"
+)]
 struct Cli {
     /// The API, e.g. https://192.0.2.10:8443 (path defaults to /RPC2).
     #[arg(long, global = true)]
@@ -67,11 +71,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let method = match &cli.command {
-        Command::Config { command: ConfigCommand::Check { file } } => return Ok(config_check(file)),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => return Ok(config_check(file)),
         Command::Info => "host.info",
         Command::Services => "host.services",
     };
-    let url = cli.url.as_deref().ok_or_else(|| anyhow!("pass --url https://HOST:PORT"))?;
+    let url = cli
+        .url
+        .as_deref()
+        .ok_or_else(|| anyhow!("pass --url https://HOST:PORT"))?;
     let endpoint = Endpoint::parse(url)?;
     let token = match cli.token.clone() {
         Some(t) => t,
@@ -96,7 +105,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let value = runtime.block_on(client.call(method, vec![]))?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&output::to_json(&value))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::to_json(&value))?
+        );
     } else {
         match cli.command {
             Command::Services => print!("{}", output::services_table(&value)),

@@ -1,7 +1,7 @@
 //! Rendering API answers: aligned tables for people, JSON for scripts.
 
-use model::xmlrpc::{Struct, Value};
 use base64::Engine as _;
+use model::xmlrpc::{Struct, Value};
 
 /// XML-RPC to JSON. Base64 becomes a base64 string, dateTime its text, nil null.
 pub fn to_json(v: &Value) -> serde_json::Value {
@@ -34,7 +34,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         for (i, cell) in row.iter().enumerate() {
             out.push_str(cell);
             if i < last {
-                let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(cell.chars().count());
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count());
                 out.push_str(&" ".repeat(pad + 2));
             }
         }
@@ -82,7 +86,12 @@ pub fn utc(secs: i64) -> String {
 
 /// Seconds as `3d 4h 5m 6s`, leading zero units left out.
 pub fn duration(secs: i64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
     let mut parts = Vec::new();
     for (n, unit) in [(d, "d"), (h, "h"), (m, "m")] {
         if n > 0 || !parts.is_empty() {
@@ -105,7 +114,9 @@ pub fn services_table(services: &Value) -> String {
                 text(s.get("state")),
                 text(s.get("pid")),
                 text(s.get("restarts")),
-                s.get("since").and_then(Value::as_i64).map_or_else(|| "-".into(), utc),
+                s.get("since")
+                    .and_then(Value::as_i64)
+                    .map_or_else(|| "-".into(), utc),
             ]
         })
         .collect();
@@ -133,7 +144,11 @@ pub fn info(v: &Value) -> String {
         out.push_str(&format!("{:<10}{}\n", row[0], row[1]));
     }
 
-    let daemons = s.get("daemons").and_then(Value::as_struct).cloned().unwrap_or_default();
+    let daemons = s
+        .get("daemons")
+        .and_then(Value::as_struct)
+        .cloned()
+        .unwrap_or_default();
     let daemon_rows: Vec<Vec<String>> = daemons
         .iter()
         .map(|(name, d)| {
@@ -175,7 +190,13 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["NAME", "STATE"], &[vec!["netd".into(), "running".into()], vec!["x".into(), "y".into()]]);
+        let t = table(
+            &["NAME", "STATE"],
+            &[
+                vec!["netd".into(), "running".into()],
+                vec!["x".into(), "y".into()],
+            ],
+        );
         assert_eq!(t, "NAME  STATE\nnetd  running\nx     y\n");
     }
 
@@ -196,7 +217,14 @@ mod tests {
 
     #[test]
     fn json_conversion() {
-        let v = Value::structure([("a", Value::Array(vec![Value::Int(1), Value::Nil, Value::Base64(b"hi".to_vec())]))]);
+        let v = Value::structure([(
+            "a",
+            Value::Array(vec![
+                Value::Int(1),
+                Value::Nil,
+                Value::Base64(b"hi".to_vec()),
+            ]),
+        )]);
         assert_eq!(to_json(&v).to_string(), r#"{"a":[1,null,"aGk="]}"#);
     }
 
@@ -209,14 +237,23 @@ mod tests {
             (
                 "daemons",
                 Value::structure([
-                    ("netd", Value::structure([("version", Value::from("0.1.0")), ("bridges", Value::Int(2))])),
+                    (
+                        "netd",
+                        Value::structure([
+                            ("version", Value::from("0.1.0")),
+                            ("bridges", Value::Int(2)),
+                        ]),
+                    ),
                     ("stord", Value::structure([("error", Value::from("gone"))])),
                 ]),
             ),
         ]);
         let out = info(&v);
         assert!(out.contains("hostname  h1\n"), "{out}");
-        assert!(out.contains("init      error: init is not running\n"), "{out}");
+        assert!(
+            out.contains("init      error: init is not running\n"),
+            "{out}"
+        );
         assert!(out.contains("netd    0.1.0    bridges=2\n"), "{out}");
         assert!(out.contains("stord   -        error: gone\n"), "{out}");
     }

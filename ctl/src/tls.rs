@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -41,7 +41,10 @@ pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, TlsE
         Trust::Insecure => Arc::new(AcceptAnything { algorithms }),
         Trust::CaFile(path) => {
             let name = path.display().to_string();
-            let read_err = |e: rustls_pki_types::pem::Error| TlsError::Read { path: name.clone(), message: e.to_string() };
+            let read_err = |e: rustls_pki_types::pem::Error| TlsError::Read {
+                path: name.clone(),
+                message: e.to_string(),
+            };
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .map_err(read_err)?
                 .collect::<Result<_, _>>()
@@ -55,9 +58,15 @@ pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, TlsE
             let webpki = if roots.is_empty() {
                 None
             } else {
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok()
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .ok()
             };
-            Arc::new(Pinned { certs, webpki, algorithms })
+            Arc::new(Pinned {
+                certs,
+                webpki,
+                algorithms,
+            })
         }
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -89,7 +98,9 @@ impl ServerCertVerifier for Pinned {
         }
         match &self.webpki {
             Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
-            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
         }
     }
 

@@ -62,7 +62,9 @@ fn config_check_reports_a_bad_file() {
     let err = stderr(&out);
     // Every diagnostic is `file:line:col: message`.
     let first = err.lines().next().expect("a diagnostic");
-    let rest = first.strip_prefix(&format!("{path}:")).expect("starts with the file name");
+    let rest = first
+        .strip_prefix(&format!("{path}:"))
+        .expect("starts with the file name");
     let mut parts = rest.splitn(3, ':');
     assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{first}");
     assert!(parts.next().unwrap().parse::<usize>().is_ok(), "{first}");
@@ -73,7 +75,11 @@ fn config_check_reports_a_bad_file() {
 fn config_check_of_a_missing_file_fails() {
     let out = cairnctl(&["config", "check", "/nonexistent/host.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).starts_with("/nonexistent/host.toml:1:1: "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("/nonexistent/host.toml:1:1: "),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -85,7 +91,14 @@ fn remote_commands_need_url_token_and_trust() {
     assert!(stderr(&out).contains("CAIRN_TOKEN"), "{}", stderr(&out));
     let out = cairnctl(&["--url", "https://127.0.0.1:1", "--token", "t", "info"]);
     assert!(stderr(&out).contains("--ca-cert"), "{}", stderr(&out));
-    let out = cairnctl(&["--url", "http://127.0.0.1:1", "--token", "t", "--insecure", "info"]);
+    let out = cairnctl(&[
+        "--url",
+        "http://127.0.0.1:1",
+        "--token",
+        "t",
+        "--insecure",
+        "info",
+    ]);
     assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
 }
 
@@ -95,7 +108,10 @@ fn config() -> HostConfig {
             hostname: "ctlhost".into(),
             timezone: "UTC".into(),
             dns: vec![],
-            management: Management { interface: "eth0".into(), address: MgmtAddress::Dhcp },
+            management: Management {
+                interface: "eth0".into(),
+                address: MgmtAddress::Dhcp,
+            },
         },
         api: ApiConfig {
             listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -120,7 +136,9 @@ async fn against_a_real_apid() {
     let state = TempDir::new("state");
     let config = config();
     let tls = apid::tls::server_config(&config, &state.0).unwrap();
-    let server = Server::bind(SocketAddr::new(config.api.listen, 0), tls).await.unwrap();
+    let server = Server::bind(SocketAddr::new(config.api.listen, 0), tls)
+        .await
+        .unwrap();
     let url = format!("https://127.0.0.1:{}", server.local_addr().unwrap().port());
     let service = Service::new(
         Api::new("ctlhost".into(), Bus::new(None)),
@@ -131,7 +149,10 @@ async fn against_a_real_apid() {
     tokio::spawn(server.serve(service, async move {
         let _ = stopped.await;
     }));
-    let cert = apid::tls::generated_dir(&state.0).join("cert.pem").display().to_string();
+    let cert = apid::tls::generated_dir(&state.0)
+        .join("cert.pem")
+        .display()
+        .to_string();
 
     let run = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {
@@ -140,7 +161,10 @@ async fn against_a_real_apid() {
         })
     };
     let base = |extra: &[&str]| {
-        let mut v: Vec<String> = ["--url", &url, "--ca-cert", &cert].iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = ["--url", &url, "--ca-cert", &cert]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -150,9 +174,14 @@ async fn against_a_real_apid() {
     let text = stdout(&out);
     assert!(text.contains("hostname  ctlhost\n"), "{text}");
     assert!(text.contains("DAEMON"), "{text}");
-    assert!(text.contains("netd    -        error: apid is not connected to the bus"), "{text}");
+    assert!(
+        text.contains("netd    -        error: apid is not connected to the bus"),
+        "{text}"
+    );
 
-    let out = run(base(&["--token", TOKEN, "--json", "info"])).await.unwrap();
+    let out = run(base(&["--token", TOKEN, "--json", "info"]))
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["hostname"], "ctlhost");
@@ -160,11 +189,18 @@ async fn against_a_real_apid() {
 
     let out = run(base(&["--token", "wrong", "info"])).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out).trim(), "error: unauthorized: wrong or missing token");
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: unauthorized: wrong or missing token"
+    );
 
     let out = run(base(&["--token", TOKEN, "services"])).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).starts_with("error: busy (106): "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: busy (106): "),
+        "{}",
+        stderr(&out)
+    );
 
     // The token from the environment, and --insecure instead of a pinned certificate.
     let out = tokio::task::spawn_blocking({

@@ -83,8 +83,10 @@ fn info(api: &Api, _params: Vec<Value>) -> MethodFuture<'_> {
         for (daemon, status) in Daemon::ALL.into_iter().zip([netd, stord, hostd]) {
             let entry = match status {
                 Ok((version, counts)) => {
-                    let mut s: Struct =
-                        counts.into_iter().map(|(k, v)| (k, Value::from_u64(v.into()))).collect();
+                    let mut s: Struct = counts
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::from_u64(v.into())))
+                        .collect();
                     // The version wins over a count that happens to be called "version".
                     s.insert("version".into(), Value::String(version));
                     s

@@ -22,7 +22,11 @@ impl Api {
     pub fn new(hostname: String, bus: Bus) -> Api {
         let mut methods = system::methods();
         methods.extend(host::methods());
-        Api { registry: Registry::new(methods), hostname, bus }
+        Api {
+            registry: Registry::new(methods),
+            hostname,
+            bus,
+        }
     }
 
     pub fn registry(&self) -> &Registry {

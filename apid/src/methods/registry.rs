@@ -18,7 +18,10 @@ pub struct Fault {
 
 impl Fault {
     pub fn new(code: FaultCode, message: impl Into<String>) -> Fault {
-        Fault { code, message: message.into() }
+        Fault {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_params(message: impl Into<String>) -> Fault {
@@ -26,13 +29,20 @@ impl Fault {
     }
 
     pub fn into_response(self) -> MethodResponse {
-        MethodResponse::Fault { code: self.code.code(), message: self.message }
+        MethodResponse::Fault {
+            code: self.code.code(),
+            message: self.message,
+        }
     }
 }
 
 impl From<crate::bus::BusError> for Fault {
     fn from(e: crate::bus::BusError) -> Fault {
-        let code = if e.is_transient() { FaultCode::Busy } else { FaultCode::Internal };
+        let code = if e.is_transient() {
+            FaultCode::Busy
+        } else {
+            FaultCode::Internal
+        };
         Fault::new(code, e.to_string())
     }
 }
@@ -60,7 +70,11 @@ impl Method {
                 self.name,
                 wanted.len(),
                 if wanted.len() == 1 { "" } else { "s" },
-                if wanted.is_empty() { "none".to_string() } else { wanted.join(", ") },
+                if wanted.is_empty() {
+                    "none".to_string()
+                } else {
+                    wanted.join(", ")
+                },
                 params.len()
             )));
         }
@@ -94,7 +108,10 @@ impl Registry {
     }
 
     pub fn find(&self, name: &str) -> Option<&Method> {
-        self.methods.binary_search_by_key(&name, |m| m.name).ok().map(|i| &self.methods[i])
+        self.methods
+            .binary_search_by_key(&name, |m| m.name)
+            .ok()
+            .map(|i| &self.methods[i])
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {

@@ -49,7 +49,11 @@ fn find<'a>(api: &'a Api, params: &[Value]) -> Result<&'a Method, Fault> {
 }
 
 fn list_methods(api: &Api, _params: Vec<Value>) -> MethodFuture<'_> {
-    Box::pin(async move { Ok(Value::Array(api.registry().names().map(Value::from).collect())) })
+    Box::pin(async move {
+        Ok(Value::Array(
+            api.registry().names().map(Value::from).collect(),
+        ))
+    })
 }
 
 fn method_help(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
@@ -58,7 +62,11 @@ fn method_help(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
 
 fn method_signature(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
     Box::pin(async move {
-        let sig = find(api, &params)?.signature.iter().map(|t| Value::from(*t)).collect();
+        let sig = find(api, &params)?
+            .signature
+            .iter()
+            .map(|t| Value::from(*t))
+            .collect();
         Ok(Value::Array(vec![Value::Array(sig)]))
     })
 }
@@ -66,7 +74,9 @@ fn method_signature(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
 fn multicall(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
     Box::pin(async move {
         let Some(Value::Array(calls)) = params.into_iter().next() else {
-            return Err(Fault::bad_params("system.multicall takes an array of calls"));
+            return Err(Fault::bad_params(
+                "system.multicall takes an array of calls",
+            ));
         };
         if calls.len() > MAX_MULTICALL {
             return Err(Fault::bad_params(format!(
@@ -103,11 +113,15 @@ fn one_call(index: usize, call: Value) -> Result<(String, Vec<Value>), Fault> {
     let name = match members.remove("methodName") {
         Some(Value::String(s)) => s,
         _ => {
-            return Err(Fault::bad_params(format!("call {index}: methodName must be a string")));
+            return Err(Fault::bad_params(format!(
+                "call {index}: methodName must be a string"
+            )));
         }
     };
     if name == "system.multicall" {
-        return Err(Fault::bad_params(format!("call {index}: system.multicall cannot be nested")));
+        return Err(Fault::bad_params(format!(
+            "call {index}: system.multicall cannot be nested"
+        )));
     }
     let params = match members.remove("params") {
         Some(Value::Array(p)) => p,

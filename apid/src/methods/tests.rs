@@ -24,7 +24,12 @@ fn code(r: Result<Value, Fault>) -> FaultCode {
 #[tokio::test]
 async fn list_methods_is_sorted_and_complete() {
     let v = call("system.listMethods", vec![]).await.unwrap();
-    let names: Vec<&str> = v.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert_eq!(
         names,
         [
@@ -45,30 +50,65 @@ async fn every_method_has_help_and_a_signature() {
     let a = api();
     let names: Vec<&str> = a.registry().names().collect();
     for name in names {
-        let help = a.call("system.methodHelp", vec![name.into()]).await.unwrap();
+        let help = a
+            .call("system.methodHelp", vec![name.into()])
+            .await
+            .unwrap();
         assert!(help.as_str().is_some_and(|h| h.len() > 10), "{name}");
-        let sig = a.call("system.methodSignature", vec![name.into()]).await.unwrap();
+        let sig = a
+            .call("system.methodSignature", vec![name.into()])
+            .await
+            .unwrap();
         let sig = &sig.as_array().unwrap()[0];
         assert!(!sig.as_array().unwrap().is_empty(), "{name}");
     }
-    let sig = a.call("system.methodSignature", vec!["system.methodHelp".into()]).await.unwrap();
-    assert_eq!(sig, Value::Array(vec![Value::Array(vec!["string".into(), "string".into()])]));
+    let sig = a
+        .call("system.methodSignature", vec!["system.methodHelp".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        sig,
+        Value::Array(vec![Value::Array(vec!["string".into(), "string".into()])])
+    );
 }
 
 #[tokio::test]
 async fn unknown_methods_and_bad_params() {
     assert_eq!(code(call("nope", vec![]).await), FaultCode::UnknownMethod);
-    assert_eq!(code(call("system.methodHelp", vec!["nope".into()]).await), FaultCode::UnknownMethod);
-    assert_eq!(code(call("system.methodHelp", vec![]).await), FaultCode::BadParams);
-    assert_eq!(code(call("system.methodHelp", vec![Value::Int(1)]).await), FaultCode::BadParams);
-    assert_eq!(code(call("system.listMethods", vec![Value::Int(1)]).await), FaultCode::BadParams);
-    assert_eq!(code(call("host.info", vec![Value::Nil]).await), FaultCode::BadParams);
-    let err = call("system.methodHelp", vec![Value::Int(1)]).await.unwrap_err();
-    assert_eq!(err.message, "system.methodHelp: parameter 1 must be string, got int");
+    assert_eq!(
+        code(call("system.methodHelp", vec!["nope".into()]).await),
+        FaultCode::UnknownMethod
+    );
+    assert_eq!(
+        code(call("system.methodHelp", vec![]).await),
+        FaultCode::BadParams
+    );
+    assert_eq!(
+        code(call("system.methodHelp", vec![Value::Int(1)]).await),
+        FaultCode::BadParams
+    );
+    assert_eq!(
+        code(call("system.listMethods", vec![Value::Int(1)]).await),
+        FaultCode::BadParams
+    );
+    assert_eq!(
+        code(call("host.info", vec![Value::Nil]).await),
+        FaultCode::BadParams
+    );
+    let err = call("system.methodHelp", vec![Value::Int(1)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message,
+        "system.methodHelp: parameter 1 must be string, got int"
+    );
 }
 
 fn entry(name: &str, params: Vec<Value>) -> Value {
-    Value::structure([("methodName", Value::from(name)), ("params", Value::Array(params))])
+    Value::structure([
+        ("methodName", Value::from(name)),
+        ("params", Value::Array(params)),
+    ])
 }
 
 fn fault_code_of(v: &Value) -> Option<i64> {
@@ -94,18 +134,35 @@ async fn multicall_wraps_results_and_faults() {
     assert!(help[0].as_str().unwrap().contains("hostname"));
     assert_eq!(fault_code_of(&results[1]), Some(101));
     assert_eq!(fault_code_of(&results[2]), Some(102));
-    assert!(results[2].as_struct().unwrap()["faultString"].as_str().unwrap().contains("nested"));
+    assert!(
+        results[2].as_struct().unwrap()["faultString"]
+            .as_str()
+            .unwrap()
+            .contains("nested")
+    );
     assert_eq!(fault_code_of(&results[3]), Some(102));
-    assert_eq!(results[4].as_array().unwrap()[0].as_array().unwrap().len(), 8);
+    assert_eq!(
+        results[4].as_array().unwrap()[0].as_array().unwrap().len(),
+        8
+    );
     assert_eq!(fault_code_of(&results[5]), Some(102));
     assert_eq!(fault_code_of(&results[6]), Some(106));
 }
 
 #[tokio::test]
 async fn multicall_needs_an_array_and_is_capped() {
-    assert_eq!(code(call("system.multicall", vec!["x".into()]).await), FaultCode::BadParams);
-    let many = Value::Array(vec![entry("system.listMethods", vec![]); super::system::MAX_MULTICALL + 1]);
-    assert_eq!(code(call("system.multicall", vec![many]).await), FaultCode::BadParams);
+    assert_eq!(
+        code(call("system.multicall", vec!["x".into()]).await),
+        FaultCode::BadParams
+    );
+    let many = Value::Array(vec![
+        entry("system.listMethods", vec![]);
+        super::system::MAX_MULTICALL + 1
+    ]);
+    assert_eq!(
+        code(call("system.multicall", vec![many]).await),
+        FaultCode::BadParams
+    );
 }
 
 #[tokio::test]
@@ -131,8 +188,18 @@ async fn host_info_without_a_bus_still_answers() {
 
 #[tokio::test]
 async fn handle_turns_faults_into_responses() {
-    let r = api().handle(MethodCall { name: "nope".into(), params: vec![] }).await;
+    let r = api()
+        .handle(MethodCall {
+            name: "nope".into(),
+            params: vec![],
+        })
+        .await;
     assert!(matches!(r, MethodResponse::Fault { code: 101, .. }));
-    let r = api().handle(MethodCall { name: "system.listMethods".into(), params: vec![] }).await;
+    let r = api()
+        .handle(MethodCall {
+            name: "system.listMethods".into(),
+            params: vec![],
+        })
+        .await;
     assert!(matches!(r, MethodResponse::Ok(Value::Array(_))));
 }

@@ -189,7 +189,7 @@ fn build_tree(xml: &str, limits: &Limits) -> Result<Element, Error> {
             return Err(structure(
                 pos,
                 "the end of the document",
-                format!("<{}>", &*start.name().0),
+                format!("<{}>", start.name().0),
             ));
         }
         count += 1;
