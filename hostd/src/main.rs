@@ -29,7 +29,10 @@ impl Host1 {
     /// Version and counts of the guests this daemon manages (declared ones, until they run).
     async fn status(&self) -> StatusTuple {
         let counts = HashMap::from([
-            ("containers".to_string(), count(self.config.containers.len())),
+            (
+                "containers".to_string(),
+                count(self.config.containers.len()),
+            ),
             ("vms".to_string(), count(self.config.vms.len())),
             ("templates".to_string(), count(self.config.templates.len())),
             ("running".to_string(), 0),
@@ -44,7 +47,9 @@ fn count(n: usize) -> u32 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let config = model::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let _bus = model::dbus::bus_builder()?

@@ -16,7 +16,12 @@ const MOUNTS: &[(&str, &str, &str, &str)] = &[
     ("proc", "/proc", "proc", ""),
     ("sysfs", "/sys", "sysfs", ""),
     ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
-    ("devpts", "/dev/pts", "devpts", "gid=5,mode=620,ptmxmode=0666"),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        "gid=5,mode=620,ptmxmode=0666",
+    ),
     ("tmpfs", "/dev/shm", "tmpfs", "mode=1777"),
     ("tmpfs", "/run", "tmpfs", "mode=0755"),
     ("tmpfs", "/tmp", "tmpfs", "mode=1777"),

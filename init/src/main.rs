@@ -66,7 +66,9 @@ fn main() -> ExitCode {
     } else if args.sandbox {
         Mode::Sandbox
     } else {
-        eprintln!("init: not PID 1: use `init --sandbox --config FILE --state DIR` on a dev machine");
+        eprintln!(
+            "init: not PID 1: use `init --sandbox --config FILE --state DIR` on a dev machine"
+        );
         return ExitCode::from(2);
     };
 

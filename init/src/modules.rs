@@ -21,7 +21,11 @@ pub fn load_listed(list: &Path) {
         .unwrap_or_default();
     let base = Path::new("/lib/modules").join(release);
     let (mut loaded, mut failed) = (0, 0);
-    for rel in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for rel in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let path = base.join(rel);
         match load_one(&path) {
             Ok(()) => loaded += 1,

@@ -26,12 +26,27 @@ async fn all_daemons_come_up_on_a_private_bus() {
     }
 
     let version = model::VERSION.to_string();
-    let (v, counts) = Host1Proxy::new(&conn).await.unwrap().status().await.unwrap();
+    let (v, counts) = Host1Proxy::new(&conn)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
     assert_eq!(v, version);
     assert!(counts.contains_key("containers"), "{counts:?}");
-    let (v, _) = Network1Proxy::new(&conn).await.unwrap().status().await.unwrap();
+    let (v, _) = Network1Proxy::new(&conn)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
     assert_eq!(v, version);
-    let (v, counts) = Storage1Proxy::new(&conn).await.unwrap().status().await.unwrap();
+    let (v, counts) = Storage1Proxy::new(&conn)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
     assert_eq!(v, version);
     assert!(counts.contains_key("pools"), "{counts:?}");
 
@@ -83,7 +98,11 @@ async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
                 break killed.elapsed();
             }
         }
-        assert!(killed.elapsed() < UP, "hostd never came back:\n{}", sb.log());
+        assert!(
+            killed.elapsed() < UP,
+            "hostd never came back:\n{}",
+            sb.log()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     eprintln!("hostd back on the bus {back:?} after kill -9");
@@ -95,7 +114,11 @@ async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
         .unwrap();
     assert_eq!(service(&after, "hostd").restarts, old.restarts + 1);
     for other in ["netd", "stord", "apid"] {
-        assert_eq!(service(&after, other).restarts, 0, "{other} was restarted too");
+        assert_eq!(
+            service(&after, other).restarts,
+            0,
+            "{other} was restarted too"
+        );
     }
     sb.stop();
 }
@@ -149,7 +172,11 @@ async fn a_daemon_that_keeps_crashing_is_marked_failed() {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
     }
     let crasher = bins.0.join("hostd");
-    std::fs::write(&crasher, "#!/bin/sh\necho 'hostd: simulated crash' >&2\nexit 3\n").unwrap();
+    std::fs::write(
+        &crasher,
+        "#!/bin/sh\necho 'hostd: simulated crash' >&2\nexit 3\n",
+    )
+    .unwrap();
     std::fs::set_permissions(
         &crasher,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),

@@ -94,6 +94,8 @@ pub trait Host1 {
 )]
 pub trait Network1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
+    /// (interface, "a.b.c.d/len" or "", "static" | "dhcp" | "none").
+    fn management_address(&self) -> zbus::Result<(String, String, String)>;
 }
 
 #[proxy(

@@ -42,7 +42,9 @@ fn count(n: usize) -> u32 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let config = model::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let _bus = model::dbus::bus_builder()?

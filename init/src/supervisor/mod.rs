@@ -252,7 +252,10 @@ impl Supervisor {
 
     fn on_exit(&mut self, pid: u32, status: WaitStatus) {
         if pid == self.bus.pid {
-            tracing::error!(?status, "the bus daemon exited; daemons lose their connections");
+            tracing::error!(
+                ?status,
+                "the bus daemon exited; daemons lose their connections"
+            );
             return;
         }
         let Some(index) = self.services.iter().position(|s| s.pid == Some(pid)) else {
@@ -334,7 +337,10 @@ impl Supervisor {
             let pid = Pid::from_raw(pid as i32);
             let _ = kill(pid, Signal::SIGTERM);
             if !self.wait_gone(i, STOP_DEADLINE, sigchld).await {
-                tracing::warn!(service = self.services[i].name, "did not stop in time; killing");
+                tracing::warn!(
+                    service = self.services[i].name,
+                    "did not stop in time; killing"
+                );
                 let _ = kill(pid, Signal::SIGKILL);
                 self.wait_gone(i, Duration::from_secs(2), sigchld).await;
             }

@@ -13,7 +13,11 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why}");
     if let Ok(log) = std::env::var("CAIRN_SKIP_LOG") {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
             let _ = writeln!(f, "{test}: {why}");
         }
     }
@@ -22,7 +26,10 @@ pub fn skip(test: &str, why: &str) {
 /// None (after recording a skip) when this machine cannot run a sandbox.
 pub fn sandbox_possible(test: &str) -> bool {
     if !nix_is_root() {
-        skip(test, "a sandbox needs root to unshare mount and network namespaces");
+        skip(
+            test,
+            "a sandbox needs root to unshare mount and network namespaces",
+        );
         return false;
     }
     if !Path::new("/usr/bin/dbus-daemon").exists() {
@@ -144,7 +151,10 @@ impl Sandbox {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("init exited with {status} before its bus came up:\n{}", self.log());
+                panic!(
+                    "init exited with {status} before its bus came up:\n{}",
+                    self.log()
+                );
             }
             if let Ok(conn) = zbus::connection::Builder::address(self.bus_address().as_str())
                 .build()
@@ -170,14 +180,16 @@ impl Sandbox {
         state: &str,
         limit: Duration,
     ) -> Vec<ServiceInfo> {
-        wait_for(conn, limit, |services| services.iter().all(|s| s.state == state))
-            .await
-            .unwrap_or_else(|last| {
-                panic!(
-                    "not all services {state} within {limit:?}: {last:?}\n{}",
-                    self.log()
-                )
-            })
+        wait_for(conn, limit, |services| {
+            services.iter().all(|s| s.state == state)
+        })
+        .await
+        .unwrap_or_else(|last| {
+            panic!(
+                "not all services {state} within {limit:?}: {last:?}\n{}",
+                self.log()
+            )
+        })
     }
 
     /// Stops init with SIGTERM and returns its exit status.
@@ -212,11 +224,11 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            if self.stop().is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
+        if let Ok(None) = self.child.try_wait()
+            && self.stop().is_none()
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
