@@ -227,3 +227,58 @@ vlan = 4095
     assert!(!sb.state.join("bus").exists(), "the bus was started");
     assert!(!sb.state.join("log").exists(), "a daemon was started");
 }
+
+/// The whole path without QEMU: Python's xmlrpc.client → apid over HTTPS → D-Bus → init and
+/// the daemons, from inside the sandbox's network namespace.
+#[tokio::test(flavor = "current_thread")]
+async fn python_xmlrpc_client_reads_host_info_through_apid() {
+    if !common::sandbox_possible("sandbox::python_xmlrpc_client_reads_host_info_through_apid") {
+        return;
+    }
+    let mut sb = Sandbox::start("api", MINIMAL_CONFIG, &bin_dir());
+    let conn = sb.connect(UP).await;
+    sb.wait_all(&conn, "running", UP).await;
+
+    // netd applied the static management address from [host.management].
+    let (iface, addr, source) = Network1Proxy::new(&conn)
+        .await
+        .unwrap()
+        .management_address()
+        .await
+        .unwrap();
+    assert_eq!(
+        (iface.as_str(), addr.as_str(), source.as_str()),
+        ("lo", "192.0.2.10/24", "static")
+    );
+
+    let script = r#"
+import ssl, sys, xmlrpc.client
+ctx = ssl._create_unverified_context()
+api = xmlrpc.client.ServerProxy("https://api:secret@127.0.0.1:8443/RPC2", context=ctx)
+info = api.host.info()
+assert info["hostname"] == "sandbox-host", info
+states = {s["name"]: s["state"] for s in info["services"]}
+assert states == {"netd": "running", "stord": "running", "hostd": "running", "apid": "running"}, states
+assert info["daemons"]["netd"]["version"] == info["version"], info["daemons"]
+bad = xmlrpc.client.ServerProxy("https://api:wrong@127.0.0.1:8443/RPC2", context=ctx)
+try:
+    bad.host.info()
+    sys.exit("a wrong token was accepted")
+except xmlrpc.client.ProtocolError as e:
+    assert e.errcode == 401, e.errcode
+print("ok", info["kernel"])
+"#;
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
+        .args(["python3", "-c", script])
+        .output()
+        .expect("run python3 in the sandbox's network namespace");
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        sb.log()
+    );
+    sb.stop();
+}

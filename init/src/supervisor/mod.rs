@@ -69,6 +69,8 @@ struct Supervisor {
     snapshot: Snapshot,
     /// The index of the service whose readiness the boot sequence waits for.
     booting: Option<usize>,
+    /// Set once the shutdown began: exits are expected, nothing is restarted.
+    stopping_all: bool,
     ready_tx: mpsc::UnboundedSender<Readiness>,
 }
 
@@ -105,6 +107,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
         services,
         snapshot,
         booting: None,
+        stopping_all: false,
         ready_tx,
     };
     sup.boot_next(0);
@@ -263,7 +266,7 @@ impl Supervisor {
         };
         let booting = self.booting == Some(index);
         let svc = &mut self.services[index];
-        if svc.state == State::Stopping {
+        if svc.state == State::Stopping || self.stopping_all {
             svc.pid = None;
             svc.set_state(State::Stopped);
             if std::mem::take(&mut svc.start_after_stop) {
@@ -325,6 +328,7 @@ impl Supervisor {
 
     /// Stops the services in reverse start order, each with a deadline, then the bus.
     async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+        self.stopping_all = true;
         for i in (0..self.services.len()).rev() {
             self.services[i].restart_at = None;
             self.services[i].start_after_stop = false;
@@ -418,6 +422,14 @@ fn spawn_daemon(
                 Ok(())
             });
         }
+    }
+    // SAFETY: setsid is async-signal-safe. Its own session keeps a terminal's Ctrl-C (sent to
+    // the foreground process group) away from the daemons: init stops them in order instead.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
     }
     let child = cmd
         .spawn()

@@ -97,7 +97,7 @@ hostname = "sandbox-host"
 
 [host.management]
 interface = "lo"
-address = "127.0.0.2/8"
+address = "192.0.2.10/24"
 
 [api]
 listen = "127.0.0.1"
