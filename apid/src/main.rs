@@ -1,6 +1,7 @@
 //! `apid --config FILE --state DIR`: loads host.toml, binds the HTTPS listener, then takes its
 //! bus name, which is what tells init the API is ready.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

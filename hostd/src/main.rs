@@ -2,6 +2,7 @@
 //! what the config declares; the VMM and container runtimes come with their own issues.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -49,6 +50,7 @@ fn count(n: usize) -> u32 {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let config = model::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -2,6 +2,7 @@
 //! the pools the config declares; thin volumes, NFS and iSCSI come with their own issue.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -44,6 +45,7 @@ fn count(n: usize) -> u32 {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let config = model::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
