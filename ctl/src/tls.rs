@@ -37,8 +37,8 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let algorithms = provider.signature_verification_algorithms;
-    let verifier: Arc<dyn ServerCertVerifier> = match trust {
-        Trust::Insecure => Arc::new(AcceptAnything { algorithms }),
+    let policy = match trust {
+        Trust::Insecure => Policy::AcceptAnything,
         Trust::CaFile(path) => {
             let name = path.display().to_string();
             let read_err = |e: rustls_pki_types::pem::Error| TlsError::Read {
@@ -62,13 +62,10 @@ pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, TlsE
                     .build()
                     .ok()
             };
-            Arc::new(Pinned {
-                certs,
-                webpki,
-                algorithms,
-            })
+            Policy::Pinned { certs, webpki }
         }
     };
+    let verifier = Arc::new(Verifier { policy, algorithms });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -78,13 +75,23 @@ pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, TlsE
 }
 
 #[derive(Debug)]
-struct Pinned {
-    certs: Vec<CertificateDer<'static>>,
-    webpki: Option<Arc<WebPkiServerVerifier>>,
+enum Policy {
+    /// `--insecure`.
+    AcceptAnything,
+    /// `--ca-cert`: the exact certificate, or one a certificate in the file signed.
+    Pinned {
+        certs: Vec<CertificateDer<'static>>,
+        webpki: Option<Arc<WebPkiServerVerifier>>,
+    },
+}
+
+#[derive(Debug)]
+struct Verifier {
+    policy: Policy,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -93,10 +100,14 @@ impl ServerCertVerifier for Pinned {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.certs.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+        let (certs, webpki) = match &self.policy {
+            Policy::AcceptAnything => return Ok(ServerCertVerified::assertion()),
+            Policy::Pinned { certs, webpki } => (certs, webpki),
+        };
+        if certs.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
             return Ok(ServerCertVerified::assertion());
         }
-        match &self.webpki {
+        match webpki {
             Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
             None => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
@@ -104,48 +115,8 @@ impl ServerCertVerifier for Pinned {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct AcceptAnything {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    // The handshake signature is still checked: it costs nothing and keeps the session sound
-    // against the certificate that was presented.
+    // The handshake signature is checked under every policy: it costs nothing and keeps the
+    // session sound against the certificate that was presented.
     fn verify_tls12_signature(
         &self,
         message: &[u8],

@@ -2,23 +2,18 @@
 //! what the config declares; the VMM and container runtimes come with their own issues.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
 use model::config::HostConfig;
+use model::daemon::{DaemonArgs, StopSignals};
 use model::dbus::{HOST_NAME, HOST_PATH, StatusTuple};
 
 #[derive(Parser)]
 #[command(about = "Cairn's VM and container daemon")]
 struct Args {
-    /// The host.toml init validated and started us with.
-    #[arg(long)]
-    config: PathBuf,
-    /// The state directory (persistent across restarts).
-    #[arg(long)]
-    state: PathBuf,
+    #[command(flatten)]
+    common: DaemonArgs,
 }
 
 struct Host1 {
@@ -48,25 +43,18 @@ fn count(n: usize) -> u32 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let args = Args::parse();
-    let config = model::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    model::daemon::init_logging();
+    let Args { common } = Args::parse();
+    let mut stop = StopSignals::install().context("cannot handle SIGTERM/SIGINT")?;
+    let config = model::config::load(&common.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let _bus = model::dbus::bus_builder()?
         .name(HOST_NAME)
         .serve_at(HOST_PATH, Host1 { config })
         .build()
         .await
         .context("cannot own org.cairn.Host1 on the bus")?;
-    tracing::info!(state = %args.state.display(), "hostd ready");
-    wait_for_sigterm().await
-}
-
-async fn wait_for_sigterm() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    term.recv().await;
-    tracing::info!("hostd stopping on SIGTERM");
+    tracing::info!(state = %common.state.display(), "hostd ready");
+    let signal = stop.wait().await;
+    tracing::info!(signal, "hostd stopping");
     Ok(())
 }
