@@ -401,27 +401,7 @@ impl Drop for BusDaemon {
 
 fn private_bus(dir: &Path) -> Option<BusDaemon> {
     let conf = dir.join("bus.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>custom</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-            dir.join("bus").display()
-        ),
-    )
-    .ok()?;
+    std::fs::write(&conf, model::dbus::bus_config(&dir.join("bus"))).ok()?;
     let mut child = Command::new("dbus-daemon")
         .arg(format!("--config-file={}", conf.display()))
         .args(["--nofork", "--print-address=1"])

@@ -112,7 +112,6 @@ pub fn build(opt: &Options) -> Result<()> {
     tree.bytes("/etc/passwd", 0o644, PASSWD);
     tree.bytes("/etc/group", 0o644, GROUP);
     tree.bytes("/etc/os-release", 0o644, os_release());
-    tree.bytes("/usr/share/dbus-1/system.conf", 0o644, DBUS_SYSTEM_CONF);
 
     let initrd = opt.out.join("initrd.img");
     let initrd_tmp = opt.out.join("initrd.img.tmp");
@@ -211,23 +210,3 @@ const PASSWD: &str = "root:x:0:0:root:/root:/bin/false\n\
 messagebus:x:100:101:D-Bus:/nonexistent:/bin/false\n";
 
 const GROUP: &str = "root:x:0:\nmessagebus:x:101:\n";
-
-/// The system bus: only root connects (every Cairn daemon runs as root; apid is the network
-/// boundary), and root may own and call anything. dbus-daemon drops to `messagebus`.
-const DBUS_SYSTEM_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <user>messagebus</user>
-  <listen>unix:path=/run/dbus/system_bus_socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <deny user="*"/>
-    <allow user="root"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-  <limit name="max_replies_per_connection">1024</limit>
-</busconfig>
-"#;

@@ -6,40 +6,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::Mode;
+
 pub struct Bus {
     pub pid: u32,
     pub address: String,
 }
 
-/// Only root may connect: apid is the network boundary, everything on the bus is trusted.
-fn config_text(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <deny user="*"/>
-    <allow user="root"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-        socket.display()
-    )
-}
-
-/// Starts dbus-daemon with its socket in `dir` and waits until it accepts connections.
-pub fn start(dbus_daemon: &Path, dir: &Path) -> anyhow::Result<Bus> {
+/// Starts dbus-daemon listening on `socket` (its config beside it) and waits until it accepts
+/// connections.
+pub fn start(dbus_daemon: &Path, socket: &Path) -> anyhow::Result<Bus> {
+    let dir = socket
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("bus socket {} has no directory", socket.display()))?;
     std::fs::create_dir_all(dir)?;
-    let socket = dir.join("bus.sock");
-    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(socket);
     let conf = dir.join("bus.conf");
-    std::fs::write(&conf, config_text(&socket))?;
+    std::fs::write(&conf, model::dbus::bus_config(socket))?;
     let child = Command::new(dbus_daemon)
         .arg(format!("--config-file={}", conf.display()))
         .arg("--nofork")
@@ -50,14 +33,14 @@ pub fn start(dbus_daemon: &Path, dir: &Path) -> anyhow::Result<Bus> {
     let pid = child.id();
     // Reaping belongs to the supervisor's waitpid(-1); the handle is not needed.
     drop(child);
-    wait_for_socket(&socket, Duration::from_secs(5))?;
+    wait_for_socket(socket, Duration::from_secs(5))?;
     Ok(Bus {
         pid,
         address: format!("unix:path={}", socket.display()),
     })
 }
 
-fn wait_for_socket(socket: &PathBuf, limit: Duration) -> anyhow::Result<()> {
+fn wait_for_socket(socket: &Path, limit: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
@@ -77,5 +60,14 @@ pub fn find_daemon(bindir: &Path) -> PathBuf {
         beside
     } else {
         PathBuf::from("/usr/bin/dbus-daemon")
+    }
+}
+
+/// The conventional system bus socket in the appliance (so `busctl --system` works there); in a
+/// sandbox a socket below the state directory, reachable from the dev machine.
+pub fn socket_path(mode: Mode, state: &Path) -> PathBuf {
+    match mode {
+        Mode::Appliance => PathBuf::from("/run/dbus/system_bus_socket"),
+        Mode::Sandbox => state.join("bus/bus.sock"),
     }
 }

@@ -107,6 +107,31 @@ pub trait Storage1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
 }
 
+/// The configuration of Cairn's bus (dbus-daemon), listening on `socket`. The policy is part of
+/// the contract: only root connects — every daemon runs as root and apid is the network
+/// boundary — and on the bus everything is trusted. Tests start private buses with it too.
+pub fn bus_config(socket: &std::path::Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <deny user="*"/>
+    <allow user="root"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+  </policy>
+  <limit name="max_replies_per_connection">1024</limit>
+</busconfig>
+"#,
+        socket.display()
+    )
+}
+
 /// Connects to the bus named by `DBUS_SYSTEM_BUS_ADDRESS`.
 pub async fn connect_bus() -> zbus::Result<zbus::Connection> {
     bus_builder()?.build().await

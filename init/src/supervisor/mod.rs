@@ -79,7 +79,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
-    let bus = bus::start(&bus::find_daemon(&plan.bindir), &plan.state.join("bus"))?;
+    let bus = bus::start(
+        &bus::find_daemon(&plan.bindir),
+        &bus::socket_path(plan.mode, &plan.state),
+    )?;
     let conn = zbus::connection::Builder::address(bus.address.as_str())
         .build()
         .await

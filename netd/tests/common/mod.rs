@@ -179,27 +179,8 @@ pub fn udhcpd_log(dir: &TempDir) -> String {
 /// A private dbus-daemon listening on `dir/bus`; returns it and its address.
 pub fn start_bus(dir: &TempDir) -> (Proc, String) {
     let conf = dir.0.join("bus.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>custom</type>
-  <listen>unix:path={}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-            dir.0.display()
-        ),
-    )
-    .expect("cannot write the bus config");
+    std::fs::write(&conf, model::dbus::bus_config(&dir.0.join("bus")))
+        .expect("cannot write the bus config");
     let mut child = Command::new("dbus-daemon")
         .arg(format!("--config-file={}", conf.display()))
         .args(["--nofork", "--print-address=1"])
