@@ -139,6 +139,20 @@ impl Bus {
         bounded("init", init.poweroff()).await
     }
 
+    /// netd's view of the management interface: (interface, "a.b.c.d/len" or "", source).
+    pub async fn management_address(&self) -> Result<(String, String, String), BusError> {
+        let conn = self.conn()?;
+        bounded("netd", async {
+            Network1Proxy::builder(conn)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?
+                .management_address()
+                .await
+        })
+        .await
+    }
+
     pub async fn status(&self, daemon: Daemon) -> Result<StatusTuple, BusError> {
         let conn = self.conn()?;
         let what = daemon.name();

@@ -11,6 +11,7 @@ Run: python3 -m unittest -v ci/e2e/test_appliance.py   (from the workspace root 
 
 import base64
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -207,6 +208,39 @@ class Appliance(unittest.TestCase):
         methods = self.call("system.listMethods")
         for m in ("host.info", "host.services", "host.poweroff"):
             self.assertIn(m, methods)
+
+    def test_7_management_address_from_dhcp(self):
+        # netd's DHCP client leased the address from QEMU's built-in DHCP server; the lease may
+        # land a moment after apid is ready, so allow it a few seconds.
+        deadline = time.monotonic() + 20
+        while True:
+            mgmt = self.call("host.info")["management"]
+            if mgmt.get("source") == "dhcp" or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        self.assertEqual(mgmt, {"interface": "eth0", "address": "10.0.2.15/24", "source": "dhcp"})
+
+    def test_8_cairnctl(self):
+        ctl = ROOT / "target" / "debug" / "cairnctl"
+        if not ctl.is_file():
+            self.fail(f"{ctl} is missing: `cargo build --workspace --bins` builds it")
+        base = [str(ctl), "--url", f"https://127.0.0.1:{self.port}/RPC2", "--insecure"]
+        env = dict(os.environ, CAIRN_TOKEN=self.token)
+        p = subprocess.run(base + ["--json", "info"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["hostname"], "cairn-dev")
+        p = subprocess.run(base + ["services"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = [line.split() for line in p.stdout.splitlines()]
+        self.assertEqual(rows[0][:2], ["NAME", "STATE"], p.stdout)
+        self.assertEqual({r[0]: r[1] for r in rows[1:]},
+                         {n: "running" for n in ("netd", "stord", "hostd", "apid")}, p.stdout)
+        p = subprocess.run(base + ["info"], capture_output=True, text=True,
+                           env=dict(os.environ, CAIRN_TOKEN="wrong"), timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("unauthorized", p.stderr)
 
     def test_9_poweroff(self):
         self.call("host.poweroff")

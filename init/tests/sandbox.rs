@@ -282,3 +282,78 @@ print("ok", info["kernel"])
     );
     sb.stop();
 }
+
+/// Orphans of the daemons come to init (a child subreaper in a sandbox, PID 1 in the
+/// appliance) and are reaped: none stays a zombie.
+#[tokio::test(flavor = "current_thread")]
+async fn orphans_of_a_daemon_are_reaped() {
+    if !common::sandbox_possible("sandbox::orphans_of_a_daemon_are_reaped") {
+        return;
+    }
+    // hostd starts three short-lived grandchildren whose parent exits at once (so they are
+    // re-parented to init), then becomes the real hostd.
+    let bins = TempDir::new("orphanbin");
+    let real = bin_dir();
+    for d in ["netd", "stord", "apid"] {
+        std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
+    }
+    let wrapper = bins.0.join("hostd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor i in 1 2 3; do (sleep 0.2 &) ; done\nexec {} \"$@\"\n",
+            real.join("hostd").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut sb = Sandbox::start("orphan", MINIMAL_CONFIG, &bins.0);
+    let conn = sb.connect(UP).await;
+    sb.wait_all(&conn, "running", UP).await;
+    let init_pid = sb.child.id();
+    // The orphans are re-parented to init while they run...
+    let mut seen = 0;
+    for _ in 0..50 {
+        seen = seen.max(children_of(init_pid, |comm, _| comm == "sleep").len());
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(seen > 0, "no orphan was re-parented to init");
+    // ...and once they exit, none is left as a zombie.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let zombies = children_of(init_pid, |_, state| state == "Z");
+    assert!(zombies.is_empty(), "zombies under init: {zombies:?}");
+    sb.stop();
+}
+
+/// Pids whose parent is `parent` and whose (comm, state) match.
+fn children_of(parent: u32, pick: impl Fn(&str, &str) -> bool) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may hold spaces, so split at the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+            && pick(comm, fields.first().copied().unwrap_or(""))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}

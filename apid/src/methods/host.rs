@@ -13,9 +13,10 @@ pub fn methods() -> Vec<Method> {
             signature: &["struct"],
             help: "Describes the host: hostname, version, uptime (seconds), kernel, services \
                    (as host.services) and daemons ({netd, stord, hostd}: each the daemon's \
-                   version and object counts, or {error} when it does not answer). When init \
-                   does not answer, uptime, kernel and services are left out and init_error \
-                   says why.",
+                   version and object counts, or {error} when it does not answer) and \
+                   management ({interface, address, source}: the API's own interface as netd \
+                   configured it, source static, dhcp or none; or {error}). When init does not \
+                   answer, uptime, kernel and services are left out and init_error says why.",
             handler: info,
         },
         Method {
@@ -59,12 +60,13 @@ fn info(api: &Api, _params: Vec<Value>) -> MethodFuture<'_> {
     Box::pin(async move {
         let bus = &api.bus;
         // Every question goes out at once: a daemon that hangs costs one timeout, not three.
-        let (system, services, netd, stord, hostd) = tokio::join!(
+        let (system, services, netd, stord, hostd, mgmt) = tokio::join!(
             bus.system_info(),
             bus.list_services(),
             bus.status(Daemon::Netd),
             bus.status(Daemon::Stord),
             bus.status(Daemon::Hostd),
+            bus.management_address(),
         );
         let mut out = Struct::new();
         out.insert("hostname".into(), Value::from(api.hostname.as_str()));
@@ -96,6 +98,15 @@ fn info(api: &Api, _params: Vec<Value>) -> MethodFuture<'_> {
             daemons.insert(daemon.name().into(), Value::Struct(entry));
         }
         out.insert("daemons".into(), Value::Struct(daemons));
+        let management = match mgmt {
+            Ok((interface, address, source)) => Value::structure([
+                ("interface", Value::String(interface)),
+                ("address", Value::String(address)),
+                ("source", Value::String(source)),
+            ]),
+            Err(e) => Value::structure([("error", Value::String(e.to_string()))]),
+        };
+        out.insert("management".into(), management);
         Ok(Value::Struct(out))
     })
 }
