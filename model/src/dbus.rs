@@ -87,6 +87,29 @@ pub trait Host1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
 }
 
+/// Errors Cairn's daemons return over D-Bus. The error name says what kind of failure it is
+/// (`org.cairn.Error.NotFound`, …) and apid maps each kind to one XML-RPC fault code; the
+/// message names the field or object and what is wrong with it.
+#[derive(zbus::DBusError, Debug)]
+#[zbus(prefix = "org.cairn.Error")]
+pub enum CairnError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// A request argument is malformed or out of range; nothing was changed.
+    InvalidArgs(String),
+    /// The named object does not exist.
+    NotFound(String),
+    /// The object exists already, or its state forbids the request.
+    Conflict(String),
+    /// Try again later.
+    Busy(String),
+    /// The kernel or a peer refused; what this request had done is rolled back.
+    Failed(String),
+}
+
+/// Structured arguments and answers (network and port specs, info read back from the kernel)
+/// travel as JSON strings of the serde types in `model::net`: D-Bus has no optional fields, and
+/// one JSON schema serves D-Bus, XML-RPC and cairnctl alike.
 #[proxy(
     interface = "org.cairn.Network1",
     default_service = "org.cairn.Network1",
@@ -96,6 +119,22 @@ pub trait Network1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
     /// (interface, "a.b.c.d/len" or "", "static" | "dhcp" | "none").
     fn management_address(&self) -> zbus::Result<(String, String, String)>;
+    /// Creates a network from a JSON `model::net::NetworkSpec`.
+    fn create_network(&self, spec_json: &str) -> Result<(), CairnError>;
+    /// Deletes a network that has no ports left.
+    fn delete_network(&self, name: &str) -> Result<(), CairnError>;
+    /// JSON array of `model::net::NetworkInfo`, each read back from the kernel.
+    fn list_networks(&self) -> Result<String, CairnError>;
+    /// JSON `model::net::NetworkInfo` of one network.
+    fn network_info(&self, name: &str) -> Result<String, CairnError>;
+    /// Attaches a port from a JSON `model::net::PortSpec`; returns a JSON `model::net::PortInfo`.
+    fn attach_port(&self, spec_json: &str) -> Result<String, CairnError>;
+    fn detach_port(&self, port: &str) -> Result<(), CairnError>;
+    /// JSON array of `model::net::PortInfo`.
+    fn list_ports(&self) -> Result<String, CairnError>;
+    /// Sets the limits (JSON `model::net::Limits`) of a port, or the aggregate of a network,
+    /// live: the port keeps its link and its traffic.
+    fn set_limits(&self, target: &str, limits_json: &str) -> Result<(), CairnError>;
 }
 
 #[proxy(

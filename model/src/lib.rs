@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod fault;
+pub mod net;
 pub mod token;
 pub mod xmlrpc;
 
