@@ -28,6 +28,20 @@ const BINARIES: &[(&str, &str)] = &[
 /// Host programs the image carries, with their libraries.
 const HOST_BINARIES: &[(&str, &str)] = &[("/usr/bin/dbus-daemon", "/usr/bin/dbus-daemon")];
 
+/// The debug shell's tools (`--debug-shell`): busybox for the shell and its applets, iproute2
+/// for namespaces, VLANs and qdiscs — what the appliance tests need inside the guest.
+const DEBUG_BINARIES: &[(&str, &str)] = &[
+    ("/bin/busybox", "/usr/lib/cairn/debug/bin/busybox"),
+    ("/usr/bin/ip", "/usr/lib/cairn/debug/bin/ip"),
+    ("/usr/sbin/tc", "/usr/lib/cairn/debug/bin/tc"),
+    ("/usr/sbin/bridge", "/usr/lib/cairn/debug/bin/bridge"),
+];
+const BUSYBOX_APPLETS: &[&str] = &[
+    "sh", "ping", "cat", "ls", "ps", "sleep", "echo", "grep", "mkdir", "rm", "mount", "umount",
+    "kill", "dmesg", "ifconfig", "wc", "head", "tail", "nc", "sed", "awk", "dd", "sync", "true",
+    "false", "test", "[", "env", "hostname", "uname", "free", "df", "stat", "timeout",
+];
+
 /// Empty directories the daemons and init expect to exist before anything is mounted on them.
 const DIRS: &[&str] = &[
     "/proc",
@@ -47,6 +61,7 @@ pub struct Options {
     pub release: bool,
     /// Skip `cargo build` (the binaries are already built, e.g. by the caller).
     pub no_compile: bool,
+    pub debug_shell: bool,
     pub workspace: PathBuf,
     pub target_dir: PathBuf,
 }
@@ -99,6 +114,18 @@ pub fn build(opt: &Options) -> Result<()> {
     for (src, dest) in HOST_BINARIES {
         rootfs::add_binary(&mut tree, dest, Path::new(src), &staging)
             .with_context(|| format!("adding {src} (see ci/deps)"))?;
+    }
+
+    if opt.debug_shell {
+        for (src, dest) in DEBUG_BINARIES {
+            rootfs::add_binary(&mut tree, dest, Path::new(src), &staging)
+                .with_context(|| format!("adding {src} for the debug shell (see ci/deps)"))?;
+        }
+        for applet in BUSYBOX_APPLETS {
+            tree.symlink(&format!("/usr/lib/cairn/debug/bin/{applet}"), "busybox");
+        }
+        // init starts the shell on ttyS1 when this file exists.
+        tree.bytes("/etc/cairn/debug-shell", 0o644, "");
     }
 
     let mods = modules::collect(&kernel, &staging).context("collecting kernel modules")?;

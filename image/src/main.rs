@@ -48,6 +48,10 @@ enum Cmd {
         /// Do not run `cargo build` first; use the binaries already in target/.
         #[arg(long)]
         no_compile: bool,
+        /// Add a root shell on the second serial port (ttyS1) with busybox and iproute2, for
+        /// tests and development (`image run --shell-socket`). Never in a production image.
+        #[arg(long)]
+        debug_shell: bool,
     },
     /// Boot the built appliance in QEMU and wait until its API answers.
     Run {
@@ -62,6 +66,10 @@ enum Cmd {
         /// Return once the API is ready, leaving QEMU running (pid in DIR/qemu.pid).
         #[arg(long)]
         detach: bool,
+        /// Connect the guest's second serial port (the debug shell of an image built with
+        /// --debug-shell) to a unix socket at this path.
+        #[arg(long)]
+        shell_socket: Option<PathBuf>,
     },
     /// Boot N times and report boot → API-ready times and their median.
     Bench {
@@ -120,6 +128,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             out,
             release,
             no_compile,
+            debug_shell,
         } => {
             let opt = appliance::Options {
                 config: config.unwrap_or_else(|| workspace.join("examples/dev.toml")),
@@ -127,6 +136,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 out: out.unwrap_or(default_dir),
                 release,
                 no_compile,
+                debug_shell,
                 workspace,
                 target_dir,
             };
@@ -138,10 +148,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
             port,
             log,
             detach,
+            shell_socket,
         } => {
             let mut opt = vm.options(default_dir);
             opt.port = port;
             opt.log = log;
+            opt.shell_socket = shell_socket;
             let code = qemu::run(&opt, detach).context("image run")?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
@@ -158,6 +170,7 @@ impl VmArgs {
             dir: self.dir.unwrap_or(default_dir),
             port: None,
             log: None,
+            shell_socket: None,
             timeout: Duration::from_secs(self.timeout),
             accel: self.accel,
             memory_mib: self.memory,

@@ -30,6 +30,8 @@ pub struct RunOptions {
     /// "tcg" by default: this host's /dev/kvm (PVM) cannot boot a stock kernel.
     pub accel: String,
     pub memory_mib: u32,
+    /// A unix socket for the guest's ttyS1 (the debug shell).
+    pub shell_socket: Option<PathBuf>,
 }
 
 pub struct Booted {
@@ -96,6 +98,11 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         .arg(format!("file:{}", log.display()))
         .args(["-monitor", "none"])
         .stdin(Stdio::null());
+    if let Some(sock) = &opt.shell_socket {
+        let _ = fs::remove_file(sock);
+        cmd.arg("-serial")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
     if detach {
         // Its own process group: a Ctrl-C in the caller's terminal must not reach a VM that
         // was asked to outlive this command. QEMU's own errors go next to the console log.

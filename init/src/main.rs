@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 mod boot;
 mod bus;
+mod debug_shell;
 mod init1;
 mod lo;
 mod modules;
@@ -117,6 +118,9 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
         Mode::Appliance => {
             modules::load_listed(Path::new(modules::LIST_PATH));
             boot::set_hostname(&config.host.hostname)?;
+            if let Err(e) = debug_shell::start() {
+                tracing::error!(error = %format!("{e:#}"), "debug shell");
+            }
         }
         Mode::Sandbox => sandbox::enter(&state, &config.host.hostname)?,
     }

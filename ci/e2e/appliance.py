@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""The appliance e2e harness: boots the built image (target/appliance) in QEMU once per test
+class, talks to it through the XML-RPC API like a user, and — in images built with
+`--debug-shell` — runs commands inside the guest through a root shell on its second serial port.
+
+It builds nothing: run `cargo run -p image -- build --debug-shell` first (ci/test does). When this
+machine cannot boot the appliance (no QEMU, no image because the kernel package was unavailable)
+the tests are skipped with the reason; set CAIRN_E2E_REQUIRE=1 to make that a failure instead.
+"""
+
+import base64
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import unittest
+import xmlrpc.client
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APPLIANCE = Path(os.environ.get("CAIRN_APPLIANCE_DIR", ROOT / "target" / "appliance"))
+EXIT_SKIP = 77  # `image` exits with this when the machine cannot boot the appliance
+BOOT_TIMEOUT = int(os.environ.get("CAIRN_E2E_BOOT_TIMEOUT", "300"))
+
+# Fault codes from model/src/fault.rs (the public API; never renumbered).
+FAULT_PARSE = 100
+FAULT_UNKNOWN_METHOD = 101
+FAULT_UNAUTHORIZED = 103
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid):
+    """True while `pid` runs. QEMU is not our child (`image run --detach` started it), so poll
+    instead of waitpid; a zombie awaiting its reaper counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def image_command():
+    """The built `image` binary when present (ci/test just built it), else `cargo run`."""
+    built = ROOT / "target" / "debug" / "image"
+    if built.is_file():
+        return [str(built)]
+    return ["cargo", "run", "-q", "-p", "image", "--"]
+
+
+def why_unbootable():
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed (run ci/deps)"
+    for f in ("vmlinuz", "initrd.img", "token"):
+        if not (APPLIANCE / f).is_file():
+            return (f"{APPLIANCE / f} is missing: the appliance was not built "
+                    "(`cargo run -p image -- build`; it exits 77 when the kernel package is unavailable)")
+    return None
+
+
+def console_tail(log, n=40):
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+    except OSError as e:
+        return f"(no console log: {e})"
+
+
+class ApplianceTestCase(unittest.TestCase):
+    """Boots one appliance for the class. Test names carry a number: unittest runs them in name
+    order, and a poweroff test must come last. Subclasses set `name` (used for log files)."""
+
+    name = "e2e"
+    pid = None
+    _shell = None
+
+    @classmethod
+    def setUpClass(cls):
+        reason = why_unbootable()
+        if reason:
+            if os.environ.get("CAIRN_E2E_REQUIRE") == "1":
+                raise AssertionError(reason)
+            print(f"\nskipping the appliance e2e tests: {reason}")
+            raise unittest.SkipTest(reason)
+        socket.setdefaulttimeout(60)
+        cls.port = free_port()
+        cls.console_log = APPLIANCE / f"{cls.name}-console.log"
+        cls.shell_socket = APPLIANCE / f"{cls.name}-shell.sock"
+        cmd = image_command() + [
+            "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
+            "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
+            "--shell-socket", str(cls.shell_socket),
+        ]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                           timeout=BOOT_TIMEOUT + 120)
+        if p.returncode == EXIT_SKIP and os.environ.get("CAIRN_E2E_REQUIRE") != "1":
+            print(f"\nskipping the appliance e2e tests: {p.stderr.strip()}")
+            raise unittest.SkipTest(p.stderr.strip())
+        if p.returncode != 0:
+            raise AssertionError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n"
+                                 f"{p.stdout}\n{p.stderr}")
+        print(f"\n{p.stdout.strip()}")
+        cls.pid = int((APPLIANCE / "qemu.pid").read_text().strip())
+        cls.token = (APPLIANCE / "token").read_text().strip()
+        cls.url = f"https://api:{cls.token}@127.0.0.1:{cls.port}/RPC2"
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls._shell is not None:
+            cls._shell.close()
+            cls._shell = None
+        # If poweroff did not stop it (or a test failed first), do not leave a VM behind.
+        if cls.pid and pid_alive(cls.pid):
+            os.kill(cls.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while pid_alive(cls.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if pid_alive(cls.pid):
+                os.kill(cls.pid, signal.SIGKILL)
+
+    def call(self, method, *params, token=None):
+        """One XML-RPC call on its own connection, closed afterwards."""
+        url = self.url if token is None else f"https://api:{token}@127.0.0.1:{self.port}/RPC2"
+        with xmlrpc.client.ServerProxy(url, context=ssl._create_unverified_context()) as p:
+            return getattr(p, method)(*params)
+
+    def post_raw(self, body: bytes):
+        """POSTs `body` as-is (authenticated) and returns (HTTP status, response body)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=60,
+                                           context=ssl._create_unverified_context())
+        auth = base64.b64encode(f"api:{self.token}".encode()).decode()
+        try:
+            conn.request("POST", "/RPC2", body=body, headers={
+                "Content-Type": "text/xml", "Authorization": f"Basic {auth}"})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def assertFault(self, body: bytes, code: int):
+        status, data = self.post_raw(body)
+        with self.assertRaises(xmlrpc.client.Fault, msg=f"HTTP {status}: {data[:300]!r}") as cm:
+            xmlrpc.client.loads(data)
+        self.assertEqual(cm.exception.faultCode, code, cm.exception.faultString)
+
+    def console_tail(self, n=40):
+        return console_tail(self.console_log, n)
+
+    def guest(self, command, timeout=60, check=True):
+        """Runs `command` in the guest's debug shell; returns (exit code, output)."""
+        cls = type(self)
+        if cls._shell is None:
+            cls._shell = GuestShell(cls.shell_socket)
+        rc, out = cls._shell.run(command, timeout)
+        if check and rc != 0:
+            self.fail(f"guest command failed ({rc}): {command}\n{out}")
+        return rc, out
+
+    def wait_poweroff(self, limit=60):
+        """Asks for host.poweroff and waits for QEMU to exit; the console must say so."""
+        self.call("host.poweroff")
+        deadline = time.monotonic() + limit
+        while pid_alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.assertFalse(pid_alive(self.pid),
+                         f"QEMU still running {limit} s after host.poweroff; console:\n"
+                         f"{self.console_tail()}")
+        self.assertIn("cairn: power off", self.console_log.read_text(errors="replace"),
+                      self.console_tail())
+
+
+class GuestShell:
+    """The debug image's root shell on ttyS1, through QEMU's unix socket. Each command ends with
+    a line carrying its exit status, so output and status come back without a prompt."""
+
+    _END = re.compile(rb"__CAIRN_RC=(\d+)__\n")
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+        self.buf = b""
+        self.seq = 0
+
+    def run(self, command, timeout):
+        self.seq += 1
+        # The command text has `$?` where the status line has digits: only the status matches.
+        line = f"{{ {command}\n}} 2>&1; echo \"__CAIRN_RC=$?__\"\n"
+        self.sock.sendall(line.encode())
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._END.search(self.buf)
+            if m:
+                out, self.buf = self.buf[:m.start()], self.buf[m.end():]
+                return int(m.group(1)), out.decode(errors="replace")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"guest command did not finish in {timeout} s: {command}\n"
+                                   f"{self.buf.decode(errors='replace')}")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the guest shell closed")
+            self.buf += chunk
+
+    def close(self):
+        self.sock.close()
