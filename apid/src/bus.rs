@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use model::dbus::{Host1Proxy, Init1Proxy, Network1Proxy, ServiceInfo, StatusTuple, Storage1Proxy};
+use model::dbus::{
+    CairnError, Host1Proxy, Init1Proxy, Network1Proxy, ServiceInfo, StatusTuple, Storage1Proxy,
+};
 use zbus::proxy::CacheProperties;
 
 /// How long one D-Bus call may take before the daemon counts as not answering.
@@ -39,12 +41,43 @@ pub enum BusError {
     Unavailable { what: &'static str, message: String },
     #[error("{what} failed: {message}")]
     Failed { what: &'static str, message: String },
+    /// The daemon refused the request and said why (org.cairn.Error.*).
+    #[error("{message}")]
+    Rejected { kind: Rejection, message: String },
+}
+
+/// The kinds of `model::dbus::CairnError`, each one XML-RPC fault code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    InvalidArgs,
+    NotFound,
+    Conflict,
+    Busy,
+    Failed,
+}
+
+impl BusError {
+    fn from_cairn(what: &'static str, e: CairnError) -> BusError {
+        let (kind, message) = match e {
+            CairnError::ZBus(e) => return BusError::from_zbus(what, e),
+            CairnError::InvalidArgs(m) => (Rejection::InvalidArgs, m),
+            CairnError::NotFound(m) => (Rejection::NotFound, m),
+            CairnError::Conflict(m) => (Rejection::Conflict, m),
+            CairnError::Busy(m) => (Rejection::Busy, m),
+            CairnError::Failed(m) => (Rejection::Failed, m),
+        };
+        BusError::Rejected { kind, message }
+    }
 }
 
 impl BusError {
     /// True when retrying later may help (the daemon is starting, restarting or busy).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, BusError::Failed { .. })
+        match self {
+            BusError::Failed { .. } => false,
+            BusError::Rejected { kind, .. } => *kind == Rejection::Busy,
+            _ => true,
+        }
     }
 
     fn from_zbus(what: &'static str, e: zbus::Error) -> BusError {
@@ -137,6 +170,31 @@ impl Bus {
     pub async fn poweroff(&self) -> Result<(), BusError> {
         let init = self.init().await?;
         bounded("init", init.poweroff()).await
+    }
+
+    async fn netd(&self) -> Result<Network1Proxy<'static>, BusError> {
+        let conn = self.conn()?;
+        bounded("netd", async {
+            Network1Proxy::builder(conn)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await
+        })
+        .await
+    }
+
+    /// One call to netd whose errors carry netd's own verdict (`org.cairn.Error.*`).
+    pub async fn netd_call<T, F, Fut>(&self, call: F) -> Result<T, BusError>
+    where
+        F: FnOnce(Network1Proxy<'static>) -> Fut,
+        Fut: Future<Output = Result<T, CairnError>>,
+    {
+        let proxy = self.netd().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, call(proxy)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(BusError::from_cairn("netd", e)),
+            Err(_) => Err(BusError::Timeout { what: "netd" }),
+        }
     }
 
     /// netd's view of the management interface: (interface, "a.b.c.d/len" or "", source).

@@ -2,6 +2,7 @@
 
 mod client;
 mod output;
+mod rate;
 mod tls;
 
 use std::path::PathBuf;
@@ -9,6 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
+
+use model::xmlrpc::Value;
 
 use crate::client::{Client, Endpoint};
 use crate::tls::Trust;
@@ -45,11 +48,63 @@ enum Command {
     Info,
     /// The services init supervises.
     Services,
+    /// Networks (netd): list, info, create, delete, limits.
+    Net {
+        #[command(subcommand)]
+        command: NetCommand,
+    },
+    /// Ports on the host's networks.
+    Port {
+        #[command(subcommand)]
+        command: PortCommand,
+    },
     /// Work with host.toml files locally.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum NetCommand {
+    /// Every network.
+    List,
+    /// One network as read back from the kernel.
+    Info { name: String },
+    /// Creates a network (the fields of a [[network]] table in host.toml).
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["bridged", "routed", "vlan"])]
+        kind: String,
+        #[arg(long)]
+        uplink: Option<String>,
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// A VLAN-aware bridge (ports carry access/tagged VLANs).
+        #[arg(long)]
+        vlan_aware: bool,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Deletes a network without ports.
+    Delete { name: String },
+    /// Sets the live limits of a port or a network's aggregate; rates in bit/s with an
+    /// optional K, M or G suffix (decimal, as network rates are: 100M = 100 000 000 bit/s).
+    Limits {
+        target: String,
+        #[arg(long, value_parser = rate::parse)]
+        egress: Option<u64>,
+        #[arg(long, value_parser = rate::parse)]
+        ingress: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortCommand {
+    /// Every port.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -70,12 +125,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let method = match &cli.command {
+    let (method, params) = match &cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => return Ok(config_check(file)),
-        Command::Info => "host.info",
-        Command::Services => "host.services",
+        Command::Info => ("host.info", vec![]),
+        Command::Services => ("host.services", vec![]),
+        Command::Net { command } => net_call(command),
+        Command::Port {
+            command: PortCommand::List,
+        } => ("port.list", vec![]),
     };
     let url = cli
         .url
@@ -103,19 +162,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let value = runtime.block_on(client.call(method, vec![]))?;
+    let value = runtime.block_on(client.call(method, params))?;
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&output::to_json(&value))?
-        );
+        println!("{}", serde_json::to_string_pretty(&value.to_json())?);
     } else {
         match cli.command {
             Command::Services => print!("{}", output::services_table(&value)),
-            _ => print!("{}", output::info(&value)),
+            Command::Info => print!("{}", output::info(&value)),
+            Command::Net {
+                command: NetCommand::List,
+            } => print!("{}", output::networks_table(&value)),
+            Command::Port { .. } => print!("{}", output::ports_table(&value)),
+            // info of one network: its JSON is the clearest human form of a nested record.
+            _ if value.as_struct().is_some() => {
+                println!("{}", serde_json::to_string_pretty(&value.to_json())?)
+            }
+            _ => println!("ok"),
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The XML-RPC method and parameters of a `net` subcommand.
+fn net_call(command: &NetCommand) -> (&'static str, Vec<Value>) {
+    let opt_str = |k: &'static str, v: &Option<String>| v.clone().map(|v| (k, Value::String(v)));
+    match command {
+        NetCommand::List => ("net.list", vec![]),
+        NetCommand::Info { name } => ("net.info", vec![Value::String(name.clone())]),
+        NetCommand::Delete { name } => ("net.delete", vec![Value::String(name.clone())]),
+        NetCommand::Create {
+            name,
+            kind,
+            uplink,
+            vlan,
+            vlan_aware,
+            subnet,
+            address,
+        } => {
+            let mut spec = vec![
+                ("name", Value::String(name.clone())),
+                ("kind", Value::String(kind.clone())),
+            ];
+            spec.extend(opt_str("uplink", uplink));
+            spec.extend(vlan.map(|v| ("vlan", Value::Int(v.into()))));
+            if *vlan_aware {
+                spec.push(("vlan_aware", Value::Bool(true)));
+            }
+            spec.extend(opt_str("subnet", subnet));
+            spec.extend(opt_str("address", address));
+            ("net.create", vec![Value::structure(spec)])
+        }
+        NetCommand::Limits {
+            target,
+            egress,
+            ingress,
+        } => {
+            let rate = |bps: u64| Value::structure([("rate_bps", Value::from_u64(bps))]);
+            let mut limits = Vec::new();
+            limits.extend(egress.map(|r| ("egress", rate(r))));
+            limits.extend(ingress.map(|r| ("ingress", rate(r))));
+            (
+                "net.setLimits",
+                vec![Value::String(target.clone()), Value::structure(limits)],
+            )
+        }
+    }
 }
 
 fn config_check(file: &std::path::Path) -> ExitCode {

@@ -1,23 +1,6 @@
 //! Rendering API answers: aligned tables for people, JSON for scripts.
 
-use base64::Engine as _;
 use model::xmlrpc::{Struct, Value};
-
-/// XML-RPC to JSON. Base64 becomes a base64 string, dateTime its text, nil null.
-pub fn to_json(v: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        Value::Int(i) => J::from(*i),
-        Value::I8(i) => J::from(*i),
-        Value::Bool(b) => J::from(*b),
-        Value::String(s) | Value::DateTime(s) => J::from(s.as_str()),
-        Value::Double(d) => serde_json::Number::from_f64(*d).map_or(J::Null, J::Number),
-        Value::Base64(b) => J::from(base64::engine::general_purpose::STANDARD.encode(b)),
-        Value::Struct(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
-        Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
-        Value::Nil => J::Null,
-    }
-}
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -55,7 +38,7 @@ fn text(v: Option<&Value>) -> String {
         Some(Value::I8(i)) => i.to_string(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Double(d)) => d.to_string(),
-        Some(other) => to_json(other).to_string(),
+        Some(other) => other.to_json().to_string(),
     }
 }
 
@@ -174,6 +157,67 @@ pub fn info(v: &Value) -> String {
     out
 }
 
+/// An array member as one comma-separated cell.
+fn joined(s: Option<&model::xmlrpc::Struct>, key: &str) -> String {
+    s.and_then(|s| s.get(key))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|v| text(Some(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// `net.list`: one row per network.
+pub fn networks_table(networks: &Value) -> String {
+    let rows: Vec<Vec<String>> = networks
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            let s = n.as_struct();
+            let get = |k: &str| text(s.and_then(|s| s.get(k)));
+            let list = |k: &str| {
+                s.and_then(|s| s.get(k))
+                    .and_then(Value::as_array)
+                    .map(|a| a.len().to_string())
+                    .unwrap_or_else(|| "0".into())
+            };
+            let addresses = joined(s, "addresses");
+            vec![get("name"), get("kind"), list("links"), addresses]
+        })
+        .collect();
+    table(&["NAME", "KIND", "LINKS", "ADDRESSES"], &rows)
+}
+
+/// `port.list`: one row per port.
+pub fn ports_table(ports: &Value) -> String {
+    let rows: Vec<Vec<String>> = ports
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let s = p.as_struct();
+            let get = |k: &str| text(s.and_then(|s| s.get(k)));
+            let addresses = joined(s, "addresses");
+            vec![
+                get("name"),
+                get("network"),
+                get("owner"),
+                get("kind"),
+                get("vlan"),
+                addresses,
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "NETWORK", "OWNER", "KIND", "VLAN", "ADDRESSES"],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +269,7 @@ mod tests {
                 Value::Base64(b"hi".to_vec()),
             ]),
         )]);
-        assert_eq!(to_json(&v).to_string(), r#"{"a":[1,null,"aGk="]}"#);
+        assert_eq!(v.to_json().to_string(), r#"{"a":[1,null,"aGk="]}"#);
     }
 
     #[test]

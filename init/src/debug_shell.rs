@@ -37,7 +37,10 @@ pub fn start() -> anyhow::Result<Option<u32>> {
         .env_clear()
         .env("PATH", format!("{TOOLS}:/usr/bin"))
         .env("HOME", "/")
-        .env(model::dbus::BUS_ADDRESS_ENV, "unix:path=/run/dbus/system_bus_socket")
+        .env(
+            model::dbus::BUS_ADDRESS_ENV,
+            "unix:path=/run/dbus/system_bus_socket",
+        )
         .current_dir("/")
         .stdin(tty.try_clone()?)
         .stdout(Stdio::from(out_w.try_clone()?))
@@ -47,6 +50,10 @@ pub fn start() -> anyhow::Result<Option<u32>> {
     let mut out = File::from(out_r);
     let mut tty_out = tty;
     std::thread::spawn(move || std::io::copy(&mut out, &mut tty_out));
-    tracing::warn!(tty = TTY, pid = child.id(), "debug shell started (debug image)");
+    tracing::warn!(
+        tty = TTY,
+        pid = child.id(),
+        "debug shell started (debug image)"
+    );
     Ok(Some(child.id()))
 }

@@ -1,37 +1,58 @@
-//! `org.cairn.Network1`: what netd manages, for init, apid and tests.
+//! `org.cairn.Network1`: what netd manages, for init, apid, hostd and tests. Structured
+//! arguments and answers are JSON of `model::net`'s types (the contract in `model::dbus`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use model::dbus::StatusTuple;
-use tokio::sync::watch;
+use model::dbus::{CairnError, StatusTuple};
+use model::net::{Limits, NetworkSpec, PortSpec};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, watch};
 
 use crate::mgmt::MgmtStatus;
+use crate::net::Reconciler;
 
 pub struct Network1 {
-    networks: u32,
     mgmt: watch::Receiver<MgmtStatus>,
+    /// One request at a time: applies read the kernel, change it and persist, and two
+    /// interleaved applies could each miss what the other created.
+    nets: Arc<Mutex<Reconciler>>,
 }
 
 impl Network1 {
-    pub fn new(networks: usize, mgmt: watch::Receiver<MgmtStatus>) -> Self {
-        Network1 {
-            networks: u32::try_from(networks).unwrap_or(u32::MAX),
-            mgmt,
-        }
+    pub fn new(mgmt: watch::Receiver<MgmtStatus>, nets: Arc<Mutex<Reconciler>>) -> Self {
+        Network1 { mgmt, nets }
     }
+}
+
+fn parse<T: DeserializeOwned>(arg: &str, json: &str) -> Result<T, CairnError> {
+    serde_json::from_str(json).map_err(|e| CairnError::InvalidArgs(format!("{arg}: {e}")))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, CairnError> {
+    serde_json::to_string(v).map_err(|e| CairnError::Failed(format!("encode the answer: {e}")))
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[zbus::interface(name = "org.cairn.Network1")]
 impl Network1 {
-    /// Version and counts: configured networks, ports handed out, and whether the management
-    /// interface has its address (0 or 1).
+    /// Version and counts: networks (host.toml + runtime), ports, whether the management
+    /// interface has its address (0 or 1), and — only when some failed — networks_failed.
     async fn status(&self) -> StatusTuple {
         let mgmt_configured = u32::from(self.mgmt.borrow().address.is_some());
-        let counts = HashMap::from([
-            ("networks".to_string(), self.networks),
-            ("ports".to_string(), 0),
+        let nets = self.nets.lock().await;
+        let mut counts = HashMap::from([
+            ("networks".to_string(), count(nets.network_count())),
+            ("ports".to_string(), count(nets.port_count())),
             ("mgmt_configured".to_string(), mgmt_configured),
         ]);
+        if nets.failed_count() > 0 {
+            counts.insert("networks_failed".to_string(), count(nets.failed_count()));
+        }
         (model::VERSION.to_string(), counts)
     }
 
@@ -44,5 +65,40 @@ impl Network1 {
             s.address_cidr(),
             s.source.as_str().to_string(),
         )
+    }
+
+    async fn create_network(&self, spec_json: &str) -> Result<(), CairnError> {
+        let spec: NetworkSpec = parse("spec_json", spec_json)?;
+        Ok(self.nets.lock().await.create_network(spec).await?)
+    }
+
+    async fn delete_network(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.nets.lock().await.delete_network(name).await?)
+    }
+
+    async fn list_networks(&self) -> Result<String, CairnError> {
+        to_json(&self.nets.lock().await.list_networks().await?)
+    }
+
+    async fn network_info(&self, name: &str) -> Result<String, CairnError> {
+        to_json(&self.nets.lock().await.network_info(name).await?)
+    }
+
+    async fn attach_port(&self, spec_json: &str) -> Result<String, CairnError> {
+        let spec: PortSpec = parse("spec_json", spec_json)?;
+        to_json(&self.nets.lock().await.attach_port(spec).await?)
+    }
+
+    async fn detach_port(&self, port: &str) -> Result<(), CairnError> {
+        Ok(self.nets.lock().await.detach_port(port).await?)
+    }
+
+    async fn list_ports(&self) -> Result<String, CairnError> {
+        to_json(&self.nets.lock().await.list_ports().await?)
+    }
+
+    async fn set_limits(&self, target: &str, limits_json: &str) -> Result<(), CairnError> {
+        let limits: Limits = parse("limits_json", limits_json)?;
+        Ok(self.nets.lock().await.set_limits(target, limits).await?)
     }
 }

@@ -36,12 +36,24 @@ async fn main() -> anyhow::Result<()> {
     let handle = netd::link::connect().context("cannot talk to the kernel over rtnetlink")?;
     // A static address is in place before we own the name; DHCP continues in the background.
     let (mgmt, _dhcp) = netd::mgmt::start(&handle, &config.host, run_dir).await;
+    // Networks are in place before we own the name; a failure is logged and shows in
+    // Status (networks_failed), but netd still comes up so the API can report it.
+    let kernel = netd::net::kernel::Kernel::new(handle.clone(), Default::default());
+    let mut nets =
+        netd::net::Reconciler::new(kernel, Some(args.common.state.clone()), &config.networks);
+    let report = nets.reconcile().await;
+    tracing::info!(
+        networks = nets.network_count(),
+        ports = nets.port_count(),
+        changes = report.changes,
+        removed = report.removed.len(),
+        failed = report.failed.len(),
+        "networks reconciled"
+    );
+    let nets = std::sync::Arc::new(tokio::sync::Mutex::new(nets));
     let _bus = model::dbus::bus_builder()?
         .name(NETWORK_NAME)
-        .serve_at(
-            NETWORK_PATH,
-            netd::dbus::Network1::new(config.networks.len(), mgmt),
-        )
+        .serve_at(NETWORK_PATH, netd::dbus::Network1::new(mgmt, nets))
         .build()
         .await
         .context("cannot own org.cairn.Network1 on the bus")?;

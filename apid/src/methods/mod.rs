@@ -1,6 +1,7 @@
 //! The API's methods and their dispatch.
 
 mod host;
+mod net;
 mod registry;
 mod system;
 
@@ -22,6 +23,7 @@ impl Api {
     pub fn new(hostname: String, bus: Bus) -> Api {
         let mut methods = system::methods();
         methods.extend(host::methods());
+        methods.extend(net::methods());
         Api {
             registry: Registry::new(methods),
             hostname,

@@ -38,6 +38,17 @@ impl Fault {
 
 impl From<crate::bus::BusError> for Fault {
     fn from(e: crate::bus::BusError) -> Fault {
+        use crate::bus::{BusError, Rejection};
+        if let BusError::Rejected { kind, message } = e {
+            let code = match kind {
+                Rejection::InvalidArgs => FaultCode::BadParams,
+                Rejection::NotFound => FaultCode::NotFound,
+                Rejection::Conflict => FaultCode::Conflict,
+                Rejection::Busy => FaultCode::Busy,
+                Rejection::Failed => FaultCode::Internal,
+            };
+            return Fault::new(code, message);
+        }
         let code = if e.is_transient() {
             FaultCode::Busy
         } else {

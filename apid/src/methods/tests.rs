@@ -37,6 +37,14 @@ async fn list_methods_is_sorted_and_complete() {
             "host.poweroff",
             "host.reboot",
             "host.services",
+            "net.create",
+            "net.delete",
+            "net.info",
+            "net.list",
+            "net.setLimits",
+            "port.attach",
+            "port.detach",
+            "port.list",
             "system.listMethods",
             "system.methodHelp",
             "system.methodSignature",
@@ -143,7 +151,7 @@ async fn multicall_wraps_results_and_faults() {
     assert_eq!(fault_code_of(&results[3]), Some(102));
     assert_eq!(
         results[4].as_array().unwrap()[0].as_array().unwrap().len(),
-        8
+        16
     );
     assert_eq!(fault_code_of(&results[5]), Some(102));
     assert_eq!(fault_code_of(&results[6]), Some(106));

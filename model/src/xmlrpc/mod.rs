@@ -5,6 +5,7 @@
 //! declared, let alone expanded), caps element nesting and element count, and reports structure
 //! errors with what was expected where. Every error maps to fault code 100 (`parse_error`).
 
+mod json;
 mod parse;
 mod write;
 

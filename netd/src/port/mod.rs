@@ -1,0 +1,429 @@
+//! Ports: a veth pair (containers) or a persistent tap (VMs) on a network, named
+//! deterministically from network + owner and marked `cairn-port:<network>:<owner>`.
+
+mod guest;
+mod tap;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+use model::net::{Limits, NetworkKind, PortInfo, PortKind, PortSpec};
+
+use crate::net::bridge_vlan::{self, PortVlan};
+use crate::net::kernel::KLink;
+use crate::net::store::PortRecord;
+use crate::net::{NetError, Reconciler, Snapshot, Tx, mark, naming, sysctl};
+
+impl Reconciler {
+    /// Creates a port and returns it as read back. On any failure the links this call made are
+    /// deleted again and the error names the step.
+    pub async fn attach_port(&mut self, spec: PortSpec) -> Result<PortInfo, NetError> {
+        spec.validate()
+            .map_err(|e| NetError::Invalid(e.to_string()))?;
+        let net = self
+            .network(&spec.network)
+            .ok_or_else(|| NetError::NotFound(format!("network {} does not exist", spec.network)))?
+            .spec
+            .clone();
+        self.check_port(&spec, &net)?;
+        let name = naming::port_ifname(&spec.network, &spec.owner, spec.kind);
+        let mut names = vec![name.clone(), net.name.clone()];
+        names.extend(net.uplink.clone());
+        if let Some(vid) = spec.vlan {
+            names.push(naming::vlan_bridge(&net.name, vid));
+            if let Some(u) = &net.uplink {
+                names.push(naming::vlan_subif(u, vid));
+            }
+        }
+        let mut snap = Snapshot::of(&self.k, &names).await?;
+        if snap.links.contains_key(&name) {
+            return Err(NetError::Conflict(format!(
+                "link {name} (the port of owner {} on network {}) already exists",
+                spec.owner, spec.network
+            )));
+        }
+        let mut rec = PortRecord {
+            name: name.clone(),
+            spec,
+            guest_mac: None,
+            guest_addresses: Vec::new(),
+        };
+        let mut tx = Tx::default();
+        match self.create_port(&mut rec, &mut snap, &mut tx).await {
+            Ok(()) => {}
+            Err(e) => {
+                tx.rollback(&self.k, &mut snap).await;
+                return Err(e);
+            }
+        }
+        tracing::info!(port = %name, network = %rec.spec.network, owner = %rec.spec.owner, kind = rec.spec.kind.as_str(), "port attached");
+        self.ports.insert(name.clone(), rec);
+        if let Err(e) = self.save_ports() {
+            tracing::error!(error = %e, "cannot persist ports");
+        }
+        self.port_info(&name).await
+    }
+
+    /// What the spec asks that the network cannot give; nothing has been changed yet.
+    fn check_port(&self, spec: &PortSpec, net: &model::net::NetworkSpec) -> Result<(), NetError> {
+        if let Some(p) = self
+            .ports
+            .values()
+            .find(|p| p.spec.network == spec.network && p.spec.owner == spec.owner)
+        {
+            return Err(NetError::Conflict(format!(
+                "owner {} already has port {} on network {}",
+                spec.owner, p.name, spec.network
+            )));
+        }
+        match net.kind {
+            NetworkKind::Vlan => {
+                return Err(NetError::Invalid(format!(
+                    "network {} is a vlan network; attach ports to a bridged or routed network \
+                     that uses it as uplink",
+                    spec.network
+                )));
+            }
+            NetworkKind::Routed if spec.vlan.is_some() || !spec.tagged_vlans.is_empty() => {
+                return Err(NetError::Invalid(format!(
+                    "vlan and tagged_vlans are only used on bridged networks; {} is routed",
+                    spec.network
+                )));
+            }
+            NetworkKind::Bridged if !net.vlan_aware && !spec.tagged_vlans.is_empty() => {
+                return Err(NetError::Invalid(format!(
+                    "tagged_vlans needs a vlan_aware network; {} is a classic bridge (one bridge \
+                     per VLAN)",
+                    spec.network
+                )));
+            }
+            _ => {}
+        }
+        if net.kind == NetworkKind::Routed {
+            for (i, c) in spec.address_cidrs().iter().enumerate() {
+                if let Some(p) = self.ports.values().find(|p| {
+                    p.spec.network == spec.network
+                        && p.spec.address_cidrs().iter().any(|o| o.addr == c.addr)
+                }) {
+                    return Err(NetError::Conflict(format!(
+                        "addresses[{i}] {c} is already routed to port {} ({})",
+                        p.name, p.spec.owner
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_port(
+        &self,
+        rec: &mut PortRecord,
+        snap: &mut Snapshot,
+        tx: &mut Tx,
+    ) -> Result<(), NetError> {
+        let spec = rec.spec.clone();
+        let mut netns_file = None;
+        let link = match spec.kind {
+            PortKind::Veth => {
+                let path = spec.netns.clone().unwrap_or_default();
+                let f = File::open(&path).map_err(|e| {
+                    let what = format!("netns {path}");
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        NetError::NotFound(format!("{what} does not exist: {e}"))
+                    } else {
+                        NetError::io(what, e)
+                    }
+                })?;
+                let l = self
+                    .k
+                    .create_veth(
+                        &rec.name,
+                        spec.guest_ifname(),
+                        f.as_raw_fd(),
+                        spec.mac_bytes(),
+                    )
+                    .await?;
+                netns_file = Some((f, path));
+                l
+            }
+            PortKind::Tap => {
+                tap::create(&self.k, &rec.name)?;
+                self.k
+                    .link(&rec.name)
+                    .await?
+                    .ok_or_else(|| NetError::Kernel {
+                        what: format!("read back tap {}", rec.name),
+                        reason: "it does not exist right after TUNSETPERSIST".into(),
+                    })?
+            }
+        };
+        tx.created(&link);
+        let m = mark::port(&spec.network, &spec.owner);
+        self.k.configure(&link, Some(&m), None, false).await?;
+        let mut link = link;
+        link.alias = Some(m);
+        snap.put(&link);
+        self.apply_port_host(rec, snap, tx).await?;
+        if let Some((f, path)) = netns_file {
+            let g = guest::configure(
+                f,
+                path,
+                spec.guest_ifname().to_string(),
+                spec.address_cidrs(),
+                self.k.counter(),
+            )
+            .await?;
+            rec.guest_mac = Some(g.mac);
+            rec.guest_addresses = g.addresses;
+        }
+        Ok(())
+    }
+
+    /// The host side of a port: in its bridge (or per-VLAN bridge) with its VLANs, or routed
+    /// with host routes and proxy ARP; up. Idempotent: reconcile re-runs it for every port.
+    pub(crate) async fn apply_port_host(
+        &self,
+        rec: &PortRecord,
+        snap: &mut Snapshot,
+        tx: &mut Tx,
+    ) -> Result<(), NetError> {
+        let Some(net) = self.network(&rec.spec.network).map(|n| n.spec.clone()) else {
+            tracing::warn!(port = %rec.name, network = %rec.spec.network, "port's network is not configured; left alone");
+            return Ok(());
+        };
+        let Some(link) = snap.links.get(&rec.name).cloned() else {
+            return Err(NetError::NotFound(format!(
+                "port link {} does not exist",
+                rec.name
+            )));
+        };
+        match net.kind {
+            NetworkKind::Bridged => {
+                let master = match rec.spec.vlan {
+                    Some(vid) if !net.vlan_aware => {
+                        let uplink = match &net.uplink {
+                            Some(u) => Some(snap.links.get(u).cloned().ok_or_else(|| {
+                                NetError::NotFound(format!(
+                                    "uplink {u} of network {} does not exist",
+                                    net.name
+                                ))
+                            })?),
+                            None => None,
+                        };
+                        self.ensure_classic_vlan(snap, tx, &net, uplink.as_ref(), vid)
+                            .await?
+                    }
+                    _ => snap.links.get(&net.name).cloned().ok_or_else(|| {
+                        NetError::NotFound(format!(
+                            "bridge {} of network {} does not exist (see the network's error)",
+                            net.name, net.name
+                        ))
+                    })?,
+                };
+                self.ensure_up(snap, &link, Some(master.index)).await?;
+                if net.vlan_aware {
+                    let want = bridge_vlan::wanted(rec.spec.vlan, &rec.spec.tagged_vlans);
+                    self.ensure_port_vlans(&link, want).await?;
+                    if let Some(u) = &net.uplink
+                        && let Some(u) = snap.links.get(u).cloned()
+                    {
+                        // Keep the trunk carrying this port's VLANs (added, never removed here).
+                        let mut vids: Vec<u16> = rec.spec.vlan.into_iter().collect();
+                        vids.extend(rec.spec.tagged_vlans.iter().copied());
+                        let have: BTreeSet<u16> = self
+                            .k
+                            .bridge_vlans()
+                            .await?
+                            .into_iter()
+                            .filter(|v| v.port == u.index)
+                            .map(|v| v.vid)
+                            .collect();
+                        for vid in vids.into_iter().filter(|v| !have.contains(v)) {
+                            self.k.bridge_vlan(&u, PortVlan::tagged(vid), false).await?;
+                        }
+                    }
+                }
+            }
+            NetworkKind::Routed => {
+                let addrs = rec.spec.address_cidrs();
+                let v6 = addrs.iter().any(|c| c.addr.is_ipv6());
+                sysctl::routed_link(&self.k, &rec.name, true, v6)?;
+                self.ensure_up(snap, &link, None).await?;
+                self.ensure_routes(&link, addrs.iter().map(|c| c.addr).collect())
+                    .await?;
+            }
+            NetworkKind::Vlan => {}
+        }
+        if let Some(limits) = &rec.spec.limits {
+            // Idempotent on the tc side: an unchanged port gets no request.
+            if let Err(e) =
+                crate::tc::apply_port_limits(self.k.handle(), link.index, &link.name, limits).await
+            {
+                // The IFB the tc module may have made is not in our Tx: clear it explicitly.
+                let _ = crate::tc::clear_port_limits(self.k.handle(), link.index, &link.name).await;
+                return Err(NetError::tc(format!("limits of port {}", rec.name), e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_routes(&self, link: &KLink, ips: Vec<IpAddr>) -> Result<(), NetError> {
+        if ips.is_empty() {
+            return Ok(());
+        }
+        let have = self.k.routes().await?;
+        for ip in ips {
+            let prefix = if ip.is_ipv4() { 32 } else { 128 };
+            let present = have
+                .iter()
+                .any(|r| r.oif == link.index && r.dst.addr == ip && r.dst.prefix == prefix);
+            if !present {
+                self.k.add_host_route(link, ip).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a port's link (the veth pair goes with its host end; routes and qdiscs with
+    /// the link), and a classic per-VLAN bridge no port needs any more.
+    pub async fn detach_port(&mut self, name: &str) -> Result<(), NetError> {
+        let Some(rec) = self.ports.get(name).cloned() else {
+            return Err(NetError::NotFound(format!("port {name} does not exist")));
+        };
+        if let Some(l) = self.k.link(name).await? {
+            // The port's IFB (guest egress shaping) is a link of its own: it goes first.
+            if rec.spec.limits.is_some() {
+                crate::tc::clear_port_limits(self.k.handle(), l.index, &l.name)
+                    .await
+                    .map_err(|e| NetError::tc(format!("clear the limits of port {name}"), e))?;
+            }
+            self.k.delete(l.index, &l.name).await?;
+        }
+        self.ports.remove(name);
+        if let Some(vid) = rec.spec.vlan
+            && let Some(net) = self.network(&rec.spec.network).map(|n| n.spec.clone())
+            && !self.classic_vids(&net).contains(&vid)
+            && net.kind == NetworkKind::Bridged
+            && !net.vlan_aware
+        {
+            let m = mark::network_vlan(&net.name, vid);
+            for l in self.k.links().await? {
+                if l.alias.as_deref() == Some(m.as_str()) {
+                    self.k.delete(l.index, &l.name).await?;
+                }
+            }
+        }
+        tracing::info!(port = name, "port detached");
+        self.save_ports()
+    }
+
+    pub async fn list_ports(&self) -> Result<Vec<PortInfo>, NetError> {
+        let mut out = Vec::new();
+        for name in self.ports.keys() {
+            out.push(self.port_info(name).await?);
+        }
+        Ok(out)
+    }
+
+    /// A port as the kernel has it: the host link's index and VLANs from rtnetlink; the guest
+    /// end's MAC and addresses as last read inside its namespace.
+    pub async fn port_info(&self, name: &str) -> Result<PortInfo, NetError> {
+        let rec = self
+            .ports
+            .get(name)
+            .ok_or_else(|| NetError::NotFound(format!("port {name} does not exist")))?;
+        let link = self
+            .k
+            .link(name)
+            .await?
+            .ok_or_else(|| NetError::NotFound(format!("port link {name} does not exist")))?;
+        let vlan_aware = self
+            .network(&rec.spec.network)
+            .is_some_and(|n| n.spec.vlan_aware);
+        let (vlan, tagged) = if vlan_aware {
+            let vlans: Vec<PortVlan> = self
+                .k
+                .bridge_vlans()
+                .await?
+                .into_iter()
+                .filter(|v| v.port == link.index)
+                .collect();
+            (
+                vlans.iter().find(|v| v.pvid).map(|v| v.vid),
+                vlans.iter().filter(|v| !v.pvid).map(|v| v.vid).collect(),
+            )
+        } else {
+            (rec.spec.vlan, Vec::new())
+        };
+        let (guest_ifname, mac, addresses) = match rec.spec.kind {
+            PortKind::Veth => (
+                Some(rec.spec.guest_ifname().to_string()),
+                rec.guest_mac.clone(),
+                rec.guest_addresses.clone(),
+            ),
+            PortKind::Tap => (None, rec.spec.mac.clone(), rec.spec.addresses.clone()),
+        };
+        Ok(PortInfo {
+            name: name.to_string(),
+            ifindex: link.index,
+            network: rec.spec.network.clone(),
+            owner: rec.spec.owner.clone(),
+            kind: rec.spec.kind,
+            guest_ifname,
+            mac,
+            vlan,
+            tagged_vlans: tagged,
+            addresses,
+            limits: rec.spec.limits,
+        })
+    }
+
+    /// Limits of a port (by its link name) or of a network's aggregate, live.
+    pub async fn set_limits(&mut self, target: &str, limits: Limits) -> Result<(), NetError> {
+        limits
+            .validate()
+            .map_err(|e| NetError::Invalid(format!("limits.{e}")))?;
+        let limits = (limits != Limits::default()).then_some(limits);
+        if self.ports.contains_key(target) {
+            let link =
+                self.k.link(target).await?.ok_or_else(|| {
+                    NetError::NotFound(format!("port link {target} does not exist"))
+                })?;
+            let l = limits.unwrap_or_default();
+            crate::tc::apply_port_limits(self.k.handle(), link.index, &link.name, &l)
+                .await
+                .map_err(|e| NetError::tc(format!("limits of port {target}"), e))?;
+            if let Some(rec) = self.ports.get_mut(target) {
+                rec.spec.limits = limits;
+            }
+            return self.save_ports();
+        }
+        if let Some(net) = self.networks.get(target) {
+            if net.spec.kind != NetworkKind::Bridged {
+                return Err(NetError::Invalid(format!(
+                    "network {target} is {}; an aggregate limit needs a bridged network (limit \
+                     its ports instead)",
+                    net.spec.kind.as_str()
+                )));
+            }
+            let br = self.k.link(target).await?.ok_or_else(|| {
+                NetError::NotFound(format!("bridge {target} does not exist (see its error)"))
+            })?;
+            let l = limits.unwrap_or_default();
+            crate::tc::apply_network_aggregate(self.k.handle(), br.index, &br.name, &l)
+                .await
+                .map_err(|e| NetError::tc(format!("limits of network {target}"), e))?;
+            if let Some(net) = self.networks.get_mut(target) {
+                net.spec.limits = limits;
+            }
+            // A host.toml network's limits last until the next start: host.toml has no
+            // limits key yet, and runtime overrides of it are not persisted.
+            return self.save_networks();
+        }
+        Err(NetError::NotFound(format!(
+            "{target} is neither a port nor a network"
+        )))
+    }
+}

@@ -1,0 +1,917 @@
+//! Networks and ports against the real kernel: the netd binary on a private bus in its own
+//! network namespace (the "host"), guests as further namespaces, traffic with busybox ping.
+//! Library-level tests drive `Reconciler` directly to count change requests. Needs root;
+//! prints `SKIP` with the reason otherwise (and for the VLAN parts this kernel lacks).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Netns, Proc, TempDir, ip, start_bus};
+use model::dbus::{CairnError, Network1Proxy};
+use model::net::{NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+use netd::net::Reconciler;
+use netd::net::kernel::Kernel;
+
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+    if let Ok(log) = std::env::var("CAIRN_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{test}: {why}");
+        }
+    }
+}
+
+fn can_run(test: &str, daemon: bool) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        skip(test, "needs root to create network namespaces");
+        return false;
+    }
+    let has = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !has("busybox") {
+        skip(test, "busybox (ping) is not installed");
+        return false;
+    }
+    if daemon && !has("dbus-daemon") {
+        skip(test, "dbus-daemon is not installed (ci/deps installs it)");
+        return false;
+    }
+    true
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// `ip -o link` names in a namespace.
+fn link_names(ns: &Netns) -> BTreeSet<String> {
+    ns.ip(&["-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// One ping from `ns`; returns the reply's TTL, or None when there was no reply.
+fn ping(ns: &Netns, args: &[&str]) -> Option<u32> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "busybox", "ping", "-c", "1", "-W", "2",
+        ])
+        .args(args)
+        .output()
+        .expect("run busybox ping");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("ttl=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+}
+
+struct Daemon {
+    /// Appended to host.toml (`[[network]]` tables).
+    extra: String,
+    proc: Option<Proc>,
+    dir: TempDir,
+    bus: String,
+    _bus_proc: Proc,
+}
+
+impl Daemon {
+    fn start(host: &Netns, tag: &str) -> Daemon {
+        Daemon::start_with(host, tag, "")
+    }
+
+    fn start_with(host: &Netns, tag: &str, extra: &str) -> Daemon {
+        let dir = TempDir::new(tag);
+        let (bus_proc, bus) = start_bus(&dir);
+        let mut d = Daemon {
+            extra: extra.to_string(),
+            proc: None,
+            dir,
+            bus,
+            _bus_proc: bus_proc,
+        };
+        d.spawn(host);
+        d
+    }
+
+    fn spawn(&mut self, host: &Netns) {
+        let cfg = self.dir.0.join("host.toml");
+        std::fs::write(
+            &cfg,
+            String::from(
+                "[host]\nhostname = \"node1\"\n\n[host.management]\ninterface = \"lo\"\n\
+             address = \"127.0.0.2/8\"\n\n[api]\nlisten = \"0.0.0.0\"\nport = 8443\n\
+             tls = \"generate\"\n\n[[api.token]]\nname = \"admin\"\nsha256 = \
+             \"sha256:cea49af368c525fcb6c735bfa051c110338cee9033df78dcd59da91c5294b3cd\"\n",
+            ) + &self.extra,
+        )
+        .expect("write host.toml");
+        let state = self.dir.0.join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("netd.log"))
+            .expect("netd log");
+        self.proc = Some(Proc(
+            Command::new("ip")
+                .args(["netns", "exec", &host.name, env!("CARGO_BIN_EXE_netd")])
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--state")
+                .arg(&state)
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus)
+                .env("CAIRN_RUN_DIR", self.dir.0.join("run"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start netd"),
+        ));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("netd.log")).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = &self.proc {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(p.0.id()).expect("pid"));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.0.wait();
+        }
+    }
+
+    async fn client(&self) -> Network1Proxy<'static> {
+        let conn = zbus::connection::Builder::address(self.bus.as_str())
+            .build()
+            .await
+            .expect("connect to the test bus");
+        let proxy = Network1Proxy::new(&conn).await.expect("proxy");
+        let start = Instant::now();
+        while proxy.status().await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "netd not ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proxy
+    }
+}
+
+fn veth(network: &str, owner: &str, ns: &Netns, addrs: &[&str]) -> String {
+    serde_json::to_string(&PortSpec {
+        network: network.into(),
+        owner: owner.into(),
+        kind: model::net::PortKind::Veth,
+        netns: Some(ns.path().display().to_string()),
+        guest_ifname: None,
+        mac: None,
+        vlan: None,
+        tagged_vlans: Vec::new(),
+        addresses: addrs.iter().map(|a| a.to_string()).collect(),
+        limits: None,
+    })
+    .expect("port spec JSON")
+}
+
+fn port(json: &str) -> PortInfo {
+    serde_json::from_str(json).expect("PortInfo JSON")
+}
+
+#[test]
+fn bridged_guests_reach_each_other_and_ports_survive_a_restart() {
+    let t = "bridged_guests_reach_each_other_and_ports_survive_a_restart";
+    if !can_run(t, true) {
+        return;
+    }
+    let host = Netns::new("bh");
+    let g1 = Netns::new("bg1");
+    let g2 = Netns::new("bg2");
+    let mut d = Daemon::start(&host, "net-bridged");
+    let rt = runtime();
+    let (p1, p2) = rt.block_on(async {
+        let c = d.client().await;
+        c.create_network(
+            r#"{"name":"br-t","kind":"bridged","subnet":"10.20.0.0/24","address":"10.20.0.1/24"}"#,
+        )
+        .await
+        .expect("CreateNetwork");
+        let p1 = port(
+            &c.attach_port(&veth("br-t", "ct:a", &g1, &["10.20.0.5/24"]))
+                .await
+                .expect("AttachPort a"),
+        );
+        let p2 = port(
+            &c.attach_port(&veth("br-t", "ct:b", &g2, &["10.20.0.6/24"]))
+                .await
+                .expect("AttachPort b"),
+        );
+        assert_eq!(p1.addresses, ["10.20.0.5/24"]);
+        assert_eq!(p1.guest_ifname.as_deref(), Some("eth0"));
+        assert!(p1.mac.as_deref().is_some_and(|m| m.len() == 17), "{p1:?}");
+        // The same owner twice on one network.
+        match c.attach_port(&veth("br-t", "ct:a", &g1, &[])).await {
+            Err(CairnError::Conflict(m)) => assert!(m.contains("owner ct:a"), "{m}"),
+            other => panic!("duplicate port: {other:?}"),
+        }
+        let info: NetworkInfo =
+            serde_json::from_str(&c.network_info("br-t").await.expect("NetworkInfo"))
+                .expect("json");
+        assert_eq!(info.addresses, ["10.20.0.1/24"]);
+        let members: BTreeSet<&str> = info
+            .links
+            .iter()
+            .filter(|l| l.master.as_deref() == Some("br-t"))
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(
+            members,
+            BTreeSet::from([p1.name.as_str(), p2.name.as_str()])
+        );
+        assert!(
+            info.links
+                .iter()
+                .any(|l| l.name == "br-t" && l.kind == "bridge" && l.up)
+        );
+        (p1, p2)
+    });
+    // Bridged: one L2 segment, no hop in between.
+    assert_eq!(
+        ping(&g1, &["10.20.0.6"]),
+        Some(64),
+        "g1 → g2 over the bridge"
+    );
+    assert_eq!(
+        ping(&g2, &["10.20.0.1"]),
+        Some(64),
+        "g2 → the host's bridge address"
+    );
+
+    // Restart: the ports are re-adopted, not recreated (same ifindex), and nothing changes.
+    d.stop();
+    d.spawn(&host);
+    rt.block_on(async {
+        let c = d.client().await;
+        let ports: Vec<PortInfo> =
+            serde_json::from_str(&c.list_ports().await.expect("ListPorts")).expect("json");
+        let idx: BTreeSet<(String, u32)> =
+            ports.iter().map(|p| (p.name.clone(), p.ifindex)).collect();
+        assert_eq!(
+            idx,
+            BTreeSet::from([(p1.name.clone(), p1.ifindex), (p2.name.clone(), p2.ifindex)])
+        );
+        let (_, counts) = c.status().await.expect("Status");
+        assert_eq!(counts.get("networks"), Some(&1));
+        assert_eq!(counts.get("ports"), Some(&2));
+        assert_eq!(counts.get("networks_failed"), None);
+        let all: Vec<NetworkInfo> =
+            serde_json::from_str(&c.list_networks().await.expect("ListNetworks")).expect("json");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, "br-t");
+    });
+    let log = d.log();
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("networks reconciled"))
+        .unwrap_or_default();
+    assert!(
+        last.contains("changes=0"),
+        "restart changed the kernel: {last}\n{log}"
+    );
+    assert_eq!(ping(&g1, &["10.20.0.6"]), Some(64), "after the restart");
+
+    rt.block_on(async {
+        let c = d.client().await;
+        match c.delete_network("br-t").await {
+            Err(CairnError::Conflict(m)) => assert!(m.contains("still has ports"), "{m}"),
+            other => panic!("delete with ports: {other:?}"),
+        }
+        c.detach_port(&p1.name).await.expect("DetachPort");
+        c.detach_port(&p2.name).await.expect("DetachPort");
+        c.delete_network("br-t").await.expect("DeleteNetwork");
+    });
+    let left = link_names(&host);
+    assert!(
+        !left.contains("br-t") && !left.contains(&p1.name),
+        "{left:?}"
+    );
+    assert_eq!(link_names(&g1), BTreeSet::from(["lo".to_string()]));
+    d.stop();
+}
+
+#[test]
+fn routed_guests_go_through_host_routes_and_cannot_spoof() {
+    let t = "routed_guests_go_through_host_routes_and_cannot_spoof";
+    if !can_run(t, true) {
+        return;
+    }
+    let host = Netns::new("rh");
+    let g1 = Netns::new("rg1");
+    let g2 = Netns::new("rg2");
+    let mut d = Daemon::start(&host, "net-routed");
+    let rt = runtime();
+    let (p1, p2) = rt.block_on(async {
+        let c = d.client().await;
+        c.create_network(r#"{"name":"rt","kind":"routed","subnet":"10.30.0.0/24"}"#)
+            .await
+            .expect("CreateNetwork");
+        let p1 = port(
+            &c.attach_port(&veth("rt", "ct:a", &g1, &["10.30.0.5/24"]))
+                .await
+                .expect("AttachPort"),
+        );
+        let p2 = port(
+            &c.attach_port(&veth("rt", "ct:b", &g2, &["10.30.0.6/24"]))
+                .await
+                .expect("AttachPort"),
+        );
+        match c
+            .attach_port(&veth("rt", "ct:c", &g2, &["10.30.0.6/24"]))
+            .await
+        {
+            Err(CairnError::Conflict(m)) => assert!(
+                m.starts_with("addresses[0] 10.30.0.6/24 is already routed"),
+                "{m}"
+            ),
+            other => panic!("address routed twice: {other:?}"),
+        }
+        let info: NetworkInfo =
+            serde_json::from_str(&c.network_info("rt").await.expect("NetworkInfo")).expect("json");
+        let routes: BTreeSet<(String, String)> = info
+            .routes
+            .iter()
+            .map(|r| (r.dst.clone(), r.dev.clone()))
+            .collect();
+        assert!(
+            routes.contains(&("10.30.0.5/32".into(), p1.name.clone())),
+            "{routes:?}"
+        );
+        assert!(
+            routes.contains(&("10.30.0.6/32".into(), p2.name.clone())),
+            "{routes:?}"
+        );
+        (p1, p2)
+    });
+    for (port, key, want) in [
+        (&p1.name, "proxy_arp", "1"),
+        (&p1.name, "rp_filter", "1"),
+        (&p2.name, "forwarding", "1"),
+    ] {
+        let v = Command::new("ip")
+            .args(["netns", "exec", &host.name, "cat"])
+            .arg(format!("/proc/sys/net/ipv4/conf/{port}/{key}"))
+            .output()
+            .expect("read sysctl");
+        assert_eq!(
+            String::from_utf8_lossy(&v.stdout).trim(),
+            want,
+            "{port} {key}"
+        );
+    }
+    // Routed: the host forwards, so the TTL drops by one on the way.
+    assert_eq!(
+        ping(&g1, &["10.30.0.6"]),
+        Some(63),
+        "g1 → g2 through the host"
+    );
+    // A guest that takes an address it was not given cannot use it.
+    g1.ip(&["addr", "add", "10.30.0.99/24", "dev", "eth0"]);
+    assert_eq!(
+        ping(&g1, &["-I", "10.30.0.99", "10.30.0.6"]),
+        None,
+        "spoofed source got through"
+    );
+    assert_eq!(ping(&g1, &["-I", "10.30.0.5", "10.30.0.6"]), Some(63));
+    // Without the host's route, no way through: there is no L2 path between the guests.
+    host.ip(&["route", "del", "10.30.0.6/32", "dev", &p2.name]);
+    assert_eq!(
+        ping(&g1, &["10.30.0.6"]),
+        None,
+        "reached g2 without the host route"
+    );
+    d.stop();
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_nothing_behind() {
+    let t = "bad_input_is_refused_and_leaves_nothing_behind";
+    if !can_run(t, true) {
+        return;
+    }
+    let host = Netns::new("xh");
+    let g = Netns::new("xg");
+    let mut d = Daemon::start(&host, "net-bad");
+    let rt = runtime();
+    rt.block_on(async {
+        let c = d.client().await;
+        c.create_network(r#"{"name":"lan","kind":"bridged","subnet":"10.50.0.0/16"}"#)
+            .await
+            .expect("CreateNetwork");
+        let before = link_names(&host);
+        let invalid = |r: Result<(), CairnError>, want: &str| match r {
+            Err(CairnError::InvalidArgs(m)) => assert!(m.contains(want), "{m} ∌ {want}"),
+            other => panic!("expected InvalidArgs with {want}: {other:?}"),
+        };
+        invalid(
+            c.create_network(r#"{"name":"v0","kind":"vlan","uplink":"eth0","vlan":0}"#)
+                .await,
+            "vlan = 0 is out of range 1..=4094",
+        );
+        invalid(
+            c.create_network(r#"{"name":"v1","kind":"vlan","uplink":"eth0","vlan":4095}"#)
+                .await,
+            "vlan = 4095 is out of range 1..=4094",
+        );
+        invalid(
+            c.create_network(r#"{"name":"x","kind":"bridged","vlan_awar":true}"#)
+                .await,
+            "unknown field `vlan_awar`",
+        );
+        invalid(
+            c.create_network(r#"{"name":"on-lan","kind":"bridged","uplink":"lan"}"#)
+                .await,
+            "uplink \"lan\" is a bridged network",
+        );
+        match c
+            .create_network(r#"{"name":"lan2","kind":"bridged","subnet":"10.50.3.0/24"}"#)
+            .await
+        {
+            Err(CairnError::Conflict(m)) => {
+                assert_eq!(
+                    m,
+                    "subnet 10.50.3.0/24 overlaps subnet 10.50.0.0/16 of network lan"
+                )
+            }
+            other => panic!("overlap: {other:?}"),
+        }
+        // Rollback: the bridge is created, then enslaving the missing uplink fails.
+        match c
+            .create_network(r#"{"name":"up","kind":"bridged","uplink":"nosuch0"}"#)
+            .await
+        {
+            Err(CairnError::NotFound(m)) => assert!(
+                m.starts_with("uplink nosuch0 of network up does not exist"),
+                "{m}"
+            ),
+            other => panic!("missing uplink: {other:?}"),
+        }
+        match c
+            .attach_port(&veth(
+                "lan",
+                "ct:a",
+                &g,
+                &["10.50.0.5/16", "10.50.0.300/16"],
+            ))
+            .await
+        {
+            Err(CairnError::InvalidArgs(m)) => assert!(
+                m.starts_with("addresses[1] \"10.50.0.300/16\" is not a CIDR"),
+                "{m}"
+            ),
+            other => panic!("bad address: {other:?}"),
+        }
+        match c.attach_port(&veth("nonet", "ct:a", &g, &[])).await {
+            Err(CairnError::NotFound(m)) => assert_eq!(m, "network nonet does not exist"),
+            other => panic!("unknown network: {other:?}"),
+        }
+        // A guest name that is taken inside the namespace: the kernel refuses, nothing stays.
+        g.ip(&["link", "add", "eth0", "type", "bridge"]);
+        match c.attach_port(&veth("lan", "ct:a", &g, &[])).await {
+            Err(CairnError::Conflict(m)) => {
+                assert!(m.contains("already has a link named eth0"), "{m}")
+            }
+            other => panic!("taken guest name: {other:?}"),
+        }
+        assert_eq!(
+            link_names(&host),
+            before,
+            "a refused request left links behind"
+        );
+        let (_, counts) = c.status().await.expect("Status");
+        assert_eq!(counts.get("networks"), Some(&1));
+        assert_eq!(counts.get("ports"), Some(&0));
+    });
+    d.stop();
+}
+
+fn config_net(
+    name: &str,
+    kind: model::config::NetworkKind,
+    subnet: Option<&str>,
+    address: Option<&str>,
+) -> model::config::Network {
+    model::config::Network {
+        name: name.into(),
+        kind,
+        uplink: None,
+        vlan: None,
+        subnet: subnet.and_then(|s| model::config::parse_cidr(s).ok()),
+        address: address.and_then(|s| model::config::parse_cidr(s).ok()),
+    }
+}
+
+#[test]
+fn reconcile_reads_back_as_desired_is_idempotent_and_spares_foreign_links() {
+    let t = "reconcile_reads_back_as_desired_is_idempotent_and_spares_foreign_links";
+    if !can_run(t, false) {
+        return;
+    }
+    let host = Netns::new("rc");
+    // Someone else's bridge, and a stale one of ours (a network no longer configured).
+    host.ip(&["link", "add", "foreign0", "type", "bridge"]);
+    host.ip(&["link", "add", "old", "type", "bridge"]);
+    host.ip(&["link", "set", "old", "alias", "cairn:old"]);
+    let dir = TempDir::new("reconcile");
+    let config = vec![
+        config_net(
+            "lan",
+            model::config::NetworkKind::Bridged,
+            Some("10.40.0.0/24"),
+            Some("10.40.0.1/24"),
+        ),
+        config_net(
+            "rtd",
+            model::config::NetworkKind::Routed,
+            Some("10.41.0.0/24"),
+            None,
+        ),
+    ];
+    let state = dir.0.join("state");
+    host.run(async || {
+        let k = Kernel::new(
+            netd::link::connect().expect("rtnetlink"),
+            Default::default(),
+        );
+        let mut r = Reconciler::new(k, Some(state.clone()), &config);
+        let first = r.reconcile().await;
+        assert!(first.failed.is_empty(), "{:?}", first.failed);
+        assert!(first.changes > 0);
+        assert_eq!(first.removed, ["old"]);
+        // A tap with an access VLAN on the classic bridge: its own per-VLAN bridge.
+        let tap: PortSpec = serde_json::from_str(
+            r#"{"network":"lan","owner":"vm:db","kind":"tap","vlan":10,"mac":"02:00:00:00:00:10"}"#,
+        )
+        .expect("spec");
+        let p = r.attach_port(tap).await.expect("AttachPort tap");
+        assert_eq!(p.mac.as_deref(), Some("02:00:00:00:00:10"));
+        let info = r.network_info("lan").await.expect("info");
+        assert_eq!(info.addresses, ["10.40.0.1/24"]);
+        let lan = info
+            .links
+            .iter()
+            .find(|l| l.name == "lan")
+            .expect("bridge lan");
+        assert!(lan.up && lan.kind == "bridge" && lan.alias.as_deref() == Some("cairn:lan"));
+        let vbr = info
+            .links
+            .iter()
+            .find(|l| l.name == "lan.10")
+            .expect("per-VLAN bridge");
+        assert_eq!(vbr.alias.as_deref(), Some("cairn:lan:vlan10"));
+        let tap = info.links.iter().find(|l| l.name == p.name).expect("tap");
+        assert_eq!(
+            (tap.kind.as_str(), tap.master.as_deref()),
+            ("tun", Some("lan.10"))
+        );
+
+        let before = r.changes();
+        let second = r.reconcile().await;
+        assert!(second.failed.is_empty(), "{:?}", second.failed);
+        assert_eq!(second.changes, 0, "second reconcile sent change requests");
+        assert_eq!(r.changes(), before);
+        // A new reconciler over the same state (a restart) adopts and changes nothing.
+        let k = Kernel::new(
+            netd::link::connect().expect("rtnetlink"),
+            Default::default(),
+        );
+        let mut again = Reconciler::new(k, Some(state.clone()), &config);
+        let third = again.reconcile().await;
+        assert_eq!((third.changes, third.failed.len()), (0, 0));
+        assert_eq!(again.port_count(), 1);
+        assert_eq!(
+            again.list_ports().await.expect("ports")[0].ifindex,
+            p.ifindex
+        );
+        again.detach_port(&p.name).await.expect("DetachPort");
+    });
+    let names = link_names(&host);
+    assert!(
+        names.contains("foreign0"),
+        "foreign link removed: {names:?}"
+    );
+    assert!(
+        !names.contains("old") && !names.contains("lan.10"),
+        "{names:?}"
+    );
+    assert!(names.contains("lan"), "{names:?}");
+}
+
+#[test]
+fn failed_apply_rolls_back_what_it_created() {
+    let t = "failed_apply_rolls_back_what_it_created";
+    if !can_run(t, false) {
+        return;
+    }
+    let host = Netns::new("rb");
+    let before = link_names(&host);
+    host.run(async || {
+        let k = Kernel::new(
+            netd::link::connect().expect("rtnetlink"),
+            Default::default(),
+        );
+        let mut r = Reconciler::new(k, None, &[]);
+        let spec: NetworkSpec = serde_json::from_str(
+            r#"{"name":"wan","kind":"bridged","uplink":"nosuch0","address":"10.60.0.1/24"}"#,
+        )
+        .expect("spec");
+        let e = r.create_network(spec).await.expect_err("missing uplink");
+        assert!(
+            e.to_string()
+                .starts_with("uplink nosuch0 of network wan does not exist"),
+            "{e}"
+        );
+        // Create, alias+up, address, then the delete of the rollback.
+        assert!(r.changes() >= 3, "{}", r.changes());
+        assert_eq!(r.network_count(), 0);
+        // A foreign link with the network's name is a conflict, never adopted or deleted.
+        let spec: NetworkSpec =
+            serde_json::from_str(r#"{"name":"lo","kind":"bridged"}"#).expect("spec");
+        let e = r.create_network(spec).await.expect_err("name taken");
+        assert!(
+            e.to_string()
+                .starts_with("link lo exists and is not Cairn's"),
+            "{e}"
+        );
+        // Where the kernel has no bridge VLAN filtering, it refuses a vlan_aware network with
+        // its reason, and turning filtering on later reaches br_changelink (RTM_NEWLINK on the
+        // existing bridge) rather than being silently ignored as RTM_SETLINK would.
+        let spec: NetworkSpec =
+            serde_json::from_str(r#"{"name":"trunk","kind":"bridged","vlan_aware":true}"#)
+                .expect("spec");
+        match r.create_network(spec).await {
+            Ok(()) => r.delete_network("trunk").await.expect("DeleteNetwork"),
+            Err(e) => {
+                assert_eq!(
+                    e.to_string(),
+                    "create VLAN-filtering bridge trunk: Operation not supported (os error 95)"
+                );
+                let plain: NetworkSpec =
+                    serde_json::from_str(r#"{"name":"plain","kind":"bridged"}"#).expect("spec");
+                r.create_network(plain).await.expect("plain bridge");
+                let k = r.kernel().clone();
+                let br = k
+                    .link("plain")
+                    .await
+                    .expect("lookup")
+                    .expect("plain exists");
+                let e = k
+                    .set_vlan_filtering(&br, true)
+                    .await
+                    .expect_err("no filtering here");
+                assert!(
+                    e.to_string()
+                        .ends_with("Operation not supported (os error 95)"),
+                    "{e}"
+                );
+                // Likewise a port VLAN (RTM_SETLINK AF_BRIDGE, IFLA_AF_SPEC): dispatched to the
+                // bridge's br_setlink, which has no VLANs to give here (EINVAL would mean a
+                // malformed message).
+                let (conn, h, _) = rtnetlink::new_connection().expect("rtnetlink");
+                tokio::spawn(conn);
+                h.link()
+                    .add(rtnetlink::LinkVeth::new("vp0", "vp0p").build())
+                    .execute()
+                    .await
+                    .expect("veth");
+                let vp = k.link("vp0").await.expect("lookup").expect("vp0");
+                k.configure(&vp, None, Some(br.index), true)
+                    .await
+                    .expect("enslave");
+                let e = k
+                    .bridge_vlan(&vp, netd::net::bridge_vlan::PortVlan::access(10), false)
+                    .await
+                    .expect_err("no VLANs here");
+                assert_eq!(
+                    e.to_string(),
+                    "add vlan 10 on bridge port vp0: Operation not supported (os error 95)"
+                );
+                k.delete(vp.index, "vp0").await.expect("delete vp0");
+                r.delete_network("plain").await.expect("DeleteNetwork");
+            }
+        }
+    });
+    assert_eq!(link_names(&host), before);
+}
+
+/// Bridge VLAN filtering and 802.1Q links: appliance-only on this machine kind.
+#[test]
+fn vlan_aware_bridge_and_vlan_network() {
+    let t = "vlan_aware_bridge_and_vlan_network";
+    if !can_run(t, false) {
+        return;
+    }
+    let probe = Netns::new("vp");
+    let filtering = Command::new("ip")
+        .args([
+            "-n",
+            &probe.name,
+            "link",
+            "add",
+            "vf0",
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    probe.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
+    let dot1q = Command::new("ip")
+        .args([
+            "-n",
+            &probe.name,
+            "link",
+            "add",
+            "link",
+            "up0",
+            "name",
+            "up0.7",
+            "type",
+            "vlan",
+            "id",
+            "7",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    drop(probe);
+    if !filtering || !dot1q {
+        skip(
+            t,
+            "this kernel lacks bridge vlan_filtering or 8021q (appliance-only; the lead runs it in QEMU)",
+        );
+        return;
+    }
+    let host = Netns::new("vh");
+    host.ip(&[
+        "link", "add", "eno1", "type", "veth", "peer", "name", "eno1p",
+    ]);
+    host.run(async || {
+        let k = Kernel::new(
+            netd::link::connect().expect("rtnetlink"),
+            Default::default(),
+        );
+        let mut r = Reconciler::new(k, None, &[]);
+        let spec = |s: &str| -> NetworkSpec { serde_json::from_str(s).expect("spec") };
+        r.create_network(spec(
+            r#"{"name":"v100","kind":"vlan","uplink":"eno1","vlan":100}"#,
+        ))
+        .await
+        .expect("vlan network");
+        r.create_network(spec(
+            r#"{"name":"trunk","kind":"bridged","uplink":"v100","vlan_aware":true}"#,
+        ))
+        .await
+        .expect("vlan-aware bridge");
+        let tap: PortSpec = serde_json::from_str(
+            r#"{"network":"trunk","owner":"vm:a","kind":"tap","vlan":10,"tagged_vlans":[20]}"#,
+        )
+        .expect("spec");
+        let p = r.attach_port(tap).await.expect("port");
+        assert_eq!((p.vlan, p.tagged_vlans.clone()), (Some(10), vec![20]));
+        let info = r.network_info("trunk").await.expect("info");
+        assert!(
+            info.vlans
+                .iter()
+                .any(|v| v.port == p.name && v.vid == 10 && v.pvid && v.untagged),
+            "{:?}",
+            info.vlans
+        );
+        let second = r.reconcile().await;
+        assert_eq!((second.changes, second.failed.len()), (0, 0));
+        r.detach_port(&p.name).await.expect("detach");
+    });
+    let _ = ip(&["-V"]);
+}
+
+#[test]
+fn port_and_network_limits_go_through_tc_and_read_back() {
+    let t = "port_and_network_limits_go_through_tc_and_read_back";
+    if !can_run(t, false) {
+        return;
+    }
+    let host = Netns::new("lim");
+    let g = Netns::new("limg");
+    let gpath = g.path().display().to_string();
+    host.run(async || {
+        let k = Kernel::new(
+            netd::link::connect().expect("rtnetlink"),
+            Default::default(),
+        );
+        let mut r = Reconciler::new(k, None, &[]);
+        let net: NetworkSpec = serde_json::from_str(
+            r#"{"name":"shaped","kind":"bridged","limits":{"ingress":{"rate_bps":200000000}}}"#,
+        )
+        .expect("spec");
+        r.create_network(net)
+            .await
+            .expect("CreateNetwork with limits");
+        let spec: PortSpec = serde_json::from_str(&format!(
+            r#"{{"network":"shaped","owner":"ct:s","kind":"veth","netns":"{gpath}",
+                "addresses":["10.70.0.5/24"],
+                "limits":{{"ingress":{{"rate_bps":10000000}},"egress":{{"rate_bps":20000000}}}}}}"#
+        ))
+        .expect("spec");
+        let p = r.attach_port(spec).await.expect("AttachPort with limits");
+        let rates = |info: &NetworkInfo, dev: &str| -> Vec<u64> {
+            info.qdiscs
+                .iter()
+                .filter(|q| q["dev"] == dev && q["object"] == "class")
+                .filter_map(|q| q["rate_bps"].as_u64())
+                .collect()
+        };
+        let info = r.network_info("shaped").await.expect("info");
+        assert_eq!(rates(&info, &p.name), [10_000_000], "{:?}", info.qdiscs);
+        assert_eq!(rates(&info, "shaped"), [200_000_000], "{:?}", info.qdiscs);
+        let idx = p.ifindex;
+        let l: model::net::Limits =
+            serde_json::from_str(r#"{"ingress":{"rate_bps":30000000}}"#).expect("limits");
+        r.set_limits(&p.name, l).await.expect("SetLimits");
+        let info = r.network_info("shaped").await.expect("info");
+        assert_eq!(rates(&info, &p.name), [30_000_000], "{:?}", info.qdiscs);
+        // Live: the port kept its link.
+        assert_eq!(r.port_info(&p.name).await.expect("port").ifindex, idx);
+        let e = r
+            .set_limits("nosuch", model::net::Limits::default())
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.to_string(), "nosuch is neither a port nor a network");
+        r.detach_port(&p.name).await.expect("DetachPort");
+    });
+    let names = link_names(&host);
+    assert!(
+        names.iter().all(|n| !n.starts_with("ci")),
+        "IFB left behind: {names:?}"
+    );
+}
+
+/// A host.toml network that cannot be applied: netd still owns its name and says so in Status;
+/// the network that can be applied is there.
+#[test]
+fn a_failing_config_network_does_not_keep_netd_down() {
+    let t = "a_failing_config_network_does_not_keep_netd_down";
+    if !can_run(t, true) {
+        return;
+    }
+    let host = Netns::new("fh");
+    let mut d = Daemon::start_with(
+        &host,
+        "net-failing",
+        "\n[[network]]\nname = \"wan\"\nkind = \"bridged\"\nuplink = \"nosuch0\"\n\n\
+         [[network]]\nname = \"lan\"\nkind = \"bridged\"\nsubnet = \"10.80.0.0/24\"\n\
+         address = \"10.80.0.1/24\"\n",
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let c = d.client().await;
+        let (_, counts) = c.status().await.expect("Status");
+        assert_eq!(counts.get("networks"), Some(&2));
+        assert_eq!(counts.get("networks_failed"), Some(&1));
+    });
+    let names = link_names(&host);
+    assert!(names.contains("lan") && !names.contains("wan"), "{names:?}");
+    assert!(
+        d.log()
+            .contains("uplink nosuch0 of network wan does not exist"),
+        "{}",
+        d.log()
+    );
+    d.stop();
+}
