@@ -194,6 +194,13 @@ class GuestShell:
         self.sock.connect(str(path))
         self.buf = b""
         self.seq = 0
+        # Debian's static busybox runs its own applets before anything on PATH; the aliases make
+        # ip, tc and bridge mean iproute2's, which the image carries beside it.
+        tools = "/usr/lib/cairn/debug/bin"
+        rc, out = self.run(" ".join(["alias"] + [f"{t}={tools}/{t}" for t in
+                                                 ("ip", "tc", "bridge")]), 30)
+        if rc != 0:
+            raise RuntimeError(f"cannot set up the guest shell: {out}")
 
     def run(self, command, timeout):
         self.seq += 1

@@ -67,10 +67,10 @@ class Networks(ApplianceTestCase):
     def test_2b_classic_vlan_bridge_on_an_uplink(self):
         # A VLAN on a classic (not VLAN-aware) bridge with an uplink: a per-VLAN bridge with an
         # 802.1Q sub-interface of the uplink in it.
-        self.call("net.create", {"name": "lan", "kind": "bridged", "uplink": "v100"})
-        self.ns_port("lan", "d", 30, "10.40.0.2/24")
+        self.call("net.create", {"name": "office", "kind": "bridged", "uplink": "v100"})
+        self.ns_port("office", "d", 30, "10.40.0.2/24")
         _, out = self.guest("ip -d -o link show")
-        self.assertIn("lan.30", out)
+        self.assertIn("office.30", out)
         self.assertIn("802.1Q id 30", out)
 
     def test_3_bad_vlan_is_refused_and_leaves_nothing(self):

@@ -40,11 +40,11 @@ fn limits(dir: Dir, rate_bps: u64) -> Limits {
     match dir {
         Dir::GuestIngress => Limits {
             ingress: r,
-            egress: None,
+            ..Limits::default()
         },
         Dir::GuestEgress => Limits {
-            ingress: None,
             egress: r,
+            ..Limits::default()
         },
     }
 }

@@ -16,6 +16,7 @@ fn limits(ingress: Option<(u64, Option<u64>)>, egress: Option<(u64, Option<u64>)
     Limits {
         ingress: ingress.map(r),
         egress: egress.map(r),
+        police: false,
     }
 }
 

@@ -22,6 +22,15 @@ pub struct Limits {
     pub egress: Option<Rate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Rate>,
+    /// Enforce `egress` by policing at the port's ingress (frames over the rate are dropped)
+    /// instead of shaping it through an IFB device (frames over the rate are queued). Policing
+    /// costs no extra device and is what some operators expect; shaping is kinder to TCP.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub police: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The smallest rate Cairn sets: below this tc's timer granularity makes shaping erratic.

@@ -46,14 +46,13 @@ pub async fn apply_port_limits(
     host_ifname: &str,
     limits: &Limits,
 ) -> Result<(), TcError> {
-    apply_port_limits_with(
-        handle,
-        host_ifindex,
-        host_ifname,
-        limits,
-        IngressMode::default(),
-    )
-    .await
+    // The limits choose how the guest's egress is enforced: policed, or shaped through an IFB.
+    let mode = if limits.police {
+        IngressMode::Police
+    } else {
+        IngressMode::default()
+    };
+    apply_port_limits_with(handle, host_ifindex, host_ifname, limits, mode).await
 }
 
 /// [`apply_port_limits`] with an explicit way of limiting what the guest sends.
