@@ -7,13 +7,13 @@ import re
 import sys
 
 out = pathlib.Path(sys.argv[1])
-passed = failed = skipped = 0
+passed = failed = skipped = ignored = 0
 for log in sorted(out.glob("*.log")):
     text = log.read_text(errors="replace")
     for m in re.finditer(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", text, re.M):
         passed += int(m.group(1))
         failed += int(m.group(2))
-        skipped += int(m.group(3))
+        ignored += int(m.group(3))
     ran = re.search(r"^Ran (\d+) tests?", text, re.M)
     if ran:
         total = int(ran.group(1))
@@ -44,6 +44,10 @@ for s in failed_steps:
     print(f"failed step: {s}")
 for s in skips:
     print(f"skipped: {s}")
+if ignored:
+    # #[ignore]d tests are the benchmarks; ci/bench runs them.
+    print(f"skipped: {ignored} benchmark test(s) marked #[ignore]: ci/bench runs them")
+    skipped += ignored
 e2e = out / "e2e.log"
 if e2e.exists():
     for m in re.finditer(r"^(\S+) \((.*?)\).*\.\.\. skipped '(.*)'$", e2e.read_text(), re.M):

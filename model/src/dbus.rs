@@ -85,6 +85,45 @@ pub trait Init1 {
 )]
 pub trait Host1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
+    /// Imports a template from a rootfs tarball (a path on the host) whose sha256 must match
+    /// (`sha256:<hex>`); returns JSON `model::ct::TemplateInfo`.
+    fn import_template(
+        &self,
+        name: &str,
+        tarball: &str,
+        sha256: &str,
+    ) -> Result<String, CairnError>;
+    /// JSON array of `model::ct::TemplateInfo`.
+    fn list_templates(&self) -> Result<String, CairnError>;
+    fn delete_template(&self, name: &str) -> Result<(), CairnError>;
+    /// Creates (does not start) a container from a JSON `model::ct::ContainerSpec`; returns
+    /// JSON `model::ct::ContainerInfo`.
+    fn create_container(&self, spec_json: &str) -> Result<String, CairnError>;
+    fn start_container(&self, name: &str) -> Result<(), CairnError>;
+    /// Signals the container's init, waits up to `timeout_s`, then kills it.
+    fn stop_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError>;
+    fn restart_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError>;
+    /// Freezes every process of the container (cgroup freezer).
+    fn pause_container(&self, name: &str) -> Result<(), CairnError>;
+    fn resume_container(&self, name: &str) -> Result<(), CairnError>;
+    /// Deletes a stopped container and everything it had on the host.
+    fn delete_container(&self, name: &str) -> Result<(), CairnError>;
+    /// JSON array of `model::ct::ContainerInfo`.
+    fn list_containers(&self) -> Result<String, CairnError>;
+    /// JSON `model::ct::ContainerInfo`, with usage read now.
+    fn container_info(&self, name: &str) -> Result<String, CairnError>;
+    /// Changes a running container's limits live: JSON `model::ct::Resources`, only the
+    /// fields given change.
+    fn set_container(&self, name: &str, resources_json: &str) -> Result<(), CairnError>;
+    /// Runs `argv` inside the container; returns (exit code, stdout, stderr).
+    fn exec(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        timeout_s: u32,
+    ) -> Result<(i32, String, String), CairnError>;
+    /// The last `max_bytes` of the container's console log.
+    fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
 }
 
 /// Errors Cairn's daemons return over D-Bus. The error name says what kind of failure it is

@@ -2,6 +2,7 @@
 //! interface names and proxies, and the XML-RPC fault codes. No I/O beyond reading a config file.
 
 pub mod config;
+pub mod ct;
 pub mod daemon;
 pub mod dbus;
 pub mod fault;

@@ -775,7 +775,7 @@ fn vlan_aware_bridge_and_vlan_network() {
     if !filtering || !dot1q {
         skip(
             t,
-            "this kernel lacks bridge vlan_filtering or 8021q (appliance-only; the lead runs it in QEMU)",
+            "this kernel lacks bridge vlan_filtering or 8021q (appliance-only: ci/e2e/test_net.py checks it in QEMU)",
         );
         return;
     }
