@@ -13,7 +13,7 @@ mod validate;
 mod walk;
 
 pub use diagnostics::{ConfigErrors, Diagnostic};
-pub use net::{CidrError, parse_cidr, parse_ipv4_cidr};
+pub use net::{CidrError, host_address_problem, parse_cidr, parse_ipv4_cidr};
 pub use parse::{load, parse};
 pub use types::*;
 pub use units::{SizeError, parse_size};

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::config::{Cidr, parse_cidr};
+use crate::config::{Cidr, host_address_problem, parse_cidr};
 
 /// Everything wrong with a spec, each problem naming its field. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,27 +73,6 @@ pub(super) fn check_cidr(p: &mut Problems, field: &str, s: &str, host: bool) -> 
             p.push(format!("{field} {s:?} is not a CIDR: it {e}"));
             None
         }
-    }
-}
-
-/// Why `c` cannot be an interface's own address: the subnet's network or IPv4 broadcast
-/// address (the same rule host.toml applies; point-to-point /31, /32 have neither).
-fn host_address_problem(c: Cidr) -> Option<String> {
-    let width = if c.addr.is_ipv4() { 32 } else { 128 };
-    if c.prefix + 1 >= width {
-        return None;
-    }
-    let net = c.network();
-    if c.addr == net.addr {
-        Some(format!(
-            "is the network address of {net}; expected a host address inside it"
-        ))
-    } else if c.addr.is_ipv4() && c.addr == net.last() {
-        Some(format!(
-            "is the broadcast address of {net}; expected a host address inside it"
-        ))
-    } else {
-        None
     }
 }
 
