@@ -35,8 +35,11 @@ impl Daemon {
 pub enum BusError {
     #[error("apid is not connected to the bus")]
     NotConnected,
-    #[error("{what} did not answer within {} s", CALL_TIMEOUT.as_secs())]
-    Timeout { what: &'static str },
+    #[error("{what} did not answer within {} s", timeout.as_secs())]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
     #[error("{what} is not running or not answering: {message}")]
     Unavailable { what: &'static str, message: String },
     #[error("{what} failed: {message}")]
@@ -126,7 +129,10 @@ async fn bounded<T>(
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(BusError::from_zbus(what, e)),
-        Err(_) => Err(BusError::Timeout { what }),
+        Err(_) => Err(BusError::Timeout {
+            what,
+            timeout: CALL_TIMEOUT,
+        }),
     }
 }
 
@@ -140,14 +146,7 @@ impl Bus {
     }
 
     async fn init(&self) -> Result<Init1Proxy<'static>, BusError> {
-        let conn = self.conn()?;
-        bounded("init", async {
-            Init1Proxy::builder(conn)
-                .cache_properties(CacheProperties::No)
-                .build()
-                .await
-        })
-        .await
+        self.proxy("init").await
     }
 
     /// Seconds since boot (as init counts them) and the kernel release.
@@ -172,10 +171,15 @@ impl Bus {
         bounded("init", init.poweroff()).await
     }
 
-    async fn netd(&self) -> Result<Network1Proxy<'static>, BusError> {
+    /// A proxy on a daemon's interface, built without property caching: every answer should
+    /// come from the daemon now, not from signals cached since.
+    async fn proxy<P>(&self, what: &'static str) -> Result<P, BusError>
+    where
+        P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
+    {
         let conn = self.conn()?;
-        bounded("netd", async {
-            Network1Proxy::builder(conn)
+        bounded(what, async {
+            zbus::proxy::Builder::<P>::new(conn)
                 .cache_properties(CacheProperties::No)
                 .build()
                 .await
@@ -183,65 +187,67 @@ impl Bus {
         .await
     }
 
-    /// One call to netd whose errors carry netd's own verdict (`org.cairn.Error.*`).
+    /// One call to a daemon, through its proxy `P`, whose errors carry the daemon's own verdict
+    /// (`org.cairn.Error.*`). `timeout` bounds the call: most answer within `CALL_TIMEOUT`,
+    /// but some (stopping a container with a grace period, exec) legitimately take longer.
+    pub async fn daemon_call<P, T, F, Fut>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        call: F,
+    ) -> Result<T, BusError>
+    where
+        P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
+        F: FnOnce(P) -> Fut,
+        Fut: Future<Output = Result<T, CairnError>>,
+    {
+        let proxy = self.proxy::<P>(what).await?;
+        match tokio::time::timeout(timeout, call(proxy)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(BusError::from_cairn(what, e)),
+            Err(_) => Err(BusError::Timeout { what, timeout }),
+        }
+    }
+
+    /// One call to netd (see `daemon_call`).
     pub async fn netd_call<T, F, Fut>(&self, call: F) -> Result<T, BusError>
     where
         F: FnOnce(Network1Proxy<'static>) -> Fut,
         Fut: Future<Output = Result<T, CairnError>>,
     {
-        let proxy = self.netd().await?;
-        match tokio::time::timeout(CALL_TIMEOUT, call(proxy)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(BusError::from_cairn("netd", e)),
-            Err(_) => Err(BusError::Timeout { what: "netd" }),
-        }
+        self.daemon_call("netd", CALL_TIMEOUT, call).await
+    }
+
+    /// One call to hostd bounded by `timeout` (see `daemon_call`).
+    pub async fn hostd_call<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, BusError>
+    where
+        F: FnOnce(Host1Proxy<'static>) -> Fut,
+        Fut: Future<Output = Result<T, CairnError>>,
+    {
+        self.daemon_call("hostd", timeout, call).await
     }
 
     /// netd's view of the management interface: (interface, "a.b.c.d/len" or "", source).
     pub async fn management_address(&self) -> Result<(String, String, String), BusError> {
-        let conn = self.conn()?;
-        bounded("netd", async {
-            Network1Proxy::builder(conn)
-                .cache_properties(CacheProperties::No)
-                .build()
-                .await?
-                .management_address()
-                .await
-        })
-        .await
+        let netd = self.proxy::<Network1Proxy<'static>>("netd").await?;
+        bounded("netd", netd.management_address()).await
     }
 
     pub async fn status(&self, daemon: Daemon) -> Result<StatusTuple, BusError> {
-        let conn = self.conn()?;
         let what = daemon.name();
-        bounded(what, async {
-            match daemon {
-                Daemon::Netd => {
-                    Network1Proxy::builder(conn)
-                        .cache_properties(CacheProperties::No)
-                        .build()
-                        .await?
-                        .status()
-                        .await
-                }
-                Daemon::Stord => {
-                    Storage1Proxy::builder(conn)
-                        .cache_properties(CacheProperties::No)
-                        .build()
-                        .await?
-                        .status()
-                        .await
-                }
-                Daemon::Hostd => {
-                    Host1Proxy::builder(conn)
-                        .cache_properties(CacheProperties::No)
-                        .build()
-                        .await?
-                        .status()
-                        .await
-                }
+        match daemon {
+            Daemon::Netd => {
+                let p = self.proxy::<Network1Proxy<'static>>(what).await?;
+                bounded(what, p.status()).await
             }
-        })
-        .await
+            Daemon::Stord => {
+                let p = self.proxy::<Storage1Proxy<'static>>(what).await?;
+                bounded(what, p.status()).await
+            }
+            Daemon::Hostd => {
+                let p = self.proxy::<Host1Proxy<'static>>(what).await?;
+                bounded(what, p.status()).await
+            }
+        }
     }
 }

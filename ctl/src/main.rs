@@ -1,8 +1,10 @@
 //! `cairnctl`: the command-line client of Cairn's XML-RPC API.
 
 mod client;
+mod ct;
 mod output;
 mod rate;
+mod size;
 mod tls;
 
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use clap::{Parser, Subcommand};
 use model::xmlrpc::Value;
 
 use crate::client::{Client, Endpoint};
+use crate::ct::{CtCommand, TemplateCommand};
 use crate::tls::Trust;
 
 #[derive(Parser)]
@@ -57,6 +60,16 @@ enum Command {
     Port {
         #[command(subcommand)]
         command: PortCommand,
+    },
+    /// OS containers (hostd): list, info, create, start, stop, exec, set limits, ...
+    Ct {
+        #[command(subcommand)]
+        command: CtCommand,
+    },
+    /// OS templates containers are made from.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
     },
     /// Work with host.toml files locally.
     Config {
@@ -135,6 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Port {
             command: PortCommand::List,
         } => ("port.list", vec![]),
+        Command::Ct { command } => ct::ct_call(command),
+        Command::Template { command } => ct::template_call(command),
     };
     let url = cli
         .url
@@ -173,6 +188,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 command: NetCommand::List,
             } => print!("{}", output::networks_table(&value)),
             Command::Port { .. } => print!("{}", output::ports_table(&value)),
+            Command::Ct {
+                command: CtCommand::List,
+            } => print!("{}", ct::containers_table(&value)),
+            Command::Ct {
+                command: CtCommand::Info { .. } | CtCommand::Create { .. },
+            } => print!("{}", ct::container_info(&value)),
+            Command::Ct {
+                command: CtCommand::Exec { .. },
+            } => return Ok(exec_output(&value)),
+            Command::Template {
+                command: TemplateCommand::List,
+            } => print!("{}", ct::templates_table(&value)),
+            // The console log, as it is.
+            _ if value.as_str().is_some() => print!("{}", value.as_str().unwrap_or_default()),
             // info of one network: its JSON is the clearest human form of a nested record.
             _ if value.as_struct().is_some() => {
                 println!("{}", serde_json::to_string_pretty(&value.to_json())?)
@@ -181,6 +210,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ct exec`: the command's output on ours, and its exit status as ours (like `ssh` does), so
+/// scripts can test it. Statuses outside 0..=255 (a signal: 128 + n) are clamped to 255.
+fn exec_output(value: &Value) -> ExitCode {
+    use std::io::Write as _;
+    let s = value.as_struct();
+    let get = |k: &str| s.and_then(|s| s.get(k));
+    let out = get("stdout").and_then(Value::as_str).unwrap_or_default();
+    let err = get("stderr").and_then(Value::as_str).unwrap_or_default();
+    // A closed stdout (e.g. `| head`) must not turn into a panic.
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    let _ = std::io::stderr().write_all(err.as_bytes());
+    let code = get("exit_code").and_then(Value::as_i64).unwrap_or(255);
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
 }
 
 /// The XML-RPC method and parameters of a `net` subcommand.

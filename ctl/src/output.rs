@@ -30,7 +30,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn text(v: Option<&Value>) -> String {
+pub fn text(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Nil) => "-".into(),
         Some(Value::String(s)) | Some(Value::DateTime(s)) => s.clone(),

@@ -1,13 +1,15 @@
-//! hostd: virtual machines and OS containers. This first slice owns `org.cairn.Host1` and reports
-//! what the config declares; the VMM and container runtimes come with their own issues.
+//! hostd: virtual machines and OS containers. Serves org.cairn.Host1; the same binary runs as
+//! a container's monitor (`hostd --monitor LAUNCH`) and as the exec helper
+//! (`hostd --ct-exec …`), so there is one file to install and one version of the runtime.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use model::config::HostConfig;
+use hostd::ct::manager::Manager;
+use hostd::dbus::Host1;
 use model::daemon::{DaemonArgs, StopSignals};
-use model::dbus::{HOST_NAME, HOST_PATH, StatusTuple};
+use model::dbus::{HOST_NAME, HOST_PATH};
 
 #[derive(Parser)]
 #[command(about = "Cairn's VM and container daemon")]
@@ -16,45 +18,52 @@ struct Args {
     common: DaemonArgs,
 }
 
-struct Host1 {
-    config: HostConfig,
-}
-
-#[zbus::interface(name = "org.cairn.Host1")]
-impl Host1 {
-    /// Version and counts of the guests this daemon manages (declared ones, until they run).
-    async fn status(&self) -> StatusTuple {
-        let counts = HashMap::from([
-            (
-                "containers".to_string(),
-                count(self.config.containers.len()),
-            ),
-            ("vms".to_string(), count(self.config.vms.len())),
-            ("templates".to_string(), count(self.config.templates.len())),
-            ("running".to_string(), 0),
-        ]);
-        (model::VERSION.to_string(), counts)
+fn main() -> anyhow::Result<()> {
+    // The monitor and the exec helper must stay single-threaded (fork, setns into a user
+    // namespace): they branch off before any runtime or logging thread exists.
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.get(1).map(String::as_str) {
+        Some("--monitor") => {
+            let Some(launch) = argv.get(2) else {
+                anyhow::bail!("usage: hostd --monitor LAUNCH.json");
+            };
+            std::process::exit(hostd::ct::monitor::main(std::path::Path::new(launch)));
+        }
+        Some("--ct-exec") => std::process::exit(hostd::ct::exec::helper_main(&argv[2..])),
+        _ => {}
     }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")?
+        .block_on(daemon())
 }
 
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn daemon() -> anyhow::Result<()> {
     model::daemon::init_logging();
     let Args { common } = Args::parse();
     let mut stop = StopSignals::install().context("cannot handle SIGTERM/SIGINT")?;
-    let config = model::config::load(&common.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let _bus = model::dbus::bus_builder()?
+    // The config was validated by init; hostd reads it to fail early on a broken install.
+    model::config::load(&common.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&common.state)
+        .with_context(|| format!("cannot create {}", common.state.display()))?;
+    let exe = std::env::current_exe().context("cannot find hostd's own binary")?;
+    let manager = Arc::new(tokio::sync::Mutex::new(Manager::new(&common.state, exe)));
+    let bus = model::dbus::bus_builder()?
         .name(HOST_NAME)
-        .serve_at(HOST_PATH, Host1 { config })
+        .serve_at(
+            HOST_PATH,
+            Host1 {
+                manager: manager.clone(),
+            },
+        )
         .build()
         .await
         .context("cannot own org.cairn.Host1 on the bus")?;
+    manager.lock().await.set_bus(bus.clone());
     tracing::info!(state = %common.state.display(), "hostd ready");
     let signal = stop.wait().await;
-    tracing::info!(signal, "hostd stopping");
+    // Containers keep running: their monitors are not ours, and the next hostd re-adopts them.
+    tracing::info!(signal, "hostd stopping; containers keep running");
     Ok(())
 }

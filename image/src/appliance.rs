@@ -126,6 +126,7 @@ pub fn build(opt: &Options) -> Result<()> {
         }
         // init starts the shell on ttyS1 when this file exists.
         tree.bytes("/etc/cairn/debug-shell", 0o644, "");
+        add_busybox_template(&mut tree, &staging)?;
     }
 
     let mods = modules::collect(&kernel, &staging).context("collecting kernel modules")?;
@@ -165,6 +166,24 @@ pub fn build(opt: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("image: token in {}", opt.out.join("token").display());
+    Ok(())
+}
+
+/// A busybox container template for the appliance tests: `template.import` takes it from
+/// /usr/lib/cairn/debug/busybox-rootfs.tar, checked against the digest beside it.
+fn add_busybox_template(tree: &mut Tree, staging: &Path) -> Result<()> {
+    let rootfs = staging.join("busybox-rootfs");
+    hostd::ct::template::busybox_rootfs(&rootfs)
+        .with_context(|| format!("making a busybox rootfs in {}", rootfs.display()))?;
+    let tar = staging.join("busybox-rootfs.tar");
+    let digest = hostd::ct::template::tar_dir(&rootfs, &tar)
+        .with_context(|| format!("writing {}", tar.display()))?;
+    tree.host_file("/usr/lib/cairn/debug/busybox-rootfs.tar", 0o644, tar);
+    tree.bytes(
+        "/usr/lib/cairn/debug/busybox-rootfs.tar.sha256",
+        0o644,
+        format!("{digest}\n"),
+    );
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The API's methods and their dispatch.
 
+mod ct;
 mod host;
 mod net;
 mod registry;
@@ -24,6 +25,7 @@ impl Api {
         let mut methods = system::methods();
         methods.extend(host::methods());
         methods.extend(net::methods());
+        methods.extend(ct::methods());
         Api {
             registry: Registry::new(methods),
             hostname,

@@ -1,0 +1,440 @@
+//! `cairnctl ct …` and `cairnctl template …`: OS containers and their templates (hostd).
+
+use clap::{Args, Subcommand};
+
+use model::xmlrpc::{Struct, Value};
+
+use crate::output::{table, text, utc};
+use crate::size;
+
+#[derive(Subcommand)]
+pub enum CtCommand {
+    /// Every container.
+    List,
+    /// One container, with its usage read now.
+    Info {
+        name: String,
+    },
+    /// Creates (does not start) a container from a template.
+    Create {
+        name: String,
+        #[arg(long)]
+        template: String,
+        /// The network (netd) eth0 joins; none = loopback only.
+        #[arg(long)]
+        network: Option<String>,
+        /// eth0's address as addr/prefix; repeat for more.
+        #[arg(long = "address")]
+        addresses: Vec<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        /// The container's hostname (default: its name).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Container root is host root (no user namespace): trusted guests only.
+        #[arg(long)]
+        privileged: bool,
+        #[command(flatten)]
+        resources: ResourceArgs,
+        /// PID 1 and its arguments (default: the template's /sbin/init), after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    Start {
+        name: String,
+    },
+    /// Signals the container's init, waits, then kills what is left.
+    Stop {
+        name: String,
+        /// Grace period in seconds before the kill, 0..=20 (default 10).
+        #[arg(long)]
+        timeout: Option<u32>,
+    },
+    Restart {
+        name: String,
+    },
+    /// Freezes every process of the container.
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    /// Deletes a stopped container.
+    Delete {
+        name: String,
+    },
+    /// Runs a command inside the container; prints its output and exits with its status.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Changes limits live; only the ones given change.
+    Set {
+        name: String,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// The last 64 KiB of the container's console.
+    Console {
+        name: String,
+    },
+}
+
+/// Limits, as `ct create` and `ct set` take them.
+#[derive(Args)]
+pub struct ResourceArgs {
+    /// CPU limit in % of one host CPU (200 = two CPUs).
+    #[arg(long)]
+    cpu_limit: Option<u32>,
+    /// CPU share under contention, 1..=10000 (default 100).
+    #[arg(long)]
+    cpu_weight: Option<u32>,
+    /// CPUs it may run on, e.g. 0-1 or 0,2.
+    #[arg(long)]
+    cpuset: Option<String>,
+    /// Memory limit, e.g. 512M (binary units).
+    #[arg(long, value_parser = size::parse)]
+    memory: Option<u64>,
+    /// Swap limit, e.g. 1G.
+    #[arg(long, value_parser = size::parse)]
+    swap: Option<u64>,
+    /// Most processes it may have.
+    #[arg(long)]
+    pids: Option<u32>,
+    /// IO share, 1..=10000 (default 100).
+    #[arg(long)]
+    io_weight: Option<u32>,
+}
+
+impl ResourceArgs {
+    fn value(&self) -> Value {
+        let int = |k: &'static str, v: Option<u32>| v.map(|v| (k, Value::from_u64(v.into())));
+        let mut members = Vec::new();
+        members.extend(int("cpu_limit", self.cpu_limit));
+        members.extend(int("cpu_weight", self.cpu_weight));
+        members.extend(self.cpuset.clone().map(|s| ("cpuset", Value::String(s))));
+        members.extend(self.memory.map(|m| ("memory", Value::from_u64(m))));
+        members.extend(self.swap.map(|m| ("swap", Value::from_u64(m))));
+        members.extend(int("pids", self.pids));
+        members.extend(int("io_weight", self.io_weight));
+        Value::structure(members)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    /// Every template.
+    List,
+    /// Imports a rootfs tarball (a path on the host) whose digest must match.
+    Import {
+        name: String,
+        path: String,
+        /// sha256:<hex>
+        sha256: String,
+    },
+    /// Deletes a template no container uses.
+    Delete { name: String },
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+/// The XML-RPC method and parameters of a `ct` subcommand.
+pub fn ct_call(command: &CtCommand) -> (&'static str, Vec<Value>) {
+    match command {
+        CtCommand::List => ("ct.list", vec![]),
+        CtCommand::Info { name } => ("ct.info", vec![s(name)]),
+        CtCommand::Create {
+            name,
+            template,
+            network,
+            addresses,
+            gateway,
+            hostname,
+            privileged,
+            resources,
+            command,
+        } => {
+            let opt = |k: &'static str, v: &Option<String>| v.as_deref().map(|v| (k, s(v)));
+            let mut spec = vec![("name", s(name)), ("template", s(template))];
+            spec.extend(opt("network", network));
+            if !addresses.is_empty() {
+                spec.push((
+                    "addresses",
+                    Value::Array(addresses.iter().map(|a| s(a)).collect()),
+                ));
+            }
+            spec.extend(opt("gateway", gateway));
+            spec.extend(opt("hostname", hostname));
+            if *privileged {
+                spec.push(("privileged", Value::Bool(true)));
+            }
+            let limits = resources.value();
+            if limits.as_struct().is_some_and(|l| !l.is_empty()) {
+                spec.push(("resources", limits));
+            }
+            if !command.is_empty() {
+                spec.push((
+                    "command",
+                    Value::Array(command.iter().map(|a| s(a)).collect()),
+                ));
+            }
+            ("ct.create", vec![Value::structure(spec)])
+        }
+        CtCommand::Start { name } => ("ct.start", vec![s(name)]),
+        CtCommand::Stop {
+            name,
+            timeout: None,
+        } => ("ct.stop", vec![s(name)]),
+        CtCommand::Stop {
+            name,
+            timeout: Some(t),
+        } => (
+            "ct.stopTimeout",
+            vec![s(name), Value::Int(i32::try_from(*t).unwrap_or(i32::MAX))],
+        ),
+        CtCommand::Restart { name } => ("ct.restart", vec![s(name)]),
+        CtCommand::Pause { name } => ("ct.pause", vec![s(name)]),
+        CtCommand::Resume { name } => ("ct.resume", vec![s(name)]),
+        CtCommand::Delete { name } => ("ct.delete", vec![s(name)]),
+        CtCommand::Exec { name, command } => (
+            "ct.exec",
+            vec![
+                s(name),
+                Value::Array(command.iter().map(|a| s(a)).collect()),
+            ],
+        ),
+        CtCommand::Set { name, resources } => ("ct.set", vec![s(name), resources.value()]),
+        CtCommand::Console { name } => ("ct.console", vec![s(name)]),
+    }
+}
+
+/// The XML-RPC method and parameters of a `template` subcommand.
+pub fn template_call(command: &TemplateCommand) -> (&'static str, Vec<Value>) {
+    match command {
+        TemplateCommand::List => ("template.list", vec![]),
+        TemplateCommand::Import { name, path, sha256 } => {
+            ("template.import", vec![s(name), s(path), s(sha256)])
+        }
+        TemplateCommand::Delete { name } => ("template.delete", vec![s(name)]),
+    }
+}
+
+fn member<'a>(s: Option<&'a Struct>, key: &str) -> Option<&'a Value> {
+    s.and_then(|s| s.get(key))
+}
+
+fn bytes_cell(v: Option<&Value>) -> String {
+    v.and_then(Value::as_i64)
+        .and_then(|n| u64::try_from(n).ok())
+        .map_or_else(|| "-".into(), size::human)
+}
+
+/// `ct.list`: one row per container; limits and usage in short forms.
+pub fn containers_table(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let c = c.as_struct();
+            let res = member(c, "resources").and_then(Value::as_struct);
+            let usage = member(c, "usage").and_then(Value::as_struct);
+            let cpu = member(res, "cpu_limit").map_or_else(|| "-".into(), |v| text(Some(v)) + "%");
+            let memory = format!(
+                "{}/{}",
+                bytes_cell(member(usage, "memory_bytes")),
+                bytes_cell(member(res, "memory"))
+            );
+            let addresses = member(c, "addresses")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|v| text(Some(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                text(member(c, "name")),
+                text(member(c, "state")),
+                text(member(c, "template")),
+                text(member(c, "pid")),
+                cpu,
+                memory,
+                addresses,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "TEMPLATE",
+            "PID",
+            "CPU",
+            "MEMORY",
+            "ADDRESSES",
+        ],
+        &rows,
+    )
+}
+
+/// `ct.info`: one `key value` line per member, usage and limits flattened.
+pub fn container_info(v: &Value) -> String {
+    let empty = Struct::new();
+    let c = v.as_struct().unwrap_or(&empty);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for (k, v) in c {
+        match (k.as_str(), v) {
+            ("created" | "started", v) => rows.push(vec![
+                k.clone(),
+                v.as_i64().map_or_else(|| text(Some(v)), utc),
+            ]),
+            (_, Value::Struct(inner)) => {
+                for (ik, iv) in inner {
+                    let cell = if ik.ends_with("bytes") || ik == "memory" || ik == "swap" {
+                        bytes_cell(Some(iv))
+                    } else {
+                        text(Some(iv))
+                    };
+                    rows.push(vec![format!("{k}.{ik}"), cell]);
+                }
+            }
+            (_, Value::Array(items)) => rows.push(vec![
+                k.clone(),
+                items
+                    .iter()
+                    .map(|i| text(Some(i)))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]),
+            _ => rows.push(vec![k.clone(), text(Some(v))]),
+        }
+    }
+    let width = rows.iter().map(|r| r[0].len()).max().unwrap_or(0) + 2;
+    rows.iter()
+        .map(|r| format!("{:<width$}{}\n", r[0], r[1]))
+        .collect()
+}
+
+/// `template.list`: one row per template.
+pub fn templates_table(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let t = t.as_struct();
+            vec![
+                text(member(t, "name")),
+                text(member(t, "version")),
+                bytes_cell(member(t, "size_bytes")),
+                text(member(t, "sha256")),
+            ]
+        })
+        .collect();
+    table(&["NAME", "VERSION", "SIZE", "SHA256"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        ct: CtCommand,
+    }
+
+    fn parse(args: &[&str]) -> (&'static str, Vec<Value>) {
+        let cli = Cli::try_parse_from(std::iter::once("ct").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        ct_call(&cli.ct)
+    }
+
+    #[test]
+    fn command_lines() {
+        let (m, p) = parse(&[
+            "create",
+            "web1",
+            "--template",
+            "busybox",
+            "--network",
+            "lan",
+            "--address",
+            "10.0.0.5/24",
+            "--memory",
+            "512M",
+            "--cpu-limit",
+            "50",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 1",
+        ]);
+        assert_eq!(m, "ct.create");
+        let json = p[0].to_json();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "web1", "template": "busybox", "network": "lan",
+                "addresses": ["10.0.0.5/24"],
+                "resources": {"memory": 536_870_912u64, "cpu_limit": 50},
+                "command": ["/bin/sh", "-c", "sleep 1"],
+            })
+        );
+        let (m, p) = parse(&["exec", "web1", "--", "ls", "-l"]);
+        assert_eq!(m, "ct.exec");
+        assert_eq!(p[1], Value::Array(vec![s("ls"), s("-l")]));
+        let (m, p) = parse(&["set", "web1", "--cpu-weight", "300", "--cpuset", "0"]);
+        assert_eq!(m, "ct.set");
+        assert_eq!(
+            p[1].to_json(),
+            serde_json::json!({"cpu_weight": 300, "cpuset": "0"})
+        );
+        assert_eq!(parse(&["stop", "web1"]).0, "ct.stop");
+        assert!(Cli::try_parse_from(["ct", "exec", "web1"]).is_err());
+        assert!(Cli::try_parse_from(["ct", "set", "web1", "--memory", "lots"]).is_err());
+    }
+
+    #[test]
+    fn calls_and_tables() {
+        let (m, p) = ct_call(&CtCommand::Stop {
+            name: "web1".into(),
+            timeout: Some(3),
+        });
+        assert_eq!(m, "ct.stopTimeout");
+        assert_eq!(p, vec![s("web1"), Value::Int(3)]);
+        let list = Value::Array(vec![Value::structure([
+            ("name", s("web1")),
+            ("state", s("running")),
+            ("template", s("busybox")),
+            ("pid", Value::Int(42)),
+            (
+                "resources",
+                Value::structure([
+                    ("cpu_limit", Value::Int(50)),
+                    ("memory", Value::Int(512 << 20)),
+                ]),
+            ),
+            (
+                "usage",
+                Value::structure([("memory_bytes", Value::Int(3 << 20))]),
+            ),
+            ("addresses", Value::Array(vec![s("10.0.0.5/24")])),
+        ])]);
+        assert_eq!(
+            containers_table(&list),
+            "NAME  STATE    TEMPLATE  PID  CPU  MEMORY       ADDRESSES\n\
+             web1  running  busybox   42   50%  3.0M/512.0M  10.0.0.5/24\n"
+        );
+        let info = container_info(&list.as_array().unwrap()[0]);
+        assert!(info.contains("resources.memory     512.0M\n"), "{info}");
+        assert!(info.contains("usage.memory_bytes   3.0M\n"), "{info}");
+    }
+}

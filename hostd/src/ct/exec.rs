@@ -1,0 +1,114 @@
+//! Exec: a command inside a running container. hostd starts itself as a helper
+//! (`hostd --ct-exec NAME PID TIMEOUT_S -- ARGV…`) with its stdout/stderr piped back: a fresh
+//! single-threaded process can join a user namespace (a threaded one cannot), and the helper
+//! forks once more so that the command lands in the container's pid namespace too. The helper
+//! exits with the command's code (128+signal when killed), or 125 with a `cairn-exec:` line
+//! on stderr when it could not get in.
+
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid, fork};
+
+use super::cgroup::Cgroup;
+use super::runtime::namespaces::Namespaces;
+use super::runtime::{caps, seccomp};
+
+/// The helper's own failure code (as with `env`, `nsenter`).
+pub const HELPER_FAILED: i32 = 125;
+pub const HELPER_PREFIX: &str = "cairn-exec:";
+/// The code of a command killed at its deadline (as timeout(1)).
+pub const TIMED_OUT: i32 = 124;
+
+/// The helper's entry point: `args` = [NAME, PID, TIMEOUT_S, "--", ARGV…].
+pub fn helper_main(args: &[String]) -> i32 {
+    match helper(args) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("{HELPER_PREFIX} {msg}");
+            HELPER_FAILED
+        }
+    }
+}
+
+fn helper(args: &[String]) -> Result<i32, String> {
+    let [name, pid, timeout, dashes, argv @ ..] = args else {
+        return Err("usage: hostd --ct-exec NAME PID TIMEOUT_S -- ARGV...".into());
+    };
+    if dashes != "--" || argv.is_empty() {
+        return Err("usage: hostd --ct-exec NAME PID TIMEOUT_S -- ARGV...".into());
+    }
+    let pid: u32 = pid.parse().map_err(|_| format!("bad pid {pid:?}"))?;
+    let timeout = Duration::from_secs(
+        timeout
+            .parse()
+            .map_err(|_| format!("bad timeout {timeout:?}"))?,
+    );
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "argv has a NUL byte".to_string())?;
+    let env: Vec<CString> = [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "container=cairn",
+    ]
+    .iter()
+    .filter_map(|s| CString::new(*s).ok())
+    .collect();
+    let filter = seccomp::program().map_err(|e| format!("seccomp filter: {e}"))?;
+    // Everything from the host is opened before the first setns.
+    let ns = Namespaces::open(pid).map_err(|e| e.to_string())?;
+    Cgroup::open(name)
+        .and_then(|cg| cg.add_pid(std::process::id()))
+        .map_err(|e| format!("joining the container's cgroup: {e}"))?;
+    ns.join().map_err(|e| e.to_string())?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| format!("setresgid: {e}"))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| format!("setresuid: {e}"))?;
+    // SAFETY: the helper is single-threaded.
+    let child = match unsafe { fork() } {
+        Err(e) => return Err(format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::chdir("/");
+            if let Err(e) = caps::drop_bounding() {
+                eprintln!("{HELPER_PREFIX} dropping capabilities: {e}");
+                // SAFETY: leaving the forked child without running the helper's destructors.
+                unsafe { libc::_exit(HELPER_FAILED) };
+            }
+            if let Err(e) = seccomp::install(&filter) {
+                eprintln!("{HELPER_PREFIX} seccomp: {e}");
+                // SAFETY: as above.
+                unsafe { libc::_exit(HELPER_FAILED) };
+            }
+            let e = match nix::unistd::execvpe(&argv[0], &argv, &env) {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            eprintln!("{HELPER_PREFIX} exec {}: {e}", argv[0].to_string_lossy());
+            // SAFETY: as above; 127 is the shell's "command not found".
+            unsafe { libc::_exit(127) };
+        }
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("waitpid: {e}")),
+        }
+        if Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            eprintln!("{HELPER_PREFIX} timed out after {} s", timeout.as_secs());
+            return Ok(TIMED_OUT);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,852 @@
+//! The containers' lifecycle: what each D-Bus method does. One `Manager` owns the records; the
+//! kernel (monitors' records in RUN, cgroups, netd's ports) is the truth about what runs, read
+//! on each request, so a restarted hostd simply re-adopts what it finds alive.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use model::ct::{ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo};
+use model::dbus::Network1Proxy;
+use model::net::{PortKind, PortSpec};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::cgroup::{Cgroup, CgroupError};
+use super::error::{CtError, CtResult};
+use super::monitor::{self, LAUNCH_FILE, MonitorState};
+use super::paths::Paths;
+use super::runtime::{Launch, idmap};
+use super::store::{self, Record};
+use super::template::Templates;
+
+/// How long the monitor may take to report the init's pid, and then its exec.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// After SIGKILL, how long the monitor may take to reap and record.
+const REAP_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(10);
+const PORT_FILE: &str = "port";
+const PAUSED_FILE: &str = "paused";
+
+/// What the kernel says about a container right now.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// No monitor record: created, or stopped and cleaned up.
+    Down,
+    Running(MonitorState),
+    Paused(MonitorState),
+    /// Its init ended (code as recorded, or None when the monitor vanished without a record);
+    /// its cgroup, port and run dir still await `settle`.
+    Ended(Option<i32>),
+}
+
+pub struct Manager {
+    paths: Paths,
+    templates: Templates,
+    records: BTreeMap<String, Record>,
+    bus: Option<zbus::Connection>,
+    /// hostd's own binary: the monitor and the exec helper are hostd started again.
+    exe: PathBuf,
+}
+
+fn cg_err(e: CgroupError) -> CtError {
+    match e {
+        CgroupError::NoController { .. } | CgroupError::Invalid(_) | CgroupError::BadName(_) => {
+            CtError::InvalidArgs(format!("resources: {e}"))
+        }
+        other => CtError::Failed(other.to_string()),
+    }
+}
+
+impl Manager {
+    pub fn new(state: &Path, exe: PathBuf) -> Manager {
+        let paths = Paths::new(state);
+        let records = store::load_all(&paths);
+        let templates = Templates::new(paths.templates());
+        let m = Manager {
+            paths,
+            templates,
+            records,
+            bus: None,
+            exe,
+        };
+        for name in m.records.keys() {
+            match m.live(name) {
+                Live::Running(s) | Live::Paused(s) => tracing::info!(
+                    ct = %name, pid = s.init_pid, monitor = s.monitor_pid,
+                    "re-adopted a running container"
+                ),
+                Live::Ended(code) => {
+                    tracing::info!(ct = %name, ?code, "container ended while hostd was away")
+                }
+                Live::Down => {}
+            }
+        }
+        m
+    }
+
+    /// The bus connection used to reach netd (ports).
+    pub fn set_bus(&mut self, bus: zbus::Connection) {
+        self.bus = Some(bus);
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    fn record(&self, name: &str) -> CtResult<&Record> {
+        self.records
+            .get(name)
+            .ok_or_else(|| CtError::NotFound(format!("container {name:?} does not exist")))
+    }
+
+    pub fn live(&self, name: &str) -> Live {
+        let run = self.paths.run_dir(name);
+        if let Some(code) = monitor::read_exit(&run) {
+            return Live::Ended(Some(code));
+        }
+        match monitor::read_state(&run) {
+            Some(s) if s.alive() => {
+                if run.join(PAUSED_FILE).exists() {
+                    Live::Paused(s)
+                } else {
+                    Live::Running(s)
+                }
+            }
+            // The monitor wrote no exit: it was killed; the kernel killed the pid namespace.
+            Some(_) => Live::Ended(None),
+            None => Live::Down,
+        }
+    }
+
+    /// Cleans up after a container whose init ended: port, cgroup, run dir; records the exit.
+    async fn settle(&mut self, name: &str) {
+        let Live::Ended(code) = self.live(name) else {
+            return;
+        };
+        tracing::info!(ct = name, ?code, "container stopped; cleaning up");
+        self.teardown(name).await;
+        if let Some(r) = self.records.get_mut(name) {
+            r.last_exit = code.or(Some(255));
+            if let Err(e) = store::save(&self.paths, r) {
+                tracing::warn!(ct = name, error = %e, "cannot save the container record");
+            }
+        }
+    }
+
+    /// Removes what a run leaves on the host: the netd port, the cgroup (killing anything
+    /// left in it), the run dir. Every step is tried; failures are logged.
+    async fn teardown(&mut self, name: &str) {
+        let run = self.paths.run_dir(name);
+        if let Ok(port) = std::fs::read_to_string(run.join(PORT_FILE)) {
+            self.detach_port(name, port.trim()).await;
+        }
+        let owned = name.to_string();
+        let cg = tokio::task::spawn_blocking(move || match Cgroup::open(&owned) {
+            Ok(cg) => {
+                let _ = cg.freeze(false);
+                cg.kill_all().and_then(|()| cg.remove())
+            }
+            Err(CgroupError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await;
+        match cg {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(ct = name, error = %e, "cannot remove the cgroup"),
+            Err(e) => tracing::warn!(ct = name, error = %e, "cgroup clean-up task failed"),
+        }
+        if let Err(e) = std::fs::remove_dir_all(&run)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(ct = name, error = %e, "cannot remove {}", run.display());
+        }
+    }
+
+    async fn detach_port(&self, name: &str, port: &str) {
+        let Some(bus) = &self.bus else { return };
+        let result = async {
+            Network1Proxy::new(bus)
+                .await
+                .map_err(model::dbus::CairnError::from)?
+                .detach_port(port)
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) | Err(model::dbus::CairnError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(ct = name, port, error = %e, "cannot detach the port"),
+        }
+    }
+
+    // ---- templates ----------------------------------------------------------------------
+
+    pub fn import_template(
+        &self,
+        name: &str,
+        tarball: &str,
+        sha256: &str,
+    ) -> CtResult<TemplateInfo> {
+        self.templates.import(name, Path::new(tarball), sha256)
+    }
+
+    pub fn list_templates(&self) -> Vec<TemplateInfo> {
+        self.templates.list()
+    }
+
+    pub fn delete_template(&self, name: &str) -> CtResult<()> {
+        let users: Vec<&str> = self
+            .records
+            .values()
+            .filter(|r| r.spec.template == name)
+            .map(|r| r.spec.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(CtError::Conflict(format!(
+                "template {name:?} is used by containers {users:?}; delete them first"
+            )));
+        }
+        self.templates.delete(name)
+    }
+
+    // ---- containers ---------------------------------------------------------------------
+
+    pub async fn create(&mut self, spec_json: &str) -> CtResult<ContainerInfo> {
+        let spec: ContainerSpec = serde_json::from_str(spec_json)
+            .map_err(|e| CtError::InvalidArgs(format!("container spec: {e}")))?;
+        spec.validate()
+            .map_err(|e| CtError::InvalidArgs(e.to_string()))?;
+        if self.records.contains_key(&spec.name) {
+            return Err(CtError::Conflict(format!(
+                "container {:?} exists already",
+                spec.name
+            )));
+        }
+        self.templates.get(&spec.template)?;
+        if let Some(net) = &spec.network {
+            self.check_network(net).await?;
+        }
+        let slot = if spec.privileged {
+            0
+        } else {
+            idmap::allocate(
+                self.records
+                    .values()
+                    .filter(|r| !r.spec.privileged)
+                    .map(|r| r.slot),
+            )
+            .ok_or_else(|| {
+                CtError::Conflict("no id-map range is left for another container".into())
+            })?
+        };
+        let record = Record {
+            spec,
+            slot,
+            created: monitor::now(),
+            started: None,
+            last_exit: None,
+        };
+        let d = store::dirs(&self.paths, &record.spec.name);
+        if d.dir.exists() {
+            // Left by a crash between mkdir and saving the record: nobody owns it.
+            let _ = std::fs::remove_dir_all(&d.dir);
+        }
+        let made = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&d.dir)?;
+            for dir in [d.upper(), d.work(), d.merged(), d.lower()] {
+                std::fs::create_dir(&dir)?;
+            }
+            if !record.spec.privileged {
+                // The upper layer belongs to container root: overlayfs mounted in the user
+                // namespace writes there as that uid.
+                let root = idmap::host_base(slot);
+                for dir in [d.upper(), d.work()] {
+                    std::os::unix::fs::chown(&dir, Some(root), Some(root))?;
+                }
+            }
+            store::save(&self.paths, &record)
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&d.dir);
+            return Err(CtError::io(format!("creating {}", d.dir.display()), e));
+        }
+        let name = record.spec.name.clone();
+        tracing::info!(ct = %name, template = %record.spec.template, slot, "container created");
+        self.records.insert(name.clone(), record);
+        self.info(&name).await
+    }
+
+    async fn check_network(&self, net: &str) -> CtResult<()> {
+        let Some(bus) = &self.bus else {
+            return Err(CtError::Failed(format!(
+                "network {net:?}: hostd has no bus connection to ask netd"
+            )));
+        };
+        let proxy = Network1Proxy::new(bus)
+            .await
+            .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
+        match proxy.network_info(net).await {
+            Ok(_) => Ok(()),
+            Err(model::dbus::CairnError::NotFound(m)) => Err(CtError::NotFound(format!(
+                "network {net:?} does not exist ({m})"
+            ))),
+            Err(e) => Err(CtError::Failed(format!("network {net:?}: netd: {e}"))),
+        }
+    }
+
+    pub async fn start(&mut self, name: &str) -> CtResult<()> {
+        self.record(name)?;
+        self.settle(name).await;
+        match self.live(name) {
+            Live::Down => {}
+            Live::Running(_) | Live::Paused(_) => {
+                return Err(CtError::Conflict(format!(
+                    "container {name:?} is running already"
+                )));
+            }
+            Live::Ended(_) => {
+                return Err(CtError::Failed(format!(
+                    "container {name:?}: the last run could not be cleaned up; see hostd's log"
+                )));
+            }
+        }
+        let started = Instant::now();
+        let result = self.start_inner(name).await;
+        if let Err(e) = &result {
+            tracing::warn!(ct = name, error = %e, "start failed; rolling back");
+            self.teardown(name).await;
+        } else {
+            tracing::info!(
+                ct = name,
+                ms = started.elapsed().as_millis() as u64,
+                "container running"
+            );
+            if let Some(r) = self.records.get_mut(name) {
+                r.started = Some(monitor::now());
+                r.last_exit = None;
+                let _ = store::save(&self.paths, r);
+            }
+        }
+        result
+    }
+
+    async fn start_inner(&mut self, name: &str) -> CtResult<()> {
+        let r = self.record(name)?.clone();
+        let spec = &r.spec;
+        let d = store::dirs(&self.paths, name);
+        let run = self.paths.run_dir(name);
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(&run).map_err(|e| CtError::io(run.display(), e))?;
+        // The cgroup first: a limit this host cannot enforce fails the start before any
+        // process exists.
+        let cg = match Cgroup::create(name) {
+            Ok(cg) => cg,
+            Err(CgroupError::Exists(_)) => {
+                // Left by a crash: nothing of ours runs (checked above), so it goes.
+                let old = Cgroup::open(name).map_err(cg_err)?;
+                old.kill_all().and_then(|()| old.remove()).map_err(cg_err)?;
+                Cgroup::create(name).map_err(cg_err)?
+            }
+            Err(e) => return Err(cg_err(e)),
+        };
+        cg.apply(&spec.resources).map_err(cg_err)?;
+        if !spec.privileged {
+            // Delegate the group to container root (as LXC does), so that its init may make
+            // sub-groups in its cgroup namespace; limits stay in the files it cannot write.
+            let root = idmap::host_base(r.slot);
+            for f in [
+                "",
+                "cgroup.procs",
+                "cgroup.threads",
+                "cgroup.subtree_control",
+            ] {
+                let p = cg.path().join(f);
+                if let Err(e) = std::os::unix::fs::chown(&p, Some(root), Some(root)) {
+                    tracing::debug!(ct = name, path = %p.display(), error = %e, "not delegated");
+                }
+            }
+        }
+        let launch = Launch {
+            name: name.to_string(),
+            lower: self.templates.rootfs(&spec.template),
+            lower_mount: d.lower(),
+            upper: d.upper(),
+            work: d.work(),
+            merged: d.merged(),
+            console: d.console(),
+            run_dir: run.clone(),
+            hostname: spec.hostname().to_string(),
+            argv: spec.argv(),
+            privileged: spec.privileged,
+            slot: r.slot,
+            gateway: spec.gateway.clone(),
+        };
+        let launch_path = run.join(LAUNCH_FILE);
+        let json = serde_json::to_vec(&launch).map_err(|e| CtError::Failed(e.to_string()))?;
+        std::fs::write(&launch_path, json).map_err(|e| CtError::io(launch_path.display(), e))?;
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| CtError::io("socketpair", e))?;
+        let log = std::fs::File::create(run.join("monitor.log"))
+            .map_err(|e| CtError::io("monitor log", e))?;
+        let log2 = log.try_clone().map_err(|e| CtError::io("monitor log", e))?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("--monitor")
+            .arg(&launch_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: only dup2 (async-signal-safe) between fork and exec. The monitor must not
+        // die with hostd: PR_SET_PDEATHSIG is reset by fork, so nothing to undo there.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(theirs_fd, monitor::CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut first = cmd
+            .spawn()
+            .map_err(|e| CtError::io(format!("starting the monitor {}", self.exe.display()), e))?;
+        drop(theirs);
+        // The first process forks the real monitor and exits at once.
+        let _ = tokio::task::spawn_blocking(move || first.wait()).await;
+        ours.set_nonblocking(true)
+            .map_err(|e| CtError::io("control socket", e))?;
+        let ctl =
+            tokio::net::UnixStream::from_std(ours).map_err(|e| CtError::io("control socket", e))?;
+        let (rd, mut wr) = ctl.into_split();
+        let mut lines = BufReader::new(rd).lines();
+        let mut next = async || -> CtResult<String> {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, lines.next_line()).await {
+                Ok(Ok(Some(l))) => Ok(l),
+                Ok(Ok(None)) => Err(CtError::Failed(format!(
+                    "container {name:?}: the monitor exited during start; see {}",
+                    run.join("monitor.log").display()
+                ))),
+                Ok(Err(e)) => Err(CtError::io("control socket", e)),
+                Err(_) => Err(CtError::Failed(format!(
+                    "container {name:?}: the monitor did not answer within {} s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ))),
+            }
+        };
+        let line = next().await?;
+        let pid: u32 = match line.strip_prefix("pid ") {
+            Some(p) => p
+                .trim()
+                .parse()
+                .map_err(|_| CtError::Failed(format!("monitor said {line:?}")))?,
+            None => {
+                return Err(CtError::Failed(format!(
+                    "container {name:?}: {}",
+                    line.strip_prefix("err ").unwrap_or(&line)
+                )));
+            }
+        };
+        if let Some(network) = &spec.network {
+            let port = self
+                .attach_port(name, network, pid, &spec.addresses)
+                .await?;
+            std::fs::write(run.join(PORT_FILE), &port).map_err(|e| CtError::io("port file", e))?;
+        }
+        wr.write_all(b"go\n")
+            .await
+            .map_err(|e| CtError::io("control socket", e))?;
+        let line = next().await?;
+        if line.trim() != "ok" {
+            return Err(CtError::Failed(format!(
+                "container {name:?}: {}",
+                line.strip_prefix("err ").unwrap_or(&line)
+            )));
+        }
+        Ok(())
+    }
+
+    async fn attach_port(
+        &self,
+        name: &str,
+        network: &str,
+        pid: u32,
+        addresses: &[String],
+    ) -> CtResult<String> {
+        let Some(bus) = &self.bus else {
+            return Err(CtError::Failed("no bus connection to netd".into()));
+        };
+        let spec = PortSpec {
+            network: network.to_string(),
+            owner: format!("ct:{name}"),
+            kind: PortKind::Veth,
+            netns: Some(format!("/proc/{pid}/ns/net")),
+            guest_ifname: Some("eth0".into()),
+            mac: None,
+            vlan: None,
+            tagged_vlans: Vec::new(),
+            addresses: addresses.to_vec(),
+            limits: None,
+        };
+        let json = serde_json::to_string(&spec).map_err(|e| CtError::Failed(e.to_string()))?;
+        let proxy = Network1Proxy::new(bus)
+            .await
+            .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
+        let info = proxy.attach_port(&json).await.map_err(|e| match e {
+            model::dbus::CairnError::InvalidArgs(m) => {
+                CtError::InvalidArgs(format!("network port: {m}"))
+            }
+            model::dbus::CairnError::NotFound(m) => CtError::NotFound(format!("network port: {m}")),
+            model::dbus::CairnError::Conflict(m) => CtError::Conflict(format!("network port: {m}")),
+            other => CtError::Failed(format!("network port on {network:?}: {other}")),
+        })?;
+        let info: model::net::PortInfo = serde_json::from_str(&info)
+            .map_err(|e| CtError::Failed(format!("netd's PortInfo: {e}")))?;
+        Ok(info.name)
+    }
+
+    /// The signal that asks the container's init to shut down. The template's own init gets
+    /// SIGPWR, LXC's default (sysvinit: powerfail → shutdown; busybox init: poweroff); systemd
+    /// would want SIGRTMIN+3 and is not special-cased yet. A given command gets SIGTERM, what
+    /// ordinary programs handle. An init without a handler ignores either, and the deadline's
+    /// SIGKILL ends it.
+    fn stop_signal(spec: &ContainerSpec) -> Signal {
+        if spec.command.is_none() {
+            Signal::SIGPWR
+        } else {
+            Signal::SIGTERM
+        }
+    }
+
+    /// Stop, step 1 (under the lock): thaw a paused container and send its init the stop
+    /// signal. Steps 2 (`wait_stopped`, without the lock, so that other requests and other
+    /// stops go on meanwhile) and 3 (`stop_finish`) follow.
+    pub async fn stop_begin(&mut self, name: &str) -> CtResult<StopPlan> {
+        let spec = self.record(name)?.spec.clone();
+        self.settle(name).await;
+        let state = match self.live(name) {
+            Live::Running(s) => s,
+            Live::Paused(s) => {
+                // A frozen init cannot act on a signal: thaw first.
+                self.thaw(name).await?;
+                s
+            }
+            _ => {
+                return Err(CtError::Conflict(format!(
+                    "container {name:?} is not running"
+                )));
+            }
+        };
+        let pid = Pid::from_raw(state.init_pid as i32);
+        let _ = nix::sys::signal::kill(pid, Self::stop_signal(&spec));
+        Ok(StopPlan {
+            name: name.to_string(),
+            state,
+            run_dir: self.paths.run_dir(name),
+        })
+    }
+
+    /// Stop, step 3: clean up (port, cgroup, run dir) and record the exit.
+    pub async fn stop_finish(&mut self, name: &str) -> CtResult<()> {
+        self.settle(name).await;
+        match self.live(name) {
+            Live::Down => {
+                tracing::info!(ct = name, "container stopped");
+                Ok(())
+            }
+            _ => Err(CtError::Failed(format!(
+                "container {name:?} did not stop: its init survived SIGKILL; see hostd's log"
+            ))),
+        }
+    }
+
+    pub async fn stop(&mut self, name: &str, timeout_s: u32) -> CtResult<()> {
+        let plan = self.stop_begin(name).await?;
+        wait_stopped(&plan, timeout_s).await;
+        self.stop_finish(name).await
+    }
+
+    pub async fn restart(&mut self, name: &str, timeout_s: u32) -> CtResult<()> {
+        self.record(name)?;
+        self.settle(name).await;
+        if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
+            self.stop(name, timeout_s).await?;
+        }
+        self.start(name).await
+    }
+
+    async fn thaw(&self, name: &str) -> CtResult<()> {
+        self.freeze(name, false).await
+    }
+
+    async fn freeze(&self, name: &str, frozen: bool) -> CtResult<()> {
+        let owned = name.to_string();
+        tokio::task::spawn_blocking(move || Cgroup::open(&owned).and_then(|cg| cg.freeze(frozen)))
+            .await
+            .map_err(|e| CtError::Failed(e.to_string()))?
+            .map_err(cg_err)?;
+        let flag = self.paths.run_dir(name).join(PAUSED_FILE);
+        if frozen {
+            std::fs::write(&flag, b"").map_err(|e| CtError::io(flag.display(), e))
+        } else {
+            match std::fs::remove_file(&flag) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(CtError::io(flag.display(), e))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    pub async fn pause(&mut self, name: &str) -> CtResult<()> {
+        self.record(name)?;
+        self.settle(name).await;
+        match self.live(name) {
+            Live::Running(_) => self.freeze(name, true).await,
+            Live::Paused(_) => Err(CtError::Conflict(format!(
+                "container {name:?} is paused already"
+            ))),
+            _ => Err(CtError::Conflict(format!(
+                "container {name:?} is not running"
+            ))),
+        }
+    }
+
+    pub async fn resume(&mut self, name: &str) -> CtResult<()> {
+        self.record(name)?;
+        match self.live(name) {
+            Live::Paused(_) => self.freeze(name, false).await,
+            _ => Err(CtError::Conflict(format!(
+                "container {name:?} is not paused"
+            ))),
+        }
+    }
+
+    pub async fn delete(&mut self, name: &str) -> CtResult<()> {
+        self.record(name)?;
+        self.settle(name).await;
+        if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
+            return Err(CtError::Conflict(format!(
+                "container {name:?} is running; stop it first"
+            )));
+        }
+        self.teardown(name).await;
+        let dir = self.paths.ct_dir(name);
+        // Rename first: a half-deleted container is never loaded as a container again.
+        let doomed = self.paths.containers().join(format!(".{name}.deleting"));
+        std::fs::rename(&dir, &doomed).map_err(|e| CtError::io(dir.display(), e))?;
+        self.records.remove(name);
+        std::fs::remove_dir_all(&doomed).map_err(|e| CtError::io(doomed.display(), e))?;
+        tracing::info!(ct = name, "container deleted");
+        Ok(())
+    }
+
+    pub async fn list(&mut self) -> Vec<ContainerInfo> {
+        let names: Vec<String> = self.records.keys().cloned().collect();
+        let mut out = Vec::new();
+        for n in names {
+            if let Ok(i) = self.info(&n).await {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    pub async fn info(&mut self, name: &str) -> CtResult<ContainerInfo> {
+        self.record(name)?;
+        self.settle(name).await;
+        let r = self.record(name)?;
+        let live = self.live(name);
+        let (state, pid) = match &live {
+            Live::Running(s) => (ContainerState::Running, Some(s.init_pid)),
+            Live::Paused(s) => (ContainerState::Paused, Some(s.init_pid)),
+            _ if r.started.is_some() => (ContainerState::Stopped, None),
+            _ => (ContainerState::Created, None),
+        };
+        let run = self.paths.run_dir(name);
+        let running = pid.is_some();
+        let usage = if running {
+            Cgroup::open(name).and_then(|cg| cg.usage()).ok()
+        } else {
+            None
+        };
+        Ok(ContainerInfo {
+            name: name.to_string(),
+            template: r.spec.template.clone(),
+            state,
+            pid,
+            exit_code: if running { None } else { r.last_exit },
+            hostname: r.spec.hostname().to_string(),
+            addresses: r.spec.addresses.clone(),
+            port: if running {
+                std::fs::read_to_string(run.join(PORT_FILE)).ok()
+            } else {
+                None
+            },
+            privileged: r.spec.privileged,
+            resources: r.spec.resources.clone(),
+            usage,
+            created: r.created,
+            started: r.started,
+        })
+    }
+
+    pub async fn set(&mut self, name: &str, resources_json: &str) -> CtResult<()> {
+        self.record(name)?;
+        let given: Resources = serde_json::from_str(resources_json)
+            .map_err(|e| CtError::InvalidArgs(format!("resources: {e}")))?;
+        let mut merged = self.record(name)?.spec.resources.clone();
+        macro_rules! take {
+            ($($f:ident),*) => { $( if given.$f.is_some() { merged.$f = given.$f.clone(); } )* };
+        }
+        take!(cpu_limit, cpu_weight, cpuset, memory, swap, pids, io_weight);
+        merged.validate().map_err(|p| {
+            CtError::InvalidArgs(
+                p.iter()
+                    .map(|m| format!("resources.{m}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        self.settle(name).await;
+        if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
+            Cgroup::open(name)
+                .and_then(|cg| cg.apply(&given))
+                .map_err(cg_err)?;
+        }
+        if let Some(r) = self.records.get_mut(name) {
+            r.spec.resources = merged;
+            store::save(&self.paths, r).map_err(|e| CtError::io("saving the record", e))?;
+        }
+        Ok(())
+    }
+
+    /// The init pid exec joins; Conflict unless running.
+    pub async fn exec_target(&mut self, name: &str) -> CtResult<(u32, PathBuf)> {
+        self.record(name)?;
+        self.settle(name).await;
+        match self.live(name) {
+            Live::Running(s) => Ok((s.init_pid, self.exe.clone())),
+            Live::Paused(_) => Err(CtError::Conflict(format!(
+                "container {name:?} is paused; resume it to exec"
+            ))),
+            _ => Err(CtError::Conflict(format!(
+                "container {name:?} is not running; start it to exec"
+            ))),
+        }
+    }
+
+    pub fn console_log(&self, name: &str, max_bytes: u32) -> CtResult<String> {
+        self.record(name)?;
+        let path = store::dirs(&self.paths, name).console();
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(CtError::io(path.display(), e)),
+        };
+        let from = data.len().saturating_sub(max_bytes as usize);
+        Ok(String::from_utf8_lossy(&data[from..]).into_owned())
+    }
+
+    /// (containers, running, templates).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let running = self
+            .records
+            .keys()
+            .filter(|n| matches!(self.live(n), Live::Running(_) | Live::Paused(_)))
+            .count();
+        (self.records.len(), running, self.templates.list().len())
+    }
+}
+
+/// A stop in progress.
+pub struct StopPlan {
+    name: String,
+    state: MonitorState,
+    run_dir: PathBuf,
+}
+
+/// Stop, step 2: waits up to `timeout_s` for the init to end, then kills the container (SIGKILL
+/// to a pid namespace's init kills every process in it; the cgroup kill catches anything that
+/// escaped into it otherwise), then waits for the monitor to reap and record.
+pub async fn wait_stopped(plan: &StopPlan, timeout_s: u32) {
+    let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_s));
+    while plan.state.alive() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    if plan.state.alive() {
+        tracing::info!(ct = %plan.name, timeout_s, "init did not stop in time; killing the container");
+        let pid = Pid::from_raw(plan.state.init_pid as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let owned = plan.name.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || Cgroup::open(&owned).and_then(|cg| cg.kill_all()))
+                .await;
+    }
+    let deadline = Instant::now() + REAP_TIMEOUT;
+    while monitor::read_exit(&plan.run_dir).is_none()
+        && monitor::start_time(plan.state.monitor_pid).is_some()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Runs `argv` in the container whose init is `pid`, through the exec helper.
+pub async fn exec(
+    exe: &Path,
+    name: &str,
+    pid: u32,
+    argv: &[String],
+    timeout_s: u32,
+) -> CtResult<(i32, String, String)> {
+    if argv.is_empty() {
+        return Err(CtError::InvalidArgs(
+            "argv is empty; give the program to run".into(),
+        ));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(CtError::InvalidArgs(
+            "argv has an argument with a NUL byte".into(),
+        ));
+    }
+    let timeout_s = timeout_s.max(1);
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("--ct-exec")
+        .arg(name)
+        .arg(pid.to_string())
+        .arg(timeout_s.to_string())
+        .arg("--")
+        .args(argv)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| CtError::io(format!("starting {}", exe.display()), e))?;
+    // The helper enforces the deadline itself; this one only guards against a stuck helper.
+    let out = tokio::time::timeout(
+        Duration::from_secs(u64::from(timeout_s) + 10),
+        child.wait_with_output(),
+    )
+    .await
+    .map_err(|_| CtError::Failed(format!("exec in {name:?}: the helper hung")))?
+    .map_err(|e| CtError::io("exec helper", e))?;
+    let code = out.status.code().unwrap_or(128);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if code == super::exec::HELPER_FAILED && stderr.starts_with(super::exec::HELPER_PREFIX) {
+        return Err(CtError::Failed(format!(
+            "exec in {name:?}: {}",
+            stderr.trim()
+        )));
+    }
+    Ok((code, stdout, stderr))
+}

@@ -1,0 +1,13 @@
+//! OS containers: templates, the runtime that starts them, their monitors, and the lifecycle
+//! behind org.cairn.Host1's container methods.
+
+pub mod cgroup;
+pub mod error;
+pub mod exec;
+pub mod manager;
+pub mod monitor;
+pub mod paths;
+pub mod route;
+pub mod runtime;
+pub mod store;
+pub mod template;

@@ -1,0 +1,303 @@
+//! OS templates: a read-only rootfs directory under STATE/templates/NAME/rootfs plus meta.json.
+//! Containers use the rootfs as their overlay's lower layer, so it is never written after
+//! import. Import verifies the tarball's sha256 before unpacking anything.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+
+use model::ct::{TemplateInfo, is_ct_name};
+use sha2::{Digest, Sha256};
+
+use super::error::{CtError, CtResult};
+
+const META: &str = "meta.json";
+
+pub struct Templates {
+    dir: PathBuf,
+}
+
+impl Templates {
+    pub fn new(dir: PathBuf) -> Templates {
+        Templates { dir }
+    }
+
+    pub fn rootfs(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("rootfs")
+    }
+
+    pub fn get(&self, name: &str) -> CtResult<TemplateInfo> {
+        let meta = self.dir.join(name).join(META);
+        let text = std::fs::read_to_string(&meta)
+            .map_err(|_| CtError::NotFound(format!("template {name:?} does not exist")))?;
+        serde_json::from_str(&text).map_err(|e| CtError::io(meta.display(), e))
+    }
+
+    pub fn list(&self) -> Vec<TemplateInfo> {
+        let mut out: Vec<TemplateInfo> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .filter_map(|n| self.get(&n).ok())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Imports `tarball` (plain or gzip tar of a rootfs) as template `name`. The digest is
+    /// checked first; a mismatch or a broken archive leaves nothing behind.
+    pub fn import(&self, name: &str, tarball: &Path, sha256: &str) -> CtResult<TemplateInfo> {
+        if !is_ct_name(name) {
+            return Err(CtError::InvalidArgs(format!(
+                "name {name:?} is not a valid template name; expected lowercase letters, digits \
+                 and hyphens"
+            )));
+        }
+        let want = sha256
+            .strip_prefix("sha256:")
+            .unwrap_or(sha256)
+            .to_ascii_lowercase();
+        if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CtError::InvalidArgs(format!(
+                "sha256 {sha256:?} is not a digest; expected \"sha256:\" and 64 hex digits"
+            )));
+        }
+        if self.dir.join(name).exists() {
+            return Err(CtError::Conflict(format!(
+                "template {name:?} exists already"
+            )));
+        }
+        let mut file = File::open(tarball)
+            .map_err(|e| CtError::InvalidArgs(format!("tarball {}: {e}", tarball.display())))?;
+        let got = sha256_reader(&mut file)
+            .map_err(|e| CtError::InvalidArgs(format!("tarball {}: {e}", tarball.display())))?;
+        if got != want {
+            return Err(CtError::InvalidArgs(format!(
+                "sha256 of tarball {} is sha256:{got}, not the expected sha256:{want}",
+                tarball.display()
+            )));
+        }
+        file.rewind()
+            .map_err(|e| CtError::io(tarball.display(), e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| CtError::io(self.dir.display(), e))?;
+        // Unpack beside the final place and rename: a crash or a broken archive never leaves a
+        // half template under its real name.
+        let tmp = self.dir.join(format!(".{name}.importing"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let result = unpack(file, &tmp.join("rootfs")).and_then(|()| {
+            let info = TemplateInfo {
+                name: name.to_string(),
+                version: read_version(&tmp.join("rootfs")),
+                sha256: format!("sha256:{got}"),
+                size_bytes: du(&tmp.join("rootfs")),
+            };
+            let json = serde_json::to_vec_pretty(&info).map_err(io::Error::other)?;
+            std::fs::write(tmp.join(META), json)?;
+            std::fs::rename(&tmp, self.dir.join(name))?;
+            Ok(info)
+        });
+        match result {
+            Ok(info) => {
+                tracing::info!(template = name, sha256 = %info.sha256, "template imported");
+                Ok(info)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(CtError::InvalidArgs(format!(
+                    "tarball {} cannot be unpacked: {e}",
+                    tarball.display()
+                )))
+            }
+        }
+    }
+
+    /// Deletes a template; the caller checks that no container uses it.
+    pub fn delete(&self, name: &str) -> CtResult<()> {
+        self.get(name)?;
+        let dir = self.dir.join(name);
+        // Rename first so that a half-deleted template is never listed.
+        let tmp = self.dir.join(format!(".{name}.deleting"));
+        std::fs::rename(&dir, &tmp).map_err(|e| CtError::io(dir.display(), e))?;
+        std::fs::remove_dir_all(&tmp).map_err(|e| CtError::io(tmp.display(), e))
+    }
+}
+
+fn unpack(file: File, dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let mut reader = BufReader::new(file);
+    let mut magic = [0u8; 2];
+    let n = reader.read(&mut magic)?;
+    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(reader);
+    let input: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(head))
+    } else {
+        Box::new(head)
+    };
+    let mut archive = tar::Archive::new(input);
+    // A rootfs needs its owners and modes as they are (setuid bits, root-owned /etc).
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    // tar's unpack refuses entries that escape `dest` (.. and absolute paths).
+    archive.unpack(dest)
+}
+
+/// `VERSION_ID` (or `VERSION`) from the rootfs's os-release, if it has one.
+fn read_version(rootfs: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(rootfs.join("etc/os-release"))
+        .or_else(|_| std::fs::read_to_string(rootfs.join("usr/lib/os-release")))
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+/// Bytes of regular-file data under `dir` (symlinks not followed).
+pub fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+fn sha256_reader(r: &mut impl Read) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>())
+}
+
+/// `sha256:<hex>` of a file.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    Ok(format!("sha256:{}", sha256_reader(&mut f)?))
+}
+
+/// Writes `dir` as a plain tar to `out` (symlinks kept as links); returns its `sha256:<hex>`.
+/// Tests and the image builder use it to make an importable template tarball.
+pub fn tar_dir(dir: &Path, out: &Path) -> io::Result<String> {
+    let file = File::create(out)?;
+    let mut b = tar::Builder::new(file);
+    b.follow_symlinks(false);
+    b.append_dir_all(".", dir)?;
+    b.into_inner()?.sync_all()?;
+    sha256_file(out)
+}
+
+/// Where Debian's busybox-static puts its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Makes a tiny busybox rootfs in `dir`: /bin/busybox (copied from the host's static busybox),
+/// a symlink per applet, `/sbin/init` → busybox with a minimal inittab (no getty: a container
+/// has no terminal; init just reaps), /etc/passwd, /etc/group and the empty mount points.
+pub fn busybox_rootfs(dir: &Path) -> io::Result<()> {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
+        "var/log", "run",
+    ] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::copy(BUSYBOX, dir.join("bin/busybox"))?;
+    let out = std::process::Command::new(BUSYBOX)
+        .arg("--list-full")
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other("busybox --list-full failed"));
+    }
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "bin/busybox" || applet.contains("..") {
+            continue;
+        }
+        let link = dir.join(applet);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink("/bin/busybox", &link)?;
+        }
+    }
+    if dir.join("sbin/init").symlink_metadata().is_err() {
+        std::os::unix::fs::symlink("/bin/busybox", dir.join("sbin/init"))?;
+    }
+    std::fs::write(
+        dir.join("etc/inittab"),
+        "::sysinit:/bin/mount -t tmpfs -o mode=1777 tmpfs /tmp\n\
+         ::sysinit:/bin/echo cairn: container init up\n\
+         ::shutdown:/bin/echo cairn: container shutting down\n",
+    )?;
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    std::fs::write(dir.join("etc/os-release"), "ID=busybox\nVERSION_ID=1\n")?;
+    std::fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_checks_the_digest_first_and_leaves_nothing_on_mismatch() {
+        let base = std::env::temp_dir().join(format!("cairn-tpl-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let src = base.join("src");
+        std::fs::create_dir_all(src.join("etc")).unwrap();
+        std::fs::write(src.join("etc/os-release"), "VERSION_ID=\"12\"\n").unwrap();
+        std::fs::write(src.join("hello"), "hi").unwrap();
+        let tarball = base.join("t.tar");
+        let digest = tar_dir(&src, &tarball).unwrap();
+        let t = Templates::new(base.join("templates"));
+        let zero = format!("sha256:{}", "0".repeat(64));
+        let e = t.import("deb", &tarball, &zero).unwrap_err();
+        assert!(
+            matches!(e, CtError::InvalidArgs(ref m) if m.contains("sha256")),
+            "{e}"
+        );
+        assert!(t.list().is_empty());
+        assert_eq!(
+            std::fs::read_dir(base.join("templates"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
+        let info = t.import("deb", &tarball, &digest).unwrap();
+        assert_eq!(info.version.as_deref(), Some("12"));
+        assert_eq!(info.sha256, digest);
+        assert_eq!(
+            std::fs::read_to_string(t.rootfs("deb").join("hello")).unwrap(),
+            "hi"
+        );
+        assert!(matches!(
+            t.import("deb", &tarball, &digest),
+            Err(CtError::Conflict(_))
+        ));
+        t.delete("deb").unwrap();
+        assert!(t.list().is_empty());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

@@ -1,0 +1,125 @@
+//! org.cairn.Host1: the D-Bus face of hostd. Structured values travel as JSON of the
+//! `model::ct` types; errors as `model::dbus::CairnError` kinds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use model::dbus::{CairnError, StatusTuple};
+use tokio::sync::Mutex;
+
+use crate::ct::error::CtError;
+use crate::ct::manager::{self, Manager};
+
+pub struct Host1 {
+    pub manager: Arc<Mutex<Manager>>,
+}
+
+impl From<CtError> for CairnError {
+    fn from(e: CtError) -> Self {
+        match e {
+            CtError::InvalidArgs(m) => CairnError::InvalidArgs(m),
+            CtError::NotFound(m) => CairnError::NotFound(m),
+            CtError::Conflict(m) => CairnError::Conflict(m),
+            CtError::Failed(m) => CairnError::Failed(m),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, CairnError> {
+    serde_json::to_string(v).map_err(|e| CairnError::Failed(format!("encoding the answer: {e}")))
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[zbus::interface(name = "org.cairn.Host1")]
+impl Host1 {
+    /// Version and counts: containers, running (containers), templates, vms.
+    async fn status(&self) -> StatusTuple {
+        let (containers, running, templates) = self.manager.lock().await.counts();
+        let counts = HashMap::from([
+            ("containers".to_string(), count(containers)),
+            ("running".to_string(), count(running)),
+            ("templates".to_string(), count(templates)),
+            ("vms".to_string(), 0),
+        ]);
+        (model::VERSION.to_string(), counts)
+    }
+
+    async fn import_template(
+        &self,
+        name: &str,
+        tarball: &str,
+        sha256: &str,
+    ) -> Result<String, CairnError> {
+        let m = self.manager.lock().await;
+        json(&m.import_template(name, tarball, sha256)?)
+    }
+
+    async fn list_templates(&self) -> Result<String, CairnError> {
+        json(&self.manager.lock().await.list_templates())
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.delete_template(name)?)
+    }
+
+    async fn create_container(&self, spec_json: &str) -> Result<String, CairnError> {
+        json(&self.manager.lock().await.create(spec_json).await?)
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.start(name).await?)
+    }
+
+    async fn stop_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
+        // The lock is not held while the init shuts down: other requests (and stops) go on.
+        let plan = self.manager.lock().await.stop_begin(name).await?;
+        manager::wait_stopped(&plan, timeout_s).await;
+        Ok(self.manager.lock().await.stop_finish(name).await?)
+    }
+
+    async fn restart_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.restart(name, timeout_s).await?)
+    }
+
+    async fn pause_container(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.pause(name).await?)
+    }
+
+    async fn resume_container(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.resume(name).await?)
+    }
+
+    async fn delete_container(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.delete(name).await?)
+    }
+
+    async fn list_containers(&self) -> Result<String, CairnError> {
+        json(&self.manager.lock().await.list().await)
+    }
+
+    async fn container_info(&self, name: &str) -> Result<String, CairnError> {
+        json(&self.manager.lock().await.info(name).await?)
+    }
+
+    async fn set_container(&self, name: &str, resources_json: &str) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.set(name, resources_json).await?)
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        timeout_s: u32,
+    ) -> Result<(i32, String, String), CairnError> {
+        // The lock is held only to find the container: a long command must not block others.
+        let (pid, exe) = self.manager.lock().await.exec_target(name).await?;
+        Ok(manager::exec(&exe, name, pid, &argv, timeout_s).await?)
+    }
+
+    async fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {
+        Ok(self.manager.lock().await.console_log(name, max_bytes)?)
+    }
+}

@@ -1,0 +1,5 @@
+//! hostd: virtual machines and OS containers behind org.cairn.Host1. The binary (`main.rs`)
+//! is also the per-container monitor (`--monitor`) and the exec helper (`--ct-exec`).
+
+pub mod ct;
+pub mod dbus;

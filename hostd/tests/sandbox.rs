@@ -1,0 +1,273 @@
+//! The issue's sandbox check: 50 busybox containers on a bridged netd network under the real
+//! `init --sandbox`, driven over org.cairn.Host1; each pings another; exec output and exit
+//! codes; `kill -9` hostd → all keep running and are re-adopted; stop + delete leaves no
+//! mount, link, cgroup, process or file behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::sandbox::{Sandbox, bin_dir};
+use common::{TempDir, busybox_tarball, containers_possible, skip};
+use futures_util::future::join_all;
+use model::ct::{ContainerInfo, ContainerState};
+use model::dbus::{CairnError, Host1Proxy};
+
+const TEST: &str = "sandbox::fifty_containers_ping_survive_hostd_and_leave_nothing";
+const N: usize = 50;
+
+fn config() -> String {
+    r#"
+[host]
+hostname = "ct-sandbox"
+
+[host.management]
+interface = "lo"
+address = "192.0.2.10/24"
+
+[api]
+listen = "127.0.0.1"
+port = 8443
+[[api.token]]
+name = "test"
+sha256 = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+
+[[network]]
+name = "lan"
+kind = "bridged"
+subnet = "10.50.0.0/24"
+address = "10.50.0.1/24"
+"#
+    .to_string()
+}
+
+fn ip_of(i: usize) -> String {
+    format!("10.50.0.{}", 10 + i)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn fifty_containers_ping_survive_hostd_and_leave_nothing() {
+    if !containers_possible(TEST) {
+        return;
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(TEST, &why),
+    };
+    let scratch = TempDir::new("sbx-tpl");
+    let (tarball, digest) = busybox_tarball(&scratch.0);
+    let mut sb = Sandbox::start("ct-sbx", &config(), &bins);
+    let conn = sb.connect(Duration::from_secs(30)).await;
+    let table = sb
+        .wait_services(&conn, Duration::from_secs(30), |t| {
+            t.iter().filter(|s| s.state == "running").count() == 4
+        })
+        .await;
+    let hostd_pid = table
+        .iter()
+        .find(|s| s.name == "hostd")
+        .map(|s| s.pid)
+        .unwrap();
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    host.import_template("busybox", tarball.to_str().unwrap(), &digest)
+        .await
+        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
+
+    // Bad input over the bus: clear errors, nothing made.
+    let e = host
+        .create_container(r#"{"name":"bad","template":"nope"}"#)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::NotFound(ref m) if m.contains("template")),
+        "{e}"
+    );
+    let e = host
+        .create_container(r#"{"name":"bad","template":"busybox","network":"nonet"}"#)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::NotFound(ref m) if m.contains("nonet")),
+        "{e}"
+    );
+    let e = host
+        .create_container(r#"{"name":"bad","template":"busybox","resources":{"pids":0}}"#)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::InvalidArgs(ref m) if m.contains("resources.pids")),
+        "{e}"
+    );
+
+    let t0 = Instant::now();
+    let mut starts = Vec::new();
+    for i in 0..N {
+        let spec = serde_json::json!({
+            "name": format!("ct{i}"),
+            "template": "busybox",
+            "network": "lan",
+            "addresses": [format!("{}/24", ip_of(i))],
+            "gateway": "10.50.0.1",
+        });
+        host.create_container(&spec.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("create ct{i}: {e}\n{}", sb.log()));
+        let t = Instant::now();
+        host.start_container(&format!("ct{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("start ct{i}: {e}\n{}", sb.log()));
+        starts.push(t.elapsed());
+    }
+    let created = t0.elapsed();
+    starts.sort();
+    eprintln!(
+        "{N} containers created+started in {created:?}; start p50 {:?} p99 {:?}",
+        percentile(&starts, 0.5),
+        percentile(&starts, 0.99)
+    );
+    let e = host
+        .create_container(r#"{"name":"ct0","template":"busybox"}"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CairnError::Conflict(_)), "{e}");
+
+    // Each pings the next one over the bridge.
+    let t = Instant::now();
+    let pings = join_all((0..N).map(|i| {
+        let host = host.clone();
+        async move {
+            let argv = vec![
+                "ping".into(),
+                "-c1".into(),
+                "-W2".into(),
+                ip_of((i + 1) % N),
+            ];
+            (i, host.exec(&format!("ct{i}"), argv, 10).await)
+        }
+    }))
+    .await;
+    for (i, r) in pings {
+        let (code, out, err) = r.unwrap_or_else(|e| panic!("exec ping in ct{i}: {e}"));
+        assert_eq!(code, 0, "ct{i} ping {}: {out}{err}", ip_of((i + 1) % N));
+    }
+    eprintln!("{N} pings in {:?}", t.elapsed());
+    let (code, out, err) = host
+        .exec(
+            "ct7",
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "hostname; echo oops >&2; exit 7".into(),
+            ],
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, out.as_str(), err.as_str()), (7, "ct7\n", "oops\n"));
+    let (_, out, _) = host
+        .exec("ct7", vec!["ip".into(), "route".into()], 5)
+        .await
+        .unwrap();
+    assert!(out.contains("default via 10.50.0.1"), "{out}");
+    let (_, counts) = host.status().await.unwrap();
+    assert_eq!(counts.get("containers"), Some(&(N as u32)), "{counts:?}");
+
+    // kill -9 hostd: the containers keep running; the restarted hostd re-adopts them.
+    let before: Vec<ContainerInfo> =
+        serde_json::from_str(&host.list_containers().await.unwrap()).unwrap();
+    assert!(
+        before.iter().all(|c| c.state == ContainerState::Running),
+        "{before:?}"
+    );
+    // SAFETY: kill(2) with the pid init reported.
+    unsafe { libc::kill(hostd_pid as i32, libc::SIGKILL) };
+    sb.wait_services(&conn, Duration::from_secs(20), |t| {
+        t.iter()
+            .any(|s| s.name == "hostd" && s.state == "running" && s.pid != hostd_pid)
+    })
+    .await;
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let after: Vec<ContainerInfo> = serde_json::from_str(&host.list_containers().await.unwrap())
+        .unwrap_or_else(|e| panic!("list after restart: {e}\n{}", sb.log()));
+    assert_eq!(after.len(), N);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((a.state, a.pid), (ContainerState::Running, b.pid), "{a:?}");
+    }
+    let (_, counts) = host.status().await.unwrap();
+    assert_eq!(counts.get("running"), Some(&(N as u32)), "{counts:?}");
+    let (code, _, _) = host
+        .exec(
+            "ct3",
+            vec!["ping".into(), "-c1".into(), "-W2".into(), ip_of(4)],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+
+    // Stop (the first few gracefully, the rest with a 0 s deadline) and delete, in parallel.
+    let t = Instant::now();
+    let stops = join_all((0..N).map(|i| {
+        let host = host.clone();
+        async move {
+            let timeout = if i < 5 { 10 } else { 0 };
+            (i, host.stop_container(&format!("ct{i}"), timeout).await)
+        }
+    }))
+    .await;
+    for (i, r) in stops {
+        r.unwrap_or_else(|e| panic!("stop ct{i}: {e}"));
+    }
+    eprintln!("{N} stopped in {:?}", t.elapsed());
+    let e = host.exec("ct1", vec!["true".into()], 5).await.unwrap_err();
+    assert!(matches!(e, CairnError::Conflict(_)), "{e}");
+    let info: ContainerInfo =
+        serde_json::from_str(&host.container_info("ct1").await.unwrap()).unwrap();
+    assert_eq!(info.state, ContainerState::Stopped);
+    for i in 0..N {
+        host.delete_container(&format!("ct{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("delete ct{i}: {e}"));
+    }
+    assert_eq!(host.list_containers().await.unwrap(), "[]");
+
+    // Nothing left: mounts, links, cgroups, processes, files.
+    let state = sb.state.join("hostd");
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", sb.pid())).unwrap();
+    assert!(
+        !mounts.contains("overlay") && !mounts.contains(state.to_str().unwrap()),
+        "{mounts}"
+    );
+    let links = sb.nsenter(&["ip", "-o", "link"]);
+    assert!(
+        !links.contains("veth") && links.lines().count() <= 3,
+        "{links}"
+    );
+    let slice = std::path::Path::new("/sys/fs/cgroup/unified/cairn.slice");
+    for i in 0..N {
+        assert!(
+            !slice.join(format!("ct-ct{i}")).exists(),
+            "cgroup ct{i} left"
+        );
+    }
+    let cmdlines: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("--monitor") && c.contains(sb.dir.0.to_str().unwrap()))
+        .collect();
+    assert!(cmdlines.is_empty(), "{cmdlines:?}");
+    let left: Vec<_> = std::fs::read_dir(state.join("containers"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let run = sb.nsenter(&["ls", "-A", "/run/cairn/ct"]);
+    assert!(run.trim().is_empty(), "{run}");
+    eprintln!("whole test {:?}", t0.elapsed());
+}
