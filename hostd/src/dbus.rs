@@ -53,8 +53,17 @@ impl Host1 {
         tarball: &str,
         sha256: &str,
     ) -> Result<String, CairnError> {
-        let m = self.manager.lock().await;
-        json(&m.import_template(name, tarball, sha256)?)
+        // Unpacking takes seconds for a distribution: done on a blocking thread and without
+        // the manager's lock. Import unpacks under a temporary name and renames, so a
+        // concurrent list never sees half a template.
+        let templates = self.manager.lock().await.templates_handle();
+        let (name, tarball, sha256) = (name.to_string(), tarball.to_string(), sha256.to_string());
+        let info = tokio::task::spawn_blocking(move || {
+            templates.import(&name, std::path::Path::new(&tarball), &sha256)
+        })
+        .await
+        .map_err(|e| CairnError::Failed(format!("template import task: {e}")))??;
+        json(&info)
     }
 
     async fn list_templates(&self) -> Result<String, CairnError> {

@@ -62,6 +62,15 @@ async fn daemon() -> anyhow::Result<()> {
         .context("cannot own org.cairn.Host1 on the bus")?;
     manager.lock().await.set_bus(bus.clone());
     tracing::info!(state = %common.state.display(), "hostd ready");
+    let housekeeping = manager.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(hostd::ct::manager::TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            housekeeping.lock().await.tick().await;
+        }
+    });
     let signal = stop.wait().await;
     // Containers keep running: their monitors are not ours, and the next hostd re-adopts them.
     tracing::info!(signal, "hostd stopping; containers keep running");

@@ -218,6 +218,15 @@ address = "10.60.0.1/24"
         slab1.saturating_sub(slab0) as f64 / nf,
         avail0.saturating_sub(avail1) as f64 / nf
     );
+    let per = (monitor_pss + ct_pss + slab1.saturating_sub(slab0)) as f64 / nf;
+    if per > 0.0 {
+        println!(
+            "cairn estimate: {:.0} idle busybox containers fit in this host's {} MiB available \
+             memory at {per:.0} KiB each (monitor PSS + container PSS + Slab)",
+            avail0 as f64 / per,
+            avail0 / 1024
+        );
+    }
     println!("cairn disk of a new running container: upper {du} KiB, whole dir {du_all} KiB");
     drop(sb);
 }

@@ -38,13 +38,14 @@ async fn sh(m: &mut Manager, name: &str, script: &str) -> (i32, String, String) 
 
 #[tokio::test(flavor = "current_thread")]
 async fn one_container_lifecycle_and_bad_input() {
-    if !containers_possible("one_container_lifecycle_and_bad_input") {
+    if !containers_possible("direct::one_container_lifecycle_and_bad_input") {
         return;
     }
     let dir = TempDir::new("direct");
     let (tarball, digest) = busybox_tarball(&dir.0);
     let mut m = manager(&dir);
-    m.import_template("busybox", tarball.to_str().unwrap(), &digest)
+    m.templates_handle()
+        .import("busybox", &tarball, &digest)
         .expect("import");
 
     // Bad input: nothing is left half-made.
@@ -167,7 +168,24 @@ async fn one_container_lifecycle_and_bad_input() {
     let tpl = dir.0.join("state/templates/busybox/rootfs/etc/passwd");
     assert!(!std::fs::read_to_string(tpl).unwrap().contains("\nx\n"));
     m.restart("c1", 0).await.expect("restart");
-    assert_eq!(m.info("c1").await.unwrap().state, ContainerState::Running);
+    let before = m.info("c1").await.unwrap();
+    assert_eq!(before.state, ContainerState::Running);
+    // A reboot from inside: the init ends by SIGHUP, and housekeeping starts it again.
+    let (pid, exe) = m.exec_target("c1").await.unwrap();
+    let _ = manager::exec(&exe, "c1", pid, &["reboot".into(), "-f".into()], 5).await;
+    let t = std::time::Instant::now();
+    loop {
+        m.tick().await;
+        let now = m.info("c1").await.unwrap();
+        if now.state == ContainerState::Running && now.pid != before.pid {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not restarted: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let e = m.delete("c1").await.unwrap_err();
     assert!(matches!(e, CtError::Conflict(_)), "{e}");
     m.stop("c1", 0).await.expect("kill");
@@ -178,13 +196,14 @@ async fn one_container_lifecycle_and_bad_input() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn privileged_failed_start_rollback_and_live_limits() {
-    if !containers_possible("privileged_failed_start_rollback_and_live_limits") {
+    if !containers_possible("direct::privileged_failed_start_rollback_and_live_limits") {
         return;
     }
     let dir = TempDir::new("direct2");
     let (tarball, digest) = busybox_tarball(&dir.0);
     let mut m = manager(&dir);
-    m.import_template("busybox", tarball.to_str().unwrap(), &digest)
+    m.templates_handle()
+        .import("busybox", &tarball, &digest)
         .expect("import");
 
     // A command that does not exist: start fails naming it, and nothing of the run is left.
@@ -219,9 +238,29 @@ async fn privileged_failed_start_rollback_and_live_limits() {
         .collect();
     assert_eq!(map, ["0", "0", "4294967295"], "{out}");
     assert!(out.ends_with("d-priv\n"), "{out}");
-    // The seccomp deny-list holds even for privileged root.
-    let (code, _, err) = sh(&mut m, "d-priv", "swapoff -a 2>&1; echo $?").await;
-    let _ = (code, err);
+    // The seccomp deny-list and the bounding set hold even for privileged root (exec gets
+    // them as init did).
+    for pid in ["1", "self"] {
+        let (_, out, _) = sh(
+            &mut m,
+            "d-priv",
+            &format!("grep -E '^(Seccomp|CapBnd):' /proc/{pid}/status"),
+        )
+        .await;
+        assert!(out.contains("Seccomp:\t2"), "{out}");
+        let bnd = out
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:\t"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .unwrap_or(u64::MAX);
+        assert_eq!(bnd & (1 << 16), 0, "SYS_MODULE still bounded in: {out}");
+        assert_ne!(bnd & (1 << 21), 0, "SYS_ADMIN dropped: {out}");
+    }
+
+    // A denied syscall fails with EPERM (without the filter, swapoff of a non-swap file by
+    // real root is EINVAL).
+    let (_, out, _) = sh(&mut m, "d-priv", "swapoff /dev/null 2>&1").await;
+    assert!(out.contains("Operation not permitted"), "{out}");
 
     // Limits: validated, and where the v2 hierarchy lacks the controller a clear error.
     let e = m.set("d-priv", r#"{"cpu_weight":0}"#).await.unwrap_err();
@@ -243,7 +282,7 @@ async fn privileged_failed_start_rollback_and_live_limits() {
         Err(e) => panic!("set cpu_limit: {e}"),
     }
     let info = m.info("d-priv").await.unwrap();
-    assert!(info.usage.is_some_and(|u| u.pids >= 1), "{info:?}");
+    assert!(info.usage.as_ref().is_some_and(|u| u.pids >= 1), "{info:?}");
 
     m.stop("d-priv", 5).await.expect("stop");
     let info = m.info("d-priv").await.unwrap();

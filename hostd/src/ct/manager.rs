@@ -29,6 +29,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// After SIGKILL, how long the monitor may take to reap and record.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(10);
+/// How often hostd looks for containers that ended on their own (see `Manager::tick`).
+pub const TICK: Duration = Duration::from_millis(500);
 const PORT_FILE: &str = "port";
 const PAUSED_FILE: &str = "paused";
 
@@ -185,13 +187,10 @@ impl Manager {
 
     // ---- templates ----------------------------------------------------------------------
 
-    pub fn import_template(
-        &self,
-        name: &str,
-        tarball: &str,
-        sha256: &str,
-    ) -> CtResult<TemplateInfo> {
-        self.templates.import(name, Path::new(tarball), sha256)
+    /// The template store, for an import that runs without the manager's lock (unpacking a
+    /// distribution takes seconds; the containers need not wait for it).
+    pub fn templates_handle(&self) -> Templates {
+        Templates::new(self.paths.templates())
     }
 
     pub fn list_templates(&self) -> Vec<TemplateInfo> {
@@ -298,6 +297,30 @@ impl Manager {
         }
     }
 
+    /// Housekeeping, run by hostd every `TICK`: a container whose init ended on its own is
+    /// cleaned up now (its port, cgroup and run dir go at once, not at the next request), and
+    /// one that rebooted itself is started again. In a pid namespace reboot(2) ends the init
+    /// with SIGHUP for a restart (SIGINT for halt/power-off), so an exit by SIGHUP is a reboot.
+    pub async fn tick(&mut self) {
+        let ended: Vec<(String, Option<i32>)> = self
+            .records
+            .keys()
+            .filter_map(|n| match self.live(n) {
+                Live::Ended(code) => Some((n.clone(), code)),
+                _ => None,
+            })
+            .collect();
+        for (name, code) in ended {
+            self.settle(&name).await;
+            if code == Some(128 + libc::SIGHUP) {
+                tracing::info!(ct = %name, "container rebooted itself; starting it again");
+                if let Err(e) = self.start(&name).await {
+                    tracing::warn!(ct = %name, error = %e, "restart after reboot failed");
+                }
+            }
+        }
+    }
+
     pub async fn start(&mut self, name: &str) -> CtResult<()> {
         self.record(name)?;
         self.settle(name).await;
@@ -335,6 +358,7 @@ impl Manager {
     }
 
     async fn start_inner(&mut self, name: &str) -> CtResult<()> {
+        let t0 = Instant::now();
         let r = self.record(name)?.clone();
         let spec = &r.spec;
         let d = store::dirs(&self.paths, name);
@@ -370,6 +394,7 @@ impl Manager {
                 }
             }
         }
+        let t_cgroup = t0.elapsed();
         let launch = Launch {
             name: name.to_string(),
             lower: self.templates.rootfs(&spec.template),
@@ -437,6 +462,7 @@ impl Manager {
             }
         };
         let line = next().await?;
+        let t_pid = t0.elapsed();
         let pid: u32 = match line.strip_prefix("pid ") {
             Some(p) => p
                 .trim()
@@ -455,6 +481,7 @@ impl Manager {
                 .await?;
             std::fs::write(run.join(PORT_FILE), &port).map_err(|e| CtError::io("port file", e))?;
         }
+        let t_port = t0.elapsed();
         wr.write_all(b"go\n")
             .await
             .map_err(|e| CtError::io("control socket", e))?;
@@ -465,6 +492,15 @@ impl Manager {
                 line.strip_prefix("err ").unwrap_or(&line)
             )));
         }
+        tracing::info!(
+            ct = name,
+            pid,
+            cgroup_us = t_cgroup.as_micros() as u64,
+            monitor_pid_us = t_pid.as_micros() as u64,
+            port_us = t_port.as_micros() as u64,
+            init_us = t0.elapsed().as_micros() as u64,
+            "container init running"
+        );
         Ok(())
     }
 
@@ -507,16 +543,19 @@ impl Manager {
         Ok(info.name)
     }
 
-    /// The signal that asks the container's init to shut down. The template's own init gets
-    /// SIGPWR, LXC's default (sysvinit: powerfail → shutdown; busybox init: poweroff); systemd
-    /// would want SIGRTMIN+3 and is not special-cased yet. A given command gets SIGTERM, what
-    /// ordinary programs handle. An init without a handler ignores either, and the deadline's
-    /// SIGKILL ends it.
-    fn stop_signal(spec: &ContainerSpec) -> Signal {
-        if spec.command.is_none() {
-            Signal::SIGPWR
-        } else {
-            Signal::SIGTERM
+    /// The signal that asks the container's init to shut down, as LXC picks it: systemd
+    /// powers off on SIGRTMIN+4 (it ignores SIGPWR without a sigpwr.target, and re-executes on
+    /// SIGTERM); other template inits get SIGPWR (sysvinit: powerfail → shutdown; busybox:
+    /// halt). A given command gets SIGTERM, what ordinary programs handle. An init without a
+    /// handler ignores any of them, and the deadline's SIGKILL ends it.
+    fn stop_signal(&self, spec: &ContainerSpec) -> i32 {
+        if spec.command.is_some() {
+            return libc::SIGTERM;
+        }
+        let init = self.templates.rootfs(&spec.template).join("sbin/init");
+        match std::fs::read_link(&init) {
+            Ok(target) if target.to_string_lossy().contains("systemd") => libc::SIGRTMIN() + 4,
+            _ => libc::SIGPWR,
         }
     }
 
@@ -539,8 +578,8 @@ impl Manager {
                 )));
             }
         };
-        let pid = Pid::from_raw(state.init_pid as i32);
-        let _ = nix::sys::signal::kill(pid, Self::stop_signal(&spec));
+        // SAFETY: kill(2) with the pid of the init the monitor recorded and checked alive.
+        unsafe { libc::kill(state.init_pid as libc::pid_t, self.stop_signal(&spec)) };
         Ok(StopPlan {
             name: name.to_string(),
             state,

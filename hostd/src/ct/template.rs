@@ -27,6 +27,12 @@ impl Templates {
     }
 
     pub fn get(&self, name: &str) -> CtResult<TemplateInfo> {
+        // A name is a path component: never let "../x" reach the filesystem.
+        if !is_ct_name(name) {
+            return Err(CtError::NotFound(format!(
+                "template {name:?} does not exist"
+            )));
+        }
         let meta = self.dir.join(name).join(META);
         let text = std::fs::read_to_string(&meta)
             .map_err(|_| CtError::NotFound(format!("template {name:?} does not exist")))?;
@@ -295,6 +301,10 @@ mod tests {
         assert!(matches!(
             t.import("deb", &tarball, &digest),
             Err(CtError::Conflict(_))
+        ));
+        assert!(matches!(
+            t.delete("../templates/deb"),
+            Err(CtError::NotFound(_))
         ));
         t.delete("deb").unwrap();
         assert!(t.list().is_empty());

@@ -143,6 +143,10 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // For a developer reading timings or a failure after the scratch dir is gone.
+        if let Ok(copy) = std::env::var("CAIRN_TEST_LOG_COPY") {
+            let _ = std::fs::write(copy, self.log());
+        }
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: kill(2) on our own child.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };

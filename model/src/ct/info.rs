@@ -66,3 +66,45 @@ pub struct TemplateInfo {
     /// Bytes of file data in the unpacked rootfs.
     pub size_bytes: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_lowercase_and_optional_fields_are_left_out() {
+        let info = ContainerInfo {
+            name: "a".into(),
+            template: "t".into(),
+            state: ContainerState::Running,
+            pid: Some(42),
+            exit_code: None,
+            hostname: "a".into(),
+            addresses: vec![],
+            port: None,
+            privileged: false,
+            resources: Resources::default(),
+            usage: None,
+            created: 1,
+            started: Some(2),
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(json.contains(r#""state":"running""#), "{json}");
+        assert!(
+            !json.contains("exit_code") && !json.contains("usage"),
+            "{json}"
+        );
+        let back: ContainerInfo = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, info);
+        for s in [
+            ContainerState::Created,
+            ContainerState::Paused,
+            ContainerState::Stopped,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+    }
+}

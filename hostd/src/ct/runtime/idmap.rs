@@ -45,25 +45,6 @@ pub fn write_maps(pid: u32, slot: u32) -> std::io::Result<()> {
     std::fs::write(proc.join("gid_map"), &line)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_fill_gaps_and_map_to_disjoint_ranges() {
-        assert_eq!(allocate([]), Some(0));
-        assert_eq!(allocate([0, 1, 2]), Some(3));
-        assert_eq!(allocate([2, 0, 0]), Some(1));
-        assert_eq!(allocate([1, 5]), Some(0));
-        assert_eq!(host_base(0), 100_000);
-        assert_eq!(host_base(3), 100_000 + 3 * 65_536);
-        assert_eq!(map_line(1), "0 165536 65536\n");
-        let last = MAX_SLOTS - 1;
-        assert!(u64::from(host_base(last)) + u64::from(ID_RANGE) <= u64::from(u32::MAX) + 1);
-        assert_eq!(allocate(0..MAX_SLOTS), None);
-    }
-}
-
 /// A user namespace with `slot`'s mapping, as an fd, for idmapped mounts: the template's
 /// files (owned by host root) appear owned by the container's root through it. A throwaway
 /// child holds the namespace while we write its maps and open it; the fd keeps it alive.
@@ -100,4 +81,23 @@ pub fn mapping_userns(slot: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     drop(w);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_fill_gaps_and_map_to_disjoint_ranges() {
+        assert_eq!(allocate([]), Some(0));
+        assert_eq!(allocate([0, 1, 2]), Some(3));
+        assert_eq!(allocate([2, 0, 0]), Some(1));
+        assert_eq!(allocate([1, 5]), Some(0));
+        assert_eq!(host_base(0), 100_000);
+        assert_eq!(host_base(3), 100_000 + 3 * 65_536);
+        assert_eq!(map_line(1), "0 165536 65536\n");
+        let last = MAX_SLOTS - 1;
+        assert!(u64::from(host_base(last)) + u64::from(ID_RANGE) <= u64::from(u32::MAX) + 1);
+        assert_eq!(allocate(0..MAX_SLOTS), None);
+    }
 }

@@ -96,34 +96,6 @@ pub fn pivot(merged: &Path) -> Result<(), StepError> {
     nix::unistd::chdir("/").step("chdir /")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlay_options_are_exact_and_refuse_separators() {
-        let o = overlay_options(
-            Path::new("/s/templates/bb/rootfs"),
-            Path::new("/s/containers/a/upper"),
-            Path::new("/s/containers/a/work"),
-            true,
-        )
-        .unwrap();
-        assert_eq!(
-            o,
-            "lowerdir=/s/templates/bb/rootfs,upperdir=/s/containers/a/upper,\
-             workdir=/s/containers/a/work,userxattr"
-        );
-        let o = overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w"), false).unwrap();
-        assert_eq!(o, "lowerdir=/l,upperdir=/u,workdir=/w");
-        let e = overlay_options(Path::new("/a,b"), Path::new("/u"), Path::new("/w"), false);
-        assert!(e.unwrap_err().starts_with("lowerdir"));
-        assert!(
-            overlay_options(Path::new("/l"), Path::new("/u:x"), Path::new("/w"), true).is_err()
-        );
-    }
-}
-
 #[repr(C)]
 struct MountAttr {
     attr_set: u64,
@@ -220,4 +192,32 @@ pub fn attach_tree(tree: &std::os::fd::OwnedFd, target: &Path) -> Result<(), Ste
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_are_exact_and_refuse_separators() {
+        let o = overlay_options(
+            Path::new("/s/templates/bb/rootfs"),
+            Path::new("/s/containers/a/upper"),
+            Path::new("/s/containers/a/work"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            "lowerdir=/s/templates/bb/rootfs,upperdir=/s/containers/a/upper,\
+             workdir=/s/containers/a/work,userxattr"
+        );
+        let o = overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w"), false).unwrap();
+        assert_eq!(o, "lowerdir=/l,upperdir=/u,workdir=/w");
+        let e = overlay_options(Path::new("/a,b"), Path::new("/u"), Path::new("/w"), false);
+        assert!(e.unwrap_err().starts_with("lowerdir"));
+        assert!(
+            overlay_options(Path::new("/l"), Path::new("/u:x"), Path::new("/w"), true).is_err()
+        );
+    }
 }
