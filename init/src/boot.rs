@@ -51,6 +51,32 @@ pub fn attach_console() {
     }
 }
 
+/// Puts PID 1 on a bind mount of the initramfs instead of the initramfs itself, the way
+/// switch_root does. The kernel's rootfs mount has no parent, so pivot_root(2) refuses it
+/// (EINVAL) — and every container pivot_roots into its own root. The bind is moved over / and
+/// entered through a path that crosses the mount point, so that it becomes both our root and
+/// the top of the mount namespace's root: a plain chroot would count as "chrooted" and the
+/// kernel would then refuse new user namespaces (EPERM).
+pub fn leave_rootfs() -> anyhow::Result<()> {
+    const STAGE: &str = "/.cairn-root";
+    std::fs::create_dir_all(STAGE).with_context(|| format!("mkdir {STAGE}"))?;
+    mount(
+        Some("/"),
+        STAGE,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("bind / on the stage")?;
+    std::env::set_current_dir(STAGE).with_context(|| format!("chdir {STAGE}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .context("move the bind over /")?;
+    nix::unistd::chroot(".").context("chroot onto the bind of /")?;
+    std::env::set_current_dir("/").context("chdir /")?;
+    let _ = std::fs::remove_dir(STAGE);
+    Ok(())
+}
+
 pub fn mount_api_filesystems() -> anyhow::Result<()> {
     for (source, target, fstype, options) in MOUNTS {
         std::fs::create_dir_all(target).with_context(|| format!("mkdir {target}"))?;

@@ -90,6 +90,7 @@ fn main() -> ExitCode {
 
 fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
     if mode == Mode::Appliance {
+        boot::leave_rootfs()?;
         boot::mount_api_filesystems()?;
     }
     // Validate all of host.toml before anything is started or changed.
