@@ -2,13 +2,26 @@
 # Builds a Debian container template: a minbase rootfs made by debootstrap from Debian's
 # packages, tarred (gzip) for `template.import` / Host1.ImportTemplate, with its sha256.
 #   ci/make-debian-template.sh [OUT.tar.gz] [SUITE] [MIRROR]
-# Defaults: /tmp/cairn-debian-SUITE.tar.gz, bookworm, and the machine apt mirror.
+# Defaults: /tmp/cairn-debian-SUITE.tar.gz, bookworm, and the Debian mirror this machine's apt
+# already uses (the first deb URI in /etc/apt/sources.list{,.d/*}).
 # Needs root (debootstrap chroots) and network access to the mirror; installs debootstrap
 # with apt-get when it is missing. Prints "sha256:<hex>  OUT" last.
 set -euo pipefail
 suite="${2:-bookworm}"
 out="${1:-/tmp/cairn-debian-$suite.tar.gz}"
-mirror="${3:?pass the Debian mirror URL}"
+apt_mirror() {
+  # deb822 (.sources: "URIs: X") first, then one-line "deb X suite ..." entries.
+  # grep's status is 2 for a sources file that does not exist: only the URIs matter here.
+  { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources || true
+    grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list || true
+  } | awk '$1 == "URIs:" {print $2} $1 == "deb" {print $2}' | { grep -v -- '-security' || true; } |
+    head -n1
+}
+mirror="${3:-$(apt_mirror)}"
+if [ -z "$mirror" ]; then
+  echo "make-debian-template: no Debian mirror in apt's sources; pass one as the 3rd argument" >&2
+  exit 1
+fi
 if ! command -v debootstrap >/dev/null; then
   apt-get install -y debootstrap >/dev/null
 fi
