@@ -3,3 +3,4 @@
 
 pub mod ct;
 pub mod dbus;
+pub mod vm;

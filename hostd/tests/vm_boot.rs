@@ -1,0 +1,191 @@
+//! hostd's VMM against this machine's /dev/kvm: boots the test guest (hostd/guest/, built here
+//! with the installed gcc) through the Linux ELF boot path and reads its serial line; bad
+//! input (missing kernel, a non-ELF, 0 MiB, more than the host) gives clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hostd::vm::{ExitReason, Vm, VmConfig, VmError};
+
+mod common;
+use common::skip;
+
+const CMDLINE: &str = "console=ttyS0 cairn.test=1";
+
+/// Why this machine cannot run VMs, if it cannot.
+fn kvm_unusable() -> Option<String> {
+    match kvm_ioctls::Kvm::new() {
+        Err(e) => Some(format!("/dev/kvm not usable: {e}")),
+        Ok(kvm) => kvm
+            .create_vm()
+            .err()
+            .map(|e| format!("KVM_CREATE_VM failed: {e}")),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("vm_boot-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Builds hostd/guest/guest.S into `dir`; Err says why not (no gcc…).
+fn build_guest(dir: &Path) -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
+    assemble(&src.join("guest.S"), &dir.join("cairn-test-guest"))
+}
+
+/// Assembles and links `source` with the test guest's linker script into `out`.
+fn assemble(source: &Path, out: &Path) -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
+    let out = out.to_path_buf();
+    let status = Command::new("gcc")
+        .args([
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+            "-Wl,--build-id=none",
+            "-Wl,-T",
+        ])
+        .arg(src.join("linker.ld"))
+        .arg("-o")
+        .arg(&out)
+        .arg(source)
+        .status()
+        .map_err(|e| format!("cannot run gcc: {e}"))?;
+    if !status.success() {
+        return Err(format!("gcc failed: {status}"));
+    }
+    Ok(out)
+}
+
+#[test]
+fn boots_test_guest_and_reads_its_cmdline() {
+    let test = "vm_boot::boots_test_guest_and_reads_its_cmdline";
+    if let Some(why) = kvm_unusable() {
+        return skip(test, &why);
+    }
+    let dir = scratch("boot");
+    let kernel = match build_guest(&dir) {
+        Ok(k) => k,
+        Err(why) => return skip(test, &why),
+    };
+    let outcome = Vm::boot(VmConfig {
+        kernel,
+        cmdline: CMDLINE.into(),
+        mem_mib: 32,
+    })
+    .unwrap_or_else(|e| panic!("boot failed: {e}"));
+    let line = format!("cairn-test-guest: cmdline={CMDLINE}");
+    assert!(
+        outcome.serial.contains(&line),
+        "serial output {:?} lacks {line:?}",
+        outcome.serial
+    );
+    assert_eq!(outcome.exit, ExitReason::DebugExit(0));
+    let first = outcome.first_line_after.expect("a complete serial line");
+    eprintln!(
+        "vm_boot: KVM_CREATE_VM -> first serial line {:.3} ms, guest end {:.3} ms",
+        first.as_secs_f64() * 1e3,
+        outcome.elapsed.as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let dir = scratch("bad");
+    // These are checked before /dev/kvm is opened, or need only a VM to fail in the loader.
+    let missing = dir.join("no-such-kernel");
+    let err = Vm::boot(VmConfig {
+        kernel: missing.clone(),
+        cmdline: CMDLINE.into(),
+        mem_mib: 32,
+    })
+    .expect_err("missing kernel");
+    assert!(matches!(err, VmError::KernelMissing { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-kernel"), "{err}");
+
+    let err = Vm::boot(VmConfig {
+        kernel: missing.clone(),
+        cmdline: CMDLINE.into(),
+        mem_mib: 0,
+    })
+    .expect_err("0 MiB");
+    assert!(matches!(err, VmError::MemoryZero), "{err}");
+    assert!(err.to_string().contains("got 0"), "{err}");
+
+    let err = Vm::boot(VmConfig {
+        kernel: missing,
+        cmdline: CMDLINE.into(),
+        mem_mib: u32::MAX,
+    })
+    .expect_err("more than the host");
+    assert!(matches!(err, VmError::MemoryTooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("more than the host"), "{err}");
+
+    let test = "vm_boot::bad_input_gives_clear_errors(non-ELF)";
+    if let Some(why) = kvm_unusable() {
+        let _ = std::fs::remove_dir_all(dir);
+        return skip(test, &why);
+    }
+    let not_elf = dir.join("not-an-elf");
+    std::fs::write(&not_elf, b"#!/bin/sh\necho this is not a kernel\n").expect("write");
+    let err = Vm::boot(VmConfig {
+        kernel: not_elf,
+        cmdline: CMDLINE.into(),
+        mem_mib: 32,
+    })
+    .expect_err("non-ELF");
+    assert!(matches!(err, VmError::KernelNotElf { .. }), "{err}");
+    assert!(err.to_string().contains("not an x86_64 ELF"), "{err}");
+
+    let empty = dir.join("empty");
+    std::fs::write(&empty, b"").expect("write");
+    let err = Vm::boot(VmConfig {
+        kernel: empty,
+        cmdline: CMDLINE.into(),
+        mem_mib: 32,
+    })
+    .expect_err("empty file");
+    assert!(matches!(err, VmError::KernelNotElf { .. }), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn spinning_guest_is_stopped_at_the_deadline() {
+    let test = "vm_boot::spinning_guest_is_stopped_at_the_deadline";
+    if let Some(why) = kvm_unusable() {
+        return skip(test, &why);
+    }
+    let dir = scratch("spin");
+    let source = dir.join("spin.S");
+    std::fs::write(
+        &source,
+        ".code64\n.section .text.entry, \"ax\"\n.globl _start\n_start: jmp _start\n",
+    )
+    .expect("write spin.S");
+    let kernel = match assemble(&source, &dir.join("spin")) {
+        Ok(k) => k,
+        Err(why) => return skip(test, &why),
+    };
+    let started = std::time::Instant::now();
+    let deadline = std::time::Duration::from_millis(200);
+    let err = Vm::boot_with_deadline(
+        VmConfig {
+            kernel,
+            cmdline: CMDLINE.into(),
+            mem_mib: 32,
+        },
+        deadline,
+    )
+    .expect_err("a guest that never ends");
+    assert!(matches!(err, VmError::Timeout(d) if d == deadline), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
