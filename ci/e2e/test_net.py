@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Appliance e2e for netd's kernel features this dev machine lacks (802.1Q, bridge VLAN
-filtering, act_police): exercised in the appliance under QEMU through the XML-RPC API, with the
+filtering, act_police, bonding): exercised in the appliance under QEMU through the XML-RPC API, with the
 debug shell to run traffic between network namespaces inside the guest.
 
 Run: python3 -m unittest -v ci/e2e/test_net.py   (the image built with --debug-shell first)
@@ -91,6 +91,30 @@ class Networks(ApplianceTestCase):
         _, out = self.guest(f"tc -s filter show dev {p['name']} ingress")
         self.assertIn("police", out)
         self.assertIn("rate 10Mbit", out)
+
+    def test_5_bond_uplink(self):
+        # Two dummy NICs (the image has the dummy module) bonded into a bridged network's uplink.
+        self.guest("ip link add nic1 type dummy; ip link add nic2 type dummy")
+        self.call("net.create", {"name": "bnd", "kind": "bridged", "bond": ["nic1", "nic2"]})
+        _, out = self.guest("ip -d -o link show bndb")
+        self.assertIn("master bnd ", out)
+        self.assertIn("bond mode active-backup", out)
+        self.assertIn("cairn:bnd:bond", out)
+        for nic in ("nic1", "nic2"):
+            _, out = self.guest(f"ip -d -o link show {nic}")
+            self.assertIn("master bndb ", out)
+        links = {link["name"]: link for link in self.call("net.info", "bnd")["links"]}
+        self.assertEqual(links["bndb"]["kind"], "bond", links)
+        self.assertEqual(links["bndb"]["master"], "bnd", links)
+        self.assertEqual(links["nic1"]["master"], "bndb", links)
+        self.assertEqual(links["nic2"]["master"], "bndb", links)
+        # Deleting the network releases the NICs and deletes the bond.
+        self.call("net.delete", "bnd")
+        _, out = self.guest("ip -o link show")
+        self.assertNotIn("bndb", out)
+        for nic in ("nic1", "nic2"):
+            _, out = self.guest(f"ip -o link show {nic}")
+            self.assertNotIn("master", out)
 
     def test_9_poweroff(self):
         self.wait_poweroff()

@@ -1,10 +1,11 @@
-//! org.cairn.Host1: the D-Bus face of hostd. Structured values travel as JSON of the
-//! `model::ct` types; errors as `model::dbus::CairnError` kinds.
+//! org.cairn.Host1: the D-Bus face of hostd, and one org.cairn.Container1 object per container
+//! (`model::dbus::container_path`). Structured values travel as JSON of the `model::ct` types;
+//! errors as `model::dbus::CairnError` kinds. Both interfaces delegate to the one `Manager`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use model::dbus::{CairnError, StatusTuple};
+use model::dbus::{CairnError, StatusTuple, container_path};
 use tokio::sync::Mutex;
 
 use crate::ct::error::CtError;
@@ -29,16 +30,88 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, CairnError> {
     serde_json::to_string(v).map_err(|e| CairnError::Failed(format!("encoding the answer: {e}")))
 }
 
+/// Container `name`'s object: its own view of the same `Manager`.
+pub struct Container1 {
+    pub name: String,
+    pub manager: Arc<Mutex<Manager>>,
+}
+
+/// Serves container `name`'s object (idempotent: an object already there is replaced).
+pub async fn export_container(
+    server: &zbus::ObjectServer,
+    manager: &Arc<Mutex<Manager>>,
+    name: &str,
+) {
+    let obj = Container1 {
+        name: name.to_string(),
+        manager: manager.clone(),
+    };
+    if let Err(e) = server.at(container_path(name), obj).await {
+        tracing::warn!(ct = name, error = %e, "cannot export the container's D-Bus object");
+    }
+}
+
+pub async fn unexport_container(server: &zbus::ObjectServer, name: &str) {
+    if let Err(e) = server.remove::<Container1, _>(container_path(name)).await {
+        tracing::warn!(ct = name, error = %e, "cannot remove the container's D-Bus object");
+    }
+}
+
+/// Stop, with the manager's lock released while the init shuts down, so that other requests
+/// (and other stops) go on.
+async fn stop(manager: &Mutex<Manager>, name: &str, timeout_s: u32) -> Result<(), CairnError> {
+    let plan = manager.lock().await.stop_begin(name).await?;
+    manager::wait_stopped(&plan, timeout_s).await;
+    Ok(manager.lock().await.stop_finish(name).await?)
+}
+
+#[zbus::interface(name = "org.cairn.Container1")]
+impl Container1 {
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn state(&self) -> zbus::fdo::Result<String> {
+        let info = self.manager.lock().await.info(&self.name).await;
+        info.map(|i| i.state.as_str().to_string())
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn pid(&self) -> zbus::fdo::Result<u32> {
+        let info = self.manager.lock().await.info(&self.name).await;
+        info.map(|i| i.pid.unwrap_or(0))
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    async fn start(&self) -> Result<(), CairnError> {
+        Ok(self.manager.lock().await.start(&self.name).await?)
+    }
+
+    async fn stop(&self, timeout_s: u32) -> Result<(), CairnError> {
+        stop(&self.manager, &self.name, timeout_s).await
+    }
+
+    async fn info(&self) -> Result<String, CairnError> {
+        json(&self.manager.lock().await.info(&self.name).await?)
+    }
+}
+
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[zbus::interface(name = "org.cairn.Host1")]
 impl Host1 {
-    /// Version and counts: containers, running (containers), templates, vms.
+    /// Version and counts: containers, running (containers), templates, vms, config_failed
+    /// (host.toml entries hostd could not apply; see its log).
     async fn status(&self) -> StatusTuple {
-        let (containers, running, templates) = self.manager.lock().await.counts();
+        let m = self.manager.lock().await;
+        let (containers, running, templates) = m.counts();
         let counts = HashMap::from([
+            ("config_failed".to_string(), count(m.config_failed())),
             ("containers".to_string(), count(containers)),
             ("running".to_string(), count(running)),
             ("templates".to_string(), count(templates)),
@@ -74,8 +147,14 @@ impl Host1 {
         Ok(self.manager.lock().await.delete_template(name)?)
     }
 
-    async fn create_container(&self, spec_json: &str) -> Result<String, CairnError> {
-        json(&self.manager.lock().await.create(spec_json).await?)
+    async fn create_container(
+        &self,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+        spec_json: &str,
+    ) -> Result<String, CairnError> {
+        let info = self.manager.lock().await.create(spec_json).await?;
+        export_container(server, &self.manager, &info.name).await;
+        json(&info)
     }
 
     async fn start_container(&self, name: &str) -> Result<(), CairnError> {
@@ -83,10 +162,7 @@ impl Host1 {
     }
 
     async fn stop_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
-        // The lock is not held while the init shuts down: other requests (and stops) go on.
-        let plan = self.manager.lock().await.stop_begin(name).await?;
-        manager::wait_stopped(&plan, timeout_s).await;
-        Ok(self.manager.lock().await.stop_finish(name).await?)
+        stop(&self.manager, name, timeout_s).await
     }
 
     async fn restart_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
@@ -101,8 +177,14 @@ impl Host1 {
         Ok(self.manager.lock().await.resume(name).await?)
     }
 
-    async fn delete_container(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.manager.lock().await.delete(name).await?)
+    async fn delete_container(
+        &self,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+        name: &str,
+    ) -> Result<(), CairnError> {
+        self.manager.lock().await.delete(name).await?;
+        unexport_container(server, name).await;
+        Ok(())
     }
 
     async fn list_containers(&self) -> Result<String, CairnError> {

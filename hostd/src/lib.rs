@@ -3,4 +3,5 @@
 
 pub mod ct;
 pub mod dbus;
+pub mod reconcile;
 pub mod vm;

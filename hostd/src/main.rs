@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use hostd::ct::manager::Manager;
-use hostd::dbus::Host1;
+use hostd::dbus::{Container1, Host1};
 use model::daemon::{DaemonArgs, StopSignals};
 use model::dbus::{HOST_NAME, HOST_PATH};
 
@@ -43,25 +43,39 @@ async fn daemon() -> anyhow::Result<()> {
     model::daemon::init_logging();
     let Args { common } = Args::parse();
     let mut stop = StopSignals::install().context("cannot handle SIGTERM/SIGINT")?;
-    // The config was validated by init; hostd reads it to fail early on a broken install.
-    model::config::load(&common.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The config was validated by init; hostd reads it to fail early on a broken install, and
+    // applies its [[template]] and [[container]] sections once on the bus.
+    let config = model::config::load(&common.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(&common.state)
         .with_context(|| format!("cannot create {}", common.state.display()))?;
     let exe = std::env::current_exe().context("cannot find hostd's own binary")?;
     let manager = Arc::new(tokio::sync::Mutex::new(Manager::new(&common.state, exe)));
-    let bus = model::dbus::bus_builder()?
-        .name(HOST_NAME)
-        .serve_at(
-            HOST_PATH,
-            Host1 {
-                manager: manager.clone(),
-            },
-        )
+    let mut builder = model::dbus::bus_builder()?.name(HOST_NAME).serve_at(
+        HOST_PATH,
+        Host1 {
+            manager: manager.clone(),
+        },
+    );
+    // The containers found on disk (running or not) have their objects before the name is
+    // owned, so a client that sees org.cairn.Host1 finds them all.
+    for name in manager.lock().await.names() {
+        let obj = Container1 {
+            name: name.clone(),
+            manager: manager.clone(),
+        };
+        builder = builder.serve_at(model::dbus::container_path(&name), obj);
+    }
+    let bus = builder
         .build()
         .await
         .context("cannot own org.cairn.Host1 on the bus")?;
     manager.lock().await.set_bus(bus.clone());
     tracing::info!(state = %common.state.display(), "hostd ready");
+    let (applying, server) = (manager.clone(), bus.object_server().clone());
+    tokio::spawn(async move {
+        hostd::reconcile::apply(&applying, &server, &config).await;
+        tracing::info!("host.toml's templates and containers applied");
+    });
     let housekeeping = manager.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(hostd::ct::manager::TICK);

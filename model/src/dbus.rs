@@ -1,6 +1,7 @@
 //! D-Bus names, object paths and client proxies of Cairn's daemons.
 //!
-//! Every daemon owns one well-known name and serves one interface at one path. The bus address
+//! Every daemon owns one well-known name and serves one interface at one path; hostd also serves
+//! one `org.cairn.Container1` object per container (`container_path`). The bus address
 //! comes from `DBUS_SYSTEM_BUS_ADDRESS`, which `init` sets for every daemon it starts.
 
 use zbus::proxy;
@@ -9,6 +10,8 @@ pub const INIT_NAME: &str = "org.cairn.Init1";
 pub const INIT_PATH: &str = "/org/cairn/Init1";
 pub const HOST_NAME: &str = "org.cairn.Host1";
 pub const HOST_PATH: &str = "/org/cairn/Host1";
+/// hostd serves one `org.cairn.Container1` object per container under this path.
+pub const CONTAINER_PATH_PREFIX: &str = "/org/cairn/Host1/ct/";
 pub const NETWORK_NAME: &str = "org.cairn.Network1";
 pub const NETWORK_PATH: &str = "/org/cairn/Network1";
 pub const STORAGE_NAME: &str = "org.cairn.Storage1";
@@ -124,6 +127,34 @@ pub trait Host1 {
     ) -> Result<(i32, String, String), CairnError>;
     /// The last `max_bytes` of the container's console log.
     fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
+}
+
+/// The object path of container `name`'s `org.cairn.Container1` object: `-` (not allowed in
+/// object paths) becomes `_` (not allowed in container names), so the mapping is one-to-one.
+pub fn container_path(name: &str) -> String {
+    format!("{CONTAINER_PATH_PREFIX}{}", name.replace('-', "_"))
+}
+
+/// One container, served by hostd at `container_path(name)`; the same operations as the
+/// `*Container` methods of Host1. Build it with `.path(container_path(name))`.
+#[proxy(
+    interface = "org.cairn.Container1",
+    default_service = "org.cairn.Host1"
+)]
+pub trait Container1 {
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn name(&self) -> zbus::Result<String>;
+    /// `model::ct::ContainerState::as_str`: created, running, paused or stopped.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn state(&self) -> zbus::Result<String>;
+    /// The init's pid on the host; 0 when not running.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn pid(&self) -> zbus::Result<u32>;
+    fn start(&self) -> Result<(), CairnError>;
+    /// Signals the container's init, waits up to `timeout_s`, then kills it.
+    fn stop(&self, timeout_s: u32) -> Result<(), CairnError>;
+    /// JSON `model::ct::ContainerInfo`.
+    fn info(&self) -> Result<String, CairnError>;
 }
 
 /// Errors Cairn's daemons return over D-Bus. The error name says what kind of failure it is

@@ -39,6 +39,8 @@ fn bench_reconcile_and_attach() {
             kind: model::config::NetworkKind::Bridged,
             uplink: None,
             vlan: None,
+            bond: Vec::new(),
+            bond_mode: None,
             subnet: model::config::parse_cidr(&format!("10.{}.{}.0/24", 100 + i / 200, i % 200))
                 .ok(),
             address: model::config::parse_cidr(&format!("10.{}.{}.1/24", 100 + i / 200, i % 200))

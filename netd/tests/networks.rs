@@ -531,6 +531,8 @@ fn config_net(
         kind,
         uplink: None,
         vlan: None,
+        bond: Vec::new(),
+        bond_mode: None,
         subnet: subnet.and_then(|s| model::config::parse_cidr(s).ok()),
         address: address.and_then(|s| model::config::parse_cidr(s).ok()),
     }
@@ -914,4 +916,67 @@ fn a_failing_config_network_does_not_keep_netd_down() {
         d.log()
     );
     d.stop();
+}
+
+/// Whether this kernel can make bonds (the bonding module); checked in a scratch namespace.
+fn has_bonding() -> bool {
+    let ns = Netns::new("bondprobe");
+    Command::new("ip")
+        .args(["-n", &ns.name, "link", "add", "tb", "type", "bond"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn bonded_uplink_is_created_idempotent_and_released() {
+    let t = "bonded_uplink_is_created_idempotent_and_released";
+    if !can_run(t, false) {
+        return;
+    }
+    if !has_bonding() {
+        skip(
+            t,
+            "this kernel has no bonding module (ci/e2e/test_net.py covers it)",
+        );
+        return;
+    }
+    let host = Netns::new("bond");
+    host.ip(&["link", "add", "nic1", "type", "dummy"]);
+    host.ip(&["link", "add", "nic2", "type", "dummy"]);
+    host.ip(&["link", "set", "nic1", "up"]);
+    let dir = TempDir::new("bond");
+    let state = dir.0.join("state");
+    host.run(async || {
+        let k = Kernel::new(
+            netd::link::connect().expect("rtnetlink"),
+            Default::default(),
+        );
+        let mut r = Reconciler::new(k, Some(state.clone()), &[]);
+        let spec: NetworkSpec =
+            serde_json::from_str(r#"{"name":"bnd","kind":"bridged","bond":["nic1","nic2"]}"#)
+                .expect("spec");
+        r.create_network(spec).await.expect("CreateNetwork");
+        let info = r.network_info("bnd").await.expect("info");
+        let bond = info.links.iter().find(|l| l.name == "bndb").expect("bond");
+        assert_eq!(bond.kind, "bond");
+        assert_eq!(bond.master.as_deref(), Some("bnd"));
+        assert_eq!(bond.alias.as_deref(), Some("cairn:bnd:bond"));
+        for nic in ["nic1", "nic2"] {
+            let l = info.links.iter().find(|l| l.name == nic).expect(nic);
+            assert_eq!(l.master.as_deref(), Some("bndb"), "{nic}");
+        }
+        let again = r.reconcile().await;
+        assert!(again.failed.is_empty(), "{:?}", again.failed);
+        assert_eq!(again.changes, 0, "second reconcile sent change requests");
+        r.delete_network("bnd").await.expect("DeleteNetwork");
+    });
+    let d = host.ip(&["-d", "-o", "link", "show", "nic1"]);
+    assert!(!d.contains("master"), "{d}");
+    let names = link_names(&host);
+    assert!(
+        !names.contains("bndb") && !names.contains("bnd"),
+        "{names:?}"
+    );
 }

@@ -13,8 +13,8 @@ pub fn methods() -> Vec<Method> {
             name: "net.create",
             signature: &["boolean", "struct"],
             help: "Creates a network from {name, kind: bridged|routed|vlan, uplink?, vlan?, \
-                   vlan_aware?, subnet?, address?, limits?}; the same fields as a [[network]] \
-                   table in host.toml. Returns true once the kernel has it.",
+                   vlan_aware?, bond?, bond_mode?, subnet?, address?, limits?}; the same \
+                   fields as a [[network]] table in host.toml. Returns true once the kernel has it.",
             handler: create,
         },
         Method {

@@ -51,6 +51,8 @@ pub struct Manager {
     templates: Templates,
     records: BTreeMap<String, Record>,
     bus: Option<zbus::Connection>,
+    /// host.toml's containers and templates that hostd could not apply, with why.
+    config_failed: BTreeMap<String, String>,
     /// hostd's own binary: the monitor and the exec helper are hostd started again.
     exe: PathBuf,
 }
@@ -74,6 +76,7 @@ impl Manager {
             templates,
             records,
             bus: None,
+            config_failed: BTreeMap::new(),
             exe,
         };
         for name in m.records.keys() {
@@ -787,6 +790,32 @@ impl Manager {
         };
         let from = data.len().saturating_sub(max_bytes as usize);
         Ok(String::from_utf8_lossy(&data[from..]).into_owned())
+    }
+
+    /// The containers' names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.records.keys().cloned().collect()
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.records.contains_key(name)
+    }
+
+    /// Records (or, with `None`, clears) why host.toml's entry `what` could not be applied.
+    pub fn set_config_failed(&mut self, what: &str, why: Option<String>) {
+        match why {
+            Some(why) => {
+                self.config_failed.insert(what.to_string(), why);
+            }
+            None => {
+                self.config_failed.remove(what);
+            }
+        }
+    }
+
+    /// How many host.toml entries hostd could not apply.
+    pub fn config_failed(&self) -> usize {
+        self.config_failed.len()
     }
 
     /// (containers, running, templates).

@@ -9,17 +9,22 @@ use std::path::PathBuf;
 use toml::de::{DeTable, DeValue};
 
 use super::names::{
-    ABSOLUTE_RULE, IFNAME_RULE, NAME_MAX, NAME_RULE, NETWORK_NAME_MAX, is_absolute, is_ifname,
-    is_name,
+    ABSOLUTE_RULE, IFNAME_RULE, NAME_MAX, NAME_RULE, NETWORK_NAME_MAX, is_absolute, is_hostname,
+    is_ifname, is_name,
 };
 use super::net::{host_address_problem, parse_cidr};
 use super::types::{Cidr, Container, Network, NetworkKind, Pool, PoolKind, Template, Vm};
-use super::walk::{At, Problems, Table};
+use super::walk::{At, Problems, Table, describe};
+use crate::net::{BOND_MAX, BOND_MIN, BondMode};
 
 pub(super) const VCPUS_MAX: i64 = 8;
 pub(super) const DEFAULT_VCPUS: u8 = 1;
 /// 100% per host CPU, up to 1024 CPUs.
 pub(super) const CPU_LIMIT_MAX: i64 = 100 * 1024;
+/// cgroup v2 `cpu.weight`.
+pub(super) const CPU_WEIGHT_MAX: i64 = 10_000;
+/// The kernel's `__NEW_UTS_LEN`: a container hostname is set with sethostname(2).
+const CT_HOSTNAME_MAX: usize = 64;
 
 /// `network "lan"` when the entry has a string name, else `network #2` (1-based, in file
 /// order), so messages about an entry name it the way the operator wrote it.
@@ -85,6 +90,8 @@ pub(super) struct NetworkDraft {
     pub kind: Option<NetworkKind>,
     pub uplink: Option<At<String>>,
     pub vlan: Option<At<u16>>,
+    pub bond: Vec<String>,
+    pub bond_mode: Option<BondMode>,
     pub subnet: Option<At<Cidr>>,
     pub address: Option<Cidr>,
 }
@@ -143,6 +150,28 @@ pub(super) fn read_network(p: &mut Problems, t: Table<'_, '_>) -> NetworkDraft {
             "is only used with kind = \"vlan\"; expected no vlan key on a bridged or routed network",
         );
     }
+    let bond = read_bond(p, &t, kind);
+    let bond_mode = t.opt("bond_mode").and_then(|f| {
+        let s = f.string(p)?;
+        let mode = BondMode::parse(s);
+        if mode.is_none() {
+            f.bad(
+                p,
+                format_args!("{s:?}"),
+                &format!(
+                    "is not a bond mode; expected one of {}",
+                    BondMode::choices()
+                ),
+            );
+        } else if !t.has("bond") {
+            f.bad(
+                p,
+                format_args!("{s:?}"),
+                "is only used with bond; expected a bond key next to it",
+            );
+        }
+        mode
+    });
     let subnet = t.opt("subnet").and_then(|f| {
         let s = f.string(p)?;
         let c = match parse_cidr(s) {
@@ -206,9 +235,76 @@ pub(super) fn read_network(p: &mut Problems, t: Table<'_, '_>) -> NetworkDraft {
         kind,
         uplink,
         vlan,
+        bond,
+        bond_mode,
         subnet,
         address,
     }
+}
+
+/// `bond = ["eth1", "eth2"]`: 2-8 distinct NICs, bridged networks only, not with `uplink`.
+fn read_bond(p: &mut Problems, t: &Table<'_, '_>, kind: Option<NetworkKind>) -> Vec<String> {
+    let Some(f) = t.opt("bond") else {
+        return Vec::new();
+    };
+    let Some(items) = f.array(p) else {
+        return Vec::new();
+    };
+    let mut nics: Vec<String> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = item.span().start;
+        match item.get_ref() {
+            DeValue::String(s) if !is_ifname(s) => p.at(
+                at,
+                format!("bond[{i}] {:?} in {} {IFNAME_RULE}", s.as_ref(), t.label),
+            ),
+            DeValue::String(s) if nics.iter().any(|n| n == s.as_ref()) => p.at(
+                at,
+                format!(
+                    "bond[{i}] {:?} in {} is listed twice; expected each NIC once",
+                    s.as_ref(),
+                    t.label
+                ),
+            ),
+            DeValue::String(s) => nics.push(s.to_string()),
+            other => p.at(
+                at,
+                format!(
+                    "bond[{i}] in {} must be a string, not {}",
+                    t.label,
+                    describe(other)
+                ),
+            ),
+        }
+    }
+    if !(BOND_MIN..=BOND_MAX).contains(&items.len()) {
+        p.at(
+            f.at(),
+            format!(
+                "bond in {} has {} NICs; expected {BOND_MIN} to {BOND_MAX}",
+                t.label,
+                items.len()
+            ),
+        );
+    }
+    if t.has("uplink") {
+        f.bad(
+            p,
+            format_args!("{nics:?}"),
+            "excludes uplink; the bond is the network's uplink, expected one of the two",
+        );
+    }
+    if let Some(k) = kind
+        && k != NetworkKind::Bridged
+    {
+        f.bad(
+            p,
+            format_args!("{nics:?}"),
+            "is only used with kind = \"bridged\"; expected no bond key on a routed or vlan \
+             network",
+        );
+    }
+    nics
 }
 
 impl NetworkDraft {
@@ -218,6 +314,8 @@ impl NetworkDraft {
             kind: self.kind?,
             uplink: self.uplink.map(|u| u.value),
             vlan: self.vlan.map(|v| v.value),
+            bond: self.bond,
+            bond_mode: self.bond_mode,
             subnet: self.subnet.map(|s| s.value),
             address: self.address,
         })
@@ -360,6 +458,12 @@ pub(super) struct ContainerDraft {
     pub memory: Option<u64>,
     pub disk: Option<u64>,
     pub cpu_limit: Option<u32>,
+    pub cpu_weight: Option<u32>,
+    /// Each address with its position, for the subnet check in `validate.rs`.
+    pub addresses: Vec<At<Cidr>>,
+    pub gateway: Option<std::net::IpAddr>,
+    pub hostname: Option<String>,
+    pub autostart: Option<bool>,
 }
 
 pub(super) fn read_container(p: &mut Problems, t: Table<'_, '_>) -> ContainerDraft {
@@ -371,10 +475,59 @@ pub(super) fn read_container(p: &mut Problems, t: Table<'_, '_>) -> ContainerDra
         }),
         None => None,
     };
+    let network = read_ref(p, &t, "network");
+    let addresses = read_addresses(p, &t);
+    if !addresses.is_empty()
+        && network.is_none()
+        && let Some(f) = t.opt("addresses")
+    {
+        p.at(
+            f.at(),
+            format!(
+                "addresses in {} need a network; expected a network key naming the [[network]] \
+                 eth0 joins",
+                t.label
+            ),
+        );
+    }
+    let gateway = t.opt("gateway").and_then(|f| {
+        let s = f.string(p)?;
+        let Ok(ip) = s.parse::<std::net::IpAddr>() else {
+            f.bad(
+                p,
+                format_args!("{s:?}"),
+                "is not an IP address; expected e.g. \"10.10.0.1\"",
+            );
+            return None;
+        };
+        if addresses.is_empty() {
+            f.bad(
+                p,
+                format_args!("{s:?}"),
+                "needs addresses; expected an addresses key for eth0",
+            );
+        } else if !addresses.iter().any(|a| a.value.contains(ip)) {
+            f.bad(
+                p,
+                format_args!("{s:?}"),
+                "lies outside every subnet of addresses; expected an address the container \
+                 reaches directly",
+            );
+        }
+        Some(ip)
+    });
+    let hostname = t.opt("hostname").and_then(|f| {
+        f.string_matching(
+            p,
+            |s| is_hostname(s) && s.len() <= CT_HOSTNAME_MAX,
+            "is not a valid container hostname; expected letters, digits and hyphens in \
+             dot-separated labels, not starting or ending with a hyphen, at most 64 characters",
+        )
+    });
     ContainerDraft {
         name,
         template,
-        network: read_ref(p, &t, "network"),
+        network,
         pool: read_ref(p, &t, "pool"),
         memory: t.opt("memory").and_then(|f| f.size(p)),
         disk: t.opt("disk").and_then(|f| f.size(p)),
@@ -382,7 +535,58 @@ pub(super) fn read_container(p: &mut Problems, t: Table<'_, '_>) -> ContainerDra
             .opt("cpu_limit")
             .and_then(|f| f.int(p, 1..=CPU_LIMIT_MAX))
             .and_then(|n| u32::try_from(n).ok()),
+        cpu_weight: t
+            .opt("cpu_weight")
+            .and_then(|f| f.int(p, 1..=CPU_WEIGHT_MAX))
+            .and_then(|n| u32::try_from(n).ok()),
+        addresses,
+        gateway,
+        hostname: hostname.map(str::to_string),
+        autostart: match t.opt("autostart") {
+            Some(f) => f.bool(p),
+            None => Some(true),
+        },
     }
+}
+
+/// `addresses = ["10.10.0.5/24", …]`: host addresses with their prefix.
+fn read_addresses(p: &mut Problems, t: &Table<'_, '_>) -> Vec<At<Cidr>> {
+    let Some(f) = t.opt("addresses") else {
+        return Vec::new();
+    };
+    let Some(items) = f.array(p) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = item.span().start;
+        let DeValue::String(s) = item.get_ref() else {
+            p.at(
+                at,
+                format!(
+                    "addresses[{i}] in {} must be a string such as \"10.10.0.5/24\", not {}",
+                    t.label,
+                    super::walk::describe(item.get_ref())
+                ),
+            );
+            continue;
+        };
+        let problem = match parse_cidr(s) {
+            Ok(c) => match host_address_problem(c) {
+                None => {
+                    out.push(At { at, value: c });
+                    continue;
+                }
+                Some(problem) => problem,
+            },
+            Err(e) => e.to_string(),
+        };
+        p.at(
+            at,
+            format!("addresses[{i}] {:?} in {} {problem}", s.as_ref(), t.label),
+        );
+    }
+    out
 }
 
 impl ContainerDraft {
@@ -395,6 +599,11 @@ impl ContainerDraft {
             memory: self.memory,
             disk: self.disk,
             cpu_limit: self.cpu_limit,
+            cpu_weight: self.cpu_weight,
+            addresses: self.addresses.into_iter().map(|a| a.value).collect(),
+            gateway: self.gateway,
+            hostname: self.hostname,
+            autostart: self.autostart?,
         })
     }
 }

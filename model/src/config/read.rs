@@ -142,7 +142,16 @@ fn items<T>(
 
 fn allowed_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "network" => &["name", "kind", "uplink", "vlan", "subnet", "address"],
+        "network" => &[
+            "name",
+            "kind",
+            "uplink",
+            "vlan",
+            "bond",
+            "bond_mode",
+            "subnet",
+            "address",
+        ],
         "pool" => &["name", "kind", "path", "size", "source"],
         "template" => &["name", "source", "sha256"],
         "container" => &[
@@ -153,6 +162,11 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
             "memory",
             "disk",
             "cpu_limit",
+            "cpu_weight",
+            "addresses",
+            "gateway",
+            "hostname",
+            "autostart",
         ],
         "vm" => &["name", "vcpus", "memory", "network", "pool", "disk"],
         _ => &[],

@@ -94,6 +94,10 @@ pub struct Network {
     pub uplink: Option<String>,
     /// 1–4094; required for `vlan` networks.
     pub vlan: Option<u16>,
+    /// Bridged only: 2–8 NICs bonded into the uplink (instead of `uplink`).
+    pub bond: Vec<String>,
+    /// The bond's mode; active-backup when absent.
+    pub bond_mode: Option<crate::net::BondMode>,
     /// The network's subnet; the host's own address on it, when any, lies inside.
     pub subnet: Option<Cidr>,
     pub address: Option<Cidr>,
@@ -135,6 +139,16 @@ pub struct Container {
     pub disk: Option<u64>,
     /// CPU limit in % of one host CPU (200 = two CPUs).
     pub cpu_limit: Option<u32>,
+    /// Relative CPU share (`cpu.weight`, 1–10000).
+    pub cpu_weight: Option<u32>,
+    /// eth0's addresses; each inside the network's subnet when it has one.
+    pub addresses: Vec<Cidr>,
+    /// The default route's next hop, inside one of `addresses`.
+    pub gateway: Option<IpAddr>,
+    /// The container's hostname; its name when absent.
+    pub hostname: Option<String>,
+    /// Whether hostd starts it when hostd starts (default true).
+    pub autostart: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

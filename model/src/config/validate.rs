@@ -43,6 +43,7 @@ pub(super) fn check(p: &mut Problems, d: &Document, text: &str) {
         resolve(p, &who, "pool", v.pool.as_ref(), &pool_names);
     }
 
+    check_container_addresses(p, d);
     check_uplinks(p, &d.networks, line);
     check_overlaps(p, &d.networks, line);
 }
@@ -140,6 +141,45 @@ fn resolve(p: &mut Problems, who: &str, kind: &str, r: Option<&At<String>>, know
         r.at,
         format!("{who} refers to unknown {kind} {:?} ({hint})", r.value),
     );
+}
+
+/// A container's addresses lie inside its network's subnet, with the subnet's prefix, when
+/// the network has a subnet.
+fn check_container_addresses(p: &mut Problems, d: &Document) {
+    for c in &d.containers {
+        let Some(net) = &c.network else { continue };
+        let Some(subnet) = d
+            .networks
+            .iter()
+            .find(|n| n.name.as_ref().is_some_and(|name| name.value == net.value))
+            .and_then(|n| n.subnet.as_ref())
+            .map(|s| s.value)
+        else {
+            continue;
+        };
+        let who = guest_label("container", c.name.as_ref());
+        for (i, a) in c.addresses.iter().enumerate() {
+            if !subnet.contains(a.value.addr) {
+                p.at(
+                    a.at,
+                    format!(
+                        "addresses[{i}] \"{}\" in {who} lies outside subnet {subnet} of network \
+                         {:?}",
+                        a.value, net.value
+                    ),
+                );
+            } else if a.value.prefix != subnet.prefix {
+                p.at(
+                    a.at,
+                    format!(
+                        "addresses[{i}] \"{}\" in {who} has prefix /{} but network {:?} has \
+                         subnet {subnet}; expected \"{}/{}\"",
+                        a.value, a.value.prefix, net.value, a.value.addr, subnet.prefix
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// An uplink is a NIC or a `vlan` network. A bridged or routed network may sit on a vlan

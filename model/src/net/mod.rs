@@ -10,7 +10,7 @@ mod spec;
 pub use check::InvalidSpec;
 pub use info::{LinkEntry, NetworkInfo, PortInfo, RouteEntry, VlanEntry};
 pub use limits::{Limits, Rate};
-pub use spec::{NetworkKind, NetworkSpec, PortKind, PortSpec};
+pub use spec::{BOND_MAX, BOND_MIN, BondMode, NetworkKind, NetworkSpec, PortKind, PortSpec};
 
 /// The access VLAN ids a bridge accepts: 0 means "untagged" and 4095 is reserved by 802.1Q.
 pub const VLAN_RANGE: std::ops::RangeInclusive<u16> = 1..=4094;

@@ -37,6 +37,54 @@ impl From<config::NetworkKind> for NetworkKind {
     }
 }
 
+/// How a bond spreads traffic over its NICs (the kernel's bonding modes Cairn offers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BondMode {
+    /// One NIC carries the traffic, another takes over when it fails; needs no switch support.
+    #[default]
+    ActiveBackup,
+    /// LACP; the switch ports must form a LAG.
+    Ieee8023ad,
+    BalanceRr,
+    BalanceXor,
+}
+
+/// Fewest and most NICs in a bond.
+pub const BOND_MIN: usize = 2;
+pub const BOND_MAX: usize = 8;
+
+impl BondMode {
+    pub const ALL: [BondMode; 4] = [
+        BondMode::ActiveBackup,
+        BondMode::Ieee8023ad,
+        BondMode::BalanceRr,
+        BondMode::BalanceXor,
+    ];
+
+    /// The name host.toml, the API and `ip -d link` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BondMode::ActiveBackup => "active-backup",
+            BondMode::Ieee8023ad => "802.3ad",
+            BondMode::BalanceRr => "balance-rr",
+            BondMode::BalanceXor => "balance-xor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BondMode> {
+        BondMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// `"active-backup", "802.3ad", …` for messages.
+    pub fn choices() -> String {
+        BondMode::ALL
+            .iter()
+            .map(|m| format!("{:?}", m.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -56,6 +104,12 @@ pub struct NetworkSpec {
     /// access/tagged VLANs on it, instead of one bridge per VLAN.
     #[serde(default, skip_serializing_if = "is_false")]
     pub vlan_aware: bool,
+    /// Bridged only, instead of `uplink`: 2-8 NICs bonded into one uplink link.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bond: Vec<String>,
+    /// The bond's mode (see [`BondMode`]); "active-backup" when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
     /// The host's own address on the network (on the bridge).
@@ -74,6 +128,8 @@ impl From<&config::Network> for NetworkSpec {
             uplink: n.uplink.clone(),
             vlan: n.vlan,
             vlan_aware: false,
+            bond: n.bond.clone(),
+            bond_mode: n.bond_mode.map(|m| m.as_str().to_string()),
             subnet: n.subnet.map(|c| c.to_string()),
             address: n.address.map(|c| c.to_string()),
             limits: None,
@@ -101,6 +157,7 @@ impl NetworkSpec {
                  characters without '/', ':' or spaces"
             ));
         }
+        self.check_bond(&mut p);
         match (self.kind, self.vlan) {
             (NetworkKind::Vlan, Some(vid)) => check_vlan(&mut p, "vlan", vid),
             (NetworkKind::Vlan, None) => {
@@ -160,6 +217,56 @@ impl NetworkSpec {
             p.push(format!("limits.{e}"));
         }
         p.finish()
+    }
+
+    fn check_bond(&self, p: &mut Problems) {
+        if let Some(m) = &self.bond_mode {
+            if BondMode::parse(m).is_none() {
+                p.push(format!(
+                    "bond_mode {m:?} is not a bond mode; expected one of {}",
+                    BondMode::choices()
+                ));
+            }
+            if self.bond.is_empty() {
+                p.push("bond_mode is only used with bond");
+            }
+        }
+        if self.bond.is_empty() {
+            return;
+        }
+        if !(BOND_MIN..=BOND_MAX).contains(&self.bond.len()) {
+            p.push(format!(
+                "bond has {} NICs; expected {BOND_MIN} to {BOND_MAX}",
+                self.bond.len()
+            ));
+        }
+        for (i, nic) in self.bond.iter().enumerate() {
+            if !is_ifname(nic) {
+                p.push(format!(
+                    "bond[{i}] {nic:?} is not a valid interface name; expected 1-15 \
+                     characters without '/', ':' or spaces"
+                ));
+            } else if self.bond[..i].contains(nic) {
+                p.push(format!("bond[{i}] {nic:?} is listed twice"));
+            }
+        }
+        if self.uplink.is_some() {
+            p.push("bond and uplink exclude each other; the bond is the network's uplink");
+        }
+        if self.kind != NetworkKind::Bridged {
+            p.push(format!(
+                "bond is only used with kind \"bridged\", not {:?}",
+                self.kind.as_str()
+            ));
+        }
+    }
+
+    /// The bond's mode: as given, or active-backup (validate first).
+    pub fn bond_mode(&self) -> BondMode {
+        self.bond_mode
+            .as_deref()
+            .and_then(BondMode::parse)
+            .unwrap_or_default()
     }
 
     /// The subnet as parsed; `None` when absent or invalid (validate first).

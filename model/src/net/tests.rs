@@ -93,6 +93,8 @@ fn config_networks_convert() {
         kind: crate::config::NetworkKind::Bridged,
         uplink: Some("eno1".into()),
         vlan: None,
+        bond: Vec::new(),
+        bond_mode: None,
         subnet: crate::config::parse_cidr("10.1.0.0/24").ok(),
         address: crate::config::parse_cidr("10.1.0.1/24").ok(),
     };
@@ -185,4 +187,53 @@ fn macs() {
     assert_eq!(parse_mac("00:00:00:00:00:00"), None);
     assert_eq!(parse_mac("2:ab:cd:00:00:01"), None);
     assert_eq!(format_mac(&[2, 0xab, 0, 0, 0, 1]), "02:ab:00:00:00:01");
+}
+
+#[test]
+fn bonds_are_checked_and_named() {
+    let ok = net(r#"{"name":"lan","kind":"bridged","bond":["eth1","eth2"]}"#);
+    assert_eq!(ok.validate(), Ok(()));
+    assert_eq!(ok.bond_mode(), crate::net::BondMode::ActiveBackup);
+    let lacp =
+        net(r#"{"name":"lan","kind":"bridged","bond":["eth1","eth2"],"bond_mode":"802.3ad"}"#);
+    assert_eq!(lacp.bond_mode(), crate::net::BondMode::Ieee8023ad);
+    let p = problems(
+        net(
+            r#"{"name":"lan","kind":"routed","uplink":"eth0","bond":["eth1","eth1","a/b"],
+                "bond_mode":"broadcast"}"#,
+        )
+        .validate(),
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("bond_mode \"broadcast\" is not a bond mode")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("bond[1] \"eth1\" is listed twice")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("bond[2] \"a/b\" is not a valid interface")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("bond and uplink exclude each other")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("bond is only used with kind \"bridged\"")),
+        "{p:?}"
+    );
+    let p = problems(net(r#"{"name":"lan","kind":"bridged","bond":["eth1"]}"#).validate());
+    assert!(
+        p[0].starts_with("bond has 1 NICs; expected 2 to 8"),
+        "{p:?}"
+    );
+    let p = problems(net(r#"{"name":"lan","kind":"bridged","bond_mode":"balance-rr"}"#).validate());
+    assert_eq!(p, ["bond_mode is only used with bond"]);
 }

@@ -10,16 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::TryStreamExt;
 use model::config::Cidr;
+use model::net::BondMode;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo,
-    LinkMessage,
+    BondMode as KBondMode, InfoBond, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
 };
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan};
+use rtnetlink::{Handle, LinkBond, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan};
 
 use super::bridge_vlan::{self, PortVlan};
 use super::error::{NetError, errno};
@@ -37,6 +38,8 @@ pub struct KLink {
     pub mac: Vec<u8>,
     /// For bridges: IFLA_BR_VLAN_FILTERING as the kernel reports it.
     pub vlan_filtering: Option<bool>,
+    /// For bonds: IFLA_BOND_MODE as the kernel reports it.
+    pub bond_mode: Option<u8>,
 }
 
 impl KLink {
@@ -50,6 +53,7 @@ impl KLink {
             up: m.header.flags.contains(LinkFlags::Up),
             mac: Vec::new(),
             vlan_filtering: None,
+            bond_mode: None,
         };
         for a in &m.attributes {
             match a {
@@ -64,6 +68,12 @@ impl KLink {
                             LinkInfo::Data(InfoData::Bridge(opts)) => {
                                 l.vlan_filtering = opts.iter().find_map(|o| match o {
                                     InfoBridge::VlanFiltering(v) => Some(*v),
+                                    _ => None,
+                                });
+                            }
+                            LinkInfo::Data(InfoData::Bond(opts)) => {
+                                l.bond_mode = opts.iter().find_map(|o| match o {
+                                    InfoBond::Mode(m) => Some(u8::from(*m)),
                                     _ => None,
                                 });
                             }
@@ -84,7 +94,18 @@ fn kind_name(k: &InfoKind) -> String {
         InfoKind::Veth => "veth".into(),
         InfoKind::Tun => "tun".into(),
         InfoKind::Vlan => "vlan".into(),
+        InfoKind::Bond => "bond".into(),
         other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// The kernel's value of a bond mode, as KLink::bond_mode reads it back.
+pub fn bond_mode(mode: BondMode) -> KBondMode {
+    match mode {
+        BondMode::ActiveBackup => KBondMode::ActiveBackup,
+        BondMode::Ieee8023ad => KBondMode::Ieee8023Ad,
+        BondMode::BalanceRr => KBondMode::BalanceRr,
+        BondMode::BalanceXor => KBondMode::BalanceXor,
     }
 }
 
@@ -203,6 +224,46 @@ impl Kernel {
         )
         .await?;
         self.must_link(name).await
+    }
+
+    /// A bond in `mode`, down and without NICs.
+    pub async fn create_bond(&self, name: &str, mode: BondMode) -> Result<KLink, NetError> {
+        self.add(
+            format!("create bond {name} (mode {})", mode.as_str()),
+            LinkBond::new(name).mode(bond_mode(mode)).build(),
+        )
+        .await?;
+        self.must_link(name).await
+    }
+
+    /// Makes `nic` a NIC of `bond`: down (the bonding driver wants it so), then master and up.
+    pub async fn enslave(&self, nic: &KLink, bond: &KLink) -> Result<(), NetError> {
+        if nic.up {
+            self.set(
+                format!("set {} down to add it to bond {}", nic.name, bond.name),
+                LinkUnspec::new_with_index(nic.index).down().build(),
+            )
+            .await?;
+        }
+        self.set(
+            format!("add {} to bond {}", nic.name, bond.name),
+            LinkUnspec::new_with_index(nic.index)
+                .controller(bond.index)
+                .up()
+                .build(),
+        )
+        .await
+    }
+
+    /// Takes a link out of its master (`ip link set DEV nomaster`).
+    pub async fn release(&self, link: &KLink) -> Result<(), NetError> {
+        self.set(
+            format!("release {} from its master", link.name),
+            LinkUnspec::new_with_index(link.index)
+                .nocontroller()
+                .build(),
+        )
+        .await
     }
 
     /// A veth pair whose peer is created directly in the namespace behind `netns_fd`, already

@@ -74,6 +74,32 @@ impl Reconciler {
                 other.spec.name
             )));
         }
+        // A NIC is the uplink of one network, alone or in its bond.
+        for nic in &spec.bond {
+            if self.networks.contains_key(nic) {
+                return Err(NetError::Invalid(format!(
+                    "bond NIC {nic:?} is a network; expected NICs"
+                )));
+            }
+            if let Some(other) = self
+                .networks
+                .values()
+                .find(|n| n.spec.bond.contains(nic) || n.spec.uplink.as_ref() == Some(nic))
+            {
+                return Err(NetError::Conflict(format!(
+                    "bond NIC {nic} is already used by network {}",
+                    other.spec.name
+                )));
+            }
+        }
+        if let Some(u) = &spec.uplink
+            && let Some(other) = self.networks.values().find(|n| n.spec.bond.contains(u))
+        {
+            return Err(NetError::Conflict(format!(
+                "uplink {u} is in the bond of network {}",
+                other.spec.name
+            )));
+        }
         if let Some(mine) = spec.subnet_cidr() {
             for n in self.networks.values() {
                 if let Some(theirs) = n.spec.subnet_cidr()
@@ -121,11 +147,12 @@ impl Reconciler {
                 user.spec.name
             )));
         }
-        for l in self.k.links().await? {
+        let links = self.k.links().await?;
+        for l in &links {
             if let Some(mark::Mark::Network(n)) = l.alias.as_deref().and_then(mark::parse)
                 && n == name
             {
-                self.k.delete(l.index, &l.name).await?;
+                self.remove_link(l, links.iter()).await?;
             }
         }
         self.networks.remove(name);

@@ -3,6 +3,7 @@
 //!
 //! - `cairn:<network>`: a network's bridge or 802.1Q link;
 //! - `cairn:<network>:vlan<vid>`: a classic bridged network's per-VLAN bridge and sub-interface;
+//! - `cairn:<network>:bond`: a bridged network's bond of uplink NICs;
 //! - `cairn-port:<network>:<owner>`: a port's host-side link.
 
 const NET: &str = "cairn:";
@@ -14,6 +15,10 @@ pub fn network(name: &str) -> String {
 
 pub fn network_vlan(name: &str, vid: u16) -> String {
     format!("{NET}{name}:vlan{vid}")
+}
+
+pub fn network_bond(name: &str) -> String {
+    format!("{NET}{name}:bond")
 }
 
 pub fn port(network: &str, owner: &str) -> String {
@@ -51,6 +56,10 @@ mod tests {
         assert_eq!(parse(&network("lan")), Some(Mark::Network("lan".into())));
         assert_eq!(
             parse(&network_vlan("lan", 10)),
+            Some(Mark::Network("lan".into()))
+        );
+        assert_eq!(
+            parse(&network_bond("lan")),
             Some(Mark::Network("lan".into()))
         );
         assert_eq!(

@@ -50,6 +50,16 @@ pub fn vlan_subif(uplink: &str, vid: u16) -> String {
     }
 }
 
+/// A bridged network's bond of uplink NICs: "<network>b" when it fits, else "cg" + 8 hex + "b".
+pub fn bond(network: &str) -> String {
+    let name = format!("{network}b");
+    if name.len() <= 15 {
+        name
+    } else {
+        format!("cg{:08x}b", fnv1a(&[network]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +81,10 @@ mod tests {
         assert!(long.len() <= 15, "{long}");
         assert_eq!(vlan_subif("eno1", 100), "eno1.100");
         assert!(vlan_subif("enp129s0f1np1", 4094).len() <= 15);
+        assert_eq!(bond("lan"), "lanb");
+        assert_eq!(bond("fourteen-chars"), "fourteen-charsb");
+        let long = bond("fifteen-chars-x");
+        assert!(long.len() == 11 && long.starts_with("cg"), "{long}");
+        assert_eq!(long, bond("fifteen-chars-x"));
     }
 }

@@ -10,7 +10,7 @@ use model::net::{NetworkKind, NetworkSpec, PortKind};
 
 use super::bridge_vlan::{self, PortVlan};
 use super::error::NetError;
-use super::kernel::{KLink, Kernel};
+use super::kernel::{self, KLink, Kernel};
 use super::mark::{self, Mark};
 use super::naming;
 use super::store::{PortRecord, Store};
@@ -243,7 +243,7 @@ impl Reconciler {
             .map(|(l, _)| l.clone())
             .collect();
         for l in stale {
-            match self.k.delete(l.index, &l.name).await {
+            match self.remove_link(&l, snap.links.values()).await {
                 Ok(()) => {
                     tracing::info!(link = %l.name, "removed: no network wants it");
                     report.removed.push(l.name.clone());
@@ -332,6 +332,9 @@ impl Reconciler {
             match n.spec.kind {
                 NetworkKind::Bridged | NetworkKind::Vlan => {
                     out.insert(n.spec.name.clone());
+                    if !n.spec.bond.is_empty() {
+                        out.insert(naming::bond(&n.spec.name));
+                    }
                 }
                 NetworkKind::Routed => {}
             }
@@ -358,9 +361,29 @@ impl Reconciler {
     }
 
     /// The link an uplink name stands for: a vlan network's 802.1Q link is named after the
-    /// network, anything else is a NIC.
+    /// network, anything else is a NIC; a bonded network's uplink is its bond.
     pub(crate) fn uplink_link(&self, spec: &NetworkSpec) -> Option<String> {
-        spec.uplink.clone()
+        if spec.bond.is_empty() {
+            spec.uplink.clone()
+        } else {
+            Some(naming::bond(&spec.name))
+        }
+    }
+
+    /// Deletes one of our links; a bond first releases its NICs (`nomaster`), so they are
+    /// left as plain NICs rather than however the driver leaves them.
+    pub(crate) async fn remove_link<'a>(
+        &self,
+        l: &KLink,
+        all: impl Iterator<Item = &'a KLink>,
+    ) -> Result<(), NetError> {
+        if l.kind == "bond" {
+            for nic in all.filter(|n| n.master == Some(l.index)) {
+                self.k.release(nic).await?;
+                tracing::info!(nic = %nic.name, bond = %l.name, "NIC released");
+            }
+        }
+        self.k.delete(l.index, &l.name).await
     }
 
     async fn apply_network_tx(&mut self, name: &str, snap: &mut Snapshot) -> Result<(), NetError> {
@@ -402,6 +425,9 @@ impl Reconciler {
                     self.ensure_address(snap, &br, c).await?;
                 }
                 let uplink = match &spec.uplink {
+                    _ if !spec.bond.is_empty() => {
+                        Some(self.ensure_bond(snap, tx, spec, br.index).await?)
+                    }
                     Some(_) => {
                         let u = self.uplink(spec, snap)?;
                         self.ensure_up(snap, &u, Some(br.index)).await?;
@@ -464,6 +490,90 @@ impl Reconciler {
             self.ensure_up(snap, &sub, Some(br.index)).await?;
         }
         Ok(br)
+    }
+
+    /// A bridged network's bond in the bridge, in the spec's mode, with exactly the spec's NICs.
+    async fn ensure_bond(
+        &self,
+        snap: &mut Snapshot,
+        tx: &mut Tx,
+        spec: &NetworkSpec,
+        bridge: u32,
+    ) -> Result<KLink, NetError> {
+        let name = naming::bond(&spec.name);
+        let m = mark::network_bond(&spec.name);
+        let mode = spec.bond_mode();
+        let want = u8::from(kernel::bond_mode(mode));
+        let mut nics = Vec::with_capacity(spec.bond.len());
+        for n in &spec.bond {
+            let nic = snap.links.get(n).cloned().ok_or_else(|| {
+                NetError::NotFound(format!(
+                    "bond NIC {n} of network {} does not exist: check the NIC's name (ip link)",
+                    spec.name
+                ))
+            })?;
+            if nic.alias.as_deref().and_then(mark::parse).is_some() {
+                return Err(NetError::Conflict(format!(
+                    "bond NIC {n} of network {} is a link Cairn made; expected a NIC",
+                    spec.name
+                )));
+            }
+            nics.push(nic);
+        }
+        let existing = self.owned(snap, &name, &m)?.cloned();
+        let bond = match existing {
+            Some(l) if l.bond_mode == Some(want) => l,
+            other => {
+                if let Some(old) = other {
+                    // The mode of a bond with NICs cannot change: make it again.
+                    let all: Vec<KLink> = snap.links.values().cloned().collect();
+                    self.remove_link(&old, all.iter()).await?;
+                    snap.links.remove(&old.name);
+                    for nic in all.iter().filter(|n| n.master == Some(old.index)) {
+                        let mut n = nic.clone();
+                        n.master = None;
+                        snap.put(&n);
+                    }
+                    tracing::info!(bond = %name, mode = mode.as_str(), "bond mode changed; recreating");
+                }
+                let mut l = self.k.create_bond(&name, mode).await?;
+                tx.created(&l);
+                self.k.configure(&l, Some(&m), None, false).await?;
+                l.alias = Some(m.clone());
+                l.bond_mode = Some(want);
+                snap.put(&l);
+                tracing::info!(bond = %name, mode = mode.as_str(), nics = ?spec.bond, "bond created");
+                l
+            }
+        };
+        // NICs that left the spec go back to being plain NICs.
+        let leaving: Vec<KLink> = snap
+            .links
+            .values()
+            .filter(|l| l.master == Some(bond.index) && !spec.bond.contains(&l.name))
+            .cloned()
+            .collect();
+        for l in leaving {
+            self.k.release(&l).await?;
+            let mut now = l;
+            now.master = None;
+            snap.put(&now);
+        }
+        for nic in nics {
+            let cur = snap.links.get(&nic.name).cloned().unwrap_or(nic);
+            if cur.master == Some(bond.index) {
+                self.ensure_up(snap, &cur, None).await?;
+                continue;
+            }
+            self.k.enslave(&cur, &bond).await?;
+            let mut now = cur;
+            now.master = Some(bond.index);
+            now.up = true;
+            snap.put(&now);
+            tracing::info!(nic = %now.name, bond = %name, "NIC added to bond");
+        }
+        self.ensure_up(snap, &bond, Some(bridge)).await?;
+        Ok(snap.links.get(&name).cloned().unwrap_or(bond))
     }
 
     /// The uplink's link; NotFound names the network and the uplink.

@@ -1,0 +1,179 @@
+//! Applies host.toml's `[[template]]` and `[[container]]` sections at start (each daemon
+//! reconciles its own section of the config). Idempotent: what exists is left as it is, so a
+//! restarted hostd changes nothing. Failures are logged per entry and counted in Status
+//! (`config_failed`); they never stop the daemon.
+
+use std::sync::Arc;
+
+use model::config::{Container, HostConfig, Template};
+use model::ct::{ContainerSpec, Resources};
+use tokio::sync::Mutex;
+
+use crate::ct::error::CtError;
+use crate::ct::manager::Manager;
+
+/// Applies `config`: templates first (containers need them), then containers. Created
+/// containers get their D-Bus object on `server`.
+pub async fn apply(
+    manager: &Arc<Mutex<Manager>>,
+    server: &zbus::ObjectServer,
+    config: &HostConfig,
+) {
+    for t in &config.templates {
+        let what = format!("template {}", t.name);
+        let result = template(manager, t).await;
+        if let Err(e) = &result {
+            tracing::error!(template = %t.name, error = %e, "cannot apply host.toml's [[template]]");
+        }
+        manager
+            .lock()
+            .await
+            .set_config_failed(&what, result.err().map(|e| e.to_string()));
+    }
+    for c in &config.containers {
+        let what = format!("container {}", c.name);
+        let result = container(manager, server, c).await;
+        if let Err(e) = &result {
+            tracing::error!(ct = %c.name, error = %e, "cannot apply host.toml's [[container]]");
+        }
+        manager
+            .lock()
+            .await
+            .set_config_failed(&what, result.err().map(|e| e.to_string()));
+    }
+}
+
+async fn template(manager: &Arc<Mutex<Manager>>, t: &Template) -> Result<(), CtError> {
+    let templates = manager.lock().await.templates_handle();
+    if templates.get(&t.name).is_ok() {
+        return Ok(());
+    }
+    let Some(source) = &t.source else {
+        return Err(CtError::InvalidArgs(format!(
+            "template {:?} is not imported and has no source to import it from",
+            t.name
+        )));
+    };
+    if !source.starts_with('/') {
+        return Err(CtError::Failed(format!(
+            "template {:?}: source {source:?}: downloading templates from URLs is not supported \
+             yet; download the tarball and give its absolute path",
+            t.name
+        )));
+    }
+    let Some(digest) = t.sha256 else {
+        return Err(CtError::InvalidArgs(format!(
+            "template {:?}: sha256 is required to import {source:?}",
+            t.name
+        )));
+    };
+    let sha256 = format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let (name, tarball) = (t.name.clone(), std::path::PathBuf::from(source));
+    let info = tokio::task::spawn_blocking(move || templates.import(&name, &tarball, &sha256))
+        .await
+        .map_err(|e| CtError::Failed(format!("template import task: {e}")))??;
+    tracing::info!(template = %info.name, "imported host.toml's template");
+    Ok(())
+}
+
+/// The spec a `[[container]]` entry asks for.
+pub fn spec(c: &Container) -> ContainerSpec {
+    ContainerSpec {
+        name: c.name.clone(),
+        template: c.template.clone(),
+        network: c.network.clone(),
+        addresses: c.addresses.iter().map(ToString::to_string).collect(),
+        gateway: c.gateway.map(|g| g.to_string()),
+        hostname: c.hostname.clone(),
+        command: None,
+        privileged: false,
+        resources: Resources {
+            cpu_limit: c.cpu_limit,
+            cpu_weight: c.cpu_weight,
+            memory: c.memory,
+            ..Resources::default()
+        },
+    }
+}
+
+async fn container(
+    manager: &Arc<Mutex<Manager>>,
+    server: &zbus::ObjectServer,
+    c: &Container,
+) -> Result<(), CtError> {
+    let mut m = manager.lock().await;
+    if !m.exists(&c.name) {
+        let json = serde_json::to_string(&spec(c)).map_err(|e| CtError::Failed(e.to_string()))?;
+        m.create(&json).await?;
+        crate::dbus::export_container(server, manager, &c.name).await;
+    }
+    if !c.autostart {
+        return Ok(());
+    }
+    let info = m.info(&c.name).await?;
+    match info.state {
+        model::ct::ContainerState::Created | model::ct::ContainerState::Stopped => {
+            m.start(&c.name).await?;
+            tracing::info!(ct = %c.name, "started host.toml's container");
+        }
+        // Running or paused: left alone (re-adopted).
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_entry_becomes_its_spec() {
+        let text = r#"
+[host]
+hostname = "h"
+[host.management]
+interface = "eth0"
+dhcp = true
+[[network]]
+name = "lan"
+kind = "bridged"
+subnet = "10.10.0.0/24"
+[[template]]
+name = "busybox"
+[[container]]
+name = "web-1"
+template = "busybox"
+network = "lan"
+addresses = ["10.10.0.5/24"]
+gateway = "10.10.0.1"
+hostname = "web"
+memory = "64M"
+cpu_limit = 50
+cpu_weight = 200
+"#;
+        let config = model::config::parse("host.toml", text).unwrap();
+        let c = &config.containers[0];
+        assert!(c.autostart);
+        let s = spec(c);
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.addresses, vec!["10.10.0.5/24".to_string()]);
+        assert_eq!(s.gateway.as_deref(), Some("10.10.0.1"));
+        assert_eq!(s.hostname(), "web");
+        assert_eq!(s.network.as_deref(), Some("lan"));
+        assert_eq!(
+            (
+                s.resources.memory,
+                s.resources.cpu_limit,
+                s.resources.cpu_weight
+            ),
+            (Some(64 << 20), Some(50), Some(200))
+        );
+        assert!(!s.privileged);
+    }
+}
