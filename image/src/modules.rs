@@ -24,6 +24,7 @@ pub const WANTED: &[&str] = &[
     // netd: bridges, VLANs, ports, shaping.
     "bridge",
     "8021q",
+    "bonding",
     "veth",
     "tun",
     "dummy",

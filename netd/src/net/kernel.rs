@@ -236,7 +236,9 @@ impl Kernel {
         self.must_link(name).await
     }
 
-    /// Makes `nic` a NIC of `bond`: down (the bonding driver wants it so), then master and up.
+    /// Makes `nic` a NIC of `bond`: down (the bonding driver refuses an up device with EPERM),
+    /// then master, then up — in separate requests, because one request that sets both has the
+    /// kernel raise the link before it sets the master.
     pub async fn enslave(&self, nic: &KLink, bond: &KLink) -> Result<(), NetError> {
         if nic.up {
             self.set(
@@ -249,8 +251,12 @@ impl Kernel {
             format!("add {} to bond {}", nic.name, bond.name),
             LinkUnspec::new_with_index(nic.index)
                 .controller(bond.index)
-                .up()
                 .build(),
+        )
+        .await?;
+        self.set(
+            format!("set {} up in bond {}", nic.name, bond.name),
+            LinkUnspec::new_with_index(nic.index).up().build(),
         )
         .await
     }
