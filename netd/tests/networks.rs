@@ -88,6 +88,28 @@ fn ping(ns: &Netns, args: &[&str]) -> Option<u32> {
         .and_then(|t| t.parse().ok())
 }
 
+/// One iputils `ping -6` from `ns` (DAD of the guest's address may still be running, so a
+/// few tries); returns the reply's hop limit, or None when there was no reply.
+fn ping6(ns: &Netns, args: &[&str]) -> Option<u32> {
+    for _ in 0..3 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "ping", "-6", "-c1", "-W2"])
+            .args(args)
+            .output()
+            .expect("run ping -6");
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            return text
+                .split("ttl=")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|t| t.parse().ok());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    None
+}
+
 struct Daemon {
     /// Appended to host.toml (`[[network]]` tables).
     extra: String,
@@ -342,14 +364,24 @@ fn routed_guests_go_through_host_routes_and_cannot_spoof() {
             .await
             .expect("CreateNetwork");
         let p1 = port(
-            &c.attach_port(&veth("rt", "ct:a", &g1, &["10.30.0.5/24"]))
-                .await
-                .expect("AttachPort"),
+            &c.attach_port(&veth(
+                "rt",
+                "ct:a",
+                &g1,
+                &["10.30.0.5/24", "fd00:50::2/128"],
+            ))
+            .await
+            .expect("AttachPort"),
         );
         let p2 = port(
-            &c.attach_port(&veth("rt", "ct:b", &g2, &["10.30.0.6/24"]))
-                .await
-                .expect("AttachPort"),
+            &c.attach_port(&veth(
+                "rt",
+                "ct:b",
+                &g2,
+                &["10.30.0.6/24", "fd00:50::3/128"],
+            ))
+            .await
+            .expect("AttachPort"),
         );
         match c
             .attach_port(&veth("rt", "ct:c", &g2, &["10.30.0.6/24"]))
@@ -408,6 +440,30 @@ fn routed_guests_go_through_host_routes_and_cannot_spoof() {
         "spoofed source got through"
     );
     assert_eq!(ping(&g1, &["-I", "10.30.0.5", "10.30.0.6"]), Some(63));
+    // IPv6: /128 host routes, fe80::1 on the host sides as the guests' gateway, and proxy
+    // NDP entries for each guest on the other port.
+    let proxies = host.ip(&["-6", "neigh", "show", "proxy"]);
+    for want in [
+        format!("fd00:50::2 dev {}", p2.name),
+        format!("fd00:50::3 dev {}", p1.name),
+    ] {
+        assert!(proxies.contains(&want), "{want} not in {proxies:?}");
+    }
+    assert!(
+        g1.ip(&["-6", "route"])
+            .contains("default via fe80::1 dev eth0"),
+        "{}",
+        g1.ip(&["-6", "route"])
+    );
+    assert_eq!(ping6(&g1, &["fd00:50::3"]), Some(63), "g1 → g2 over IPv6");
+    assert_eq!(ping6(&g2, &["fd00:50::2"]), Some(63), "g2 → g1 over IPv6");
+    // A spoofed IPv6 source gets no reply (the reply has no route back to it).
+    g1.ip(&["addr", "add", "fd00:50::99/128", "dev", "eth0", "nodad"]);
+    assert_eq!(
+        ping6(&g1, &["-I", "fd00:50::99", "fd00:50::3"]),
+        None,
+        "spoofed v6 source got a reply"
+    );
     // Without the host's route, no way through: there is no L2 path between the guests.
     host.ip(&["route", "del", "10.30.0.6/32", "dev", &p2.name]);
     assert_eq!(
@@ -415,6 +471,13 @@ fn routed_guests_go_through_host_routes_and_cannot_spoof() {
         None,
         "reached g2 without the host route"
     );
+    // Detaching a port takes its proxy entries on the other ports with it.
+    rt.block_on(async {
+        let c = d.client().await;
+        c.detach_port(&p1.name).await.expect("DetachPort");
+    });
+    let proxies = host.ip(&["-6", "neigh", "show", "proxy"]);
+    assert!(!proxies.contains("fd00:50::2"), "{proxies:?}");
     d.stop();
 }
 

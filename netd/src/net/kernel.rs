@@ -12,10 +12,13 @@ use futures_util::TryStreamExt;
 use model::config::Cidr;
 use model::net::BondMode;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     BondMode as KBondMode, InfoBond, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute,
     LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -403,6 +406,91 @@ impl Kernel {
         }
     }
 
+    /// Adds an IPv6 address without duplicate address detection (the host side's fe80::1 on
+    /// routed ports, usable at once).
+    pub async fn add_address_nodad(&self, link: &KLink, c: Cidr) -> Result<(), NetError> {
+        self.count();
+        let mut req = self.handle.address().add(link.index, c.addr, c.prefix);
+        req.message_mut().header.flags = AddressHeaderFlags::Nodad;
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(NetError::kernel(format!("add {c} to {}", link.name), &e)),
+        }
+    }
+
+    /// IPv6 proxy neighbour entries (`ip -6 neigh show proxy`) as (link index, address).
+    pub async fn proxy_neighbours(&self) -> Result<Vec<(u32, IpAddr)>, NetError> {
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet6)
+            .proxies()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetError::kernel("list proxy neighbours", &e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.flags.contains(NeighbourFlags::Proxy))
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                        Some((m.header.ifindex, IpAddr::V6(*ip)))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// `ip -6 neigh add proxy <ip> dev <link>`.
+    pub async fn add_proxy_neighbour(&self, link: &KLink, ip: IpAddr) -> Result<(), NetError> {
+        self.count();
+        let r = self
+            .handle
+            .neighbours()
+            .add(link.index, ip)
+            .flags(NeighbourFlags::Proxy)
+            .execute()
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(NetError::kernel(
+                format!("add proxy neighbour {ip} on {}", link.name),
+                &e,
+            )),
+        }
+    }
+
+    /// `ip -6 neigh del proxy <ip> dev <link>`; an entry already gone is fine.
+    pub async fn del_proxy_neighbour(&self, link: &KLink, ip: IpAddr) -> Result<(), NetError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = if ip.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        msg.header.ifindex = link.index;
+        msg.header.flags = NeighbourFlags::Proxy;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        self.count();
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(libc::ENOENT) | Some(libc::ENODEV)) => Ok(()),
+            Err(e) => Err(NetError::kernel(
+                format!("delete proxy neighbour {ip} on {}", link.name),
+                &e,
+            )),
+        }
+    }
+
     /// Routes of the main table that go out through a link, both families.
     pub async fn routes(&self) -> Result<Vec<KRoute>, NetError> {
         let mut out = Vec::new();
@@ -460,6 +548,28 @@ impl Kernel {
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(NetError::kernel(
                 format!("add route {ip}/{prefix} via {}", link.name),
+                &e,
+            )),
+        }
+    }
+
+    /// `ip -6 route add default via <gw> dev <link>` (a link-local gateway needs the link).
+    pub async fn add_default_route_v6(
+        &self,
+        link: &KLink,
+        gw: std::net::Ipv6Addr,
+    ) -> Result<(), NetError> {
+        let msg = rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .gateway(gw)
+            .output_interface(link.index)
+            .protocol(RouteProtocol::Static)
+            .build();
+        self.count();
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(NetError::kernel(
+                format!("add default route via {gw} dev {}", link.name),
                 &e,
             )),
         }

@@ -59,6 +59,8 @@ pub fn routed_link(k: &Kernel, ifname: &str, port: bool, v6: bool) -> Result<(),
         }
     }
     if v6 {
+        // IPv6 routes between interfaces only with the global switch on as well.
+        ensure(k, Family::V6, "all", "forwarding", "1")?;
         ensure(k, Family::V6, ifname, "forwarding", "1")?;
         ensure(k, Family::V6, ifname, "proxy_ndp", "1")?;
     }

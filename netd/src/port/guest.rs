@@ -26,13 +26,14 @@ pub async fn configure(
     netns_path: String,
     ifname: String,
     addrs: Vec<Cidr>,
+    v6_default: bool,
     counter: Arc<AtomicU64>,
 ) -> Result<GuestState, NetError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("netd-guest".into())
         .spawn(move || {
-            let r = in_namespace(&netns, &netns_path, &ifname, &addrs, counter);
+            let r = in_namespace(&netns, &netns_path, &ifname, &addrs, v6_default, counter);
             let _ = tx.send(r);
         });
     if let Err(e) = spawned {
@@ -51,6 +52,7 @@ fn in_namespace(
     netns_path: &str,
     ifname: &str,
     addrs: &[Cidr],
+    v6_default: bool,
     counter: Arc<AtomicU64>,
 ) -> Result<GuestState, NetError> {
     setns(netns, CloneFlags::CLONE_NEWNET)
@@ -83,6 +85,10 @@ fn in_namespace(
             && !lo.up
         {
             k.configure(&lo, None, None, true).await?;
+        }
+        if v6_default {
+            k.add_default_route_v6(&link, std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1))
+                .await?;
         }
         let now = k.addresses().await?;
         let addresses = now

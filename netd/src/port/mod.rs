@@ -172,6 +172,10 @@ impl Reconciler {
                 path,
                 spec.guest_ifname().to_string(),
                 spec.address_cidrs(),
+                // Routed IPv6 guests reach everything through the host side's fe80::1.
+                self.network(&spec.network)
+                    .is_some_and(|n| n.spec.kind == NetworkKind::Routed)
+                    && spec.address_cidrs().iter().any(|c| c.addr.is_ipv6()),
                 self.k.counter(),
             )
             .await?;
@@ -253,6 +257,15 @@ impl Reconciler {
                 self.ensure_up(snap, &link, None).await?;
                 self.ensure_routes(&link, addrs.iter().map(|c| c.addr).collect())
                     .await?;
+                if v6 {
+                    // The guests' IPv6 gateway: fe80::1 on every host side, usable at once.
+                    let have = self.k.addresses().await?;
+                    let ll = host_link_local();
+                    if !have.get(&link.index).is_some_and(|a| a.contains(&ll)) {
+                        self.k.add_address_nodad(&link, ll).await?;
+                    }
+                }
+                self.ensure_proxy_neighbours(rec, &link, &net, snap).await?;
             }
             NetworkKind::Vlan => {}
         }
@@ -264,6 +277,71 @@ impl Reconciler {
                 // The IFB the tc module may have made is not in our Tx: clear it explicitly.
                 let _ = crate::tc::clear_port_limits(self.k.handle(), link.index, &link.name).await;
                 return Err(NetError::tc(format!("limits of port {}", rec.name), e));
+            }
+        }
+        Ok(())
+    }
+
+    /// The links of `net` other than `rec`'s own port that must answer NDP for `rec`'s
+    /// addresses (the other ports and the uplink), with each other port's IPv6 addresses.
+    async fn routed_peers(
+        &self,
+        rec: &PortRecord,
+        net: &model::net::NetworkSpec,
+        snap: &Snapshot,
+    ) -> Result<Vec<(KLink, Vec<IpAddr>)>, NetError> {
+        let mut out = Vec::new();
+        for p in self
+            .ports
+            .values()
+            .filter(|p| p.spec.network == rec.spec.network && p.name != rec.name)
+        {
+            let l = match snap.links.get(&p.name) {
+                Some(l) => Some(l.clone()),
+                None => self.k.link(&p.name).await?,
+            };
+            if let Some(l) = l {
+                out.push((l, v6_addrs(p)));
+            }
+        }
+        if let Some(u) = &net.uplink {
+            let l = match snap.links.get(u) {
+                Some(l) => Some(l.clone()),
+                None => self.k.link(u).await?,
+            };
+            if let Some(l) = l {
+                out.push((l, Vec::new()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// IPv6 proxy neighbours on a routed network: `rec`'s addresses on every other port and
+    /// the uplink, and the other ports' addresses on `rec`'s link. Only missing entries are
+    /// requested.
+    async fn ensure_proxy_neighbours(
+        &self,
+        rec: &PortRecord,
+        link: &KLink,
+        net: &model::net::NetworkSpec,
+        snap: &Snapshot,
+    ) -> Result<(), NetError> {
+        let mine = v6_addrs(rec);
+        let peers = self.routed_peers(rec, net, snap).await?;
+        if mine.is_empty() && peers.iter().all(|(_, a)| a.is_empty()) {
+            return Ok(());
+        }
+        let have: BTreeSet<(u32, IpAddr)> = self.k.proxy_neighbours().await?.into_iter().collect();
+        for (peer, theirs) in &peers {
+            for ip in &mine {
+                if !have.contains(&(peer.index, *ip)) {
+                    self.k.add_proxy_neighbour(peer, *ip).await?;
+                }
+            }
+            for ip in theirs {
+                if !have.contains(&(link.index, *ip)) {
+                    self.k.add_proxy_neighbour(link, *ip).await?;
+                }
             }
         }
         Ok(())
@@ -300,6 +378,22 @@ impl Reconciler {
                     .map_err(|e| NetError::tc(format!("clear the limits of port {name}"), e))?;
             }
             self.k.delete(l.index, &l.name).await?;
+        }
+        // Its proxy entries elsewhere; those on its own link went with the link.
+        let mine = v6_addrs(&rec);
+        if !mine.is_empty()
+            && let Some(net) = self.network(&rec.spec.network).map(|n| n.spec.clone())
+            && net.kind == NetworkKind::Routed
+        {
+            let have: BTreeSet<(u32, IpAddr)> =
+                self.k.proxy_neighbours().await?.into_iter().collect();
+            for (peer, _) in self.routed_peers(&rec, &net, &Snapshot::default()).await? {
+                for ip in &mine {
+                    if have.contains(&(peer.index, *ip)) {
+                        self.k.del_proxy_neighbour(&peer, *ip).await?;
+                    }
+                }
+            }
         }
         self.ports.remove(name);
         if let Some(vid) = rec.spec.vlan
@@ -426,4 +520,21 @@ impl Reconciler {
             "{target} is neither a port nor a network"
         )))
     }
+}
+
+/// fe80::1/64, the host side's address on every routed port with IPv6 guests.
+pub(crate) fn host_link_local() -> model::config::Cidr {
+    model::config::Cidr {
+        addr: IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+        prefix: 64,
+    }
+}
+
+fn v6_addrs(rec: &PortRecord) -> Vec<IpAddr> {
+    rec.spec
+        .address_cidrs()
+        .iter()
+        .map(|c| c.addr)
+        .filter(IpAddr::is_ipv6)
+        .collect()
 }
