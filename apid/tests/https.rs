@@ -400,22 +400,11 @@ impl Drop for BusDaemon {
 }
 
 fn private_bus(dir: &Path) -> Option<BusDaemon> {
-    let conf = dir.join("bus.conf");
-    std::fs::write(&conf, model::dbus::bus_config(&dir.join("bus"))).ok()?;
-    let mut child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--print-address=1"])
-        .stdout(Stdio::piped())
-        // Its only complaint in a container is about raising the fd limit.
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut line = String::new();
-    let stdout = child.stdout.take()?;
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).ok()?;
+    // Its only complaint in a container is about raising the fd limit.
+    let (child, address) = testkit::start_private_bus(dir, Stdio::null()).ok()?;
     Some(BusDaemon {
         child,
-        address: line.trim().to_string(),
+        address,
         dir: Some(dir.to_path_buf()),
     })
 }

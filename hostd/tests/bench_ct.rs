@@ -71,7 +71,7 @@ async fn create_start_stop_delete() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
         .clamp(1, 250);
-    let scratch = TempDir::new("bench-tpl");
+    let scratch = TempDir::new("hostd-bench-tpl");
     let (tarball, digest) = busybox_tarball(&scratch.0);
     if let Ok(out) = std::env::var("CT_BENCH_ROOTFS") {
         // The same rootfs for crun, made by the same builder.

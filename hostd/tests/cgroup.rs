@@ -15,20 +15,7 @@ use std::time::Duration;
 
 use cgroup::{Cgroup, CgroupError};
 use model::ct::Resources;
-
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
-    if let Ok(log) = std::env::var("CAIRN_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
-            let _ = writeln!(f, "{test}: {why}");
-        }
-    }
-}
+use testkit::skip;
 
 fn v2_mount() -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -255,7 +242,7 @@ fn limits() {
 #[test]
 fn cgroup_v2_groups_for_containers() {
     const TEST: &str = "cgroup_v2_groups_for_containers";
-    if !nix::unistd::geteuid().is_root() {
+    if !testkit::is_root() {
         return skip(TEST, "needs root to make cgroups");
     }
     let Some(mount) = v2_mount() else {

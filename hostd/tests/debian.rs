@@ -27,7 +27,7 @@ async fn a_debootstrap_template_boots_its_own_init() {
     if !tarball.exists() {
         return skip(TEST, &format!("{} does not exist", tarball.display()));
     }
-    let dir = TempDir::new("debian");
+    let dir = TempDir::new("hostd-debian");
     let run = dir.0.join("run");
     // SAFETY: the only test in this process; set before the manager reads it.
     unsafe { std::env::set_var(hostd::ct::paths::RUN_DIR_ENV, &run) };

@@ -41,7 +41,7 @@ async fn one_container_lifecycle_and_bad_input() {
     if !containers_possible("direct::one_container_lifecycle_and_bad_input") {
         return;
     }
-    let dir = TempDir::new("direct");
+    let dir = TempDir::new("hostd-direct");
     let (tarball, digest) = busybox_tarball(&dir.0);
     let mut m = manager(&dir);
     m.templates_handle()
@@ -199,7 +199,7 @@ async fn privileged_failed_start_rollback_and_live_limits() {
     if !containers_possible("direct::privileged_failed_start_rollback_and_live_limits") {
         return;
     }
-    let dir = TempDir::new("direct2");
+    let dir = TempDir::new("hostd-direct2");
     let (tarball, digest) = busybox_tarball(&dir.0);
     let mut m = manager(&dir);
     m.templates_handle()

@@ -59,7 +59,7 @@ async fn fifty_containers_ping_survive_hostd_and_leave_nothing() {
         Ok(b) => b,
         Err(why) => return skip(TEST, &why),
     };
-    let scratch = TempDir::new("sbx-tpl");
+    let scratch = TempDir::new("hostd-sbx-tpl");
     let (tarball, digest) = busybox_tarball(&scratch.0);
     let mut sb = Sandbox::start("ct-sbx", &config(), &bins);
     let conn = sb.connect(Duration::from_secs(30)).await;
@@ -287,7 +287,7 @@ async fn host_toml_containers_are_applied_and_have_objects() {
         Ok(b) => b,
         Err(why) => return skip(CONFIG_TEST, &why),
     };
-    let scratch = TempDir::new("sbx-cfg-tpl");
+    let scratch = TempDir::new("hostd-sbx-cfg-tpl");
     let (tarball, digest) = busybox_tarball(&scratch.0);
     let config = format!(
         r#"

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{MINIMAL_CONFIG, Sandbox, TempDir, bin_dir, kill, service, wait_exit, wait_for};
+use common::{MINIMAL_CONFIG, Sandbox, bin_dir, kill, service, temp_dir, wait_exit, wait_for};
 use model::dbus::{Host1Proxy, Init1Proxy, Network1Proxy, Storage1Proxy};
 
 const UP: Duration = Duration::from_secs(30);
@@ -166,7 +166,7 @@ async fn a_daemon_that_keeps_crashing_is_marked_failed() {
         return;
     }
     // A bindir where hostd exits at once; the others are the real daemons.
-    let bins = TempDir::new("crashbin");
+    let bins = temp_dir("crashbin");
     let real = bin_dir();
     for d in ["netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
@@ -292,7 +292,7 @@ async fn orphans_of_a_daemon_are_reaped() {
     }
     // hostd starts three short-lived grandchildren whose parent exits at once (so they are
     // re-parented to init), then becomes the real hostd.
-    let bins = TempDir::new("orphanbin");
+    let bins = temp_dir("orphanbin");
     let real = bin_dir();
     for d in ["netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();

@@ -31,8 +31,8 @@ fn bench_reconcile_and_attach() {
         eprintln!("SKIP bench_reconcile_and_attach: needs root");
         return;
     }
-    let host = Netns::new("bench");
-    let guest = Netns::new("benchg");
+    let host = Netns::new("netd-bench");
+    let guest = Netns::new("netd-benchg");
     let config: Vec<model::config::Network> = (0..NETWORKS)
         .map(|i| model::config::Network {
             name: format!("n{i:03}"),

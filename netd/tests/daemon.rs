@@ -150,12 +150,12 @@ fn static_management_is_configured_before_the_name_is_owned() {
     if !root_or_skip("static_management_is_configured_before_the_name_is_owned") {
         return;
     }
-    let ns = Netns::new("ds");
+    let ns = Netns::new("netd-ds");
     ns.ip(&[
         "link", "add", "eno1", "type", "veth", "peer", "name", "eno1p",
     ]);
     ns.ip(&["link", "set", "eno1p", "up"]);
-    let dir = TempDir::new("daemon-static");
+    let dir = TempDir::new("netd-daemon-static");
     let (_bus_proc, bus) = start_bus(&dir);
     let config = format!(
         "[host]\nhostname = \"node1\"\ndns = [\"192.0.2.53\"]\n\n[host.management]\n\
@@ -232,10 +232,10 @@ fn dhcp_does_not_delay_readiness() {
         eprintln!("skipping: busybox (udhcpd) is not installed");
         return;
     }
-    let server_ns = Netns::new("dds");
-    let client_ns = Netns::new("ddc");
+    let server_ns = Netns::new("netd-dds");
+    let client_ns = Netns::new("netd-ddc");
     veth_between(&client_ns, "eth0", &server_ns, "srv0", "10.55.0.1/24");
-    let dir = TempDir::new("daemon-dhcp");
+    let dir = TempDir::new("netd-daemon-dhcp");
     let (_bus_proc, bus) = start_bus(&dir);
     let config = format!(
         "[host]\nhostname = \"cairn-dev\"\n\n[host.management]\ninterface = \"eth0\"\ndhcp = true\n{API_AND_TOKEN}"

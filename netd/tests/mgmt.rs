@@ -48,7 +48,7 @@ fn static_address_and_default_route_are_idempotent() {
     if !root_or_skip("static_address_and_default_route_are_idempotent") {
         return;
     }
-    let ns = Netns::new("st");
+    let ns = Netns::new("netd-st");
     // Both ends in one namespace; the peer must be up for the link to get a carrier.
     ns.ip(&["link", "add", "mg0", "type", "veth", "peer", "name", "mg0p"]);
     ns.ip(&["link", "set", "mg0p", "up"]);
@@ -92,7 +92,7 @@ fn static_address_and_default_route_are_idempotent() {
 
     // The daemon's entry point: the address is there when `start` returns, the configured DNS
     // servers are in resolv.conf, and the status says where the address came from.
-    let run_dir = TempDir::new("st-run");
+    let run_dir = TempDir::new("netd-st-run");
     let dns: Vec<IpAddr> = vec![
         "192.0.2.53".parse().expect("ip"),
         "2001:db8::53".parse().expect("ip"),
@@ -138,14 +138,14 @@ fn dhcp_lease_is_applied_renewed_and_removed_on_expiry() {
         eprintln!("skipping: busybox (udhcpd) is not installed");
         return;
     }
-    let server_ns = Netns::new("dhs");
-    let client_ns = Netns::new("dhc");
+    let server_ns = Netns::new("netd-dhs");
+    let client_ns = Netns::new("netd-dhc");
     veth_between(&client_ns, "dc0", &server_ns, "ds0", "10.77.0.1/24");
-    let dir = TempDir::new("dhcp");
+    let dir = TempDir::new("netd-dhcp");
     let mut server = Some(start_udhcpd(&server_ns, "ds0", "10.77.0", 6, &dir));
     let server_log = || udhcpd_log(&dir);
 
-    let run_dir = TempDir::new("dhcp-run");
+    let run_dir = TempDir::new("netd-dhcp-run");
     let cfg = dhcp::DhcpConfig {
         interface: "dc0".into(),
         hostname: Some("cairn-test".into()),

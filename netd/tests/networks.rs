@@ -14,20 +14,7 @@ use model::dbus::{CairnError, Network1Proxy};
 use model::net::{NetworkInfo, NetworkSpec, PortInfo, PortSpec};
 use netd::net::Reconciler;
 use netd::net::kernel::Kernel;
-
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
-    if let Ok(log) = std::env::var("CAIRN_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
-            let _ = writeln!(f, "{test}: {why}");
-        }
-    }
-}
+use testkit::skip;
 
 fn can_run(test: &str, daemon: bool) -> bool {
     if !nix::unistd::geteuid().is_root() {
@@ -125,7 +112,7 @@ impl Daemon {
     }
 
     fn start_with(host: &Netns, tag: &str, extra: &str) -> Daemon {
-        let dir = TempDir::new(tag);
+        let dir = TempDir::new(&format!("netd-{tag}"));
         let (bus_proc, bus) = start_bus(&dir);
         let mut d = Daemon {
             extra: extra.to_string(),
@@ -232,9 +219,9 @@ fn bridged_guests_reach_each_other_and_ports_survive_a_restart() {
     if !can_run(t, true) {
         return;
     }
-    let host = Netns::new("bh");
-    let g1 = Netns::new("bg1");
-    let g2 = Netns::new("bg2");
+    let host = Netns::new("netd-bh");
+    let g1 = Netns::new("netd-bg1");
+    let g2 = Netns::new("netd-bg2");
     let mut d = Daemon::start(&host, "net-bridged");
     let rt = runtime();
     let (p1, p2) = rt.block_on(async {
@@ -353,9 +340,9 @@ fn routed_guests_go_through_host_routes_and_cannot_spoof() {
     if !can_run(t, true) {
         return;
     }
-    let host = Netns::new("rh");
-    let g1 = Netns::new("rg1");
-    let g2 = Netns::new("rg2");
+    let host = Netns::new("netd-rh");
+    let g1 = Netns::new("netd-rg1");
+    let g2 = Netns::new("netd-rg2");
     let mut d = Daemon::start(&host, "net-routed");
     let rt = runtime();
     let (p1, p2) = rt.block_on(async {
@@ -487,8 +474,8 @@ fn bad_input_is_refused_and_leaves_nothing_behind() {
     if !can_run(t, true) {
         return;
     }
-    let host = Netns::new("xh");
-    let g = Netns::new("xg");
+    let host = Netns::new("netd-xh");
+    let g = Netns::new("netd-xg");
     let mut d = Daemon::start(&host, "net-bad");
     let rt = runtime();
     rt.block_on(async {
@@ -607,12 +594,12 @@ fn reconcile_reads_back_as_desired_is_idempotent_and_spares_foreign_links() {
     if !can_run(t, false) {
         return;
     }
-    let host = Netns::new("rc");
+    let host = Netns::new("netd-rc");
     // Someone else's bridge, and a stale one of ours (a network no longer configured).
     host.ip(&["link", "add", "foreign0", "type", "bridge"]);
     host.ip(&["link", "add", "old", "type", "bridge"]);
     host.ip(&["link", "set", "old", "alias", "cairn:old"]);
-    let dir = TempDir::new("reconcile");
+    let dir = TempDir::new("netd-reconcile");
     let config = vec![
         config_net(
             "lan",
@@ -703,7 +690,7 @@ fn failed_apply_rolls_back_what_it_created() {
     if !can_run(t, false) {
         return;
     }
-    let host = Netns::new("rb");
+    let host = Netns::new("netd-rb");
     let before = link_names(&host);
     host.run(async || {
         let k = Kernel::new(
@@ -801,7 +788,7 @@ fn vlan_aware_bridge_and_vlan_network() {
     if !can_run(t, false) {
         return;
     }
-    let probe = Netns::new("vp");
+    let probe = Netns::new("netd-vp");
     let filtering = Command::new("ip")
         .args([
             "-n",
@@ -844,7 +831,7 @@ fn vlan_aware_bridge_and_vlan_network() {
         );
         return;
     }
-    let host = Netns::new("vh");
+    let host = Netns::new("netd-vh");
     host.ip(&[
         "link", "add", "eno1", "type", "veth", "peer", "name", "eno1p",
     ]);
@@ -892,8 +879,8 @@ fn port_and_network_limits_go_through_tc_and_read_back() {
     if !can_run(t, false) {
         return;
     }
-    let host = Netns::new("lim");
-    let g = Netns::new("limg");
+    let host = Netns::new("netd-lim");
+    let g = Netns::new("netd-limg");
     let gpath = g.path().display().to_string();
     host.run(async || {
         let k = Kernel::new(
@@ -955,7 +942,7 @@ fn a_failing_config_network_does_not_keep_netd_down() {
     if !can_run(t, true) {
         return;
     }
-    let host = Netns::new("fh");
+    let host = Netns::new("netd-fh");
     let mut d = Daemon::start_with(
         &host,
         "net-failing",
@@ -983,7 +970,7 @@ fn a_failing_config_network_does_not_keep_netd_down() {
 
 /// Whether this kernel can make bonds (the bonding module); checked in a scratch namespace.
 fn has_bonding() -> bool {
-    let ns = Netns::new("bondprobe");
+    let ns = Netns::new("netd-bondprobe");
     Command::new("ip")
         .args(["-n", &ns.name, "link", "add", "tb", "type", "bond"])
         .stdout(Stdio::null())
@@ -1005,11 +992,11 @@ fn bonded_uplink_is_created_idempotent_and_released() {
         );
         return;
     }
-    let host = Netns::new("bond");
+    let host = Netns::new("netd-bond");
     host.ip(&["link", "add", "nic1", "type", "dummy"]);
     host.ip(&["link", "add", "nic2", "type", "dummy"]);
     host.ip(&["link", "set", "nic1", "up"]);
-    let dir = TempDir::new("bond");
+    let dir = TempDir::new("netd-bond");
     let state = dir.0.join("state");
     host.run(async || {
         let k = Kernel::new(

@@ -53,7 +53,7 @@ fn apply(pair: &Pair, l: Limits) {
     let port = pair.port.clone();
     let idx = pair.host.ifindex(&port);
     pair.host
-        .block_on(async move || {
+        .run(async move || {
             let h = netd::link::connect().expect("netlink");
             tc::apply_port_limits(&h, idx, &port, &l).await
         })
@@ -64,7 +64,7 @@ fn clear(pair: &Pair) {
     let port = pair.port.clone();
     let idx = pair.host.ifindex(&port);
     pair.host
-        .block_on(async move || {
+        .run(async move || {
             let h = netd::link::connect().expect("netlink");
             tc::clear_port_limits(&h, idx, &port).await
         })

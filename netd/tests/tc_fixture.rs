@@ -3,21 +3,17 @@
 //! sender/receiver whose receiver counts bytes over time.
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sched::{CloneFlags, setns};
-
 /// True when the test may run; otherwise prints `SKIP <test>: <reason>` and appends it to
 /// the file named by CAIRN_SKIP_LOG.
 pub fn runnable(test: &str) -> bool {
-    let reason = if !nix::unistd::geteuid().is_root() {
+    let reason = if !testkit::is_root() {
         Some("needs root to create network namespaces")
     } else if Command::new("tc").arg("-V").output().is_err() {
         Some("iproute2's tc is not installed")
@@ -27,106 +23,11 @@ pub fn runnable(test: &str) -> bool {
     let Some(reason) = reason else {
         return true;
     };
-    let line = format!("SKIP {test}: {reason}");
-    println!("{line}");
-    if let Ok(path) = std::env::var("CAIRN_SKIP_LOG")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "{line}");
-    }
+    testkit::skip(test, reason);
     false
 }
 
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A named network namespace, deleted on drop (also when the test panics); deleting it
-/// deletes every device inside, IFBs included.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let name = format!("cairn-tc-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    pub fn exec(&self, cmd: &str, args: &[&str]) -> String {
-        let mut all = vec!["netns", "exec", self.name.as_str(), cmd];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    /// Joins the namespace on the calling thread (sockets opened afterwards live there).
-    pub fn enter(&self) {
-        let fd = File::open(self.path()).expect("cannot open the namespace");
-        setns(&fd, CloneFlags::CLONE_NEWNET).expect("cannot join the namespace");
-    }
-
-    /// Runs `f` on a thread inside this namespace with a fresh current-thread runtime.
-    pub fn block_on<T: Send>(&self, f: impl AsyncFnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                self.enter();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("cannot build a tokio runtime");
-                rt.block_on(f())
-            })
-            .join()
-            .expect("namespace thread panicked")
-        })
-    }
-
-    pub fn ifindex(&self, dev: &str) -> u32 {
-        let out = self.ip(&["-o", "link", "show", "dev", dev]);
-        out.split(':')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no ifindex in {out:?}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+pub use testkit::Netns;
 
 /// Host namespace with port `port` (10.77.0.1) and guest namespace with its peer (10.77.0.2),
 /// joined by a veth pair.
@@ -141,8 +42,8 @@ pub const GUEST_IP: &str = "10.77.0.2";
 
 impl Pair {
     pub fn new(tag: &str, port: &str) -> Pair {
-        let host = Netns::new(&format!("{tag}h"));
-        let guest = Netns::new(&format!("{tag}g"));
+        let host = Netns::new(&format!("tc-{tag}h"));
+        let guest = Netns::new(&format!("tc-{tag}g"));
         host.ip(&[
             "link",
             "add",

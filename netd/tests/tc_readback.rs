@@ -96,14 +96,14 @@ fn tc_readback_matches_request_and_live_changes() {
     let idx = pair.host.ifindex(&port);
     let apply = |l: Limits| {
         let port = port.clone();
-        pair.host.block_on(async move || {
+        pair.host.run(async move || {
             let h = netd::link::connect().expect("netlink");
             tc::apply_port_limits(&h, idx, &port, &l).await
         })
     };
     let read = |dev: &str| {
         let i = pair.host.ifindex(dev);
-        pair.host.block_on(async move || {
+        pair.host.run(async move || {
             let h = netd::link::connect().expect("netlink");
             tc::read_qdiscs(&h, i).await.expect("read_qdiscs")
         })
@@ -204,7 +204,7 @@ fn tc_readback_matches_request_and_live_changes() {
 
     // Clear: nothing of ours is left.
     apply(limits(None, Some((10_000_000, None)))).expect("swap directions");
-    let clear = pair.host.block_on(async || {
+    let clear = pair.host.run(async || {
         let h = netd::link::connect().expect("netlink");
         tc::clear_port_limits(&h, idx, "cprb0").await
     });
@@ -217,7 +217,7 @@ fn tc_readback_matches_request_and_live_changes() {
     assert!(!pair.host.ip(&["-o", "link"]).contains("cirb0"));
     // Clearing twice is fine.
     pair.host
-        .block_on(async || {
+        .run(async || {
             let h = netd::link::connect().expect("netlink");
             tc::clear_port_limits(&h, idx, "cprb0").await
         })
@@ -231,7 +231,7 @@ fn police_mode_reports_the_kernel_reason_or_works() {
     }
     let pair = Pair::new("po", "cppo0");
     let idx = pair.host.ifindex("cppo0");
-    let r = pair.host.block_on(async || {
+    let r = pair.host.run(async || {
         let h = netd::link::connect().expect("netlink");
         let l = limits(None, Some((10_000_000, None)));
         tc::apply_port_limits_with(&h, idx, "cppo0", &l, IngressMode::Police).await
@@ -268,7 +268,7 @@ fn network_aggregate_shapes_the_bridge_device() {
     let br = pair.host.ifindex("cbrag0");
     let ifb = tc::ifb_name("cbrag0");
     let set = |l: Limits| {
-        pair.host.block_on(async move || {
+        pair.host.run(async move || {
             let h = netd::link::connect().expect("netlink");
             tc::apply_network_aggregate(&h, br, "cbrag0", &l).await
         })

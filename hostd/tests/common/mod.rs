@@ -4,25 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-/// Records a skipped test where ci/test counts it, and says why.
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
-    if let Ok(log) = std::env::var("CAIRN_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
-            // One write(2) per line: tests in parallel threads append to the same file.
-            let _ = f.write_all(format!("{test}: {why}\n").as_bytes());
-        }
-    }
-}
+pub use testkit::{TempDir, skip};
 
 /// Whether this machine can run container tests; records the skip when not.
 pub fn containers_possible(test: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() {
+    if !testkit::is_root() {
         skip(
             test,
             "containers need root (namespaces, overlayfs, cgroups)",
@@ -37,23 +23,6 @@ pub fn containers_possible(test: &str) -> bool {
         return false;
     }
     true
-}
-
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("cairn-hostd-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("cannot create a temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Builds the busybox rootfs in `dir/bb` and tars it to `dir/busybox.tar`; returns the

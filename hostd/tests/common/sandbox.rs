@@ -35,7 +35,7 @@ pub fn bin_dir() -> Result<PathBuf, String> {
 
 impl Sandbox {
     pub fn start(tag: &str, config: &str, bindir: &Path) -> Sandbox {
-        let dir = TempDir::new(tag);
+        let dir = TempDir::new(&format!("hostd-{tag}"));
         let config_path = dir.0.join("host.toml");
         std::fs::write(&config_path, config).expect("write config");
         let state = dir.0.join("state");

@@ -8,24 +8,11 @@ use std::time::{Duration, Instant};
 
 use model::dbus::{Init1Proxy, ServiceInfo};
 
-/// Records a skipped test where ci/test counts it, and says why.
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
-    if let Ok(log) = std::env::var("CAIRN_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
-            let _ = writeln!(f, "{test}: {why}");
-        }
-    }
-}
+pub use testkit::{TempDir, skip};
 
 /// None (after recording a skip) when this machine cannot run a sandbox.
 pub fn sandbox_possible(test: &str) -> bool {
-    if !nix_is_root() {
+    if !testkit::is_root() {
         skip(
             test,
             "a sandbox needs root to unshare mount and network namespaces",
@@ -37,17 +24,6 @@ pub fn sandbox_possible(test: &str) -> bool {
         return false;
     }
     true
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 pub fn bin_dir() -> PathBuf {
@@ -63,25 +39,13 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let base = std::env::temp_dir().join(format!(
-            "cairn-{tag}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).expect("create temp dir");
-        TempDir(base)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory unique to this process and moment, removed on drop.
+pub fn temp_dir(tag: &str) -> TempDir {
+    TempDir::at(std::env::temp_dir().join(format!(
+        "cairn-{tag}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )))
 }
 
 /// A running `init --sandbox`; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -110,7 +74,7 @@ sha256 = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25
 impl Sandbox {
     /// Starts init with `config`, using daemons from `bindir`.
     pub fn start(tag: &str, config: &str, bindir: &Path) -> Sandbox {
-        let dir = TempDir::new(tag);
+        let dir = temp_dir(tag);
         let config_path = dir.0.join("host.toml");
         std::fs::write(&config_path, config).expect("write config");
         let state = dir.0.join("state");
