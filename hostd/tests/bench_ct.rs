@@ -77,24 +77,7 @@ async fn create_start_stop_delete() {
         // The same rootfs for crun, made by the same builder.
         hostd::ct::template::busybox_rootfs(std::path::Path::new(&out)).expect("rootfs for crun");
     }
-    let config = r#"
-[host]
-hostname = "ct-bench"
-[host.management]
-interface = "lo"
-address = "192.0.2.10/24"
-[api]
-listen = "127.0.0.1"
-port = 8443
-[[api.token]]
-name = "test"
-sha256 = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
-[[network]]
-name = "lan"
-kind = "bridged"
-subnet = "10.60.0.0/24"
-address = "10.60.0.1/24"
-"#;
+    let config = &testkit::sandbox_config("ct-bench", Some("10.60.0"));
     let mut sb = Sandbox::start("ct-bench", config, &bins);
     let conn = sb.connect(Duration::from_secs(30)).await;
     sb.wait_services(&conn, Duration::from_secs(30), |t| {

@@ -17,28 +17,7 @@ const TEST: &str = "sandbox::fifty_containers_ping_survive_hostd_and_leave_nothi
 const N: usize = 50;
 
 fn config() -> String {
-    r#"
-[host]
-hostname = "ct-sandbox"
-
-[host.management]
-interface = "lo"
-address = "192.0.2.10/24"
-
-[api]
-listen = "127.0.0.1"
-port = 8443
-[[api.token]]
-name = "test"
-sha256 = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
-
-[[network]]
-name = "lan"
-kind = "bridged"
-subnet = "10.50.0.0/24"
-address = "10.50.0.1/24"
-"#
-    .to_string()
+    testkit::sandbox_config("ct-sandbox", Some("10.50.0"))
 }
 
 fn ip_of(i: usize) -> String {
@@ -289,28 +268,9 @@ async fn host_toml_containers_are_applied_and_have_objects() {
     };
     let scratch = TempDir::new("hostd-sbx-cfg-tpl");
     let (tarball, digest) = busybox_tarball(&scratch.0);
-    let config = format!(
-        r#"
-[host]
-hostname = "ct-cfg"
-
-[host.management]
-interface = "lo"
-address = "192.0.2.10/24"
-
-[api]
-listen = "127.0.0.1"
-port = 8443
-[[api.token]]
-name = "test"
-sha256 = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
-
-[[network]]
-name = "lan"
-kind = "bridged"
-subnet = "10.60.0.0/24"
-address = "10.60.0.1/24"
-
+    let config = testkit::sandbox_config("ct-cfg", Some("10.60.0"))
+        + &format!(
+            r#"
 [[template]]
 name = "busybox"
 source = "{}"
@@ -329,8 +289,8 @@ addresses = ["10.60.0.5/24"]
 gateway = "10.60.0.1"
 hostname = "web"
 "#,
-        tarball.display()
-    );
+            tarball.display()
+        );
     let mut sb = Sandbox::start("ct-sbx-cfg", &config, &bins);
     let conn = sb.connect(Duration::from_secs(30)).await;
     let table = sb

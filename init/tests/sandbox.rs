@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{MINIMAL_CONFIG, Sandbox, bin_dir, kill, service, temp_dir, wait_exit, wait_for};
+use common::{Sandbox, bin_dir, kill, minimal_config, service, temp_dir, wait_exit, wait_for};
 use model::dbus::{Host1Proxy, Init1Proxy, Network1Proxy, Storage1Proxy};
 
 const UP: Duration = Duration::from_secs(30);
@@ -15,7 +15,7 @@ async fn all_daemons_come_up_on_a_private_bus() {
     if !common::sandbox_possible("sandbox::all_daemons_come_up_on_a_private_bus") {
         return;
     }
-    let mut sb = Sandbox::start("up", MINIMAL_CONFIG, &bin_dir());
+    let mut sb = Sandbox::start("up", &minimal_config(), &bin_dir());
     let conn = sb.connect(UP).await;
     let table = sb.wait_all(&conn, "running", UP).await;
     let names: Vec<&str> = table.iter().map(|s| s.name.as_str()).collect();
@@ -76,7 +76,7 @@ async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
     if !common::sandbox_possible("sandbox::a_killed_daemon_is_back_on_the_bus_within_a_second") {
         return;
     }
-    let mut sb = Sandbox::start("kill", MINIMAL_CONFIG, &bin_dir());
+    let mut sb = Sandbox::start("kill", &minimal_config(), &bin_dir());
     let conn = sb.connect(UP).await;
     let before = sb.wait_all(&conn, "running", UP).await;
     let old = service(&before, "hostd").clone();
@@ -128,7 +128,7 @@ async fn restart_service_and_poweroff_over_init1() {
     if !common::sandbox_possible("sandbox::restart_service_and_poweroff_over_init1") {
         return;
     }
-    let mut sb = Sandbox::start("ctl", MINIMAL_CONFIG, &bin_dir());
+    let mut sb = Sandbox::start("ctl", &minimal_config(), &bin_dir());
     let conn = sb.connect(UP).await;
     let before = sb.wait_all(&conn, "running", UP).await;
     let init = Init1Proxy::new(&conn).await.unwrap();
@@ -183,7 +183,7 @@ async fn a_daemon_that_keeps_crashing_is_marked_failed() {
     )
     .unwrap();
 
-    let mut sb = Sandbox::start("crash", MINIMAL_CONFIG, &bins.0);
+    let mut sb = Sandbox::start("crash", &minimal_config(), &bins.0);
     let conn = sb.connect(UP).await;
     let table = wait_for(&conn, UP, |t| {
         service(t, "hostd").state == "failed" && service(t, "apid").state == "running"
@@ -235,7 +235,7 @@ async fn python_xmlrpc_client_reads_host_info_through_apid() {
     if !common::sandbox_possible("sandbox::python_xmlrpc_client_reads_host_info_through_apid") {
         return;
     }
-    let mut sb = Sandbox::start("api", MINIMAL_CONFIG, &bin_dir());
+    let mut sb = Sandbox::start("api", &minimal_config(), &bin_dir());
     let conn = sb.connect(UP).await;
     sb.wait_all(&conn, "running", UP).await;
 
@@ -312,7 +312,7 @@ async fn orphans_of_a_daemon_are_reaped() {
     )
     .unwrap();
 
-    let mut sb = Sandbox::start("orphan", MINIMAL_CONFIG, &bins.0);
+    let mut sb = Sandbox::start("orphan", &minimal_config(), &bins.0);
     let conn = sb.connect(UP).await;
     sb.wait_all(&conn, "running", UP).await;
     let init_pid = sb.child.id();

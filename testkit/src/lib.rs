@@ -181,3 +181,40 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// A host.toml for `init --sandbox` tests: management address on `lo`, the API on
+/// 127.0.0.1:8443 with the token "secret", and — with `lan_prefix` such as "10.50.0" — a
+/// bridged network "lan" on PREFIX.0/24 with the host at PREFIX.1. Tests append their own
+/// `[[template]]`/`[[container]]` tables.
+pub fn sandbox_config(hostname: &str, lan_prefix: Option<&str>) -> String {
+    let mut config = format!(
+        r#"
+[host]
+hostname = "{hostname}"
+
+[host.management]
+interface = "lo"
+address = "192.0.2.10/24"
+
+[api]
+listen = "127.0.0.1"
+port = 8443
+[[api.token]]
+name = "test"
+sha256 = "{}"
+"#,
+        model::token::digest("secret")
+    );
+    if let Some(p) = lan_prefix {
+        config.push_str(&format!(
+            r#"
+[[network]]
+name = "lan"
+kind = "bridged"
+subnet = "{p}.0/24"
+address = "{p}.1/24"
+"#
+        ));
+    }
+    config
+}

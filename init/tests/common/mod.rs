@@ -55,21 +55,10 @@ pub struct Sandbox {
     pub state: PathBuf,
 }
 
-pub const MINIMAL_CONFIG: &str = r#"
-[host]
-hostname = "sandbox-host"
-
-[host.management]
-interface = "lo"
-address = "192.0.2.10/24"
-
-[api]
-listen = "127.0.0.1"
-port = 8443
-[[api.token]]
-name = "test"
-sha256 = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
-"#;
+/// Four daemons, no networks: what most sandbox checks need.
+pub fn minimal_config() -> String {
+    testkit::sandbox_config("sandbox-host", None)
+}
 
 impl Sandbox {
     /// Starts init with `config`, using daemons from `bindir`.
