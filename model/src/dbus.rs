@@ -127,6 +127,32 @@ pub trait Host1 {
     ) -> Result<(i32, String, String), CairnError>;
     /// The last `max_bytes` of the container's console log.
     fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
+    /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,
+    /// initrd, disks, networks and memory; returns JSON `model::vm::VmInfo`.
+    fn create_vm(&self, spec_json: &str) -> Result<String, CairnError>;
+    /// Starts the VM's jailed VMM process (taps attached, kernel booted).
+    fn start_vm(&self, name: &str) -> Result<(), CairnError>;
+    /// Asks the guest to power off (Ctrl-Alt-Del on the i8042), waits up to `timeout_s`, then
+    /// kills the VMM.
+    fn stop_vm(&self, name: &str, timeout_s: u32) -> Result<(), CairnError>;
+    fn pause_vm(&self, name: &str) -> Result<(), CairnError>;
+    fn resume_vm(&self, name: &str) -> Result<(), CairnError>;
+    /// Writes guest memory, vCPU and device state into `dir` (a new directory on the host);
+    /// the VM is paused for the copy and left as it was.
+    fn snapshot_vm(&self, name: &str, dir: &str) -> Result<(), CairnError>;
+    /// Replaces a stopped (or created) VM's run with a new VMM process resumed from the
+    /// snapshot in `dir`.
+    fn restore_vm(&self, name: &str, dir: &str) -> Result<(), CairnError>;
+    /// Deletes a VM that is not running, and everything it had on the host.
+    fn delete_vm(&self, name: &str) -> Result<(), CairnError>;
+    /// JSON array of `model::vm::VmInfo`.
+    fn list_vms(&self) -> Result<String, CairnError>;
+    /// JSON `model::vm::VmInfo`.
+    fn vm_info(&self, name: &str) -> Result<String, CairnError>;
+    /// The last `max_bytes` of the VM's serial console log.
+    fn vm_console(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
+    /// Sends `data` to the VM's serial console input.
+    fn vm_console_input(&self, name: &str, data: &str) -> Result<(), CairnError>;
 }
 
 /// The object path of container `name`'s `org.cairn.Container1` object: `-` (not allowed in

@@ -8,6 +8,7 @@ pub mod dbus;
 pub mod fault;
 pub mod net;
 pub mod token;
+pub mod vm;
 pub mod xmlrpc;
 
 /// The Cairn release every daemon reports in `Status()` and `host.info`.

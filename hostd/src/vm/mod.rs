@@ -5,6 +5,7 @@
 //! CPUID filtering and virtio devices.
 
 pub mod boot;
+pub mod devices;
 pub mod memory;
 pub mod serial;
 pub mod vcpu;

@@ -1,0 +1,9 @@
+//! Virtual machines as the API carries them (JSON over D-Bus, structs over XML-RPC): what a
+//! client asks for (`VmSpec`, validated here before hostd acts) and what hostd reports
+//! (`VmInfo`).
+
+mod info;
+mod spec;
+
+pub use info::{VmInfo, VmState};
+pub use spec::{DiskSpec, InvalidVm, MAX_VCPUS, NicSpec, VM_NAME_MAX, VmSpec, is_mac, is_vm_name};
