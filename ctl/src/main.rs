@@ -6,18 +6,20 @@ mod output;
 mod rate;
 mod size;
 mod tls;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use model::xmlrpc::Value;
 
 use crate::client::{Client, Endpoint};
 use crate::ct::{CtCommand, TemplateCommand};
 use crate::tls::Trust;
+use crate::vm::VmCommand;
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +72,11 @@ enum Command {
     Template {
         #[command(subcommand)]
         command: TemplateCommand,
+    },
+    /// Virtual machines (hostd): list, info, create, start, stop, snapshot, console, ...
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
     },
     /// Work with host.toml files locally.
     Config {
@@ -127,8 +134,12 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let vm_create = matches
+        .subcommand_matches("vm")
+        .and_then(|m| m.subcommand_matches("create"));
+    match run(cli, vm_create) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -137,7 +148,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// `vm_create`: the matches of `vm create`, whose disks keep their command-line order.
+fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
     let (method, params) = match &cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -150,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => ("port.list", vec![]),
         Command::Ct { command } => ct::ct_call(command),
         Command::Template { command } => ct::template_call(command),
+        Command::Vm { command } => vm::vm_call(command, vm_create),
     };
     let url = cli
         .url
@@ -200,6 +213,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Template {
                 command: TemplateCommand::List,
             } => print!("{}", ct::templates_table(&value)),
+            Command::Vm {
+                command: VmCommand::List,
+            } => print!("{}", vm::vms_table(&value)),
+            Command::Vm {
+                command: VmCommand::Info { .. } | VmCommand::Create { .. },
+            } => print!("{}", vm::vm_info(&value)),
             // The console log, as it is.
             _ if value.as_str().is_some() => print!("{}", value.as_str().unwrap_or_default()),
             // info of one network: its JSON is the clearest human form of a nested record.

@@ -235,5 +235,95 @@ async fn against_a_real_apid() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+
+    // vm: a bad spec is refused by apid before the bus (102, naming the fields); a good one
+    // gets as far as the bus, which this apid does not have (106).
+    let out = run(base(&[
+        "--token",
+        TOKEN,
+        "vm",
+        "create",
+        "--name",
+        "deb",
+        "--vcpus",
+        "9",
+        "--memory",
+        "512M",
+        "--kernel",
+        "vmlinux",
+        "--nic",
+        "lan=01:00:00:00:00:01",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: bad_params (102): "), "{err}");
+    for field in ["vcpus 9", "kernel \"vmlinux\"", "nics[0].mac"] {
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    for args in [
+        &[
+            "vm",
+            "create",
+            "--name",
+            "deb",
+            "--memory",
+            "1G",
+            "--kernel",
+            "/k",
+            "--disk",
+            "/d/deb.raw",
+        ][..],
+        &["vm", "list"],
+        &["vm", "stop", "deb", "--timeout", "5"],
+        &["vm", "console", "deb"],
+    ] {
+        let mut argv = vec!["--token", TOKEN];
+        argv.extend_from_slice(args);
+        let out = run(base(&argv)).await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).starts_with("error: busy (106): "),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(base(&[
+        "--token",
+        TOKEN,
+        "vm",
+        "stop",
+        "deb",
+        "--timeout",
+        "30",
+    ]))
+    .await
+    .unwrap();
+    assert!(
+        stderr(&out).contains("timeout_s = 30 is out of range 0..=20"),
+        "{}",
+        stderr(&out)
+    );
     drop(stop);
+}
+
+#[test]
+fn config_check_reports_vm_problems_with_positions() {
+    let dir = TempDir::new("vmcheck");
+    let file = dir.0.join("host.toml");
+    std::fs::write(
+        &file,
+        "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"eth0\"\ndhcp = true\n\
+         [[network]]\nname = \"lan\"\nkind = \"bridged\"\n\
+         [[vm]]\nname = \"x\"\nmemory = \"512M\"\nkernel = \"/k\"\n[[vm.nic]]\nnetwork = \"n9\"\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let out = cairnctl(&["config", "check", &path]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!("{path}:14:11: vm \"x\" nic 0 refers to unknown network \"n9\" (defined: lan)\n")
+    );
 }

@@ -10,9 +10,11 @@ use tokio::sync::Mutex;
 
 use crate::ct::error::CtError;
 use crate::ct::manager::{self, Manager};
+use crate::vm::manager::VmManager;
 
 pub struct Host1 {
     pub manager: Arc<Mutex<Manager>>,
+    pub vms: Arc<Mutex<VmManager>>,
 }
 
 impl From<CtError> for CairnError {
@@ -115,7 +117,7 @@ impl Host1 {
             ("containers".to_string(), count(containers)),
             ("running".to_string(), count(running)),
             ("templates".to_string(), count(templates)),
-            ("vms".to_string(), 0),
+            ("vms".to_string(), count(self.vms.lock().await.counts().0)),
         ]);
         (model::VERSION.to_string(), counts)
     }
@@ -212,5 +214,55 @@ impl Host1 {
 
     async fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {
         Ok(self.manager.lock().await.console_log(name, max_bytes)?)
+    }
+
+    // ---- VMs: one lock for now, so a long stop delays other VM calls (not containers) ----
+
+    async fn create_vm(&self, spec_json: &str) -> Result<String, CairnError> {
+        json(&self.vms.lock().await.create(spec_json).await?)
+    }
+
+    async fn start_vm(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.start(name).await?)
+    }
+
+    async fn stop_vm(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.stop(name, timeout_s).await?)
+    }
+
+    async fn pause_vm(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.pause(name).await?)
+    }
+
+    async fn resume_vm(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.resume(name).await?)
+    }
+
+    async fn snapshot_vm(&self, name: &str, dir: &str) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.snapshot(name, dir).await?)
+    }
+
+    async fn restore_vm(&self, name: &str, dir: &str) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.restore(name, dir).await?)
+    }
+
+    async fn delete_vm(&self, name: &str) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.delete(name).await?)
+    }
+
+    async fn list_vms(&self) -> Result<String, CairnError> {
+        json(&self.vms.lock().await.list())
+    }
+
+    async fn vm_info(&self, name: &str) -> Result<String, CairnError> {
+        json(&self.vms.lock().await.info(name)?)
+    }
+
+    async fn vm_console(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {
+        Ok(self.vms.lock().await.console(name, max_bytes)?)
+    }
+
+    async fn vm_console_input(&self, name: &str, data: &str) -> Result<(), CairnError> {
+        Ok(self.vms.lock().await.console_input(name, data).await?)
     }
 }

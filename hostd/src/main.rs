@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use hostd::ct::manager::Manager;
 use hostd::dbus::{Container1, Host1};
+use hostd::vm::manager::VmManager;
 use model::daemon::{DaemonArgs, StopSignals};
 use model::dbus::{HOST_NAME, HOST_PATH};
 
@@ -29,6 +30,12 @@ fn main() -> anyhow::Result<()> {
             };
             std::process::exit(hostd::ct::monitor::main(std::path::Path::new(launch)));
         }
+        Some("--vmm") => {
+            let Some(launch) = argv.get(2) else {
+                anyhow::bail!("usage: hostd --vmm LAUNCH.json");
+            };
+            std::process::exit(hostd::vm::process::main(std::path::Path::new(launch)));
+        }
         Some("--ct-exec") => std::process::exit(hostd::ct::exec::helper_main(&argv[2..])),
         _ => {}
     }
@@ -49,11 +56,16 @@ async fn daemon() -> anyhow::Result<()> {
     std::fs::create_dir_all(&common.state)
         .with_context(|| format!("cannot create {}", common.state.display()))?;
     let exe = std::env::current_exe().context("cannot find hostd's own binary")?;
-    let manager = Arc::new(tokio::sync::Mutex::new(Manager::new(&common.state, exe)));
+    let manager = Arc::new(tokio::sync::Mutex::new(Manager::new(
+        &common.state,
+        exe.clone(),
+    )));
+    let vms = Arc::new(tokio::sync::Mutex::new(VmManager::new(&common.state, exe)));
     let mut builder = model::dbus::bus_builder()?.name(HOST_NAME).serve_at(
         HOST_PATH,
         Host1 {
             manager: manager.clone(),
+            vms: vms.clone(),
         },
     );
     // The containers found on disk (running or not) have their objects before the name is
@@ -70,23 +82,29 @@ async fn daemon() -> anyhow::Result<()> {
         .await
         .context("cannot own org.cairn.Host1 on the bus")?;
     manager.lock().await.set_bus(bus.clone());
+    vms.lock().await.set_bus(bus.clone());
     tracing::info!(state = %common.state.display(), "hostd ready");
     let (applying, server) = (manager.clone(), bus.object_server().clone());
+    let applying_vms = vms.clone();
     tokio::spawn(async move {
         hostd::reconcile::apply(&applying, &server, &config).await;
-        tracing::info!("host.toml's templates and containers applied");
+        hostd::reconcile::apply_vms(&applying_vms, &applying, &config).await;
+        tracing::info!("host.toml's templates, containers and VMs applied");
     });
     let housekeeping = manager.clone();
+    let housekeeping_vms = vms.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(hostd::ct::manager::TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             housekeeping.lock().await.tick().await;
+            housekeeping_vms.lock().await.tick().await;
         }
     });
     let signal = stop.wait().await;
-    // Containers keep running: their monitors are not ours, and the next hostd re-adopts them.
+    // Containers and VMs keep running: their monitors are not ours, and the next hostd
+    // re-adopts them.
     tracing::info!(signal, "hostd stopping; containers keep running");
     Ok(())
 }

@@ -1,11 +1,12 @@
-//! hostd's VMM against this machine's /dev/kvm: boots the test guest (hostd/guest/, built here
-//! with the installed gcc) through the Linux ELF boot path and reads its serial line; bad
-//! input (missing kernel, a non-ELF, 0 MiB, more than the host) gives clear errors.
+//! hostd's VMM against this machine's /dev/kvm: boots the test guest (hostd/guest/, built
+//! here with `hostd/guest/build.sh`) through the Linux ELF boot path and reads its serial
+//! line; bad input (missing kernel, a non-ELF, 0 MiB, more than the host) gives clear errors.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use hostd::vm::{ExitReason, Vm, VmConfig, VmError};
+use hostd::vm::{VmConfig, VmError, VmExit, Vmm};
 
 mod common;
 use common::skip;
@@ -30,10 +31,19 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Builds hostd/guest/guest.S into `dir`; Err says why not (no gcc…).
+/// Builds the test guest into `dir`; Err says why not (no rustc…).
 fn build_guest(dir: &Path) -> Result<PathBuf, String> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
-    assemble(&src.join("guest.S"), &dir.join("cairn-test-guest"))
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build.sh");
+    let out = dir.join("cairn-test-guest");
+    let status = Command::new("sh")
+        .arg(&script)
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !status.success() {
+        return Err(format!("{} failed: {status}", script.display()));
+    }
+    Ok(out)
 }
 
 /// Assembles and links `source` with the test guest's linker script into `out`.
@@ -60,6 +70,10 @@ fn assemble(source: &Path, out: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+fn boot(kernel: &Path, mem_mib: u32) -> Result<Vmm, VmError> {
+    Vmm::boot(&VmConfig::new(kernel, CMDLINE, mem_mib))
+}
+
 #[test]
 fn boots_test_guest_and_reads_its_cmdline() {
     let test = "vm_boot::boots_test_guest_and_reads_its_cmdline";
@@ -71,24 +85,36 @@ fn boots_test_guest_and_reads_its_cmdline() {
         Ok(k) => k,
         Err(why) => return skip(test, &why),
     };
-    let outcome = Vm::boot(VmConfig {
-        kernel,
-        cmdline: CMDLINE.into(),
-        mem_mib: 32,
-    })
-    .unwrap_or_else(|e| panic!("boot failed: {e}"));
+    let vmm = boot(&kernel, 32).unwrap_or_else(|e| panic!("boot failed: {e}"));
+    let exit = vmm.wait(Duration::from_secs(20));
+    let serial = vmm.console_tail(1 << 20);
+    let first = vmm
+        .console()
+        .lock()
+        .ok()
+        .and_then(|c| c.first_line_at)
+        .map(|t| t.duration_since(vmm.created));
+    let elapsed = vmm.created.elapsed();
+    drop(vmm);
     let line = format!("cairn-test-guest: cmdline={CMDLINE}");
     assert!(
-        outcome.serial.contains(&line),
-        "serial output {:?} lacks {line:?}",
-        outcome.serial
+        serial.contains(&line),
+        "serial output {serial:?} lacks {line:?} (exit {exit:?})"
     );
-    assert_eq!(outcome.exit, ExitReason::DebugExit(0));
-    let first = outcome.first_line_after.expect("a complete serial line");
+    assert!(
+        serial.contains("cairn-test-guest: cpus=1 ioapic=0xfec00000"),
+        "exit {exit:?}: {serial}"
+    );
+    assert!(serial.contains("cairn-test-guest: done"), "{serial}");
+    assert!(
+        matches!(exit, Some(VmExit::Reset(_))),
+        "exit {exit:?}; serial {serial}"
+    );
+    let first = first.expect("a complete serial line");
     eprintln!(
         "vm_boot: KVM_CREATE_VM -> first serial line {:.3} ms, guest end {:.3} ms",
         first.as_secs_f64() * 1e3,
-        outcome.elapsed.as_secs_f64() * 1e3
+        elapsed.as_secs_f64() * 1e3
     );
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -98,30 +124,15 @@ fn bad_input_gives_clear_errors() {
     let dir = scratch("bad");
     // These are checked before /dev/kvm is opened, or need only a VM to fail in the loader.
     let missing = dir.join("no-such-kernel");
-    let err = Vm::boot(VmConfig {
-        kernel: missing.clone(),
-        cmdline: CMDLINE.into(),
-        mem_mib: 32,
-    })
-    .expect_err("missing kernel");
+    let err = boot(&missing.clone(), 32).expect_err("missing kernel");
     assert!(matches!(err, VmError::KernelMissing { .. }), "{err}");
     assert!(err.to_string().contains("no-such-kernel"), "{err}");
 
-    let err = Vm::boot(VmConfig {
-        kernel: missing.clone(),
-        cmdline: CMDLINE.into(),
-        mem_mib: 0,
-    })
-    .expect_err("0 MiB");
+    let err = boot(&missing.clone(), 0).expect_err("0 MiB");
     assert!(matches!(err, VmError::MemoryZero), "{err}");
     assert!(err.to_string().contains("got 0"), "{err}");
 
-    let err = Vm::boot(VmConfig {
-        kernel: missing,
-        cmdline: CMDLINE.into(),
-        mem_mib: u32::MAX,
-    })
-    .expect_err("more than the host");
+    let err = boot(&missing, u32::MAX).expect_err("more than the host");
     assert!(matches!(err, VmError::MemoryTooLarge { .. }), "{err}");
     assert!(err.to_string().contains("more than the host"), "{err}");
 
@@ -132,23 +143,17 @@ fn bad_input_gives_clear_errors() {
     }
     let not_elf = dir.join("not-an-elf");
     std::fs::write(&not_elf, b"#!/bin/sh\necho this is not a kernel\n").expect("write");
-    let err = Vm::boot(VmConfig {
-        kernel: not_elf,
-        cmdline: CMDLINE.into(),
-        mem_mib: 32,
-    })
-    .expect_err("non-ELF");
+    let err = boot(&not_elf, 32).expect_err("non-ELF");
     assert!(matches!(err, VmError::KernelNotElf { .. }), "{err}");
-    assert!(err.to_string().contains("not an x86_64 ELF"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not an x86_64 ELF vmlinux or bzImage"),
+        "{err}"
+    );
 
     let empty = dir.join("empty");
     std::fs::write(&empty, b"").expect("write");
-    let err = Vm::boot(VmConfig {
-        kernel: empty,
-        cmdline: CMDLINE.into(),
-        mem_mib: 32,
-    })
-    .expect_err("empty file");
+    let err = boot(&empty, 32).expect_err("empty file");
     assert!(matches!(err, VmError::KernelNotElf { .. }), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -172,16 +177,9 @@ fn spinning_guest_is_stopped_at_the_deadline() {
     };
     let started = std::time::Instant::now();
     let deadline = std::time::Duration::from_millis(200);
-    let err = Vm::boot_with_deadline(
-        VmConfig {
-            kernel,
-            cmdline: CMDLINE.into(),
-            mem_mib: 32,
-        },
-        deadline,
-    )
-    .expect_err("a guest that never ends");
-    assert!(matches!(err, VmError::Timeout(d) if d == deadline), "{err}");
+    let vmm = boot(&kernel, 32).unwrap_or_else(|e| panic!("boot failed: {e}"));
+    assert_eq!(vmm.wait(deadline), None, "a guest that never ends");
+    assert_eq!(vmm.shutdown(), Some(VmExit::Stopped));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "stop took {:?}",

@@ -49,7 +49,8 @@ fn full_example_values_are_typed() {
     assert_eq!(c.containers[0].cpu_limit, Some(50));
     assert_eq!(c.containers[1].memory, Some(64 << 20));
     assert_eq!(c.vms[0].vcpus, 2);
-    assert_eq!(c.vms[0].disk, Some(20 << 30));
+    assert_eq!(c.vms[0].memory, 2 << 30);
+    assert_eq!(c.vms[0].disks.len(), 2);
     assert_eq!(c.vms[1].vcpus, 1, "vcpus defaults to 1");
     let vlan20 = c
         .networks
@@ -151,7 +152,8 @@ fn single_table_instead_of_array_of_tables() {
 #[test]
 fn every_problem_is_reported_in_file_order() {
     let text = format!(
-        "{MINIMAL}[[vm]]\nname = \"b\"\nmemory = \"1X\"\n[[vm]]\nname = \"a\"\nvcpus = 0\n"
+        "{MINIMAL}[[vm]]\nname = \"b\"\nmemory = \"1X\"\nkernel = \"/k\"\n[[vm]]\nname = \"a\"\n\
+         vcpus = 0\nkernel = \"/k\"\n"
     );
     let errs = errors(&text);
     assert_eq!(errs.len(), 3, "{errs:?}");
@@ -178,5 +180,82 @@ fn documented_example_is_valid() {
     let len = doc[start..].find("```").expect("the end of the toml block");
     if let Err(e) = parse("config.md", &doc[start..start + len]) {
         panic!("docs/config.md example is invalid:\n{e}");
+    }
+}
+
+#[test]
+fn vm_entries_become_the_specs_hostd_creates() {
+    let text = format!(
+        r#"{MINIMAL}
+[[network]]
+name = "lan"
+kind = "bridged"
+
+[[vm]]
+name = "deb"
+vcpus = 2
+memory = "1G"
+kernel = "/var/lib/cairn/kernels/vmlinux"
+initrd = "/var/lib/cairn/kernels/initrd.img"
+cmdline = "reboot=k panic=1"
+cpu_limit = 150
+cpu_weight = 300
+
+[[vm.disk]]
+path = "/var/lib/cairn/disks/deb.raw"
+
+[[vm.disk]]
+volume = "deb-data"
+read_only = true
+
+[[vm.nic]]
+network = "lan"
+mac = "52:54:00:12:34:56"
+
+[[vm.nic]]
+network = "lan"
+
+[[vm]]
+name = "tiny"
+memory = 67108864
+kernel = "/k"
+autostart = false
+"#
+    );
+    let c = parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let specs = c.vm_specs();
+    assert_eq!(specs.len(), 2);
+    let json = serde_json::to_value(&specs[0]).unwrap_or_default();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "name": "deb", "vcpus": 2, "memory_mib": 1024,
+            "kernel": "/var/lib/cairn/kernels/vmlinux",
+            "initrd": "/var/lib/cairn/kernels/initrd.img",
+            "cmdline": "reboot=k panic=1",
+            "disks": [{"path": "/var/lib/cairn/disks/deb.raw"},
+                      {"volume": "deb-data", "read_only": true}],
+            "nics": [{"network": "lan", "mac": "52:54:00:12:34:56"}, {"network": "lan"}],
+            "resources": {"cpu_limit": 150, "cpu_weight": 300},
+            "autostart": true,
+        })
+    );
+    assert_eq!(specs[1].vcpus, 1, "vcpus defaults to 1");
+    assert_eq!(specs[1].memory_mib, 64);
+    assert!(!specs[1].autostart);
+    // What host.toml accepts, the API accepts too.
+    for s in &specs {
+        assert_eq!(s.validate(), Ok(()), "{}", s.name);
+    }
+    assert_eq!(c.vms[0].spec(), specs[0]);
+}
+
+#[test]
+fn example_vms_are_valid_specs() {
+    let c = parse("full.toml", include_str!("../../examples/full.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.vms.is_empty());
+    for s in c.vm_specs() {
+        assert_eq!(s.validate(), Ok(()), "{}", s.name);
     }
 }

@@ -26,13 +26,13 @@ pub const EXEC_TIMEOUT_S: u32 = 20;
 pub const CONSOLE_BYTES: u32 = 64 * 1024;
 
 /// Beyond the container's own deadline: hostd's kill, reaping and cleanup.
-const SLACK: Duration = Duration::from_secs(8);
+pub(super) const SLACK: Duration = Duration::from_secs(8);
 /// Unpacking a template tarball, removing a container's upper layer: disk-bound work.
-const DISK_TIMEOUT: Duration = Duration::from_secs(25);
+pub(super) const DISK_TIMEOUT: Duration = Duration::from_secs(25);
 /// Starting (spawning the monitor, attaching the port), pausing (the freezer settles).
-const START_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn secs(s: u32) -> Duration {
+pub(super) fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
 }
 
@@ -152,15 +152,15 @@ pub fn methods() -> Vec<Method> {
 
 /// Reads an XML-RPC struct as the serde type hostd expects; unknown or mistyped members are
 /// refused with the member's name.
-fn decode<T: DeserializeOwned>(what: &str, v: &Value) -> Result<T, Fault> {
+pub(super) fn decode<T: DeserializeOwned>(what: &str, v: &Value) -> Result<T, Fault> {
     serde_json::from_value(v.to_json()).map_err(|e| Fault::bad_params(format!("{what}: {e}")))
 }
 
-fn encode<T: serde::Serialize>(t: &T) -> Result<String, Fault> {
+pub(super) fn encode<T: serde::Serialize>(t: &T) -> Result<String, Fault> {
     serde_json::to_string(t).map_err(|e| Fault::new(FaultCode::Internal, e.to_string()))
 }
 
-fn answer(json: &str) -> Result<Value, Fault> {
+pub(super) fn answer(json: &str) -> Result<Value, Fault> {
     serde_json::from_str::<serde_json::Value>(json)
         .map(|j| Value::from_json(&j))
         .map_err(|e| Fault::new(FaultCode::Internal, format!("hostd answered: {e}")))

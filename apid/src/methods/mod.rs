@@ -5,6 +5,7 @@ mod host;
 mod net;
 mod registry;
 mod system;
+mod vm;
 
 pub use registry::{Fault, Method, MethodFuture, MethodResult, Registry};
 
@@ -26,6 +27,7 @@ impl Api {
         methods.extend(host::methods());
         methods.extend(net::methods());
         methods.extend(ct::methods());
+        methods.extend(vm::methods());
         Api {
             registry: Registry::new(methods),
             hostname,

@@ -64,32 +64,64 @@ pub type Handler = for<'a> fn(&'a Api, Vec<Value>) -> MethodFuture<'a>;
 
 pub struct Method {
     pub name: &'static str,
-    /// The return type first, then the parameter types, in XML-RPC type names.
+    /// The return type first, then the parameter types, in XML-RPC type names. A trailing
+    /// parameter type ending in `?` may be left out (`["boolean", "string", "int?"]`).
     pub signature: &'static [&'static str],
     pub help: &'static str,
     pub handler: Handler,
 }
 
 impl Method {
+    /// The parameter types, `?` removed, and how many of them are required.
+    fn params(&self) -> (Vec<&'static str>, usize) {
+        let wanted = &self.signature[1..];
+        let required = wanted.iter().take_while(|t| !t.ends_with('?')).count();
+        (
+            wanted.iter().map(|t| t.trim_end_matches('?')).collect(),
+            required,
+        )
+    }
+
+    /// Every signature the method has, as `system.methodSignature` lists them: one per
+    /// number of parameters it takes.
+    pub fn signatures(&self) -> Vec<Vec<&'static str>> {
+        let (wanted, required) = self.params();
+        let ret = self.signature[0];
+        (required..=wanted.len())
+            .map(|n| {
+                std::iter::once(ret)
+                    .chain(wanted[..n].iter().copied())
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Checks the parameter count and types against the signature, so that handlers only see
     /// what they declared.
     pub fn check_params(&self, params: &[Value]) -> Result<(), Fault> {
-        let wanted = &self.signature[1..];
-        if params.len() != wanted.len() {
+        let (wanted, required) = self.params();
+        if params.len() < required || params.len() > wanted.len() {
+            let count = if required == wanted.len() {
+                format!(
+                    "{} parameter{}",
+                    wanted.len(),
+                    if wanted.len() == 1 { "" } else { "s" }
+                )
+            } else {
+                format!("{required} to {} parameters", wanted.len())
+            };
             return Err(Fault::bad_params(format!(
-                "{} takes {} parameter{} ({}), got {}",
+                "{} takes {count} ({}), got {}",
                 self.name,
-                wanted.len(),
-                if wanted.len() == 1 { "" } else { "s" },
                 if wanted.is_empty() {
                     "none".to_string()
                 } else {
-                    wanted.join(", ")
+                    self.signature[1..].join(", ")
                 },
                 params.len()
             )));
         }
-        for (i, (p, want)) in params.iter().zip(wanted).enumerate() {
+        for (i, (p, want)) in params.iter().zip(&wanted).enumerate() {
             let ok = match *want {
                 "int" => matches!(p, Value::Int(_) | Value::I8(_)),
                 other => p.type_name() == other,

@@ -62,12 +62,12 @@ fn method_help(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
 
 fn method_signature(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
     Box::pin(async move {
-        let sig = find(api, &params)?
-            .signature
-            .iter()
-            .map(|t| Value::from(*t))
+        let sigs = find(api, &params)?
+            .signatures()
+            .into_iter()
+            .map(|sig| Value::Array(sig.into_iter().map(Value::from).collect()))
             .collect();
-        Ok(Value::Array(vec![Value::Array(sig)]))
+        Ok(Value::Array(sigs))
     })
 }
 

@@ -65,6 +65,18 @@ async fn list_methods_is_sorted_and_complete() {
             "template.delete",
             "template.import",
             "template.list",
+            "vm.console",
+            "vm.console_input",
+            "vm.create",
+            "vm.delete",
+            "vm.info",
+            "vm.list",
+            "vm.pause",
+            "vm.restore",
+            "vm.resume",
+            "vm.snapshot",
+            "vm.start",
+            "vm.stop",
         ]
     );
 }
@@ -167,7 +179,7 @@ async fn multicall_wraps_results_and_faults() {
     assert_eq!(fault_code_of(&results[3]), Some(102));
     assert_eq!(
         results[4].as_array().unwrap()[0].as_array().unwrap().len(),
-        32
+        api().registry().names().count()
     );
     assert_eq!(fault_code_of(&results[5]), Some(102));
     assert_eq!(fault_code_of(&results[6]), Some(106));
@@ -333,6 +345,164 @@ async fn ct_methods_without_a_bus_are_busy() {
     }
 }
 
+fn vm_spec(extra: &[(&str, Value)]) -> Value {
+    let mut members: Vec<(&str, Value)> = vec![
+        ("name", "deb".into()),
+        ("memory_mib", Value::Int(512)),
+        ("kernel", "/var/lib/cairn/kernels/vmlinux".into()),
+    ];
+    for (k, v) in extra {
+        members.retain(|(m, _)| m != k);
+        members.push((k, v.clone()));
+    }
+    Value::structure(members)
+}
+
+#[tokio::test]
+async fn vm_params_are_checked_before_the_bus() {
+    let bad = |r: Result<Value, Fault>| match r {
+        Ok(v) => panic!("expected a fault, got {v:?}"),
+        Err(f) => {
+            assert_eq!(f.code, FaultCode::BadParams, "{}", f.message);
+            f.message
+        }
+    };
+    // A spec is validated as a whole: every problem named by its field.
+    let spec = vm_spec(&[
+        ("name", "Deb".into()),
+        ("vcpus", Value::Int(9)),
+        ("memory_mib", Value::Int(0)),
+        ("kernel", "vmlinux".into()),
+        (
+            "disks",
+            Value::Array(vec![Value::structure([
+                ("volume", Value::from("v")),
+                ("path", Value::from("/x")),
+            ])]),
+        ),
+        (
+            "nics",
+            Value::Array(vec![Value::structure([
+                ("network", Value::from("lan")),
+                ("mac", Value::from("zz")),
+            ])]),
+        ),
+        (
+            "resources",
+            Value::structure([("cpu_limit", Value::Int(0))]),
+        ),
+    ]);
+    let m = bad(call("vm.create", vec![spec]).await);
+    for field in [
+        "name \"Deb\"",
+        "vcpus 9",
+        "memory_mib 0",
+        "kernel \"vmlinux\"",
+        "disks[0]",
+        "nics[0].mac",
+        "resources.cpu_limit",
+    ] {
+        assert!(m.contains(field), "{field}: {m}");
+    }
+    // Unknown members, at any level.
+    let m = bad(call("vm.create", vec![vm_spec(&[("memory", Value::Int(1))])]).await);
+    assert!(m.contains("unknown field `memory`"), "{m}");
+    let nic = Value::Array(vec![Value::structure([
+        ("network", Value::from("lan")),
+        ("ip", Value::from("10.0.0.2")),
+    ])]);
+    let m = bad(call("vm.create", vec![vm_spec(&[("nics", nic)])]).await);
+    assert!(m.contains("unknown field `ip`"), "{m}");
+    // Wrong types name their member.
+    let m = bad(call("vm.create", vec![vm_spec(&[("vcpus", "2".into())])]).await);
+    assert_eq!(m, "vcpus must be int, got string");
+    let disks = Value::Array(vec![Value::structure([
+        ("path", Value::from("/d")),
+        ("read_only", Value::from("yes")),
+    ])]);
+    let m = bad(call("vm.create", vec![vm_spec(&[("disks", disks)])]).await);
+    assert_eq!(m, "disks[0].read_only must be boolean, got string");
+    let m = bad(call(
+        "vm.create",
+        vec![vm_spec(&[("memory_mib", Value::Int(-1))])],
+    )
+    .await);
+    assert_eq!(m, "memory_mib = -1 must not be negative");
+    // Missing members.
+    let m = bad(call(
+        "vm.create",
+        vec![Value::structure([("name", Value::from("deb"))])],
+    )
+    .await);
+    assert!(m.contains("missing field"), "{m}");
+    // Names, timeouts, sizes, directories.
+    let m = bad(call("vm.start", vec!["../etc".into()]).await);
+    assert!(m.contains("not a valid VM name"), "{m}");
+    bad(call("vm.info", vec!["a".repeat(41).into()]).await);
+    let m = bad(call("vm.stop", vec!["deb".into(), Value::Int(21)]).await);
+    assert!(m.contains("timeout_s = 21 is out of range 0..=20"), "{m}");
+    bad(call("vm.stop", vec!["deb".into(), Value::Int(-1)]).await);
+    bad(call("vm.stop", vec!["deb".into(), "5".into()]).await);
+    bad(call("vm.stop", vec!["deb".into(), Value::Int(1), Value::Int(1)]).await);
+    bad(call("vm.console", vec!["deb".into(), Value::Int(0)]).await);
+    bad(call("vm.console", vec!["deb".into(), Value::Int((1 << 20) + 1)]).await);
+    let m = bad(call("vm.snapshot", vec!["deb".into(), "snap".into()]).await);
+    assert!(m.contains("dir \"snap\" must be an absolute path"), "{m}");
+    bad(call("vm.restore", vec!["deb".into(), "/".into()]).await);
+    bad(call("vm.console_input", vec!["deb".into(), "".into()]).await);
+    bad(call(
+        "vm.console_input",
+        vec!["deb".into(), "x".repeat(64 * 1024 + 1).into()],
+    )
+    .await);
+}
+
+#[tokio::test]
+async fn vm_methods_without_a_bus_are_busy() {
+    let calls: Vec<(&str, Vec<Value>)> = vec![
+        ("vm.create", vec![vm_spec(&[])]),
+        ("vm.start", vec!["deb".into()]),
+        ("vm.stop", vec!["deb".into()]),
+        ("vm.stop", vec!["deb".into(), Value::Int(0)]),
+        ("vm.pause", vec!["deb".into()]),
+        ("vm.resume", vec!["deb".into()]),
+        ("vm.snapshot", vec!["deb".into(), "/var/lib/snap".into()]),
+        ("vm.restore", vec!["deb".into(), "/var/lib/snap".into()]),
+        ("vm.delete", vec!["deb".into()]),
+        ("vm.list", vec![]),
+        ("vm.info", vec!["deb".into()]),
+        ("vm.console", vec!["deb".into()]),
+        ("vm.console", vec!["deb".into(), Value::Int(100)]),
+        ("vm.console_input", vec!["deb".into(), "root\n".into()]),
+    ];
+    for (name, params) in calls {
+        assert_eq!(code(call(name, params).await), FaultCode::Busy, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn optional_parameters_have_one_signature_per_arity() {
+    let sig = call("system.methodSignature", vec!["vm.stop".into()])
+        .await
+        .unwrap();
+    let strs = |v: &[&str]| Value::Array(v.iter().map(|s| Value::from(*s)).collect());
+    assert_eq!(
+        sig,
+        Value::Array(vec![
+            strs(&["boolean", "string"]),
+            strs(&["boolean", "string", "int"]),
+        ])
+    );
+    let f = call("vm.stop", vec![]).await.unwrap_err();
+    assert_eq!(f.code, FaultCode::BadParams);
+    assert_eq!(
+        f.message,
+        "vm.stop takes 1 to 2 parameters (string, int?), got 0"
+    );
+    let f = call("vm.start", vec![]).await.unwrap_err();
+    assert_eq!(f.message, "vm.start takes 1 parameter (string), got 0");
+}
+
 // --- ct.* against a fake hostd on a private bus ---------------------------------------------------
 
 mod over_a_bus {
@@ -359,8 +529,8 @@ mod over_a_bus {
         }
     }
 
-    fn private_bus() -> Option<BusDaemon> {
-        let dir = std::env::temp_dir().join(format!("apid-ct-bus-{}", std::process::id()));
+    fn private_bus(tag: &str) -> Option<BusDaemon> {
+        let dir = std::env::temp_dir().join(format!("apid-{tag}-bus-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ok()?;
         let conf = dir.join("bus.conf");
@@ -434,11 +604,64 @@ mod over_a_bus {
         fn start_container(&self, _name: &str) -> Result<(), CairnError> {
             Err(CairnError::Conflict("web1 is running".into()))
         }
+        fn create_vm(&self, spec_json: &str) -> Result<String, CairnError> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("create_vm {spec_json}"));
+            let spec: serde_json::Value = serde_json::from_str(spec_json)
+                .map_err(|e| CairnError::InvalidArgs(e.to_string()))?;
+            Ok(
+                serde_json::json!({"name": spec["name"], "state": "created", "spec": spec})
+                    .to_string(),
+            )
+        }
+        fn start_vm(&self, name: &str) -> Result<(), CairnError> {
+            Err(CairnError::Conflict(format!("vm {name:?} is running")))
+        }
+        fn stop_vm(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("stop_vm {name} {timeout_s}"));
+            Ok(())
+        }
+        fn pause_vm(&self, _name: &str) -> Result<(), CairnError> {
+            Err(CairnError::Busy("the VMM is starting".into()))
+        }
+        fn resume_vm(&self, _name: &str) -> Result<(), CairnError> {
+            Err(CairnError::InvalidArgs("vm is not paused".into()))
+        }
+        fn snapshot_vm(&self, name: &str, dir: &str) -> Result<(), CairnError> {
+            Err(CairnError::Failed(format!(
+                "snapshot of {name} into {dir}: disk full"
+            )))
+        }
+        fn list_vms(&self) -> Result<String, CairnError> {
+            Ok(
+                r#"[{"name":"deb","state":"running","pid":42,"taps":["vmdeb0"],
+                    "spec":{"name":"deb","vcpus":2,"memory_mib":512,"kernel":"/k"}}]"#
+                    .into(),
+            )
+        }
+        fn vm_info(&self, name: &str) -> Result<String, CairnError> {
+            Err(CairnError::NotFound(format!("no vm {name:?}")))
+        }
+        fn vm_console(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {
+            Ok(format!("{name} {max_bytes}"))
+        }
+        fn vm_console_input(&self, name: &str, data: &str) -> Result<(), CairnError> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("input {name} {data:?}"));
+            Ok(())
+        }
     }
 
     #[tokio::test]
     async fn ct_methods_reach_hostd_and_map_its_errors() {
-        let Some(bus) = private_bus() else {
+        let Some(bus) = private_bus("ct") else {
             eprintln!("dbus-daemon is not available; skipping");
             return;
         };
@@ -507,6 +730,95 @@ mod over_a_bus {
         assert_eq!(f.code, FaultCode::Conflict);
         // A hostd without the method: 107 naming UnknownMethod (ci/e2e/test_ct.py skips on it).
         let f = api.call("template.list", vec![]).await.unwrap_err();
+        assert_eq!(f.code, FaultCode::Internal);
+        assert!(f.message.contains("UnknownMethod"), "{}", f.message);
+    }
+
+    #[tokio::test]
+    async fn vm_methods_reach_hostd_and_map_its_errors() {
+        let Some(bus) = private_bus("vm") else {
+            eprintln!("dbus-daemon is not available; skipping");
+            return;
+        };
+        let fake = FakeHost::default();
+        let _hostd = zbus::connection::Builder::address(bus.address.as_str())
+            .name(model::dbus::HOST_NAME)
+            .serve_at(model::dbus::HOST_PATH, fake.clone())
+            .build()
+            .await
+            .unwrap();
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let api = Api::new("testhost".into(), Bus::new(Some(conn)));
+        let s = |v: &str| Value::from(v);
+
+        let spec = Value::structure([
+            ("name", s("deb")),
+            ("vcpus", Value::Int(2)),
+            ("memory_mib", Value::Int(512)),
+            ("kernel", s("/k")),
+            (
+                "nics",
+                Value::Array(vec![Value::structure([("network", s("lan"))])]),
+            ),
+        ]);
+        let info = api.call("vm.create", vec![spec]).await.unwrap();
+        let info = info.as_struct().unwrap();
+        assert_eq!(info["state"], s("created"));
+        assert_eq!(info["spec"].as_struct().unwrap()["vcpus"], Value::Int(2));
+
+        api.call("vm.stop", vec![s("deb")]).await.unwrap();
+        api.call("vm.stop", vec![s("deb"), Value::Int(0)])
+            .await
+            .unwrap();
+        api.call("vm.console_input", vec![s("deb"), s("root\n")])
+            .await
+            .unwrap();
+        assert_eq!(
+            *fake.seen.lock().unwrap(),
+            [
+                r#"create_vm {"name":"deb","vcpus":2,"memory_mib":512,"kernel":"/k","nics":[{"network":"lan"}],"resources":{}}"#,
+                "stop_vm deb 20",
+                "stop_vm deb 0",
+                r#"input deb "root\n""#,
+            ]
+        );
+        assert_eq!(
+            api.call("vm.console", vec![s("deb")]).await.unwrap(),
+            s("deb 65536")
+        );
+        assert_eq!(
+            api.call("vm.console", vec![s("deb"), Value::Int(10)])
+                .await
+                .unwrap(),
+            s("deb 10")
+        );
+        let list = api.call("vm.list", vec![]).await.unwrap();
+        let first = list.as_array().unwrap()[0].as_struct().unwrap();
+        assert_eq!(first["pid"], Value::Int(42));
+
+        // CairnError kinds map to faults as for ct.*.
+        let f = api.call("vm.info", vec![s("nope")]).await.unwrap_err();
+        assert_eq!(
+            (f.code, f.message.as_str()),
+            (FaultCode::NotFound, "no vm \"nope\"")
+        );
+        let f = api.call("vm.start", vec![s("deb")]).await.unwrap_err();
+        assert_eq!(f.code, FaultCode::Conflict);
+        let f = api.call("vm.pause", vec![s("deb")]).await.unwrap_err();
+        assert_eq!(f.code, FaultCode::Busy);
+        let f = api.call("vm.resume", vec![s("deb")]).await.unwrap_err();
+        assert_eq!(f.code, FaultCode::BadParams);
+        let f = api
+            .call("vm.snapshot", vec![s("deb"), s("/var/snap")])
+            .await
+            .unwrap_err();
+        assert_eq!(f.code, FaultCode::Internal);
+        assert!(f.message.contains("disk full"), "{}", f.message);
+        // A hostd without the method: 107 naming UnknownMethod.
+        let f = api.call("vm.delete", vec![s("deb")]).await.unwrap_err();
         assert_eq!(f.code, FaultCode::Internal);
         assert!(f.message.contains("UnknownMethod"), "{}", f.message);
     }

@@ -4,13 +4,13 @@
 //! in long mode at the ELF entry with `%rsi` pointing at the zero page.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
-use linux_loader::loader::{Cmdline, Elf, KernelLoader, load_cmdline};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::{BzImage, Cmdline, Elf, KernelLoader, load_cmdline};
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
 
 use super::VmError;
@@ -57,9 +57,28 @@ struct ZeroPage(boot_params);
 // SAFETY: boot_params is a plain-old-data repr(C, packed) struct of integers and arrays.
 unsafe impl ByteValued for ZeroPage {}
 
-/// Loads the ELF kernel at `path` and returns its entry point.
-pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<GuestAddress, VmError> {
-    let kernel = |reason: String| VmError::KernelNotElf {
+/// Where the kernel landed and how to enter it.
+pub struct LoadedKernel {
+    /// The 64-bit entry point.
+    pub entry: GuestAddress,
+    /// A bzImage's setup header, which the zero page must carry.
+    pub setup_header: Option<setup_header>,
+    /// First guest address past the kernel.
+    pub end: u64,
+}
+
+/// Offset of the 64-bit entry point (`startup_64`) in a bzImage's protected-mode kernel.
+const BZIMAGE_ENTRY_64: u64 = 0x200;
+/// Where a bzImage keeps "HdrS".
+const BZIMAGE_HDRS_AT: u64 = 0x202;
+
+/// Loads the kernel at `path` — an ELF vmlinux or a bzImage — and says how to enter it.
+pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, VmError> {
+    let not_kernel = |reason: String| VmError::KernelNotElf {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let load_err = |reason: String| VmError::KernelLoad {
         path: path.to_path_buf(),
         reason,
     };
@@ -68,29 +87,80 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<GuestAddress, V
         source,
     })?;
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(kernel("not a regular file".into()));
+        return Err(not_kernel("not a regular file".into()));
     }
     let mut magic = [0u8; 4];
-    match file.read_exact(&mut magic) {
-        Ok(()) if magic == *b"\x7fELF" => {}
-        Ok(()) => return Err(kernel(format!("bad magic {magic:02x?} (want 7f 45 4c 46)"))),
-        Err(_) => return Err(kernel("shorter than an ELF header".into())),
-    }
-    let loaded =
+    file.read_exact(&mut magic)
+        .map_err(|_| not_kernel("shorter than a kernel header".into()))?;
+    let mut hdrs = [0u8; 4];
+    let is_bzimage = file.seek(SeekFrom::Start(BZIMAGE_HDRS_AT)).is_ok()
+        && file.read_exact(&mut hdrs).is_ok()
+        && u32::from_le_bytes(hdrs) == KERNEL_HDR_MAGIC;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| load_err(e.to_string()))?;
+    let loaded = if magic == *b"\x7fELF" {
         Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|e| match e {
-            linux_loader::loader::Error::Elf(e) => kernel(e.to_string()),
-            other => VmError::KernelLoad {
-                path: path.to_path_buf(),
-                reason: other.to_string(),
+            linux_loader::loader::Error::Elf(e) => not_kernel(e.to_string()),
+            other => load_err(other.to_string()),
+        })?
+    } else if is_bzimage {
+        BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(
+            |e| match e {
+                linux_loader::loader::Error::Bzimage(e) => not_kernel(e.to_string()),
+                other => load_err(other.to_string()),
             },
-        })?;
+        )?
+    } else {
+        return Err(not_kernel(format!(
+            "neither an ELF (magic {magic:02x?}) nor a bzImage (no \"HdrS\" at 0x202)"
+        )));
+    };
     if loaded.kernel_end > memory::low_ram_end(mem) {
-        return Err(VmError::KernelLoad {
-            path: path.to_path_buf(),
-            reason: format!("kernel ends at {:#x}, beyond guest RAM", loaded.kernel_end),
-        });
+        return Err(load_err(format!(
+            "kernel ends at {:#x}, beyond guest RAM",
+            loaded.kernel_end
+        )));
     }
-    Ok(loaded.kernel_load)
+    let entry = match loaded.setup_header {
+        Some(_) => loaded.kernel_load.unchecked_add(BZIMAGE_ENTRY_64),
+        None => loaded.kernel_load,
+    };
+    Ok(LoadedKernel {
+        entry,
+        setup_header: loaded.setup_header,
+        end: loaded.kernel_end,
+    })
+}
+
+/// Copies the initramfs at `path` to the top of low RAM (page aligned, as Firecracker does);
+/// returns its guest address and size.
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    kernel_end_floor: u64,
+) -> Result<(u64, u64), VmError> {
+    let bad = |reason: String| VmError::Initrd {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = File::open(path).map_err(|e| bad(format!("cannot open it: {e}")))?;
+    let size = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    if size == 0 {
+        return Err(bad("it is empty".into()));
+    }
+    let top = memory::low_ram_end(mem);
+    let addr = top
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|a| *a >= kernel_end_floor)
+        .ok_or_else(|| {
+            bad(format!(
+                "{size} bytes do not fit in guest RAM above the kernel"
+            ))
+        })?;
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
+        .map_err(|e| bad(format!("copying it into guest memory: {e}")))?;
+    Ok((addr, size))
 }
 
 /// Writes the command line to guest memory; returns its length without the NUL.
@@ -110,8 +180,20 @@ pub fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<usize, VmEr
 }
 
 /// Writes the zero page: boot protocol header fields, the command line pointer, the e820 map.
-pub fn write_zero_page(mem: &GuestMemoryMmap, cmdline_len: usize) -> Result<(), VmError> {
+pub fn write_zero_page(
+    mem: &GuestMemoryMmap,
+    cmdline_len: usize,
+    header: Option<setup_header>,
+    initrd: Option<(u64, u64)>,
+) -> Result<(), VmError> {
     let mut p = boot_params::default();
+    if let Some(h) = header {
+        p.hdr = h;
+    }
+    if let Some((addr, size)) = initrd {
+        p.hdr.ramdisk_image = addr as u32;
+        p.hdr.ramdisk_size = size as u32;
+    }
     p.hdr.type_of_loader = KERNEL_LOADER_OTHER;
     p.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
     p.hdr.header = KERNEL_HDR_MAGIC;

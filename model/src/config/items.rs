@@ -16,9 +16,12 @@ use super::net::{host_address_problem, parse_cidr};
 use super::types::{Cidr, Container, Network, NetworkKind, Pool, PoolKind, Template, Vm};
 use super::walk::{At, Problems, Table, describe};
 use crate::net::{BOND_MAX, BOND_MIN, BondMode};
+use crate::vm::{CMDLINE_MAX, DiskSpec, MAX_MEMORY_MIB, MAX_VCPUS, NicSpec, VM_NAME_MAX, is_mac};
 
-pub(super) const VCPUS_MAX: i64 = 8;
-pub(super) const DEFAULT_VCPUS: u8 = 1;
+pub(super) const DEFAULT_VCPUS: u32 = 1;
+/// VM names are shorter than other names: they travel in tap names and port owners.
+const VM_NAME_RULE: &str = "is not a valid vm name; expected lowercase letters, digits and \
+    hyphens, starting with a letter or digit, at most 40 characters";
 /// 100% per host CPU, up to 1024 CPUs.
 pub(super) const CPU_LIMIT_MAX: i64 = 100 * 1024;
 /// cgroup v2 `cpu.weight`.
@@ -608,30 +611,222 @@ impl ContainerDraft {
     }
 }
 
+/// A `[[vm.disk]]` or `[[vm.nic]]` entry as read, with where it was written.
+#[derive(Debug)]
+pub(super) struct VmNicDraft {
+    pub network: Option<At<String>>,
+    pub mac: Option<At<String>>,
+}
+
 #[derive(Debug)]
 pub(super) struct VmDraft {
     pub name: Option<At<String>>,
-    pub vcpus: Option<u8>,
+    pub vcpus: Option<u32>,
+    /// Bytes, a whole number of MiB.
     pub memory: Option<u64>,
-    pub network: Option<At<String>>,
-    pub pool: Option<At<String>>,
-    pub disk: Option<u64>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub cmdline: Option<String>,
+    /// `None` for an entry with a problem (already reported).
+    pub disks: Vec<Option<DiskSpec>>,
+    pub nics: Vec<VmNicDraft>,
+    pub cpu_limit: Option<u32>,
+    pub cpu_weight: Option<u32>,
+    pub autostart: Option<bool>,
 }
 
+const MIB: u64 = 1 << 20;
+
 pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
-    let name = read_name(p, &t, NAME_MAX, NAME_RULE);
+    let name = read_name(p, &t, VM_NAME_MAX, VM_NAME_RULE);
     let vcpus = match t.opt("vcpus") {
-        Some(f) => f.int(p, 1..=VCPUS_MAX).and_then(|n| u8::try_from(n).ok()),
+        Some(f) => f
+            .int(p, 1..=i64::from(MAX_VCPUS))
+            .and_then(|n| u32::try_from(n).ok()),
         None => Some(DEFAULT_VCPUS),
     };
+    let memory = t.req(p, "memory").and_then(|f| {
+        let bytes = f.size(p)?;
+        if bytes % MIB != 0 {
+            f.bad(
+                p,
+                f.shown(),
+                "is not a whole number of MiB; expected a size such as \"512M\" or \"2G\"",
+            );
+            return None;
+        }
+        if bytes / MIB > MAX_MEMORY_MIB {
+            f.bad(
+                p,
+                f.shown(),
+                "is more than a VM can have; expected at most \"1T\"",
+            );
+            return None;
+        }
+        Some(bytes)
+    });
+    let path = |p: &mut Problems, key: &str, required: bool| -> Option<String> {
+        let f = if required { t.req(p, key) } else { t.opt(key) }?;
+        f.string_matching(p, is_absolute, ABSOLUTE_RULE)
+            .map(str::to_string)
+    };
+    let kernel = path(p, "kernel", true);
+    let initrd = path(p, "initrd", false);
+    let cmdline = t.opt("cmdline").and_then(|f| {
+        let s = f.string(p)?;
+        if s.len() > CMDLINE_MAX {
+            f.bad(
+                p,
+                format_args!("({} bytes)", s.len()),
+                &format!("is too long; expected at most {CMDLINE_MAX} bytes"),
+            );
+            return None;
+        }
+        if s.bytes().any(|b| b == 0 || b == b'\n' || b == b'\r') {
+            f.bad(
+                p,
+                format_args!("{s:?}"),
+                "is not one line; expected a kernel command line without line breaks",
+            );
+            return None;
+        }
+        Some(s.to_string())
+    });
+    let disks = sub_tables(p, &t, "disk", &["volume", "path", "read_only"])
+        .into_iter()
+        .map(|d| read_vm_disk(p, d))
+        .collect();
+    let nics = sub_tables(p, &t, "nic", &["network", "mac"])
+        .into_iter()
+        .map(|n| VmNicDraft {
+            network: match n.req(p, "network") {
+                Some(f) => f.at_string(p).map(|s| At {
+                    at: s.at,
+                    value: s.value.to_string(),
+                }),
+                None => None,
+            },
+            mac: n.opt("mac").and_then(|f| {
+                let at = f.at();
+                let s = f.string_matching(
+                    p,
+                    is_mac,
+                    "is not a unicast MAC address; expected six hex pairs such as \
+                     \"52:54:00:12:34:56\" with the first octet even",
+                )?;
+                Some(At {
+                    at,
+                    value: s.to_string(),
+                })
+            }),
+        })
+        .collect();
     VmDraft {
         name,
         vcpus,
-        memory: t.req(p, "memory").and_then(|f| f.size(p)),
-        network: read_ref(p, &t, "network"),
-        pool: read_ref(p, &t, "pool"),
-        disk: t.opt("disk").and_then(|f| f.size(p)),
+        memory,
+        kernel,
+        initrd,
+        cmdline,
+        disks,
+        nics,
+        cpu_limit: t
+            .opt("cpu_limit")
+            .and_then(|f| f.int(p, 1..=CPU_LIMIT_MAX))
+            .and_then(|n| u32::try_from(n).ok()),
+        cpu_weight: t
+            .opt("cpu_weight")
+            .and_then(|f| f.int(p, 1..=CPU_WEIGHT_MAX))
+            .and_then(|n| u32::try_from(n).ok()),
+        autostart: match t.opt("autostart") {
+            Some(f) => f.bool(p),
+            None => Some(true),
+        },
     }
+}
+
+/// `[[vm.disk]]` entries (`key` = "disk") of the VM `t`, each labelled `vm "x" disk 0`.
+fn sub_tables<'a, 'i>(
+    p: &mut Problems,
+    t: &Table<'a, 'i>,
+    key: &str,
+    allowed: &'static [&'static str],
+) -> Vec<Table<'a, 'i>> {
+    let Some(f) = t.opt(key) else {
+        return Vec::new();
+    };
+    let DeValue::Array(items) = f.value.get_ref() else {
+        p.at(
+            f.at(),
+            format!(
+                "{key} in {} must be [[vm.{key}]] tables, not {}",
+                t.label,
+                describe(f.value.get_ref())
+            ),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.get_ref() {
+            DeValue::Table(entries) => out.push(Table::new(
+                p,
+                entries,
+                item.span().start,
+                format!("{} {key} {i}", t.label),
+                allowed,
+            )),
+            other => p.at(
+                item.span().start,
+                format!(
+                    "{key} {i} in {} must be a table ([[vm.{key}]]), not {}",
+                    t.label,
+                    describe(other)
+                ),
+            ),
+        }
+    }
+    out
+}
+
+fn read_vm_disk(p: &mut Problems, d: Table<'_, '_>) -> Option<DiskSpec> {
+    let volume = d.opt("volume").and_then(|f| {
+        f.string_matching(
+            p,
+            |s| is_name(s, NAME_MAX),
+            "is not a valid volume name; expected lowercase letters, digits and hyphens, \
+             starting with a letter or digit, at most 63 characters",
+        )
+        .map(str::to_string)
+    });
+    let path = d.opt("path").and_then(|f| {
+        f.string_matching(p, is_absolute, ABSOLUTE_RULE)
+            .map(str::to_string)
+    });
+    let read_only = match d.opt("read_only") {
+        Some(f) => f.bool(p),
+        None => Some(false),
+    };
+    if d.has("volume") == d.has("path") {
+        p.at(
+            d.at,
+            format!(
+                "{} needs exactly one of volume (a stord volume) and path (a raw image file on \
+                 the host){}",
+                d.label,
+                if d.has("path") { ", not both" } else { "" }
+            ),
+        );
+        return None;
+    }
+    if d.has("volume") && volume.is_none() || d.has("path") && path.is_none() {
+        return None;
+    }
+    Some(DiskSpec {
+        volume,
+        path,
+        read_only: read_only?,
+    })
 }
 
 impl VmDraft {
@@ -640,9 +835,23 @@ impl VmDraft {
             name: self.name?.value,
             vcpus: self.vcpus?,
             memory: self.memory?,
-            network: self.network.map(|n| n.value),
-            pool: self.pool.map(|n| n.value),
-            disk: self.disk,
+            kernel: self.kernel?,
+            initrd: self.initrd,
+            cmdline: self.cmdline.unwrap_or_default(),
+            disks: self.disks.into_iter().collect::<Option<_>>()?,
+            nics: self
+                .nics
+                .into_iter()
+                .map(|n| {
+                    Some(NicSpec {
+                        network: n.network?.value,
+                        mac: n.mac.map(|m| m.value),
+                    })
+                })
+                .collect::<Option<_>>()?,
+            cpu_limit: self.cpu_limit,
+            cpu_weight: self.cpu_weight,
+            autostart: self.autostart?,
         })
     }
 }

@@ -168,7 +168,19 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
             "hostname",
             "autostart",
         ],
-        "vm" => &["name", "vcpus", "memory", "network", "pool", "disk"],
+        "vm" => &[
+            "name",
+            "vcpus",
+            "memory",
+            "kernel",
+            "initrd",
+            "cmdline",
+            "disk",
+            "nic",
+            "cpu_limit",
+            "cpu_weight",
+            "autostart",
+        ],
         _ => &[],
     }
 }

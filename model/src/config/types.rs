@@ -4,6 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+use crate::ct::Resources;
+use crate::vm::{DiskSpec, NicSpec, VmSpec};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
     pub host: Host,
@@ -151,12 +154,56 @@ pub struct Container {
     pub autostart: bool,
 }
 
+/// A `[[vm]]` entry. [`Vm::spec`] (or [`HostConfig::vm_specs`]) is the `VmSpec` it asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vm {
     pub name: String,
-    pub vcpus: u8,
+    /// 1–8.
+    pub vcpus: u32,
+    /// Guest RAM in bytes, a whole number of MiB.
     pub memory: u64,
-    pub network: Option<String>,
-    pub pool: Option<String>,
-    pub disk: Option<u64>,
+    /// Absolute host path of an ELF vmlinux or a bzImage.
+    pub kernel: String,
+    pub initrd: Option<String>,
+    /// The kernel command line as written ("" when absent).
+    pub cmdline: String,
+    /// `[[vm.disk]]`, in order; each has exactly one of volume and path.
+    pub disks: Vec<DiskSpec>,
+    /// `[[vm.nic]]`, in order; each network names a `[[network]]`.
+    pub nics: Vec<NicSpec>,
+    /// CPU limit of the vCPU threads in % of one host CPU (200 = two CPUs).
+    pub cpu_limit: Option<u32>,
+    /// Relative CPU share (`cpu.weight`, 1–10000).
+    pub cpu_weight: Option<u32>,
+    /// Whether hostd starts it when hostd starts (default true).
+    pub autostart: bool,
+}
+
+impl Vm {
+    /// The spec this entry asks hostd for, as `create_vm` takes it.
+    pub fn spec(&self) -> VmSpec {
+        VmSpec {
+            name: self.name.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory >> 20,
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
+            disks: self.disks.clone(),
+            nics: self.nics.clone(),
+            resources: Resources {
+                cpu_limit: self.cpu_limit,
+                cpu_weight: self.cpu_weight,
+                ..Resources::default()
+            },
+            autostart: self.autostart,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Every `[[vm]]` as the spec hostd creates it from, in file order.
+    pub fn vm_specs(&self) -> Vec<VmSpec> {
+        self.vms.iter().map(Vm::spec).collect()
+    }
 }

@@ -39,9 +39,12 @@ pub(super) fn check(p: &mut Problems, d: &Document, text: &str) {
     }
     for v in &d.vms {
         let who = guest_label("vm", v.name.as_ref());
-        resolve(p, &who, "network", v.network.as_ref(), &network_names);
-        resolve(p, &who, "pool", v.pool.as_ref(), &pool_names);
+        for (i, nic) in v.nics.iter().enumerate() {
+            let who = format!("{who} nic {i}");
+            resolve(p, &who, "network", nic.network.as_ref(), &network_names);
+        }
     }
+    check_vm_macs(p, d, line);
 
     check_container_addresses(p, d);
     check_uplinks(p, &d.networks, line);
@@ -141,6 +144,33 @@ fn resolve(p: &mut Problems, who: &str, kind: &str, r: Option<&At<String>>, know
         r.at,
         format!("{who} refers to unknown {kind} {:?} ({hint})", r.value),
     );
+}
+
+/// A MAC is given to one NIC only, across every VM: two guests with one MAC on a bridge steal
+/// each other's traffic. Compared without regard to case.
+fn check_vm_macs(p: &mut Problems, d: &Document, line: impl Fn(usize) -> usize) {
+    let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+    for v in &d.vms {
+        let who = guest_label("vm", v.name.as_ref());
+        for (i, nic) in v.nics.iter().enumerate() {
+            let Some(mac) = &nic.mac else { continue };
+            let who = format!("{who} nic {i}");
+            match seen.get(&mac.value.to_ascii_lowercase()) {
+                Some((first, at)) => p.at(
+                    mac.at,
+                    format!(
+                        "mac {:?} in {who} is already used by {first} (line {}); expected each \
+                         MAC once",
+                        mac.value,
+                        line(*at)
+                    ),
+                ),
+                None => {
+                    seen.insert(mac.value.to_ascii_lowercase(), (who, mac.at));
+                }
+            }
+        }
+    }
 }
 
 /// A container's addresses lie inside its network's subnet, with the subnet's prefix, when

@@ -6,4 +6,7 @@ mod info;
 mod spec;
 
 pub use info::{VmInfo, VmState};
-pub use spec::{DiskSpec, InvalidVm, MAX_VCPUS, NicSpec, VM_NAME_MAX, VmSpec, is_mac, is_vm_name};
+pub use spec::{
+    CMDLINE_MAX, DiskSpec, InvalidVm, MAX_MEMORY_MIB, MAX_VCPUS, NicSpec, VM_NAME_MAX, VmSpec,
+    is_mac, is_vm_name,
+};

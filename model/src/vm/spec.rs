@@ -8,6 +8,13 @@ use crate::ct::Resources;
 pub const VM_NAME_MAX: usize = 40;
 /// Most vCPUs a VM can have.
 pub const MAX_VCPUS: u32 = 8;
+/// Most guest RAM a spec may ask for (1 TiB); whether the host has it is hostd's to say.
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+/// Longest kernel command line a spec may give: Linux's x86 `COMMAND_LINE_SIZE` is 2048 bytes
+/// with the NUL, and the VMM appends its own entries, which hostd checks against the total.
+pub const CMDLINE_MAX: usize = 2047;
+/// Longest network name (netd names the network's bridge after it).
+const NETWORK_NAME_MAX: usize = 15;
 
 /// Everything wrong with a spec, each problem naming its field. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +99,25 @@ pub fn is_mac(s: &str) -> bool {
         && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
 }
 
+/// Host paths in a spec: absolute, without NUL bytes.
+fn path_problem(field: &str, p: &str) -> Option<String> {
+    if !p.starts_with('/') {
+        Some(format!(
+            "{field} {p:?}: must be an absolute path on the host"
+        ))
+    } else if p.contains('\0') {
+        Some(format!("{field} {p:?}: must not contain a NUL byte"))
+    } else {
+        None
+    }
+}
+
 impl VmSpec {
+    /// Guest RAM in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib.saturating_mul(1 << 20)
+    }
+
     /// Checks what can be checked without the host (files, volumes and networks are hostd's
     /// to check); every problem is listed, each naming its field.
     pub fn validate(&self) -> Result<(), InvalidVm> {
@@ -108,45 +133,347 @@ impl VmSpec {
         }
         if self.memory_mib == 0 {
             problems.push("memory_mib 0: a VM needs memory".into());
-        }
-        if !self.kernel.starts_with('/') {
+        } else if self.memory_mib > MAX_MEMORY_MIB {
             problems.push(format!(
-                "kernel {:?}: must be an absolute path",
-                self.kernel
+                "memory_mib {}: must be at most {MAX_MEMORY_MIB} (1 TiB)",
+                self.memory_mib
             ));
         }
-        if let Some(initrd) = &self.initrd
-            && !initrd.starts_with('/')
+        problems.extend(path_problem("kernel", &self.kernel));
+        if let Some(initrd) = &self.initrd {
+            problems.extend(path_problem("initrd", initrd));
+        }
+        if self.cmdline.len() > CMDLINE_MAX {
+            problems.push(format!(
+                "cmdline: {} bytes is too long; at most {CMDLINE_MAX}",
+                self.cmdline.len()
+            ));
+        }
+        if self
+            .cmdline
+            .bytes()
+            .any(|b| b == 0 || b == b'\n' || b == b'\r')
         {
-            problems.push(format!("initrd {initrd:?}: must be an absolute path"));
+            problems.push("cmdline: must be one line without NUL bytes".into());
         }
         for (i, d) in self.disks.iter().enumerate() {
             match (&d.volume, &d.path) {
                 (Some(_), Some(_)) | (None, None) => {
                     problems.push(format!("disks[{i}]: give exactly one of volume and path"))
                 }
-                (None, Some(p)) if !p.starts_with('/') => {
-                    problems.push(format!("disks[{i}].path {p:?}: must be an absolute path"))
-                }
+                (None, Some(p)) => problems.extend(path_problem(&format!("disks[{i}].path"), p)),
+                (Some(v), None) if !crate::ct::is_ct_name(v) => problems.push(format!(
+                    "disks[{i}].volume {v:?}: not a volume name; use a-z, 0-9 and '-', starting \
+                     with a letter or digit"
+                )),
                 _ => {}
             }
         }
         for (i, n) in self.nics.iter().enumerate() {
-            if let Some(mac) = &n.mac
-                && !is_mac(mac)
-            {
+            if !crate::ct::is_ct_name(&n.network) || n.network.len() > NETWORK_NAME_MAX {
                 problems.push(format!(
-                    "nics[{i}].mac {mac:?}: want a unicast MAC like 52:54:00:12:34:56"
+                    "nics[{i}].network {:?}: not a network name; use a-z, 0-9 and '-', starting \
+                     with a letter or digit, at most {NETWORK_NAME_MAX} bytes",
+                    n.network
                 ));
             }
+            if let Some(mac) = &n.mac {
+                if !is_mac(mac) {
+                    problems.push(format!(
+                        "nics[{i}].mac {mac:?}: want a unicast MAC like 52:54:00:12:34:56"
+                    ));
+                } else if let Some(first) = self.nics[..i].iter().position(|o| {
+                    o.mac
+                        .as_deref()
+                        .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+                }) {
+                    problems.push(format!(
+                        "nics[{i}].mac {mac:?}: nics[{first}] has the same MAC"
+                    ));
+                }
+            }
         }
-        if let Err(mut p) = self.resources.validate() {
-            problems.append(&mut p);
+        if let Err(p) = self.resources.validate() {
+            problems.extend(p.into_iter().map(|m| format!("resources.{m}")));
+        }
+        for (field, set) in [
+            ("memory", self.resources.memory.is_some()),
+            ("swap", self.resources.swap.is_some()),
+        ] {
+            if set {
+                problems.push(format!(
+                    "resources.{field}: not used for VMs; the guest's RAM is memory_mib"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(InvalidVm { problems })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> VmSpec {
+        VmSpec {
+            name: "deb".into(),
+            vcpus: 2,
+            memory_mib: 1024,
+            kernel: "/var/lib/cairn/kernels/vmlinux".into(),
+            initrd: Some("/var/lib/cairn/kernels/initrd.img".into()),
+            cmdline: "console=ttyS0 reboot=k panic=1".into(),
+            disks: vec![
+                DiskSpec {
+                    volume: None,
+                    path: Some("/var/lib/cairn/disks/deb.raw".into()),
+                    read_only: false,
+                },
+                DiskSpec {
+                    volume: Some("data".into()),
+                    path: None,
+                    read_only: true,
+                },
+            ],
+            nics: vec![
+                NicSpec {
+                    network: "lan".into(),
+                    mac: Some("52:54:00:12:34:56".into()),
+                },
+                NicSpec {
+                    network: "dmz".into(),
+                    mac: None,
+                },
+            ],
+            resources: Resources {
+                cpu_limit: Some(150),
+                cpu_weight: Some(200),
+                ..Resources::default()
+            },
+            autostart: true,
+        }
+    }
+
+    fn problems(spec: &VmSpec) -> Vec<String> {
+        spec.validate()
+            .err()
+            .map(|e| e.problems)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_good_spec_passes() {
+        assert_eq!(good().validate(), Ok(()));
+        assert_eq!(good().memory_bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_field() {
+        let spec = VmSpec {
+            name: "Bad_Name".into(),
+            vcpus: 0,
+            memory_mib: 0,
+            kernel: "vmlinux".into(),
+            initrd: Some("initrd.img".into()),
+            cmdline: "a\nb".into(),
+            disks: vec![
+                DiskSpec {
+                    volume: Some("v".into()),
+                    path: Some("/x".into()),
+                    read_only: false,
+                },
+                DiskSpec {
+                    volume: None,
+                    path: None,
+                    read_only: false,
+                },
+                DiskSpec {
+                    volume: None,
+                    path: Some("disk.raw".into()),
+                    read_only: false,
+                },
+                DiskSpec {
+                    volume: Some("Vol".into()),
+                    path: None,
+                    read_only: false,
+                },
+            ],
+            nics: vec![
+                NicSpec {
+                    network: "a-network-name-too-long".into(),
+                    mac: Some("01:00:5e:00:00:01".into()),
+                },
+                NicSpec {
+                    network: "lan".into(),
+                    mac: Some("52:54:00:aa:bb:cc".into()),
+                },
+                NicSpec {
+                    network: "lan".into(),
+                    mac: Some("52:54:00:AA:BB:CC".into()),
+                },
+            ],
+            resources: Resources {
+                cpu_limit: Some(0),
+                memory: Some(1 << 30),
+                ..Resources::default()
+            },
+            autostart: false,
+        };
+        let p = problems(&spec);
+        let fields: Vec<&str> = p
+            .iter()
+            .map(|m| m.split([' ', ':']).next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "vcpus",
+                "memory_mib",
+                "kernel",
+                "initrd",
+                "cmdline",
+                "disks[0]",
+                "disks[1]",
+                "disks[2].path",
+                "disks[3].volume",
+                "nics[0].network",
+                "nics[0].mac",
+                "nics[2].mac",
+                "resources.cpu_limit",
+                "resources.memory",
+            ],
+            "{p:#?}"
+        );
+        assert!(p[2].contains("needs memory"), "{}", p[2]);
+        assert!(p[3].contains("absolute path"), "{}", p[3]);
+        assert!(p[12].contains("nics[1] has the same MAC"), "{}", p[12]);
+        // Display joins them, for faults and logs.
+        let shown = spec.validate().unwrap_err().to_string();
+        assert!(shown.starts_with("name \"Bad_Name\""), "{shown}");
+        assert_eq!(shown, p.join("; "));
+    }
+
+    #[test]
+    fn ranges_and_limits() {
+        let mut s = good();
+        s.vcpus = MAX_VCPUS;
+        s.memory_mib = MAX_MEMORY_MIB;
+        s.cmdline = "x".repeat(CMDLINE_MAX);
+        assert_eq!(s.validate(), Ok(()));
+        s.vcpus = MAX_VCPUS + 1;
+        s.memory_mib = MAX_MEMORY_MIB + 1;
+        s.cmdline.push('x');
+        s.kernel = "/boot/vm\0linux".into();
+        s.name = "a".repeat(VM_NAME_MAX + 1);
+        s.resources.swap = Some(0);
+        let p = problems(&s);
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(p[0].starts_with("name"), "{}", p[0]);
+        assert!(p[1].starts_with("vcpus 9: must be 1 to 8"), "{}", p[1]);
+        assert!(p[2].starts_with("memory_mib 1048577"), "{}", p[2]);
+        assert!(p[3].contains("NUL"), "{}", p[3]);
+        assert!(p[4].starts_with("cmdline: 2048 bytes"), "{}", p[4]);
+        assert!(p[5].starts_with("resources.swap"), "{}", p[5]);
+    }
+
+    #[test]
+    fn macs() {
+        assert!(is_mac("52:54:00:12:34:56"));
+        assert!(is_mac("02:AB:cd:00:00:01"));
+        assert!(!is_mac("01:00:5e:00:00:01"), "multicast");
+        assert!(!is_mac("52:54:00:12:34"));
+        assert!(!is_mac("52-54-00-12-34-56"));
+        assert!(!is_mac("52:54:00:12:34:5g"));
+        assert!(!is_mac("52:54:00:12:34:567"));
+        assert!(!is_mac(""));
+    }
+
+    #[test]
+    fn json_round_trip_with_defaults_left_out() {
+        let spec = good();
+        let json = serde_json::to_string(&spec).unwrap_or_default();
+        let back: VmSpec = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(back, spec);
+
+        let minimal: VmSpec = serde_json::from_str(r#"{"name":"a","memory_mib":64,"kernel":"/k"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(minimal.vcpus, 1, "vcpus defaults to 1");
+        assert!(minimal.disks.is_empty() && minimal.nics.is_empty() && !minimal.autostart);
+        assert_eq!(minimal.validate(), Ok(()));
+        let json = serde_json::to_string(&minimal).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"name":"a","vcpus":1,"memory_mib":64,"kernel":"/k","resources":{}}"#
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_at_every_level() {
+        for (json, field) in [
+            (
+                r#"{"name":"a","memory_mib":64,"kernel":"/k","memory":1}"#,
+                "memory",
+            ),
+            (
+                r#"{"name":"a","memory_mib":64,"kernel":"/k","disks":[{"file":"/x"}]}"#,
+                "file",
+            ),
+            (
+                r#"{"name":"a","memory_mib":64,"kernel":"/k","nics":[{"network":"l","ip":"x"}]}"#,
+                "ip",
+            ),
+            (
+                r#"{"name":"a","memory_mib":64,"kernel":"/k","resources":{"cpu":1}}"#,
+                "cpu",
+            ),
+        ] {
+            let err = serde_json::from_str::<VmSpec>(json)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{json}: {err}"
+            );
+        }
+        let err = serde_json::from_str::<VmSpec>(r#"{"name":"a","kernel":"/k"}"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("missing field `memory_mib`"), "{err}");
+    }
+
+    #[test]
+    fn vm_info_round_trip() {
+        use crate::vm::{VmInfo, VmState};
+        let info = VmInfo {
+            name: "deb".into(),
+            state: VmState::Running,
+            pid: Some(42),
+            last_exit: None,
+            taps: vec!["vm-deb-0".into()],
+            macs: vec!["52:54:00:12:34:56".into()],
+            spec: good(),
+        };
+        let json = serde_json::to_string(&info).unwrap_or_default();
+        assert!(json.contains(r#""state":"running""#), "{json}");
+        assert!(!json.contains("last_exit"), "{json}");
+        let back: VmInfo = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, info);
+        for s in [
+            VmState::Created,
+            VmState::Paused,
+            VmState::Stopped,
+            VmState::Crashed,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap_or_default(),
+                format!("\"{}\"", s.as_str())
+            );
         }
     }
 }

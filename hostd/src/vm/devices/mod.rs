@@ -2,6 +2,8 @@
 //! (virtio-mmio transports). A vCPU exit is routed to the device that owns the address; the
 //! device runs on the vCPU thread under its own lock.
 
+pub mod i8042;
+pub mod serial;
 pub mod virtio;
 
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,521 @@
+//! `cairnctl vm …`: virtual machines (hostd), over the same XML-RPC API as `ct`.
+
+use clap::{ArgMatches, Subcommand};
+
+use model::xmlrpc::{Struct, Value};
+
+use crate::output::{table, text};
+use crate::size;
+
+#[derive(Subcommand)]
+pub enum VmCommand {
+    /// Every VM.
+    List,
+    /// One VM: state, process, taps and its spec.
+    Info {
+        name: String,
+    },
+    /// Creates (does not start) a VM.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// vCPUs, 1..=8.
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Guest RAM, a whole number of MiB: 512M, 2G.
+        #[arg(long, value_parser = parse_memory_mib)]
+        memory: u64,
+        /// Host path of the kernel: an ELF vmlinux or a bzImage.
+        #[arg(long)]
+        kernel: String,
+        /// Host path of an initramfs.
+        #[arg(long)]
+        initrd: Option<String>,
+        /// The kernel command line (the VMM adds console=ttyS0 and its virtio-mmio entries).
+        #[arg(long, allow_hyphen_values = true)]
+        cmdline: Option<String>,
+        /// A raw image file on the host as a virtio disk, PATH or PATH:ro; repeat for more.
+        /// Disks are attached in command-line order, --disk and --volume mixed.
+        #[arg(long = "disk", value_name = "PATH[:ro]", value_parser = parse_disk)]
+        disks: Vec<(String, bool)>,
+        /// A stord volume as a virtio disk, NAME or NAME:ro; repeat for more.
+        #[arg(long = "volume", value_name = "NAME[:ro]", value_parser = parse_disk)]
+        volumes: Vec<(String, bool)>,
+        /// A NIC on a network, NETWORK or NETWORK=MAC; repeat for more.
+        #[arg(long = "nic", value_name = "NETWORK[=MAC]")]
+        nics: Vec<String>,
+        /// CPU limit of the vCPU threads in % of one host CPU (200 = two CPUs).
+        #[arg(long)]
+        cpu_limit: Option<u32>,
+        /// CPU share under contention, 1..=10000 (default 100).
+        #[arg(long)]
+        cpu_weight: Option<u32>,
+    },
+    /// Boots a created or stopped VM.
+    Start {
+        name: String,
+    },
+    /// Asks the guest to power off, waits, then kills the VMM.
+    Stop {
+        name: String,
+        /// Seconds to wait for the guest before the kill, 0..=20 (default 20).
+        #[arg(long)]
+        timeout: Option<u32>,
+    },
+    /// Stops the vCPUs; memory and devices are kept.
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    /// Deletes a VM that is not running (its disk images and volumes stay).
+    Delete {
+        name: String,
+    },
+    /// Writes the VM's memory and device state into DIR, a new directory on the host.
+    Snapshot {
+        name: String,
+        dir: String,
+    },
+    /// Runs a stopped VM from the snapshot in DIR (on the host).
+    Restore {
+        name: String,
+        dir: String,
+    },
+    /// Prints the VM's serial console log (the last 64 KiB unless --bytes says otherwise).
+    Console {
+        name: String,
+        /// How much of the end of the log, 1..=1048576 bytes.
+        #[arg(long)]
+        bytes: Option<u32>,
+    },
+}
+
+/// `--memory`: a size that is a whole, non-zero number of MiB, as MiB.
+fn parse_memory_mib(s: &str) -> Result<u64, String> {
+    let bytes = size::parse(s)?;
+    if bytes == 0 || bytes % (1 << 20) != 0 {
+        return Err(format!(
+            "{s:?} is not a whole number of MiB; use e.g. 512M or 2G"
+        ));
+    }
+    Ok(bytes >> 20)
+}
+
+/// `PATH` or `PATH:ro` (also for volume names).
+fn parse_disk(s: &str) -> Result<(String, bool), String> {
+    let (what, ro) = match s.strip_suffix(":ro") {
+        Some(what) => (what, true),
+        None => (s.strip_suffix(":rw").unwrap_or(s), false),
+    };
+    if what.is_empty() {
+        return Err(format!(
+            "{s:?}: give a path or volume name, then :ro if read-only"
+        ));
+    }
+    Ok((what.to_string(), ro))
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn int(n: u32) -> Value {
+    Value::from_u64(n.into())
+}
+
+/// The disks of `vm create` in command-line order: `create` (the subcommand's matches) knows
+/// where each --disk and --volume was given; without it, files come before volumes.
+fn disks_in_order(
+    disks: &[(String, bool)],
+    volumes: &[(String, bool)],
+    create: Option<&ArgMatches>,
+) -> Vec<Value> {
+    let positions = |id: &str, n: usize| -> Vec<usize> {
+        create
+            .and_then(|m| m.indices_of(id))
+            .map(|i| i.collect())
+            .filter(|i: &Vec<usize>| i.len() == n)
+            .unwrap_or_else(|| (0..n).collect())
+    };
+    let offset = if create.is_some() { 0 } else { disks.len() };
+    let mut all: Vec<(usize, Value)> = Vec::new();
+    for ((what, ro), at) in disks.iter().zip(positions("disks", disks.len())) {
+        all.push((at, disk("path", what, *ro)));
+    }
+    for ((what, ro), at) in volumes.iter().zip(positions("volumes", volumes.len())) {
+        all.push((at + offset, disk("volume", what, *ro)));
+    }
+    all.sort_by_key(|(at, _)| *at);
+    all.into_iter().map(|(_, v)| v).collect()
+}
+
+fn disk(kind: &'static str, what: &str, ro: bool) -> Value {
+    let mut members = vec![(kind, s(what))];
+    if ro {
+        members.push(("read_only", Value::Bool(true)));
+    }
+    Value::structure(members)
+}
+
+/// The XML-RPC method and parameters of a `vm` subcommand. `create` is the matches of
+/// `vm create`, for the order of its disks.
+pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> (&'static str, Vec<Value>) {
+    match command {
+        VmCommand::List => ("vm.list", vec![]),
+        VmCommand::Info { name } => ("vm.info", vec![s(name)]),
+        VmCommand::Create {
+            name,
+            vcpus,
+            memory,
+            kernel,
+            initrd,
+            cmdline,
+            disks,
+            volumes,
+            nics,
+            cpu_limit,
+            cpu_weight,
+        } => {
+            let mut spec = vec![
+                ("name", s(name)),
+                ("vcpus", int(*vcpus)),
+                ("memory_mib", Value::from_u64(*memory)),
+                ("kernel", s(kernel)),
+            ];
+            spec.extend(initrd.as_deref().map(|v| ("initrd", s(v))));
+            spec.extend(cmdline.as_deref().map(|v| ("cmdline", s(v))));
+            let disks = disks_in_order(disks, volumes, create);
+            if !disks.is_empty() {
+                spec.push(("disks", Value::Array(disks)));
+            }
+            if !nics.is_empty() {
+                let nics = nics
+                    .iter()
+                    .map(|n| match n.split_once('=') {
+                        Some((network, mac)) => {
+                            Value::structure([("network", s(network)), ("mac", s(mac))])
+                        }
+                        None => Value::structure([("network", s(n))]),
+                    })
+                    .collect();
+                spec.push(("nics", Value::Array(nics)));
+            }
+            let mut resources = Vec::new();
+            resources.extend(cpu_limit.map(|v| ("cpu_limit", int(v))));
+            resources.extend(cpu_weight.map(|v| ("cpu_weight", int(v))));
+            if !resources.is_empty() {
+                spec.push(("resources", Value::structure(resources)));
+            }
+            ("vm.create", vec![Value::structure(spec)])
+        }
+        VmCommand::Start { name } => ("vm.start", vec![s(name)]),
+        VmCommand::Stop { name, timeout } => {
+            let mut params = vec![s(name)];
+            params.extend(timeout.map(int));
+            ("vm.stop", params)
+        }
+        VmCommand::Pause { name } => ("vm.pause", vec![s(name)]),
+        VmCommand::Resume { name } => ("vm.resume", vec![s(name)]),
+        VmCommand::Delete { name } => ("vm.delete", vec![s(name)]),
+        VmCommand::Snapshot { name, dir } => ("vm.snapshot", vec![s(name), s(dir)]),
+        VmCommand::Restore { name, dir } => ("vm.restore", vec![s(name), s(dir)]),
+        VmCommand::Console { name, bytes } => {
+            let mut params = vec![s(name)];
+            params.extend(bytes.map(int));
+            ("vm.console", params)
+        }
+    }
+}
+
+fn member<'a>(s: Option<&'a Struct>, key: &str) -> Option<&'a Value> {
+    s.and_then(|s| s.get(key))
+}
+
+/// `vm.list`: one row per VM.
+pub fn vms_table(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            let v = v.as_struct();
+            let spec = member(v, "spec").and_then(Value::as_struct);
+            let memory = member(spec, "memory_mib")
+                .and_then(Value::as_i64)
+                .and_then(|m| u64::try_from(m).ok())
+                .map_or_else(|| "-".into(), |m| size::human(m << 20));
+            vec![
+                text(member(v, "name")),
+                text(member(v, "state")),
+                text(member(spec, "vcpus")),
+                memory,
+                text(member(v, "pid")),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATE", "VCPUS", "MEMORY", "PID"], &rows)
+}
+
+/// `vm.info`: one `key value` line per member, the spec flattened (`spec.disks[0].path`).
+pub fn vm_info(v: &Value) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    flatten("", v, &mut rows);
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0) + 2;
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}{v}\n"))
+        .collect()
+}
+
+fn flatten(key: &str, v: &Value, rows: &mut Vec<(String, String)>) {
+    let join = |k: &str| {
+        if key.is_empty() {
+            k.to_string()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    match v {
+        Value::Struct(members) => {
+            for (k, v) in members {
+                flatten(&join(k), v, rows);
+            }
+        }
+        // Lists of scalars (taps, macs) on one line; lists of records one record per index.
+        Value::Array(items) if items.iter().any(|i| i.as_struct().is_some()) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{key}[{i}]"), item, rows);
+            }
+        }
+        Value::Array(items) => rows.push((
+            key.to_string(),
+            items
+                .iter()
+                .map(|i| text(Some(i)))
+                .collect::<Vec<_>>()
+                .join(","),
+        )),
+        _ if key == "spec.memory_mib" => rows.push((
+            key.to_string(),
+            v.as_i64()
+                .and_then(|m| u64::try_from(m).ok())
+                .map_or_else(|| text(Some(v)), |m| size::human(m << 20)),
+        )),
+        _ => rows.push((key.to_string(), text(Some(v)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        vm: VmCommand,
+    }
+
+    fn parse(args: &[&str]) -> (&'static str, Vec<Value>) {
+        let matches = Cli::command()
+            .try_get_matches_from(std::iter::once("vm").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        vm_call(&cli.vm, matches.subcommand_matches("create"))
+    }
+
+    fn fails(args: &[&str]) -> String {
+        match Cli::try_parse_from(std::iter::once("vm").chain(args.iter().copied())) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn create_builds_the_spec() {
+        let (m, p) = parse(&[
+            "create",
+            "--name",
+            "deb",
+            "--vcpus",
+            "2",
+            "--memory",
+            "1G",
+            "--kernel",
+            "/k/vmlinux",
+            "--initrd",
+            "/k/initrd.img",
+            "--cmdline",
+            "console=ttyS0 reboot=k panic=1",
+            "--volume",
+            "root",
+            "--disk",
+            "/d/deb.raw",
+            "--volume",
+            "iso:ro",
+            "--disk",
+            "/d/seed.raw:ro",
+            "--nic",
+            "lan",
+            "--nic",
+            "dmz=52:54:00:12:34:56",
+            "--cpu-limit",
+            "150",
+            "--cpu-weight",
+            "300",
+        ]);
+        assert_eq!(m, "vm.create");
+        assert_eq!(
+            p[0].to_json(),
+            serde_json::json!({
+                "name": "deb", "vcpus": 2, "memory_mib": 1024,
+                "kernel": "/k/vmlinux", "initrd": "/k/initrd.img",
+                "cmdline": "console=ttyS0 reboot=k panic=1",
+                "disks": [
+                    {"volume": "root"},
+                    {"path": "/d/deb.raw"},
+                    {"volume": "iso", "read_only": true},
+                    {"path": "/d/seed.raw", "read_only": true},
+                ],
+                "nics": [{"network": "lan"}, {"network": "dmz", "mac": "52:54:00:12:34:56"}],
+                "resources": {"cpu_limit": 150, "cpu_weight": 300},
+            })
+        );
+        // What cairnctl sends is a spec apid accepts.
+        let spec: model::vm::VmSpec =
+            serde_json::from_value(p[0].to_json()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.validate(), Ok(()));
+
+        let (_, p) = parse(&[
+            "create", "--name", "a", "--memory", "512M", "--kernel", "/k",
+        ]);
+        assert_eq!(
+            p[0].to_json(),
+            serde_json::json!({"name": "a", "vcpus": 1, "memory_mib": 512, "kernel": "/k"})
+        );
+    }
+
+    #[test]
+    fn bad_command_lines() {
+        assert!(fails(&["create", "--name", "a", "--kernel", "/k"]).contains("--memory"));
+        let e = fails(&[
+            "create", "--name", "a", "--memory", "1000K", "--kernel", "/k",
+        ]);
+        assert!(e.contains("whole number of MiB"), "{e}");
+        let e = fails(&[
+            "create", "--name", "a", "--memory", "lots", "--kernel", "/k",
+        ]);
+        assert!(e.contains("not a size"), "{e}");
+        let e = fails(&[
+            "create", "--name", "a", "--memory", "1G", "--kernel", "/k", "--disk", ":ro",
+        ]);
+        assert!(e.contains("give a path"), "{e}");
+        fails(&["snapshot", "deb"]);
+        fails(&["stop", "deb", "--timeout", "-1"]);
+    }
+
+    #[test]
+    fn other_calls() {
+        assert_eq!(parse(&["stop", "deb"]), ("vm.stop", vec![s("deb")]));
+        assert_eq!(
+            parse(&["stop", "deb", "--timeout", "5"]),
+            ("vm.stop", vec![s("deb"), Value::Int(5)])
+        );
+        assert_eq!(
+            parse(&["snapshot", "deb", "/var/snap"]),
+            ("vm.snapshot", vec![s("deb"), s("/var/snap")])
+        );
+        assert_eq!(
+            parse(&["restore", "deb", "/var/snap"]),
+            ("vm.restore", vec![s("deb"), s("/var/snap")])
+        );
+        assert_eq!(parse(&["console", "deb"]), ("vm.console", vec![s("deb")]));
+        assert_eq!(
+            parse(&["console", "deb", "--bytes", "100"]),
+            ("vm.console", vec![s("deb"), Value::Int(100)])
+        );
+        for (verb, method) in [
+            ("start", "vm.start"),
+            ("pause", "vm.pause"),
+            ("resume", "vm.resume"),
+            ("delete", "vm.delete"),
+            ("info", "vm.info"),
+        ] {
+            assert_eq!(parse(&[verb, "deb"]), (method, vec![s("deb")]));
+        }
+        assert_eq!(parse(&["list"]), ("vm.list", vec![]));
+    }
+
+    #[test]
+    fn without_matches_files_come_before_volumes() {
+        let disks = disks_in_order(
+            &[("/a".into(), false)],
+            &[("v".into(), true), ("w".into(), false)],
+            None,
+        );
+        let json: Vec<serde_json::Value> = disks.iter().map(Value::to_json).collect();
+        assert_eq!(
+            json,
+            [
+                serde_json::json!({"path": "/a"}),
+                serde_json::json!({"volume": "v", "read_only": true}),
+                serde_json::json!({"volume": "w"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn table_and_info() {
+        let vm = Value::structure([
+            ("name", s("deb")),
+            ("state", s("running")),
+            ("pid", Value::Int(42)),
+            ("taps", Value::Array(vec![s("vmdeb0"), s("vmdeb1")])),
+            (
+                "spec",
+                Value::structure([
+                    ("name", s("deb")),
+                    ("vcpus", Value::Int(2)),
+                    ("memory_mib", Value::Int(1024)),
+                    ("kernel", s("/k")),
+                    (
+                        "disks",
+                        Value::Array(vec![Value::structure([("path", s("/d/deb.raw"))])]),
+                    ),
+                    (
+                        "resources",
+                        Value::structure([("cpu_limit", Value::Int(150))]),
+                    ),
+                ]),
+            ),
+        ]);
+        let stopped = Value::structure([
+            ("name", s("tiny")),
+            ("state", s("stopped")),
+            (
+                "spec",
+                Value::structure([("vcpus", Value::Int(1)), ("memory_mib", Value::Int(64))]),
+            ),
+        ]);
+        assert_eq!(
+            vms_table(&Value::Array(vec![vm.clone(), stopped])),
+            "NAME  STATE    VCPUS  MEMORY  PID\n\
+             deb   running  2      1.0G    42\n\
+             tiny  stopped  1      64.0M   -\n"
+        );
+        let info = vm_info(&vm);
+        for (key, value) in [
+            ("name", "deb"),
+            ("pid", "42"),
+            ("taps", "vmdeb0,vmdeb1"),
+            ("spec.memory_mib", "1.0G"),
+            ("spec.disks[0].path", "/d/deb.raw"),
+            ("spec.resources.cpu_limit", "150"),
+        ] {
+            // Keys padded to the longest (spec.resources.cpu_limit) plus two spaces.
+            let line = format!("{key:<26}{value}\n");
+            assert!(info.contains(&line), "{line:?} in\n{info}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! COM1: vm-superio's 16550 with its interrupt on an irqfd (GSI 4), output to the console
+//! (a log file and an in-memory tail for the API), input from the control socket.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use vm_superio::serial::{NoEvents, SerialState};
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::BusDevice;
+
+/// COM1's base port and its eight registers.
+pub const COM1: u64 = 0x3f8;
+pub const COM1_LEN: u64 = 8;
+/// COM1's ISA IRQ.
+pub const COM1_GSI: u32 = 4;
+/// How much console output is kept in memory (the log file keeps everything).
+pub const CONSOLE_TAIL: usize = 1 << 20;
+
+/// Raises an interrupt by writing the irqfd.
+pub struct IrqTrigger(pub EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = io::Error;
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// What the guest printed: the tail in memory, when its first line ended.
+#[derive(Default)]
+pub struct ConsoleBuffer {
+    tail: Vec<u8>,
+    /// Bytes ever written (the tail may have dropped its start).
+    pub total: u64,
+    pub first_line_at: Option<Instant>,
+}
+
+impl ConsoleBuffer {
+    /// The last `max` bytes.
+    pub fn tail(&self, max: usize) -> &[u8] {
+        &self.tail[self.tail.len().saturating_sub(max)..]
+    }
+}
+
+/// The serial port's output side: the shared buffer and an optional log file.
+pub struct ConsoleOut {
+    buffer: Arc<Mutex<ConsoleBuffer>>,
+    log: Option<File>,
+}
+
+impl Write for ConsoleOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(log) = &mut self.log {
+            // A full disk must not stop the guest; the in-memory tail still has it.
+            let _ = log.write_all(buf);
+        }
+        if let Ok(mut b) = self.buffer.lock() {
+            if b.first_line_at.is_none() && buf.contains(&b'\n') {
+                b.first_line_at = Some(Instant::now());
+            }
+            b.total += buf.len() as u64;
+            b.tail.extend_from_slice(buf);
+            if b.tail.len() > CONSOLE_TAIL {
+                let cut = b.tail.len() - CONSOLE_TAIL;
+                b.tail.drain(..cut);
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// vm-superio's register state, in a form serde can write.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    dll: u8,
+    dlh: u8,
+    ier: u8,
+    iir: u8,
+    lcr: u8,
+    lsr: u8,
+    mcr: u8,
+    msr: u8,
+    scr: u8,
+    input: Vec<u8>,
+}
+
+impl From<&SerialState> for SerialSnapshot {
+    fn from(s: &SerialState) -> Self {
+        SerialSnapshot {
+            dll: s.baud_divisor_low,
+            dlh: s.baud_divisor_high,
+            ier: s.interrupt_enable,
+            iir: s.interrupt_identification,
+            lcr: s.line_control,
+            lsr: s.line_status,
+            mcr: s.modem_control,
+            msr: s.modem_status,
+            scr: s.scratch,
+            input: s.in_buffer.clone(),
+        }
+    }
+}
+
+impl From<&SerialSnapshot> for SerialState {
+    fn from(s: &SerialSnapshot) -> Self {
+        SerialState {
+            baud_divisor_low: s.dll,
+            baud_divisor_high: s.dlh,
+            interrupt_enable: s.ier,
+            interrupt_identification: s.iir,
+            line_control: s.lcr,
+            line_status: s.lsr,
+            modem_control: s.mcr,
+            modem_status: s.msr,
+            scratch: s.scr,
+            in_buffer: s.input.clone(),
+        }
+    }
+}
+
+type Uart = Serial<IrqTrigger, NoEvents, ConsoleOut>;
+
+/// The 16550 on the port I/O bus.
+pub struct SerialDevice {
+    uart: Uart,
+}
+
+impl SerialDevice {
+    pub fn new(irq: EventFd, buffer: Arc<Mutex<ConsoleBuffer>>, log: Option<File>) -> Self {
+        SerialDevice {
+            uart: Serial::new(IrqTrigger(irq), ConsoleOut { buffer, log }),
+        }
+    }
+
+    /// A UART continuing from a snapshot's register state.
+    pub fn from_state(
+        state: &SerialSnapshot,
+        irq: EventFd,
+        buffer: Arc<Mutex<ConsoleBuffer>>,
+        log: Option<File>,
+    ) -> Result<Self, String> {
+        Serial::from_state(
+            &state.into(),
+            IrqTrigger(irq),
+            NoEvents,
+            ConsoleOut { buffer, log },
+        )
+        .map(|uart| SerialDevice { uart })
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    pub fn state(&self) -> SerialSnapshot {
+        SerialSnapshot::from(&self.uart.state())
+    }
+
+    /// Queues console input for the guest; returns how many bytes fit in the FIFO.
+    pub fn input(&mut self, bytes: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+}
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
+            *b = self.uart.read(off);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Some(b), Ok(off)) = (data.first(), u8::try_from(offset)) {
+            // An irqfd that cannot be written leaves the guest polling; nothing else to do.
+            let _ = self.uart.write(off, *b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_reaches_the_tail_and_marks_the_first_line() {
+        let buffer = Arc::new(Mutex::new(ConsoleBuffer::default()));
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut s = SerialDevice::new(irq, buffer.clone(), None);
+        for b in b"hi\nthere" {
+            s.write(0, &[*b]);
+        }
+        let b = buffer.lock().unwrap();
+        assert_eq!(b.tail(100), b"hi\nthere");
+        assert_eq!(b.tail(5), b"there");
+        assert!(b.first_line_at.is_some());
+        assert_eq!(b.total, 8);
+    }
+
+    #[test]
+    fn input_is_readable_and_raises_the_irq_when_enabled() {
+        let buffer = Arc::new(Mutex::new(ConsoleBuffer::default()));
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let probe = irq.try_clone().unwrap();
+        let mut s = SerialDevice::new(irq, buffer, None);
+        s.write(1, &[0x01]); // IER: received data available
+        assert_eq!(s.input(b"x"), 1);
+        assert_eq!(probe.read().unwrap(), 1);
+        let mut b = [0u8];
+        s.read(5, &mut b);
+        assert_eq!(b[0] & 1, 1, "LSR data ready");
+        s.read(0, &mut b);
+        assert_eq!(b[0], b'x');
+    }
+}

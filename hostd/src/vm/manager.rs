@@ -1,0 +1,826 @@
+//! hostd's side of VMs: specs kept under STATE/vms/NAME/spec.json, one jailed VMM process per
+//! running VM (see `process`), its records under RUN/vm/NAME/ (launch.json, the monitor's
+//! state.json and exit.json, console.log, vmm.log, the jail root). A hostd restart re-adopts
+//! running VMs from those records; `tick` notices VMs that ended while nobody asked and cleans
+//! up after them (ports, jail, cgroup), keeping how they ended.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use model::dbus::Network1Proxy;
+use model::net::{PortKind, PortSpec};
+use model::vm::{VmInfo, VmSpec, VmState};
+use sha2::Digest;
+
+use super::control::{self, Request, SOCKET};
+use super::process::{
+    CONTROL_FD, EXIT_FILE, JAIL_SNAPSHOT_DIR, LAUNCH_FILE, Launch, STATE_FILE, VmmExit, VmmState,
+};
+use super::vmm::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
+use super::{DiskConfig, NetConfig, VmConfig, jail, memory};
+use crate::ct::cgroup::Cgroup;
+use crate::ct::error::{CtError, CtResult};
+use crate::ct::paths::RUN_DIR_ENV;
+
+/// How long a VMM may take to build its VM and answer the start handshake.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a control request may take (a snapshot writes all of guest memory).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CONSOLE_LOG: &str = "console.log";
+const VMM_LOG: &str = "vmm.log";
+
+struct Record {
+    spec: VmSpec,
+    taps: Vec<String>,
+    paused: bool,
+    last_exit: Option<String>,
+    crashed: bool,
+}
+
+pub struct VmManager {
+    state: PathBuf,
+    run: PathBuf,
+    exe: PathBuf,
+    bus: Option<zbus::Connection>,
+    vms: BTreeMap<String, Record>,
+}
+
+/// The MACs of a VM's NICs: given ones, else 52:54:00 plus three bytes of a hash of the
+/// name and index (stable across restarts and hosts).
+pub fn macs(spec: &VmSpec) -> Vec<String> {
+    spec.nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            n.mac.clone().unwrap_or_else(|| {
+                let h = sha2::Sha256::digest(format!("{}/{i}", spec.name).as_bytes());
+                format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
+            })
+        })
+        .collect()
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Reads the first bytes of `path` and says whether it is an ELF or a bzImage.
+fn check_kernel(path: &str) -> Result<(), String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("kernel {path:?}: {e}"))?;
+    let mut head = vec![0u8; 0x206];
+    let n = f
+        .read(&mut head)
+        .map_err(|e| format!("kernel {path:?}: {e}"))?;
+    let elf = n >= 4 && head[..4] == *b"\x7fELF";
+    let bz = n >= 0x206 && head[0x202..0x206] == *b"HdrS";
+    if elf || bz {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernel {path:?} is neither an ELF vmlinux nor a bzImage"
+        ))
+    }
+}
+
+impl VmManager {
+    pub fn new(state: &Path, exe: PathBuf) -> VmManager {
+        let run = std::env::var_os(RUN_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/run/cairn"))
+            .join("vm");
+        let state = state.join("vms");
+        let mut vms = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir(&state) {
+            for e in dir.flatten() {
+                let spec_path = e.path().join("spec.json");
+                match std::fs::read(&spec_path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<VmSpec>(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(spec) => {
+                        vms.insert(
+                            spec.name.clone(),
+                            Record {
+                                spec,
+                                taps: Vec::new(),
+                                paused: false,
+                                last_exit: None,
+                                crashed: false,
+                            },
+                        );
+                    }
+                    Err(err) => {
+                        tracing::warn!(path = %spec_path.display(), %err, "skipping a VM whose spec cannot be read")
+                    }
+                }
+            }
+        }
+        let mut m = VmManager {
+            state,
+            run,
+            exe,
+            bus: None,
+            vms,
+        };
+        m.readopt();
+        m
+    }
+
+    pub fn set_bus(&mut self, bus: zbus::Connection) {
+        self.bus = Some(bus);
+    }
+
+    fn run_dir(&self, name: &str) -> PathBuf {
+        self.run.join(name)
+    }
+
+    fn running_state(&self, name: &str) -> Option<VmmState> {
+        let b = std::fs::read(self.run_dir(name).join(STATE_FILE)).ok()?;
+        let s: VmmState = serde_json::from_slice(&b).ok()?;
+        s.alive().then_some(s)
+    }
+
+    /// VMs whose VMM outlived a hostd restart: they keep running; their taps are read back
+    /// from launch.json and their paused flag from the VMM.
+    fn readopt(&mut self) {
+        let names: Vec<String> = self.vms.keys().cloned().collect();
+        for name in names {
+            if self.running_state(&name).is_none() {
+                continue;
+            }
+            let launch: Option<Launch> = std::fs::read(self.run_dir(&name).join(LAUNCH_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let sock = self.run_dir(&name).join("root").join(SOCKET);
+            let paused = control::request(&sock, &Request::Info, None, Duration::from_secs(2))
+                .map(|r| r.paused)
+                .unwrap_or(false);
+            if let Some(rec) = self.vms.get_mut(&name) {
+                rec.taps = launch
+                    .map(|l| l.config.nets.into_iter().map(|n| n.tap).collect())
+                    .unwrap_or_default();
+                rec.paused = paused;
+            }
+            tracing::info!(vm = name, paused, "re-adopted a running VM");
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.vms.keys().cloned().collect()
+    }
+
+    fn record(&self, name: &str) -> CtResult<&Record> {
+        self.vms
+            .get(name)
+            .ok_or_else(|| CtError::NotFound(format!("no VM named {name:?}")))
+    }
+
+    fn info_of(&self, name: &str, rec: &Record) -> VmInfo {
+        let running = self.running_state(name);
+        let state = match (&running, rec.paused, rec.crashed, &rec.last_exit) {
+            (Some(_), true, _, _) => VmState::Paused,
+            (Some(_), false, _, _) => VmState::Running,
+            (None, _, true, _) => VmState::Crashed,
+            (None, _, false, Some(_)) => VmState::Stopped,
+            (None, _, false, None) => VmState::Created,
+        };
+        VmInfo {
+            name: name.to_string(),
+            state,
+            pid: running.map(|s| s.vmm_pid),
+            last_exit: rec.last_exit.clone(),
+            taps: rec.taps.clone(),
+            macs: macs(&rec.spec),
+            spec: rec.spec.clone(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<VmInfo> {
+        self.vms.iter().map(|(n, r)| self.info_of(n, r)).collect()
+    }
+
+    pub fn info(&self, name: &str) -> CtResult<VmInfo> {
+        Ok(self.info_of(name, self.record(name)?))
+    }
+
+    /// Checks everything about a spec that needs the host, before anything is stored.
+    async fn check_host(&self, spec: &VmSpec) -> CtResult<()> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_kernel(&spec.kernel) {
+            problems.push(e);
+        }
+        if let Some(initrd) = &spec.initrd {
+            match std::fs::metadata(initrd) {
+                Ok(m) if m.is_file() && m.len() > 0 => {}
+                Ok(_) => problems.push(format!("initrd {initrd:?} is not a non-empty file")),
+                Err(e) => problems.push(format!("initrd {initrd:?}: {e}")),
+            }
+        }
+        if let Some(host) = memory::host_memory_bytes()
+            && spec.memory_mib.saturating_mul(memory::MIB) > host
+        {
+            problems.push(format!(
+                "memory_mib {}: more than the host's {} MiB",
+                spec.memory_mib,
+                host / memory::MIB
+            ));
+        }
+        for (i, d) in spec.disks.iter().enumerate() {
+            if let Some(v) = &d.volume {
+                problems.push(format!(
+                    "disks[{i}].volume {v:?}: unknown volume (stord has no volumes yet)"
+                ));
+            }
+            if let Some(p) = &d.path {
+                match std::fs::metadata(p) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => problems.push(format!("disks[{i}].path {p:?} is not a regular file")),
+                    Err(e) => problems.push(format!("disks[{i}].path {p:?}: {e}")),
+                }
+            }
+        }
+        if !spec.nics.is_empty() {
+            let Some(bus) = &self.bus else {
+                return Err(CtError::Failed("no bus connection to netd".into()));
+            };
+            let proxy = Network1Proxy::new(bus)
+                .await
+                .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
+            for (i, n) in spec.nics.iter().enumerate() {
+                match proxy.network_info(&n.network).await {
+                    Ok(_) => {}
+                    Err(model::dbus::CairnError::NotFound(_)) => problems.push(format!(
+                        "nics[{i}].network {:?}: no such network",
+                        n.network
+                    )),
+                    Err(e) => return Err(CtError::Failed(format!("netd: {e}"))),
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CtError::InvalidArgs(problems.join("; ")))
+        }
+    }
+
+    pub async fn create(&mut self, spec_json: &str) -> CtResult<VmInfo> {
+        let spec: VmSpec = serde_json::from_str(spec_json)
+            .map_err(|e| CtError::InvalidArgs(format!("VM spec: {e}")))?;
+        spec.validate()
+            .map_err(|e| CtError::InvalidArgs(e.to_string()))?;
+        if self.vms.contains_key(&spec.name) {
+            return Err(CtError::Conflict(format!(
+                "VM {:?} exists already",
+                spec.name
+            )));
+        }
+        self.check_host(&spec).await?;
+        let dir = self.state.join(&spec.name);
+        std::fs::create_dir_all(&dir).map_err(|e| CtError::io(dir.display(), e))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| CtError::Failed(e.to_string()))?;
+        let path = dir.join("spec.json");
+        if let Err(e) = std::fs::write(&path, json) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(CtError::io(path.display(), e));
+        }
+        let name = spec.name.clone();
+        self.vms.insert(
+            name.clone(),
+            Record {
+                spec,
+                taps: Vec::new(),
+                paused: false,
+                last_exit: None,
+                crashed: false,
+            },
+        );
+        tracing::info!(vm = name, "VM created");
+        self.info(&name)
+    }
+
+    async fn attach_ports(&self, spec: &VmSpec) -> CtResult<Vec<String>> {
+        let mut taps = Vec::new();
+        if spec.nics.is_empty() {
+            return Ok(taps);
+        }
+        let Some(bus) = &self.bus else {
+            return Err(CtError::Failed("no bus connection to netd".into()));
+        };
+        let proxy = Network1Proxy::new(bus)
+            .await
+            .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
+        for (nic, mac) in spec.nics.iter().zip(macs(spec)) {
+            let port = PortSpec {
+                network: nic.network.clone(),
+                owner: format!("vm:{}", spec.name),
+                kind: PortKind::Tap,
+                netns: None,
+                guest_ifname: None,
+                mac: Some(mac),
+                vlan: None,
+                tagged_vlans: Vec::new(),
+                addresses: Vec::new(),
+                limits: None,
+            };
+            let json = serde_json::to_string(&port).map_err(|e| CtError::Failed(e.to_string()))?;
+            match proxy.attach_port(&json).await {
+                Ok(info) => match serde_json::from_str::<model::net::PortInfo>(&info) {
+                    Ok(p) => taps.push(p.name),
+                    Err(e) => {
+                        self.detach_ports(&spec.name, &taps).await;
+                        return Err(CtError::Failed(format!("netd's PortInfo: {e}")));
+                    }
+                },
+                Err(e) => {
+                    self.detach_ports(&spec.name, &taps).await;
+                    return Err(match e {
+                        model::dbus::CairnError::NotFound(m) => {
+                            CtError::NotFound(format!("network port: {m}"))
+                        }
+                        model::dbus::CairnError::Conflict(m) => {
+                            CtError::Conflict(format!("network port: {m}"))
+                        }
+                        other => {
+                            CtError::Failed(format!("network port on {:?}: {other}", nic.network))
+                        }
+                    });
+                }
+            }
+        }
+        Ok(taps)
+    }
+
+    async fn detach_ports(&self, name: &str, taps: &[String]) {
+        let Some(bus) = &self.bus else { return };
+        let Ok(proxy) = Network1Proxy::new(bus).await else {
+            return;
+        };
+        for tap in taps {
+            match proxy.detach_port(tap).await {
+                Ok(()) | Err(model::dbus::CairnError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(vm = name, tap, error = %e, "cannot detach the port"),
+            }
+        }
+    }
+
+    pub async fn start(&mut self, name: &str) -> CtResult<()> {
+        self.launch(name, None).await
+    }
+
+    /// Starts a VMM for `name`: booting, or resuming the snapshot in `snapshot`.
+    async fn launch(&mut self, name: &str, snapshot: Option<&Path>) -> CtResult<()> {
+        let spec = self.record(name)?.spec.clone();
+        if self.running_state(name).is_some() {
+            return Err(CtError::Conflict(format!("VM {name:?} is running")));
+        }
+        self.check_host(&spec).await?;
+        let run = self.run_dir(name);
+        let root = run.join("root");
+        // Whatever a previous run left (a crash before cleanup) goes first.
+        let _ = jail::teardown_root(&root);
+        std::fs::create_dir_all(&run).map_err(|e| CtError::io(run.display(), e))?;
+        let _ = std::fs::remove_file(run.join(EXIT_FILE));
+        let console = run.join(CONSOLE_LOG);
+        std::fs::write(&console, b"").map_err(|e| CtError::io(console.display(), e))?;
+
+        let cgroup = self.make_cgroup(name, &spec)?;
+        let taps = match self.attach_ports(&spec).await {
+            Ok(t) => t,
+            Err(e) => {
+                remove_cgroup(cgroup);
+                return Err(e);
+            }
+        };
+        match self
+            .spawn_vmm(
+                name,
+                &spec,
+                &run,
+                &root,
+                &taps,
+                snapshot,
+                cgroup.as_ref().map(|c| c.path().to_path_buf()),
+            )
+            .await
+        {
+            Ok(()) => {
+                if let Some(rec) = self.vms.get_mut(name) {
+                    rec.taps = taps;
+                    rec.paused = false;
+                    rec.last_exit = None;
+                    rec.crashed = false;
+                }
+                tracing::info!(vm = name, restored = snapshot.is_some(), "VM started");
+                Ok(())
+            }
+            Err(e) => {
+                self.detach_ports(name, &taps).await;
+                let _ = jail::teardown_root(&root);
+                remove_cgroup(cgroup);
+                Err(e)
+            }
+        }
+    }
+
+    fn make_cgroup(&self, name: &str, spec: &VmSpec) -> CtResult<Option<Cgroup>> {
+        let r = &spec.resources;
+        if r.cpu_limit.is_none() && r.cpu_weight.is_none() && r.cpuset.is_none() {
+            return Ok(None);
+        }
+        let cg_name = format!("vm-{name}");
+        if let Ok(old) = Cgroup::open(&cg_name) {
+            let _ = old.remove();
+        }
+        let cg = Cgroup::create(&cg_name).map_err(|e| CtError::Failed(e.to_string()))?;
+        if let Err(e) = cg.apply(r) {
+            let _ = cg.remove();
+            return Err(CtError::Failed(format!("VM {name:?} CPU limits: {e}")));
+        }
+        Ok(Some(cg))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_vmm(
+        &self,
+        name: &str,
+        spec: &VmSpec,
+        run: &Path,
+        root: &Path,
+        taps: &[String],
+        snapshot: Option<&Path>,
+        cgroup: Option<PathBuf>,
+    ) -> CtResult<()> {
+        let console = run.join(CONSOLE_LOG);
+        let mut files: Vec<(PathBuf, String, bool)> = vec![
+            (PathBuf::from(&spec.kernel), "kernel".into(), true),
+            (console, CONSOLE_LOG.into(), false),
+            (PathBuf::from("/dev/kvm"), "dev/kvm".into(), false),
+        ];
+        if let Some(i) = &spec.initrd {
+            files.push((PathBuf::from(i), "initrd".into(), true));
+        }
+        let mut disks = Vec::new();
+        for (i, d) in spec.disks.iter().enumerate() {
+            if let Some(p) = &d.path {
+                files.push((PathBuf::from(p), format!("disk{i}"), d.read_only));
+                disks.push(DiskConfig {
+                    path: PathBuf::from(format!("/disk{i}")),
+                    read_only: d.read_only,
+                });
+            }
+        }
+        if !taps.is_empty() {
+            files.push((PathBuf::from("/dev/net/tun"), "dev/net/tun".into(), false));
+        }
+        if let Some(dir) = snapshot {
+            for f in [SNAPSHOT_STATE, SNAPSHOT_MEMORY] {
+                files.push((
+                    dir.join(f),
+                    format!("{}/{f}", &JAIL_SNAPSHOT_DIR[1..]),
+                    true,
+                ));
+            }
+        }
+        let refs: Vec<(&Path, &str, bool)> = files
+            .iter()
+            .map(|(p, n, ro)| (p.as_path(), n.as_str(), *ro))
+            .collect();
+        jail::prepare_root(root, &refs, &[])
+            .map_err(|e| CtError::Failed(format!("VM {name:?} jail: {e}")))?;
+
+        let mut nets = Vec::new();
+        for (tap, mac) in taps.iter().zip(macs(spec)) {
+            let mac = parse_mac(&mac)
+                .ok_or_else(|| CtError::InvalidArgs(format!("MAC {mac:?} is not valid")))?;
+            nets.push(NetConfig {
+                tap: tap.clone(),
+                mac,
+            });
+        }
+        let config = VmConfig {
+            vcpus: u8::try_from(spec.vcpus)
+                .map_err(|_| CtError::InvalidArgs(format!("vcpus {}", spec.vcpus)))?,
+            mem_mib: u32::try_from(spec.memory_mib)
+                .map_err(|_| CtError::InvalidArgs(format!("memory_mib {}", spec.memory_mib)))?,
+            kernel: PathBuf::from("/kernel"),
+            initrd: spec.initrd.as_ref().map(|_| PathBuf::from("/initrd")),
+            cmdline: spec.cmdline.clone(),
+            disks,
+            nets,
+            console_log: Some(PathBuf::from("/").join(CONSOLE_LOG)),
+        };
+        let launch = Launch {
+            name: name.to_string(),
+            run_dir: run.to_path_buf(),
+            root: root.to_path_buf(),
+            config,
+            restore: snapshot.is_some(),
+            cgroup,
+        };
+        let launch_path = run.join(LAUNCH_FILE);
+        let json = serde_json::to_vec(&launch).map_err(|e| CtError::Failed(e.to_string()))?;
+        std::fs::write(&launch_path, json).map_err(|e| CtError::io(launch_path.display(), e))?;
+
+        let exe = self.exe.clone();
+        let log_path = run.join(VMM_LOG);
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            spawn_and_handshake(&exe, &launch_path, &log_path, &name)
+        })
+        .await
+        .map_err(|e| CtError::Failed(format!("VMM start: {e}")))?
+    }
+
+    async fn ask(
+        &self,
+        name: &str,
+        req: Request,
+        dir: Option<std::fs::File>,
+    ) -> CtResult<control::Response> {
+        self.record(name)?;
+        if self.running_state(name).is_none() {
+            return Err(CtError::Conflict(format!("VM {name:?} is not running")));
+        }
+        let sock = self.run_dir(name).join("root").join(SOCKET);
+        tokio::task::spawn_blocking(move || {
+            control::request(
+                &sock,
+                &req,
+                dir.as_ref().map(|d| d.as_fd()),
+                REQUEST_TIMEOUT,
+            )
+        })
+        .await
+        .map_err(|e| CtError::Failed(e.to_string()))?
+        .map_err(|e| CtError::Failed(e.to_string()))
+    }
+
+    pub async fn pause(&mut self, name: &str) -> CtResult<()> {
+        self.ask(name, Request::Pause, None).await?;
+        if let Some(r) = self.vms.get_mut(name) {
+            r.paused = true;
+        }
+        Ok(())
+    }
+
+    pub async fn resume(&mut self, name: &str) -> CtResult<()> {
+        self.ask(name, Request::Resume, None).await?;
+        if let Some(r) = self.vms.get_mut(name) {
+            r.paused = false;
+        }
+        Ok(())
+    }
+
+    pub async fn console_input(&self, name: &str, data: &str) -> CtResult<()> {
+        self.ask(
+            name,
+            Request::ConsoleInput {
+                data: data.to_string(),
+            },
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Snapshots into `dir`, a new (or empty) directory.
+    pub async fn snapshot(&mut self, name: &str, dir: &str) -> CtResult<()> {
+        let path = Path::new(dir);
+        if !path.is_absolute() {
+            return Err(CtError::InvalidArgs(format!(
+                "snapshot directory {dir:?} must be absolute"
+            )));
+        }
+        if path.join(SNAPSHOT_STATE).exists() {
+            return Err(CtError::Conflict(format!(
+                "{dir:?} already holds a snapshot"
+            )));
+        }
+        std::fs::create_dir_all(path).map_err(|e| CtError::io(dir, e))?;
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_dir()
+            .open(path)
+            .map_err(|e| CtError::io(dir, e))?;
+        self.ask(name, Request::Snapshot, Some(fd))
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts `name` from the snapshot in `dir` (the VM must not be running).
+    pub async fn restore(&mut self, name: &str, dir: &str) -> CtResult<()> {
+        let path = Path::new(dir);
+        for f in [SNAPSHOT_STATE, SNAPSHOT_MEMORY] {
+            if !path.join(f).is_file() {
+                return Err(CtError::InvalidArgs(format!(
+                    "{dir:?} has no {f}: not a snapshot"
+                )));
+            }
+        }
+        self.launch(name, Some(path)).await
+    }
+
+    /// Asks the guest to shut down (Ctrl-Alt-Del), waits `timeout_s`, then ends the VMM.
+    pub async fn stop(&mut self, name: &str, timeout_s: u32) -> CtResult<()> {
+        self.record(name)?;
+        if let Some(state) = self.running_state(name) {
+            let _ = self.ask(name, Request::CtrlAltDel, None).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(timeout_s));
+            while state.alive() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if state.alive() {
+                let _ = self.ask(name, Request::Stop, None).await;
+                for _ in 0..20 {
+                    if !state.alive() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if state.alive() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(state.vmm_pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // The monitor writes exit.json right after reaping.
+            for _ in 0..50 {
+                if self.run_dir(name).join(EXIT_FILE).exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.cleanup(name).await;
+        Ok(())
+    }
+
+    pub async fn delete(&mut self, name: &str) -> CtResult<()> {
+        self.record(name)?;
+        if self.running_state(name).is_some() {
+            return Err(CtError::Conflict(format!(
+                "VM {name:?} is running; stop it first"
+            )));
+        }
+        self.cleanup(name).await;
+        let dir = self.state.join(name);
+        std::fs::remove_dir_all(&dir).map_err(|e| CtError::io(dir.display(), e))?;
+        let _ = std::fs::remove_dir_all(self.run_dir(name));
+        self.vms.remove(name);
+        tracing::info!(vm = name, "VM deleted");
+        Ok(())
+    }
+
+    pub fn console(&self, name: &str, max_bytes: u32) -> CtResult<String> {
+        self.record(name)?;
+        let path = self.run_dir(name).join(CONSOLE_LOG);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let start = bytes.len().saturating_sub(max_bytes as usize);
+        Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+    }
+
+    /// After a VMM ended: records how, releases its ports, jail and cgroup.
+    async fn cleanup(&mut self, name: &str) {
+        let run = self.run_dir(name);
+        let exit: Option<VmmExit> = std::fs::read(run.join(EXIT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let taps = self
+            .vms
+            .get_mut(name)
+            .map(|r| std::mem::take(&mut r.taps))
+            .unwrap_or_default();
+        self.detach_ports(name, &taps).await;
+        if let Err(e) = jail::teardown_root(&run.join("root")) {
+            tracing::warn!(vm = name, error = %e, "cannot remove the jail");
+        }
+        if let Ok(cg) = Cgroup::open(&format!("vm-{name}")) {
+            let _ = cg.remove();
+        }
+        let _ = std::fs::remove_file(run.join(STATE_FILE));
+        if let Some(rec) = self.vms.get_mut(name) {
+            rec.paused = false;
+            if let Some(exit) = exit {
+                rec.crashed = exit.crashed;
+                rec.last_exit = Some(exit.describe());
+                if exit.crashed {
+                    tracing::warn!(vm = name, how = %exit.describe(), "VMM crashed");
+                }
+            }
+        }
+    }
+
+    /// Housekeeping: VMs whose VMM ended since the last look are cleaned up.
+    pub async fn tick(&mut self) {
+        let ended: Vec<String> = self
+            .vms
+            .keys()
+            .filter(|n| {
+                let run = self.run_dir(n);
+                run.join(EXIT_FILE).exists() && run.join("root").exists()
+            })
+            .cloned()
+            .collect();
+        for name in ended {
+            self.cleanup(&name).await;
+        }
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let running = self
+            .vms
+            .keys()
+            .filter(|n| self.running_state(n).is_some())
+            .count();
+        (self.vms.len(), running)
+    }
+}
+
+trait DirOpen {
+    fn custom_flags_dir(&mut self) -> &mut Self;
+}
+
+impl DirOpen for std::fs::OpenOptions {
+    fn custom_flags_dir(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+    }
+}
+
+fn remove_cgroup(cg: Option<Cgroup>) {
+    if let Some(cg) = cg {
+        let _ = cg.remove();
+    }
+}
+
+/// Runs `hostd --vmm LAUNCH` and reads the monitor's handshake; blocking.
+fn spawn_and_handshake(exe: &Path, launch: &Path, log: &Path, name: &str) -> CtResult<()> {
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| CtError::io("socketpair", e))?;
+    let log_file = std::fs::File::create(log).map_err(|e| CtError::io(log.display(), e))?;
+    let log2 = log_file
+        .try_clone()
+        .map_err(|e| CtError::io(log.display(), e))?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--vmm")
+        .arg(launch)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log2);
+    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut first = cmd
+        .spawn()
+        .map_err(|e| CtError::io(format!("starting {}", exe.display()), e))?;
+    drop(theirs);
+    let _ = first.wait();
+    ours.set_read_timeout(Some(START_TIMEOUT))
+        .map_err(|e| CtError::io("handshake socket", e))?;
+    let mut lines = BufReader::new(ours).lines();
+    let fail = |why: String| {
+        CtError::Failed(format!(
+            "VM {name:?} did not start: {why} (see {})",
+            log.display()
+        ))
+    };
+    let mut pid_seen = false;
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("pid ") => pid_seen = true,
+            Some(Ok(l)) if l == "ok" && pid_seen => return Ok(()),
+            Some(Ok(l)) => {
+                let msg = l.strip_prefix("err ").unwrap_or(&l).to_string();
+                // A VMM that refused its input (kernel, memory…) is bad input, not a fault.
+                return Err(
+                    if msg.contains("kernel") || msg.contains("memory") || msg.contains("initrd") {
+                        CtError::InvalidArgs(format!("VM {name:?}: {msg}"))
+                    } else {
+                        fail(msg)
+                    },
+                );
+            }
+            Some(Err(e)) => return Err(fail(format!("handshake: {e}"))),
+            None => return Err(fail("the VMM exited during start".into())),
+        }
+    }
+}
