@@ -9,20 +9,9 @@ use std::time::Duration;
 use hostd::vm::{VmConfig, VmError, VmExit, Vmm};
 
 mod common;
-use common::skip;
+use common::{kvm_unusable, skip};
 
 const CMDLINE: &str = "console=ttyS0 cairn.test=1";
-
-/// Why this machine cannot run VMs, if it cannot.
-fn kvm_unusable() -> Option<String> {
-    match kvm_ioctls::Kvm::new() {
-        Err(e) => Some(format!("/dev/kvm not usable: {e}")),
-        Ok(kvm) => kvm
-            .create_vm()
-            .err()
-            .map(|e| format!("KVM_CREATE_VM failed: {e}")),
-    }
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -31,19 +20,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Builds the test guest into `dir`; Err says why not (no rustc…).
 fn build_guest(dir: &Path) -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build.sh");
-    let out = dir.join("cairn-test-guest");
-    let status = Command::new("sh")
-        .arg(&script)
-        .arg(&out)
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !status.success() {
-        return Err(format!("{} failed: {status}", script.display()));
-    }
-    Ok(out)
+    common::build_test_guest(dir)
 }
 
 /// Assembles and links `source` with the test guest's linker script into `out`.
