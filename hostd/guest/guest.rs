@@ -8,8 +8,10 @@
 //! The exact output contract is in README.md next to this file.
 //!
 //! Ring-0 work is kept small on purpose: on this machine's PVM KVM every ring-0 instruction
-//! is emulated (~1 µs), so there are no fill/copy loops (memcpy & co. are single rep
-//! instructions) and waits sleep in `hlt`. Software interrupts (`int n`) are never used.
+//! goes through KVM's instruction emulator (~1 µs each, ~1 µs per rep-string iteration too,
+//! and no SSE arithmetic: build.sh compiles without SSE). So: no big fill/copy loops, only
+//! 4 KiB of .bss zeroed at entry (buffers live in .bss.noinit), waits sleep in `hlt`, and no
+//! software interrupts (`int n` fails in ring 0 here).
 
 #![no_std]
 #![no_main]

@@ -128,6 +128,44 @@ async fn container(
     Ok(())
 }
 
+/// Creates host.toml's `[[vm]]`s that do not exist yet and starts those with `autostart`
+/// that are not running. A VM that exists is left as it is (host.toml does not rewrite it).
+pub async fn apply_vms(
+    vms: &Arc<Mutex<crate::vm::manager::VmManager>>,
+    manager: &Arc<Mutex<Manager>>,
+    config: &HostConfig,
+) {
+    for spec in config.vm_specs() {
+        let what = format!("vm {}", spec.name);
+        let result = async {
+            let mut m = vms.lock().await;
+            if m.info(&spec.name).is_err() {
+                let json =
+                    serde_json::to_string(&spec).map_err(|e| CtError::Failed(e.to_string()))?;
+                m.create(&json).await?;
+            }
+            let info = m.info(&spec.name)?;
+            if spec.autostart
+                && !matches!(
+                    info.state,
+                    model::vm::VmState::Running | model::vm::VmState::Paused
+                )
+            {
+                m.start(&spec.name).await?;
+            }
+            Ok::<(), CtError>(())
+        }
+        .await;
+        if let Err(e) = &result {
+            tracing::error!(vm = %spec.name, error = %e, "cannot apply host.toml's [[vm]]");
+        }
+        manager
+            .lock()
+            .await
+            .set_config_failed(&what, result.err().map(|e| e.to_string()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,43 +213,5 @@ cpu_weight = 200
             (Some(64 << 20), Some(50), Some(200))
         );
         assert!(!s.privileged);
-    }
-}
-
-/// Creates host.toml's `[[vm]]`s that do not exist yet and starts those with `autostart`
-/// that are not running. A VM that exists is left as it is (host.toml does not rewrite it).
-pub async fn apply_vms(
-    vms: &Arc<Mutex<crate::vm::manager::VmManager>>,
-    manager: &Arc<Mutex<Manager>>,
-    config: &HostConfig,
-) {
-    for spec in config.vm_specs() {
-        let what = format!("vm {}", spec.name);
-        let result = async {
-            let mut m = vms.lock().await;
-            if m.info(&spec.name).is_err() {
-                let json =
-                    serde_json::to_string(&spec).map_err(|e| CtError::Failed(e.to_string()))?;
-                m.create(&json).await?;
-            }
-            let info = m.info(&spec.name)?;
-            if spec.autostart
-                && !matches!(
-                    info.state,
-                    model::vm::VmState::Running | model::vm::VmState::Paused
-                )
-            {
-                m.start(&spec.name).await?;
-            }
-            Ok::<(), CtError>(())
-        }
-        .await;
-        if let Err(e) = &result {
-            tracing::error!(vm = %spec.name, error = %e, "cannot apply host.toml's [[vm]]");
-        }
-        manager
-            .lock()
-            .await
-            .set_config_failed(&what, result.err().map(|e| e.to_string()));
     }
 }

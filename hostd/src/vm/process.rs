@@ -10,11 +10,10 @@
 //! Handshake on fd 3 (one line each, monitor → hostd): `pid N`, then `ok` | `err MESSAGE`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -306,7 +305,6 @@ fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: File) -> i32 {
 
 /// Reads one request (and any fd with it), acts, answers; true when the VM must end.
 fn handle(vmm: &mut Vmm, stream: &UnixStream) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = vec![0u8; 64 * 1024];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let (len, fd) = {
@@ -334,13 +332,10 @@ fn handle(vmm: &mut Vmm, stream: &UnixStream) -> bool {
     };
     // SAFETY: the kernel just installed this fd for us; nothing else owns it.
     let fd = fd.map(|f| unsafe { OwnedFd::from_raw_fd(f) });
-    let mut line = buf[..len].to_vec();
-    if !line.ends_with(b"\n") {
-        let mut rest = Vec::new();
-        let _ = BufReader::new(stream).read_until(b'\n', &mut rest);
-        line.extend_from_slice(&rest);
-    }
-    let req: Request = match serde_json::from_slice(&line) {
+    // hostd sends each request in one sendmsg, so one recvmsg holds the whole line (no read
+    // timeout here: setsockopt is not on the seccomp allow-list).
+    let line = &buf[..len];
+    let req: Request = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => {
             respond(stream, &Response::err(format!("bad request: {e}")));

@@ -1,0 +1,373 @@
+//! The sandbox checks for VMs: under the real `init --sandbox` with netd and hostd on
+//! a private bus, hostd starts the test guest in a jailed VMM process: its serial lines reach
+//! the console log, its sectors reach the disk file and the host's reach it, its frames reach
+//! the sandbox's namespace over netd's bridge and the replies come back; pause/resume;
+//! snapshot, then restore into a new VMM process that continues; `kill -9` hostd → the VM
+//! keeps running and is re-adopted; `kill -9` of the VMM → reported as crashed; bad input →
+//! clear errors with no process or tap left; stop + delete leave nothing behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::sandbox::{Sandbox, bin_dir};
+use common::{TempDir, build_test_guest, kvm_unusable, last_tick, skip};
+use model::dbus::{CairnError, Host1Proxy};
+use model::vm::{VmInfo, VmState};
+
+const TEST: &str = "sandbox_vm::test_guest_in_a_jailed_vmm_under_hostd";
+const SECTOR0: &str = "sector zero, written by the host";
+
+async fn info(host: &Host1Proxy<'_>, name: &str) -> VmInfo {
+    let json = host.vm_info(name).await.expect("vm_info");
+    serde_json::from_str(&json).expect("VmInfo JSON")
+}
+
+async fn console(host: &Host1Proxy<'_>, name: &str) -> String {
+    host.vm_console(name, 1 << 20).await.unwrap_or_default()
+}
+
+/// Polls the console until it holds `want`.
+async fn wait_console(
+    sb: &Sandbox,
+    host: &Host1Proxy<'_>,
+    name: &str,
+    want: &str,
+    within: Duration,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let text = console(host, name).await;
+        if text.contains(want) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < within,
+            "console of {name} never showed {want:?}:\n{text}\n{}",
+            sb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_state(host: &Host1Proxy<'_>, name: &str, state: VmState, within: Duration) -> VmInfo {
+    let start = Instant::now();
+    loop {
+        if let Ok(json) = host.vm_info(name).await {
+            let i: VmInfo = serde_json::from_str(&json).expect("VmInfo JSON");
+            if i.state == state {
+                return i;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{name} never became {state:?}: {i:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn vmm_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .map(|c| c.split(|b| *b == 0).any(|a| a == b"--vmm"))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn test_guest_in_a_jailed_vmm_under_hostd() {
+    if !testkit::is_root() {
+        return skip(TEST, "jails, taps and the sandbox need root");
+    }
+    if let Some(why) = kvm_unusable() {
+        return skip(TEST, &why);
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(TEST, &why),
+    };
+    let scratch = TempDir::new("hostd-sbx-vm");
+    let kernel = match build_test_guest(&scratch.0) {
+        Ok(k) => k,
+        Err(why) => return skip(TEST, &why),
+    };
+    let disk: PathBuf = scratch.0.join("disk.raw");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..SECTOR0.len()].copy_from_slice(SECTOR0.as_bytes());
+    std::fs::write(&disk, bytes).expect("disk");
+    let not_kernel = scratch.0.join("not-a-kernel");
+    std::fs::write(&not_kernel, b"#!/bin/sh\necho no\n").expect("write");
+    let vmms_before = vmm_processes();
+
+    let mut sb = Sandbox::start(
+        "vm-sbx",
+        &testkit::sandbox_config("vm-sandbox", Some("10.60.0")),
+        &bins,
+    );
+    let conn = sb.connect(Duration::from_secs(30)).await;
+    let table = sb
+        .wait_services(&conn, Duration::from_secs(30), |t| {
+            t.iter().filter(|s| s.state == "running").count() == 4
+        })
+        .await;
+    let hostd_pid = table
+        .iter()
+        .find(|s| s.name == "hostd")
+        .map(|s| s.pid)
+        .unwrap();
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let k = kernel.to_str().unwrap();
+    let d = disk.to_str().unwrap();
+
+    // Bad input: clear errors naming what is wrong; nothing created, no process, no tap.
+    let bad = [
+        (
+            serde_json::json!({"name": "b", "memory_mib": 32, "kernel": "/no/such/kernel"}),
+            "/no/such/kernel",
+        ),
+        (
+            serde_json::json!({"name": "b", "memory_mib": 32, "kernel": not_kernel}),
+            "neither an ELF vmlinux nor a bzImage",
+        ),
+        (
+            serde_json::json!({"name": "b", "memory_mib": 0, "kernel": k}),
+            "memory_mib 0",
+        ),
+        (
+            serde_json::json!({"name": "b", "memory_mib": 1u64 << 19, "kernel": k}),
+            "more than the host",
+        ),
+        (
+            serde_json::json!({"name": "b", "memory_mib": 32, "kernel": k, "disks": [{"volume": "vol9"}]}),
+            "unknown volume",
+        ),
+        (
+            serde_json::json!({"name": "b", "memory_mib": 32, "kernel": k, "nics": [{"network": "nonet"}]}),
+            "\"nonet\": no such network",
+        ),
+    ];
+    for (spec, want) in bad {
+        let e = host.create_vm(&spec.to_string()).await.unwrap_err();
+        assert!(
+            matches!(e, CairnError::InvalidArgs(ref m) if m.contains(want)),
+            "{spec}: {e}"
+        );
+    }
+    assert_eq!(host.list_vms().await.unwrap(), "[]");
+    assert_eq!(
+        vmm_processes(),
+        vmms_before,
+        "a VMM process was left behind"
+    );
+    let links = sb.nsenter(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains("tap"), "a tap was left behind: {links}");
+
+    // The real thing: 2 vCPUs, a disk, a NIC on the sandbox's bridged network.
+    let spec = serde_json::json!({
+        "name": "t1", "vcpus": 2, "memory_mib": 32, "kernel": k,
+        "cmdline": "cairn.test=blk,net,ticks cairn.ip=10.60.0.9 cairn.peer=10.60.0.1",
+        "disks": [{"path": d}],
+        "nics": [{"network": "lan", "mac": "52:54:00:aa:bb:01"}],
+    });
+    host.create_vm(&spec.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    let t = Instant::now();
+    host.start_vm("t1")
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+    let started = t.elapsed();
+    let out = wait_console(&sb, &host, "t1", "tick 3\n", Duration::from_secs(30)).await;
+    eprintln!(
+        "sandbox_vm: start_vm answered in {started:?}; console reached tick 3 in {:?}",
+        t.elapsed()
+    );
+    assert!(
+        out.contains("cairn-test-guest: cpus=2 ioapic=0xfec00000"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("blk: sector0={SECTOR0}")), "{out}");
+    assert!(
+        out.contains("blk: wrote 8 sectors, flushed, read back ok"),
+        "{out}"
+    );
+    assert!(out.contains("net: mac=52:54:00:aa:bb:01"), "{out}");
+    assert!(out.contains("net: arp reply from 10.60.0.1 is-at"), "{out}");
+    assert!(
+        out.contains("net: ping reply from 10.60.0.1 seq=1"),
+        "{out}"
+    );
+    let written = std::fs::read(&disk).unwrap();
+    assert!(
+        written[512..].starts_with(b"cairn-guest-sector-1\n"),
+        "sector 1 not in the file"
+    );
+
+    // The jail, seen from the host: only its files, no capabilities, a seccomp filter.
+    let i = info(&host, "t1").await;
+    assert_eq!(i.state, VmState::Running);
+    let pid = i.pid.expect("a running VM has a pid");
+    let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .expect("the VMM's root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    root.sort();
+    assert_eq!(
+        root,
+        ["console.log", "dev", "disk0", "kernel", "vmm.sock"],
+        "jail root"
+    );
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapBnd"), "0000000000000000");
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(i.taps.len(), 1);
+    let bridge_ports = sb.nsenter(&["ip", "-o", "link", "show", "master", "lan"]);
+    assert!(
+        bridge_ports.contains(&i.taps[0]),
+        "tap not on the bridge: {bridge_ports}"
+    );
+
+    // Pause: no progress; resume: progress.
+    host.pause_vm("t1").await.unwrap();
+    assert_eq!(info(&host, "t1").await.state, VmState::Paused);
+    let at = last_tick(&console(&host, "t1").await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        last_tick(&console(&host, "t1").await),
+        at,
+        "progress while paused"
+    );
+    host.resume_vm("t1").await.unwrap();
+    wait_console(
+        &sb,
+        &host,
+        "t1",
+        &format!("tick {}\n", at + 2),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // kill -9 hostd: the VM keeps running, and the restarted hostd re-adopts it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hostd_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let before = last_tick(&console(&host, "t1").await);
+    sb.wait_services(&conn, Duration::from_secs(10), |t| {
+        t.iter()
+            .any(|s| s.name == "hostd" && s.state == "running" && s.pid != hostd_pid)
+    })
+    .await;
+    assert!(alive(pid), "the VMM died with hostd");
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let after = wait_state(&host, "t1", VmState::Running, Duration::from_secs(10)).await;
+    assert_eq!(after.pid, Some(pid), "re-adopted with another pid");
+    wait_console(
+        &sb,
+        &host,
+        "t1",
+        &format!("tick {}\n", before + 2),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Snapshot, stop, restore into a new VMM process: the guest continues.
+    let snap = scratch.0.join("snap1");
+    host.snapshot_vm("t1", snap.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("snapshot: {e}\n{}", sb.log()));
+    assert!(snap.join("state.json").is_file() && snap.join("memory").is_file());
+    assert_eq!(
+        info(&host, "t1").await.state,
+        VmState::Running,
+        "a snapshot leaves the VM as it was"
+    );
+    host.pause_vm("t1").await.unwrap();
+    let snap2 = scratch.0.join("snap2");
+    host.snapshot_vm("t1", snap2.to_str().unwrap())
+        .await
+        .unwrap();
+    let at_snapshot = last_tick(&console(&host, "t1").await);
+    host.stop_vm("t1", 1).await.unwrap();
+    let stopped = info(&host, "t1").await;
+    assert_eq!(stopped.state, VmState::Stopped, "{stopped:?}");
+    assert!(!alive(pid));
+    host.restore_vm("t1", snap2.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}\n{}", sb.log()));
+    let restored = info(&host, "t1").await;
+    assert_eq!(restored.state, VmState::Running);
+    assert_ne!(restored.pid, Some(pid), "a new VMM process");
+    let out = wait_console(
+        &sb,
+        &host,
+        "t1",
+        &format!("tick {}\n", at_snapshot + 2),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        !out.contains("cairn-test-guest: cmdline"),
+        "the restored VM booted again: {out}"
+    );
+    assert!(
+        !out.contains("tick 1\n"),
+        "the restored VM started over: {out}"
+    );
+
+    // A VMM crash is reported, not hidden.
+    let pid2 = restored.pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid2 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let crashed = wait_state(&host, "t1", VmState::Crashed, Duration::from_secs(10)).await;
+    let why = crashed.last_exit.unwrap_or_default();
+    assert!(why.contains("killed by signal 9"), "{why}");
+
+    // Stop + delete: nothing left.
+    host.delete_vm("t1")
+        .await
+        .unwrap_or_else(|e| panic!("delete: {e}\n{}", sb.log()));
+    assert_eq!(host.list_vms().await.unwrap(), "[]");
+    let links = sb.nsenter(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains("tap"), "a tap was left behind: {links}");
+    assert_eq!(
+        vmm_processes(),
+        vmms_before,
+        "a VMM process was left behind"
+    );
+    let mounts =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", sb.pid())).unwrap_or_default();
+    assert!(!mounts.contains("/vm/t1/"), "jail mounts left: {mounts}");
+}
