@@ -255,6 +255,23 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
         "tap not on the bridge: {bridge_ports}"
     );
 
+    // Attach over the VMM's socket (reached through its root): the console streams.
+    let sock = format!("/proc/{pid}/root/vmm.sock");
+    let attached = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect vmm.sock");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"{\"op\":\"attach\"}\n").unwrap();
+        let mut lines = BufReader::new(s).lines();
+        let answer = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let streamed = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        (answer, streamed)
+    })
+    .await
+    .unwrap();
+    assert!(attached.0.contains("\"ok\":true"), "{attached:?}");
+    assert!(attached.1.starts_with("tick "), "streamed {attached:?}");
+
     // Pause: no progress; resume: progress.
     host.pause_vm("t1").await.unwrap();
     assert_eq!(info(&host, "t1").await.state, VmState::Paused);

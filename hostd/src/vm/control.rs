@@ -27,6 +27,9 @@ pub enum Request {
     ConsoleInput {
         data: String,
     },
+    /// Keeps the connection: after the response line, everything the guest prints streams to
+    /// it and every byte sent on it is console input, until either side closes.
+    Attach,
     /// Ends the VM now.
     Stop,
 }

@@ -243,6 +243,16 @@ fn build(launch: &Launch) -> Result<(Vmm, UnixListener), String> {
 
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_EXIT: u64 = 2;
+const TOKEN_FIRST_CLIENT: u64 = 16;
+
+/// What the serve loop does after a request.
+enum Handled {
+    Done,
+    /// End the VM.
+    Stop,
+    /// Keep the connection as an attached console.
+    Attach,
+}
 
 /// Serves control requests until the VM ends; returns the process exit code.
 fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: File) -> i32 {
@@ -280,7 +290,10 @@ fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: File) -> i32 {
             return finish(vmm, &mut reason);
         }
     }
-    let mut events = vec![EpollEvent::default(); 4];
+    let mut events = vec![EpollEvent::default(); 8];
+    // Attached console clients, by epoll token (their input side).
+    let mut clients: std::collections::BTreeMap<u64, UnixStream> = Default::default();
+    let mut next_token = TOKEN_FIRST_CLIENT;
     loop {
         if vmm.exit_signal().is_set() {
             return finish(vmm, &mut reason);
@@ -291,20 +304,56 @@ fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: File) -> i32 {
             Err(_) => return finish(vmm, &mut reason),
         };
         for ev in &events[..n] {
-            if ev.data() == TOKEN_LISTENER
+            let token = ev.data();
+            if token == TOKEN_LISTENER
                 && let Ok((stream, _)) = listener.accept()
             {
-                let stop = handle(&mut vmm, &stream);
-                if stop {
-                    return finish(vmm, &mut reason);
+                match handle(&mut vmm, &stream) {
+                    Handled::Done => {}
+                    Handled::Stop => return finish(vmm, &mut reason),
+                    Handled::Attach => {
+                        let attached = stream.try_clone().and_then(|out| {
+                            vmm.console()
+                                .lock()
+                                .map_err(|_| std::io::Error::other("console lock"))?
+                                .attach(out)
+                        });
+                        if attached.is_ok()
+                            && epoll
+                                .ctl(
+                                    ControlOperation::Add,
+                                    stream.as_raw_fd(),
+                                    EpollEvent::new(EventSet::IN, next_token),
+                                )
+                                .is_ok()
+                        {
+                            clients.insert(next_token, stream);
+                            next_token += 1;
+                        }
+                    }
+                }
+            } else if let Some(client) = clients.get_mut(&token) {
+                let mut buf = [0u8; 1024];
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = epoll.ctl(
+                            ControlOperation::Delete,
+                            client.as_raw_fd(),
+                            EpollEvent::default(),
+                        );
+                        clients.remove(&token);
+                    }
+                    Ok(n) => {
+                        let _ = vmm.console_input(&buf[..n]);
+                    }
                 }
             }
         }
     }
 }
 
-/// Reads one request (and any fd with it), acts, answers; true when the VM must end.
-fn handle(vmm: &mut Vmm, stream: &UnixStream) -> bool {
+/// Reads one request (and any fd with it), acts, answers.
+fn handle(vmm: &mut Vmm, stream: &UnixStream) -> Handled {
     let mut buf = vec![0u8; 64 * 1024];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let (len, fd) = {
@@ -326,7 +375,7 @@ fn handle(vmm: &mut Vmm, stream: &UnixStream) -> bool {
             }
             Err(e) => {
                 respond(stream, &Response::err(format!("recvmsg: {e}")));
-                return false;
+                return Handled::Done;
             }
         }
     };
@@ -339,7 +388,7 @@ fn handle(vmm: &mut Vmm, stream: &UnixStream) -> bool {
         Ok(r) => r,
         Err(e) => {
             respond(stream, &Response::err(format!("bad request: {e}")));
-            return false;
+            return Handled::Done;
         }
     };
     let result: Result<Response, String> = match req {
@@ -379,7 +428,11 @@ fn handle(vmm: &mut Vmm, stream: &UnixStream) -> bool {
             .map_err(|e| e.to_string()),
         Request::Stop => {
             respond(stream, &Response::ok());
-            return true;
+            return Handled::Stop;
+        }
+        Request::Attach => {
+            respond(stream, &Response::ok());
+            return Handled::Attach;
         }
     };
     respond(
@@ -389,5 +442,5 @@ fn handle(vmm: &mut Vmm, stream: &UnixStream) -> bool {
             Err(e) => Response::err(e),
         },
     );
-    false
+    Handled::Done
 }

@@ -37,9 +37,24 @@ pub struct ConsoleBuffer {
     /// Bytes ever written (the tail may have dropped its start).
     pub total: u64,
     pub first_line_at: Option<Instant>,
+    /// Attached clients (non-blocking sockets); one that cannot keep up is dropped rather
+    /// than stalling the guest's UART.
+    attached: Vec<std::os::unix::net::UnixStream>,
 }
 
 impl ConsoleBuffer {
+    /// Streams everything the guest prints from now on to `client` (made non-blocking).
+    pub fn attach(&mut self, client: std::os::unix::net::UnixStream) -> io::Result<()> {
+        client.set_nonblocking(true)?;
+        self.attached.push(client);
+        Ok(())
+    }
+
+    /// How many clients are attached.
+    pub fn attached(&self) -> usize {
+        self.attached.len()
+    }
+
     /// The last `max` bytes.
     pub fn tail(&self, max: usize) -> &[u8] {
         &self.tail[self.tail.len().saturating_sub(max)..]
@@ -63,6 +78,7 @@ impl Write for ConsoleOut {
                 b.first_line_at = Some(Instant::now());
             }
             b.total += buf.len() as u64;
+            b.attached.retain_mut(|c| c.write_all(buf).is_ok());
             b.tail.extend_from_slice(buf);
             if b.tail.len() > CONSOLE_TAIL {
                 let cut = b.tail.len() - CONSOLE_TAIL;
