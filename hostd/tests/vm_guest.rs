@@ -209,3 +209,35 @@ fn pause_stops_the_guest_and_snapshot_restore_continues_it() {
         "it booted again: {out}"
     );
 }
+
+#[test]
+fn eight_vcpus_and_memory_above_the_32bit_gap() {
+    let test = "vm_guest::eight_vcpus_and_memory_above_the_32bit_gap";
+    let dir = TempDir::new("vm-big");
+    let Some((kernel, _)) = ready(test, &dir) else {
+        return;
+    };
+    // 8 GiB is mapped, not touched: the layout splits around the MMIO gap below 4 GiB.
+    let mem_mib = 8192;
+    if hostd::vm::memory::host_memory_bytes().is_some_and(|b| b < (mem_mib as u64) << 20) {
+        return skip(test, "this host has less than 8 GiB of memory");
+    }
+    let mut config = VmConfig::new(&kernel, "console=ttyS0", mem_mib);
+    config.vcpus = 8;
+    let vmm = Vmm::boot(&config).unwrap_or_else(|e| panic!("boot: {e}"));
+    let exit = vmm.wait(Duration::from_secs(20));
+    let out = vmm.console_tail(1 << 20);
+    assert!(
+        matches!(exit, Some(VmExit::Reset(_))),
+        "exit {exit:?}: {out}"
+    );
+    assert!(
+        out.contains("cairn-test-guest: cpus=8 ioapic=0xfec00000"),
+        "{out}"
+    );
+    // The top of RAM is there, past the gap: write through the VMM and read it back.
+    let top = (1u64 << 32) + ((mem_mib as u64) << 20) - hostd::vm::memory::MMIO_GAP_START - 8;
+    let mut b = [0u8; 8];
+    vmm.read_guest(top, &mut b)
+        .expect("the last bytes of RAM are mapped");
+}

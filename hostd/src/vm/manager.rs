@@ -438,11 +438,10 @@ impl VmManager {
         if r.cpu_limit.is_none() && r.cpu_weight.is_none() && r.cpuset.is_none() {
             return Ok(None);
         }
-        let cg_name = format!("vm-{name}");
-        if let Ok(old) = Cgroup::open(&cg_name) {
+        if let Ok(old) = Cgroup::open_vm(name) {
             let _ = old.remove();
         }
-        let cg = Cgroup::create(&cg_name).map_err(|e| CtError::Failed(e.to_string()))?;
+        let cg = Cgroup::create_vm(name).map_err(|e| CtError::Failed(e.to_string()))?;
         if let Err(e) = cg.apply(r) {
             let _ = cg.remove();
             return Err(CtError::Failed(format!("VM {name:?} CPU limits: {e}")));
@@ -706,7 +705,7 @@ impl VmManager {
         if let Err(e) = jail::teardown_root(&run.join("root")) {
             tracing::warn!(vm = name, error = %e, "cannot remove the jail");
         }
-        if let Ok(cg) = Cgroup::open(&format!("vm-{name}")) {
+        if let Ok(cg) = Cgroup::open_vm(name) {
             let _ = cg.remove();
         }
         let _ = std::fs::remove_file(run.join(STATE_FILE));

@@ -21,6 +21,7 @@ use model::ct::{Resources, Usage};
 /// The group under the root that holds every container's group.
 pub const SLICE: &str = "cairn.slice";
 const PREFIX: &str = "ct-";
+const VM_PREFIX: &str = "vm-";
 /// `cpu.max` period: 100 ms, the kernel's default, so 1% of a CPU is a 1 ms quota.
 const CPU_PERIOD_USEC: u64 = 100_000;
 /// How long freezing, thawing and killing may take before we call the group stuck.
@@ -131,7 +132,21 @@ impl Cgroup {
     /// Makes `<root>/cairn.slice/ct-NAME`, first enabling the container controllers the
     /// hierarchy has in the subtree_control of the root and of cairn.slice.
     pub fn create(name: &str) -> Result<Cgroup> {
-        let path = group_path(name)?;
+        Self::create_at(group_path(name)?)
+    }
+
+    /// Makes `<root>/cairn.slice/vm-NAME` for a VMM process: its vCPU threads get the same
+    /// CPU limits as a container's processes.
+    pub fn create_vm(name: &str) -> Result<Cgroup> {
+        Self::create_at(group_path_with(VM_PREFIX, name)?)
+    }
+
+    /// The existing group of VM NAME.
+    pub fn open_vm(name: &str) -> Result<Cgroup> {
+        Self::open_at(group_path_with(VM_PREFIX, name)?)
+    }
+
+    fn create_at(path: PathBuf) -> Result<Cgroup> {
         let root = path
             .parent()
             .and_then(Path::parent)
@@ -152,13 +167,16 @@ impl Cgroup {
             }
             Err(e) => return Err(io_err("creating", &path, e)),
         }
-        tracing::debug!(ct = name, path = %path.display(), "cgroup created");
+        tracing::debug!(path = %path.display(), "cgroup created");
         Ok(Cgroup { path })
     }
 
     /// The existing group of container NAME, e.g. after a hostd restart.
     pub fn open(name: &str) -> Result<Cgroup> {
-        let path = group_path(name)?;
+        Self::open_at(group_path(name)?)
+    }
+
+    fn open_at(path: PathBuf) -> Result<Cgroup> {
         if !path.is_dir() {
             return Err(CgroupError::NotFound(path));
         }
@@ -453,6 +471,10 @@ impl Cgroup {
 }
 
 fn group_path(name: &str) -> Result<PathBuf> {
+    group_path_with(PREFIX, name)
+}
+
+fn group_path_with(prefix: &str, name: &str) -> Result<PathBuf> {
     let ok = (1..=64).contains(&name.len())
         && !name.starts_with('.')
         && name
@@ -462,7 +484,7 @@ fn group_path(name: &str) -> Result<PathBuf> {
         return Err(CgroupError::BadName(name.to_string()));
     }
     let root = hierarchy::root().ok_or(CgroupError::NoHierarchy)?;
-    Ok(root.join(SLICE).join(format!("{PREFIX}{name}")))
+    Ok(root.join(SLICE).join(format!("{prefix}{name}")))
 }
 
 /// Enables in `group`'s subtree_control each container controller it has. One at a time: a
