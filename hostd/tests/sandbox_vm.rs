@@ -388,3 +388,54 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
         std::fs::read_to_string(format!("/proc/{}/mountinfo", sb.pid())).unwrap_or_default();
     assert!(!mounts.contains("/vm/t1/"), "jail mounts left: {mounts}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn host_toml_vms_are_created_and_autostarted() {
+    let test = "sandbox_vm::host_toml_vms_are_created_and_autostarted";
+    if !testkit::is_root() {
+        return skip(test, "the sandbox needs root");
+    }
+    if let Some(why) = kvm_unusable() {
+        return skip(test, &why);
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(test, &why),
+    };
+    let scratch = TempDir::new("hostd-sbx-vmtoml");
+    let kernel = match build_test_guest(&scratch.0) {
+        Ok(k) => k,
+        Err(why) => return skip(test, &why),
+    };
+    let mut config = testkit::sandbox_config("vm-toml", None);
+    config.push_str(&format!(
+        r#"
+[[vm]]
+name = "auto"
+memory = "32M"
+kernel = "{k}"
+cmdline = "cairn.test=ticks"
+
+[[vm]]
+name = "manual"
+memory = "32M"
+kernel = "{k}"
+autostart = false
+"#,
+        k = kernel.display()
+    ));
+    let mut sb = Sandbox::start("vm-toml", &config, &bins);
+    let conn = sb.connect(Duration::from_secs(30)).await;
+    sb.wait_services(&conn, Duration::from_secs(30), |t| {
+        t.iter().filter(|s| s.state == "running").count() == 4
+    })
+    .await;
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    wait_state(&host, "auto", VmState::Running, Duration::from_secs(20)).await;
+    wait_console(&sb, &host, "auto", "tick 1\n", Duration::from_secs(20)).await;
+    assert_eq!(info(&host, "manual").await.state, VmState::Created);
+    host.stop_vm("auto", 0).await.unwrap();
+    for name in ["auto", "manual"] {
+        host.delete_vm(name).await.unwrap();
+    }
+}
