@@ -30,13 +30,7 @@ fn meminfo(key: &str) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    common::status_kib(pid, "VmRSS:")
 }
 
 /// Proportional set size: shared pages (the hostd binary every monitor maps) divided among
@@ -79,11 +73,7 @@ async fn create_start_stop_delete() {
     }
     let config = &testkit::sandbox_config("ct-bench", Some("10.60.0"));
     let mut sb = Sandbox::start("ct-bench", config, &bins);
-    let conn = sb.connect(Duration::from_secs(30)).await;
-    sb.wait_services(&conn, Duration::from_secs(30), |t| {
-        t.iter().filter(|s| s.state == "running").count() == 4
-    })
-    .await;
+    let (conn, _) = sb.ready().await;
     let host = Host1Proxy::new(&conn).await.unwrap();
     host.import_template("busybox", tarball.to_str().unwrap(), &digest)
         .await

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, Write};
 use std::time::{Duration, Instant};
 
 use common::sandbox::{Sandbox, bin_dir};
-use common::{TempDir, build_test_guest, kvm_unusable, skip};
+use common::{TempDir, build_test_guest, kvm_unusable, skip, status_kib};
 use hostd::vm::{DiskConfig, VmConfig, Vmm};
 use model::dbus::Host1Proxy;
 
@@ -20,16 +20,6 @@ const TEST: &str = "bench_vm::figures";
 fn pct(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn mib_per_s(mib: f64, ms: f64) -> f64 {
@@ -146,11 +136,7 @@ fn figures() {
         .expect("runtime");
     rt.block_on(async {
         let mut sb = Sandbox::start("vm-bench", &testkit::sandbox_config("vm-bench", None), &bins);
-        let conn = sb.connect(Duration::from_secs(30)).await;
-        sb.wait_services(&conn, Duration::from_secs(30), |t| {
-            t.iter().filter(|s| s.state == "running").count() == 4
-        })
-        .await;
+        let (conn, _) = sb.ready().await;
         let host = Host1Proxy::new(&conn).await.expect("Host1");
         let runs = 10;
         let mut starts = Vec::new();

@@ -41,12 +41,7 @@ async fn fifty_containers_ping_survive_hostd_and_leave_nothing() {
     let scratch = TempDir::new("hostd-sbx-tpl");
     let (tarball, digest) = busybox_tarball(&scratch.0);
     let mut sb = Sandbox::start("ct-sbx", &config(), &bins);
-    let conn = sb.connect(Duration::from_secs(30)).await;
-    let table = sb
-        .wait_services(&conn, Duration::from_secs(30), |t| {
-            t.iter().filter(|s| s.state == "running").count() == 4
-        })
-        .await;
+    let (conn, table) = sb.ready().await;
     let hostd_pid = table
         .iter()
         .find(|s| s.name == "hostd")
@@ -292,12 +287,7 @@ hostname = "web"
             tarball.display()
         );
     let mut sb = Sandbox::start("ct-sbx-cfg", &config, &bins);
-    let conn = sb.connect(Duration::from_secs(30)).await;
-    let table = sb
-        .wait_services(&conn, Duration::from_secs(30), |t| {
-            t.iter().filter(|s| s.state == "running").count() == 4
-        })
-        .await;
+    let (conn, table) = sb.ready().await;
     let hostd_pid = table
         .iter()
         .find(|s| s.name == "hostd")

@@ -86,14 +86,17 @@ fn status_field(pid: u32, field: &str) -> String {
         .unwrap_or_default()
 }
 
-fn vmm_processes() -> usize {
+/// VMM processes (monitor or VMM) of VM `name`: `hostd --vmm RUN/vm/NAME/launch.json`.
+fn vmm_processes(name: &str) -> usize {
+    let launch = format!("/vm/{name}/launch.json");
     std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten()
                 .filter(|e| {
-                    std::fs::read(e.path().join("cmdline"))
-                        .map(|c| c.split(|b| *b == 0).any(|a| a == b"--vmm"))
-                        .unwrap_or(false)
+                    let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                    args.contains(&&b"--vmm"[..])
+                        && args.iter().any(|a| a.ends_with(launch.as_bytes()))
                 })
                 .count()
         })
@@ -123,19 +126,13 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
     std::fs::write(&disk, bytes).expect("disk");
     let not_kernel = scratch.0.join("not-a-kernel");
     std::fs::write(&not_kernel, b"#!/bin/sh\necho no\n").expect("write");
-    let vmms_before = vmm_processes();
 
     let mut sb = Sandbox::start(
         "vm-sbx",
         &testkit::sandbox_config("vm-sandbox", Some("10.60.0")),
         &bins,
     );
-    let conn = sb.connect(Duration::from_secs(30)).await;
-    let table = sb
-        .wait_services(&conn, Duration::from_secs(30), |t| {
-            t.iter().filter(|s| s.state == "running").count() == 4
-        })
-        .await;
+    let (conn, table) = sb.ready().await;
     let hostd_pid = table
         .iter()
         .find(|s| s.name == "hostd")
@@ -180,11 +177,7 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
         );
     }
     assert_eq!(host.list_vms().await.unwrap(), "[]");
-    assert_eq!(
-        vmm_processes(),
-        vmms_before,
-        "a VMM process was left behind"
-    );
+    assert_eq!(vmm_processes("b"), 0, "a VMM process was left behind");
     let links = sb.nsenter(&["ip", "-o", "link", "show"]);
     assert!(!links.contains("tap"), "a tap was left behind: {links}");
 
@@ -379,11 +372,7 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
     assert_eq!(host.list_vms().await.unwrap(), "[]");
     let links = sb.nsenter(&["ip", "-o", "link", "show"]);
     assert!(!links.contains("tap"), "a tap was left behind: {links}");
-    assert_eq!(
-        vmm_processes(),
-        vmms_before,
-        "a VMM process was left behind"
-    );
+    assert_eq!(vmm_processes("t1"), 0, "a VMM process was left behind");
     let mounts =
         std::fs::read_to_string(format!("/proc/{}/mountinfo", sb.pid())).unwrap_or_default();
     assert!(!mounts.contains("/vm/t1/"), "jail mounts left: {mounts}");
@@ -425,11 +414,7 @@ autostart = false
         k = kernel.display()
     ));
     let mut sb = Sandbox::start("vm-toml", &config, &bins);
-    let conn = sb.connect(Duration::from_secs(30)).await;
-    sb.wait_services(&conn, Duration::from_secs(30), |t| {
-        t.iter().filter(|s| s.state == "running").count() == 4
-    })
-    .await;
+    let (conn, _) = sb.ready().await;
     let host = Host1Proxy::new(&conn).await.unwrap();
     wait_state(&host, "auto", VmState::Running, Duration::from_secs(20)).await;
     wait_console(&sb, &host, "auto", "tick 1\n", Duration::from_secs(20)).await;

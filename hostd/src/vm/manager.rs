@@ -42,6 +42,18 @@ struct Record {
     crashed: bool,
 }
 
+impl Record {
+    fn new(spec: VmSpec) -> Record {
+        Record {
+            spec,
+            taps: Vec::new(),
+            paused: false,
+            last_exit: None,
+            crashed: false,
+        }
+    }
+}
+
 pub struct VmManager {
     state: PathBuf,
     run: PathBuf,
@@ -108,16 +120,7 @@ impl VmManager {
                     .and_then(|b| serde_json::from_slice::<VmSpec>(&b).map_err(|e| e.to_string()))
                 {
                     Ok(spec) => {
-                        vms.insert(
-                            spec.name.clone(),
-                            Record {
-                                spec,
-                                taps: Vec::new(),
-                                paused: false,
-                                last_exit: None,
-                                crashed: false,
-                            },
-                        );
+                        vms.insert(spec.name.clone(), Record::new(spec));
                     }
                     Err(err) => {
                         tracing::warn!(path = %spec_path.display(), %err, "skipping a VM whose spec cannot be read")
@@ -295,16 +298,7 @@ impl VmManager {
             return Err(CtError::io(path.display(), e));
         }
         let name = spec.name.clone();
-        self.vms.insert(
-            name.clone(),
-            Record {
-                spec,
-                taps: Vec::new(),
-                paused: false,
-                last_exit: None,
-                crashed: false,
-            },
-        );
+        self.vms.insert(name.clone(), Record::new(spec));
         tracing::info!(vm = name, "VM created");
         self.info(&name)
     }

@@ -219,11 +219,13 @@ fn irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd, VmError> {
 }
 
 /// Creates the VM, its irqchip, PIT, memory, devices and vCPU fds (not yet configured).
+/// `serial_state`: a snapshot's UART registers to continue from (restore), else a fresh UART.
 fn build_parts(
     config: &VmConfig,
     ranges: &[(GuestAddress, usize)],
     disks: Vec<File>,
     taps: Vec<OwnedFd>,
+    serial_state: Option<&SerialSnapshot>,
 ) -> Result<Parts, VmError> {
     let kvm = Kvm::new().map_err(VmError::KvmUnavailable)?;
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -254,11 +256,17 @@ fn build_parts(
         ),
         None => None,
     };
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        irqfd(&vm, COM1_GSI)?,
-        console.clone(),
-        log,
-    )));
+    let serial_irq = irqfd(&vm, COM1_GSI)?;
+    let serial =
+        match serial_state {
+            Some(state) => SerialDevice::from_state(state, serial_irq, console.clone(), log)
+                .map_err(|reason| VmError::Snapshot {
+                    what: "serial".into(),
+                    reason,
+                })?,
+            None => SerialDevice::new(serial_irq, console.clone(), log),
+        };
+    let serial = Arc::new(Mutex::new(serial));
     let reset_evt =
         EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(setup("reset eventfd"))?;
     let i8042 = Arc::new(Mutex::new(I8042::new(
@@ -326,7 +334,7 @@ impl Vmm {
     pub fn prepare_boot(config: &VmConfig) -> Result<Prepared, VmError> {
         let ranges = check(config)?;
         let (disks, taps) = open_backends(config)?;
-        let parts = build_parts(config, &ranges, disks, taps)?;
+        let parts = build_parts(config, &ranges, disks, taps, None)?;
 
         let kernel = boot::load_kernel(&parts.mem, &config.kernel)?;
         let initrd = match &config.initrd {
@@ -405,7 +413,7 @@ impl Vmm {
             });
         }
         let (disks, taps) = open_backends(&config)?;
-        let parts = build_parts(&config, &ranges, disks, taps)?;
+        let parts = build_parts(&config, &ranges, disks, taps, Some(&snap.serial))?;
 
         let expected: u64 = parts.mem.iter().map(|r| r.len()).sum();
         let actual = memory_file
@@ -448,23 +456,6 @@ impl Vmm {
             .map_err(kvm_err("KVM_SET_CLOCK"))?;
         for (fd, state) in parts.vcpu_fds.iter().zip(&snap.vcpus) {
             state.restore(fd)?;
-        }
-        {
-            let mut serial = parts.serial.lock().map_err(|_| poisoned("serial"))?;
-            let irq = irqfd(&parts.vm, COM1_GSI)?;
-            let log = match &config.console_log {
-                Some(p) => std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .ok(),
-                None => None,
-            };
-            *serial = SerialDevice::from_state(&snap.serial, irq, parts.console.clone(), log)
-                .map_err(|reason| VmError::Snapshot {
-                    what: "serial".into(),
-                    reason,
-                })?;
         }
         parts
             .i8042

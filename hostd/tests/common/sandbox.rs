@@ -99,6 +99,17 @@ impl Sandbox {
         }
     }
 
+    /// Connects and waits until all four services run; returns the bus and the table.
+    pub async fn ready(&mut self) -> (zbus::Connection, Vec<ServiceInfo>) {
+        let conn = self.connect(Duration::from_secs(30)).await;
+        let table = self
+            .wait_services(&conn, Duration::from_secs(30), |t| {
+                t.iter().filter(|s| s.state == "running").count() == 4
+            })
+            .await;
+        (conn, table)
+    }
+
     pub async fn services(&self, conn: &zbus::Connection) -> Vec<ServiceInfo> {
         let init = Init1Proxy::new(conn).await.expect("Init1 proxy");
         init.list_services()
