@@ -25,6 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 APPLIANCE = Path(os.environ.get("CAIRN_APPLIANCE_DIR", ROOT / "target" / "appliance"))
 EXIT_SKIP = 77  # `image` exits with this when the machine cannot boot the appliance
+# Where ApplianceTestCase.mount_guest_kit mounts the guest kit drive inside the appliance, and the
+# drive's virtio serial (`image run --guest-kit`, image/src/guestkit.rs).
+GUEST_KIT_DIR = "/run/cairn-guest-kit"
+GUEST_KIT_SERIAL = "cairn-kit"
 BOOT_TIMEOUT = int(os.environ.get("CAIRN_E2E_BOOT_TIMEOUT", "300"))
 
 # Fault codes from model/src/fault.rs (the public API; never renumbered).
@@ -85,6 +89,10 @@ class ApplianceTestCase(unittest.TestCase):
     order, and a poweroff test must come last. Subclasses set `name` (used for log files)."""
 
     name = "e2e"
+    # True: boot with the guest kit attached (`image run --guest-kit`, built and cached on first
+    # use); mount_guest_kit() then mounts it in the appliance.
+    guest_kit = False
+    guest_kit_dir = None
     pid = None
     _shell = None
 
@@ -104,7 +112,7 @@ class ApplianceTestCase(unittest.TestCase):
             "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
             "--shell-socket", str(cls.shell_socket),
-        ]
+        ] + (["--guest-kit"] if cls.guest_kit else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)
         if p.returncode == EXIT_SKIP and os.environ.get("CAIRN_E2E_REQUIRE") != "1":
@@ -123,6 +131,7 @@ class ApplianceTestCase(unittest.TestCase):
         if cls._shell is not None:
             cls._shell.close()
             cls._shell = None
+        cls.guest_kit_dir = None
         # If poweroff did not stop it (or a test failed first), do not leave a VM behind.
         if cls.pid and pid_alive(cls.pid):
             os.kill(cls.pid, signal.SIGTERM)
@@ -169,6 +178,24 @@ class ApplianceTestCase(unittest.TestCase):
         if check and rc != 0:
             self.fail(f"guest command failed ({rc}): {command}\n{out}")
         return rc, out
+
+    def mount_guest_kit(self):
+        """Mounts the guest kit drive (found by its virtio serial) read-only at GUEST_KIT_DIR in
+        the appliance, once per class; returns that directory. It holds vmlinux, initrd.img,
+        disk.img (copy it before a VM writes to it), MANIFEST (sha256sum -c) and KIT."""
+        cls = type(self)
+        if cls.guest_kit_dir is None:
+            _, out = self.guest(
+                f"for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = "
+                f"{GUEST_KIT_SERIAL} ] && echo ${{d##*/}}; done; true")
+            devs = out.split()
+            if len(devs) != 1:
+                self.fail(f"want one virtio disk with serial {GUEST_KIT_SERIAL}, found {devs} "
+                          f"(was the class booted with guest_kit = True?)")
+            self.guest(f"mkdir -p {GUEST_KIT_DIR} && "
+                       f"mount -t ext4 -o ro /dev/{devs[0]} {GUEST_KIT_DIR}")
+            cls.guest_kit_dir = GUEST_KIT_DIR
+        return cls.guest_kit_dir
 
     def wait_poweroff(self, limit=60):
         """Asks for host.poweroff and waits for QEMU to exit; the console must say so."""

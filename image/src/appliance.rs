@@ -36,10 +36,13 @@ const DEBUG_BINARIES: &[(&str, &str)] = &[
     ("/usr/sbin/tc", "/usr/lib/cairn/debug/bin/tc"),
     ("/usr/sbin/bridge", "/usr/lib/cairn/debug/bin/bridge"),
 ];
+// cp, od, cpio: the nested-VM test checks and copies the guest kit (sha256sum, longer than
+// rustfmt's compact-array limit, the shell runs as a busybox applet all the same).
 const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "ping", "cat", "ls", "ps", "sleep", "echo", "grep", "mkdir", "rm", "mount", "umount",
     "kill", "dmesg", "ifconfig", "wc", "head", "tail", "nc", "sed", "awk", "dd", "sync", "true",
-    "false", "test", "[", "env", "hostname", "uname", "free", "df", "stat", "timeout",
+    "false", "test", "[", "env", "hostname", "uname", "free", "df", "stat", "timeout", "cp", "od",
+    "cpio",
 ];
 
 /// Empty directories the daemons and init expect to exist before anything is mounted on them.

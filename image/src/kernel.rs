@@ -50,7 +50,7 @@ pub fn fetch() -> Result<Kernel> {
     // the tree is whole; a crash mid-way leaves `root.tmp`, which is redone.
     if !root.is_dir() {
         fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-        let deb = download(&cache)?;
+        let deb = download(&cache, KERNEL_PACKAGE)?;
         let tmp = cache.join("root.tmp");
         if tmp.exists() {
             fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
@@ -87,14 +87,82 @@ fn locate(root: &Path, cache: PathBuf) -> Result<Kernel> {
     })
 }
 
-/// `apt-get download` of exactly the pin. Returns the .deb path.
-fn download(cache: &Path) -> Result<PathBuf> {
+/// The pinned kernel's headers and kbuild tools (for the guest kit's one out-of-tree module),
+/// from the same source package at the same version: `linux-headers-<release>` and what it
+/// depends on (`…-common`, `linux-kbuild-…`), unpacked together so the packages' relative
+/// symlinks resolve. Returns the directory to pass to `make -C`.
+pub fn fetch_headers(kernel: &Kernel) -> Result<PathBuf> {
+    let package = format!("linux-headers-{}", kernel.release);
+    let cache = cache_root()?
+        .join("kernel")
+        .join(format!("{package}_{KERNEL_VERSION}"));
+    let root = cache.join("root");
+    let build_dir = root.join("usr/src").join(&package);
+    // As for the kernel: `root` appears by rename only once complete.
+    if !root.is_dir() {
+        fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+        let main = download(&cache, &package)?;
+        let depends = String::from_utf8_lossy(&run(Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&main)
+            .arg("Depends"))?)
+        .into_owned();
+        let mut debs = vec![main];
+        for dep in header_deps(&depends) {
+            debs.push(download(&cache, &dep)?);
+        }
+        let tmp = cache.join("root.tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+        }
+        for deb in &debs {
+            run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))
+                .with_context(|| format!("unpacking {}", deb.display()))?;
+        }
+        // The flavour's Makefile includes the common one by its installed absolute path
+        // (/usr/src/…); point it at the sibling directory of this unpacked tree instead.
+        let makefile = tmp.join("usr/src").join(&package).join("Makefile");
+        let text = fs::read_to_string(&makefile)
+            .with_context(|| format!("reading {}", makefile.display()))?;
+        let fixed = text.replace(
+            "include /usr/src/",
+            "include $(dir $(lastword $(MAKEFILE_LIST)))../",
+        );
+        if fixed == text {
+            bail!(
+                "{}: no `include /usr/src/…` line to redirect; the headers package changed",
+                makefile.display()
+            );
+        }
+        fs::write(&makefile, fixed).with_context(|| format!("writing {}", makefile.display()))?;
+        fs::rename(&tmp, &root).with_context(|| format!("renaming {}", tmp.display()))?;
+    }
+    if !build_dir.join("Module.symvers").is_file() {
+        bail!("{} has no Module.symvers", build_dir.display());
+    }
+    Ok(build_dir)
+}
+
+/// From a headers package's Depends, the packages that hold its files: the common headers and
+/// kbuild (not the compiler metapackage: gcc comes from ci/deps).
+fn header_deps(depends: &str) -> Vec<String> {
+    depends
+        .split(',')
+        .filter_map(|d| d.split_whitespace().next())
+        .filter(|name| name.starts_with("linux-headers-") || name.starts_with("linux-kbuild-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `apt-get download` of exactly `package` at the pinned version (every package we take is
+/// built from the same kernel source package). Returns the .deb path.
+fn download(cache: &Path, package: &str) -> Result<PathBuf> {
     // apt-get names the file <pkg>_<version with ':' as %3a>_<arch>.deb.
-    let want_prefix = format!("{KERNEL_PACKAGE}_{}_", KERNEL_VERSION.replace(':', "%3a"));
+    let want_prefix = format!("{package}_{}_", KERNEL_VERSION.replace(':', "%3a"));
     if let Some(deb) = find_deb(cache, &want_prefix)? {
         return Ok(deb);
     }
-    eprintln!("image: downloading {KERNEL_PACKAGE}={KERNEL_VERSION} with apt-get");
+    eprintln!("image: downloading {package}={KERNEL_VERSION} with apt-get");
     let mut cmd = Command::new("apt-get");
     cmd.current_dir(cache).arg("download");
     // As root, apt drops to the _apt user, who cannot write into root's home; downloading as
@@ -102,12 +170,12 @@ fn download(cache: &Path) -> Result<PathBuf> {
     if is_root() {
         cmd.args(["-o", "APT::Sandbox::User=root"]);
     }
-    cmd.arg(format!("{KERNEL_PACKAGE}={KERNEL_VERSION}"));
+    cmd.arg(format!("{package}={KERNEL_VERSION}"));
     let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
             return Err(KernelUnavailable(format!(
-                "cannot run apt-get ({e}): the appliance kernel {KERNEL_PACKAGE}={KERNEL_VERSION} \
+                "cannot run apt-get ({e}): {package}={KERNEL_VERSION} \
                  comes from Debian's apt mirror"
             ))
             .into());
@@ -115,7 +183,7 @@ fn download(cache: &Path) -> Result<PathBuf> {
     };
     if !out.status.success() {
         return Err(KernelUnavailable(format!(
-            "apt-get download {KERNEL_PACKAGE}={KERNEL_VERSION} failed:\n{}\n\
+            "apt-get download {package}={KERNEL_VERSION} failed:\n{}\n\
              The pin (KERNEL_PACKAGE/KERNEL_VERSION in image/src/kernel.rs) is not on the mirror. \
              What apt offers now:\n{}\nRun `apt-get update` if the lists are stale, otherwise \
              move the pin to what linux-image-amd64 points to.",
@@ -193,4 +261,19 @@ pub fn run(cmd: &mut Command) -> Result<Vec<u8>> {
         );
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_deps_keep_headers_and_kbuild_only() {
+        let d = "linux-headers-6.1.0-56-common (= 6.1.192-2), linux-kbuild-6.1 (>= 6.1.192-2), \
+                 linux-compiler-gcc-12-x86";
+        assert_eq!(
+            header_deps(d),
+            ["linux-headers-6.1.0-56-common", "linux-kbuild-6.1"]
+        );
+    }
 }

@@ -6,6 +6,7 @@
 
 mod appliance;
 mod cpio;
+mod guestkit;
 mod kernel;
 mod modules;
 mod qemu;
@@ -70,7 +71,15 @@ enum Cmd {
         /// --debug-shell) to a unix socket at this path.
         #[arg(long)]
         shell_socket: Option<PathBuf>,
+        /// Attach the guest kit (a real Linux guest for the nested-VM tests) as a read-only
+        /// virtio disk with serial "cairn-kit": the cached kit of the pinned kernel (built on
+        /// first use), or the kit.img given as --guest-kit=PATH.
+        #[arg(long, num_args = 0..=1, require_equals = true, value_name = "KIT_IMG")]
+        guest_kit: Option<Option<PathBuf>>,
     },
+    /// Build (or reuse from the cache) the guest kit and print its directory: vmlinux,
+    /// initrd.img, disk.img, and kit.img holding all three.
+    GuestKit,
     /// Boot N times and report boot → API-ready times and their median.
     Bench {
         #[command(flatten)]
@@ -149,19 +158,40 @@ fn dispatch(cli: Cli) -> Result<u8> {
             log,
             detach,
             shell_socket,
+            guest_kit,
         } => {
             let mut opt = vm.options(default_dir);
             opt.port = port;
             opt.log = log;
             opt.shell_socket = shell_socket;
+            opt.guest_kit = match guest_kit {
+                None => None,
+                Some(Some(path)) => Some(path),
+                Some(None) => Some(fetch_guest_kit()?.image),
+            };
             let code = qemu::run(&opt, detach).context("image run")?;
             Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Cmd::GuestKit => {
+            println!("{}", fetch_guest_kit()?.dir.display());
+            Ok(0)
         }
         Cmd::Bench { vm, count } => {
             qemu::bench(&vm.options(default_dir), count).context("image bench")?;
             Ok(0)
         }
     }
+}
+
+fn fetch_guest_kit() -> Result<guestkit::Kit> {
+    let kernel = kernel::fetch().with_context(|| {
+        format!(
+            "getting the kernel {}={}",
+            kernel::KERNEL_PACKAGE,
+            kernel::KERNEL_VERSION
+        )
+    })?;
+    guestkit::fetch(&kernel).context("image guest-kit")
 }
 
 impl VmArgs {
@@ -171,6 +201,7 @@ impl VmArgs {
             port: None,
             log: None,
             shell_socket: None,
+            guest_kit: None,
             timeout: Duration::from_secs(self.timeout),
             accel: self.accel,
             memory_mib: self.memory,

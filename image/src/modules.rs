@@ -50,13 +50,18 @@ pub const WANTED: &[&str] = &[
     "target_core_iblock",
     "target_core_file",
     "iscsi_target_mod",
+    // Debug appliances mount the guest kit's drive (ext4, read-only) for the nested-VM tests.
+    "ext4",
 ];
 
 /// Soft dependencies modules.dep does not express (they live in modules.softdep as aliases):
 /// (module, must be loaded before it). libcrc32c asks the crypto API for "crc32c" and fails
 /// without an implementation; crc-t10dif likewise for "crct10dif".
+/// ext4 and jbd2 likewise ("softdep pre: crypto-crc32c") for metadata checksums at mount.
 const SOFT_PRE: &[(&str, &str)] = &[
     ("libcrc32c", "crc32c_generic"),
+    ("jbd2", "crc32c_generic"),
+    ("ext4", "crc32c_generic"),
     ("crc_t10dif", "crct10dif_generic"),
 ];
 
@@ -172,8 +177,13 @@ pub struct Module {
     pub file: PathBuf,
 }
 
-/// Computes the load order and decompresses each module into `staging`.
+/// Computes the load order of [`WANTED`] and decompresses each module into `staging`.
 pub fn collect(kernel: &Kernel, staging: &Path) -> Result<Vec<Module>> {
+    collect_set(kernel, staging, WANTED)
+}
+
+/// [`collect`] for any set of modules (the guest kit has its own).
+pub fn collect_set(kernel: &Kernel, staging: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
     let deps_text = modules_dep(kernel)?;
     let table = DepTable::parse(&deps_text)?;
     let builtin_path = kernel.modules_dir.join("modules.builtin");
@@ -181,7 +191,7 @@ pub fn collect(kernel: &Kernel, staging: &Path) -> Result<Vec<Module>> {
         &fs::read_to_string(&builtin_path)
             .with_context(|| format!("reading {}", builtin_path.display()))?,
     );
-    let order = table.load_order(WANTED, &builtin)?;
+    let order = table.load_order(wanted, &builtin)?;
     let mut out = Vec::new();
     for name in order {
         let Some(rel) = table.path(&name) else {

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub memory_mib: u32,
     /// A unix socket for the guest's ttyS1 (the debug shell).
     pub shell_socket: Option<PathBuf>,
+    /// The guest kit's kit.img, attached read-only as a virtio disk with serial
+    /// [`crate::guestkit::KIT_SERIAL`].
+    pub guest_kit: Option<PathBuf>,
 }
 
 pub struct Booted {
@@ -102,6 +105,22 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         let _ = fs::remove_file(sock);
         cmd.arg("-serial")
             .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
+    if let Some(kit) = &opt.guest_kit {
+        if !kit.is_file() {
+            bail!("the guest kit {} is missing", kit.display());
+        }
+        // QEMU's option syntax doubles commas inside values.
+        let file = kit.display().to_string().replace(',', ",,");
+        cmd.arg("-drive")
+            .arg(format!("file={file},if=none,id=kit,format=raw,readonly=on"))
+            .args([
+                "-device",
+                &format!(
+                    "virtio-blk-pci,drive=kit,serial={}",
+                    crate::guestkit::KIT_SERIAL
+                ),
+            ]);
     }
     if detach {
         // Its own process group: a Ctrl-C in the caller's terminal must not reach a VM that
