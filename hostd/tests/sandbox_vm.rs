@@ -365,6 +365,26 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
     let why = crashed.last_exit.unwrap_or_default();
     assert!(why.contains("killed by signal 9"), "{why}");
 
+    // A broken snapshot: the VMM refuses it as bad input; its tap and jail are rolled back.
+    let broken = scratch.0.join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("state.json"), b"{\"version\": 1}").unwrap();
+    std::fs::write(broken.join("memory"), b"").unwrap();
+    let e = host
+        .restore_vm("t1", broken.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::InvalidArgs(ref m) if m.contains("state.json")),
+        "{e}"
+    );
+    assert_eq!(vmm_processes("t1"), 0, "a VMM outlived its failed start");
+    let links = sb.nsenter(&["ip", "-o", "link", "show"]);
+    assert!(
+        !links.contains("tap"),
+        "a failed start left its tap: {links}"
+    );
+
     // Stop + delete: nothing left.
     host.delete_vm("t1")
         .await

@@ -19,7 +19,8 @@ use sha2::Digest;
 
 use super::control::{self, Request, SOCKET};
 use super::process::{
-    CONTROL_FD, EXIT_FILE, JAIL_SNAPSHOT_DIR, LAUNCH_FILE, Launch, STATE_FILE, VmmExit, VmmState,
+    CONTROL_FD, EXIT_FILE, INPUT_ERROR, JAIL_SNAPSHOT_DIR, LAUNCH_FILE, Launch, STATE_FILE,
+    VmmExit, VmmState,
 };
 use super::vmm::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
 use super::{DiskConfig, NetConfig, VmConfig, jail, memory};
@@ -802,15 +803,11 @@ fn spawn_and_handshake(exe: &Path, launch: &Path, log: &Path, name: &str) -> CtR
             Some(Ok(l)) if l.starts_with("pid ") => pid_seen = true,
             Some(Ok(l)) if l == "ok" && pid_seen => return Ok(()),
             Some(Ok(l)) => {
-                let msg = l.strip_prefix("err ").unwrap_or(&l).to_string();
-                // A VMM that refused its input (kernel, memory…) is bad input, not a fault.
-                return Err(
-                    if msg.contains("kernel") || msg.contains("memory") || msg.contains("initrd") {
-                        CtError::InvalidArgs(format!("VM {name:?}: {msg}"))
-                    } else {
-                        fail(msg)
-                    },
-                );
+                let msg = l.strip_prefix("err ").unwrap_or(&l);
+                return Err(match msg.strip_prefix(INPUT_ERROR) {
+                    Some(input) => CtError::InvalidArgs(format!("VM {name:?}: {input}")),
+                    None => fail(msg.to_string()),
+                });
             }
             Some(Err(e)) => return Err(fail(format!("handshake: {e}"))),
             None => return Err(fail("the VMM exited during start".into())),

@@ -71,3 +71,24 @@ pub enum VmError {
     #[error("guest did not finish within {0:?}")]
     Timeout(Duration),
 }
+
+impl VmError {
+    /// Whether the VM's own input (kernel, initrd, disks, memory size, command line, a
+    /// snapshot's files) is at fault, not the host.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            VmError::KernelMissing { .. }
+                | VmError::KernelNotElf { .. }
+                | VmError::KernelLoad { .. }
+                | VmError::Initrd { .. }
+                | VmError::Disk { .. }
+                | VmError::Vcpus(_)
+                | VmError::MemoryZero
+                | VmError::MemoryTooSmall { .. }
+                | VmError::MemoryTooLarge { .. }
+                | VmError::Cmdline { .. }
+                | VmError::Snapshot { .. }
+        )
+    }
+}

@@ -221,14 +221,25 @@ fn vmm_main(launch: &Launch, mut ready: File, reason: File) -> ! {
     }
 }
 
+/// Marks a start failure caused by the VM's input (kernel, initrd, memory, snapshot files)
+/// rather than by the host, so hostd answers "invalid argument" instead of "failed".
+pub const INPUT_ERROR: &str = "input: ";
+
+fn vm_err(e: super::VmError) -> String {
+    if e.is_input() {
+        format!("{INPUT_ERROR}{e}")
+    } else {
+        e.to_string()
+    }
+}
+
 fn build(launch: &Launch) -> Result<(Vmm, UnixListener), String> {
     jail::enter(&launch.root).map_err(|e| format!("entering the jail: {e}"))?;
     let prepared = if launch.restore {
-        let (state, memory) =
-            open_snapshot(Path::new(JAIL_SNAPSHOT_DIR)).map_err(|e| e.to_string())?;
-        Vmm::prepare_restore(&launch.config, &state, memory, false).map_err(|e| e.to_string())?
+        let (state, memory) = open_snapshot(Path::new(JAIL_SNAPSHOT_DIR)).map_err(vm_err)?;
+        Vmm::prepare_restore(&launch.config, &state, memory, false).map_err(vm_err)?
     } else {
-        Vmm::prepare_boot(&launch.config).map_err(|e| e.to_string())?
+        Vmm::prepare_boot(&launch.config).map_err(vm_err)?
     };
     let sock = Path::new("/").join(SOCKET);
     let _ = std::fs::remove_file(&sock);
@@ -237,7 +248,7 @@ fn build(launch: &Launch) -> Result<(Vmm, UnixListener), String> {
     jail::drop_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
     let filter = seccomp::vmm_filter().map_err(|e| format!("seccomp filter: {e}"))?;
     seccomp::install(&filter).map_err(|e| format!("installing the seccomp filter: {e}"))?;
-    let vmm = prepared.start().map_err(|e| e.to_string())?;
+    let vmm = prepared.start().map_err(vm_err)?;
     Ok((vmm, listener))
 }
 
