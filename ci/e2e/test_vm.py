@@ -234,6 +234,46 @@ class NestedVm(ApplianceTestCase):
         self.assertEqual(failures, [], f"{len(failures)} of {RELIABILITY_BOOTS} boots did not "
                          "reach init and done:\n" + "\n".join(failures))
 
+    def test_5_smp_guest_with_its_vcpus_in_a_cpu_limited_cgroup(self):
+        """Two vCPUs (the MP table's second CPU brought up by Linux through the in-kernel
+        LAPIC) and the containers' CPU limit on the VMM's cgroup (cgroup v2 in the appliance)."""
+        self.need_vm_api()
+        self.setup_vm()
+        name = "smp"
+        self.call("vm.create", {
+            "name": name, "vcpus": 2, "memory_mib": 256,
+            "kernel": f"{self.kit}/vmlinux", "initrd": f"{self.kit}/initrd.img",
+            "cmdline": CMDLINE,
+            "resources": {"cpu_limit": 50, "cpu_weight": 300},
+        })
+        type(self).cleanups += [("vm.delete", name), ("vm.stop", name, 0)]
+        self.call("vm.start", name)
+        pid = self.call("vm.info", name).get("pid")
+        self.assertTrue(pid, "a running VM has a pid")
+        cg = "/sys/fs/cgroup/cairn.slice/vm-smp"
+        _, cpu_max = self.guest(f"cat {cg}/cpu.max")
+        _, weight = self.guest(f"cat {cg}/cpu.weight")
+        _, procs = self.guest(f"cat {cg}/cgroup.procs")
+        self.assertEqual(cpu_max.strip(), "50000 100000")
+        self.assertEqual(weight.strip(), "300")
+        self.assertIn(str(pid), procs.split(), f"VMM {pid} not in {cg}: {procs}")
+        text = ""
+        started = time.monotonic()
+        while time.monotonic() - started < BOOT_TIMEOUT:
+            text = self.call("vm.console", name, CONSOLE_BYTES)
+            if DONE_RE.search(text):
+                break
+            time.sleep(1)
+        print(f"\nsmp guest: vm.start -> done in {time.monotonic() - started:.1f} s "
+              "at a 50% CPU limit")
+        self.assertRegex(text, r"smp: Brought up 1 node, 2 CPUs", text[-3000:])
+        self.assertIn("cairn-guest: init reached", text)
+        self.call("vm.stop", name, 0)
+        self.call("vm.delete", name)
+        type(self).cleanups = type(self).cleanups[:-2]
+        _, gone = self.guest(f"test -e {cg} && echo left || echo gone")
+        self.assertEqual(gone.strip(), "gone", "the VM's cgroup outlived it")
+
 
 if __name__ == "__main__":
     unittest.main()
