@@ -182,11 +182,16 @@ class NestedVm(ApplianceTestCase):
                 break
             time.sleep(1)
         if boot is None:
+            # What ended it (or that it still runs), and the appliance's view, for the report.
+            info = self.call("vm.info", VM)
+            _, dmesg = self.guest("dmesg | tail -n 15", check=False)
+            _, vmm_log = self.guest(f"tail -n 15 /run/cairn/vm/{VM}/vmm.log", check=False)
             try:
                 self.call("vm.stop", VM, 0)
             except xmlrpc.client.Fault as f:
                 print(f"vm.stop after a timeout: {f.faultString}")
-            return "\n".join(text.splitlines()[-40:]), None
+            return ("\n".join(text.splitlines()[-40:])
+                    + f"\n--- vm.info: {info}\n--- dmesg:\n{dmesg}\n--- vmm.log:\n{vmm_log}"), None
         took = time.monotonic() - started
         # This boot's lines: from its "init reached" to its "done" (none when the console no
         # longer holds its start).

@@ -649,8 +649,8 @@ impl VmManager {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            // The monitor writes exit.json right after reaping.
-            for _ in 0..50 {
+            // The monitor writes exit.json right after reaping (slowly on a loaded host).
+            for _ in 0..250 {
                 if self.run_dir(name).join(EXIT_FILE).exists() {
                     break;
                 }
@@ -722,8 +722,12 @@ impl VmManager {
             .vms
             .keys()
             .filter(|n| {
+                // A VMM that runs now is not ended, whatever exit.json a slow monitor of an
+                // earlier run left.
                 let run = self.run_dir(n);
-                run.join(EXIT_FILE).exists() && run.join("root").exists()
+                run.join(EXIT_FILE).exists()
+                    && run.join("root").exists()
+                    && self.running_state(n).is_none()
             })
             .cloned()
             .collect();

@@ -199,9 +199,23 @@ fn monitor(launch_path: &Path, ctl: &mut UnixStream) -> Result<(), String> {
         status,
         crashed,
     };
+    // state.json goes first, and only if it is still ours: hostd may already have started
+    // the next run of this VM, whose monitor wrote its own. exit.json appears whole (rename)
+    // and last, so once hostd sees it this monitor has nothing left to do.
+    let ours = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<VmmState>(&b).ok())
+        .is_some_and(|s| s.monitor_pid == state.monitor_pid);
+    if ours {
+        let _ = std::fs::remove_file(&state_path);
+    }
     let exit_path = launch.run_dir.join(EXIT_FILE);
-    let _ = std::fs::write(&exit_path, serde_json::to_vec(&exit).unwrap_or_default());
-    let _ = std::fs::remove_file(&state_path);
+    let tmp = launch
+        .run_dir
+        .join(format!("{EXIT_FILE}.{}", state.monitor_pid));
+    if std::fs::write(&tmp, serde_json::to_vec(&exit).unwrap_or_default()).is_ok() {
+        let _ = std::fs::rename(&tmp, &exit_path);
+    }
     Ok(())
 }
 
