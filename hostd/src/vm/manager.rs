@@ -688,9 +688,12 @@ impl VmManager {
     /// After a VMM ended: records how, releases its ports, jail and cgroup.
     async fn cleanup(&mut self, name: &str) {
         let run = self.run_dir(name);
-        let exit: Option<VmmExit> = std::fs::read(run.join(EXIT_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let exit: Result<VmmExit, String> = std::fs::read(run.join(EXIT_FILE))
+            .map_err(|e| format!("reading exit.json: {e}"))
+            .and_then(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| format!("exit.json {:?}: {e}", String::from_utf8_lossy(&b)))
+            });
         let taps = self
             .vms
             .get_mut(name)
@@ -706,11 +709,20 @@ impl VmManager {
         let _ = std::fs::remove_file(run.join(STATE_FILE));
         if let Some(rec) = self.vms.get_mut(name) {
             rec.paused = false;
-            if let Some(exit) = exit {
-                rec.crashed = exit.crashed;
-                rec.last_exit = Some(exit.describe());
-                if exit.crashed {
-                    tracing::warn!(vm = name, how = %exit.describe(), "VMM crashed");
+            match exit {
+                Ok(exit) => {
+                    rec.crashed = exit.crashed;
+                    rec.last_exit = Some(exit.describe());
+                    if exit.crashed {
+                        tracing::warn!(vm = name, how = %exit.describe(), "VMM crashed");
+                    } else {
+                        tracing::info!(vm = name, how = %exit.describe(), "VM ended");
+                    }
+                }
+                Err(why) => {
+                    // Said, not hidden: the VM ended but its monitor left no readable record.
+                    tracing::warn!(vm = name, %why, "VM ended without an exit record");
+                    rec.last_exit = Some(format!("ended without an exit record ({why})"));
                 }
             }
         }
