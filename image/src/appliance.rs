@@ -222,8 +222,9 @@ fn compile(opt: &Options) -> Result<()> {
     Ok(())
 }
 
-/// `sha256sum -c`-compatible lines for each artefact.
-fn write_manifest(dir: &Path, files: &[&str]) -> Result<()> {
+/// `sha256sum -c`-compatible lines for each artefact, in `dir/MANIFEST` (the guest kit's
+/// is checked inside the appliance by the e2e test).
+pub(crate) fn write_manifest(dir: &Path, files: &[&str]) -> Result<()> {
     let mut text = String::new();
     for f in files {
         let p = dir.join(f);

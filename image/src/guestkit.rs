@@ -198,7 +198,7 @@ fn build(kernel: &Kernel, out: &Path) -> Result<()> {
     // Everything above into one image for the appliance's extra drive. Hard links: the files
     // stay in the cache directory for use on the host too.
     let names = ["vmlinux", "initrd.img", "disk.img"];
-    fs::write(out.join("MANIFEST"), manifest(out, &names)?).context("writing MANIFEST")?;
+    crate::appliance::write_manifest(out, &names)?;
     fs::write(
         out.join("KIT"),
         format!(
@@ -276,29 +276,6 @@ fn mkfs_ext4(root: &Path, image: &Path, mib: u64, label: &str, extra: &[&str]) -
         .arg(format!("{mib}M")))
     .context("mke2fs (package e2fsprogs, see ci/deps)")?;
     Ok(())
-}
-
-/// `sha256sum -c`-compatible lines for each file (checked in the appliance by the e2e test).
-fn manifest(dir: &Path, names: &[&str]) -> Result<String> {
-    let mut text = String::new();
-    for f in names {
-        let p = dir.join(f);
-        let mut file = fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", p.display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        text.push_str(&format!("{hex}  {f}\n"));
-    }
-    Ok(text)
 }
 
 /// How a bzImage's payload is compressed.
