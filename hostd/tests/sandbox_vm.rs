@@ -310,6 +310,15 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
     )
     .await;
 
+    // Snapshots that cannot be taken leave no directory behind.
+    let nowhere = scratch.0.join("snap-none");
+    let e = host
+        .snapshot_vm("nope", nowhere.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CairnError::NotFound(_)), "{e}");
+    assert!(!nowhere.exists(), "a refused snapshot left its directory");
+
     // Snapshot, stop, restore into a new VMM process: the guest continues.
     let snap = scratch.0.join("snap1");
     host.snapshot_vm("t1", snap.to_str().unwrap())

@@ -601,15 +601,28 @@ impl VmManager {
                 "{dir:?} already holds a snapshot"
             )));
         }
+        self.record(name)?;
+        let made = !path.exists();
         std::fs::create_dir_all(path).map_err(|e| CtError::io(dir, e))?;
         let fd = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags_dir()
             .open(path)
             .map_err(|e| CtError::io(dir, e))?;
-        self.ask(name, Request::Snapshot, Some(fd))
+        let result = self
+            .ask(name, Request::Snapshot, Some(fd))
             .await
-            .map(|_| ())
+            .map(|_| ());
+        if result.is_err() {
+            // No half-written snapshot stays behind: its files, and the directory if we made it.
+            for f in [SNAPSHOT_STATE, SNAPSHOT_MEMORY] {
+                let _ = std::fs::remove_file(path.join(f));
+            }
+            if made {
+                let _ = std::fs::remove_dir(path);
+            }
+        }
+        result
     }
 
     /// Starts `name` from the snapshot in `dir` (the VM must not be running).
