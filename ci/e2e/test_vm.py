@@ -37,7 +37,7 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ApplianceTestCase  # noqa: E402
+from appliance import ApplianceTestCase, pid_alive  # noqa: E402
 
 VM = "nested"
 NET = "vmnet"
@@ -74,6 +74,44 @@ class NestedVm(ApplianceTestCase):
             # unittest does not run tearDownClass when setUpClass fails: stop QEMU here.
             cls.tearDownClass()
             raise
+
+    # The rig itself: in ~2 of ~150 nested starts on 2026-11-22 the appliance (QEMU TCG
+    # emulating SVM for its KVM) died or stopped answering right at a nested VM's start, with
+    # no message from its kernel. That is the L1 rig, not the nested guest; it is restarted
+    # once per test, said loudly, and a second death fails the test.
+    appliance_restarts = 0
+
+    def appliance_dead(self):
+        """True when the appliance's QEMU has exited or its API no longer answers."""
+        if not pid_alive(self.pid):
+            return True
+        try:
+            self.call("system.listMethods")
+            return False
+        except (OSError, xmlrpc.client.ProtocolError):
+            return True
+
+    def restart_appliance(self, during, error):
+        cls = type(self)
+        if cls.appliance_restarts >= 1:
+            raise error
+        cls.appliance_restarts += 1
+        print(f"\nNOTE: the appliance (L1) died during {during} ({error!r}; QEMU "
+              f"{'alive' if pid_alive(cls.pid) else 'exited'}); restarting it once")
+        cls.cleanups = []
+        cls.vm_ready = False
+        ApplianceTestCase.tearDownClass.__func__(cls)
+        type(self).setUpClass.__func__(cls)
+
+    def with_restart(self, during, fn):
+        """Runs fn(); if the appliance itself died meanwhile, restarts it once and runs fn again."""
+        try:
+            return fn()
+        except (OSError, xmlrpc.client.ProtocolError) as e:
+            if not self.appliance_dead():
+                raise
+            self.restart_appliance(during, e)
+            return fn()
 
     def need_vm_api(self):
         if not self.vm_api:
@@ -214,8 +252,12 @@ class NestedVm(ApplianceTestCase):
 
     def test_3_nested_guest_boots_with_disk_and_network(self):
         self.need_vm_api()
-        self.setup_vm()
-        lines, took = self.boot_once()
+
+        def boot():
+            self.setup_vm()
+            return self.boot_once()
+
+        lines, took = self.with_restart("the first nested boot", boot)
         text = "\n".join(lines)
         self.assertIsNotNone(took, f"no 'cairn-guest: done' within {BOOT_TIMEOUT} s:\n{text}")
         print(f"\nnested guest: init to done in one boot, {took:.1f} s from vm.start")
@@ -229,12 +271,20 @@ class NestedVm(ApplianceTestCase):
         self.setup_vm()
         times, failures = [], []
         for i in range(1, RELIABILITY_BOOTS + 1):
-            lines, took = self.boot_once()
+
+            def boot():
+                self.setup_vm()
+                return self.boot_once()
+
+            lines, took = self.with_restart(f"nested boot {i}", boot)
             text = "\n".join(lines)
             if took is None or "cairn-guest: init reached" not in text:
                 failures.append(f"boot {i}:\n{text}")
                 continue
             times.append(took)
+            # The appliance's memory after each boot: a leak per VM would show here.
+            _, mem = self.guest("free -m | awk '/Mem:/ {print $3, $7}'", check=False)
+            print(f"\nboot {i}: {took:.1f} s; appliance memory used/available MiB: {mem.strip()}")
         if times:
             print(f"\n{len(times)}/{RELIABILITY_BOOTS} boots reached init and done; "
                   f"vm.start -> done: min {min(times):.1f} s, max {max(times):.1f} s")
@@ -245,41 +295,45 @@ class NestedVm(ApplianceTestCase):
         """Two vCPUs (the MP table's second CPU brought up by Linux through the in-kernel
         LAPIC) and the containers' CPU limit on the VMM's cgroup (cgroup v2 in the appliance)."""
         self.need_vm_api()
-        self.setup_vm()
-        name = "smp"
-        self.call("vm.create", {
-            "name": name, "vcpus": 2, "memory_mib": 256,
-            "kernel": f"{self.kit}/vmlinux", "initrd": f"{self.kit}/initrd.img",
-            "cmdline": CMDLINE,
-            "resources": {"cpu_limit": 50, "cpu_weight": 300},
-        })
-        type(self).cleanups += [("vm.delete", name), ("vm.stop", name, 0)]
-        self.call("vm.start", name)
-        pid = self.call("vm.info", name).get("pid")
-        self.assertTrue(pid, "a running VM has a pid")
-        cg = "/sys/fs/cgroup/cairn.slice/vm-smp"
-        _, cpu_max = self.guest(f"cat {cg}/cpu.max")
-        _, weight = self.guest(f"cat {cg}/cpu.weight")
-        _, procs = self.guest(f"cat {cg}/cgroup.procs")
-        self.assertEqual(cpu_max.strip(), "50000 100000")
-        self.assertEqual(weight.strip(), "300")
-        self.assertIn(str(pid), procs.split(), f"VMM {pid} not in {cg}: {procs}")
-        text = ""
-        started = time.monotonic()
-        while time.monotonic() - started < BOOT_TIMEOUT:
-            text = self.call("vm.console", name, CONSOLE_BYTES)
-            if DONE_RE.search(text):
-                break
-            time.sleep(1)
-        print(f"\nsmp guest: vm.start -> done in {time.monotonic() - started:.1f} s "
-              "at a 50% CPU limit")
-        self.assertRegex(text, r"smp: Brought up 1 node, 2 CPUs", text[-3000:])
-        self.assertIn("cairn-guest: init reached", text)
-        self.call("vm.stop", name, 0)
-        self.call("vm.delete", name)
-        type(self).cleanups = type(self).cleanups[:-2]
-        _, gone = self.guest(f"test -e {cg} && echo left || echo gone")
-        self.assertEqual(gone.strip(), "gone", "the VM's cgroup outlived it")
+
+        def run():
+            self.setup_vm()
+            name = "smp"
+            self.call("vm.create", {
+                "name": name, "vcpus": 2, "memory_mib": 256,
+                "kernel": f"{self.kit}/vmlinux", "initrd": f"{self.kit}/initrd.img",
+                "cmdline": CMDLINE,
+                "resources": {"cpu_limit": 50, "cpu_weight": 300},
+            })
+            type(self).cleanups += [("vm.delete", name), ("vm.stop", name, 0)]
+            self.call("vm.start", name)
+            pid = self.call("vm.info", name).get("pid")
+            self.assertTrue(pid, "a running VM has a pid")
+            cg = "/sys/fs/cgroup/cairn.slice/vm-smp"
+            _, cpu_max = self.guest(f"cat {cg}/cpu.max")
+            _, weight = self.guest(f"cat {cg}/cpu.weight")
+            _, procs = self.guest(f"cat {cg}/cgroup.procs")
+            self.assertEqual(cpu_max.strip(), "50000 100000")
+            self.assertEqual(weight.strip(), "300")
+            self.assertIn(str(pid), procs.split(), f"VMM {pid} not in {cg}: {procs}")
+            text = ""
+            started = time.monotonic()
+            while time.monotonic() - started < BOOT_TIMEOUT:
+                text = self.call("vm.console", name, CONSOLE_BYTES)
+                if DONE_RE.search(text):
+                    break
+                time.sleep(1)
+            print(f"\nsmp guest: vm.start -> done in {time.monotonic() - started:.1f} s "
+                  "at a 50% CPU limit")
+            self.assertRegex(text, r"smp: Brought up 1 node, 2 CPUs", text[-3000:])
+            self.assertIn("cairn-guest: init reached", text)
+            self.call("vm.stop", name, 0)
+            self.call("vm.delete", name)
+            type(self).cleanups = type(self).cleanups[:-2]
+            _, gone = self.guest(f"test -e {cg} && echo left || echo gone")
+            self.assertEqual(gone.strip(), "gone", "the VM's cgroup outlived it")
+
+        self.with_restart("the SMP boot", run)
 
 
 if __name__ == "__main__":
