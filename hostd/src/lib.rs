@@ -3,5 +3,6 @@
 
 pub mod ct;
 pub mod dbus;
+pub mod netd;
 pub mod reconcile;
 pub mod vm;

@@ -173,19 +173,7 @@ impl Manager {
     }
 
     async fn detach_port(&self, name: &str, port: &str) {
-        let Some(bus) = &self.bus else { return };
-        let result = async {
-            Network1Proxy::new(bus)
-                .await
-                .map_err(model::dbus::CairnError::from)?
-                .detach_port(port)
-                .await
-        }
-        .await;
-        match result {
-            Ok(()) | Err(model::dbus::CairnError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(ct = name, port, error = %e, "cannot detach the port"),
-        }
+        crate::netd::detach_port(self.bus.as_ref(), &format!("ct:{name}"), port).await;
     }
 
     // ---- templates ----------------------------------------------------------------------
@@ -514,9 +502,6 @@ impl Manager {
         pid: u32,
         addresses: &[String],
     ) -> CtResult<String> {
-        let Some(bus) = &self.bus else {
-            return Err(CtError::Failed("no bus connection to netd".into()));
-        };
         let spec = PortSpec {
             network: network.to_string(),
             owner: format!("ct:{name}"),
@@ -529,21 +514,9 @@ impl Manager {
             addresses: addresses.to_vec(),
             limits: None,
         };
-        let json = serde_json::to_string(&spec).map_err(|e| CtError::Failed(e.to_string()))?;
-        let proxy = Network1Proxy::new(bus)
-            .await
-            .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
-        let info = proxy.attach_port(&json).await.map_err(|e| match e {
-            model::dbus::CairnError::InvalidArgs(m) => {
-                CtError::InvalidArgs(format!("network port: {m}"))
-            }
-            model::dbus::CairnError::NotFound(m) => CtError::NotFound(format!("network port: {m}")),
-            model::dbus::CairnError::Conflict(m) => CtError::Conflict(format!("network port: {m}")),
-            other => CtError::Failed(format!("network port on {network:?}: {other}")),
-        })?;
-        let info: model::net::PortInfo = serde_json::from_str(&info)
-            .map_err(|e| CtError::Failed(format!("netd's PortInfo: {e}")))?;
-        Ok(info.name)
+        Ok(crate::netd::attach_port(self.bus.as_ref(), &spec)
+            .await?
+            .name)
     }
 
     /// The signal that asks the container's init to shut down, as LXC picks it: systemd

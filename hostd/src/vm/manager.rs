@@ -306,15 +306,6 @@ impl VmManager {
 
     async fn attach_ports(&self, spec: &VmSpec) -> CtResult<Vec<String>> {
         let mut taps = Vec::new();
-        if spec.nics.is_empty() {
-            return Ok(taps);
-        }
-        let Some(bus) = &self.bus else {
-            return Err(CtError::Failed("no bus connection to netd".into()));
-        };
-        let proxy = Network1Proxy::new(bus)
-            .await
-            .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
         for (nic, mac) in spec.nics.iter().zip(macs(spec)) {
             let port = PortSpec {
                 network: nic.network.clone(),
@@ -328,28 +319,11 @@ impl VmManager {
                 addresses: Vec::new(),
                 limits: None,
             };
-            let json = serde_json::to_string(&port).map_err(|e| CtError::Failed(e.to_string()))?;
-            match proxy.attach_port(&json).await {
-                Ok(info) => match serde_json::from_str::<model::net::PortInfo>(&info) {
-                    Ok(p) => taps.push(p.name),
-                    Err(e) => {
-                        self.detach_ports(&spec.name, &taps).await;
-                        return Err(CtError::Failed(format!("netd's PortInfo: {e}")));
-                    }
-                },
+            match crate::netd::attach_port(self.bus.as_ref(), &port).await {
+                Ok(info) => taps.push(info.name),
                 Err(e) => {
                     self.detach_ports(&spec.name, &taps).await;
-                    return Err(match e {
-                        model::dbus::CairnError::NotFound(m) => {
-                            CtError::NotFound(format!("network port: {m}"))
-                        }
-                        model::dbus::CairnError::Conflict(m) => {
-                            CtError::Conflict(format!("network port: {m}"))
-                        }
-                        other => {
-                            CtError::Failed(format!("network port on {:?}: {other}", nic.network))
-                        }
-                    });
+                    return Err(e);
                 }
             }
         }
@@ -357,15 +331,8 @@ impl VmManager {
     }
 
     async fn detach_ports(&self, name: &str, taps: &[String]) {
-        let Some(bus) = &self.bus else { return };
-        let Ok(proxy) = Network1Proxy::new(bus).await else {
-            return;
-        };
         for tap in taps {
-            match proxy.detach_port(tap).await {
-                Ok(()) | Err(model::dbus::CairnError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(vm = name, tap, error = %e, "cannot detach the port"),
-            }
+            crate::netd::detach_port(self.bus.as_ref(), &format!("vm:{name}"), tap).await;
         }
     }
 
