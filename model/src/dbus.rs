@@ -31,7 +31,8 @@ pub const SERVICES: [(&str, &str); 4] = [
 ];
 
 /// One supervised service as `ListServices` reports it. On the wire: `(ssuut)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceInfo {
     pub name: String,
     /// One of `ServiceState::as_str`.

@@ -1,6 +1,7 @@
 //! The contract every Cairn daemon shares: the `host.toml` schema and its validation, the D-Bus
 //! interface names and proxies, and the XML-RPC fault codes. No I/O beyond reading a config file.
 
+pub mod api;
 pub mod config;
 pub mod ct;
 pub mod daemon;
