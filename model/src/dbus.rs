@@ -204,6 +204,22 @@ pub enum CairnError {
     Failed(String),
 }
 
+impl CairnError {
+    /// The stable API fault a daemon's verdict is reported as, with its message; the one place
+    /// where error kinds become fault codes. A bus failure is no verdict: it comes back as is.
+    pub fn into_fault(self) -> Result<(crate::fault::FaultCode, String), zbus::Error> {
+        use crate::fault::FaultCode;
+        match self {
+            CairnError::ZBus(e) => Err(e),
+            CairnError::InvalidArgs(m) => Ok((FaultCode::BadParams, m)),
+            CairnError::NotFound(m) => Ok((FaultCode::NotFound, m)),
+            CairnError::Conflict(m) => Ok((FaultCode::Conflict, m)),
+            CairnError::Busy(m) => Ok((FaultCode::Busy, m)),
+            CairnError::Failed(m) => Ok((FaultCode::Internal, m)),
+        }
+    }
+}
+
 /// Structured arguments and answers (network and port specs, info read back from the kernel)
 /// travel as JSON strings of the serde types in `model::net`: D-Bus has no optional fields, and
 /// one JSON schema serves D-Bus, XML-RPC and cairnctl alike.

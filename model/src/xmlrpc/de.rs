@@ -174,7 +174,11 @@ macro_rules! int_hint {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
             let n = self.int("int")?;
             let v = <$t>::try_from(n).map_err(|_| {
-                DecodeError::other(format!("{n} is out of range {}..={}", <$t>::MIN, <$t>::MAX))
+                DecodeError::other(if n < 0 && <$t>::MIN == 0 {
+                    format!("{n} must not be negative")
+                } else {
+                    format!("{n} is out of range {}..={}", <$t>::MIN, <$t>::MAX)
+                })
             })?;
             visitor.$visit(v)
         }
