@@ -10,7 +10,7 @@ use model::api::ct::{
     CtConsole, CtCreate, CtDelete, CtExec, CtInfo, CtList, CtPause, CtRestart, CtResume, CtSet,
     CtStart, CtStop, CtStopTimeout, ExecOutput, TemplateDelete, TemplateImport, TemplateList,
 };
-use model::ct::{ContainerInfo, Resources, TemplateInfo, is_ct_name};
+use model::ct::{ContainerInfo, TemplateInfo, is_ct_name};
 
 use super::{Api, Fault, Method, Serve, answer, json, method};
 use crate::bus::CALL_TIMEOUT;
@@ -255,7 +255,7 @@ impl Serve for CtInfo {
 impl Serve for CtSet {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
         check_name("container", &self.name)?;
-        if self.resources == Resources::default() {
+        if self.resources.is_unset() {
             return Err(Fault::bad_params(
                 "resources: give at least one of cpu_limit, cpu_weight, cpuset, memory, swap, \
                  pids, io_weight",

@@ -45,6 +45,11 @@ pub struct Usage {
 }
 
 impl Resources {
+    /// No limit given: every field left to its default.
+    pub fn is_unset(&self) -> bool {
+        *self == Resources::default()
+    }
+
     /// Every problem, each naming its field and the allowed range.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();

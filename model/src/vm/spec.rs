@@ -77,7 +77,7 @@ pub struct VmSpec {
     pub nics: Vec<NicSpec>,
     /// CPU limits of the vCPU threads (cpu_limit %, cpu_weight, cpuset); the memory fields
     /// are not used (the guest's RAM is `memory_mib`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Resources::is_unset")]
     pub resources: Resources,
     /// Start with hostd (host.toml VMs default to true).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -407,7 +407,7 @@ mod tests {
         let json = serde_json::to_string(&minimal).unwrap_or_default();
         assert_eq!(
             json,
-            r#"{"name":"a","vcpus":1,"memory_mib":64,"kernel":"/k","resources":{}}"#
+            r#"{"name":"a","vcpus":1,"memory_mib":64,"kernel":"/k"}"#
         );
     }
 
