@@ -782,7 +782,7 @@ mod over_a_bus {
         assert_eq!(
             *fake.seen.lock().unwrap(),
             [
-                r#"create_vm {"name":"deb","vcpus":2,"memory_mib":512,"kernel":"/k","nics":[{"network":"lan"}],"resources":{}}"#,
+                r#"create_vm {"name":"deb","vcpus":2,"memory_mib":512,"kernel":"/k","nics":[{"network":"lan"}]}"#,
                 "stop_vm deb 20",
                 "stop_vm deb 0",
                 r#"input deb "root\n""#,
