@@ -220,3 +220,39 @@ pub fn find(name: &str) -> Option<&'static Declaration> {
 
 #[cfg(test)]
 mod tests;
+
+/// The method index of docs/api.md: one row per declared action, made from the declarations
+/// (a test keeps the document's copy equal to this).
+pub fn docs_index() -> String {
+    let owner = |o: Owner| match o {
+        Owner::Apid => "apid",
+        Owner::Init => "init",
+        Owner::Hostd => "hostd",
+        Owner::Netd => "netd",
+        Owner::Stord => "stord",
+    };
+    let mut out = String::from(
+        "| Method | Parameters | Answer | Served by | What it does |\n|---|---|---|---|---|\n",
+    );
+    for d in declarations() {
+        let params = d
+            .params
+            .iter()
+            .map(|p| format!("{} {}{}", p.ty, p.name, if p.optional { "?" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            d.name,
+            if params.is_empty() {
+                "—".into()
+            } else {
+                params
+            },
+            d.result,
+            owner(d.owner),
+            d.help.replace('|', "\\|"),
+        ));
+    }
+    out
+}
