@@ -207,6 +207,11 @@ impl Host1 {
         argv: Vec<String>,
         timeout_s: u32,
     ) -> Result<(i32, String, String), CairnError> {
+        if argv.first().is_none_or(String::is_empty) {
+            return Err(CairnError::InvalidArgs(
+                "argv must hold the command to run and its arguments".into(),
+            ));
+        }
         // The lock is held only to find the container: a long command must not block others.
         let (pid, exe) = self.manager.lock().await.exec_target(name).await?;
         Ok(manager::exec(&exe, name, pid, &argv, timeout_s).await?)

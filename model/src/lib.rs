@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod fault;
 pub mod net;
+pub mod rules;
 pub mod token;
 pub mod vm;
 pub mod xmlrpc;

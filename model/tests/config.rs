@@ -259,3 +259,59 @@ fn example_vms_are_valid_specs() {
         assert_eq!(s.validate(), Ok(()), "{}", s.name);
     }
 }
+
+/// One rule source: a `[[vm]]` in host.toml and a `vm.create` spec are checked by the same
+/// rules (`model::rules`), so `config check` and the API say the same words — host.toml adds
+/// where (`file:line:col` and `in vm "deb"`).
+#[test]
+fn vm_rules_read_the_same_in_host_toml_and_in_vm_create() {
+    let text = format!(
+        "{MINIMAL}
+[[vm]]
+name = \"deb\"
+vcpus = 9
+memory = \"2T\"
+kernel = \"/boot/vmlinux\"
+cpu_limit = 0
+"
+    );
+    let config = errors(&text);
+    let spec = model::vm::VmSpec {
+        name: "deb".into(),
+        vcpus: 9,
+        memory_mib: 2 << 20,
+        kernel: "/boot/vmlinux".into(),
+        initrd: None,
+        cmdline: String::new(),
+        disks: Vec::new(),
+        nics: Vec::new(),
+        resources: model::ct::Resources {
+            cpu_limit: Some(0),
+            ..Default::default()
+        },
+        autostart: false,
+    };
+    let api = spec.validate().unwrap_err().problems;
+    assert_eq!(
+        api,
+        [
+            "vcpus 9 is out of range; expected 1 to 8",
+            "memory_mib 2097152 is more than a VM can have; expected at most 1048576 MiB (\"1T\")",
+            "resources.cpu_limit 0 is out of range; expected 1 to 102400",
+        ]
+    );
+    assert_eq!(
+        config,
+        [
+            "t.toml:10:9: vcpus 9 in vm \"deb\" is out of range; expected 1 to 8",
+            "t.toml:11:10: memory \"2T\" in vm \"deb\" is more than a VM can have; expected at \
+             most 1048576 MiB (\"1T\")",
+            "t.toml:13:13: cpu_limit 0 in vm \"deb\" is out of range; expected 1 to 102400",
+        ]
+    );
+    // Word for word: the rule's text after the value is the same in both.
+    for (a, c) in api.iter().zip(&config) {
+        let rule = |m: &str| m.split_once(" is ").map(|(_, r)| r.to_string());
+        assert_eq!(rule(a), rule(c), "{a} / {c}");
+    }
+}

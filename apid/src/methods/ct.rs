@@ -10,7 +10,7 @@ use model::api::ct::{
     CtConsole, CtCreate, CtDelete, CtExec, CtInfo, CtList, CtPause, CtRestart, CtResume, CtSet,
     CtStart, CtStop, CtStopTimeout, ExecOutput, TemplateDelete, TemplateImport, TemplateList,
 };
-use model::ct::{ContainerInfo, TemplateInfo, is_ct_name};
+use model::ct::{ContainerInfo, TemplateInfo};
 
 use super::{Api, Fault, Method, Serve, answer, json, method};
 use crate::bus::CALL_TIMEOUT;
@@ -56,43 +56,13 @@ pub fn methods() -> Vec<Method> {
     ]
 }
 
-/// A container or template name. A malformed name cannot name anything, so it is refused
-/// (102) rather than reported as not found.
-fn check_name(what: &str, name: &str) -> Result<(), Fault> {
-    if is_ct_name(name) {
-        Ok(())
-    } else {
-        Err(Fault::bad_params(format!(
-            "{what} {name:?} is not a valid name; expected lowercase letters, digits and \
-             hyphens, starting with a letter or digit"
-        )))
-    }
-}
-
-fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 impl Serve for TemplateImport {
     async fn serve(self, api: &Api) -> Result<TemplateInfo, Fault> {
-        check_name("template", &self.name)?;
-        let digest = self.sha256.to_ascii_lowercase();
-        if !self.path.starts_with('/') {
-            return Err(Fault::bad_params(format!(
-                "path {:?} must be an absolute path on the host",
-                self.path
-            )));
-        }
-        if !is_digest(&digest) {
-            return Err(Fault::bad_params(format!(
-                "sha256 {digest:?} must be \"sha256:\" and 64 hex digits"
-            )));
-        }
         let info = api
             .bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
-                h.import_template(&self.name, &self.path, &digest).await
+                h.import_template(&self.name, &self.path, &self.sha256)
+                    .await
             })
             .await?;
         answer("hostd", &info)
@@ -111,7 +81,6 @@ impl Serve for TemplateList {
 
 impl Serve for TemplateDelete {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name("template", &self.name)?;
         api.bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
                 h.delete_template(&self.name).await
@@ -123,9 +92,6 @@ impl Serve for TemplateDelete {
 
 impl Serve for CtCreate {
     async fn serve(self, api: &Api) -> Result<ContainerInfo, Fault> {
-        self.spec
-            .validate()
-            .map_err(|e| Fault::bad_params(e.to_string()))?;
         let spec = json(&self.spec)?;
         let info = api
             .bus
@@ -140,7 +106,6 @@ impl Serve for CtCreate {
 
 impl Serve for CtStart {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name("container", &self.name)?;
         api.bus
             .hostd_call(START_TIMEOUT, |h| async move {
                 h.start_container(&self.name).await
@@ -151,7 +116,6 @@ impl Serve for CtStart {
 }
 
 async fn stop_with(api: &Api, name: String, grace: u32) -> Result<bool, Fault> {
-    check_name("container", &name)?;
     api.bus
         .hostd_call(secs(grace) + SLACK, |h| async move {
             h.stop_container(&name, grace).await
@@ -181,7 +145,6 @@ impl Serve for CtStopTimeout {
 
 impl Serve for CtRestart {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name("container", &self.name)?;
         // The stop's grace and slack, then a start.
         let bound = secs(DEFAULT_STOP_GRACE_S) + SLACK + Duration::from_secs(7);
         api.bus
@@ -195,7 +158,6 @@ impl Serve for CtRestart {
 
 impl Serve for CtPause {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name("container", &self.name)?;
         api.bus
             .hostd_call(START_TIMEOUT, |h| async move {
                 h.pause_container(&self.name).await
@@ -207,7 +169,6 @@ impl Serve for CtPause {
 
 impl Serve for CtResume {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name("container", &self.name)?;
         api.bus
             .hostd_call(START_TIMEOUT, |h| async move {
                 h.resume_container(&self.name).await
@@ -219,7 +180,6 @@ impl Serve for CtResume {
 
 impl Serve for CtDelete {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name("container", &self.name)?;
         api.bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
                 h.delete_container(&self.name).await
@@ -241,7 +201,6 @@ impl Serve for CtList {
 
 impl Serve for CtInfo {
     async fn serve(self, api: &Api) -> Result<ContainerInfo, Fault> {
-        check_name("container", &self.name)?;
         let info = api
             .bus
             .hostd_call(CALL_TIMEOUT, |h| async move {
@@ -254,16 +213,6 @@ impl Serve for CtInfo {
 
 impl Serve for CtSet {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name("container", &self.name)?;
-        if self.resources.is_unset() {
-            return Err(Fault::bad_params(
-                "resources: give at least one of cpu_limit, cpu_weight, cpuset, memory, swap, \
-                 pids, io_weight",
-            ));
-        }
-        self.resources
-            .validate()
-            .map_err(|problems| Fault::bad_params(problems.join("; ")))?;
         let resources = json(&self.resources)?;
         api.bus
             .hostd_call(CALL_TIMEOUT, |h| async move {
@@ -276,12 +225,6 @@ impl Serve for CtSet {
 
 impl Serve for CtExec {
     async fn serve(self, api: &Api) -> Result<ExecOutput, Fault> {
-        check_name("container", &self.name)?;
-        if self.argv.first().is_none_or(String::is_empty) {
-            return Err(Fault::bad_params(
-                "argv must hold the command to run and its arguments",
-            ));
-        }
         let (exit_code, stdout, stderr) = api
             .bus
             .hostd_call(secs(EXEC_TIMEOUT_S) + SLACK, |h| async move {
@@ -298,7 +241,6 @@ impl Serve for CtExec {
 
 impl Serve for CtConsole {
     async fn serve(self, api: &Api) -> Result<String, Fault> {
-        check_name("container", &self.name)?;
         Ok(api
             .bus
             .hostd_call(CALL_TIMEOUT, |h| async move {

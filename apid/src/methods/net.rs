@@ -22,9 +22,6 @@ pub fn methods() -> Vec<Method> {
 
 impl Serve for NetCreate {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        self.spec
-            .validate()
-            .map_err(|e| Fault::bad_params(e.to_string()))?;
         let spec = json(&self.spec)?;
         api.bus
             .netd_call(|n| async move { n.create_network(&spec).await })
@@ -64,7 +61,6 @@ impl Serve for NetInfo {
 
 impl Serve for NetSetLimits {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        self.limits.validate().map_err(Fault::bad_params)?;
         let limits = json(&self.limits)?;
         api.bus
             .netd_call(|n| async move { n.set_limits(&self.target, &limits).await })
@@ -75,9 +71,6 @@ impl Serve for NetSetLimits {
 
 impl Serve for PortAttach {
     async fn serve(self, api: &Api) -> Result<PortInfo, Fault> {
-        self.spec
-            .validate()
-            .map_err(|e| Fault::bad_params(e.to_string()))?;
         let spec = json(&self.spec)?;
         let port = api
             .bus

@@ -7,7 +7,7 @@ use model::api::vm::{
     VmConsole, VmConsoleInput, VmCreate, VmDelete, VmInfoOf, VmList, VmPause, VmRestore, VmResume,
     VmSnapshot, VmStart, VmStop,
 };
-use model::vm::{VmInfo, is_vm_name};
+use model::vm::VmInfo;
 
 use super::ct::{DISK_TIMEOUT, SLACK, START_TIMEOUT, secs};
 use super::{Api, Fault, Method, Serve, answer, json, method};
@@ -41,20 +41,6 @@ pub fn methods() -> Vec<Method> {
     ]
 }
 
-/// A malformed VM name cannot name anything, so it is refused (102) rather than reported as
-/// not found.
-fn check_name(name: &str) -> Result<(), Fault> {
-    if is_vm_name(name) {
-        Ok(())
-    } else {
-        Err(Fault::bad_params(format!(
-            "name {name:?} is not a valid VM name; expected lowercase letters, digits and \
-             hyphens, starting with a letter or digit, at most {} characters",
-            model::vm::VM_NAME_MAX
-        )))
-    }
-}
-
 /// An optional int in `lo..=hi`, `default` when left out.
 fn in_range(
     what: &str,
@@ -74,21 +60,8 @@ fn in_range(
     }
 }
 
-/// A host directory for a snapshot: absolute, not `/` itself, no NUL.
-fn check_dir(dir: &str) -> Result<(), Fault> {
-    if !dir.starts_with('/') || dir.trim_end_matches('/').is_empty() || dir.contains('\0') {
-        return Err(Fault::bad_params(format!(
-            "dir {dir:?} must be an absolute path of a directory on the host (not /)"
-        )));
-    }
-    Ok(())
-}
-
 impl Serve for VmCreate {
     async fn serve(self, api: &Api) -> Result<VmInfo, Fault> {
-        self.spec
-            .validate()
-            .map_err(|e| Fault::bad_params(e.to_string()))?;
         let spec = json(&self.spec)?;
         let info = api
             .bus
@@ -103,7 +76,6 @@ macro_rules! name_only {
     ($($action:ty => $timeout:expr, $call:ident;)*) => {$(
         impl Serve for $action {
             async fn serve(self, api: &Api) -> Result<bool, Fault> {
-                check_name(&self.name)?;
                 api.bus
                     .hostd_call($timeout, |h| async move { h.$call(&self.name).await })
                     .await?;
@@ -122,7 +94,6 @@ name_only! {
 
 impl Serve for VmStop {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name(&self.name)?;
         let grace = in_range(
             "timeout_s",
             self.timeout_s,
@@ -142,8 +113,6 @@ impl Serve for VmStop {
 
 impl Serve for VmSnapshot {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name(&self.name)?;
-        check_dir(&self.dir)?;
         api.bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
                 h.snapshot_vm(&self.name, &self.dir).await
@@ -155,8 +124,6 @@ impl Serve for VmSnapshot {
 
 impl Serve for VmRestore {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name(&self.name)?;
-        check_dir(&self.dir)?;
         api.bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
                 h.restore_vm(&self.name, &self.dir).await
@@ -178,7 +145,6 @@ impl Serve for VmList {
 
 impl Serve for VmInfoOf {
     async fn serve(self, api: &Api) -> Result<VmInfo, Fault> {
-        check_name(&self.name)?;
         let info = api
             .bus
             .hostd_call(CALL_TIMEOUT, |h| async move { h.vm_info(&self.name).await })
@@ -189,7 +155,6 @@ impl Serve for VmInfoOf {
 
 impl Serve for VmConsole {
     async fn serve(self, api: &Api) -> Result<String, Fault> {
-        check_name(&self.name)?;
         let max = in_range(
             "max_bytes",
             self.max_bytes,
@@ -209,7 +174,6 @@ impl Serve for VmConsole {
 
 impl Serve for VmConsoleInput {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
-        check_name(&self.name)?;
         if self.data.is_empty() || self.data.len() > MAX_CONSOLE_INPUT {
             return Err(Fault::bad_params(format!(
                 "data is {} bytes; expected 1 to {MAX_CONSOLE_INPUT}",

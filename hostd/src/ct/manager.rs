@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use model::ct::{ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo};
+use model::ct::{
+    ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo, is_ct_name,
+};
 use model::dbus::Network1Proxy;
 use model::net::{PortKind, PortSpec};
 use nix::sys::signal::Signal;
@@ -103,7 +105,15 @@ impl Manager {
         &self.paths
     }
 
+    /// The record of container `name`. A malformed name cannot name anything: it is refused as
+    /// invalid rather than reported as not found.
     fn record(&self, name: &str) -> CtResult<&Record> {
+        if !is_ct_name(name) {
+            return Err(CtError::InvalidArgs(format!(
+                "container {name:?} is not a valid name; expected lowercase letters, digits and \
+                 hyphens, starting with a letter or digit"
+            )));
+        }
         self.records
             .get(name)
             .ok_or_else(|| CtError::NotFound(format!("container {name:?} does not exist")))
@@ -712,6 +722,13 @@ impl Manager {
         self.record(name)?;
         let given: Resources = serde_json::from_str(resources_json)
             .map_err(|e| CtError::InvalidArgs(format!("resources: {e}")))?;
+        if given.is_unset() {
+            return Err(CtError::InvalidArgs(
+                "resources: give at least one of cpu_limit, cpu_weight, cpuset, memory, swap, \
+                 pids, io_weight"
+                    .into(),
+            ));
+        }
         let mut merged = self.record(name)?.spec.resources.clone();
         macro_rules! take {
             ($($f:ident),*) => { $( if given.$f.is_some() { merged.$f = given.$f.clone(); } )* };

@@ -29,8 +29,9 @@ impl Templates {
     pub fn get(&self, name: &str) -> CtResult<TemplateInfo> {
         // A name is a path component: never let "../x" reach the filesystem.
         if !is_ct_name(name) {
-            return Err(CtError::NotFound(format!(
-                "template {name:?} does not exist"
+            return Err(CtError::InvalidArgs(format!(
+                "template {name:?} is not a valid name; expected lowercase letters, digits and \
+                 hyphens, starting with a letter or digit"
             )));
         }
         let meta = self.dir.join(name).join(META);
@@ -68,6 +69,12 @@ impl Templates {
         if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(CtError::InvalidArgs(format!(
                 "sha256 {sha256:?} is not a digest; expected \"sha256:\" and 64 hex digits"
+            )));
+        }
+        if !tarball.is_absolute() {
+            return Err(CtError::InvalidArgs(format!(
+                "path {:?} must be an absolute path on the host",
+                tarball.display()
             )));
         }
         if self.dir.join(name).exists() {

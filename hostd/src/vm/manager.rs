@@ -183,7 +183,16 @@ impl VmManager {
         self.vms.keys().cloned().collect()
     }
 
+    /// The record of VM `name`. A malformed name cannot name anything: it is refused as
+    /// invalid rather than reported as not found.
     fn record(&self, name: &str) -> CtResult<&Record> {
+        if let Some(bad) = model::rules::problem(
+            "name",
+            format_args!("{name:?}"),
+            model::rules::vm_name(name),
+        ) {
+            return Err(CtError::InvalidArgs(bad));
+        }
         self.vms
             .get(name)
             .ok_or_else(|| CtError::NotFound(format!("no VM named {name:?}")))
