@@ -309,9 +309,10 @@ mod tests {
             t.import("deb", &tarball, &digest),
             Err(CtError::Conflict(_))
         ));
+        // A name is a path component: "../x" is refused as invalid and reaches no file.
         assert!(matches!(
             t.delete("../templates/deb"),
-            Err(CtError::NotFound(_))
+            Err(CtError::InvalidArgs(_))
         ));
         t.delete("deb").unwrap();
         assert!(t.list().is_empty());
