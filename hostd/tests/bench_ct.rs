@@ -30,7 +30,7 @@ fn meminfo(key: &str) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    common::status_kib(pid, "VmRSS:")
+    testkit::status_kib(pid, "VmRSS:")
 }
 
 /// Proportional set size: shared pages (the hostd binary every monitor maps) divided among

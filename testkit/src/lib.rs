@@ -218,3 +218,16 @@ address = "{p}.1/24"
     }
     config
 }
+
+/// A `NAME:   N kB` field of /proc/PID/status, in KiB (0 when absent).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub mod guest;

@@ -1,4 +1,4 @@
-//! The VMM jail (hostd::vm::jail) and its seccomp filter (hostd::vm::seccomp) in real
+//! The VMM jail (vmm::jail) and its seccomp filter (vmm::seccomp) in real
 //! processes. Needs root (mounts, mknod, namespaces).
 //!
 //! Entering a jail and installing seccomp are one-way, so they happen in a re-executed copy of
@@ -14,9 +14,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hostd::vm::jail::{self, DEV_KVM, DEV_NET_TUN, JailError};
-use hostd::vm::seccomp;
 use testkit::{TempDir, skip};
+use vmm::jail::{self, DEV_KVM, DEV_NET_TUN, JailError};
+use vmm::seccomp;
 
 /// Set in the re-executed child: which scenario to run.
 const CHILD_ENV: &str = "CAIRN_JAIL_CHILD";

@@ -13,7 +13,7 @@
 //! 3. [`drop_privileges`]: empty every capability set and lock the securebits. The process
 //!    stays uid 0 but is an ordinary user for the kernel: file access follows the owner and
 //!    mode bits only, which is why the root holds nothing but the VM's own files.
-//! 4. [`super::seccomp::install`] of [`super::seccomp::vmm_filter`].
+//! 4. [`crate::seccomp::install`] of [`crate::seccomp::vmm_filter`].
 //!
 //! What the jail deliberately does not do:
 //! - no new PID, user or network namespace: the VMM has to attach to a tap device that netd
