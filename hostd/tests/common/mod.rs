@@ -15,7 +15,7 @@ pub fn containers_possible(test: &str) -> bool {
         );
         return false;
     }
-    if !Path::new(hostd::ct::template::BUSYBOX).exists() {
+    if !Path::new(testkit::template::BUSYBOX).exists() {
         skip(
             test,
             "no /bin/busybox (Debian's busybox-static) to build the test template",
@@ -29,9 +29,9 @@ pub fn containers_possible(test: &str) -> bool {
 /// tarball and its `sha256:` digest.
 pub fn busybox_tarball(dir: &Path) -> (PathBuf, String) {
     let root = dir.join("bb");
-    hostd::ct::template::busybox_rootfs(&root).expect("cannot build the busybox rootfs");
+    testkit::template::busybox_rootfs(&root).expect("cannot build the busybox rootfs");
     let tarball = dir.join("busybox.tar");
-    let digest = hostd::ct::template::tar_dir(&root, &tarball).expect("cannot tar the rootfs");
+    let digest = testkit::template::tar_dir(&root, &tarball).expect("cannot tar the rootfs");
     let _ = std::fs::remove_dir_all(&root);
     (tarball, digest)
 }
