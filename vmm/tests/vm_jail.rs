@@ -211,7 +211,10 @@ fn child_seccomp(root: &Path) -> Result<(), String> {
         return Err("the thread returned something else".into());
     }
 
-    // SAFETY (the libc calls below): plain syscalls on fds and a page this function owns.
+    // SAFETY: every call below is a plain syscall on fds this block creates and closes and on
+    // a page it maps and unmaps itself; each pointer passed is to a local that outlives the
+    // call, with the size the kernel reads or writes (8-byte eventfd values, epoll_event
+    // arrays of the length given, a timespec).
     unsafe {
         let efd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
         if efd < 0 {

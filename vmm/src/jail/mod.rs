@@ -273,7 +273,8 @@ pub fn capabilities() -> Result<CapSets, JailError> {
 /// no exec or setuid can give one back. Checked afterwards with [`capabilities`].
 pub fn drop_privileges() -> Result<(), JailError> {
     // Order matters: securebits and the bounding set need CAP_SETPCAP, which capset removes.
-    // SAFETY (all prctl calls below): integer arguments only.
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only (no pointer the kernel
+    // could write through), and every variadic argument is passed as the c_ulong it reads.
     let rc = unsafe {
         libc::prctl(
             libc::PR_CAP_AMBIENT,
@@ -287,8 +288,10 @@ pub fn drop_privileges() -> Result<(), JailError> {
         return Err(sys_err("prctl(PR_CAP_AMBIENT_CLEAR_ALL)")(Errno::last()));
     }
     // Setting the same locked bits again would need CAP_SETPCAP: skip when already done.
+    // SAFETY: PR_GET_SECUREBITS reads no argument and writes no memory; it returns the bits.
     let current = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
     if current != SECUREBITS {
+        // SAFETY: PR_SET_SECUREBITS takes the bits as an integer; no memory is passed.
         let rc = unsafe {
             libc::prctl(
                 libc::PR_SET_SECUREBITS,
@@ -304,6 +307,8 @@ pub fn drop_privileges() -> Result<(), JailError> {
     }
     let mut cap = 0;
     while cap < 64 && cap_known(cap) {
+        // SAFETY: PR_CAPBSET_DROP takes the capability number as an integer; no memory is
+        // passed, and an unknown number is an error return, not undefined behaviour.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
         // EPERM without CAP_SETPCAP is fine if the cap is already gone (checked below).
         if rc != 0 && Errno::last() != Errno::EPERM {
@@ -334,6 +339,7 @@ pub fn drop_privileges() -> Result<(), JailError> {
             return Err(JailError::CapsRemain { what, value });
         }
     }
+    // SAFETY: PR_GET_SECUREBITS reads no argument and writes no memory; it returns the bits.
     let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
     if bits != SECUREBITS {
         return Err(JailError::CapsRemain {
