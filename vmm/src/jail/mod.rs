@@ -1,9 +1,9 @@
 //! The jail of a VMM process, the way Firecracker's jailer builds it.
 //!
-//! hostd's side ([`root`]: [`prepare_root`], [`teardown_root`]): a per-VM root directory (0700) holding
-//! only the VM's files (bind mounts of the kernel, initrd, disks onto empty files, read-only
-//! where the VM must not write) and the two device nodes it needs (`/dev/kvm`,
-//! `/dev/net/tun`).
+//! hostd's side ([`root`]: [`prepare_root`], [`teardown_root`]): a per-VM root directory
+//! (0700) holding only the VM's files (bind mounts of the kernel, initrd, disks onto empty
+//! files, read-only where the VM must not write) and the two device nodes it needs
+//! (`/dev/kvm`, `/dev/net/tun`).
 //!
 //! The VMM's side (`hostd --vmm`, started as root), in this order:
 //! 1. [`enter`]: new mount/IPC/UTS namespaces, pivot_root into the prepared root, so that
