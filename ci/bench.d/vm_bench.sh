@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 profile=()
 [ "${PROFILE:-release}" = release ] && profile=(--release)
 cargo build "${profile[@]}" --workspace --bins --quiet
+# libtest prints its progress mark before a test's first output line: grep -o keeps the line.
 cargo test -p vmm "${profile[@]}" --quiet --test bench_vm -- --ignored --nocapture \
-  --test-threads=1 2>&1 | grep -E '^(cairn|SKIP)' || true
+  --test-threads=1 2>&1 | grep -oE '(cairn-vm:|SKIP ).*' || true
 cargo test -p hostd "${profile[@]}" --quiet --test bench_vm_hostd -- --ignored --nocapture \
-  --test-threads=1 2>&1 | grep -E '^(cairn|SKIP)' || true
+  --test-threads=1 2>&1 | grep -oE '(cairn-vm:|SKIP ).*' || true
