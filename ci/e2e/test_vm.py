@@ -11,7 +11,7 @@ The guest's /init (image/src/guest/init.sh) prints on its console:
     cairn-guest: done (boot <boot id>)
 and then resets (reboot -f with reboot=k: the i8042 reset ends the VM).
 
-What this expects of the API (apid + hostd's VMM):
+What this expects of the API (apid, hostd and the VMM it runs):
   - net.create({name, kind: "bridged", subnet, address}) gives the appliance 10.99.0.1 on the
     bridge; a VM NIC {network: "vmnet"} is a tap on it.
   - vm.create(spec) with kernel = an ELF vmlinux path, initrd, cmdline (the VMM appends its

@@ -1,5 +1,5 @@
 //! hostd's side of VMs: specs kept under STATE/vms/NAME/spec.json, one jailed VMM process per
-//! running VM (see `process`), its records under RUN/vm/NAME/ (launch.json, the monitor's
+//! running VM (see `vmm::process`), its records under RUN/vm/NAME/ (launch.json, the monitor's
 //! state.json and exit.json, console.log, vmm.log, the jail root). A hostd restart re-adopts
 //! running VMs from those records; `tick` notices VMs that ended while nobody asked and cleans
 //! up after them (ports, jail, cgroup), keeping how they ended.
@@ -17,13 +17,16 @@ use model::net::{PortKind, PortSpec};
 use model::vm::{VmInfo, VmSpec, VmState};
 use sha2::Digest;
 
-use super::control::{self, Request, SOCKET};
-use super::process::{
+use vmm::control::{self, Request, SOCKET};
+use vmm::jail;
+use vmm::launch::{
     CONTROL_FD, EXIT_FILE, INPUT_ERROR, JAIL_SNAPSHOT_DIR, LAUNCH_FILE, Launch, STATE_FILE,
     VmmExit, VmmState,
 };
-use super::vmm::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
-use super::{DiskConfig, NetConfig, VmConfig, jail, memory};
+use vmm::machine::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
+use vmm::vstate::memory;
+use vmm::{DiskConfig, NetConfig, VmConfig};
+
 use crate::ct::cgroup::Cgroup;
 use crate::ct::error::{CtError, CtResult};
 use crate::ct::paths::RUN_DIR_ENV;

@@ -1,4 +1,4 @@
-//! The VMM jail (hostd::vm::jail) and its seccomp filter (hostd::vm::seccomp) in real
+//! The VMM jail (vmm::jail) and its seccomp filter (vmm::seccomp) in real
 //! processes. Needs root (mounts, mknod, namespaces).
 //!
 //! Entering a jail and installing seccomp are one-way, so they happen in a re-executed copy of
@@ -14,9 +14,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hostd::vm::jail::{self, DEV_KVM, DEV_NET_TUN, JailError};
-use hostd::vm::seccomp;
 use testkit::{TempDir, skip};
+use vmm::jail::{self, DEV_KVM, DEV_NET_TUN, JailError};
+use vmm::seccomp;
 
 /// Set in the re-executed child: which scenario to run.
 const CHILD_ENV: &str = "CAIRN_JAIL_CHILD";
@@ -211,7 +211,10 @@ fn child_seccomp(root: &Path) -> Result<(), String> {
         return Err("the thread returned something else".into());
     }
 
-    // SAFETY (the libc calls below): plain syscalls on fds and a page this function owns.
+    // SAFETY: every call below is a plain syscall on fds this block creates and closes and on
+    // a page it maps and unmaps itself; each pointer passed is to a local that outlives the
+    // call, with the size the kernel reads or writes (8-byte eventfd values, epoll_event
+    // arrays of the length given, a timespec).
     unsafe {
         let efd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
         if efd < 0 {

@@ -22,17 +22,19 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::config::{NetConfig, VmConfig};
-use super::devices::i8042::{I8042, I8042_BASE, I8042_LEN, I8042State, KBD_GSI};
-use super::devices::serial::{
+use crate::VmError;
+use crate::boot::{self, mptable};
+use crate::config::{NetConfig, VmConfig};
+use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN, I8042State, KBD_GSI};
+use crate::devices::serial::{
     COM1, COM1_GSI, COM1_LEN, ConsoleBuffer, SerialDevice, SerialSnapshot,
 };
-use super::devices::virtio::{Block, MmioTransport, Net, TransportState, VirtioDevice};
-use super::devices::{Bus, SharedDevice};
-use super::exit::{ExitSignal, VmExit};
-use super::memory::{self, GuestMemoryMmap};
-use super::vcpu::{self, Io, Reply, Request, VcpuState, VcpuThread};
-use super::{VmError, boot, cpuid, mptable};
+use crate::devices::virtio::{Block, MmioTransport, Net, TransportState, VirtioDevice};
+use crate::devices::{Bus, SharedDevice};
+use crate::exit::{ExitSignal, VmExit};
+use crate::vstate::cpuid;
+use crate::vstate::memory::{self, GuestMemoryMmap};
+use crate::vstate::vcpu::{self, Io, Reply, Request, VcpuState, VcpuThread};
 
 /// Where the KVM TSS goes (three pages just below the BIOS area, as Firecracker does).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -98,6 +100,14 @@ pub struct Vmm {
     config: VmConfig,
     /// When KVM_CREATE_VM returned.
     pub created: Instant,
+}
+
+/// Whether this host can run a VM at all: /dev/kvm opens and KVM_CREATE_VM succeeds (the VM
+/// is dropped at once). Tests use it to say why they skip; errors are those a boot would give.
+pub fn probe_kvm() -> Result<(), VmError> {
+    let kvm = Kvm::new().map_err(VmError::KvmUnavailable)?;
+    kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    Ok(())
 }
 
 /// The checks that need no KVM: memory size, the kernel and initrd files, disks, vCPUs.
@@ -511,7 +521,7 @@ impl Prepared {
         let exit = Arc::new(ExitSignal::new().map_err(setup("exit eventfd"))?);
         let mut pio = Bus::default();
         let mut mmio = Bus::default();
-        let overlap = |e: super::devices::Overlap| VmError::Setup {
+        let overlap = |e: crate::devices::Overlap| VmError::Setup {
             what: "device bus",
             reason: e.to_string(),
         };

@@ -20,7 +20,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{Address, Bytes};
 
 use super::{VIRTIO_F_VERSION_1, VirtioDevice, VirtioError, read_config_bytes};
-use crate::vm::memory::GuestMemoryMmap;
+use crate::vstate::memory::GuestMemoryMmap;
 
 /// Bytes per sector, the unit of `capacity` and of request offsets.
 pub const SECTOR_SIZE: u64 = 512;

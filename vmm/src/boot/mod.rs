@@ -3,6 +3,8 @@
 //! e820 map at 0x7000, a GDT, an empty IDT, identity page tables for the first GiB, and the vCPU
 //! in long mode at the ELF entry with `%rsi` pointing at the zero page.
 
+pub mod mptable;
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -13,8 +15,8 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use linux_loader::loader::{BzImage, Cmdline, Elf, KernelLoader, load_cmdline};
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
 
-use super::VmError;
-use super::memory::{self, GuestMemoryMmap};
+use crate::VmError;
+use crate::vstate::memory::{self, GuestMemoryMmap};
 
 /// GDT address.
 pub const GDT: u64 = 0x500;

@@ -1,4 +1,4 @@
-//! The seccomp allow-list of a jailed VMM process (see [`super::jail`]): once it is installed
+//! The seccomp allow-list of a jailed VMM process (see [`crate::jail`]): once it is installed
 //! the VMM only runs vCPU threads, its epoll loop, its control socket and I/O on fds it
 //! already holds. Every other syscall kills the whole process (SECCOMP_RET_KILL_PROCESS,
 //! seen by hostd as death by SIGSYS): a VMM that makes an unexpected syscall is treated as

@@ -13,82 +13,24 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork, setsid};
-use serde::{Deserialize, Serialize};
 
-use super::control::{Request, Response, SOCKET, respond};
-use super::exit::VmExit;
-use super::vmm::{Vmm, open_snapshot};
-use super::{VmConfig, jail, seccomp};
+use crate::control::{Request, Response, SOCKET, respond};
+use crate::exit::VmExit;
+use crate::launch::{
+    CONTROL_FD, EXIT_FILE, INPUT_ERROR, JAIL_SNAPSHOT_DIR, Launch, STATE_FILE, VmmExit, VmmState,
+    start_time,
+};
+use crate::machine::{Vmm, open_snapshot};
+use crate::{VmError, jail, seccomp};
 
-/// The fd the handshake socket arrives on.
-pub const CONTROL_FD: i32 = 3;
-pub const LAUNCH_FILE: &str = "launch.json";
-pub const STATE_FILE: &str = "state.json";
-pub const EXIT_FILE: &str = "exit.json";
-/// Where a restore finds its snapshot inside the jail.
-pub const JAIL_SNAPSHOT_DIR: &str = "/snapshot";
-
-/// What hostd tells a VMM process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Launch {
-    pub name: String,
-    /// RUN/vm/NAME: the monitor's records.
-    pub run_dir: PathBuf,
-    /// The jail root (prepared by hostd).
-    pub root: PathBuf,
-    /// The VM, with paths as seen inside the jail.
-    pub config: VmConfig,
-    /// Resume from /snapshot instead of booting.
-    #[serde(default)]
-    pub restore: bool,
-    /// The cgroup directory the VMM joins (its vCPU threads' CPU limits).
-    #[serde(default)]
-    pub cgroup: Option<PathBuf>,
-}
-
-/// What the monitor records while the VMM runs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct VmmState {
-    pub monitor_pid: u32,
-    pub vmm_pid: u32,
-    /// /proc/PID/stat start time: a recycled pid never matches.
-    pub vmm_start: u64,
-}
-
-impl VmmState {
-    pub fn alive(&self) -> bool {
-        crate::ct::monitor::start_time(self.vmm_pid) == Some(self.vmm_start)
-    }
-}
-
-/// How the VMM ended, as the monitor saw it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct VmmExit {
-    /// The VMM's own account (guest reset, stopped, …) when it could give one.
-    pub reason: Option<VmExit>,
-    /// "exited with status 0", "killed by signal 9 (SIGKILL)".
-    pub status: String,
-    /// Died without a clean exit.
-    pub crashed: bool,
-}
-
-impl VmmExit {
-    pub fn describe(&self) -> String {
-        match (&self.reason, self.crashed) {
-            (Some(r), false) => r.to_string(),
-            (Some(r), true) => format!("{r}; VMM {}", self.status),
-            (None, _) => format!("VMM {}", self.status),
-        }
-    }
-}
-
-/// `hostd --vmm LAUNCH`: the first process's exit code (0 once the monitor is detached).
-pub fn main(launch_path: &Path) -> i32 {
+/// The body of `hostd --vmm LAUNCH`: returns the first process's exit code (0 once the monitor
+/// is detached). Must be called first thing in a fresh, single-threaded process.
+pub fn run(launch_path: &Path) -> i32 {
     // SAFETY: hostd starts us as a fresh, single-threaded process.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => return 0,
@@ -160,7 +102,7 @@ fn monitor(launch_path: &Path, ctl: &mut UnixStream) -> Result<(), String> {
     let state = VmmState {
         monitor_pid: std::process::id(),
         vmm_pid: pid,
-        vmm_start: crate::ct::monitor::start_time(pid).unwrap_or(0),
+        vmm_start: start_time(pid).unwrap_or(0),
     };
     let state_path = launch.run_dir.join(STATE_FILE);
     std::fs::write(
@@ -235,11 +177,7 @@ fn vmm_main(launch: &Launch, mut ready: File, reason: File) -> ! {
     }
 }
 
-/// Marks a start failure caused by the VM's input (kernel, initrd, memory, snapshot files)
-/// rather than by the host, so hostd answers "invalid argument" instead of "failed".
-pub const INPUT_ERROR: &str = "input: ";
-
-fn vm_err(e: super::VmError) -> String {
+fn vm_err(e: VmError) -> String {
     if e.is_input() {
         format!("{INPUT_ERROR}{e}")
     } else {

@@ -13,8 +13,8 @@ use virtio_queue::{Queue, QueueState, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{VIRTIO_F_VERSION_1, VirtioDevice, VirtioError};
-use crate::vm::devices::BusDevice;
-use crate::vm::memory::GuestMemoryMmap;
+use crate::devices::BusDevice;
+use crate::vstate::memory::GuestMemoryMmap;
 
 /// Size of one transport's MMIO window.
 pub const MMIO_WINDOW_SIZE: u64 = 0x1000;

@@ -1,19 +1,16 @@
-//! Figures for ci/bench.d/vm_bench.sh (printed, never asserted), with the test guest:
-//! KVM_CREATE_VM → first serial line p50/p99 in-process, VMs booted to their end per second
-//! (sequential, so per core), the jailed VMM process under hostd (start_vm → first console
-//! line, VMM and monitor RSS beside the guest's touched memory), and virtio-blk throughput as
-//! the guest sees it beside the host writing and reading the same file (dd-like, same run).
-//! `--ignored`; N from VM_BENCH_N (default 100).
-
-mod common;
+//! Figures for ci/bench.d/vm_bench.sh (printed, never asserted), with the test guest, the VMM
+//! in-process: KVM_CREATE_VM → first serial line p50/p99, VMs booted to their end per second
+//! (sequential, so per core), and virtio-blk throughput as the guest sees it beside the host
+//! writing and reading the same file (dd-like, same run). The jailed VMM process under hostd
+//! is hostd/tests/bench_vm_hostd.rs. `--ignored`; N from VM_BENCH_N (default 100).
 
 use std::io::{Read, Seek, Write};
 use std::time::{Duration, Instant};
 
-use common::sandbox::{Sandbox, bin_dir};
-use common::{TempDir, build_test_guest, kvm_unusable, skip, status_kib};
-use hostd::vm::{DiskConfig, VmConfig, Vmm};
-use model::dbus::Host1Proxy;
+use testkit::guest::build_test_guest;
+use testkit::{TempDir, skip};
+use vmm::machine::probe_kvm;
+use vmm::{DiskConfig, VmConfig, Vmm};
 
 const TEST: &str = "bench_vm::figures";
 
@@ -29,8 +26,8 @@ fn mib_per_s(mib: f64, ms: f64) -> f64 {
 #[test]
 #[ignore]
 fn figures() {
-    if let Some(why) = kvm_unusable() {
-        return skip(TEST, &why);
+    if let Err(why) = probe_kvm() {
+        return skip(TEST, &why.to_string());
     }
     let n: usize = std::env::var("VM_BENCH_N")
         .ok()
@@ -39,7 +36,7 @@ fn figures() {
     let dir = TempDir::new("vm-bench");
     let kernel = match build_test_guest(&dir.0) {
         Ok(k) => k,
-        Err(why) => return skip(TEST, &why),
+        Err(why) => return skip(TEST, &why.to_string()),
     };
 
     // 1. In-process boots: create → first serial line, and whole VMs per second.
@@ -121,63 +118,4 @@ fn figures() {
         mib_per_s(mib as f64, w),
         mib_per_s(mib as f64, r)
     );
-
-    // 3. The jailed VMM process under hostd.
-    if !testkit::is_root() {
-        return skip(TEST, "the hostd part needs root");
-    }
-    let bins = match bin_dir() {
-        Ok(b) => b,
-        Err(why) => return skip(TEST, &why),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut sb = Sandbox::start("vm-bench", &testkit::sandbox_config("vm-bench", None), &bins);
-        let (conn, _) = sb.ready().await;
-        let host = Host1Proxy::new(&conn).await.expect("Host1");
-        let runs = 10;
-        let mut starts = Vec::new();
-        let mut rss = Vec::new();
-        for i in 0..runs {
-            let spec = serde_json::json!({
-                "name": format!("b{i}"), "memory_mib": 128,
-                "kernel": kernel.to_str().unwrap(), "cmdline": "cairn.test=ticks",
-            });
-            host.create_vm(&spec.to_string()).await.expect("create");
-            let t = Instant::now();
-            host.start_vm(&format!("b{i}")).await.expect("start");
-            loop {
-                let c = host.vm_console(&format!("b{i}"), 4096).await.unwrap_or_default();
-                if c.contains('\n') {
-                    break;
-                }
-                assert!(t.elapsed() < Duration::from_secs(10), "no console line");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            starts.push(t.elapsed().as_secs_f64() * 1e3);
-            let info: model::vm::VmInfo =
-                serde_json::from_str(&host.vm_info(&format!("b{i}")).await.unwrap()).unwrap();
-            if let Some(pid) = info.pid {
-                rss.push((status_kib(pid, "VmRSS:"), status_kib(pid, "RssAnon:")));
-            }
-        }
-        starts.sort_by(f64::total_cmp);
-        println!(
-            "cairn-vm: hostd start_vm -> first console line (jailed VMM process, {runs} VMs): p50 {:.1} ms, p99 {:.1} ms",
-            pct(&starts, 0.5),
-            pct(&starts, 0.99)
-        );
-        if let Some((vm_rss, anon)) = rss.first() {
-            println!(
-                "cairn-vm: VMM process RSS {vm_rss} KiB (anonymous {anon} KiB, which holds the few guest pages the test guest touches of its 128 MiB)"
-            );
-        }
-        for i in 0..runs {
-            let _ = host.stop_vm(&format!("b{i}"), 0).await;
-            let _ = host.delete_vm(&format!("b{i}")).await;
-        }
-    });
 }

@@ -1,15 +1,15 @@
-//! hostd's VMM against this machine's /dev/kvm: boots the test guest (hostd/guest/, built
-//! here with `hostd/guest/build.sh`) through the Linux ELF boot path and reads its serial
+//! The VMM against this machine's /dev/kvm: boots the test guest (vmm/guest/, built
+//! here with `vmm/guest/build.sh`) through the Linux ELF boot path and reads its serial
 //! line; bad input (missing kernel, a non-ELF, 0 MiB, more than the host) gives clear errors.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use hostd::vm::{VmConfig, VmError, VmExit, Vmm};
+use vmm::{VmConfig, VmError, VmExit, Vmm};
 
-mod common;
-use common::{kvm_unusable, skip};
+use testkit::skip;
+use vmm::machine::probe_kvm;
 
 const CMDLINE: &str = "console=ttyS0 cairn.test=1";
 
@@ -21,7 +21,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn build_guest(dir: &Path) -> Result<PathBuf, String> {
-    common::build_test_guest(dir)
+    testkit::guest::build_test_guest(dir)
 }
 
 /// Assembles and links `source` with the test guest's linker script into `out`.
@@ -55,13 +55,13 @@ fn boot(kernel: &Path, mem_mib: u32) -> Result<Vmm, VmError> {
 #[test]
 fn boots_test_guest_and_reads_its_cmdline() {
     let test = "vm_boot::boots_test_guest_and_reads_its_cmdline";
-    if let Some(why) = kvm_unusable() {
-        return skip(test, &why);
+    if let Err(why) = probe_kvm() {
+        return skip(test, &why.to_string());
     }
     let dir = scratch("boot");
     let kernel = match build_guest(&dir) {
         Ok(k) => k,
-        Err(why) => return skip(test, &why),
+        Err(why) => return skip(test, &why.to_string()),
     };
     let vmm = boot(&kernel, 32).unwrap_or_else(|e| panic!("boot failed: {e}"));
     let exit = vmm.wait(Duration::from_secs(20));
@@ -115,9 +115,9 @@ fn bad_input_gives_clear_errors() {
     assert!(err.to_string().contains("more than the host"), "{err}");
 
     let test = "vm_boot::bad_input_gives_clear_errors(non-ELF)";
-    if let Some(why) = kvm_unusable() {
+    if let Err(why) = probe_kvm() {
         let _ = std::fs::remove_dir_all(dir);
-        return skip(test, &why);
+        return skip(test, &why.to_string());
     }
     let not_elf = dir.join("not-an-elf");
     std::fs::write(&not_elf, b"#!/bin/sh\necho this is not a kernel\n").expect("write");
@@ -139,8 +139,8 @@ fn bad_input_gives_clear_errors() {
 #[test]
 fn spinning_guest_is_stopped_at_the_deadline() {
     let test = "vm_boot::spinning_guest_is_stopped_at_the_deadline";
-    if let Some(why) = kvm_unusable() {
-        return skip(test, &why);
+    if let Err(why) = probe_kvm() {
+        return skip(test, &why.to_string());
     }
     let dir = scratch("spin");
     let source = dir.join("spin.S");
@@ -151,7 +151,7 @@ fn spinning_guest_is_stopped_at_the_deadline() {
     .expect("write spin.S");
     let kernel = match assemble(&source, &dir.join("spin")) {
         Ok(k) => k,
-        Err(why) => return skip(test, &why),
+        Err(why) => return skip(test, &why.to_string()),
     };
     let started = std::time::Instant::now();
     let deadline = std::time::Duration::from_millis(200);
@@ -196,21 +196,17 @@ fn loads_a_debian_bzimage_with_its_setup_header_and_initrd() {
             "no Debian kernel in ~/.cache/cairn/kernel yet (image build downloads it)",
         );
     };
-    let ranges = hostd::vm::memory::layout(256).expect("layout");
-    let mem = hostd::vm::memory::create(&ranges).expect("memory");
-    let k = hostd::vm::boot::load_kernel(&mem, &bz).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        k.entry.0,
-        hostd::vm::boot::HIMEM_START + 0x200,
-        "64-bit entry"
-    );
+    let ranges = vmm::vstate::memory::layout(256).expect("layout");
+    let mem = vmm::vstate::memory::create(&ranges).expect("memory");
+    let k = vmm::boot::load_kernel(&mem, &bz).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(k.entry.0, vmm::boot::HIMEM_START + 0x200, "64-bit entry");
     let hdr = k.setup_header.expect("a bzImage has a setup header");
     let version = hdr.version;
     assert!(version >= 0x20c, "boot protocol {version:#x}");
     let dir = scratch("bz");
     let initrd = dir.join("initrd");
     std::fs::write(&initrd, vec![7u8; 3 << 20]).expect("initrd");
-    let (addr, size) = hostd::vm::boot::load_initrd(&mem, &initrd, k.end).expect("initrd");
+    let (addr, size) = vmm::boot::load_initrd(&mem, &initrd, k.end).expect("initrd");
     assert_eq!(size, 3 << 20);
     assert_eq!(addr % 4096, 0);
     assert!(addr >= k.end && addr + size <= 256 << 20);

@@ -6,8 +6,8 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::VmError;
-use super::memory::GuestMemoryMmap;
+use crate::VmError;
+use crate::vstate::memory::GuestMemoryMmap;
 
 /// Where the table goes: the last KiB of base memory, which the e820 map leaves out of RAM.
 pub const MPTABLE_START: u64 = 0x9fc00;

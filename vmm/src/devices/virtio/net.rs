@@ -23,7 +23,7 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 use super::{VIRTIO_F_VERSION_1, VirtioDevice, VirtioError, read_config_bytes};
-use crate::vm::memory::GuestMemoryMmap;
+use crate::vstate::memory::GuestMemoryMmap;
 
 /// Queue indices.
 pub const RX_QUEUE: usize = 0;

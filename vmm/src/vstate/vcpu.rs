@@ -16,9 +16,9 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::signal::Killable;
 
-use super::VmError;
-use super::devices::Bus;
-use super::exit::{ExitSignal, VmExit};
+use crate::VmError;
+use crate::devices::Bus;
+use crate::exit::{ExitSignal, VmExit};
 
 /// Port the test guest may write to end a run (QEMU's isa-debug-exit).
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;

@@ -1,18 +1,19 @@
-//! The VMM in-process against this machine's /dev/kvm with the test guest (hostd/guest/):
+//! The VMM in-process against this machine's /dev/kvm with the test guest (vmm/guest/):
 //! virtio-blk sectors land in the backing file and the host's sector 0 is read back, a frame
 //! through virtio-net reaches a network namespace (the tap's IP) and the replies come back,
 //! the PIT ticks through the IOAPIC, pause stops the guest and resume continues it, and a
 //! snapshot restored into a new VM continues from where it was. The same paths in a jailed
-//! VMM process under hostd are tested in sandbox_vm.rs.
+//! VMM process under hostd are tested in hostd/tests/sandbox_vm.rs.
 
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
-use hostd::vm::{DiskConfig, NetConfig, VmConfig, VmExit, Vmm};
+use vmm::{DiskConfig, NetConfig, VmConfig, VmExit, Vmm};
 
-mod common;
-use common::{TempDir, build_test_guest, kvm_unusable, last_tick, skip, wait_for_text};
+use testkit::guest::{build_test_guest, last_tick, wait_for_text};
+use testkit::{TempDir, skip};
+use vmm::machine::probe_kvm;
 
 const SECTOR0: &str = "hello from the host, sector zero";
 
@@ -27,14 +28,14 @@ fn guest_and_disk(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)
 }
 
 fn ready(test: &str, dir: &TempDir) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    if let Some(why) = kvm_unusable() {
-        skip(test, &why);
+    if let Err(why) = probe_kvm() {
+        skip(test, &why.to_string());
         return None;
     }
     match guest_and_disk(dir.path()) {
         Ok(x) => Some(x),
         Err(why) => {
-            skip(test, &why);
+            skip(test, &why.to_string());
             None
         }
     }
@@ -190,7 +191,7 @@ fn pause_stops_the_guest_and_snapshot_restore_continues_it() {
     );
     assert_eq!(vmm.shutdown(), Some(VmExit::Stopped));
 
-    let (state, memory) = hostd::vm::vmm::open_snapshot(&snap).expect("open the snapshot");
+    let (state, memory) = vmm::machine::open_snapshot(&snap).expect("open the snapshot");
     let restored = Vmm::restore(&config, &state, memory, false).expect("restore");
     let want = format!("tick {}\n", at_snapshot + 2);
     let (ok, out) = wait_for_text(Duration::from_secs(10), &want, || {
@@ -219,7 +220,7 @@ fn eight_vcpus_and_memory_above_the_32bit_gap() {
     };
     // 8 GiB is mapped, not touched: the layout splits around the MMIO gap below 4 GiB.
     let mem_mib = 8192;
-    if hostd::vm::memory::host_memory_bytes().is_some_and(|b| b < (mem_mib as u64) << 20) {
+    if vmm::vstate::memory::host_memory_bytes().is_some_and(|b| b < (mem_mib as u64) << 20) {
         return skip(test, "this host has less than 8 GiB of memory");
     }
     let mut config = VmConfig::new(&kernel, "console=ttyS0", mem_mib);
@@ -236,7 +237,7 @@ fn eight_vcpus_and_memory_above_the_32bit_gap() {
         "{out}"
     );
     // The top of RAM is there, past the gap: write through the VMM and read it back.
-    let top = (1u64 << 32) + ((mem_mib as u64) << 20) - hostd::vm::memory::MMIO_GAP_START - 8;
+    let top = (1u64 << 32) + ((mem_mib as u64) << 20) - vmm::vstate::memory::MMIO_GAP_START - 8;
     let mut b = [0u8; 8];
     vmm.read_guest(top, &mut b)
         .expect("the last bytes of RAM are mapped");

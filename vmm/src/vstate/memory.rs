@@ -6,7 +6,7 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use super::VmError;
+use crate::VmError;
 
 /// The guest memory type of the VMM.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;

@@ -11,7 +11,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::mmio::*;
 use super::*;
-use crate::vm::devices::BusDevice;
+use crate::devices::BusDevice;
 
 const MEM_SIZE: usize = 1 << 20;
 const QSIZE: u16 = 16;

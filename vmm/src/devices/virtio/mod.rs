@@ -20,7 +20,7 @@ pub use block::Block;
 pub use mmio::{MmioTransport, QueueSnapshot, TransportState};
 pub use net::Net;
 
-use crate::vm::memory::GuestMemoryMmap;
+use crate::vstate::memory::GuestMemoryMmap;
 
 /// VIRTIO_F_VERSION_1: the only (non-legacy) interface this transport speaks.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
