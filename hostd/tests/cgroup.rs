@@ -6,14 +6,14 @@
 // Included by path rather than used from the hostd library: the module is self-contained, and
 // this way its own unit tests (mountinfo parsing, messages) run with `--test cgroup` too.
 #[allow(dead_code)]
-#[path = "../src/ct/cgroup/mod.rs"]
+#[path = "../src/cgroup/mod.rs"]
 mod cgroup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cgroup::{Cgroup, CgroupError};
+use cgroup::{Cgroup, CgroupError, Kind};
 use model::ct::Resources;
 use testkit::skip;
 
@@ -72,19 +72,22 @@ fn cpu_usec(g: &Cgroup) -> u64 {
 }
 
 fn lifecycle(root: &Path) {
-    let g = Cgroup::create("t1").unwrap();
+    let g = Cgroup::create(Kind::Container, "t1").unwrap();
     assert_eq!(g.path(), root.join("cairn.slice/ct-t1"));
     assert!(g.path().is_dir());
-    assert!(matches!(Cgroup::create("t1"), Err(CgroupError::Exists(_))));
     assert!(matches!(
-        Cgroup::open("nope"),
+        Cgroup::create(Kind::Container, "t1"),
+        Err(CgroupError::Exists(_))
+    ));
+    assert!(matches!(
+        Cgroup::open(Kind::Container, "nope"),
         Err(CgroupError::NotFound(_))
     ));
     assert!(matches!(
-        Cgroup::create("../x"),
+        Cgroup::create(Kind::Container, "../x"),
         Err(CgroupError::BadName(_))
     ));
-    assert_eq!(cgroup::names().unwrap(), ["t1"]);
+    assert_eq!(cgroup::names(Kind::Container).unwrap(), ["t1"]);
     // No limits: must work on any host, with or without controllers.
     g.apply(&Resources::default()).unwrap();
 
@@ -99,7 +102,7 @@ fn lifecycle(root: &Path) {
     assert_eq!(pids, want);
 
     // Re-adoption: a second handle on the same group sees the same processes.
-    let again = Cgroup::open("t1").unwrap();
+    let again = Cgroup::open(Kind::Container, "t1").unwrap();
     assert_eq!(again.pids().unwrap().len(), 2);
 
     std::thread::sleep(Duration::from_millis(200));
@@ -144,11 +147,11 @@ fn lifecycle(root: &Path) {
     let path = g.path().to_path_buf();
     g.remove().unwrap();
     assert!(!path.exists(), "{} is left", path.display());
-    assert!(cgroup::names().unwrap().is_empty());
+    assert!(cgroup::names(Kind::Container).unwrap().is_empty());
 }
 
 fn limits() {
-    let g = Cgroup::create("t2").unwrap();
+    let g = Cgroup::create(Kind::Container, "t2").unwrap();
     let r = Resources {
         cpu_limit: Some(50),
         ..Resources::default()
@@ -235,7 +238,7 @@ fn limits() {
         ..Resources::default()
     };
     let e = g.apply(&bad).unwrap_err();
-    assert!(e.to_string().contains("cpu_weight = 0"), "{e}");
+    assert!(e.to_string().contains("cpu_weight 0 is out of range"), "{e}");
     g.remove().unwrap();
 }
 

@@ -8,8 +8,10 @@
 //! - `devices`: the buses, serial, i8042, virtio-mmio block and net;
 //! - `exit`: how a VM ends;
 //! - `jail`, `seccomp`: the VMM process's jail and its syscall allow-list;
-//! - `launch`, `process`, `control`: the VMM process hostd starts ([`run`]), the records it
-//!   shares with hostd, and its control socket protocol.
+//! - `launcher`: the one guest launcher (launch record, detached monitor, typed handshake,
+//!   exit record) that hostd's containers and the VMM process both use;
+//! - `launch`, `process`, `control`: the VMM process hostd starts ([`run`]) as a launcher
+//!   guest, a VM's part of the launcher's records, and its control socket protocol.
 //!
 //! hostd keeps the VM *manager* (specs, ports, jail roots, re-adoption) and starts this crate's
 //! process by re-executing its own binary as `hostd --vmm LAUNCH.json`, which calls [`run`].
@@ -21,6 +23,7 @@ pub mod devices;
 pub mod exit;
 pub mod jail;
 pub mod launch;
+pub mod launcher;
 pub mod machine;
 pub mod process;
 pub mod seccomp;

@@ -1,192 +1,71 @@
-//! The VMM process: `hostd --vmm LAUNCH.json`, started by hostd with a socketpair on fd 3.
-//! The first process forks a detached monitor (setsid: a killed hostd leaves its VMs running)
-//! and exits. The monitor forks the VMM, moves it into the VM's cgroup, relays the start
-//! handshake to hostd, then waits for it and records how it ended (`exit.json`), so a VMM
-//! crash — a signal, a seccomp kill — is reported even when hostd was away.
+//! The VMM process: `hostd --vmm LAUNCH.json`, the launcher's monitor
+//! ([`crate::launcher::monitor`], the same one containers have) with the VMM as its guest: a
+//! detached monitor clones the VMM into the VM's cgroup, relays the start handshake, reaps it
+//! and records how it ended (`exit.json`), so a VMM crash — a signal, a seccomp kill — is
+//! reported even when hostd was away.
 //! The VMM enters its jail (mount namespace, pivot_root into the VM's root with only its
 //! kernel, disks, console log and device nodes), builds the VM, binds its control socket,
-//! drops every capability, installs its seccomp allow-list and only then starts its threads.
-//!
-//! Handshake on fd 3 (one line each, monitor → hostd): `pid N`, then `ok` | `err MESSAGE`.
+//! drops every capability, installs its seccomp allow-list and only then starts its threads;
+//! it reports ready (or a typed failure: the VM's input, or the host) and, at its end, the
+//! VM's [`VmExit`].
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, fork, setsid};
 
 use crate::control::{Request, Response, SOCKET, respond};
 use crate::exit::VmExit;
-use crate::launch::{
-    CONTROL_FD, EXIT_FILE, INPUT_ERROR, JAIL_SNAPSHOT_DIR, Launch, STATE_FILE, VmmExit, VmmState,
-    start_time,
-};
+use crate::launch::{JAIL_SNAPSHOT_DIR, Launch, VmLaunch};
+use crate::launcher::StartError;
+use crate::launcher::monitor::{self, Guest, Reporter};
 use crate::machine::{Vmm, open_snapshot};
 use crate::{VmError, jail, seccomp};
 
-/// The body of `hostd --vmm LAUNCH`: returns the first process's exit code (0 once the monitor
-/// is detached). Must be called first thing in a fresh, single-threaded process.
+/// The body of `hostd --vmm LAUNCH`: the launcher's monitor with the VMM as its guest.
+/// Returns the first process's exit code (0 once the monitor is detached). Must be called
+/// first thing in a fresh, single-threaded process.
 pub fn run(launch_path: &Path) -> i32 {
-    // SAFETY: hostd starts us as a fresh, single-threaded process.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => return 0,
-        Ok(ForkResult::Child) => {}
-        Err(e) => {
-            eprintln!("cairn vmm: fork: {e}");
-            return 1;
-        }
-    }
-    let _ = setsid();
-    // SAFETY: fd 3 is the handshake socket hostd passed us; we own it from here on.
-    let mut ctl = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    match monitor(launch_path, &mut ctl) {
-        Ok(()) => 0,
-        Err(msg) => {
-            eprintln!("cairn vmm monitor: {msg}");
-            let _ = writeln!(ctl, "err {}", msg.replace('\n', " "));
-            1
+    monitor::main(launch_path, |launch: Launch| Ok(VmmGuest(launch.guest)))
+}
+
+/// The VMM as a launcher guest.
+struct VmmGuest(VmLaunch);
+
+impl Guest for VmmGuest {
+    type Reason = VmExit;
+    const READY_ON_EXEC: bool = false;
+
+    fn run(self, mut report: Reporter<VmExit>) -> ! {
+        match build(&self.0) {
+            Ok((vmm, listener)) => {
+                report.ready();
+                let code = serve(vmm, &listener, report);
+                std::process::exit(code)
+            }
+            Err(e) => {
+                report.failed(e);
+                std::process::exit(1)
+            }
         }
     }
 }
 
-fn pipe() -> Result<(File, File), String> {
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    Ok((File::from(r), File::from(w)))
-}
-
-fn monitor(launch_path: &Path, ctl: &mut UnixStream) -> Result<(), String> {
-    let text = std::fs::read_to_string(launch_path)
-        .map_err(|e| format!("reading {}: {e}", launch_path.display()))?;
-    let launch: Launch =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", launch_path.display()))?;
-    let (mut ready_r, ready_w) = pipe()?;
-    let (mut reason_r, reason_w) = pipe()?;
-    // SAFETY: the monitor is single-threaded; the child only runs the VMM.
-    let child = match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            drop(ready_r);
-            drop(reason_r);
-            vmm_main(&launch, ready_w, reason_w)
-        }
-        Ok(ForkResult::Parent { child }) => child,
-        Err(e) => return Err(format!("fork of the VMM: {e}")),
-    };
-    drop(ready_w);
-    drop(reason_w);
-    let pid = child.as_raw() as u32;
-    if let Some(cg) = &launch.cgroup
-        && let Err(e) = std::fs::write(cg.join("cgroup.procs"), pid.to_string())
-    {
-        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        return Err(format!("moving the VMM into {}: {e}", cg.display()));
-    }
-    let _ = writeln!(ctl, "pid {pid}");
-    let mut ready = String::new();
-    let _ = ready_r.read_to_string(&mut ready);
-    let ready = ready.trim();
-    if ready != "ok" {
-        let _ = waitpid(child, None);
-        let why = if ready.is_empty() {
-            "the VMM died while starting".to_string()
-        } else {
-            ready.trim_start_matches("err ").to_string()
-        };
-        return Err(why);
-    }
-    let state = VmmState {
-        monitor_pid: std::process::id(),
-        vmm_pid: pid,
-        vmm_start: start_time(pid).unwrap_or(0),
-    };
-    let state_path = launch.run_dir.join(STATE_FILE);
-    std::fs::write(
-        &state_path,
-        serde_json::to_vec(&state).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("writing {}: {e}", state_path.display()))?;
-    let _ = std::fs::remove_file(launch.run_dir.join(EXIT_FILE));
-    let _ = writeln!(ctl, "ok");
-    drop(std::mem::replace(
-        ctl,
-        UnixStream::pair().map_err(|e| e.to_string())?.0,
-    ));
-
-    let status = loop {
-        match waitpid(child, None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            other => break other,
-        }
-    };
-    let mut reason_line = String::new();
-    let _ = reason_r.read_to_string(&mut reason_line);
-    let reason: Option<VmExit> = serde_json::from_str(reason_line.trim()).ok();
-    let (status, crashed) = match status {
-        Ok(WaitStatus::Exited(_, 0)) => ("exited with status 0".to_string(), reason.is_none()),
-        Ok(WaitStatus::Exited(_, code)) => (format!("exited with status {code}"), true),
-        Ok(WaitStatus::Signaled(_, sig, _)) => {
-            (format!("killed by signal {} ({sig:?})", sig as i32), true)
-        }
-        Ok(other) => (format!("ended: {other:?}"), true),
-        Err(e) => (format!("cannot be waited for: {e}"), true),
-    };
-    let crashed = crashed || matches!(reason, Some(VmExit::Crash(_)));
-    let exit = VmmExit {
-        reason,
-        status,
-        crashed,
-    };
-    // state.json goes first, and only if it is still ours: hostd may already have started
-    // the next run of this VM, whose monitor wrote its own. exit.json appears whole (rename)
-    // and last, so once hostd sees it this monitor has nothing left to do.
-    let ours = std::fs::read(&state_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<VmmState>(&b).ok())
-        .is_some_and(|s| s.monitor_pid == state.monitor_pid);
-    if ours {
-        let _ = std::fs::remove_file(&state_path);
-    }
-    let exit_path = launch.run_dir.join(EXIT_FILE);
-    let tmp = launch
-        .run_dir
-        .join(format!("{EXIT_FILE}.{}", state.monitor_pid));
-    if std::fs::write(&tmp, serde_json::to_vec(&exit).unwrap_or_default()).is_ok() {
-        let _ = std::fs::rename(&tmp, &exit_path);
-    }
-    Ok(())
-}
-
-/// The VMM itself; never returns.
-fn vmm_main(launch: &Launch, mut ready: File, reason: File) -> ! {
-    match build(launch) {
-        Ok((vmm, listener)) => {
-            let _ = ready.write_all(b"ok\n");
-            drop(ready);
-            let code = serve(vmm, &listener, reason);
-            std::process::exit(code)
-        }
-        Err(msg) => {
-            let _ = writeln!(ready, "err {}", msg.replace('\n', " "));
-            std::process::exit(1)
-        }
-    }
-}
-
-fn vm_err(e: VmError) -> String {
+/// A VM error as a start failure: the VM's own input (kernel, initrd, memory, snapshot files)
+/// is invalid input, the rest the host's failure.
+fn vm_err(e: VmError) -> StartError {
     if e.is_input() {
-        format!("{INPUT_ERROR}{e}")
+        StartError::invalid(e.to_string())
     } else {
-        e.to_string()
+        StartError::failure(e.to_string())
     }
 }
 
-fn build(launch: &Launch) -> Result<(Vmm, UnixListener), String> {
-    jail::enter(&launch.root).map_err(|e| format!("entering the jail: {e}"))?;
+fn build(launch: &VmLaunch) -> Result<(Vmm, UnixListener), StartError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| StartError::failure(format!("{what}: {e}"));
+    jail::enter(&launch.root).map_err(|e| fail("entering the jail", &e))?;
     let prepared = if launch.restore {
         let (state, memory) = open_snapshot(Path::new(JAIL_SNAPSHOT_DIR)).map_err(vm_err)?;
         Vmm::prepare_restore(&launch.config, &state, memory, false).map_err(vm_err)?
@@ -196,10 +75,10 @@ fn build(launch: &Launch) -> Result<(Vmm, UnixListener), String> {
     let sock = Path::new("/").join(SOCKET);
     let _ = std::fs::remove_file(&sock);
     let listener =
-        UnixListener::bind(&sock).map_err(|e| format!("binding {}: {e}", sock.display()))?;
-    jail::drop_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
-    let filter = seccomp::vmm_filter().map_err(|e| format!("seccomp filter: {e}"))?;
-    seccomp::install(&filter).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+        UnixListener::bind(&sock).map_err(|e| fail(&format!("binding {}", sock.display()), &e))?;
+    jail::drop_privileges().map_err(|e| fail("dropping privileges", &e))?;
+    let filter = seccomp::vmm_filter().map_err(|e| fail("seccomp filter", &e))?;
+    seccomp::install(&filter).map_err(|e| fail("installing the seccomp filter", &e))?;
     let vmm = prepared.start().map_err(vm_err)?;
     Ok((vmm, listener))
 }
@@ -218,15 +97,11 @@ enum Handled {
 }
 
 /// Serves control requests until the VM ends; returns the process exit code.
-fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: File) -> i32 {
+fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: Reporter<VmExit>) -> i32 {
     use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-    let finish = |vmm: Vmm, reason: &mut File| -> i32 {
+    let finish = |vmm: Vmm, reason: &mut Reporter<VmExit>| -> i32 {
         let exit = vmm.shutdown().unwrap_or(VmExit::Stopped);
-        let _ = writeln!(
-            reason,
-            "{}",
-            serde_json::to_string(&exit).unwrap_or_default()
-        );
+        reason.ended(&exit);
         if matches!(exit, VmExit::Crash(_)) {
             2
         } else {

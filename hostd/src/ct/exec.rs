@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, fork};
 
-use super::cgroup::Cgroup;
 use super::runtime::namespaces::Namespaces;
 use super::runtime::{caps, seccomp};
+use crate::cgroup::{Cgroup, Kind};
 
 /// The helper's own failure code (as with `env`, `nsenter`).
 pub const HELPER_FAILED: i32 = 125;
@@ -60,7 +60,7 @@ fn helper(args: &[String]) -> Result<i32, String> {
     let filter = seccomp::program().map_err(|e| format!("seccomp filter: {e}"))?;
     // Everything from the host is opened before the first setns.
     let ns = Namespaces::open(pid).map_err(|e| e.to_string())?;
-    Cgroup::open(name)
+    Cgroup::open(Kind::Container, name)
         .and_then(|cg| cg.add_pid(std::process::id()))
         .map_err(|e| format!("joining the container's cgroup: {e}"))?;
     ns.join().map_err(|e| e.to_string())?;

@@ -3,8 +3,6 @@
 //! on each request, so a restarted hostd simply re-adopts what it finds alive.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -16,15 +14,15 @@ use model::dbus::Network1Proxy;
 use model::net::{PortKind, PortSpec};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use vmm::launcher::parent::{self, LaunchError};
+use vmm::launcher::{self, LAUNCH_FILE, LaunchRecord, MonitorState};
 
-use super::cgroup::{Cgroup, CgroupError};
 use super::error::{CtError, CtResult};
-use super::monitor::{self, LAUNCH_FILE, MonitorState};
 use super::paths::Paths;
 use super::runtime::{Launch, idmap};
 use super::store::{self, Record};
 use super::template::Templates;
+use crate::cgroup::{Cgroup, CgroupError, Kind};
 
 /// How long the monitor may take to report the init's pid, and then its exec.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -84,7 +82,7 @@ impl Manager {
         for name in m.records.keys() {
             match m.live(name) {
                 Live::Running(s) | Live::Paused(s) => tracing::info!(
-                    ct = %name, pid = s.init_pid, monitor = s.monitor_pid,
+                    ct = %name, pid = s.guest_pid, monitor = s.monitor_pid,
                     "re-adopted a running container"
                 ),
                 Live::Ended(code) => {
@@ -121,20 +119,26 @@ impl Manager {
 
     pub fn live(&self, name: &str) -> Live {
         let run = self.paths.run_dir(name);
-        if let Some(code) = monitor::read_exit(&run) {
-            return Live::Ended(Some(code));
-        }
-        match monitor::read_state(&run) {
-            Some(s) if s.alive() => {
-                if run.join(PAUSED_FILE).exists() {
-                    Live::Paused(s)
-                } else {
-                    Live::Running(s)
-                }
+        let Some(s) = launcher::read_state(&run) else {
+            return Live::Down;
+        };
+        let running = |s: MonitorState| {
+            if run.join(PAUSED_FILE).exists() {
+                Live::Paused(s)
+            } else {
+                Live::Running(s)
             }
+        };
+        if s.alive() {
+            return running(s);
+        }
+        match launcher::exit_of::<()>(&run, &s) {
+            Ok(Some(exit)) => Live::Ended(Some(exit.ended.code())),
+            // The init is gone but its monitor has not recorded how yet: not ended until it
+            // has (the next look settles it).
+            _ if s.monitor_alive() => running(s),
             // The monitor wrote no exit: it was killed; the kernel killed the pid namespace.
-            Some(_) => Live::Ended(None),
-            None => Live::Down,
+            _ => Live::Ended(None),
         }
     }
 
@@ -161,7 +165,7 @@ impl Manager {
             self.detach_port(name, port.trim()).await;
         }
         let owned = name.to_string();
-        let cg = tokio::task::spawn_blocking(move || match Cgroup::open(&owned) {
+        let cg = tokio::task::spawn_blocking(move || match Cgroup::open(Kind::Container, &owned) {
             Ok(cg) => {
                 let _ = cg.freeze(false);
                 cg.kill_all().and_then(|()| cg.remove())
@@ -246,7 +250,7 @@ impl Manager {
         let record = Record {
             spec,
             slot,
-            created: monitor::now(),
+            created: launcher::now(),
             started: None,
             last_exit: None,
         };
@@ -350,7 +354,7 @@ impl Manager {
                 "container running"
             );
             if let Some(r) = self.records.get_mut(name) {
-                r.started = Some(monitor::now());
+                r.started = Some(launcher::now());
                 r.last_exit = None;
                 let _ = store::save(&self.paths, r);
             }
@@ -368,13 +372,13 @@ impl Manager {
         std::fs::create_dir_all(&run).map_err(|e| CtError::io(run.display(), e))?;
         // The cgroup first: a limit this host cannot enforce fails the start before any
         // process exists.
-        let cg = match Cgroup::create(name) {
+        let cg = match Cgroup::create(Kind::Container, name) {
             Ok(cg) => cg,
             Err(CgroupError::Exists(_)) => {
                 // Left by a crash: nothing of ours runs (checked above), so it goes.
-                let old = Cgroup::open(name).map_err(cg_err)?;
+                let old = Cgroup::open(Kind::Container, name).map_err(cg_err)?;
                 old.kill_all().and_then(|()| old.remove()).map_err(cg_err)?;
-                Cgroup::create(name).map_err(cg_err)?
+                Cgroup::create(Kind::Container, name).map_err(cg_err)?
             }
             Err(e) => return Err(cg_err(e)),
         };
@@ -396,86 +400,49 @@ impl Manager {
             }
         }
         let t_cgroup = t0.elapsed();
-        let launch = Launch {
+        let launch = LaunchRecord {
             name: name.to_string(),
-            lower: self.templates.rootfs(&spec.template),
-            lower_mount: d.lower(),
-            upper: d.upper(),
-            work: d.work(),
-            merged: d.merged(),
-            console: d.console(),
             run_dir: run.clone(),
-            hostname: spec.hostname().to_string(),
-            argv: spec.argv(),
-            privileged: spec.privileged,
-            slot: r.slot,
-            gateway: spec.gateway.clone(),
+            cgroup: Some(cg.path().to_path_buf()),
+            guest: Launch {
+                lower: self.templates.rootfs(&spec.template),
+                lower_mount: d.lower(),
+                upper: d.upper(),
+                work: d.work(),
+                merged: d.merged(),
+                console: d.console(),
+                hostname: spec.hostname().to_string(),
+                argv: spec.argv(),
+                privileged: spec.privileged,
+                slot: r.slot,
+                gateway: spec.gateway.clone(),
+            },
         };
-        let launch_path = run.join(LAUNCH_FILE);
-        let json = serde_json::to_vec(&launch).map_err(|e| CtError::Failed(e.to_string()))?;
-        std::fs::write(&launch_path, json).map_err(|e| CtError::io(launch_path.display(), e))?;
-        let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| CtError::io("socketpair", e))?;
-        let log = std::fs::File::create(run.join("monitor.log"))
-            .map_err(|e| CtError::io("monitor log", e))?;
-        let log2 = log.try_clone().map_err(|e| CtError::io("monitor log", e))?;
-        let theirs_fd = theirs.as_raw_fd();
-        let mut cmd = std::process::Command::new(&self.exe);
-        cmd.arg("--monitor")
-            .arg(&launch_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        // SAFETY: only dup2 (async-signal-safe) between fork and exec. The monitor must not
-        // die with hostd: PR_SET_PDEATHSIG is reset by fork, so nothing to undo there.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(theirs_fd, monitor::CONTROL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut first = cmd
-            .spawn()
-            .map_err(|e| CtError::io(format!("starting the monitor {}", self.exe.display()), e))?;
-        drop(theirs);
-        // The first process forks the real monitor and exits at once.
-        let _ = tokio::task::spawn_blocking(move || first.wait()).await;
-        ours.set_nonblocking(true)
-            .map_err(|e| CtError::io("control socket", e))?;
-        let ctl =
-            tokio::net::UnixStream::from_std(ours).map_err(|e| CtError::io("control socket", e))?;
-        let (rd, mut wr) = ctl.into_split();
-        let mut lines = BufReader::new(rd).lines();
-        let mut next = async || -> CtResult<String> {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, lines.next_line()).await {
-                Ok(Ok(Some(l))) => Ok(l),
-                Ok(Ok(None)) => Err(CtError::Failed(format!(
-                    "container {name:?}: the monitor exited during start; see {}",
-                    run.join("monitor.log").display()
-                ))),
-                Ok(Err(e)) => Err(CtError::io("control socket", e)),
-                Err(_) => Err(CtError::Failed(format!(
-                    "container {name:?}: the monitor did not answer within {} s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ))),
+        let launch_path = launch
+            .write()
+            .map_err(|e| CtError::io(run.join(LAUNCH_FILE).display(), e))?;
+        let exe = self.exe.clone();
+        let log = run.join("monitor.log");
+        let failed = |e: LaunchError| {
+            if e.is_invalid() {
+                CtError::InvalidArgs(format!("container {name:?}: {e}"))
+            } else {
+                CtError::Failed(format!("container {name:?}: {e}"))
             }
         };
-        let line = next().await?;
+        let joined = |e: tokio::task::JoinError| CtError::Failed(format!("start task: {e}"));
+        let (mut spawned, pid) = tokio::task::spawn_blocking(move || {
+            let mut spawned =
+                parent::spawn(&exe, "--monitor", &launch_path, &log, HANDSHAKE_TIMEOUT)?;
+            let pid = spawned.wait_pid()?;
+            Ok((spawned, pid))
+        })
+        .await
+        .map_err(joined)?
+        .map_err(failed)?;
         let t_pid = t0.elapsed();
-        let pid: u32 = match line.strip_prefix("pid ") {
-            Some(p) => p
-                .trim()
-                .parse()
-                .map_err(|_| CtError::Failed(format!("monitor said {line:?}")))?,
-            None => {
-                return Err(CtError::Failed(format!(
-                    "container {name:?}: {}",
-                    line.strip_prefix("err ").unwrap_or(&line)
-                )));
-            }
-        };
+        // Dropping `spawned` on an error below closes the control socket: the monitor then
+        // kills the waiting init.
         if let Some(network) = &spec.network {
             let port = self
                 .attach_port(name, network, pid, &spec.addresses)
@@ -483,16 +450,13 @@ impl Manager {
             std::fs::write(run.join(PORT_FILE), &port).map_err(|e| CtError::io("port file", e))?;
         }
         let t_port = t0.elapsed();
-        wr.write_all(b"go\n")
-            .await
-            .map_err(|e| CtError::io("control socket", e))?;
-        let line = next().await?;
-        if line.trim() != "ok" {
-            return Err(CtError::Failed(format!(
-                "container {name:?}: {}",
-                line.strip_prefix("err ").unwrap_or(&line)
-            )));
-        }
+        tokio::task::spawn_blocking(move || {
+            spawned.go()?;
+            spawned.wait_ready()
+        })
+        .await
+        .map_err(joined)?
+        .map_err(failed)?;
         tracing::info!(
             ct = name,
             pid,
@@ -565,7 +529,7 @@ impl Manager {
             }
         };
         // SAFETY: kill(2) with the pid of the init the monitor recorded and checked alive.
-        unsafe { libc::kill(state.init_pid as libc::pid_t, self.stop_signal(&spec)) };
+        unsafe { libc::kill(state.guest_pid as libc::pid_t, self.stop_signal(&spec)) };
         Ok(StopPlan {
             name: name.to_string(),
             state,
@@ -608,10 +572,12 @@ impl Manager {
 
     async fn freeze(&self, name: &str, frozen: bool) -> CtResult<()> {
         let owned = name.to_string();
-        tokio::task::spawn_blocking(move || Cgroup::open(&owned).and_then(|cg| cg.freeze(frozen)))
-            .await
-            .map_err(|e| CtError::Failed(e.to_string()))?
-            .map_err(cg_err)?;
+        tokio::task::spawn_blocking(move || {
+            Cgroup::open(Kind::Container, &owned).and_then(|cg| cg.freeze(frozen))
+        })
+        .await
+        .map_err(|e| CtError::Failed(e.to_string()))?
+        .map_err(cg_err)?;
         let flag = self.paths.run_dir(name).join(PAUSED_FILE);
         if frozen {
             std::fs::write(&flag, b"").map_err(|e| CtError::io(flag.display(), e))
@@ -685,15 +651,17 @@ impl Manager {
         let r = self.record(name)?;
         let live = self.live(name);
         let (state, pid) = match &live {
-            Live::Running(s) => (ContainerState::Running, Some(s.init_pid)),
-            Live::Paused(s) => (ContainerState::Paused, Some(s.init_pid)),
+            Live::Running(s) => (ContainerState::Running, Some(s.guest_pid)),
+            Live::Paused(s) => (ContainerState::Paused, Some(s.guest_pid)),
             _ if r.started.is_some() => (ContainerState::Stopped, None),
             _ => (ContainerState::Created, None),
         };
         let run = self.paths.run_dir(name);
         let running = pid.is_some();
         let usage = if running {
-            Cgroup::open(name).and_then(|cg| cg.usage()).ok()
+            Cgroup::open(Kind::Container, name)
+                .and_then(|cg| cg.usage())
+                .ok()
         } else {
             None
         };
@@ -744,7 +712,7 @@ impl Manager {
         })?;
         self.settle(name).await;
         if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
-            Cgroup::open(name)
+            Cgroup::open(Kind::Container, name)
                 .and_then(|cg| cg.apply(&given))
                 .map_err(cg_err)?;
         }
@@ -760,7 +728,7 @@ impl Manager {
         self.record(name)?;
         self.settle(name).await;
         match self.live(name) {
-            Live::Running(s) => Ok((s.init_pid, self.exe.clone())),
+            Live::Running(s) => Ok((s.guest_pid, self.exe.clone())),
             Live::Paused(_) => Err(CtError::Conflict(format!(
                 "container {name:?} is paused; resume it to exec"
             ))),
@@ -836,16 +804,19 @@ pub async fn wait_stopped(plan: &StopPlan, timeout_s: u32) {
     }
     if plan.state.alive() {
         tracing::info!(ct = %plan.name, timeout_s, "init did not stop in time; killing the container");
-        let pid = Pid::from_raw(plan.state.init_pid as i32);
+        let pid = Pid::from_raw(plan.state.guest_pid as i32);
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let owned = plan.name.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || Cgroup::open(&owned).and_then(|cg| cg.kill_all()))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            Cgroup::open(Kind::Container, &owned).and_then(|cg| cg.kill_all())
+        })
+        .await;
     }
     let deadline = Instant::now() + REAP_TIMEOUT;
-    while monitor::read_exit(&plan.run_dir).is_none()
-        && monitor::start_time(plan.state.monitor_pid).is_some()
+    while !matches!(
+        launcher::exit_of::<()>(&plan.run_dir, &plan.state),
+        Ok(Some(_))
+    ) && plan.state.monitor_alive()
         && Instant::now() < deadline
     {
         tokio::time::sleep(POLL).await;

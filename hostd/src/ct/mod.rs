@@ -1,7 +1,6 @@
 //! OS containers: templates, the runtime that starts them, their monitors, and the lifecycle
 //! behind org.cairn.Host1's container methods.
 
-pub mod cgroup;
 pub mod error;
 pub mod exec;
 pub mod manager;

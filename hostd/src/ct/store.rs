@@ -31,7 +31,7 @@ pub fn dirs(paths: &Paths, name: &str) -> CtDirs {
 pub fn save(paths: &Paths, r: &Record) -> std::io::Result<()> {
     let d = dirs(paths, &r.spec.name);
     let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-    super::monitor::write_atomic(&d.spec(), &json)
+    vmm::launcher::write_atomic(&d.spec(), &json)
 }
 
 /// Every record under STATE/containers; unreadable ones are logged and skipped (one damaged

@@ -1,15 +1,14 @@
 //! hostd's side of VMs: specs kept under STATE/vms/NAME/spec.json, one jailed VMM process per
-//! running VM (see `vmm::process`), its records under RUN/vm/NAME/ (launch.json, the monitor's
-//! state.json and exit.json, console.log, vmm.log, the jail root). A hostd restart re-adopts
+//! running VM (see `vmm::process`) started through the launcher (`vmm::launcher`, as
+//! containers are), its records under RUN/vm/NAME/ (launch.json, the monitor's state.json and
+//! exit.json, console.log, vmm.log, the jail root). A hostd restart re-adopts
 //! running VMs from those records; `tick` notices VMs that ended while nobody asked and cleans
 //! up after them (ports, jail, cgroup), keeping how they ended.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use model::dbus::Network1Proxy;
@@ -19,15 +18,14 @@ use sha2::Digest;
 
 use vmm::control::{self, Request, SOCKET};
 use vmm::jail;
-use vmm::launch::{
-    CONTROL_FD, EXIT_FILE, INPUT_ERROR, JAIL_SNAPSHOT_DIR, LAUNCH_FILE, Launch, STATE_FILE,
-    VmmExit, VmmState,
-};
+use vmm::launch::{self, JAIL_SNAPSHOT_DIR, Launch, VmLaunch, VmmExit};
+use vmm::launcher::parent::{self, LaunchError};
+use vmm::launcher::{self, EXIT_FILE, LAUNCH_FILE, LaunchRecord, MonitorState, STATE_FILE};
 use vmm::machine::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
 use vmm::vstate::memory;
 use vmm::{DiskConfig, NetConfig, VmConfig};
 
-use crate::ct::cgroup::Cgroup;
+use crate::cgroup::{Cgroup, Kind};
 use crate::ct::error::{CtError, CtResult};
 use crate::ct::paths::RUN_DIR_ENV;
 
@@ -151,10 +149,8 @@ impl VmManager {
         self.run.join(name)
     }
 
-    fn running_state(&self, name: &str) -> Option<VmmState> {
-        let b = std::fs::read(self.run_dir(name).join(STATE_FILE)).ok()?;
-        let s: VmmState = serde_json::from_slice(&b).ok()?;
-        s.alive().then_some(s)
+    fn running_state(&self, name: &str) -> Option<MonitorState> {
+        launcher::read_state(&self.run_dir(name)).filter(MonitorState::alive)
     }
 
     /// VMs whose VMM outlived a hostd restart: they keep running; their taps are read back
@@ -174,7 +170,7 @@ impl VmManager {
                 .unwrap_or(false);
             if let Some(rec) = self.vms.get_mut(&name) {
                 rec.taps = launch
-                    .map(|l| l.config.nets.into_iter().map(|n| n.tap).collect())
+                    .map(|l| l.guest.config.nets.into_iter().map(|n| n.tap).collect())
                     .unwrap_or_default();
                 rec.paused = paused;
             }
@@ -213,7 +209,7 @@ impl VmManager {
         VmInfo {
             name: name.to_string(),
             state,
-            pid: running.map(|s| s.vmm_pid),
+            pid: running.map(|s| s.guest_pid),
             last_exit: rec.last_exit.clone(),
             taps: rec.taps.clone(),
             macs: macs(&rec.spec),
@@ -412,10 +408,10 @@ impl VmManager {
         if r.cpu_limit.is_none() && r.cpu_weight.is_none() && r.cpuset.is_none() {
             return Ok(None);
         }
-        if let Ok(old) = Cgroup::open_vm(name) {
+        if let Ok(old) = Cgroup::open(Kind::Vm, name) {
             let _ = old.remove();
         }
-        let cg = Cgroup::create_vm(name).map_err(|e| CtError::Failed(e.to_string()))?;
+        let cg = Cgroup::create(Kind::Vm, name).map_err(|e| CtError::Failed(e.to_string()))?;
         if let Err(e) = cg.apply(r) {
             let _ = cg.remove();
             return Err(CtError::Failed(format!("VM {name:?} CPU limits: {e}")));
@@ -493,26 +489,41 @@ impl VmManager {
             nets,
             console_log: Some(PathBuf::from("/").join(CONSOLE_LOG)),
         };
-        let launch = Launch {
+        let launch: Launch = LaunchRecord {
             name: name.to_string(),
             run_dir: run.to_path_buf(),
-            root: root.to_path_buf(),
-            config,
-            restore: snapshot.is_some(),
             cgroup,
+            guest: VmLaunch {
+                root: root.to_path_buf(),
+                config,
+                restore: snapshot.is_some(),
+            },
         };
-        let launch_path = run.join(LAUNCH_FILE);
-        let json = serde_json::to_vec(&launch).map_err(|e| CtError::Failed(e.to_string()))?;
-        std::fs::write(&launch_path, json).map_err(|e| CtError::io(launch_path.display(), e))?;
+        let launch_path = launch
+            .write()
+            .map_err(|e| CtError::io(run.join(LAUNCH_FILE).display(), e))?;
 
         let exe = self.exe.clone();
-        let log_path = run.join(VMM_LOG);
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            spawn_and_handshake(&exe, &launch_path, &log_path, &name)
+        let log = run.join(VMM_LOG);
+        let started = tokio::task::spawn_blocking(move || {
+            // The taps are attached already: nothing to do between the pid and go.
+            let mut spawned = parent::spawn(&exe, "--vmm", &launch_path, &log, START_TIMEOUT)?;
+            spawned.wait_pid()?;
+            spawned.go()?;
+            spawned.wait_ready()
         })
         .await
-        .map_err(|e| CtError::Failed(format!("VMM start: {e}")))?
+        .map_err(|e| CtError::Failed(format!("VMM start: {e}")))?;
+        started.map_err(|e| match e {
+            LaunchError::Guest(ref g) if e.is_invalid() => {
+                CtError::InvalidArgs(format!("VM {name:?}: {g}"))
+            }
+            LaunchError::Guest(g) => CtError::Failed(format!(
+                "VM {name:?} did not start: {g} (see {})",
+                run.join(VMM_LOG).display()
+            )),
+            other => CtError::Failed(format!("VM {name:?} did not start: {other}")),
+        })
     }
 
     async fn ask(
@@ -637,7 +648,7 @@ impl VmManager {
             }
             if state.alive() {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(state.vmm_pid as i32),
+                    nix::unistd::Pid::from_raw(state.guest_pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
@@ -680,12 +691,8 @@ impl VmManager {
     /// After a VMM ended: records how, releases its ports, jail and cgroup.
     async fn cleanup(&mut self, name: &str) {
         let run = self.run_dir(name);
-        let exit: Result<VmmExit, String> = std::fs::read(run.join(EXIT_FILE))
-            .map_err(|e| format!("reading exit.json: {e}"))
-            .and_then(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| format!("exit.json {:?}: {e}", String::from_utf8_lossy(&b)))
-            });
+        let exit: Result<VmmExit, String> =
+            launcher::read_exit(&run).and_then(|e| e.ok_or_else(|| format!("no {EXIT_FILE}")));
         let taps = self
             .vms
             .get_mut(name)
@@ -695,7 +702,7 @@ impl VmManager {
         if let Err(e) = jail::teardown_root(&run.join("root")) {
             tracing::warn!(vm = name, error = %e, "cannot remove the jail");
         }
-        if let Ok(cg) = Cgroup::open_vm(name) {
+        if let Ok(cg) = Cgroup::open(Kind::Vm, name) {
             let _ = cg.remove();
         }
         let _ = std::fs::remove_file(run.join(STATE_FILE));
@@ -703,13 +710,14 @@ impl VmManager {
             rec.paused = false;
             match exit {
                 Ok(exit) => {
-                    rec.crashed = exit.crashed;
-                    rec.last_exit = Some(exit.describe());
-                    if exit.crashed {
-                        tracing::warn!(vm = name, how = %exit.describe(), "VMM crashed");
+                    let how = launch::describe(&exit);
+                    rec.crashed = launch::crashed(&exit);
+                    if rec.crashed {
+                        tracing::warn!(vm = name, %how, "VMM crashed");
                     } else {
-                        tracing::info!(vm = name, how = %exit.describe(), "VM ended");
+                        tracing::info!(vm = name, %how, "VM ended");
                     }
+                    rec.last_exit = Some(how);
                 }
                 Err(why) => {
                     // Said, not hidden: the VM ended but its monitor left no readable record.
@@ -764,61 +772,5 @@ impl DirOpen for std::fs::OpenOptions {
 fn remove_cgroup(cg: Option<Cgroup>) {
     if let Some(cg) = cg {
         let _ = cg.remove();
-    }
-}
-
-/// Runs `hostd --vmm LAUNCH` and reads the monitor's handshake; blocking.
-fn spawn_and_handshake(exe: &Path, launch: &Path, log: &Path, name: &str) -> CtResult<()> {
-    let (ours, theirs) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| CtError::io("socketpair", e))?;
-    let log_file = std::fs::File::create(log).map_err(|e| CtError::io(log.display(), e))?;
-    let log2 = log_file
-        .try_clone()
-        .map_err(|e| CtError::io(log.display(), e))?;
-    let theirs_fd = theirs.as_raw_fd();
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--vmm")
-        .arg(launch)
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(log2);
-    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut first = cmd
-        .spawn()
-        .map_err(|e| CtError::io(format!("starting {}", exe.display()), e))?;
-    drop(theirs);
-    let _ = first.wait();
-    ours.set_read_timeout(Some(START_TIMEOUT))
-        .map_err(|e| CtError::io("handshake socket", e))?;
-    let mut lines = BufReader::new(ours).lines();
-    let fail = |why: String| {
-        CtError::Failed(format!(
-            "VM {name:?} did not start: {why} (see {})",
-            log.display()
-        ))
-    };
-    let mut pid_seen = false;
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("pid ") => pid_seen = true,
-            Some(Ok(l)) if l == "ok" && pid_seen => return Ok(()),
-            Some(Ok(l)) => {
-                let msg = l.strip_prefix("err ").unwrap_or(&l);
-                return Err(match msg.strip_prefix(INPUT_ERROR) {
-                    Some(input) => CtError::InvalidArgs(format!("VM {name:?}: {input}")),
-                    None => fail(msg.to_string()),
-                });
-            }
-            Some(Err(e)) => return Err(fail(format!("handshake: {e}"))),
-            None => return Err(fail("the VMM exited during start".into())),
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! The container runtime: what happens between "start" and the container's init running. The
-//! monitor (`super::monitor`, a fresh single-threaded process) clones the container's first
-//! process into new namespaces; that child prepares its world (`spawn::child_main`) and execs
-//! init. Because the monitor is single-threaded, the child may allocate after clone: no other
+//! launcher's monitor (`vmm::launcher::monitor`, a fresh single-threaded process) clones the
+//! container's first process into new namespaces (`super::monitor` says which and prepares
+//! it); that child prepares its world (`spawn::child_main`) and execs init. Because the monitor is single-threaded, the child may allocate after clone: no other
 //! thread can hold the allocator's lock. Everything that can be computed earlier still is.
 
 pub mod caps;
@@ -16,10 +16,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// What the monitor needs to start a container, written by hostd to RUN/ct/NAME/launch.json.
+/// A container's part of its launch record (`vmm::launcher::LaunchRecord`, written by hostd to
+/// RUN/ct/NAME/launch.json): what the monitor needs to start it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
-    pub name: String,
     pub lower: PathBuf,
     /// Where the idmapped view of `lower` is attached inside the container's mount namespace
     /// (unprivileged containers).
@@ -28,7 +28,6 @@ pub struct Launch {
     pub work: PathBuf,
     pub merged: PathBuf,
     pub console: PathBuf,
-    pub run_dir: PathBuf,
     pub hostname: String,
     pub argv: Vec<String>,
     pub privileged: bool,

@@ -1,17 +1,20 @@
 //! The container's first process, from clone to exec of its init.
 //!
-//! Order matters: wait for the parent (id maps written, moved into the cgroup, network port
-//! attached) → become root of the user namespace → unshare the cgroup namespace → mount the
-//! overlay, /proc, /sys, /dev → pivot_root → hostname → default route → drop capabilities →
-//! seccomp → exec. A failure is written to the error pipe as one line and the child exits 127;
-//! a successful exec closes the pipe (O_CLOEXEC), which is how the monitor knows init runs.
+//! Order matters: (the launcher waited for hostd's go: id maps written, in the cgroup,
+//! network port attached) → become root of the user namespace → unshare the cgroup namespace
+//! → mount the overlay, /proc, /sys, /dev → pivot_root → hostname → default route → drop
+//! capabilities → seccomp → exec. A failure is reported to the monitor as a typed start error
+//! and the child exits 127; a successful exec closes the report pipe (O_CLOEXEC), which is how
+//! the monitor knows init runs.
 
 use std::ffi::CString;
-use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use nix::sched::{CloneFlags, unshare};
 use nix::unistd::{Gid, Uid, dup2_stderr, dup2_stdin, dup2_stdout};
+
+use vmm::launcher::StartError;
+use vmm::launcher::monitor::Reporter;
 
 use super::{Launch, Step, StepError, caps, dev, rootfs, seccomp};
 
@@ -28,34 +31,18 @@ pub struct ChildPlan {
     pub devnull: OwnedFd,
 }
 
-/// Runs in the cloned child; never returns.
-pub fn child_main(plan: &ChildPlan, go: OwnedFd, err: OwnedFd) -> ! {
-    let mut err_file = std::fs::File::from(err);
-    let code = match setup_and_exec(plan, go) {
-        Ok(never) => match never {},
-        Err(e) => {
-            let _ = writeln!(err_file, "{e}");
-            127
-        }
-    };
+/// Runs in the cloned child once hostd said go; never returns.
+pub fn child_main(plan: &ChildPlan, mut report: Reporter<()>) -> ! {
+    let Err(e) = setup_and_exec(plan);
+    // A failure, not invalid input, even for a command that does not exist: the spec was
+    // valid, and what its template holds is only known here.
+    report.failed(StartError::failure(format!("starting the container: {e}")));
     // SAFETY: _exit skips the atexit handlers and stdio flushes that belong to the monitor.
-    unsafe { libc::_exit(code) }
+    unsafe { libc::_exit(127) }
 }
 
-fn setup_and_exec(plan: &ChildPlan, go: OwnedFd) -> Result<std::convert::Infallible, StepError> {
+fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepError> {
     let l = &plan.launch;
-    let mut byte = [0u8; 1];
-    let mut go = std::fs::File::from(go);
-    match go.read(&mut byte) {
-        Ok(1) if byte[0] == b'g' => {}
-        _ => {
-            return Err(StepError {
-                step: "the parent aborted the start".into(),
-                errno: nix::errno::Errno::ECANCELED,
-            });
-        }
-    }
-    drop(go);
     if !l.privileged {
         // Our uid is the overflow id until the parent wrote the maps; now become root of the
         // namespace (capabilities are kept through a change to uid 0).

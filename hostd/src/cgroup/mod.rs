@@ -1,4 +1,7 @@
-//! cgroup v2 groups for containers: `<root>/cairn.slice/ct-NAME`.
+//! cgroup v2 groups for guests, one API for both kinds: containers' `<root>/cairn.slice/ct-NAME`
+//! and VMs' `<root>/cairn.slice/vm-NAME` (a VMM's vCPU threads get the same CPU limits as a
+//! container's processes). The launcher clones a guest's first process straight into its
+//! group (`vmm::launcher`); everything else about groups is here.
 //!
 //! Every container gets a group, even where the v2 hierarchy offers no controllers (a hybrid
 //! dev machine): the group alone gives freezing (pause/resume), a complete process list, and
@@ -18,10 +21,24 @@ use std::time::{Duration, Instant};
 
 use model::ct::{Resources, Usage};
 
-/// The group under the root that holds every container's group.
+/// The group under the root that holds every guest's group.
 pub const SLICE: &str = "cairn.slice";
-const PREFIX: &str = "ct-";
-const VM_PREFIX: &str = "vm-";
+
+/// Whose group: the kind of guest names the group's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Container,
+    Vm,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Container => "ct-",
+            Kind::Vm => "vm-",
+        }
+    }
+}
 /// `cpu.max` period: 100 ms, the kernel's default, so 1% of a CPU is a 1 ms quota.
 const CPU_PERIOD_USEC: u64 = 100_000;
 /// How long freezing, thawing and killing may take before we call the group stuck.
@@ -42,7 +59,7 @@ pub enum CgroupError {
     )]
     NoHierarchy,
     #[error(
-        "{0:?} cannot name a container's cgroup: use 1 to 64 of A-Z a-z 0-9 _ . -, not \
+        "{0:?} cannot name a guest's cgroup: use 1 to 64 of A-Z a-z 0-9 _ . -, not \
          starting with '.'"
     )]
     BadName(String),
@@ -96,8 +113,8 @@ pub fn controllers_available() -> bool {
     REQUIRED.iter().all(|c| have.iter().any(|h| h == c))
 }
 
-/// The names of the containers that have a group now (for re-adoption after a restart).
-pub fn names() -> Result<Vec<String>> {
+/// The names of the guests of `kind` that have a group now (for re-adoption after a restart).
+pub fn names(kind: Kind) -> Result<Vec<String>> {
     let root = hierarchy::root().ok_or(CgroupError::NoHierarchy)?;
     let slice = root.join(SLICE);
     let entries = match std::fs::read_dir(&slice) {
@@ -111,7 +128,7 @@ pub fn names() -> Result<Vec<String>> {
         if let Some(name) = entry
             .file_name()
             .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|n| n.strip_prefix(kind.prefix()))
             && entry.path().is_dir()
         {
             names.push(name.to_string());
@@ -121,32 +138,18 @@ pub fn names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// One container's cgroup. Dropping it leaves the group alone (the container may outlive
-/// hostd); `remove` deletes it.
+/// One guest's cgroup. Dropping it leaves the group alone (the guest may outlive hostd);
+/// `remove` deletes it.
 #[derive(Debug)]
 pub struct Cgroup {
     path: PathBuf,
 }
 
 impl Cgroup {
-    /// Makes `<root>/cairn.slice/ct-NAME`, first enabling the container controllers the
+    /// Makes `<root>/cairn.slice/{ct,vm}-NAME`, first enabling the guest controllers the
     /// hierarchy has in the subtree_control of the root and of cairn.slice.
-    pub fn create(name: &str) -> Result<Cgroup> {
-        Self::create_at(group_path(name)?)
-    }
-
-    /// Makes `<root>/cairn.slice/vm-NAME` for a VMM process: its vCPU threads get the same
-    /// CPU limits as a container's processes.
-    pub fn create_vm(name: &str) -> Result<Cgroup> {
-        Self::create_at(group_path_with(VM_PREFIX, name)?)
-    }
-
-    /// The existing group of VM NAME.
-    pub fn open_vm(name: &str) -> Result<Cgroup> {
-        Self::open_at(group_path_with(VM_PREFIX, name)?)
-    }
-
-    fn create_at(path: PathBuf) -> Result<Cgroup> {
+    pub fn create(kind: Kind, name: &str) -> Result<Cgroup> {
+        let path = group_path(kind, name)?;
         let root = path
             .parent()
             .and_then(Path::parent)
@@ -171,12 +174,9 @@ impl Cgroup {
         Ok(Cgroup { path })
     }
 
-    /// The existing group of container NAME, e.g. after a hostd restart.
-    pub fn open(name: &str) -> Result<Cgroup> {
-        Self::open_at(group_path(name)?)
-    }
-
-    fn open_at(path: PathBuf) -> Result<Cgroup> {
+    /// The existing group of guest NAME, e.g. after a hostd restart.
+    pub fn open(kind: Kind, name: &str) -> Result<Cgroup> {
+        let path = group_path(kind, name)?;
         if !path.is_dir() {
             return Err(CgroupError::NotFound(path));
         }
@@ -470,11 +470,7 @@ impl Cgroup {
     }
 }
 
-fn group_path(name: &str) -> Result<PathBuf> {
-    group_path_with(PREFIX, name)
-}
-
-fn group_path_with(prefix: &str, name: &str) -> Result<PathBuf> {
+fn group_path(kind: Kind, name: &str) -> Result<PathBuf> {
     let ok = (1..=64).contains(&name.len())
         && !name.starts_with('.')
         && name
@@ -484,7 +480,7 @@ fn group_path_with(prefix: &str, name: &str) -> Result<PathBuf> {
         return Err(CgroupError::BadName(name.to_string()));
     }
     let root = hierarchy::root().ok_or(CgroupError::NoHierarchy)?;
-    Ok(root.join(SLICE).join(format!("{prefix}{name}")))
+    Ok(root.join(SLICE).join(format!("{}{name}", kind.prefix())))
 }
 
 /// Enables in `group`'s subtree_control each container controller it has. One at a time: a
@@ -552,7 +548,7 @@ mod tests {
     fn names_are_checked() {
         for bad in ["", ".x", "a/b", "a b", &"x".repeat(65), ".."] {
             assert!(
-                matches!(group_path(bad), Err(CgroupError::BadName(_))),
+                matches!(group_path(Kind::Vm, bad), Err(CgroupError::BadName(_))),
                 "{bad}"
             );
         }
