@@ -26,7 +26,16 @@ pub async fn attach_port(bus: Option<&zbus::Connection>, spec: &PortSpec) -> CtR
 
 /// Detaches a port; one already gone is fine, any other failure is logged for `owner`.
 pub async fn detach_port(bus: Option<&zbus::Connection>, owner: &str, port: &str) {
-    let Some(bus) = bus else { return };
+    if let Err(e) = try_detach_port(bus, port).await {
+        tracing::warn!(owner, port, error = %e, "cannot detach the port")
+    }
+}
+
+/// Detaches a port; one already gone is fine.
+pub async fn try_detach_port(bus: Option<&zbus::Connection>, port: &str) -> Result<(), CairnError> {
+    let Some(bus) = bus else {
+        return Err(CairnError::Failed("no bus connection to netd".into()));
+    };
     let result = async {
         Network1Proxy::new(bus)
             .await
@@ -36,7 +45,7 @@ pub async fn detach_port(bus: Option<&zbus::Connection>, owner: &str, port: &str
     }
     .await;
     match result {
-        Ok(()) | Err(CairnError::NotFound(_)) => {}
-        Err(e) => tracing::warn!(owner, port, error = %e, "cannot detach the port"),
+        Ok(()) | Err(CairnError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }

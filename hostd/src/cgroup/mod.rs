@@ -338,6 +338,15 @@ impl Cgroup {
         Ok(pids)
     }
 
+    /// Sends SIGKILL to every process in the group and below at once (cgroup.kill), without
+    /// waiting; a kernel without cgroup.kill gets nothing here (`kill_all` does it pid by pid).
+    pub fn kill(&self) -> Result<()> {
+        if self.path.join("cgroup.kill").exists() {
+            self.write("cgroup.kill", "1")?;
+        }
+        Ok(())
+    }
+
     /// Kills every process in the group and below, and waits until none is left.
     pub fn kill_all(&self) -> Result<()> {
         let kill_file = self.path.join("cgroup.kill");

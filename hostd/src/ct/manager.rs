@@ -19,6 +19,7 @@ use vmm::launcher::{self, LAUNCH_FILE, LaunchRecord, MonitorState};
 
 use super::error::{CtError, CtResult};
 use super::paths::Paths;
+use super::ports::PortReleaser;
 use super::runtime::{Launch, idmap};
 use super::store::{self, Record};
 use super::template::Templates;
@@ -28,7 +29,6 @@ use crate::cgroup::{Cgroup, CgroupError, Kind};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// After SIGKILL, how long the monitor may take to reap and record.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(10);
 /// How often hostd looks for containers that ended on their own (see `Manager::tick`).
 pub const TICK: Duration = Duration::from_millis(500);
 const PORT_FILE: &str = "port";
@@ -55,6 +55,8 @@ pub struct Manager {
     config_failed: BTreeMap<String, String>,
     /// hostd's own binary: the monitor and the exec helper are hostd started again.
     exe: PathBuf,
+    /// Stopped containers' ports, detached without the stop waiting for netd.
+    ports: PortReleaser,
 }
 
 fn cg_err(e: CgroupError) -> CtError {
@@ -71,6 +73,7 @@ impl Manager {
         let paths = Paths::new(state);
         let records = store::load_all(&paths);
         let templates = Templates::new(paths.templates());
+        let ports = PortReleaser::new(&paths.run);
         let m = Manager {
             paths,
             templates,
@@ -78,6 +81,7 @@ impl Manager {
             bus: None,
             config_failed: BTreeMap::new(),
             exe,
+            ports,
         };
         for name in m.records.keys() {
             match m.live(name) {
@@ -96,6 +100,7 @@ impl Manager {
 
     /// The bus connection used to reach netd (ports).
     pub fn set_bus(&mut self, bus: zbus::Connection) {
+        self.ports.set_bus(bus.clone());
         self.bus = Some(bus);
     }
 
@@ -157,13 +162,12 @@ impl Manager {
         }
     }
 
-    /// Removes what a run leaves on the host: the netd port, the cgroup (killing anything
-    /// left in it), the run dir. Every step is tried; failures are logged.
+    /// Removes what a run leaves on the host: the netd port (in the background: see
+    /// `ports`), the cgroup (killing anything left in it), the run dir. Every step is tried;
+    /// failures are logged.
     async fn teardown(&mut self, name: &str) {
         let run = self.paths.run_dir(name);
-        if let Ok(port) = std::fs::read_to_string(run.join(PORT_FILE)) {
-            self.detach_port(name, port.trim()).await;
-        }
+        self.ports.release(name, &run.join(PORT_FILE));
         let owned = name.to_string();
         let cg = tokio::task::spawn_blocking(move || match Cgroup::open(Kind::Container, &owned) {
             Ok(cg) => {
@@ -184,10 +188,6 @@ impl Manager {
         {
             tracing::warn!(ct = name, error = %e, "cannot remove {}", run.display());
         }
-    }
-
-    async fn detach_port(&self, name: &str, port: &str) {
-        crate::netd::detach_port(self.bus.as_ref(), &format!("ct:{name}"), port).await;
     }
 
     // ---- templates ----------------------------------------------------------------------
@@ -307,6 +307,7 @@ impl Manager {
     /// one that rebooted itself is started again. In a pid namespace reboot(2) ends the init
     /// with SIGHUP for a restart (SIGINT for halt/power-off), so an exit by SIGHUP is a reboot.
     pub async fn tick(&mut self) {
+        self.ports.retry();
         let ended: Vec<(String, Option<i32>)> = self
             .records
             .keys()
@@ -444,6 +445,7 @@ impl Manager {
         // Dropping `spawned` on an error below closes the control socket: the monitor then
         // kills the waiting init.
         if let Some(network) = &spec.network {
+            self.ports.settle(name).await?;
             let port = self
                 .attach_port(name, network, pid, &spec.addresses)
                 .await?;
@@ -533,7 +535,6 @@ impl Manager {
         Ok(StopPlan {
             name: name.to_string(),
             state,
-            run_dir: self.paths.run_dir(name),
         })
     }
 
@@ -791,36 +792,26 @@ impl Manager {
 pub struct StopPlan {
     name: String,
     state: MonitorState,
-    run_dir: PathBuf,
 }
 
 /// Stop, step 2: waits up to `timeout_s` for the init to end, then kills the container (SIGKILL
 /// to a pid namespace's init kills every process in it; the cgroup kill catches anything that
-/// escaped into it otherwise), then waits for the monitor to reap and record.
+/// escaped into it otherwise), then waits for the monitor to reap and record (it exits right
+/// after). Both waits wake on the process's end (pidfd), not on a poll.
 pub async fn wait_stopped(plan: &StopPlan, timeout_s: u32) {
-    let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_s));
-    while plan.state.alive() && Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
-    }
-    if plan.state.alive() {
+    let s = &plan.state;
+    let timeout = Duration::from_secs(u64::from(timeout_s));
+    if !crate::guest::wait_gone(s.guest_pid, s.guest_start, timeout).await {
         tracing::info!(ct = %plan.name, timeout_s, "init did not stop in time; killing the container");
         let pid = Pid::from_raw(plan.state.guest_pid as i32);
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let owned = plan.name.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            Cgroup::open(Kind::Container, &owned).and_then(|cg| cg.kill_all())
-        })
-        .await;
+        // Not waited for here: the monitor's end (below) comes after the init's, and
+        // teardown's `kill_all` waits for the group to be empty before removing it.
+        if let Err(e) = Cgroup::open(Kind::Container, &plan.name).and_then(|cg| cg.kill()) {
+            tracing::debug!(ct = %plan.name, error = %e, "cgroup kill");
+        }
     }
-    let deadline = Instant::now() + REAP_TIMEOUT;
-    while !matches!(
-        launcher::exit_of::<()>(&plan.run_dir, &plan.state),
-        Ok(Some(_))
-    ) && plan.state.monitor_alive()
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(POLL).await;
-    }
+    crate::guest::wait_gone(s.monitor_pid, s.monitor_start, REAP_TIMEOUT).await;
 }
 
 /// Runs `argv` in the container whose init is `pid`, through the exec helper.

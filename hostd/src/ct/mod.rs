@@ -6,6 +6,7 @@ pub mod exec;
 pub mod manager;
 pub mod monitor;
 pub mod paths;
+pub mod ports;
 pub mod route;
 pub mod runtime;
 pub mod store;

@@ -13,7 +13,7 @@ use std::path::Path;
 use vmm::launcher::monitor::{self, Guest, Reporter};
 use vmm::launcher::{LaunchRecord, StartError};
 
-use super::runtime::spawn::{ChildPlan, child_main};
+use super::runtime::spawn::{ChildPlan, child_main, prepare_root};
 use super::runtime::{Launch, idmap, namespaces, rootfs, seccomp};
 
 /// `hostd --monitor LAUNCH`: returns the exit code of the first process (0 once the monitor is
@@ -41,6 +41,11 @@ impl Guest for CtGuest {
         }
         idmap::write_maps(pid, self.0.launch.slot)
             .map_err(|e| StartError::failure(format!("writing the id maps of pid {pid}: {e}")))
+    }
+
+    fn before_go(&mut self) -> Result<(), StartError> {
+        prepare_root(&self.0)
+            .map_err(|e| StartError::failure(format!("starting the container: {e}")))
     }
 
     fn run(self, report: Reporter<()>) -> ! {

@@ -40,6 +40,13 @@ pub trait Guest: Sized {
         Ok(())
     }
 
+    /// In the guest's first process, while hostd does its part between the pid and go (a
+    /// container's network port): the set-up that needs nothing from hostd (a container's
+    /// mounts), so that the two run side by side.
+    fn before_go(&mut self) -> Result<(), StartError> {
+        Ok(())
+    }
+
     /// The guest's first process, once hostd said go; never returns.
     fn run(self, report: Reporter<Self::Reason>) -> !;
 }
@@ -157,6 +164,10 @@ where
             )))
         })?;
     }
+    let mut go = go_w;
+    // "prepared": the guest may set itself up while hostd does its part.
+    go.write_all(b"p")
+        .map_err(|e| kill_child(StartError::failure(format!("releasing the guest: {e}"))))?;
     let io = |e: std::io::Error| kill_child(StartError::failure(format!("control socket: {e}")));
     let mut ctl_w = ctl.try_clone().map_err(io)?;
     send(&mut ctl_w, &ToParent::Pid { pid: upid }).map_err(io)?;
@@ -164,9 +175,9 @@ where
     if !matches!(recv(&mut ctl_r), Ok(Some(ToMonitor::Go))) {
         return Err(kill_child(StartError::failure("hostd aborted the start")));
     }
-    let mut go = go_w;
-    go.write_all(b"g")
-        .map_err(|e| kill_child(StartError::failure(format!("releasing the guest: {e}"))))?;
+    // A guest whose own set-up failed is gone already: the write fails, and its report says
+    // why (read below).
+    let _ = go.write_all(b"g");
     drop(go);
     let mut reports = BufReader::new(report_r);
     match recv::<Report<G::Reason>>(&mut reports) {
@@ -249,19 +260,30 @@ fn reap(pid: Pid) -> Ended {
     }
 }
 
-/// The guest's first process: waits for go (the monitor kills it on abort), then runs.
-fn child<G: Guest>(guest: G, go: std::fs::File, report: std::fs::File) -> ! {
+/// The guest's first process: waits until the monitor prepared it, sets itself up, waits for
+/// go (the monitor kills it on abort), then runs.
+fn child<G: Guest>(mut guest: G, go: std::fs::File, report: std::fs::File) -> ! {
     let mut go = go;
-    let mut byte = [0u8; 1];
-    if !matches!(go.read(&mut byte), Ok(1) if byte[0] == b'g') {
-        // SAFETY: _exit skips the atexit handlers and stdio flushes that belong to the monitor.
-        unsafe { libc::_exit(127) }
-    }
-    drop(go);
-    guest.run(Reporter {
+    let mut report = Reporter {
         pipe: report,
         _reason: std::marker::PhantomData,
-    })
+    };
+    let mut wait_for = |want: u8| {
+        let mut byte = [0u8; 1];
+        if !matches!(go.read(&mut byte), Ok(1) if byte[0] == want) {
+            // SAFETY: _exit skips the atexit handlers and stdio flushes that belong to the
+            // monitor.
+            unsafe { libc::_exit(127) }
+        }
+    };
+    wait_for(b'p');
+    if let Err(e) = guest.before_go() {
+        report.failed(e);
+        // SAFETY: as above.
+        unsafe { libc::_exit(127) }
+    }
+    wait_for(b'g');
+    guest.run(report)
 }
 
 /// struct clone_args (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).

@@ -1,9 +1,10 @@
 //! The container's first process, from clone to exec of its init.
 //!
-//! Order matters: (the launcher waited for hostd's go: id maps written, in the cgroup,
-//! network port attached) → become root of the user namespace → unshare the cgroup namespace
-//! → mount the overlay, /proc, /sys, /dev → pivot_root → hostname → default route → drop
-//! capabilities → seccomp → exec. A failure is reported to the monitor as a typed start error
+//! Order matters. Once the monitor wrote the id maps (the child is in its cgroup from its
+//! clone), while hostd attaches the network port (`prepare_root`): become root of the user
+//! namespace → unshare the cgroup namespace → mount the overlay, /proc, /sys, /dev →
+//! pivot_root → hostname. After hostd's go (`child_main`): default route → drop capabilities
+//! → seccomp → exec. A failure is reported to the monitor as a typed start error
 //! and the child exits 127; a successful exec closes the report pipe (O_CLOEXEC), which is how
 //! the monitor knows init runs.
 
@@ -41,7 +42,8 @@ pub fn child_main(plan: &ChildPlan, mut report: Reporter<()>) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepError> {
+/// The child's set-up that needs nothing from hostd: it runs while hostd attaches the port.
+pub fn prepare_root(plan: &ChildPlan) -> Result<(), StepError> {
     let l = &plan.launch;
     if !l.privileged {
         // Our uid is the overflow id until the parent wrote the maps; now become root of the
@@ -61,7 +63,11 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepErro
     rootfs::mount_proc_sys(&l.merged)?;
     dev::populate(&l.merged, &l.console)?;
     rootfs::pivot(&l.merged)?;
-    nix::unistd::sethostname(&l.hostname).step("sethostname")?;
+    nix::unistd::sethostname(&l.hostname).step("sethostname")
+}
+
+fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepError> {
+    let l = &plan.launch;
     if let Some(gw) = &l.gateway {
         super::super::route::add_default(gw).step(format!("adding the default route via {gw}"))?;
     }
