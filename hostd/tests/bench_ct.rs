@@ -201,5 +201,9 @@ async fn create_start_stop_delete() {
         );
     }
     println!("cairn disk of a new running container: upper {du} KiB, whole dir {du_all} KiB");
+    if let Ok(keep) = std::env::var("CT_BENCH_LOG") {
+        // For profiling: hostd's log, with its per-start step timings.
+        let _ = std::fs::copy(sb.state.join("log/hostd.log"), keep);
+    }
     drop(sb);
 }

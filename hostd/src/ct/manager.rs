@@ -230,10 +230,12 @@ impl Manager {
                 spec.name
             )));
         }
+        let t0 = Instant::now();
         self.templates.get(&spec.template)?;
         if let Some(net) = &spec.network {
             self.check_network(net).await?;
         }
+        let t_network = t0.elapsed();
         let slot = if spec.privileged {
             0
         } else {
@@ -279,7 +281,14 @@ impl Manager {
             return Err(CtError::io(format!("creating {}", d.dir.display()), e));
         }
         let name = record.spec.name.clone();
-        tracing::info!(ct = %name, template = %record.spec.template, slot, "container created");
+        tracing::info!(
+            ct = %name,
+            template = %record.spec.template,
+            slot,
+            network_us = t_network.as_micros() as u64,
+            us = t0.elapsed().as_micros() as u64,
+            "container created"
+        );
         self.records.insert(name.clone(), record);
         self.info(&name).await
     }

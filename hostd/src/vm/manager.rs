@@ -31,6 +31,8 @@ use crate::ct::paths::RUN_DIR_ENV;
 
 /// How long a VMM may take to build its VM and answer the start handshake.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a VMM's monitor may take to record its end after the VMM is gone.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a control request may take (a snapshot writes all of guest memory).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CONSOLE_LOG: &str = "console.log";
@@ -633,32 +635,20 @@ impl VmManager {
         self.record(name)?;
         if let Some(state) = self.running_state(name) {
             let _ = self.ask(name, Request::CtrlAltDel, None).await;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(timeout_s));
-            while state.alive() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if state.alive() {
+            let (pid, start) = (state.guest_pid, state.guest_start);
+            let gone = |timeout| crate::guest::wait_gone(pid, start, timeout);
+            if !gone(Duration::from_secs(u64::from(timeout_s))).await {
                 let _ = self.ask(name, Request::Stop, None).await;
-                for _ in 0..20 {
-                    if !state.alive() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                if !gone(Duration::from_secs(1)).await {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
-            if state.alive() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(state.guest_pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            // The monitor writes exit.json right after reaping (slowly on a loaded host).
-            for _ in 0..250 {
-                if self.run_dir(name).join(EXIT_FILE).exists() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            // The monitor writes exit.json right after reaping (slowly on a loaded host) and
+            // then exits.
+            crate::guest::wait_gone(state.monitor_pid, state.monitor_start, EXIT_TIMEOUT).await;
         }
         self.cleanup(name).await;
         Ok(())
