@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-use crate::config::{NAME_MAX, NETWORK_NAME_MAX, is_name};
+use crate::config::{Cidr, NAME_MAX, NETWORK_NAME_MAX, is_name};
 use crate::vm::{CMDLINE_MAX, MAX_MEMORY_MIB, MAX_VCPUS, VM_NAME_MAX, is_mac};
 
 /// `Err` holds what is wrong and what is expected: "is out of range; expected 1 to 8".
@@ -185,6 +185,44 @@ pub fn cpuset(s: &str) -> Rule {
 /// A disk is a stord volume or a raw image file, never both.
 pub const ONE_DISK_SOURCE: &str =
     "needs exactly one of volume (a stord volume) and path (a raw image file on the host)";
+
+/// A guest's address on a network that has a subnet lies inside it, with the subnet's prefix.
+pub fn address_in_subnet(addr: Cidr, subnet: Cidr, network: &str) -> Rule {
+    if !subnet.contains(addr.addr) {
+        Err(format!(
+            "lies outside subnet {subnet} of network {network:?}"
+        ))
+    } else if addr.prefix != subnet.prefix {
+        Err(format!(
+            "has prefix /{} but network {network:?} has subnet {subnet}; expected \"{}/{}\"",
+            addr.prefix, addr.addr, subnet.prefix
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Each address is held once on a network: `holder` is who holds it already, if anyone
+/// (`container "web2"`, `the host`).
+pub fn address_free(holder: Option<&str>) -> Rule {
+    match holder {
+        Some(h) => Err(format!(
+            "is already held by {h}; expected each address once on a network"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Containers and VMs share one namespace: both become guests with that name in the API, in
+/// cgroup paths and port owners. `other` is the guest of the other kind that has the name.
+pub fn guest_name_free(other: Option<&str>) -> Rule {
+    match other {
+        Some(o) => Err(format!(
+            "has the same name as {o}; containers and vms share one namespace"
+        )),
+        None => Ok(()),
+    }
+}
 
 #[cfg(test)]
 mod tests {
