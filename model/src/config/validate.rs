@@ -49,7 +49,7 @@ pub(super) fn check(p: &mut Problems, d: &Document, text: &str) {
     check_vm_macs(p, d, line);
 
     check_container_addresses(p, d);
-    check_address_holders(p, d, &line);
+    check_address_holders(p, d, line);
     check_uplinks(p, &d.networks, line);
     check_overlaps(p, &d.networks, line);
 }
