@@ -315,3 +315,56 @@ cpu_limit = 0
         assert_eq!(rule(a), rule(c), "{a} / {c}");
     }
 }
+
+/// The checks `ct.create` makes against what exists, as host.toml makes them across entries:
+/// one guest namespace, addresses inside the network's subnet and held once per network.
+#[test]
+fn container_addresses_and_guest_names_across_entries() {
+    let text = format!(
+        "{MINIMAL}
+[[network]]
+name = \"lan\"
+kind = \"bridged\"
+subnet = \"10.0.0.0/24\"
+address = \"10.0.0.1/24\"
+
+[[template]]
+name = \"bb\"
+source = \"/t.tar\"
+sha256 = \"sha256:{zero}\"
+
+[[container]]
+name = \"a\"
+template = \"bb\"
+network = \"lan\"
+addresses = [\"10.0.0.5/24\"]
+
+[[container]]
+name = \"b\"
+template = \"bb\"
+network = \"lan\"
+addresses = [\"10.0.0.5/24\", \"10.0.0.1/24\", \"10.9.0.1/24\"]
+
+[[vm]]
+name = \"a\"
+memory = \"64M\"
+kernel = \"/k\"
+",
+        zero = "0".repeat(64)
+    );
+    let e = errors(&text);
+    let want = [
+        "addresses[0] \"10.0.0.5/24\" in container \"b\" is already held by container \"a\" \
+         (line 23); expected each address once on a network",
+        "addresses[1] \"10.0.0.1/24\" in container \"b\" is already held by the host (network \
+         \"lan\" address); expected each address once on a network",
+        "addresses[2] \"10.9.0.1/24\" in container \"b\" lies outside subnet 10.0.0.0/24 of \
+         network \"lan\"",
+        "vm \"a\" has the same name as container \"a\" (line 20); containers and vms share one \
+         namespace",
+    ];
+    for w in want {
+        assert!(e.iter().any(|m| m.ends_with(w)), "{w}\nnot in\n{e:#?}");
+    }
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+}
