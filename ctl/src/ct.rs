@@ -11,7 +11,7 @@ use model::xmlrpc::{EncodeError, Struct, Value};
 
 use crate::call::{Call, call};
 
-use crate::output::{table, text, utc};
+use crate::output::{joined, table, text, utc};
 use crate::size;
 
 #[derive(Subcommand)]
@@ -240,15 +240,7 @@ pub fn containers_table(list: &Value) -> String {
                 bytes_cell(member(usage, "memory_bytes")),
                 bytes_cell(member(res, "memory"))
             );
-            let addresses = member(c, "addresses")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|v| text(Some(v)))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let addresses = joined(c, "addresses");
             vec![
                 text(member(c, "name")),
                 text(member(c, "state")),
