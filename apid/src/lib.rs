@@ -1,6 +1,7 @@
 //! apid: Cairn's XML-RPC over HTTPS API, a gateway onto the daemons' D-Bus interfaces. It is the
 //! only network-facing daemon, so everything it reads from the network is bounded and checked.
 
+pub mod admission;
 pub mod bus;
 pub mod http;
 pub mod methods;
