@@ -34,6 +34,10 @@ pub const REALM: &str = "cairn";
 /// second or more later.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// How long the kernel keeps a connection on which the client has sent nothing before handing
+/// it to us anyway (see [`crate::sys::defer_accept`]).
+const DEFER_ACCEPT: Duration = Duration::from_secs(5);
+
 /// Refusals (connections over a cap, requests without a token, bodies without room) are logged
 /// at most this many lines a second per kind; the rest are counted...
 const REFUSAL_LINES_PER_SECOND: u32 = 3;
@@ -65,6 +69,10 @@ pub struct Limits {
     pub body_budget: usize,
     /// The part of `body_budget` one client address may hold.
     pub body_budget_per_client: usize,
+    /// Bodies up to this size (every ordinary call) take nothing from `body_budget`, so that
+    /// uploads filling the budget do not shut out ordinary calls. What they hold is bounded by
+    /// the connection caps instead (`max_connections` times this).
+    pub small_body: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +88,7 @@ impl Default for Limits {
             max_connections_per_client: 64,
             body_budget: 64 << 20,
             body_budget_per_client: 16 << 20,
+            small_body: 64 << 10,
         }
     }
 }
@@ -129,6 +138,9 @@ impl Server {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(LISTEN_BACKLOG)?;
+        if let Err(e) = crate::sys::defer_accept(&listener, DEFER_ACCEPT) {
+            tracing::warn!(error = %e, "cannot set TCP_DEFER_ACCEPT; idle connections will queue");
+        }
         Ok(Server {
             listener,
             acceptor: TlsAcceptor::from(tls),
@@ -153,6 +165,9 @@ impl Server {
                 _ = &mut shutdown => break,
                 _ = summary.tick() => {
                     service.flush_logs();
+                    // Bodies and connection buffers freed since the last tick go back to the
+                    // kernel, so memory returns to where it was once a flood is over.
+                    crate::sys::release_free_memory();
                     continue;
                 }
                 accepted = self.listener.accept() => match accepted {
@@ -287,6 +302,7 @@ enum BodyError {
 /// that grows with what has arrived, not with what the client announced: a client that declares
 /// 1 MiB and then stalls costs what it sent. `room` always covers the buffer's capacity.
 /// `expected == 0` with a non-empty body means "announced as too large": nothing is kept.
+/// Bodies up to `small_body` take no room (see [`Limits::small_body`]).
 async fn read_body(
     mut body: Incoming,
     limits: &Limits,
@@ -315,7 +331,9 @@ async fn read_body(
             let want = (buf.len() + data.len())
                 .max(buf.capacity() + buf.capacity() / 2)
                 .min(expected.max(buf.len() + data.len()));
-            room.grow_to(want).map_err(BodyError::NoRoom)?;
+            if want > limits.small_body {
+                room.grow_to(want).map_err(BodyError::NoRoom)?;
+            }
             buf.reserve_exact(want - buf.len());
         }
         buf.extend_from_slice(&data);
@@ -403,7 +421,9 @@ impl Service {
         let expected = match declared {
             Some(n) if n <= limits.max_body as u64 => {
                 let n = usize::try_from(n).unwrap_or(limits.max_body);
-                if let Err(why) = room.grow_to(n) {
+                if n > limits.small_body
+                    && let Err(why) = room.grow_to(n)
+                {
                     return self.no_room(peer, n, why);
                 }
                 n

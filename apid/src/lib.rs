@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bus;
 pub mod http;
 pub mod methods;
+pub mod sys;
 pub mod tls;
 
 /// The raw token digests from host.toml, as the HTTP layer checks them.
