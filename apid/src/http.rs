@@ -18,7 +18,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use model::fault::FaultCode;
 use model::xmlrpc::{self, MethodResponse};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::MissedTickBehavior;
 use tokio_rustls::TlsAcceptor;
 
@@ -123,7 +124,10 @@ impl Service {
 
 /// A bound HTTPS listener, not yet serving.
 pub struct Server {
-    listener: TcpListener,
+    /// A std listener watched by tokio: a connection accepted from it is not registered with
+    /// tokio until it is admitted, so refusing one costs an accept, a setsockopt and a close,
+    /// and a storm of refused connections is worked off quickly.
+    listener: AsyncFd<std::net::TcpListener>,
     acceptor: TlsAcceptor,
 }
 
@@ -141,6 +145,13 @@ impl Server {
         if let Err(e) = crate::sys::defer_accept(&listener, DEFER_ACCEPT) {
             tracing::warn!(error = %e, "cannot set TCP_DEFER_ACCEPT; idle connections will queue");
         }
+        // Non-blocking still, as tokio made it.
+        let listener = listener.into_std()?;
+        // SAFETY: the std listener owns its descriptor and the AsyncFd owns the listener, which
+        // is only ever lent out (`get_ref`), so the descriptor stays open and the same for as
+        // long as the registration lives.
+        let listener =
+            unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }?;
         Ok(Server {
             listener,
             acceptor: TlsAcceptor::from(tls),
@@ -148,7 +159,7 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listener.get_ref().local_addr()
     }
 
     /// Serves until `shutdown` completes. Connections in flight are left to finish on their own
@@ -170,12 +181,21 @@ impl Server {
                     crate::sys::release_free_memory();
                     continue;
                 }
-                accepted = self.listener.accept() => match accepted {
+                accepted = accept(&self.listener) => match accepted {
                     Ok(a) => a,
-                    Err(e) => {
+                    Err(e) if out_of_resources(&e) => {
                         // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        if service.refused_connections.allow() {
+                            tracing::warn!(error = %e, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        // A connection the client reset while it waited (ECONNABORTED) and the
+                        // like: about that connection only, so no pause, which a client could
+                        // otherwise cause at will.
+                        tracing::debug!(error = %e, "accept failed");
                         continue;
                     }
                 },
@@ -185,7 +205,7 @@ impl Server {
                 Err(why) => {
                     // A reset rather than a FIN: the client learns at once, and a storm of
                     // refused connections leaves no TIME_WAIT entries behind on our side.
-                    let _ = tcp.set_zero_linger();
+                    let _ = crate::sys::reset_on_close(&tcp);
                     drop(tcp);
                     if service.refused_connections.allow() {
                         let cap = match why {
@@ -194,6 +214,16 @@ impl Server {
                         };
                         tracing::warn!(%peer, reason = %why, cap, "refusing a connection");
                     }
+                    continue;
+                }
+            };
+            let tcp = match tcp
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(tcp))
+            {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot take on an accepted connection");
                     continue;
                 }
             };
@@ -206,6 +236,29 @@ impl Server {
             });
         }
         service.flush_logs();
+    }
+}
+
+/// Whether a failed accept means the process or system is out of something (descriptors,
+/// buffers, memory), as opposed to a problem with the one connection.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The next connection in the accept queue, as a std socket (blocking, not registered).
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|l| l.get_ref().accept()) {
+            Ok(result) => return result,
+            // Readiness was stale: try_io cleared it; wait again.
+            Err(_would_block) => continue,
+        }
     }
 }
 

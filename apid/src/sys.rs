@@ -27,6 +27,30 @@ pub fn defer_accept(listener: &impl AsRawFd, wait: Duration) -> io::Result<()> {
     }
 }
 
+/// `SO_LINGER` with a zero timeout: closing the socket sends a reset instead of a FIN, at once
+/// and without a TIME_WAIT entry.
+pub fn reset_on_close(socket: &impl AsRawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor, and a pointer to a linger struct with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes glibc's malloc give large freed blocks back to the kernel. By default glibc raises its
 /// mmap threshold to the size of the largest block freed so far (up to 32 MiB), after which
 /// request bodies of up to 1 MiB come from the heap and their memory stays with the process
