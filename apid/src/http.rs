@@ -280,19 +280,123 @@ async fn connection(
             return;
         }
     };
+    let activity = Arc::new(Activity::new());
+    let requests = activity.clone();
+    let linger_bytes = limits.max_body;
     let svc = hyper::service::service_fn(move |req| {
         let service = service.clone();
-        async move { Ok::<_, Infallible>(service.respond(req, peer).await) }
+        let busy = requests.begin();
+        // Boxed, so that the connection is Unpin and can hand its stream back at the end.
+        Box::pin(async move {
+            let response = service.respond(req, peer).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        })
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     // hyper starts this timer when it begins waiting for a request, so it bounds both the idle
-    // time of a keep-alive connection and how long a request's headers may take.
+    // time of a keep-alive connection and how long a request's headers may take. It closes
+    // without a TLS close_notify, though, so the idle case is ours (below) and this one, a
+    // second later, is only the backstop for headers that trickle in.
     http.timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(limits.idle_timeout)
+        .header_read_timeout(limits.idle_timeout + Duration::from_secs(1))
         .max_buf_size(64 * 1024);
-    if let Err(e) = http.serve_connection(TokioIo::new(tls), svc).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let mut conn = http.serve_connection(TokioIo::new(tls), svc);
+    let mut check = tokio::time::Instant::now() + limits.idle_timeout;
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break ended,
+            _ = tokio::time::sleep_until(check) => {
+                let now = tokio::time::Instant::now();
+                if closing {
+                    tracing::debug!(%peer, "an idle connection did not close in time; dropped");
+                    return;
+                }
+                match activity.idle_until(limits.idle_timeout) {
+                    Some(deadline) if deadline <= now => {
+                        // Idle for too long: hyper stops waiting for a request and hands the
+                        // stream back for the close below.
+                        std::pin::Pin::new(&mut conn).graceful_shutdown();
+                        closing = true;
+                        check = now + CLOSE_GRACE;
+                    }
+                    Some(deadline) => check = deadline,
+                    // A request is being served; its own deadlines apply. Look again later.
+                    None => check = now + limits.idle_timeout,
+                }
+            }
+        }
+    };
+    match ended {
+        Ok(()) => linger_close(conn.into_parts().io.into_inner(), linger_bytes).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    }
+}
+
+/// How long closing a connection may take before it is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends a connection the way clients can read: TLS close_notify and a FIN, then whatever the
+/// client still sends is read and dropped (up to `max_bytes`, for up to [`CLOSE_GRACE`]) until
+/// it closes too. Closing at once would let its next bytes — a request sent just as an idle
+/// connection was closed, or the rest of a body refused with 503 — draw a TCP reset, which
+/// destroys our close_notify or answer before the client reads it: Python's xmlrpc.client then
+/// fails with SSLEOFError or a reset instead of reading the answer, or reconnecting.
+async fn linger_close(mut tls: tokio_rustls::server::TlsStream<TcpStream>, max_bytes: usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        tls.shutdown().await?;
+        let mut buf = [0u8; 8192];
+        let mut drained = 0usize;
+        while drained <= max_bytes {
+            match tls.read(&mut buf).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Whether a connection has a request in flight, and since when it has had none.
+struct Activity {
+    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
+}
+
+/// One request in flight; the connection counts as active until it is dropped.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.lock().0 += 1;
+        Busy(self.clone())
+    }
+
+    /// When the connection will have been idle for `idle`, or None while a request is served.
+    fn idle_until(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        let (in_flight, since) = *self.lock();
+        (in_flight == 0).then(|| since + idle)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.0 = state.0.saturating_sub(1);
+        state.1 = tokio::time::Instant::now();
     }
 }
 
