@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bus;
 pub mod http;
 pub mod methods;
+pub mod state;
 pub mod sys;
 pub mod tls;
 
