@@ -8,6 +8,7 @@ mod size;
 mod tls;
 mod vm;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -299,9 +300,13 @@ fn config_check(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
+            // Through one buffer: stderr is unbuffered, and a line per write(2) is most of the
+            // time a file with thousands of problems takes.
+            let mut err = std::io::BufWriter::new(std::io::stderr().lock());
             for d in &errors.0 {
-                eprintln!("{d}");
+                let _ = writeln!(err, "{d}");
             }
+            let _ = err.flush();
             ExitCode::FAILURE
         }
     }
