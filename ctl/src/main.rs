@@ -112,7 +112,8 @@ enum NetCommand {
     /// Deletes a network without ports.
     Delete { name: String },
     /// Sets the live limits of a port or a network's aggregate; rates in bit/s with an
-    /// optional K, M or G suffix (decimal, as network rates are: 100M = 100 000 000 bit/s).
+    /// optional K, M, G or T suffix, any case, optionally followed by "bit" (decimal, as
+    /// network rates are: 100M = 100mbit = 100 000 000 bit/s); fractions when whole: 1.5G.
     Limits {
         target: String,
         #[arg(long, value_parser = rate::parse)]

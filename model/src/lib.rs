@@ -8,6 +8,7 @@ pub mod dbus;
 pub mod fault;
 pub mod net;
 pub mod token;
+pub mod units;
 pub mod vm;
 pub mod xmlrpc;
 

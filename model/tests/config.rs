@@ -30,6 +30,50 @@ fn minimal_file_gets_defaults() {
     assert!(c.networks.is_empty() && c.pools.is_empty() && c.vms.is_empty());
 }
 
+/// One size grammar (`model::units::parse_size`): decimal units are decimal, the single letters
+/// and IEC units binary, whole-byte fractions accepted.
+#[test]
+fn sizes_in_every_spelling() {
+    let text = format!(
+        "{MINIMAL}
+[[pool]]
+name = \"p\"
+kind = \"thin\"
+size = \"1.5T\"
+[[template]]
+name = \"t\"
+[[container]]
+name = \"a\"
+template = \"t\"
+memory = \"256MB\"
+disk = \"12GB\"
+[[container]]
+name = \"b\"
+template = \"t\"
+memory = \"512m\"
+disk = \"20GiB\"
+[[vm]]
+name = \"v\"
+memory = \"1.5G\"
+kernel = \"/k\"
+"
+    );
+    let c = parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.pools[0].size, Some(3 << 39));
+    assert_eq!(c.containers[0].memory, Some(256_000_000));
+    assert_eq!(c.containers[0].disk, Some(12_000_000_000));
+    assert_eq!(c.containers[1].memory, Some(512 << 20));
+    assert_eq!(c.containers[1].disk, Some(20 << 30));
+    assert_eq!(c.vms[0].memory, 1536 << 20);
+    // A VM's RAM is whole MiB, which 256 000 000 bytes are not.
+    let errs = errors(&text.replace("memory = \"1.5G\"", "memory = \"256MB\""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].ends_with("memory \"256MB\" in vm \"v\" is not a whole number of MiB; expected a size such as \"512M\" or \"2G\""),
+        "{errs:?}"
+    );
+}
+
 #[test]
 fn full_example_values_are_typed() {
     let text = include_str!("../../examples/full.toml");

@@ -8,7 +8,6 @@ mod net;
 mod parse;
 mod read;
 mod types;
-mod units;
 mod validate;
 mod walk;
 
@@ -16,4 +15,3 @@ pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use net::{CidrError, host_address_problem, parse_cidr, parse_ipv4_cidr};
 pub use parse::{load, parse};
 pub use types::*;
-pub use units::{SizeError, parse_size};

@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
 use super::Diagnostic;
-use super::units::parse_size;
+use crate::units::parse_size;
 
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 
