@@ -11,10 +11,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::sandbox::{Sandbox, bin_dir};
 use common::{TempDir, build_test_guest, kvm_unusable, last_tick, skip};
 use model::dbus::{CairnError, Host1Proxy};
 use model::vm::{VmInfo, VmState};
+use testkit::sandbox::{Sandbox, bin_dir};
 
 const TEST: &str = "sandbox_vm::test_guest_in_a_jailed_vmm_under_hostd";
 const SECTOR0: &str = "sector zero, written by the host";

@@ -1,6 +1,9 @@
-//! Fixtures shared by the integration tests of init, netd, hostd and apid: recording skips,
-//! the root check, scratch directories and named network namespaces removed on drop, and a
-//! private dbus-daemon. Dev-only: never a dependency of a shipped binary.
+//! Fixtures shared by the integration tests of init, netd, hostd, apid and cairnctl: recording
+//! skips, the root check, scratch directories and named network namespaces removed on drop, a
+//! private dbus-daemon, the `init --sandbox` harness ([`sandbox`]) and the host.toml fixtures.
+//! Dev-only: never a dependency of a shipped binary.
+
+pub mod sandbox;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -179,6 +182,39 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// The typed config of a host that only serves the API (no networks or guests), for tests
+/// that run apid in-process: DHCP on eth0, 127.0.0.1 on a port of the kernel's choosing,
+/// a generated certificate, and one token `token_name` whose secret is `token`.
+pub fn api_host_config(hostname: &str, token_name: &str, token: &str) -> model::config::HostConfig {
+    use model::config::{Api, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
+    HostConfig {
+        host: Host {
+            hostname: hostname.into(),
+            timezone: "UTC".into(),
+            dns: vec![],
+            management: Management {
+                interface: "eth0".into(),
+                address: MgmtAddress::Dhcp,
+            },
+        },
+        api: Api {
+            listen: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port: 0,
+            tls: Tls::Generate,
+            tokens: vec![ApiToken {
+                name: token_name.into(),
+                sha256: model::token::parse_digest(&model::token::digest(token))
+                    .expect("digest() makes what parse_digest() reads"),
+            }],
+        },
+        networks: vec![],
+        pools: vec![],
+        templates: vec![],
+        containers: vec![],
+        vms: vec![],
     }
 }
 
