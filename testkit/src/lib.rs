@@ -185,6 +185,20 @@ impl Drop for Netns {
     }
 }
 
+/// The `[api]` section of examples/dev.toml: all addresses, port 8443, a generated certificate,
+/// and the token "admin" whose secret is "cairn-dev-token". For tests that run a daemon on a
+/// host.toml of their own.
+pub const DEV_API_TOML: &str = r#"
+[api]
+listen = "0.0.0.0"
+port = 8443
+tls = "generate"
+
+[[api.token]]
+name = "admin"
+sha256 = "sha256:cea49af368c525fcb6c735bfa051c110338cee9033df78dcd59da91c5294b3cd"
+"#;
+
 /// The typed config of a host that only serves the API (no networks or guests), for tests
 /// that run apid in-process: DHCP on eth0, 127.0.0.1 on a port of the kernel's choosing,
 /// a generated certificate, and one token `token_name` whose secret is `token`.
@@ -253,4 +267,24 @@ address = "{p}.1/24"
         ));
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fixtures are valid host.toml, and the dev token's digest is the one the docs give.
+    #[test]
+    fn fixtures_parse() {
+        let dev = format!(
+            "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"eth0\"\ndhcp = true\n{}",
+            super::DEV_API_TOML
+        );
+        let c = model::config::parse("dev", &dev).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            model::token::parse_digest(&model::token::digest("cairn-dev-token")),
+            Some(c.api.tokens[0].sha256)
+        );
+        let sandbox = super::sandbox_config("h", Some("10.50.0"));
+        let c = model::config::parse("sandbox", &sandbox).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.networks[0].name, "lan");
+    }
 }
