@@ -6,6 +6,7 @@ use std::time::Duration;
 use model::dbus::{
     CairnError, Host1Proxy, Init1Proxy, Network1Proxy, ServiceInfo, StatusTuple, Storage1Proxy,
 };
+use model::fault::FaultCode;
 use zbus::proxy::CacheProperties;
 
 /// How long one D-Bus call may take before the daemon counts as not answering.
@@ -44,32 +45,26 @@ pub enum BusError {
     Unavailable { what: &'static str, message: String },
     #[error("{what} failed: {message}")]
     Failed { what: &'static str, message: String },
-    /// The daemon refused the request and said why (org.cairn.Error.*).
+    /// The daemon refused the request and said why (org.cairn.Error.*), as its fault code.
     #[error("{message}")]
-    Rejected { kind: Rejection, message: String },
-}
-
-/// The kinds of `model::dbus::CairnError`, each one XML-RPC fault code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    InvalidArgs,
-    NotFound,
-    Conflict,
-    Busy,
-    Failed,
+    Rejected { code: FaultCode, message: String },
 }
 
 impl BusError {
     fn from_cairn(what: &'static str, e: CairnError) -> BusError {
-        let (kind, message) = match e {
-            CairnError::ZBus(e) => return BusError::from_zbus(what, e),
-            CairnError::InvalidArgs(m) => (Rejection::InvalidArgs, m),
-            CairnError::NotFound(m) => (Rejection::NotFound, m),
-            CairnError::Conflict(m) => (Rejection::Conflict, m),
-            CairnError::Busy(m) => (Rejection::Busy, m),
-            CairnError::Failed(m) => (Rejection::Failed, m),
-        };
-        BusError::Rejected { kind, message }
+        match e.into_fault() {
+            Ok((code, message)) => BusError::Rejected { code, message },
+            Err(e) => BusError::from_zbus(what, e),
+        }
+    }
+
+    /// The API fault this error is reported as.
+    pub fn fault_code(&self) -> FaultCode {
+        match self {
+            BusError::Rejected { code, .. } => *code,
+            e if e.is_transient() => FaultCode::Busy,
+            _ => FaultCode::Internal,
+        }
     }
 }
 
@@ -78,7 +73,7 @@ impl BusError {
     pub fn is_transient(&self) -> bool {
         match self {
             BusError::Failed { .. } => false,
-            BusError::Rejected { kind, .. } => *kind == Rejection::Busy,
+            BusError::Rejected { code, .. } => *code == FaultCode::Busy,
             _ => true,
         }
     }

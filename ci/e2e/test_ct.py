@@ -158,8 +158,8 @@ class Containers(ApplianceTestCase):
             self.call("ct.create", {"name": "bad", "template": TEMPLATE,
                                     "resources": {"cpu_limit": 0, "cpu_weight": 20000}})
         self.assertEqual(cm.exception.faultCode, FAULT_BAD_PARAMS)
-        self.assertIn("cpu_limit = 0", cm.exception.faultString)
-        self.assertIn("cpu_weight = 20000", cm.exception.faultString)
+        self.assertIn("cpu_limit 0 is out of range", cm.exception.faultString)
+        self.assertIn("cpu_weight 20000 is out of range", cm.exception.faultString)
         with self.assertRaises(xmlrpc.client.Fault) as cm:
             self.call("ct.create", {"name": "orphan", "template": "no-such-template"})
         self.assertIn(cm.exception.faultCode, (FAULT_BAD_PARAMS, FAULT_NOT_FOUND),

@@ -2,9 +2,16 @@
 
 use clap::{Args, Subcommand};
 
-use model::xmlrpc::{Struct, Value};
+use model::api::ct::{
+    CtConsole, CtCreate, CtDelete, CtExec, CtInfo, CtList, CtPause, CtRestart, CtResume, CtSet,
+    CtStart, CtStop, CtStopTimeout, TemplateDelete, TemplateImport, TemplateList,
+};
+use model::ct::{ContainerSpec, Resources};
+use model::xmlrpc::{EncodeError, Struct, Value};
 
-use crate::output::{table, text, utc};
+use crate::call::{Call, call};
+
+use crate::output::{joined, table, text, utc};
 use crate::size;
 
 #[derive(Subcommand)]
@@ -111,17 +118,16 @@ pub struct ResourceArgs {
 }
 
 impl ResourceArgs {
-    fn value(&self) -> Value {
-        let int = |k: &'static str, v: Option<u32>| v.map(|v| (k, Value::from_u64(v.into())));
-        let mut members = Vec::new();
-        members.extend(int("cpu_limit", self.cpu_limit));
-        members.extend(int("cpu_weight", self.cpu_weight));
-        members.extend(self.cpuset.clone().map(|s| ("cpuset", Value::String(s))));
-        members.extend(self.memory.map(|m| ("memory", Value::from_u64(m))));
-        members.extend(self.swap.map(|m| ("swap", Value::from_u64(m))));
-        members.extend(int("pids", self.pids));
-        members.extend(int("io_weight", self.io_weight));
-        Value::structure(members)
+    fn resources(&self) -> Resources {
+        Resources {
+            cpu_limit: self.cpu_limit,
+            cpu_weight: self.cpu_weight,
+            cpuset: self.cpuset.clone(),
+            memory: self.memory,
+            swap: self.swap,
+            pids: self.pids,
+            io_weight: self.io_weight,
+        }
     }
 }
 
@@ -140,17 +146,14 @@ pub enum TemplateCommand {
     Delete { name: String },
 }
 
-fn s(v: &str) -> Value {
-    Value::String(v.to_string())
-}
-
-/// The XML-RPC method and parameters of a `ct` subcommand.
-pub fn ct_call(command: &CtCommand) -> (&'static str, Vec<Value>) {
+/// The call of a `ct` subcommand.
+pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
+    let name = |n: &String| n.clone();
     match command {
-        CtCommand::List => ("ct.list", vec![]),
-        CtCommand::Info { name } => ("ct.info", vec![s(name)]),
+        CtCommand::List => call(CtList {}),
+        CtCommand::Info { name: n } => call(CtInfo { name: name(n) }),
         CtCommand::Create {
-            name,
+            name: n,
             template,
             network,
             addresses,
@@ -159,69 +162,57 @@ pub fn ct_call(command: &CtCommand) -> (&'static str, Vec<Value>) {
             privileged,
             resources,
             command,
-        } => {
-            let opt = |k: &'static str, v: &Option<String>| v.as_deref().map(|v| (k, s(v)));
-            let mut spec = vec![("name", s(name)), ("template", s(template))];
-            spec.extend(opt("network", network));
-            if !addresses.is_empty() {
-                spec.push((
-                    "addresses",
-                    Value::Array(addresses.iter().map(|a| s(a)).collect()),
-                ));
-            }
-            spec.extend(opt("gateway", gateway));
-            spec.extend(opt("hostname", hostname));
-            if *privileged {
-                spec.push(("privileged", Value::Bool(true)));
-            }
-            let limits = resources.value();
-            if limits.as_struct().is_some_and(|l| !l.is_empty()) {
-                spec.push(("resources", limits));
-            }
-            if !command.is_empty() {
-                spec.push((
-                    "command",
-                    Value::Array(command.iter().map(|a| s(a)).collect()),
-                ));
-            }
-            ("ct.create", vec![Value::structure(spec)])
-        }
-        CtCommand::Start { name } => ("ct.start", vec![s(name)]),
+        } => call(CtCreate {
+            spec: ContainerSpec {
+                name: name(n),
+                template: template.clone(),
+                network: network.clone(),
+                addresses: addresses.clone(),
+                gateway: gateway.clone(),
+                hostname: hostname.clone(),
+                command: (!command.is_empty()).then(|| command.clone()),
+                privileged: *privileged,
+                resources: resources.resources(),
+            },
+        }),
+        CtCommand::Start { name: n } => call(CtStart { name: name(n) }),
         CtCommand::Stop {
-            name,
+            name: n,
             timeout: None,
-        } => ("ct.stop", vec![s(name)]),
+        } => call(CtStop { name: name(n) }),
         CtCommand::Stop {
-            name,
+            name: n,
             timeout: Some(t),
-        } => (
-            "ct.stopTimeout",
-            vec![s(name), Value::Int(i32::try_from(*t).unwrap_or(i32::MAX))],
-        ),
-        CtCommand::Restart { name } => ("ct.restart", vec![s(name)]),
-        CtCommand::Pause { name } => ("ct.pause", vec![s(name)]),
-        CtCommand::Resume { name } => ("ct.resume", vec![s(name)]),
-        CtCommand::Delete { name } => ("ct.delete", vec![s(name)]),
-        CtCommand::Exec { name, command } => (
-            "ct.exec",
-            vec![
-                s(name),
-                Value::Array(command.iter().map(|a| s(a)).collect()),
-            ],
-        ),
-        CtCommand::Set { name, resources } => ("ct.set", vec![s(name), resources.value()]),
-        CtCommand::Console { name } => ("ct.console", vec![s(name)]),
+        } => call(CtStopTimeout {
+            name: name(n),
+            seconds: *t,
+        }),
+        CtCommand::Restart { name: n } => call(CtRestart { name: name(n) }),
+        CtCommand::Pause { name: n } => call(CtPause { name: name(n) }),
+        CtCommand::Resume { name: n } => call(CtResume { name: name(n) }),
+        CtCommand::Delete { name: n } => call(CtDelete { name: name(n) }),
+        CtCommand::Exec { name: n, command } => call(CtExec {
+            name: name(n),
+            argv: command.clone(),
+        }),
+        CtCommand::Set { name: n, resources } => call(CtSet {
+            name: name(n),
+            resources: resources.resources(),
+        }),
+        CtCommand::Console { name: n } => call(CtConsole { name: name(n) }),
     }
 }
 
-/// The XML-RPC method and parameters of a `template` subcommand.
-pub fn template_call(command: &TemplateCommand) -> (&'static str, Vec<Value>) {
+/// The call of a `template` subcommand.
+pub fn template_call(command: &TemplateCommand) -> Result<Call, EncodeError> {
     match command {
-        TemplateCommand::List => ("template.list", vec![]),
-        TemplateCommand::Import { name, path, sha256 } => {
-            ("template.import", vec![s(name), s(path), s(sha256)])
-        }
-        TemplateCommand::Delete { name } => ("template.delete", vec![s(name)]),
+        TemplateCommand::List => call(TemplateList {}),
+        TemplateCommand::Import { name, path, sha256 } => call(TemplateImport {
+            name: name.clone(),
+            path: path.clone(),
+            sha256: sha256.clone(),
+        }),
+        TemplateCommand::Delete { name } => call(TemplateDelete { name: name.clone() }),
     }
 }
 
@@ -251,15 +242,7 @@ pub fn containers_table(list: &Value) -> String {
                 bytes_cell(member(usage, "memory_bytes")),
                 bytes_cell(member(res, "memory"))
             );
-            let addresses = member(c, "addresses")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|v| text(Some(v)))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let addresses = joined(c, "addresses");
             vec![
                 text(member(c, "name")),
                 text(member(c, "state")),
@@ -347,6 +330,10 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    fn s(v: &str) -> Value {
+        Value::from(v)
+    }
+
     #[derive(Parser)]
     struct Cli {
         #[command(subcommand)]
@@ -356,7 +343,7 @@ mod tests {
     fn parse(args: &[&str]) -> (&'static str, Vec<Value>) {
         let cli = Cli::try_parse_from(std::iter::once("ct").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        ct_call(&cli.ct)
+        ct_call(&cli.ct).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     #[test]
@@ -440,7 +427,8 @@ mod tests {
         let (m, p) = ct_call(&CtCommand::Stop {
             name: "web1".into(),
             timeout: Some(3),
-        });
+        })
+        .unwrap();
         assert_eq!(m, "ct.stopTimeout");
         assert_eq!(p, vec![s("web1"), Value::Int(3)]);
         let list = Value::Array(vec![Value::structure([

@@ -1,5 +1,6 @@
 //! `cairnctl`: the command-line client of Cairn's XML-RPC API.
 
+mod call;
 mod client;
 mod ct;
 mod output;
@@ -15,7 +16,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, anyhow};
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use model::xmlrpc::Value;
+use model::api::host;
+use model::api::net::{NetCreate, NetDelete, NetInfo, NetList, NetSetLimits, PortList};
+use model::net::{Limits, NetworkKind, NetworkSpec, Rate};
+use model::xmlrpc::{EncodeError, Value};
+
+use crate::call::{Call, call};
 
 use crate::client::{Client, Endpoint};
 use crate::ct::{CtCommand, TemplateCommand};
@@ -95,8 +101,8 @@ enum NetCommand {
     /// Creates a network (the fields of a [[network]] table in host.toml).
     Create {
         name: String,
-        #[arg(long, value_parser = ["bridged", "routed", "vlan"])]
-        kind: String,
+        #[arg(long, value_parser = parse_kind)]
+        kind: NetworkKind,
         #[arg(long)]
         uplink: Option<String>,
         #[arg(long)]
@@ -156,16 +162,16 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => return Ok(config_check(file)),
-        Command::Info => ("host.info", vec![]),
-        Command::Services => ("host.services", vec![]),
+        Command::Info => call(host::Info {}),
+        Command::Services => call(host::Services {}),
         Command::Net { command } => net_call(command),
         Command::Port {
             command: PortCommand::List,
-        } => ("port.list", vec![]),
+        } => call(PortList {}),
         Command::Ct { command } => ct::ct_call(command),
         Command::Template { command } => ct::template_call(command),
         Command::Vm { command } => vm::vm_call(command, vm_create),
-    };
+    }?;
     let url = cli
         .url
         .as_deref()
@@ -248,13 +254,12 @@ fn exec_output(value: &Value) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))
 }
 
-/// The XML-RPC method and parameters of a `net` subcommand.
-fn net_call(command: &NetCommand) -> (&'static str, Vec<Value>) {
-    let opt_str = |k: &'static str, v: &Option<String>| v.clone().map(|v| (k, Value::String(v)));
+/// The call of a `net` subcommand.
+fn net_call(command: &NetCommand) -> Result<Call, EncodeError> {
     match command {
-        NetCommand::List => ("net.list", vec![]),
-        NetCommand::Info { name } => ("net.info", vec![Value::String(name.clone())]),
-        NetCommand::Delete { name } => ("net.delete", vec![Value::String(name.clone())]),
+        NetCommand::List => call(NetList {}),
+        NetCommand::Info { name } => call(NetInfo { name: name.clone() }),
+        NetCommand::Delete { name } => call(NetDelete { name: name.clone() }),
         NetCommand::Create {
             name,
             kind,
@@ -263,35 +268,46 @@ fn net_call(command: &NetCommand) -> (&'static str, Vec<Value>) {
             vlan_aware,
             subnet,
             address,
-        } => {
-            let mut spec = vec![
-                ("name", Value::String(name.clone())),
-                ("kind", Value::String(kind.clone())),
-            ];
-            spec.extend(opt_str("uplink", uplink));
-            spec.extend(vlan.map(|v| ("vlan", Value::Int(v.into()))));
-            if *vlan_aware {
-                spec.push(("vlan_aware", Value::Bool(true)));
-            }
-            spec.extend(opt_str("subnet", subnet));
-            spec.extend(opt_str("address", address));
-            ("net.create", vec![Value::structure(spec)])
-        }
+        } => call(NetCreate {
+            spec: NetworkSpec {
+                name: name.clone(),
+                kind: *kind,
+                uplink: uplink.clone(),
+                vlan: *vlan,
+                vlan_aware: *vlan_aware,
+                subnet: subnet.clone(),
+                address: address.clone(),
+                bond: Vec::new(),
+                bond_mode: None,
+                limits: None,
+            },
+        }),
         NetCommand::Limits {
             target,
             egress,
             ingress,
         } => {
-            let rate = |bps: u64| Value::structure([("rate_bps", Value::from_u64(bps))]);
-            let mut limits = Vec::new();
-            limits.extend(egress.map(|r| ("egress", rate(r))));
-            limits.extend(ingress.map(|r| ("ingress", rate(r))));
-            (
-                "net.setLimits",
-                vec![Value::String(target.clone()), Value::structure(limits)],
-            )
+            let rate = |bps: &Option<u64>| {
+                bps.map(|rate_bps| Rate {
+                    rate_bps,
+                    burst_bytes: None,
+                })
+            };
+            call(NetSetLimits {
+                target: target.clone(),
+                limits: Limits {
+                    egress: rate(egress),
+                    ingress: rate(ingress),
+                    ..Limits::default()
+                },
+            })
         }
     }
+}
+
+/// `--kind`: a network kind by its API name.
+fn parse_kind(s: &str) -> Result<NetworkKind, String> {
+    model::xmlrpc::from_value(Value::from(s)).map_err(|e| e.to_string())
 }
 
 fn config_check(file: &std::path::Path) -> ExitCode {

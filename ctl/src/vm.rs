@@ -2,7 +2,15 @@
 
 use clap::{ArgMatches, Subcommand};
 
-use model::xmlrpc::{Struct, Value};
+use model::api::vm::{
+    VmConsole, VmCreate, VmDelete, VmInfoOf, VmList, VmPause, VmRestore, VmResume, VmSnapshot,
+    VmStart, VmStop,
+};
+use model::ct::Resources;
+use model::vm::{DiskSpec, NicSpec, VmSpec};
+use model::xmlrpc::{EncodeError, Struct, Value};
+
+use crate::call::{Call, call};
 
 use crate::output::{table, text};
 use crate::size;
@@ -118,21 +126,13 @@ fn parse_disk(s: &str) -> Result<(String, bool), String> {
     Ok((what.to_string(), ro))
 }
 
-fn s(v: &str) -> Value {
-    Value::String(v.to_string())
-}
-
-fn int(n: u32) -> Value {
-    Value::from_u64(n.into())
-}
-
 /// The disks of `vm create` in command-line order: `create` (the subcommand's matches) knows
 /// where each --disk and --volume was given; without it, files come before volumes.
 fn disks_in_order(
     disks: &[(String, bool)],
     volumes: &[(String, bool)],
     create: Option<&ArgMatches>,
-) -> Vec<Value> {
+) -> Vec<DiskSpec> {
     let positions = |id: &str, n: usize| -> Vec<usize> {
         create
             .and_then(|m| m.indices_of(id))
@@ -141,33 +141,40 @@ fn disks_in_order(
             .unwrap_or_else(|| (0..n).collect())
     };
     let offset = if create.is_some() { 0 } else { disks.len() };
-    let mut all: Vec<(usize, Value)> = Vec::new();
-    for ((what, ro), at) in disks.iter().zip(positions("disks", disks.len())) {
-        all.push((at, disk("path", what, *ro)));
+    let mut all: Vec<(usize, DiskSpec)> = Vec::new();
+    for ((path, ro), at) in disks.iter().zip(positions("disks", disks.len())) {
+        all.push((
+            at,
+            DiskSpec {
+                volume: None,
+                path: Some(path.clone()),
+                read_only: *ro,
+            },
+        ));
     }
-    for ((what, ro), at) in volumes.iter().zip(positions("volumes", volumes.len())) {
-        all.push((at + offset, disk("volume", what, *ro)));
+    for ((volume, ro), at) in volumes.iter().zip(positions("volumes", volumes.len())) {
+        all.push((
+            at + offset,
+            DiskSpec {
+                volume: Some(volume.clone()),
+                path: None,
+                read_only: *ro,
+            },
+        ));
     }
     all.sort_by_key(|(at, _)| *at);
-    all.into_iter().map(|(_, v)| v).collect()
+    all.into_iter().map(|(_, d)| d).collect()
 }
 
-fn disk(kind: &'static str, what: &str, ro: bool) -> Value {
-    let mut members = vec![(kind, s(what))];
-    if ro {
-        members.push(("read_only", Value::Bool(true)));
-    }
-    Value::structure(members)
-}
-
-/// The XML-RPC method and parameters of a `vm` subcommand. `create` is the matches of
-/// `vm create`, for the order of its disks.
-pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> (&'static str, Vec<Value>) {
+/// The call of a `vm` subcommand. `create` is the matches of `vm create`, for the order of
+/// its disks.
+pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> Result<Call, EncodeError> {
+    let name = |n: &String| n.clone();
     match command {
-        VmCommand::List => ("vm.list", vec![]),
-        VmCommand::Info { name } => ("vm.info", vec![s(name)]),
+        VmCommand::List => call(VmList {}),
+        VmCommand::Info { name: n } => call(VmInfoOf { name: name(n) }),
         VmCommand::Create {
-            name,
+            name: n,
             vcpus,
             memory,
             kernel,
@@ -178,55 +185,56 @@ pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> (&'static st
             nics,
             cpu_limit,
             cpu_weight,
-        } => {
-            let mut spec = vec![
-                ("name", s(name)),
-                ("vcpus", int(*vcpus)),
-                ("memory_mib", Value::from_u64(*memory)),
-                ("kernel", s(kernel)),
-            ];
-            spec.extend(initrd.as_deref().map(|v| ("initrd", s(v))));
-            spec.extend(cmdline.as_deref().map(|v| ("cmdline", s(v))));
-            let disks = disks_in_order(disks, volumes, create);
-            if !disks.is_empty() {
-                spec.push(("disks", Value::Array(disks)));
-            }
-            if !nics.is_empty() {
-                let nics = nics
+        } => call(VmCreate {
+            spec: VmSpec {
+                name: name(n),
+                vcpus: *vcpus,
+                memory_mib: *memory,
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                cmdline: cmdline.clone().unwrap_or_default(),
+                disks: disks_in_order(disks, volumes, create),
+                nics: nics
                     .iter()
                     .map(|n| match n.split_once('=') {
-                        Some((network, mac)) => {
-                            Value::structure([("network", s(network)), ("mac", s(mac))])
-                        }
-                        None => Value::structure([("network", s(n))]),
+                        Some((network, mac)) => NicSpec {
+                            network: network.to_string(),
+                            mac: Some(mac.to_string()),
+                        },
+                        None => NicSpec {
+                            network: n.clone(),
+                            mac: None,
+                        },
                     })
-                    .collect();
-                spec.push(("nics", Value::Array(nics)));
-            }
-            let mut resources = Vec::new();
-            resources.extend(cpu_limit.map(|v| ("cpu_limit", int(v))));
-            resources.extend(cpu_weight.map(|v| ("cpu_weight", int(v))));
-            if !resources.is_empty() {
-                spec.push(("resources", Value::structure(resources)));
-            }
-            ("vm.create", vec![Value::structure(spec)])
-        }
-        VmCommand::Start { name } => ("vm.start", vec![s(name)]),
-        VmCommand::Stop { name, timeout } => {
-            let mut params = vec![s(name)];
-            params.extend(timeout.map(int));
-            ("vm.stop", params)
-        }
-        VmCommand::Pause { name } => ("vm.pause", vec![s(name)]),
-        VmCommand::Resume { name } => ("vm.resume", vec![s(name)]),
-        VmCommand::Delete { name } => ("vm.delete", vec![s(name)]),
-        VmCommand::Snapshot { name, dir } => ("vm.snapshot", vec![s(name), s(dir)]),
-        VmCommand::Restore { name, dir } => ("vm.restore", vec![s(name), s(dir)]),
-        VmCommand::Console { name, bytes } => {
-            let mut params = vec![s(name)];
-            params.extend(bytes.map(int));
-            ("vm.console", params)
-        }
+                    .collect(),
+                resources: Resources {
+                    cpu_limit: *cpu_limit,
+                    cpu_weight: *cpu_weight,
+                    ..Resources::default()
+                },
+                autostart: false,
+            },
+        }),
+        VmCommand::Start { name: n } => call(VmStart { name: name(n) }),
+        VmCommand::Stop { name: n, timeout } => call(VmStop {
+            name: name(n),
+            timeout_s: *timeout,
+        }),
+        VmCommand::Pause { name: n } => call(VmPause { name: name(n) }),
+        VmCommand::Resume { name: n } => call(VmResume { name: name(n) }),
+        VmCommand::Delete { name: n } => call(VmDelete { name: name(n) }),
+        VmCommand::Snapshot { name: n, dir } => call(VmSnapshot {
+            name: name(n),
+            dir: dir.clone(),
+        }),
+        VmCommand::Restore { name: n, dir } => call(VmRestore {
+            name: name(n),
+            dir: dir.clone(),
+        }),
+        VmCommand::Console { name: n, bytes } => call(VmConsole {
+            name: name(n),
+            max_bytes: *bytes,
+        }),
     }
 }
 
@@ -312,6 +320,10 @@ mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
 
+    fn s(v: &str) -> Value {
+        Value::from(v)
+    }
+
     #[derive(Parser)]
     struct Cli {
         #[command(subcommand)]
@@ -324,6 +336,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
         let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         vm_call(&cli.vm, matches.subcommand_matches("create"))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     fn fails(args: &[&str]) -> String {
@@ -470,7 +483,10 @@ mod tests {
             &[("v".into(), true), ("w".into(), false)],
             None,
         );
-        let json: Vec<serde_json::Value> = disks.iter().map(Value::to_json).collect();
+        let json: Vec<serde_json::Value> = disks
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap())
+            .collect();
         assert_eq!(
             json,
             [

@@ -154,7 +154,15 @@ impl Host1 {
         #[zbus(object_server)] server: &zbus::ObjectServer,
         spec_json: &str,
     ) -> Result<String, CairnError> {
-        let info = self.manager.lock().await.create(spec_json).await?;
+        // The other kind's names first, without holding both locks (status takes them in the
+        // other order).
+        let vms = self.vms.lock().await.names();
+        let info = self
+            .manager
+            .lock()
+            .await
+            .create_among(spec_json, &vms)
+            .await?;
         export_container(server, &self.manager, &info.name).await;
         json(&info)
     }
@@ -207,6 +215,11 @@ impl Host1 {
         argv: Vec<String>,
         timeout_s: u32,
     ) -> Result<(i32, String, String), CairnError> {
+        if argv.first().is_none_or(String::is_empty) {
+            return Err(CairnError::InvalidArgs(
+                "argv must hold the command to run and its arguments".into(),
+            ));
+        }
         // The lock is held only to find the container: a long command must not block others.
         let (pid, exe) = self.manager.lock().await.exec_target(name).await?;
         Ok(manager::exec(&exe, name, pid, &argv, timeout_s).await?)
@@ -219,7 +232,15 @@ impl Host1 {
     // ---- VMs: one lock for now, so a long stop delays other VM calls (not containers) ----
 
     async fn create_vm(&self, spec_json: &str) -> Result<String, CairnError> {
-        json(&self.vms.lock().await.create(spec_json).await?)
+        let containers = self.manager.lock().await.names();
+        json(
+            &self
+                .vms
+                .lock()
+                .await
+                .create_among(spec_json, &containers)
+                .await?,
+        )
     }
 
     async fn start_vm(&self, name: &str) -> Result<(), CairnError> {

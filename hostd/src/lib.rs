@@ -1,5 +1,6 @@
 //! hostd: virtual machines and OS containers behind org.cairn.Host1. The binary (`main.rs`)
-//! is also the per-container monitor (`--monitor`) and the exec helper (`--ct-exec`).
+//! is also the per-container monitor (`--monitor`), the VMM process (`--vmm`, the `vmm` crate)
+//! and the exec helper (`--ct-exec`).
 
 pub mod ct;
 pub mod dbus;

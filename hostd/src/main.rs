@@ -1,6 +1,7 @@
 //! hostd: virtual machines and OS containers. Serves org.cairn.Host1; the same binary runs as
-//! a container's monitor (`hostd --monitor LAUNCH`) and as the exec helper
-//! (`hostd --ct-exec …`), so there is one file to install and one version of the runtime.
+//! a container's monitor (`hostd --monitor LAUNCH`), as a VM's monitor and VMM (`hostd --vmm
+//! LAUNCH`, the `vmm` crate's [`vmm::run`]) and as the exec helper (`hostd --ct-exec …`), so
+//! there is one file to install and one version of the runtime.
 
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ fn main() -> anyhow::Result<()> {
             let Some(launch) = argv.get(2) else {
                 anyhow::bail!("usage: hostd --vmm LAUNCH.json");
             };
-            std::process::exit(hostd::vm::process::main(std::path::Path::new(launch)));
+            std::process::exit(vmm::run(std::path::Path::new(launch)));
         }
         Some("--ct-exec") => std::process::exit(hostd::ct::exec::helper_main(&argv[2..])),
         _ => {}

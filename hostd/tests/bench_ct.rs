@@ -30,7 +30,7 @@ fn meminfo(key: &str) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    common::status_kib(pid, "VmRSS:")
+    testkit::status_kib(pid, "VmRSS:")
 }
 
 /// Proportional set size: shared pages (the hostd binary every monitor maps) divided among
@@ -69,7 +69,7 @@ async fn create_start_stop_delete() {
     let (tarball, digest) = busybox_tarball(&scratch.0);
     if let Ok(out) = std::env::var("CT_BENCH_ROOTFS") {
         // The same rootfs for crun, made by the same builder.
-        hostd::ct::template::busybox_rootfs(std::path::Path::new(&out)).expect("rootfs for crun");
+        testkit::template::busybox_rootfs(std::path::Path::new(&out)).expect("rootfs for crun");
     }
     let config = &testkit::sandbox_config("ct-bench", Some("10.60.0"));
     let mut sb = Sandbox::start("ct-bench", config, &bins);

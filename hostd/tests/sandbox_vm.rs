@@ -11,10 +11,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, build_test_guest, kvm_unusable, last_tick, skip};
+use common::{TempDir, skip};
 use model::dbus::{CairnError, Host1Proxy};
 use model::vm::{VmInfo, VmState};
+use testkit::guest::{build_test_guest, last_tick};
 use testkit::sandbox::{Sandbox, bin_dir};
+use vmm::machine::probe_kvm;
 
 const TEST: &str = "sandbox_vm::test_guest_in_a_jailed_vmm_under_hostd";
 const SECTOR0: &str = "sector zero, written by the host";
@@ -108,17 +110,17 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
     if !testkit::is_root() {
         return skip(TEST, "jails, taps and the sandbox need root");
     }
-    if let Some(why) = kvm_unusable() {
-        return skip(TEST, &why);
+    if let Err(why) = probe_kvm() {
+        return skip(TEST, &why.to_string());
     }
     let bins = match bin_dir() {
         Ok(b) => b,
-        Err(why) => return skip(TEST, &why),
+        Err(why) => return skip(TEST, &why.to_string()),
     };
     let scratch = TempDir::new("hostd-sbx-vm");
     let kernel = match build_test_guest(&scratch.0) {
         Ok(k) => k,
-        Err(why) => return skip(TEST, &why),
+        Err(why) => return skip(TEST, &why.to_string()),
     };
     let disk: PathBuf = scratch.0.join("disk.raw");
     let mut bytes = vec![0u8; 1 << 20];
@@ -413,17 +415,17 @@ async fn host_toml_vms_are_created_and_autostarted() {
     if !testkit::is_root() {
         return skip(test, "the sandbox needs root");
     }
-    if let Some(why) = kvm_unusable() {
-        return skip(test, &why);
+    if let Err(why) = probe_kvm() {
+        return skip(test, &why.to_string());
     }
     let bins = match bin_dir() {
         Ok(b) => b,
-        Err(why) => return skip(test, &why),
+        Err(why) => return skip(test, &why.to_string()),
     };
     let scratch = TempDir::new("hostd-sbx-vmtoml");
     let kernel = match build_test_guest(&scratch.0) {
         Ok(k) => k,
-        Err(why) => return skip(test, &why),
+        Err(why) => return skip(test, &why.to_string()),
     };
     let mut config = testkit::sandbox_config("vm-toml", None);
     config.push_str(&format!(

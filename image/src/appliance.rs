@@ -176,10 +176,10 @@ pub fn build(opt: &Options) -> Result<()> {
 /// /usr/lib/cairn/debug/busybox-rootfs.tar, checked against the digest beside it.
 fn add_busybox_template(tree: &mut Tree, staging: &Path) -> Result<()> {
     let rootfs = staging.join("busybox-rootfs");
-    hostd::ct::template::busybox_rootfs(&rootfs)
+    testkit::template::busybox_rootfs(&rootfs)
         .with_context(|| format!("making a busybox rootfs in {}", rootfs.display()))?;
     let tar = staging.join("busybox-rootfs.tar");
-    let digest = hostd::ct::template::tar_dir(&rootfs, &tar)
+    let digest = testkit::template::tar_dir(&rootfs, &tar)
         .with_context(|| format!("writing {}", tar.display()))?;
     tree.host_file("/usr/lib/cairn/debug/busybox-rootfs.tar", 0o644, tar);
     tree.bytes(

@@ -23,6 +23,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+// The guest kit's static busybox is the host's, as the busybox template's is.
+use testkit::template::BUSYBOX;
 
 use crate::kernel::{self, KERNEL_PACKAGE, KERNEL_VERSION, Kernel, run};
 use crate::modules;
@@ -39,7 +41,6 @@ pub const DISK_HELLO: &str = "hello from the virtio disk";
 const INIT: &str = include_str!("guest/init.sh");
 const MMIO_HELPER_C: &str = include_str!("guest/cairn_mmio.c");
 const MMIO_HELPER: &str = "cairn_mmio";
-const BUSYBOX: &str = "/bin/busybox";
 const DISK_MIB: u64 = 16;
 
 pub struct Kit {

@@ -31,7 +31,8 @@ pub const SERVICES: [(&str, &str); 4] = [
 ];
 
 /// One supervised service as `ListServices` reports it. On the wire: `(ssuut)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceInfo {
     pub name: String,
     /// One of `ServiceState::as_str`.
@@ -201,6 +202,22 @@ pub enum CairnError {
     Busy(String),
     /// The kernel or a peer refused; what this request had done is rolled back.
     Failed(String),
+}
+
+impl CairnError {
+    /// The stable API fault a daemon's verdict is reported as, with its message; the one place
+    /// where error kinds become fault codes. A bus failure is no verdict: it comes back as is.
+    pub fn into_fault(self) -> Result<(crate::fault::FaultCode, String), zbus::Error> {
+        use crate::fault::FaultCode;
+        match self {
+            CairnError::ZBus(e) => Err(e),
+            CairnError::InvalidArgs(m) => Ok((FaultCode::BadParams, m)),
+            CairnError::NotFound(m) => Ok((FaultCode::NotFound, m)),
+            CairnError::Conflict(m) => Ok((FaultCode::Conflict, m)),
+            CairnError::Busy(m) => Ok((FaultCode::Busy, m)),
+            CairnError::Failed(m) => Ok((FaultCode::Internal, m)),
+        }
+    }
 }
 
 /// Structured arguments and answers (network and port specs, info read back from the kernel)

@@ -1,12 +1,14 @@
 //! The contract every Cairn daemon shares: the `host.toml` schema and its validation, the D-Bus
 //! interface names and proxies, and the XML-RPC fault codes. No I/O beyond reading a config file.
 
+pub mod api;
 pub mod config;
 pub mod ct;
 pub mod daemon;
 pub mod dbus;
 pub mod fault;
 pub mod net;
+pub mod rules;
 pub mod token;
 pub mod units;
 pub mod vm;

@@ -304,6 +304,115 @@ fn example_vms_are_valid_specs() {
     }
 }
 
+/// One rule source: a `[[vm]]` in host.toml and a `vm.create` spec are checked by the same
+/// rules (`model::rules`), so `config check` and the API say the same words — host.toml adds
+/// where (`file:line:col` and `in vm "deb"`).
+#[test]
+fn vm_rules_read_the_same_in_host_toml_and_in_vm_create() {
+    let text = format!(
+        "{MINIMAL}
+[[vm]]
+name = \"deb\"
+vcpus = 9
+memory = \"2T\"
+kernel = \"/boot/vmlinux\"
+cpu_limit = 0
+"
+    );
+    let config = errors(&text);
+    let spec = model::vm::VmSpec {
+        name: "deb".into(),
+        vcpus: 9,
+        memory_mib: 2 << 20,
+        kernel: "/boot/vmlinux".into(),
+        initrd: None,
+        cmdline: String::new(),
+        disks: Vec::new(),
+        nics: Vec::new(),
+        resources: model::ct::Resources {
+            cpu_limit: Some(0),
+            ..Default::default()
+        },
+        autostart: false,
+    };
+    let api = spec.validate().unwrap_err().problems;
+    assert_eq!(
+        api,
+        [
+            "vcpus 9 is out of range; expected 1 to 8",
+            "memory_mib 2097152 is more than a VM can have; expected at most 1048576 MiB (\"1T\")",
+            "resources.cpu_limit 0 is out of range; expected 1 to 102400",
+        ]
+    );
+    assert_eq!(
+        config,
+        [
+            "t.toml:10:9: vcpus 9 in vm \"deb\" is out of range; expected 1 to 8",
+            "t.toml:11:10: memory \"2T\" in vm \"deb\" is more than a VM can have; expected at \
+             most 1048576 MiB (\"1T\")",
+            "t.toml:13:13: cpu_limit 0 in vm \"deb\" is out of range; expected 1 to 102400",
+        ]
+    );
+    // Word for word: the rule's text after the value is the same in both.
+    for (a, c) in api.iter().zip(&config) {
+        let rule = |m: &str| m.split_once(" is ").map(|(_, r)| r.to_string());
+        assert_eq!(rule(a), rule(c), "{a} / {c}");
+    }
+}
+
+/// The checks `ct.create` makes against what exists, as host.toml makes them across entries:
+/// one guest namespace, addresses inside the network's subnet and held once per network.
+#[test]
+fn container_addresses_and_guest_names_across_entries() {
+    let text = format!(
+        "{MINIMAL}
+[[network]]
+name = \"lan\"
+kind = \"bridged\"
+subnet = \"10.0.0.0/24\"
+address = \"10.0.0.1/24\"
+
+[[template]]
+name = \"bb\"
+source = \"/t.tar\"
+sha256 = \"sha256:{zero}\"
+
+[[container]]
+name = \"a\"
+template = \"bb\"
+network = \"lan\"
+addresses = [\"10.0.0.5/24\"]
+
+[[container]]
+name = \"b\"
+template = \"bb\"
+network = \"lan\"
+addresses = [\"10.0.0.5/24\", \"10.0.0.1/24\", \"10.9.0.1/24\"]
+
+[[vm]]
+name = \"a\"
+memory = \"64M\"
+kernel = \"/k\"
+",
+        zero = "0".repeat(64)
+    );
+    let e = errors(&text);
+    let want = [
+        "addresses[0] \"10.0.0.5/24\" in container \"b\" is already held by container \"a\" \
+         (line 23); expected each address once on a network",
+        "addresses[1] \"10.0.0.1/24\" in container \"b\" is already held by the host (network \
+         \"lan\" address); expected each address once on a network",
+        "addresses[2] \"10.9.0.1/24\" in container \"b\" lies outside subnet 10.0.0.0/24 of \
+         network \"lan\"",
+        "vm \"a\" has the same name as container \"a\" (line 20); containers and vms share one \
+         namespace",
+    ];
+    for w in want {
+        assert!(e.iter().any(|m| m.ends_with(w)), "{w}\nnot in\n{e:#?}");
+    }
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+}
+
 /// `n` networks, one per `[[network]]`, with the subnet `subnet(i)`; returns the text and the
 /// line of each network's `subnet` key.
 fn networks_file(n: usize, subnet: impl Fn(usize) -> String) -> (String, Vec<usize>) {

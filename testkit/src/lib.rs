@@ -1,7 +1,9 @@
-//! Fixtures shared by the integration tests of init, netd, hostd, apid and cairnctl: recording
-//! skips, the root check, scratch directories and named network namespaces removed on drop, a
-//! private dbus-daemon, the `init --sandbox` harness ([`sandbox`]) and the host.toml fixtures.
-//! Dev-only: never a dependency of a shipped binary.
+//! Fixtures shared by the tests of init, netd, hostd, vmm, apid and cairnctl: recording skips,
+//! the root check, scratch directories and named network namespaces removed on drop, a private
+//! dbus-daemon, the `init --sandbox` harness (`sandbox`), the host.toml fixtures, the VMM's test
+//! guest (`guest`) and the busybox container template (`template`). Never a dependency of a
+//! binary the appliance ships; the image builder (which runs on the build host) uses
+//! `template` for the debug image's busybox template.
 
 pub mod sandbox;
 
@@ -268,6 +270,20 @@ address = "{p}.1/24"
     }
     config
 }
+
+/// A `NAME:   N kB` field of /proc/PID/status, in KiB (0 when absent).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub mod guest;
+pub mod template;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ mod registry;
 mod system;
 mod vm;
 
-pub use registry::{Fault, Method, MethodFuture, MethodResult, Registry};
+pub use registry::{Fault, Method, MethodFuture, MethodResult, Registry, Serve, method};
 
 use model::fault::FaultCode;
 use model::xmlrpc::{MethodCall, MethodResponse, Value};
@@ -47,8 +47,7 @@ impl Api {
                 format!("no method {name:?}; system.listMethods lists them"),
             ));
         };
-        method.check_params(&params)?;
-        (method.handler)(self, params).await
+        method.call(self, params).await
     }
 
     pub async fn handle(&self, call: MethodCall) -> MethodResponse {
@@ -61,6 +60,16 @@ impl Api {
             }
         }
     }
+}
+
+/// A spec or other structured argument as the daemons take it over D-Bus (JSON).
+fn json<T: serde::Serialize>(t: &T) -> Result<String, Fault> {
+    serde_json::to_string(t).map_err(|e| Fault::internal(e.to_string()))
+}
+
+/// A daemon's JSON answer as the action's typed result.
+fn answer<T: serde::de::DeserializeOwned>(daemon: &str, json: &str) -> Result<T, Fault> {
+    serde_json::from_str(json).map_err(|e| Fault::internal(format!("{daemon} answered: {e}")))
 }
 
 #[cfg(test)]

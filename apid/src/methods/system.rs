@@ -1,93 +1,66 @@
-//! The introspection and batching methods most XML-RPC clients know (`system.*`).
+//! `system.*`: introspection from the declarations, and batches.
 
+use model::api::Declaration;
+use model::api::system::{BatchCall, ListMethods, MethodHelp, MethodSignature, Multicall};
 use model::fault::FaultCode;
-use model::xmlrpc::Value;
+use model::xmlrpc::{Value, from_value};
 
-use super::{Api, Fault, Method, MethodFuture};
+use super::{Api, Fault, Method, Serve, method};
 
 /// A batch is one HTTP request; this keeps one request from queueing unbounded work.
 pub const MAX_MULTICALL: usize = 256;
 
 pub fn methods() -> Vec<Method> {
     vec![
-        Method {
-            name: "system.listMethods",
-            signature: &["array"],
-            help: "Lists the names of every method this API offers.",
-            handler: list_methods,
-        },
-        Method {
-            name: "system.methodHelp",
-            signature: &["string", "string"],
-            help: "Describes the named method.",
-            handler: method_help,
-        },
-        Method {
-            name: "system.methodSignature",
-            signature: &["array", "string"],
-            help: "Returns the named method's signatures: an array of arrays of type names, the \
-                   return type first, then the parameter types.",
-            handler: method_signature,
-        },
-        Method {
-            name: "system.multicall",
-            signature: &["array", "array"],
-            help: "Runs several calls in one request. Takes an array of {methodName, params} \
-                   structs; returns an array with, for each call, either a one-element array \
-                   holding its result or a {faultCode, faultString} struct. Calls run in order; \
-                   a fault does not stop the ones after it. system.multicall cannot be nested.",
-            handler: multicall,
-        },
+        method::<ListMethods>(),
+        method::<MethodHelp>(),
+        method::<MethodSignature>(),
+        method::<Multicall>(),
     ]
 }
 
-fn find<'a>(api: &'a Api, params: &[Value]) -> Result<&'a Method, Fault> {
-    let name = params.first().and_then(Value::as_str).unwrap_or_default();
+fn find(api: &Api, name: &str) -> Result<&'static Declaration, Fault> {
     api.registry()
         .find(name)
+        .map(|m| m.decl)
         .ok_or_else(|| Fault::new(FaultCode::UnknownMethod, format!("no method {name:?}")))
 }
 
-fn list_methods(api: &Api, _params: Vec<Value>) -> MethodFuture<'_> {
-    Box::pin(async move {
-        Ok(Value::Array(
-            api.registry().names().map(Value::from).collect(),
-        ))
-    })
+impl Serve for ListMethods {
+    async fn serve(self, api: &Api) -> Result<Vec<String>, Fault> {
+        Ok(api.registry().names().map(String::from).collect())
+    }
 }
 
-fn method_help(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
-    Box::pin(async move { Ok(Value::from(find(api, &params)?.help)) })
+impl Serve for MethodHelp {
+    async fn serve(self, api: &Api) -> Result<String, Fault> {
+        Ok(find(api, &self.method)?.help.to_string())
+    }
 }
 
-fn method_signature(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
-    Box::pin(async move {
-        let sigs = find(api, &params)?
-            .signatures()
+impl Serve for MethodSignature {
+    async fn serve(self, api: &Api) -> Result<Vec<Vec<String>>, Fault> {
+        let sigs = find(api, &self.method)?.signatures();
+        Ok(sigs
             .into_iter()
-            .map(|sig| Value::Array(sig.into_iter().map(Value::from).collect()))
-            .collect();
-        Ok(Value::Array(sigs))
-    })
+            .map(|sig| sig.into_iter().map(String::from).collect())
+            .collect())
+    }
 }
 
-fn multicall(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
-    Box::pin(async move {
-        let Some(Value::Array(calls)) = params.into_iter().next() else {
-            return Err(Fault::bad_params(
-                "system.multicall takes an array of calls",
-            ));
-        };
-        if calls.len() > MAX_MULTICALL {
+impl Serve for Multicall {
+    async fn serve(self, api: &Api) -> Result<Vec<Value>, Fault> {
+        if self.calls.len() > MAX_MULTICALL {
             return Err(Fault::bad_params(format!(
                 "system.multicall takes at most {MAX_MULTICALL} calls, got {}",
-                calls.len()
+                self.calls.len()
             )));
         }
-        let mut results = Vec::with_capacity(calls.len());
-        for (i, call) in calls.into_iter().enumerate() {
+        let mut results = Vec::with_capacity(self.calls.len());
+        for (i, call) in self.calls.into_iter().enumerate() {
             let result = match one_call(i, call) {
-                Ok((name, params)) => api.call(&name, params).await,
+                // Boxed: a batch entry runs through the same dispatch as a plain call.
+                Ok(c) => Box::pin(api.call(&c.method_name, c.params)).await,
                 Err(fault) => Err(fault),
             };
             results.push(match result {
@@ -98,40 +71,18 @@ fn multicall(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
                 ]),
             });
         }
-        Ok(Value::Array(results))
-    })
+        Ok(results)
+    }
 }
 
 /// Unpacks one `{methodName, params}` entry of a batch.
-fn one_call(index: usize, call: Value) -> Result<(String, Vec<Value>), Fault> {
-    let Value::Struct(mut members) = call else {
-        return Err(Fault::bad_params(format!(
-            "call {index}: expected a {{methodName, params}} struct, got {}",
-            call.type_name()
-        )));
-    };
-    let name = match members.remove("methodName") {
-        Some(Value::String(s)) => s,
-        _ => {
-            return Err(Fault::bad_params(format!(
-                "call {index}: methodName must be a string"
-            )));
-        }
-    };
-    if name == "system.multicall" {
+fn one_call(index: usize, call: Value) -> Result<BatchCall, Fault> {
+    let call: BatchCall =
+        from_value(call).map_err(|e| Fault::bad_params(format!("call {index}: {e}")))?;
+    if call.method_name == "system.multicall" {
         return Err(Fault::bad_params(format!(
             "call {index}: system.multicall cannot be nested"
         )));
     }
-    let params = match members.remove("params") {
-        Some(Value::Array(p)) => p,
-        None => Vec::new(),
-        Some(other) => {
-            return Err(Fault::bad_params(format!(
-                "call {index}: params must be an array, got {}",
-                other.type_name()
-            )));
-        }
-    };
-    Ok((name, params))
+    Ok(call)
 }

@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use model::ct::{ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo};
+use model::config::parse_cidr;
+use model::ct::{
+    ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo, is_ct_name,
+};
 use model::dbus::Network1Proxy;
-use model::net::{PortKind, PortSpec};
+use model::net::{NetworkInfo, PortKind, PortSpec};
+use model::rules;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -103,7 +107,15 @@ impl Manager {
         &self.paths
     }
 
+    /// The record of container `name`. A malformed name cannot name anything: it is refused as
+    /// invalid rather than reported as not found.
     fn record(&self, name: &str) -> CtResult<&Record> {
+        if !is_ct_name(name) {
+            return Err(CtError::InvalidArgs(format!(
+                "container {name:?} is not a valid name; expected lowercase letters, digits and \
+                 hyphens, starting with a letter or digit"
+            )));
+        }
         self.records
             .get(name)
             .ok_or_else(|| CtError::NotFound(format!("container {name:?} does not exist")))
@@ -206,6 +218,16 @@ impl Manager {
     // ---- containers ---------------------------------------------------------------------
 
     pub async fn create(&mut self, spec_json: &str) -> CtResult<ContainerInfo> {
+        self.create_among(spec_json, &[]).await
+    }
+
+    /// Creates a container beside the VMs named `vms` (containers and VMs share one namespace),
+    /// by the rules host.toml follows (`model::rules`).
+    pub async fn create_among(
+        &mut self,
+        spec_json: &str,
+        vms: &[String],
+    ) -> CtResult<ContainerInfo> {
         let spec: ContainerSpec = serde_json::from_str(spec_json)
             .map_err(|e| CtError::InvalidArgs(format!("container spec: {e}")))?;
         spec.validate()
@@ -216,9 +238,20 @@ impl Manager {
                 spec.name
             )));
         }
+        let vm = vms
+            .contains(&spec.name)
+            .then(|| format!("vm {:?}", spec.name));
+        if let Some(taken) = rules::problem(
+            "container",
+            format_args!("{:?}", spec.name),
+            rules::guest_name_free(vm.as_deref()),
+        ) {
+            return Err(CtError::Conflict(taken));
+        }
         self.templates.get(&spec.template)?;
         if let Some(net) = &spec.network {
-            self.check_network(net).await?;
+            let info = self.check_network(net).await?;
+            self.check_addresses(&spec, &info)?;
         }
         let slot = if spec.privileged {
             0
@@ -270,7 +303,49 @@ impl Manager {
         self.info(&name).await
     }
 
-    async fn check_network(&self, net: &str) -> CtResult<()> {
+    /// The spec's addresses on network `net`: inside its subnet, and held by nobody else (the
+    /// host, another container) — as host.toml checks them.
+    fn check_addresses(&self, spec: &ContainerSpec, net: &NetworkInfo) -> CtResult<()> {
+        let subnet = net.subnet.as_deref().and_then(|s| parse_cidr(s).ok());
+        let mut outside = Vec::new();
+        for (i, a) in spec.addresses.iter().enumerate() {
+            let Ok(cidr) = parse_cidr(a) else { continue };
+            let field = format!("addresses[{i}]");
+            if let Some(subnet) = subnet {
+                outside.extend(rules::problem(
+                    &field,
+                    format_args!("{a:?}"),
+                    rules::address_in_subnet(cidr, subnet, &net.name),
+                ));
+            }
+            let same = |other: &str| parse_cidr(other).is_ok_and(|o| o.addr == cidr.addr);
+            let holder = if net.addresses.iter().any(|h| same(h)) {
+                Some(format!("the host (network {:?} address)", net.name))
+            } else {
+                self.records
+                    .values()
+                    .find(|r| {
+                        r.spec.network.as_deref() == Some(net.name.as_str())
+                            && r.spec.addresses.iter().any(|o| same(o))
+                    })
+                    .map(|r| format!("container {:?}", r.spec.name))
+            };
+            if let Some(taken) = rules::problem(
+                &field,
+                format_args!("{a:?}"),
+                rules::address_free(holder.as_deref()),
+            ) {
+                return Err(CtError::Conflict(taken));
+            }
+        }
+        if outside.is_empty() {
+            Ok(())
+        } else {
+            Err(CtError::InvalidArgs(outside.join("; ")))
+        }
+    }
+
+    async fn check_network(&self, net: &str) -> CtResult<NetworkInfo> {
         let Some(bus) = &self.bus else {
             return Err(CtError::Failed(format!(
                 "network {net:?}: hostd has no bus connection to ask netd"
@@ -280,7 +355,8 @@ impl Manager {
             .await
             .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
         match proxy.network_info(net).await {
-            Ok(_) => Ok(()),
+            Ok(json) => serde_json::from_str(&json)
+                .map_err(|e| CtError::Failed(format!("network {net:?}: netd's answer: {e}"))),
             Err(model::dbus::CairnError::NotFound(m)) => Err(CtError::NotFound(format!(
                 "network {net:?} does not exist ({m})"
             ))),
@@ -712,6 +788,13 @@ impl Manager {
         self.record(name)?;
         let given: Resources = serde_json::from_str(resources_json)
             .map_err(|e| CtError::InvalidArgs(format!("resources: {e}")))?;
+        if given.is_unset() {
+            return Err(CtError::InvalidArgs(
+                "resources: give at least one of cpu_limit, cpu_weight, cpuset, memory, swap, \
+                 pids, io_weight"
+                    .into(),
+            ));
+        }
         let mut merged = self.record(name)?.spec.resources.clone();
         macro_rules! take {
             ($($f:ident),*) => { $( if given.$f.is_some() { merged.$f = given.$f.clone(); } )* };

@@ -41,12 +41,8 @@ pub struct MonitorState {
 }
 
 /// The start time of process `pid` in clock ticks since boot, None when it does not exist.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
-}
+/// One helper for containers and VMs: the VMM's monitor records its VMM's the same way.
+pub use vmm::launch::start_time;
 
 impl MonitorState {
     /// The init still runs and is the one we started (not a recycled pid).

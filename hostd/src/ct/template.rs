@@ -29,8 +29,9 @@ impl Templates {
     pub fn get(&self, name: &str) -> CtResult<TemplateInfo> {
         // A name is a path component: never let "../x" reach the filesystem.
         if !is_ct_name(name) {
-            return Err(CtError::NotFound(format!(
-                "template {name:?} does not exist"
+            return Err(CtError::InvalidArgs(format!(
+                "template {name:?} is not a valid name; expected lowercase letters, digits and \
+                 hyphens, starting with a letter or digit"
             )));
         }
         let meta = self.dir.join(name).join(META);
@@ -68,6 +69,12 @@ impl Templates {
         if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(CtError::InvalidArgs(format!(
                 "sha256 {sha256:?} is not a digest; expected \"sha256:\" and 64 hex digits"
+            )));
+        }
+        if !tarball.is_absolute() {
+            return Err(CtError::InvalidArgs(format!(
+                "path {:?} must be an absolute path on the host",
+                tarball.display()
             )));
         }
         if self.dir.join(name).exists() {
@@ -198,71 +205,6 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(format!("sha256:{}", sha256_reader(&mut f)?))
 }
 
-/// Writes `dir` as a plain tar to `out` (symlinks kept as links); returns its `sha256:<hex>`.
-/// Tests and the image builder use it to make an importable template tarball.
-pub fn tar_dir(dir: &Path, out: &Path) -> io::Result<String> {
-    let file = File::create(out)?;
-    let mut b = tar::Builder::new(file);
-    b.follow_symlinks(false);
-    b.append_dir_all(".", dir)?;
-    b.into_inner()?.sync_all()?;
-    sha256_file(out)
-}
-
-/// Where Debian's busybox-static puts its binary.
-pub const BUSYBOX: &str = "/bin/busybox";
-
-/// Makes a tiny busybox rootfs in `dir`: /bin/busybox (copied from the host's static busybox),
-/// a symlink per applet, `/sbin/init` → busybox with a minimal inittab (no getty: a container
-/// has no terminal; init just reaps), /etc/passwd, /etc/group and the empty mount points.
-pub fn busybox_rootfs(dir: &Path) -> io::Result<()> {
-    for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
-        "var/log", "run",
-    ] {
-        std::fs::create_dir_all(dir.join(d))?;
-    }
-    std::fs::copy(BUSYBOX, dir.join("bin/busybox"))?;
-    let out = std::process::Command::new(BUSYBOX)
-        .arg("--list-full")
-        .output()?;
-    if !out.status.success() {
-        return Err(io::Error::other("busybox --list-full failed"));
-    }
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        let applet = applet.trim();
-        if applet.is_empty() || applet == "bin/busybox" || applet.contains("..") {
-            continue;
-        }
-        let link = dir.join(applet);
-        if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if link.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink("/bin/busybox", &link)?;
-        }
-    }
-    if dir.join("sbin/init").symlink_metadata().is_err() {
-        std::os::unix::fs::symlink("/bin/busybox", dir.join("sbin/init"))?;
-    }
-    std::fs::write(
-        dir.join("etc/inittab"),
-        "::sysinit:/bin/mount -t tmpfs -o mode=1777 tmpfs /tmp\n\
-         ::sysinit:/bin/echo cairn: container init up\n\
-         ::shutdown:/bin/echo cairn: container shutting down\n",
-    )?;
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )?;
-    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-    std::fs::write(dir.join("etc/os-release"), "ID=busybox\nVERSION_ID=1\n")?;
-    std::fs::set_permissions(
-        dir.join("tmp"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,7 +218,7 @@ mod tests {
         std::fs::write(src.join("etc/os-release"), "VERSION_ID=\"12\"\n").unwrap();
         std::fs::write(src.join("hello"), "hi").unwrap();
         let tarball = base.join("t.tar");
-        let digest = tar_dir(&src, &tarball).unwrap();
+        let digest = testkit::template::tar_dir(&src, &tarball).unwrap();
         let t = Templates::new(base.join("templates"));
         let zero = format!("sha256:{}", "0".repeat(64));
         let e = t.import("deb", &tarball, &zero).unwrap_err();
@@ -302,9 +244,10 @@ mod tests {
             t.import("deb", &tarball, &digest),
             Err(CtError::Conflict(_))
         ));
+        // A name is a path component: "../x" is refused as invalid and reaches no file.
         assert!(matches!(
             t.delete("../templates/deb"),
-            Err(CtError::NotFound(_))
+            Err(CtError::InvalidArgs(_))
         ));
         t.delete("deb").unwrap();
         assert!(t.list().is_empty());

@@ -1,5 +1,5 @@
 //! hostd's side of VMs: specs kept under STATE/vms/NAME/spec.json, one jailed VMM process per
-//! running VM (see `process`), its records under RUN/vm/NAME/ (launch.json, the monitor's
+//! running VM (see `vmm::process`), its records under RUN/vm/NAME/ (launch.json, the monitor's
 //! state.json and exit.json, console.log, vmm.log, the jail root). A hostd restart re-adopts
 //! running VMs from those records; `tick` notices VMs that ended while nobody asked and cleans
 //! up after them (ports, jail, cgroup), keeping how they ended.
@@ -17,13 +17,16 @@ use model::net::{PortKind, PortSpec};
 use model::vm::{VmInfo, VmSpec, VmState};
 use sha2::Digest;
 
-use super::control::{self, Request, SOCKET};
-use super::process::{
+use vmm::control::{self, Request, SOCKET};
+use vmm::jail;
+use vmm::launch::{
     CONTROL_FD, EXIT_FILE, INPUT_ERROR, JAIL_SNAPSHOT_DIR, LAUNCH_FILE, Launch, STATE_FILE,
     VmmExit, VmmState,
 };
-use super::vmm::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
-use super::{DiskConfig, NetConfig, VmConfig, jail, memory};
+use vmm::machine::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
+use vmm::vstate::memory;
+use vmm::{DiskConfig, NetConfig, VmConfig};
+
 use crate::ct::cgroup::Cgroup;
 use crate::ct::error::{CtError, CtResult};
 use crate::ct::paths::RUN_DIR_ENV;
@@ -183,7 +186,16 @@ impl VmManager {
         self.vms.keys().cloned().collect()
     }
 
+    /// The record of VM `name`. A malformed name cannot name anything: it is refused as
+    /// invalid rather than reported as not found.
     fn record(&self, name: &str) -> CtResult<&Record> {
+        if let Some(bad) = model::rules::problem(
+            "name",
+            format_args!("{name:?}"),
+            model::rules::vm_name(name),
+        ) {
+            return Err(CtError::InvalidArgs(bad));
+        }
         self.vms
             .get(name)
             .ok_or_else(|| CtError::NotFound(format!("no VM named {name:?}")))
@@ -279,10 +291,30 @@ impl VmManager {
     }
 
     pub async fn create(&mut self, spec_json: &str) -> CtResult<VmInfo> {
+        self.create_among(spec_json, &[]).await
+    }
+
+    /// Creates a VM beside the containers named `containers` (containers and VMs share one
+    /// namespace).
+    pub async fn create_among(
+        &mut self,
+        spec_json: &str,
+        containers: &[String],
+    ) -> CtResult<VmInfo> {
         let spec: VmSpec = serde_json::from_str(spec_json)
             .map_err(|e| CtError::InvalidArgs(format!("VM spec: {e}")))?;
         spec.validate()
             .map_err(|e| CtError::InvalidArgs(e.to_string()))?;
+        let ct = containers
+            .contains(&spec.name)
+            .then(|| format!("container {:?}", spec.name));
+        if let Some(taken) = model::rules::problem(
+            "vm",
+            format_args!("{:?}", spec.name),
+            model::rules::guest_name_free(ct.as_deref()),
+        ) {
+            return Err(CtError::Conflict(taken));
+        }
         if self.vms.contains_key(&spec.name) {
             return Err(CtError::Conflict(format!(
                 "VM {:?} exists already",

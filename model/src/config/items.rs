@@ -16,16 +16,10 @@ use super::net::{host_address_problem, parse_cidr};
 use super::types::{Cidr, Container, Network, NetworkKind, Pool, PoolKind, Template, Vm};
 use super::walk::{At, Problems, Table, describe};
 use crate::net::{BOND_MAX, BOND_MIN, BondMode};
-use crate::vm::{CMDLINE_MAX, DiskSpec, MAX_MEMORY_MIB, MAX_VCPUS, NicSpec, VM_NAME_MAX, is_mac};
+use crate::rules;
+use crate::vm::{DiskSpec, NicSpec, VM_NAME_MAX};
 
 pub(super) const DEFAULT_VCPUS: u32 = 1;
-/// VM names are shorter than other names: they travel in tap names and port owners.
-const VM_NAME_RULE: &str = "is not a valid vm name; expected lowercase letters, digits and \
-    hyphens, starting with a letter or digit, at most 40 characters";
-/// 100% per host CPU, up to 1024 CPUs.
-pub(super) const CPU_LIMIT_MAX: i64 = 100 * 1024;
-/// cgroup v2 `cpu.weight`.
-pub(super) const CPU_WEIGHT_MAX: i64 = 10_000;
 /// The kernel's `__NEW_UTS_LEN`: a container hostname is set with sethostname(2).
 const CT_HOSTNAME_MAX: usize = 64;
 
@@ -532,16 +526,19 @@ pub(super) fn read_container(p: &mut Problems, t: Table<'_, '_>) -> ContainerDra
         template,
         network,
         pool: read_ref(p, &t, "pool"),
-        memory: t.opt("memory").and_then(|f| f.size(p)),
+        memory: t.opt("memory").and_then(|f| {
+            let bytes = f.size(p)?;
+            match rules::ct_memory(bytes) {
+                Ok(()) => Some(bytes),
+                Err(problem) => {
+                    f.bad(p, f.shown(), &problem);
+                    None
+                }
+            }
+        }),
         disk: t.opt("disk").and_then(|f| f.size(p)),
-        cpu_limit: t
-            .opt("cpu_limit")
-            .and_then(|f| f.int(p, 1..=CPU_LIMIT_MAX))
-            .and_then(|n| u32::try_from(n).ok()),
-        cpu_weight: t
-            .opt("cpu_weight")
-            .and_then(|f| f.int(p, 1..=CPU_WEIGHT_MAX))
-            .and_then(|n| u32::try_from(n).ok()),
+        cpu_limit: u32_rule(p, &t, "cpu_limit", rules::cpu_limit),
+        cpu_weight: u32_rule(p, &t, "cpu_weight", rules::weight),
         addresses,
         gateway,
         hostname: hostname.map(str::to_string),
@@ -638,11 +635,9 @@ pub(super) struct VmDraft {
 const MIB: u64 = 1 << 20;
 
 pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
-    let name = read_name(p, &t, VM_NAME_MAX, VM_NAME_RULE);
+    let name = read_name(p, &t, VM_NAME_MAX, rules::VM_NAME_RULE);
     let vcpus = match t.opt("vcpus") {
-        Some(f) => f
-            .int(p, 1..=i64::from(MAX_VCPUS))
-            .and_then(|n| u32::try_from(n).ok()),
+        Some(_) => u32_rule(p, &t, "vcpus", rules::vcpus),
         None => Some(DEFAULT_VCPUS),
     };
     let memory = t.req(p, "memory").and_then(|f| {
@@ -655,39 +650,22 @@ pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
             );
             return None;
         }
-        if bytes / MIB > MAX_MEMORY_MIB {
-            f.bad(
-                p,
-                f.shown(),
-                "is more than a VM can have; expected at most \"1T\"",
-            );
+        if let Err(problem) = rules::vm_memory_mib(bytes / MIB) {
+            f.bad(p, f.shown(), &problem);
             return None;
         }
         Some(bytes)
     });
     let path = |p: &mut Problems, key: &str, required: bool| -> Option<String> {
         let f = if required { t.req(p, key) } else { t.opt(key) }?;
-        f.string_matching(p, is_absolute, ABSOLUTE_RULE)
-            .map(str::to_string)
+        f.string_rule(p, rules::host_path).map(str::to_string)
     };
     let kernel = path(p, "kernel", true);
     let initrd = path(p, "initrd", false);
     let cmdline = t.opt("cmdline").and_then(|f| {
         let s = f.string(p)?;
-        if s.len() > CMDLINE_MAX {
-            f.bad(
-                p,
-                format_args!("({} bytes)", s.len()),
-                &format!("is too long; expected at most {CMDLINE_MAX} bytes"),
-            );
-            return None;
-        }
-        if s.bytes().any(|b| b == 0 || b == b'\n' || b == b'\r') {
-            f.bad(
-                p,
-                format_args!("{s:?}"),
-                "is not one line; expected a kernel command line without line breaks",
-            );
+        if let Err(problem) = rules::cmdline(s) {
+            f.bad(p, rules::cmdline_shown(s), &problem);
             return None;
         }
         Some(s.to_string())
@@ -708,12 +686,7 @@ pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
             },
             mac: n.opt("mac").and_then(|f| {
                 let at = f.at();
-                let s = f.string_matching(
-                    p,
-                    is_mac,
-                    "is not a unicast MAC address; expected six hex pairs such as \
-                     \"52:54:00:12:34:56\" with the first octet even",
-                )?;
+                let s = f.string_rule(p, rules::mac)?;
                 Some(At {
                     at,
                     value: s.to_string(),
@@ -730,19 +703,25 @@ pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
         cmdline,
         disks,
         nics,
-        cpu_limit: t
-            .opt("cpu_limit")
-            .and_then(|f| f.int(p, 1..=CPU_LIMIT_MAX))
-            .and_then(|n| u32::try_from(n).ok()),
-        cpu_weight: t
-            .opt("cpu_weight")
-            .and_then(|f| f.int(p, 1..=CPU_WEIGHT_MAX))
-            .and_then(|n| u32::try_from(n).ok()),
+        cpu_limit: u32_rule(p, &t, "cpu_limit", rules::cpu_limit),
+        cpu_weight: u32_rule(p, &t, "cpu_weight", rules::weight),
         autostart: match t.opt("autostart") {
             Some(f) => f.bool(p),
             None => Some(true),
         },
     }
+}
+
+/// An optional whole-number field that follows `rule` and fits a `u32`.
+fn u32_rule(
+    p: &mut Problems,
+    t: &Table<'_, '_>,
+    key: &str,
+    rule: fn(u64) -> rules::Rule,
+) -> Option<u32> {
+    t.opt(key)
+        .and_then(|f| f.int_rule(p, rule))
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 /// `[[vm.disk]]` entries (`key` = "disk") of the VM `t`, each labelled `vm "x" disk 0`.
@@ -790,19 +769,12 @@ fn sub_tables<'a, 'i>(
 }
 
 fn read_vm_disk(p: &mut Problems, d: Table<'_, '_>) -> Option<DiskSpec> {
-    let volume = d.opt("volume").and_then(|f| {
-        f.string_matching(
-            p,
-            |s| is_name(s, NAME_MAX),
-            "is not a valid volume name; expected lowercase letters, digits and hyphens, \
-             starting with a letter or digit, at most 63 characters",
-        )
-        .map(str::to_string)
-    });
-    let path = d.opt("path").and_then(|f| {
-        f.string_matching(p, is_absolute, ABSOLUTE_RULE)
-            .map(str::to_string)
-    });
+    let volume = d
+        .opt("volume")
+        .and_then(|f| f.string_rule(p, rules::volume_name).map(str::to_string));
+    let path = d
+        .opt("path")
+        .and_then(|f| f.string_rule(p, rules::host_path).map(str::to_string));
     let read_only = match d.opt("read_only") {
         Some(f) => f.bool(p),
         None => Some(false),
@@ -811,9 +783,9 @@ fn read_vm_disk(p: &mut Problems, d: Table<'_, '_>) -> Option<DiskSpec> {
         p.at(
             d.at,
             format!(
-                "{} needs exactly one of volume (a stord volume) and path (a raw image file on \
-                 the host){}",
+                "{} {}{}",
                 d.label,
+                rules::ONE_DISK_SOURCE,
                 if d.has("path") { ", not both" } else { "" }
             ),
         );

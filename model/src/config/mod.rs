@@ -12,6 +12,7 @@ mod validate;
 mod walk;
 
 pub use diagnostics::{ConfigErrors, Diagnostic};
+pub use names::{NAME_MAX, NETWORK_NAME_MAX, is_name};
 pub use net::{CidrError, host_address_problem, parse_cidr, parse_ipv4_cidr};
 pub use parse::{load, parse};
 pub use types::*;

@@ -2,11 +2,13 @@
 //! and subnets that do not overlap.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use super::items::NetworkDraft;
 use super::read::Document;
 use super::types::{Cidr, NetworkKind};
 use super::walk::{At, LineIndex, Problems};
+use crate::rules;
 
 pub(super) fn check(p: &mut Problems, d: &Document, lines: &LineIndex<'_>) {
     let line = |at: usize| lines.line(at);
@@ -47,6 +49,7 @@ pub(super) fn check(p: &mut Problems, d: &Document, lines: &LineIndex<'_>) {
     check_vm_macs(p, d, line);
 
     check_container_addresses(p, d);
+    check_address_holders(p, d, line);
     check_uplinks(p, &d.networks, line);
     check_overlaps(p, &d.networks, line);
 }
@@ -99,16 +102,12 @@ fn unique_guests(p: &mut Problems, d: &Document, line: impl Fn(usize) -> usize) 
                     line(first)
                 ),
             ),
-            Some(&(first_kind, first)) => p.at(
-                name.at,
-                format!(
-                    "{kind} {:?} has the same name as {first_kind} {:?} (line {}); containers \
-                     and vms share one namespace",
-                    name.value,
-                    name.value,
-                    line(first)
-                ),
-            ),
+            Some(&(first_kind, first)) => {
+                let other = format!("{first_kind} {:?} (line {})", name.value, line(first));
+                if let Err(problem) = rules::guest_name_free(Some(&other)) {
+                    p.at(name.at, format!("{kind} {:?} {problem}", name.value));
+                }
+            }
             None => {
                 seen.insert(&name.value, (kind, name.at));
             }
@@ -204,24 +203,40 @@ fn check_container_addresses(p: &mut Problems, d: &Document) {
         };
         let who = guest_label("container", c.name.as_ref());
         for (i, a) in c.addresses.iter().enumerate() {
-            if !subnet.contains(a.value.addr) {
+            if let Err(problem) = rules::address_in_subnet(a.value, subnet, &net.value) {
                 p.at(
                     a.at,
-                    format!(
-                        "addresses[{i}] \"{}\" in {who} lies outside subnet {subnet} of network \
-                         {:?}",
-                        a.value, net.value
-                    ),
+                    format!("addresses[{i}] \"{}\" in {who} {problem}", a.value),
                 );
-            } else if a.value.prefix != subnet.prefix {
+            }
+        }
+    }
+}
+
+/// Each address is held once on a network: by one container, or by the host (the network's
+/// own `address`).
+fn check_address_holders(p: &mut Problems, d: &Document, line: impl Fn(usize) -> usize) {
+    let mut held: HashMap<(&str, IpAddr), String> = HashMap::new();
+    for n in &d.networks {
+        if let (Some(name), Some(addr)) = (&n.name, n.address) {
+            held.insert(
+                (name.value.as_str(), addr.addr),
+                format!("the host (network {:?} address)", name.value),
+            );
+        }
+    }
+    for c in &d.containers {
+        let Some(net) = &c.network else { continue };
+        let who = guest_label("container", c.name.as_ref());
+        for (i, a) in c.addresses.iter().enumerate() {
+            let key = (net.value.as_str(), a.value.addr);
+            if let Err(problem) = rules::address_free(held.get(&key).map(String::as_str)) {
                 p.at(
                     a.at,
-                    format!(
-                        "addresses[{i}] \"{}\" in {who} has prefix /{} but network {:?} has \
-                         subnet {subnet}; expected \"{}/{}\"",
-                        a.value, a.value.prefix, net.value, a.value.addr, subnet.prefix
-                    ),
+                    format!("addresses[{i}] \"{}\" in {who} {problem}", a.value),
                 );
+            } else {
+                held.insert(key, format!("{who} (line {})", line(a.at)));
             }
         }
     }

@@ -9,6 +9,7 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
 use super::Diagnostic;
+use crate::rules::Rule;
 use crate::units::parse_size;
 
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
@@ -214,6 +215,41 @@ impl<'a, 'i> Field<'_, 'a, 'i> {
             self.at(),
             format!("{} {shown} in {} {problem}", self.key, self.label),
         );
+    }
+
+    /// A whole number that follows a shared rule (`crate::rules`), reported in its words.
+    pub fn int_rule(&self, p: &mut Problems, rule: impl FnOnce(u64) -> Rule) -> Option<u64> {
+        let DeValue::Integer(i) = self.value.get_ref() else {
+            self.wrong_type(p, "an integer");
+            return None;
+        };
+        let Ok(n) = u64::from_str_radix(i.as_str(), i.radix()) else {
+            self.bad(p, i, "is out of range; expected a positive whole number");
+            return None;
+        };
+        match rule(n) {
+            Ok(()) => Some(n),
+            Err(problem) => {
+                self.bad(p, n, &problem);
+                None
+            }
+        }
+    }
+
+    /// A string that follows a shared rule (`crate::rules`), reported in its words.
+    pub fn string_rule(
+        &self,
+        p: &mut Problems,
+        rule: impl FnOnce(&str) -> Rule,
+    ) -> Option<&'a str> {
+        let s = self.string(p)?;
+        match rule(s) {
+            Ok(()) => Some(s),
+            Err(problem) => {
+                self.bad(p, format_args!("{s:?}"), &problem);
+                None
+            }
+        }
     }
 
     pub fn string(&self, p: &mut Problems) -> Option<&'a str> {

@@ -45,48 +45,36 @@ pub struct Usage {
 }
 
 impl Resources {
-    /// Every problem, each naming its field and the allowed range.
+    /// No limit given: every field left to its default.
+    pub fn is_unset(&self) -> bool {
+        *self == Resources::default()
+    }
+
+    /// Every problem, each naming its field, by the rules host.toml follows
+    /// (`crate::rules`).
     pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut problems = Vec::new();
-        let mut range = |field: &str, v: Option<u64>, lo: u64, hi: u64| {
-            if let Some(v) = v
-                && !(lo..=hi).contains(&v)
-            {
-                problems.push(format!("{field} = {v} is out of range {lo}..={hi}"));
+        use crate::rules::{self, problem};
+        let mut p = Vec::new();
+        let mut check = |field: &str, v: Option<u64>, rule: fn(u64) -> rules::Rule| {
+            if let Some(v) = v {
+                p.extend(problem(field, v, rule(v)));
             }
         };
-        range("cpu_limit", self.cpu_limit.map(u64::from), 1, 100 * 1024);
-        range("cpu_weight", self.cpu_weight.map(u64::from), 1, 10_000);
-        range("io_weight", self.io_weight.map(u64::from), 1, 10_000);
-        range("memory", self.memory, 4 << 20, 1 << 50);
-        range("swap", self.swap, 0, 1 << 50);
-        range("pids", self.pids.map(u64::from), 1, 4_194_304);
-        if let Some(set) = &self.cpuset
-            && !is_cpu_list(set)
-        {
-            problems.push(format!(
-                "cpuset = {set:?} is not a CPU list like \"0-3\" or \"0,2\""
+        check("cpu_limit", self.cpu_limit.map(u64::from), rules::cpu_limit);
+        check("cpu_weight", self.cpu_weight.map(u64::from), rules::weight);
+        check("io_weight", self.io_weight.map(u64::from), rules::weight);
+        check("memory", self.memory, rules::ct_memory);
+        check("swap", self.swap, rules::swap);
+        check("pids", self.pids.map(u64::from), rules::pids);
+        if let Some(set) = &self.cpuset {
+            p.extend(problem(
+                "cpuset",
+                format_args!("{set:?}"),
+                rules::cpuset(set),
             ));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
     }
-}
-
-fn is_cpu_list(s: &str) -> bool {
-    !s.is_empty()
-        && s.split(',').all(|part| {
-            let mut ends = part.splitn(2, '-');
-            let lo = ends.next().and_then(|n| n.parse::<u32>().ok());
-            match (lo, ends.next()) {
-                (Some(_), None) => true,
-                (Some(lo), Some(hi)) => hi.parse::<u32>().is_ok_and(|hi| hi >= lo),
-                _ => false,
-            }
-        })
 }
 
 #[cfg(test)]
@@ -105,8 +93,11 @@ mod tests {
         };
         let problems = bad.validate().unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems[0].starts_with("cpu_limit = 0"));
-        assert!(is_cpu_list("0-3,5"));
-        assert!(!is_cpu_list("a"));
+        assert_eq!(
+            problems[0],
+            "cpu_limit 0 is out of range; expected 1 to 102400"
+        );
+        assert!(crate::rules::cpuset("0-3,5").is_ok());
+        assert!(crate::rules::cpuset("a").is_err());
     }
 }

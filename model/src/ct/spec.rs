@@ -48,7 +48,7 @@ pub struct ContainerSpec {
     /// uid. true: no user namespace, container root is host root (opt-in, trusted guests only).
     #[serde(default, skip_serializing_if = "is_false")]
     pub privileged: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Resources::is_unset")]
     pub resources: Resources,
 }
 

@@ -13,8 +13,6 @@ pub const MAX_MEMORY_MIB: u64 = 1 << 20;
 /// Longest kernel command line a spec may give: Linux's x86 `COMMAND_LINE_SIZE` is 2048 bytes
 /// with the NUL, and the VMM appends its own entries, which hostd checks against the total.
 pub const CMDLINE_MAX: usize = 2047;
-/// Longest network name (netd names the network's bridge after it).
-const NETWORK_NAME_MAX: usize = 15;
 
 /// Everything wrong with a spec, each problem naming its field. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,7 +75,7 @@ pub struct VmSpec {
     pub nics: Vec<NicSpec>,
     /// CPU limits of the vCPU threads (cpu_limit %, cpu_weight, cpuset); the memory fields
     /// are not used (the guest's RAM is `memory_mib`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Resources::is_unset")]
     pub resources: Resources,
     /// Start with hostd (host.toml VMs default to true).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -99,19 +97,6 @@ pub fn is_mac(s: &str) -> bool {
         && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
 }
 
-/// Host paths in a spec: absolute, without NUL bytes.
-fn path_problem(field: &str, p: &str) -> Option<String> {
-    if !p.starts_with('/') {
-        Some(format!(
-            "{field} {p:?}: must be an absolute path on the host"
-        ))
-    } else if p.contains('\0') {
-        Some(format!("{field} {p:?}: must not contain a NUL byte"))
-    } else {
-        None
-    }
-}
-
 impl VmSpec {
     /// Guest RAM in bytes.
     pub fn memory_bytes(&self) -> u64 {
@@ -119,97 +104,89 @@ impl VmSpec {
     }
 
     /// Checks what can be checked without the host (files, volumes and networks are hostd's
-    /// to check); every problem is listed, each naming its field.
+    /// to check), by the rules host.toml's `[[vm]]` follows (`crate::rules`); every problem is
+    /// listed, each naming its field.
     pub fn validate(&self) -> Result<(), InvalidVm> {
-        let mut problems = Vec::new();
-        if !is_vm_name(&self.name) {
-            problems.push(format!(
-                "name {:?}: use a-z, 0-9 and '-', starting with a letter or digit, at most {VM_NAME_MAX} bytes",
-                self.name
-            ));
-        }
-        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            problems.push(format!("vcpus {}: must be 1 to {MAX_VCPUS}", self.vcpus));
-        }
-        if self.memory_mib == 0 {
-            problems.push("memory_mib 0: a VM needs memory".into());
-        } else if self.memory_mib > MAX_MEMORY_MIB {
-            problems.push(format!(
-                "memory_mib {}: must be at most {MAX_MEMORY_MIB} (1 TiB)",
-                self.memory_mib
-            ));
-        }
-        problems.extend(path_problem("kernel", &self.kernel));
+        use crate::rules::{self, problem};
+        let q = |s: &str| format!("{s:?}");
+        let mut p: Vec<String> = Vec::new();
+        p.extend(problem("name", q(&self.name), rules::vm_name(&self.name)));
+        p.extend(problem(
+            "vcpus",
+            self.vcpus,
+            rules::vcpus(self.vcpus.into()),
+        ));
+        p.extend(problem(
+            "memory_mib",
+            self.memory_mib,
+            rules::vm_memory_mib(self.memory_mib),
+        ));
+        p.extend(problem(
+            "kernel",
+            q(&self.kernel),
+            rules::host_path(&self.kernel),
+        ));
         if let Some(initrd) = &self.initrd {
-            problems.extend(path_problem("initrd", initrd));
+            p.extend(problem("initrd", q(initrd), rules::host_path(initrd)));
         }
-        if self.cmdline.len() > CMDLINE_MAX {
-            problems.push(format!(
-                "cmdline: {} bytes is too long; at most {CMDLINE_MAX}",
-                self.cmdline.len()
-            ));
-        }
-        if self
-            .cmdline
-            .bytes()
-            .any(|b| b == 0 || b == b'\n' || b == b'\r')
-        {
-            problems.push("cmdline: must be one line without NUL bytes".into());
-        }
+        p.extend(problem(
+            "cmdline",
+            rules::cmdline_shown(&self.cmdline),
+            rules::cmdline(&self.cmdline),
+        ));
         for (i, d) in self.disks.iter().enumerate() {
             match (&d.volume, &d.path) {
                 (Some(_), Some(_)) | (None, None) => {
-                    problems.push(format!("disks[{i}]: give exactly one of volume and path"))
+                    p.push(format!("disks[{i}] {}", rules::ONE_DISK_SOURCE))
                 }
-                (None, Some(p)) => problems.extend(path_problem(&format!("disks[{i}].path"), p)),
-                (Some(v), None) if !crate::ct::is_ct_name(v) => problems.push(format!(
-                    "disks[{i}].volume {v:?}: not a volume name; use a-z, 0-9 and '-', starting \
-                     with a letter or digit"
+                (None, Some(path)) => p.extend(problem(
+                    &format!("disks[{i}].path"),
+                    q(path),
+                    rules::host_path(path),
                 )),
-                _ => {}
+                (Some(v), None) => p.extend(problem(
+                    &format!("disks[{i}].volume"),
+                    q(v),
+                    rules::volume_name(v),
+                )),
             }
         }
         for (i, n) in self.nics.iter().enumerate() {
-            if !crate::ct::is_ct_name(&n.network) || n.network.len() > NETWORK_NAME_MAX {
-                problems.push(format!(
-                    "nics[{i}].network {:?}: not a network name; use a-z, 0-9 and '-', starting \
-                     with a letter or digit, at most {NETWORK_NAME_MAX} bytes",
-                    n.network
+            p.extend(problem(
+                &format!("nics[{i}].network"),
+                q(&n.network),
+                rules::network_name(&n.network),
+            ));
+            let Some(mac) = &n.mac else { continue };
+            if let Some(bad) = problem(&format!("nics[{i}].mac"), q(mac), rules::mac(mac)) {
+                p.push(bad);
+            } else if let Some(first) = self.nics[..i].iter().position(|o| {
+                o.mac
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+            }) {
+                p.push(format!(
+                    "nics[{i}].mac {mac:?} is already used by nics[{first}]; expected each MAC once"
                 ));
             }
-            if let Some(mac) = &n.mac {
-                if !is_mac(mac) {
-                    problems.push(format!(
-                        "nics[{i}].mac {mac:?}: want a unicast MAC like 52:54:00:12:34:56"
-                    ));
-                } else if let Some(first) = self.nics[..i].iter().position(|o| {
-                    o.mac
-                        .as_deref()
-                        .is_some_and(|m| m.eq_ignore_ascii_case(mac))
-                }) {
-                    problems.push(format!(
-                        "nics[{i}].mac {mac:?}: nics[{first}] has the same MAC"
-                    ));
-                }
-            }
         }
-        if let Err(p) = self.resources.validate() {
-            problems.extend(p.into_iter().map(|m| format!("resources.{m}")));
+        if let Err(problems) = self.resources.validate() {
+            p.extend(problems.into_iter().map(|m| format!("resources.{m}")));
         }
         for (field, set) in [
             ("memory", self.resources.memory.is_some()),
             ("swap", self.resources.swap.is_some()),
         ] {
             if set {
-                problems.push(format!(
-                    "resources.{field}: not used for VMs; the guest's RAM is memory_mib"
+                p.push(format!(
+                    "resources.{field} is not used for VMs; the guest's RAM is memory_mib"
                 ));
             }
         }
-        if problems.is_empty() {
+        if p.is_empty() {
             Ok(())
         } else {
-            Err(InvalidVm { problems })
+            Err(InvalidVm { problems: p })
         }
     }
 }
@@ -348,9 +325,9 @@ mod tests {
             ],
             "{p:#?}"
         );
-        assert!(p[2].contains("needs memory"), "{}", p[2]);
+        assert!(p[2].contains("is no memory"), "{}", p[2]);
         assert!(p[3].contains("absolute path"), "{}", p[3]);
-        assert!(p[12].contains("nics[1] has the same MAC"), "{}", p[12]);
+        assert!(p[12].contains("is already used by nics[1]"), "{}", p[12]);
         // Display joins them, for faults and logs.
         let shown = spec.validate().unwrap_err().to_string();
         assert!(shown.starts_with("name \"Bad_Name\""), "{shown}");
@@ -373,10 +350,14 @@ mod tests {
         let p = problems(&s);
         assert_eq!(p.len(), 6, "{p:#?}");
         assert!(p[0].starts_with("name"), "{}", p[0]);
-        assert!(p[1].starts_with("vcpus 9: must be 1 to 8"), "{}", p[1]);
+        assert_eq!(p[1], "vcpus 9 is out of range; expected 1 to 8");
         assert!(p[2].starts_with("memory_mib 1048577"), "{}", p[2]);
         assert!(p[3].contains("NUL"), "{}", p[3]);
-        assert!(p[4].starts_with("cmdline: 2048 bytes"), "{}", p[4]);
+        assert!(
+            p[4].starts_with("cmdline (2048 bytes) is too long"),
+            "{}",
+            p[4]
+        );
         assert!(p[5].starts_with("resources.swap"), "{}", p[5]);
     }
 
@@ -407,7 +388,7 @@ mod tests {
         let json = serde_json::to_string(&minimal).unwrap_or_default();
         assert_eq!(
             json,
-            r#"{"name":"a","vcpus":1,"memory_mib":64,"kernel":"/k","resources":{}}"#
+            r#"{"name":"a","vcpus":1,"memory_mib":64,"kernel":"/k"}"#
         );
     }
 

@@ -5,8 +5,10 @@
 //! declared, let alone expanded), caps element nesting and element count, and reports structure
 //! errors with what was expected where. Every error maps to fault code 100 (`parse_error`).
 
+pub mod de;
 mod json;
 mod parse;
+pub mod ser;
 mod write;
 
 #[cfg(test)]
@@ -14,7 +16,9 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+pub use de::{DecodeError, from_value};
 pub use parse::{parse_call, parse_call_with, parse_response, parse_response_with};
+pub use ser::{EncodeError, to_value};
 pub use write::{write_call, write_response, write_value};
 
 /// A struct's members. Ordered by name so that output is deterministic.

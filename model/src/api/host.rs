@@ -1,0 +1,76 @@
+//! `host.*`: the appliance itself, as init and the daemons report it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{actions, rpc_type};
+use crate::dbus::ServiceInfo;
+
+/// What `host.info` answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub version: String,
+    /// Seconds since boot; left out when init does not answer (then `init_error` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ServiceInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_error: Option<String>,
+    /// By daemon name: its version and object counts, or the error that kept it from answering.
+    pub daemons: BTreeMap<String, DaemonReport>,
+    pub management: Management,
+}
+
+/// One daemon as `host.info` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DaemonReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Object counts (`containers`, `vms`, …).
+    #[serde(flatten)]
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// The API's own interface as netd configured it, or why netd did not say.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Management {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// `a.b.c.d/len`, or empty when the interface has no address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `static`, `dhcp` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+rpc_type!("struct": HostInfo, ServiceInfo);
+
+actions! { ACTIONS;
+    Info = "host.info", Apid, () -> HostInfo,
+        "Describes the host: hostname, version, uptime (seconds), kernel, services (as \
+         host.services) and daemons ({netd, stord, hostd}: each the daemon's version and object \
+         counts, or {error} when it does not answer) and management ({interface, address, \
+         source}: the API's own interface as netd configured it, source static, dhcp or none; \
+         or {error}). When init does not answer, uptime, kernel and services are left out and \
+         init_error says why.";
+    Services = "host.services", Init, () -> Vec<ServiceInfo>,
+        "Lists the services init supervises: an array of {name, state, pid, restarts, since} \
+         structs; pid is 0 when the service has no process, since is the Unix time of the last \
+         state change.";
+    Reboot = "host.reboot", Init, () -> bool,
+        "Reboots the host. Returns true once init has accepted the request.";
+    Poweroff = "host.poweroff", Init, () -> bool,
+        "Powers the host off. Returns true once init has accepted the request.";
+}

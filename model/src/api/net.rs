@@ -1,0 +1,34 @@
+//! `net.*` and `port.*`: networks and ports, served by netd.
+
+use super::{actions, rpc_type};
+use crate::net::{Limits, NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+
+rpc_type!("struct": NetworkSpec, NetworkInfo, PortSpec, PortInfo, Limits);
+
+actions! { ACTIONS;
+    NetCreate = "net.create", Netd, (spec: NetworkSpec) -> bool,
+        "Creates a network from {name, kind: bridged|routed|vlan, uplink?, vlan?, vlan_aware?, \
+         bond?, bond_mode?, subnet?, address?, limits?}; the same fields as a [[network]] table \
+         in host.toml. Returns true once the kernel has it.";
+    NetDelete = "net.delete", Netd, (name: String) -> bool,
+        "Deletes a network that has no ports left.";
+    NetList = "net.list", Netd, () -> Vec<NetworkInfo>,
+        "Every network, as net.info describes it.";
+    NetInfo = "net.info", Netd, (name: String) -> NetworkInfo,
+        "One network as read back from the kernel: links, VLAN table, addresses, routes and \
+         qdiscs.";
+    NetSetLimits = "net.setLimits", Netd, (target: String, limits: Limits) -> bool,
+        "Sets the limits of a port (by its name) or the aggregate of a network (by its name), \
+         live: {egress?: {rate_bps, burst_bytes?}, ingress?: {…}}, from the guest's view. A \
+         direction left out is unlimited.";
+    PortAttach = "port.attach", Netd, (spec: PortSpec) -> PortInfo,
+        "Attaches a port: {network, owner, kind: veth|tap, netns? (a network namespace file for \
+         the veth's guest end), guest_ifname?, mac?, vlan?, tagged_vlans?, addresses?, limits?}. \
+         Returns the port as port.list shows it. hostd attaches its guests' ports itself; this \
+         is for automation and tests.";
+    PortDetach = "port.detach", Netd, (name: String) -> bool,
+        "Detaches (deletes) a port by its name.";
+    PortList = "port.list", Netd, () -> Vec<PortInfo>,
+        "Every port: {name, network, owner, kind, guest_ifname, mac, vlan, tagged_vlans, \
+         addresses, limits}.";
+}
