@@ -2,7 +2,7 @@
 //! what goes on the wire, and Python's xmlrpc.client as an independent peer.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
-use model::config::{Api as ApiConfig, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
+use model::config::{HostConfig, Tls};
 use model::xmlrpc::{MethodCall, MethodResponse, Value, parse_response, write_call};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -40,31 +40,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn config() -> HostConfig {
-    HostConfig {
-        host: Host {
-            hostname: "testhost".into(),
-            timezone: "UTC".into(),
-            dns: vec![],
-            management: Management {
-                interface: "eth0".into(),
-                address: MgmtAddress::Dhcp,
-            },
-        },
-        api: ApiConfig {
-            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            tls: Tls::Generate,
-            tokens: vec![ApiToken {
-                name: "test".into(),
-                sha256: model::token::parse_digest(&model::token::digest(TOKEN)).unwrap(),
-            }],
-        },
-        networks: vec![],
-        pools: vec![],
-        templates: vec![],
-        containers: vec![],
-        vms: vec![],
-    }
+    testkit::api_host_config("testhost", "test", TOKEN)
 }
 
 struct Running {
