@@ -1,18 +1,26 @@
 //! Sandbox checks: the real init supervising the real daemons on a private bus, in fresh
 //! namespaces on this machine's kernel.
 
-mod common;
-
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, bin_dir, kill, minimal_config, service, temp_dir, wait_exit, wait_for};
 use model::dbus::{Host1Proxy, Init1Proxy, Network1Proxy, Storage1Proxy};
+use testkit::TempDir;
+use testkit::sandbox::{
+    Sandbox, kill, minimal_config, sandbox_possible, service, wait_exit, wait_for,
+};
+
+/// init and the daemons; their absence after `cargo build --workspace --bins` is a failure
+/// here, not a skip, since this crate's whole point is running them.
+fn bin_dir() -> PathBuf {
+    testkit::sandbox::bin_dir().unwrap_or_else(|why| panic!("{why}"))
+}
 
 const UP: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "current_thread")]
 async fn all_daemons_come_up_on_a_private_bus() {
-    if !common::sandbox_possible("sandbox::all_daemons_come_up_on_a_private_bus") {
+    if !sandbox_possible("sandbox::all_daemons_come_up_on_a_private_bus") {
         return;
     }
     let mut sb = Sandbox::start("up", &minimal_config(), &bin_dir());
@@ -73,7 +81,7 @@ async fn all_daemons_come_up_on_a_private_bus() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
-    if !common::sandbox_possible("sandbox::a_killed_daemon_is_back_on_the_bus_within_a_second") {
+    if !sandbox_possible("sandbox::a_killed_daemon_is_back_on_the_bus_within_a_second") {
         return;
     }
     let mut sb = Sandbox::start("kill", &minimal_config(), &bin_dir());
@@ -125,7 +133,7 @@ async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn restart_service_and_poweroff_over_init1() {
-    if !common::sandbox_possible("sandbox::restart_service_and_poweroff_over_init1") {
+    if !sandbox_possible("sandbox::restart_service_and_poweroff_over_init1") {
         return;
     }
     let mut sb = Sandbox::start("ctl", &minimal_config(), &bin_dir());
@@ -162,13 +170,13 @@ async fn restart_service_and_poweroff_over_init1() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_daemon_that_keeps_crashing_is_marked_failed() {
-    if !common::sandbox_possible("sandbox::a_daemon_that_keeps_crashing_is_marked_failed") {
+    if !sandbox_possible("sandbox::a_daemon_that_keeps_crashing_is_marked_failed") {
         return;
     }
     // A bindir where hostd exits at once; the others are the real daemons.
-    let bins = temp_dir("crashbin");
+    let bins = TempDir::new("init-crashbin");
     let real = bin_dir();
-    for d in ["netd", "stord", "apid"] {
+    for d in ["init", "netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
     }
     let crasher = bins.0.join("hostd");
@@ -201,7 +209,7 @@ async fn a_daemon_that_keeps_crashing_is_marked_failed() {
 
 #[test]
 fn a_bad_config_starts_nothing_and_reports_every_error() {
-    if !common::sandbox_possible("sandbox::a_bad_config_starts_nothing_and_reports_every_error") {
+    if !sandbox_possible("sandbox::a_bad_config_starts_nothing_and_reports_every_error") {
         return;
     }
     let bad = r#"[host]
@@ -232,7 +240,7 @@ vlan = 4095
 /// the daemons, from inside the sandbox's network namespace.
 #[tokio::test(flavor = "current_thread")]
 async fn python_xmlrpc_client_reads_host_info_through_apid() {
-    if !common::sandbox_possible("sandbox::python_xmlrpc_client_reads_host_info_through_apid") {
+    if !sandbox_possible("sandbox::python_xmlrpc_client_reads_host_info_through_apid") {
         return;
     }
     let mut sb = Sandbox::start("api", &minimal_config(), &bin_dir());
@@ -287,14 +295,14 @@ print("ok", info["kernel"])
 /// appliance) and are reaped: none stays a zombie.
 #[tokio::test(flavor = "current_thread")]
 async fn orphans_of_a_daemon_are_reaped() {
-    if !common::sandbox_possible("sandbox::orphans_of_a_daemon_are_reaped") {
+    if !sandbox_possible("sandbox::orphans_of_a_daemon_are_reaped") {
         return;
     }
     // hostd starts three short-lived grandchildren whose parent exits at once (so they are
     // re-parented to init), then becomes the real hostd.
-    let bins = temp_dir("orphanbin");
+    let bins = TempDir::new("init-orphanbin");
     let real = bin_dir();
-    for d in ["netd", "stord", "apid"] {
+    for d in ["init", "netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
     }
     let wrapper = bins.0.join("hostd");

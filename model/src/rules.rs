@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-use crate::config::{NAME_MAX, NETWORK_NAME_MAX, is_name};
+use crate::config::{Cidr, NAME_MAX, NETWORK_NAME_MAX, is_name};
 use crate::vm::{CMDLINE_MAX, MAX_MEMORY_MIB, MAX_VCPUS, VM_NAME_MAX, is_mac};
 
 /// `Err` holds what is wrong and what is expected: "is out of range; expected 1 to 8".
@@ -128,39 +128,28 @@ pub fn cmdline_shown(s: &str) -> String {
     }
 }
 
-pub const VM_NAME_RULE: &str = "is not a valid vm name; expected lowercase letters, digits and \
-    hyphens, starting with a letter or digit, at most 40 characters";
-
 pub fn vm_name(s: &str) -> Rule {
-    if is_name(s, VM_NAME_MAX) {
+    name_rule(s, VM_NAME_MAX, "vm")
+}
+
+/// A name of lowercase letters, digits and hyphens, starting with a letter or digit.
+fn name_rule(s: &str, max: usize, what: &str) -> Rule {
+    if is_name(s, max) {
         Ok(())
     } else {
-        Err(VM_NAME_RULE.into())
+        Err(format!(
+            "is not a valid {what} name; expected lowercase letters, digits and hyphens, \
+             starting with a letter or digit, at most {max} characters"
+        ))
     }
 }
 
 pub fn volume_name(s: &str) -> Rule {
-    if is_name(s, NAME_MAX) {
-        Ok(())
-    } else {
-        Err(
-            "is not a valid volume name; expected lowercase letters, digits and hyphens, \
-             starting with a letter or digit, at most 63 characters"
-                .into(),
-        )
-    }
+    name_rule(s, NAME_MAX, "volume")
 }
 
 pub fn network_name(s: &str) -> Rule {
-    if is_name(s, NETWORK_NAME_MAX) {
-        Ok(())
-    } else {
-        Err(
-            "is not a valid network name; expected lowercase letters, digits and hyphens, \
-             starting with a letter or digit, at most 15 characters"
-                .into(),
-        )
-    }
+    name_rule(s, NETWORK_NAME_MAX, "network")
 }
 
 /// `cpuset.cpus` syntax: `0-3`, `0,2`, `0-1,4`.
@@ -186,6 +175,44 @@ pub fn cpuset(s: &str) -> Rule {
 pub const ONE_DISK_SOURCE: &str =
     "needs exactly one of volume (a stord volume) and path (a raw image file on the host)";
 
+/// A guest's address on a network that has a subnet lies inside it, with the subnet's prefix.
+pub fn address_in_subnet(addr: Cidr, subnet: Cidr, network: &str) -> Rule {
+    if !subnet.contains(addr.addr) {
+        Err(format!(
+            "lies outside subnet {subnet} of network {network:?}"
+        ))
+    } else if addr.prefix != subnet.prefix {
+        Err(format!(
+            "has prefix /{} but network {network:?} has subnet {subnet}; expected \"{}/{}\"",
+            addr.prefix, addr.addr, subnet.prefix
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Each address is held once on a network: `holder` is who holds it already, if anyone
+/// (`container "web2"`, `the host`).
+pub fn address_free(holder: Option<&str>) -> Rule {
+    match holder {
+        Some(h) => Err(format!(
+            "is already held by {h}; expected each address once on a network"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Containers and VMs share one namespace: both become guests with that name in the API, in
+/// cgroup paths and port owners. `other` is the guest of the other kind that has the name.
+pub fn guest_name_free(other: Option<&str>) -> Rule {
+    match other {
+        Some(o) => Err(format!(
+            "has the same name as {o}; containers and vms share one namespace"
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,7 +226,6 @@ mod tests {
         assert_eq!(problem("vcpus", 8, vcpus(8)), None);
         assert!(vm_name(&"a".repeat(VM_NAME_MAX)).is_ok());
         assert!(vm_name(&"a".repeat(VM_NAME_MAX + 1)).is_err());
-        assert!(VM_NAME_RULE.ends_with(&format!("at most {VM_NAME_MAX} characters")));
         assert!(cpuset("0-1,4").is_ok() && cpuset("3-1").is_err() && cpuset("").is_err());
         assert!(host_path("/a").is_ok() && host_path("a").is_err() && host_path("/a\0").is_err());
         assert!(vm_memory_mib(0).is_err() && vm_memory_mib(MAX_MEMORY_MIB + 1).is_err());

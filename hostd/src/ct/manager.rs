@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use model::config::parse_cidr;
 use model::ct::{
     ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo, is_ct_name,
 };
 use model::dbus::Network1Proxy;
-use model::net::{PortKind, PortSpec};
+use model::net::{NetworkInfo, PortKind, PortSpec};
+use model::rules;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use vmm::launcher::parent::{self, LaunchError};
@@ -220,6 +222,16 @@ impl Manager {
     // ---- containers ---------------------------------------------------------------------
 
     pub async fn create(&mut self, spec_json: &str) -> CtResult<ContainerInfo> {
+        self.create_among(spec_json, &[]).await
+    }
+
+    /// Creates a container beside the VMs named `vms` (containers and VMs share one namespace),
+    /// by the rules host.toml follows (`model::rules`).
+    pub async fn create_among(
+        &mut self,
+        spec_json: &str,
+        vms: &[String],
+    ) -> CtResult<ContainerInfo> {
         let spec: ContainerSpec = serde_json::from_str(spec_json)
             .map_err(|e| CtError::InvalidArgs(format!("container spec: {e}")))?;
         spec.validate()
@@ -230,10 +242,21 @@ impl Manager {
                 spec.name
             )));
         }
+        let vm = vms
+            .contains(&spec.name)
+            .then(|| format!("vm {:?}", spec.name));
+        if let Some(taken) = rules::problem(
+            "container",
+            format_args!("{:?}", spec.name),
+            rules::guest_name_free(vm.as_deref()),
+        ) {
+            return Err(CtError::Conflict(taken));
+        }
         let t0 = Instant::now();
         self.templates.get(&spec.template)?;
         if let Some(net) = &spec.network {
-            self.check_network(net).await?;
+            let info = self.check_network(net).await?;
+            self.check_addresses(&spec, &info)?;
         }
         let t_network = t0.elapsed();
         let slot = if spec.privileged {
@@ -293,7 +316,49 @@ impl Manager {
         self.info(&name).await
     }
 
-    async fn check_network(&self, net: &str) -> CtResult<()> {
+    /// The spec's addresses on network `net`: inside its subnet, and held by nobody else (the
+    /// host, another container) — as host.toml checks them.
+    fn check_addresses(&self, spec: &ContainerSpec, net: &NetworkInfo) -> CtResult<()> {
+        let subnet = net.subnet.as_deref().and_then(|s| parse_cidr(s).ok());
+        let mut outside = Vec::new();
+        for (i, a) in spec.addresses.iter().enumerate() {
+            let Ok(cidr) = parse_cidr(a) else { continue };
+            let field = format!("addresses[{i}]");
+            if let Some(subnet) = subnet {
+                outside.extend(rules::problem(
+                    &field,
+                    format_args!("{a:?}"),
+                    rules::address_in_subnet(cidr, subnet, &net.name),
+                ));
+            }
+            let same = |other: &str| parse_cidr(other).is_ok_and(|o| o.addr == cidr.addr);
+            let holder = if net.addresses.iter().any(|h| same(h)) {
+                Some(format!("the host (network {:?} address)", net.name))
+            } else {
+                self.records
+                    .values()
+                    .find(|r| {
+                        r.spec.network.as_deref() == Some(net.name.as_str())
+                            && r.spec.addresses.iter().any(|o| same(o))
+                    })
+                    .map(|r| format!("container {:?}", r.spec.name))
+            };
+            if let Some(taken) = rules::problem(
+                &field,
+                format_args!("{a:?}"),
+                rules::address_free(holder.as_deref()),
+            ) {
+                return Err(CtError::Conflict(taken));
+            }
+        }
+        if outside.is_empty() {
+            Ok(())
+        } else {
+            Err(CtError::InvalidArgs(outside.join("; ")))
+        }
+    }
+
+    async fn check_network(&self, net: &str) -> CtResult<NetworkInfo> {
         let Some(bus) = &self.bus else {
             return Err(CtError::Failed(format!(
                 "network {net:?}: hostd has no bus connection to ask netd"
@@ -303,7 +368,8 @@ impl Manager {
             .await
             .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
         match proxy.network_info(net).await {
-            Ok(_) => Ok(()),
+            Ok(json) => serde_json::from_str(&json)
+                .map_err(|e| CtError::Failed(format!("network {net:?}: netd's answer: {e}"))),
             Err(model::dbus::CairnError::NotFound(m)) => Err(CtError::NotFound(format!(
                 "network {net:?} does not exist ({m})"
             ))),

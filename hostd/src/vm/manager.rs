@@ -289,10 +289,30 @@ impl VmManager {
     }
 
     pub async fn create(&mut self, spec_json: &str) -> CtResult<VmInfo> {
+        self.create_among(spec_json, &[]).await
+    }
+
+    /// Creates a VM beside the containers named `containers` (containers and VMs share one
+    /// namespace).
+    pub async fn create_among(
+        &mut self,
+        spec_json: &str,
+        containers: &[String],
+    ) -> CtResult<VmInfo> {
         let spec: VmSpec = serde_json::from_str(spec_json)
             .map_err(|e| CtError::InvalidArgs(format!("VM spec: {e}")))?;
         spec.validate()
             .map_err(|e| CtError::InvalidArgs(e.to_string()))?;
+        let ct = containers
+            .contains(&spec.name)
+            .then(|| format!("container {:?}", spec.name));
+        if let Some(taken) = model::rules::problem(
+            "vm",
+            format_args!("{:?}", spec.name),
+            model::rules::guest_name_free(ct.as_deref()),
+        ) {
+            return Err(CtError::Conflict(taken));
+        }
         if self.vms.contains_key(&spec.name) {
             return Err(CtError::Conflict(format!(
                 "VM {:?} exists already",

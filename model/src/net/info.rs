@@ -72,6 +72,9 @@ pub struct NetworkInfo {
     pub kind: NetworkKind,
     pub links: Vec<LinkEntry>,
     pub vlans: Vec<VlanEntry>,
+    /// The network's subnet (`addr/prefix`) when it has one: its guests' addresses lie in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
     /// The host's addresses on the network (on its bridge), `addr/prefix`.
     pub addresses: Vec<String>,
     /// Routes through the network's links (the host routes of a routed network).

@@ -123,6 +123,7 @@ impl Reconciler {
                 .map(entry)
                 .collect(),
             vlans,
+            subnet: net.spec.subnet.clone(),
             addresses,
             routes,
             qdiscs,
