@@ -16,6 +16,8 @@ profile=()
 work="$(mktemp -d /tmp/cairn-ct-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
+# The sandbox runs this build's init, netd and apid beside the hostd under test.
+cargo build "${profile[@]}" --workspace --bins --quiet
 echo "-- Cairn ($n containers)"
 # libtest prints its progress mark before a test's first output line: grep -o keeps the line.
 CT_BENCH_N="$n" CT_BENCH_ROOTFS="$work/rootfs" \
