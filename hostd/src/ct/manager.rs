@@ -605,8 +605,12 @@ impl Manager {
                 )));
             }
         };
-        // SAFETY: kill(2) with the pid of the init the monitor recorded and checked alive.
-        unsafe { libc::kill(state.guest_pid as libc::pid_t, self.stop_signal(&spec)) };
+        // Running also covers an init that just ended and whose monitor is still recording:
+        // its pid must not be signalled (it may be reused already).
+        if state.alive() {
+            // SAFETY: kill(2) with the pid of the init the monitor recorded, checked alive.
+            unsafe { libc::kill(state.guest_pid as libc::pid_t, self.stop_signal(&spec)) };
+        }
         Ok(StopPlan {
             name: name.to_string(),
             state,
@@ -876,7 +880,9 @@ pub struct StopPlan {
 pub async fn wait_stopped(plan: &StopPlan, timeout_s: u32) {
     let s = &plan.state;
     let timeout = Duration::from_secs(u64::from(timeout_s));
-    if !crate::guest::wait_gone(s.guest_pid, s.guest_start, timeout).await {
+    // With no time to wait the first look may not have seen an end that already happened:
+    // the pid is checked again before it is killed (it may have been reused since).
+    if !crate::guest::wait_gone(s.guest_pid, s.guest_start, timeout).await && s.alive() {
         tracing::info!(ct = %plan.name, timeout_s, "init did not stop in time; killing the container");
         let pid = Pid::from_raw(plan.state.guest_pid as i32);
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);

@@ -659,7 +659,7 @@ impl VmManager {
             let gone = |timeout| crate::guest::wait_gone(pid, start, timeout);
             if !gone(Duration::from_secs(u64::from(timeout_s))).await {
                 let _ = self.ask(name, Request::Stop, None).await;
-                if !gone(Duration::from_secs(1)).await {
+                if !gone(Duration::from_secs(1)).await && state.alive() {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid as i32),
                         nix::sys::signal::Signal::SIGKILL,
