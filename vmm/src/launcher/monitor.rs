@@ -164,13 +164,14 @@ where
             )))
         })?;
     }
-    let mut go = go_w;
-    // "prepared": the guest may set itself up while hostd does its part.
-    go.write_all(b"p")
-        .map_err(|e| kill_child(StartError::failure(format!("releasing the guest: {e}"))))?;
     let io = |e: std::io::Error| kill_child(StartError::failure(format!("control socket: {e}")));
     let mut ctl_w = ctl.try_clone().map_err(io)?;
     send(&mut ctl_w, &ToParent::Pid { pid: upid }).map_err(io)?;
+    // Then "prepared": the guest sets itself up while hostd does its part. Not before the
+    // pid is out: the woken guest would compete with this send for the CPU.
+    let mut go = go_w;
+    go.write_all(b"p")
+        .map_err(|e| kill_child(StartError::failure(format!("releasing the guest: {e}"))))?;
     let mut ctl_r = BufReader::new(ctl);
     if !matches!(recv(&mut ctl_r), Ok(Some(ToMonitor::Go))) {
         return Err(kill_child(StartError::failure("hostd aborted the start")));
