@@ -413,10 +413,24 @@ struct FakeInit;
 
 #[zbus::interface(name = "org.cairn.Init1")]
 impl FakeInit {
-    fn list_services(&self) -> Vec<(String, String, u32, u32, u64)> {
+    fn list_services(&self) -> Vec<model::dbus::ServiceTuple> {
         vec![
-            ("netd".into(), "running".into(), 12, 0, 1_700_000_000),
-            ("hostd".into(), "backoff".into(), 0, 3, 1_700_000_100),
+            (
+                "netd".into(),
+                "running".into(),
+                12,
+                0,
+                1_700_000_000,
+                "".into(),
+            ),
+            (
+                "hostd".into(),
+                "backoff".into(),
+                0,
+                3,
+                1_700_000_100,
+                "exited with status 3".into(),
+            ),
         ]
     }
     fn system_info(&self) -> (u64, String) {
@@ -494,6 +508,7 @@ async fn host_methods_over_a_private_bus() {
     assert_eq!(hostd["state"], Value::from("backoff"));
     assert_eq!(hostd["restarts"], Value::Int(3));
     assert_eq!(hostd["since"], Value::Int(1_700_000_100));
+    assert_eq!(hostd["last_error"], Value::from("exited with status 3"));
     let netd = info["daemons"].as_struct().unwrap()["netd"]
         .as_struct()
         .unwrap();

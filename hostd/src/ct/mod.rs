@@ -2,6 +2,7 @@
 //! behind org.cairn.Host1's container methods.
 
 pub mod cgroup;
+pub mod console;
 pub mod error;
 pub mod exec;
 pub mod manager;

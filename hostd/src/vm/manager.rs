@@ -691,10 +691,7 @@ impl VmManager {
 
     pub fn console(&self, name: &str, max_bytes: u32) -> CtResult<String> {
         self.record(name)?;
-        let path = self.run_dir(name).join(CONSOLE_LOG);
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        let start = bytes.len().saturating_sub(max_bytes as usize);
-        Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+        crate::ct::console::tail(&self.run_dir(name).join(CONSOLE_LOG), max_bytes)
     }
 
     /// After a VMM ended: records how, releases its ports, jail and cgroup.
