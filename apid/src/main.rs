@@ -60,6 +60,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .await
         .with_context(|| format!("cannot connect to the bus as {}", model::dbus::API_NAME))?;
+    // apid serves no interface, and zbus starts a connection's object server (which answers
+    // org.freedesktop.DBus.Peer.Ping) only on demand: without it init's liveness Ping would go
+    // unanswered and init would restart a healthy apid every second.
+    let _ = conn.object_server();
     tracing::info!(name = model::dbus::API_NAME, "ready");
 
     let api = Api::new(config.host.hostname.clone(), Bus::new(Some(conn)));
