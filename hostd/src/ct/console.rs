@@ -36,7 +36,19 @@ pub fn tail(path: &Path, max_bytes: u32) -> CtResult<String> {
     file.take(u64::from(max_bytes))
         .read_to_end(&mut data)
         .map_err(|e| CtError::io(path.display(), e))?;
-    Ok(String::from_utf8_lossy(&data).into_owned())
+    Ok(bus_text(&data))
+}
+
+/// Bytes from a guest or a command as a D-Bus string: invalid UTF-8 and NUL bytes become
+/// U+FFFD. D-Bus strings cannot hold NUL, and a reply with one is a message the bus refuses —
+/// it disconnects the sender, i.e. hostd (XML-RPC's strings cannot hold NUL either).
+pub fn bus_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.into_owned()
+    }
 }
 
 #[cfg(test)]
@@ -52,6 +64,8 @@ mod tests {
         std::fs::write(&log, b"0123456789abcdef").unwrap();
         assert_eq!(tail(&log, 6).unwrap(), "abcdef");
         assert_eq!(tail(&log, 100).unwrap(), "0123456789abcdef");
+        std::fs::write(&log, b"a\0b\xffc").unwrap();
+        assert_eq!(tail(&log, 100).unwrap(), "a\u{FFFD}b\u{FFFD}c");
         assert!(matches!(tail(&log, 0), Err(CtError::InvalidArgs(_))));
         assert!(matches!(
             tail(&log, MAX_CONSOLE_BYTES + 1),

@@ -130,6 +130,10 @@ fn helper(args: &[String]) -> Result<i32, String> {
     let child = match unsafe { fork() } {
         Err(e) => return Err(format!("fork: {e}")),
         Ok(ForkResult::Child) => {
+            // Rust's runtime ignores SIGPIPE and an ignored signal stays ignored across exec:
+            // without this, `yes | head` in a container spins on EPIPE instead of ending.
+            // SAFETY: signal(2) with SIG_DFL in the single-threaded child, before exec.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             let _ = nix::unistd::chdir("/");
             if let Err(e) = caps::drop_bounding() {
                 eprintln!("{HELPER_PREFIX} dropping capabilities: {e}");

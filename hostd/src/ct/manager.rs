@@ -963,8 +963,8 @@ pub async fn exec(
         .map_err(|_| CtError::Failed(format!("exec in {name:?}: the helper hung")))?
         .map_err(|e| CtError::io("exec helper", e))?;
     let code = status.code().unwrap_or(128);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = super::console::bus_text(&out.stdout);
+    let stderr = super::console::bus_text(&out.stderr);
     if code == super::exec::HELPER_FAILED && stderr.starts_with(super::exec::HELPER_PREFIX) {
         return Err(CtError::Failed(format!(
             "exec in {name:?}: {}",
@@ -982,8 +982,8 @@ pub async fn exec(
     }
     if stdout.len() + stderr.len() > cap {
         return Err(CtError::TooLarge(format!(
-            "exec in {name:?}: the command's output is {} bytes as text (invalid UTF-8 \
-             replaced by U+FFFD; it exited with {code}); the cap is {cap} bytes (16 MiB)",
+            "exec in {name:?}: the command's output is {} bytes as text (invalid UTF-8 and \
+             NUL replaced by U+FFFD; it exited with {code}); the cap is {cap} bytes (16 MiB)",
             stdout.len() + stderr.len()
         )));
     }
