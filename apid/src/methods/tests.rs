@@ -49,6 +49,7 @@ async fn list_methods_is_sorted_and_complete() {
             "host.info",
             "host.poweroff",
             "host.reboot",
+            "host.restartService",
             "host.services",
             "net.create",
             "net.delete",
