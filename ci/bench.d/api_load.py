@@ -59,7 +59,8 @@ def start_peer():
     ctx.load_cert_chain(cert, key)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     info = {"hostname": "peer", "version": "0", "uptime": 1, "kernel": "x",
-            "services": [{"name": n, "state": "running", "pid": 1, "restarts": 0, "since": 0}
+            "services": [{"name": n, "state": "running", "pid": 1, "restarts": 0, "since": 0,
+                          "last_error": ""}
                          for n in ("netd", "stord", "hostd", "apid")]}
     srv.register_function(lambda: info, "host.info")
     srv.register_introspection_functions()

@@ -85,6 +85,9 @@ struct Supervisor {
     booting: Option<usize>,
     /// Set once the shutdown began: exits are expected, nothing is restarted.
     stopping_all: bool,
+    /// Set when the bus daemon exited: every Ping then fails on init's side, which says
+    /// nothing about the daemons, so liveness verdicts are ignored from then on.
+    bus_gone: bool,
     ready_tx: mpsc::UnboundedSender<Readiness>,
     lost_tx: mpsc::UnboundedSender<liveness::Lost>,
 }
@@ -127,6 +130,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
         snapshot,
         booting: None,
         stopping_all: false,
+        bus_gone: false,
         ready_tx,
         lost_tx,
     };
@@ -296,7 +300,11 @@ impl Supervisor {
     /// its exit is then handled as a crash (back-off, fast-crash count), reported with `cause`.
     fn on_unreachable(&mut self, lost: liveness::Lost) {
         let svc = &mut self.services[lost.index];
-        if lost.generation != svc.generation || svc.state != State::Running || self.stopping_all {
+        if lost.generation != svc.generation
+            || svc.state != State::Running
+            || self.stopping_all
+            || self.bus_gone
+        {
             return;
         }
         let Some(pid) = svc.pid else {
@@ -316,6 +324,7 @@ impl Supervisor {
                 ?status,
                 "the bus daemon exited; daemons lose their connections"
             );
+            self.bus_gone = true;
             return;
         }
         let Some(index) = self.services.iter().position(|s| s.pid == Some(pid)) else {
@@ -560,4 +569,22 @@ async fn watch_readiness(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = tx.send(verdict);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_described_for_list_services() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(
+            describe_exit(WaitStatus::Exited(pid, 3)),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe_exit(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            "killed by SIGKILL"
+        );
+    }
 }
