@@ -127,14 +127,15 @@ pub trait Host1 {
     /// Changes a running container's limits live: JSON `model::ct::Resources`, only the
     /// fields given change.
     fn set_container(&self, name: &str, resources_json: &str) -> Result<(), CairnError>;
-    /// Runs `argv` inside the container; returns (exit code, stdout, stderr).
+    /// Runs `argv` inside the container; returns (exit code, stdout, stderr), NUL and invalid
+    /// UTF-8 as U+FFFD. More than 16 MiB of output (the two together) is `TooLarge`.
     fn exec(
         &self,
         name: &str,
         argv: Vec<String>,
         timeout_s: u32,
     ) -> Result<(i32, String, String), CairnError>;
-    /// The last `max_bytes` of the container's console log.
+    /// The last `max_bytes` (1 to 1 MiB) of the container's console log.
     fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
     /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,
     /// initrd, disks, networks and memory; returns JSON `model::vm::VmInfo`.
@@ -158,7 +159,7 @@ pub trait Host1 {
     fn list_vms(&self) -> Result<String, CairnError>;
     /// JSON `model::vm::VmInfo`.
     fn vm_info(&self, name: &str) -> Result<String, CairnError>;
-    /// The last `max_bytes` of the VM's serial console log.
+    /// The last `max_bytes` (1 to 1 MiB) of the VM's serial console log.
     fn vm_console(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
     /// Sends `data` to the VM's serial console input.
     fn vm_console_input(&self, name: &str, data: &str) -> Result<(), CairnError>;
