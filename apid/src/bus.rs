@@ -136,6 +136,11 @@ impl Bus {
         Bus { conn }
     }
 
+    /// The bus connection, if apid has one.
+    pub fn connection(&self) -> Option<&zbus::Connection> {
+        self.conn.as_ref()
+    }
+
     fn conn(&self) -> Result<&zbus::Connection, BusError> {
         self.conn.as_ref().ok_or(BusError::NotConnected)
     }

@@ -18,14 +18,32 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use model::fault::FaultCode;
 use model::xmlrpc::{self, MethodResponse};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::MissedTickBehavior;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Held, LogLimiter, Refusal, Shares};
 use crate::methods::Api;
 
 pub const RPC_PATH: &str = "/RPC2";
 pub const REALM: &str = "cairn";
+
+/// The accept queue the kernel keeps for us (capped by net.core.somaxconn). Deep enough that a
+/// storm of connections from one client, each refused at once, does not fill it ahead of the
+/// connection attempts of others, whose SYNs would otherwise be dropped and retried only a
+/// second or more later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long the kernel keeps a connection on which the client has sent nothing before handing
+/// it to us anyway (see [`crate::sys::defer_accept`]).
+const DEFER_ACCEPT: Duration = Duration::from_secs(5);
+
+/// Refusals (connections over a cap, requests without a token, bodies without room) are logged
+/// at most this many lines a second per kind; the rest are counted...
+const REFUSAL_LINES_PER_SECOND: u32 = 3;
+/// ...and the count is logged this often.
+const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -36,10 +54,26 @@ pub struct Limits {
     pub max_drain: usize,
     /// Reading the body, and separately running the method, must each finish within this.
     pub request_timeout: Duration,
-    /// The TLS handshake and each request's headers must arrive within this.
+    /// The TLS handshake must finish within this after the TCP connection is accepted, so that
+    /// connections which never start TLS cannot hold slots for long.
     pub handshake_timeout: Duration,
-    /// Connections served at once; more are closed right after accept.
+    /// A connection waiting for a request — the first after the handshake, or the next one on a
+    /// keep-alive connection — is closed when that request's headers are not all in within this.
+    pub idle_timeout: Duration,
+    /// Connections served at once, in all; more are closed (reset) right after accept.
     pub max_connections: usize,
+    /// Connections served at once from one client address (IPv6: one /64).
+    pub max_connections_per_client: usize,
+    /// Memory for request bodies being read, in all: a body whose declared length does not fit
+    /// in what is left (or that outgrows it, when sent chunked) is answered at once with HTTP 503
+    /// carrying fault 108, and the connection is closed.
+    pub body_budget: usize,
+    /// The part of `body_budget` one client address may hold.
+    pub body_budget_per_client: usize,
+    /// Bodies up to this size (every ordinary call) take nothing from `body_budget`, so that
+    /// uploads filling the budget do not shut out ordinary calls. What they hold is bounded by
+    /// the connection caps instead (`max_connections` times this).
+    pub small_body: usize,
 }
 
 impl Default for Limits {
@@ -48,8 +82,14 @@ impl Default for Limits {
             max_body: 1 << 20,
             max_drain: 16 << 20,
             request_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: 256,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            // Under the usual soft limit of 1024 open files, with room for the bus and the rest.
+            max_connections: 512,
+            max_connections_per_client: 64,
+            body_budget: 64 << 20,
+            body_budget_per_client: 16 << 20,
+            small_body: 64 << 10,
         }
     }
 }
@@ -59,6 +99,9 @@ pub struct Service {
     api: Api,
     tokens: Vec<[u8; 32]>,
     limits: Limits,
+    bodies: Arc<Shares>,
+    refused_connections: LogLimiter,
+    refused_requests: LogLimiter,
 }
 
 impl Service {
@@ -67,19 +110,48 @@ impl Service {
             api,
             tokens,
             limits,
+            bodies: Shares::new(limits.body_budget, limits.body_budget_per_client),
+            refused_connections: LogLimiter::new("refused connections", REFUSAL_LINES_PER_SECOND),
+            refused_requests: LogLimiter::new("refused requests", REFUSAL_LINES_PER_SECOND),
         }
+    }
+
+    fn flush_logs(&self) {
+        self.refused_connections.flush();
+        self.refused_requests.flush();
     }
 }
 
 /// A bound HTTPS listener, not yet serving.
 pub struct Server {
-    listener: TcpListener,
+    /// A std listener watched by tokio: a connection accepted from it is not registered with
+    /// tokio until it is admitted, so refusing one costs an accept, a setsockopt and a close,
+    /// and a storm of refused connections is worked off quickly.
+    listener: AsyncFd<std::net::TcpListener>,
     acceptor: TlsAcceptor,
 }
 
 impl Server {
     pub async fn bind(addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind does: a restarted apid can bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
+        if let Err(e) = crate::sys::defer_accept(&listener, DEFER_ACCEPT) {
+            tracing::warn!(error = %e, "cannot set TCP_DEFER_ACCEPT; idle connections will queue");
+        }
+        // Non-blocking still, as tokio made it.
+        let listener = listener.into_std()?;
+        // SAFETY: the std listener owns its descriptor and the AsyncFd owns the listener, which
+        // is only ever lent out (`get_ref`), so the descriptor stays open and the same for as
+        // long as the registration lives.
+        let listener =
+            unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }?;
         Ok(Server {
             listener,
             acceptor: TlsAcceptor::from(tls),
@@ -87,31 +159,73 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listener.get_ref().local_addr()
     }
 
     /// Serves until `shutdown` completes. Connections in flight are left to finish on their own
     /// tasks; the process exiting ends them.
     pub async fn serve(self, service: Service, shutdown: impl Future<Output = ()>) {
         let service = Arc::new(service);
-        let slots = Arc::new(Semaphore::new(service.limits.max_connections));
+        let limits = service.limits;
+        let slots = Shares::new(limits.max_connections, limits.max_connections_per_client);
+        let mut summary = tokio::time::interval(REFUSAL_SUMMARY_EVERY);
+        summary.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
+                _ = summary.tick() => {
+                    service.flush_logs();
+                    // Bodies and connection buffers freed since the last tick go back to the
+                    // kernel, so memory returns to where it was once a flood is over.
+                    crate::sys::release_free_memory();
+                    continue;
+                }
+                accepted = accept(&self.listener) => match accepted {
                     Ok(a) => a,
-                    Err(e) => {
+                    Err(e) if out_of_resources(&e) => {
                         // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        if service.refused_connections.allow() {
+                            tracing::warn!(error = %e, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        // A connection the client reset while it waited (ECONNABORTED) and the
+                        // like: about that connection only, so no pause, which a client could
+                        // otherwise cause at will.
+                        tracing::debug!(error = %e, "accept failed");
                         continue;
                     }
                 },
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many connections; closing this one");
-                continue;
+            let slot = match slots.hold(peer.ip(), 1) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    // A reset rather than a FIN: the client learns at once, and a storm of
+                    // refused connections leaves no TIME_WAIT entries behind on our side.
+                    let _ = crate::sys::reset_on_close(&tcp);
+                    drop(tcp);
+                    if service.refused_connections.allow() {
+                        let cap = match why {
+                            Refusal::Total => slots.total(),
+                            Refusal::Client => slots.per_client(),
+                        };
+                        tracing::warn!(%peer, reason = %why, cap, "refusing a connection");
+                    }
+                    continue;
+                }
+            };
+            let tcp = match tcp
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(tcp))
+            {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot take on an accepted connection");
+                    continue;
+                }
             };
             let acceptor = self.acceptor.clone();
             let service = service.clone();
@@ -120,6 +234,30 @@ impl Server {
                 connection(tcp, peer, acceptor, service).await;
                 drop(slot);
             });
+        }
+        service.flush_logs();
+    }
+}
+
+/// Whether a failed accept means the process or system is out of something (descriptors,
+/// buffers, memory), as opposed to a problem with the one connection.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The next connection in the accept queue, as a std socket (blocking, not registered).
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|l| l.get_ref().accept()) {
+            Ok(result) => return result,
+            // Readiness was stale: try_io cleared it; wait again.
+            Err(_would_block) => continue,
         }
     }
 }
@@ -142,17 +280,123 @@ async fn connection(
             return;
         }
     };
+    let activity = Arc::new(Activity::new());
+    let requests = activity.clone();
+    let linger_bytes = limits.max_body;
     let svc = hyper::service::service_fn(move |req| {
         let service = service.clone();
-        async move { Ok::<_, Infallible>(service.respond(req, peer).await) }
+        let busy = requests.begin();
+        // Boxed, so that the connection is Unpin and can hand its stream back at the end.
+        Box::pin(async move {
+            let response = service.respond(req, peer).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        })
     });
     let mut http = hyper::server::conn::http1::Builder::new();
+    // hyper starts this timer when it begins waiting for a request, so it bounds both the idle
+    // time of a keep-alive connection and how long a request's headers may take. It closes
+    // without a TLS close_notify, though, so the idle case is ours (below) and this one, a
+    // second later, is only the backstop for headers that trickle in.
     http.timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(limits.handshake_timeout)
+        .header_read_timeout(limits.idle_timeout + Duration::from_secs(1))
         .max_buf_size(64 * 1024);
-    if let Err(e) = http.serve_connection(TokioIo::new(tls), svc).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let mut conn = http.serve_connection(TokioIo::new(tls), svc);
+    let mut check = tokio::time::Instant::now() + limits.idle_timeout;
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break ended,
+            _ = tokio::time::sleep_until(check) => {
+                let now = tokio::time::Instant::now();
+                if closing {
+                    tracing::debug!(%peer, "an idle connection did not close in time; dropped");
+                    return;
+                }
+                match activity.idle_until(limits.idle_timeout) {
+                    Some(deadline) if deadline <= now => {
+                        // Idle for too long: hyper stops waiting for a request and hands the
+                        // stream back for the close below.
+                        std::pin::Pin::new(&mut conn).graceful_shutdown();
+                        closing = true;
+                        check = now + CLOSE_GRACE;
+                    }
+                    Some(deadline) => check = deadline,
+                    // A request is being served; its own deadlines apply. Look again later.
+                    None => check = now + limits.idle_timeout,
+                }
+            }
+        }
+    };
+    match ended {
+        Ok(()) => linger_close(conn.into_parts().io.into_inner(), linger_bytes).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    }
+}
+
+/// How long closing a connection may take before it is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends a connection the way clients can read: TLS close_notify and a FIN, then whatever the
+/// client still sends is read and dropped (up to `max_bytes`, for up to [`CLOSE_GRACE`]) until
+/// it closes too. Closing at once would let its next bytes — a request sent just as an idle
+/// connection was closed, or the rest of a body refused with 503 — draw a TCP reset, which
+/// destroys our close_notify or answer before the client reads it: Python's xmlrpc.client then
+/// fails with SSLEOFError or a reset instead of reading the answer, or reconnecting.
+async fn linger_close(mut tls: tokio_rustls::server::TlsStream<TcpStream>, max_bytes: usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        tls.shutdown().await?;
+        let mut buf = [0u8; 8192];
+        let mut drained = 0usize;
+        while drained <= max_bytes {
+            match tls.read(&mut buf).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Whether a connection has a request in flight, and since when it has had none.
+struct Activity {
+    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
+}
+
+/// One request in flight; the connection counts as active until it is dropped.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.lock().0 += 1;
+        Busy(self.clone())
+    }
+
+    /// When the connection will have been idle for `idle`, or None while a request is served.
+    fn idle_until(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        let (in_flight, since) = *self.lock();
+        (in_flight == 0).then(|| since + idle)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.0 = state.0.saturating_sub(1);
+        state.1 = tokio::time::Instant::now();
     }
 }
 
@@ -206,23 +450,50 @@ enum BodyError {
     TooLarge {
         drained: bool,
     },
+    /// A chunked body outgrew the room left in the body budget.
+    NoRoom(Refusal),
     Read(hyper::Error),
 }
 
-async fn read_body(mut body: Incoming, limits: &Limits) -> Result<Bytes, BodyError> {
+/// Reads a body of at most `expected` bytes (its Content-Length, else `max_body`) into a buffer
+/// that grows with what has arrived, not with what the client announced: a client that declares
+/// 1 MiB and then stalls costs what it sent. `room` always covers the buffer's capacity.
+/// `expected == 0` with a non-empty body means "announced as too large": nothing is kept.
+/// Bodies up to `small_body` take no room (see [`Limits::small_body`]).
+async fn read_body(
+    mut body: Incoming,
+    limits: &Limits,
+    expected: usize,
+    room: &mut Held,
+) -> Result<Bytes, BodyError> {
     let mut buf = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyError::Read)?;
-        if let Ok(data) = frame.into_data() {
-            total = total.saturating_add(data.len());
-            if total > limits.max_drain {
-                return Err(BodyError::TooLarge { drained: false });
-            }
-            if total <= limits.max_body {
-                buf.extend_from_slice(&data);
-            }
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limits.max_drain {
+            return Err(BodyError::TooLarge { drained: false });
         }
+        if total > limits.max_body || expected == 0 {
+            // Past the cap nothing is kept: the rest is only counted, then answered with 108.
+            buf = Vec::new();
+            continue;
+        }
+        if buf.capacity() - buf.len() < data.len() {
+            // Half again rather than double, and never past what is expected, so the buffer
+            // stays within 1.5 times what has arrived.
+            let want = (buf.len() + data.len())
+                .max(buf.capacity() + buf.capacity() / 2)
+                .min(expected.max(buf.len() + data.len()));
+            if want > limits.small_body {
+                room.grow_to(want).map_err(BodyError::NoRoom)?;
+            }
+            buf.reserve_exact(want - buf.len());
+        }
+        buf.extend_from_slice(&data);
     }
     if total > limits.max_body {
         return Err(BodyError::TooLarge { drained: true });
@@ -231,6 +502,27 @@ async fn read_body(mut body: Incoming, limits: &Limits) -> Result<Bytes, BodyErr
 }
 
 impl Service {
+    /// HTTP 503 with fault 108 as its body, and the connection closed (the body is not read).
+    fn no_room(&self, peer: SocketAddr, bytes: usize, why: Refusal) -> Response<Full<Bytes>> {
+        let (total, per_client) = (self.bodies.total(), self.bodies.per_client());
+        if self.refused_requests.allow() {
+            let (in_use, by_client) = self.bodies.in_use(peer.ip());
+            tracing::warn!(%peer, bytes, reason = %why, in_use, by_client, "no room for a request body");
+        }
+        let mut resp = closing(fault(
+            FaultCode::TooLarge,
+            format!(
+                "no room now for a request body of {bytes} bytes: {why} (request bodies being read may hold {} MiB in all, {} MiB per client); retry shortly",
+                total >> 20,
+                per_client >> 20
+            ),
+        ));
+        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(password) = basic_password(headers) else {
             return false;
@@ -255,7 +547,9 @@ impl Service {
             return resp;
         }
         if !self.authorized(req.headers()) {
-            tracing::info!(%peer, "request without a valid token");
+            if self.refused_requests.allow() {
+                tracing::info!(%peer, "request without a valid token");
+            }
             let mut resp = plain(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: wrong or missing API token",
@@ -278,37 +572,55 @@ impl Service {
                 "request body too large",
             ));
         }
-        let body =
-            match tokio::time::timeout(limits.request_timeout, read_body(req.into_body(), limits))
-                .await
-            {
-                Ok(Ok(body)) => body,
-                Ok(Err(BodyError::TooLarge { drained: true })) => {
-                    return fault(
-                        FaultCode::TooLarge,
-                        format!("the request body is larger than {} bytes", limits.max_body),
-                    );
+        // Room for the body is taken from the shared budget before any of it is read, so a
+        // request that cannot have it is answered at once instead of after an upload.
+        let mut room = self.bodies.nothing_held(peer.ip());
+        let expected = match declared {
+            Some(n) if n <= limits.max_body as u64 => {
+                let n = usize::try_from(n).unwrap_or(limits.max_body);
+                if n > limits.small_body
+                    && let Err(why) = room.grow_to(n)
+                {
+                    return self.no_room(peer, n, why);
                 }
-                Ok(Err(BodyError::TooLarge { drained: false })) => {
-                    return closing(plain(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body too large",
-                    ));
-                }
-                Ok(Err(BodyError::Read(e))) => {
-                    tracing::debug!(%peer, error = %e, "reading the request body failed");
-                    return closing(plain(
-                        StatusCode::BAD_REQUEST,
-                        "cannot read the request body",
-                    ));
-                }
-                Err(_) => {
-                    return closing(plain(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request body arrived too slowly",
-                    ));
-                }
-            };
+                n
+            }
+            // Announced as too large: read and dropped, nothing kept, so no room is needed.
+            Some(_) => 0,
+            None => limits.max_body,
+        };
+        let read = read_body(req.into_body(), limits, expected, &mut room);
+        let body = match tokio::time::timeout(limits.request_timeout, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(BodyError::NoRoom(why))) => {
+                return self.no_room(peer, room.amount(), why);
+            }
+            Ok(Err(BodyError::TooLarge { drained: true })) => {
+                return fault(
+                    FaultCode::TooLarge,
+                    format!("the request body is larger than {} bytes", limits.max_body),
+                );
+            }
+            Ok(Err(BodyError::TooLarge { drained: false })) => {
+                return closing(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
+            }
+            Ok(Err(BodyError::Read(e))) => {
+                tracing::debug!(%peer, error = %e, "reading the request body failed");
+                return closing(plain(
+                    StatusCode::BAD_REQUEST,
+                    "cannot read the request body",
+                ));
+            }
+            Err(_) => {
+                return closing(plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body arrived too slowly",
+                ));
+            }
+        };
         let Ok(text) = std::str::from_utf8(&body) else {
             return fault(FaultCode::Parse, "the request body is not UTF-8");
         };
@@ -319,6 +631,9 @@ impl Service {
                 return fault(e.fault_code(), e.to_string());
             }
         };
+        // The body's room is given back once it is parsed, before the method runs.
+        drop(body);
+        drop(room);
         let method = call.name.clone();
         let started = Instant::now();
         let run = AssertUnwindSafe(self.api.handle(call)).catch_unwind();

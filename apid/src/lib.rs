@@ -1,9 +1,12 @@
 //! apid: Cairn's XML-RPC over HTTPS API, a gateway onto the daemons' D-Bus interfaces. It is the
 //! only network-facing daemon, so everything it reads from the network is bounded and checked.
 
+pub mod admission;
 pub mod bus;
 pub mod http;
 pub mod methods;
+pub mod state;
+pub mod sys;
 pub mod tls;
 
 /// The raw token digests from host.toml, as the HTTP layer checks them.

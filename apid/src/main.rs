@@ -19,6 +19,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    apid::sys::tune_allocator();
     model::daemon::init_logging();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -46,7 +46,9 @@ pub fn server_config(config: &HostConfig, state: &Path) -> Result<Arc<ServerConf
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // http/1.0 too: a client that offers only it (`curl --http1.0`) would otherwise fail the
+    // handshake, as rustls refuses a client whose ALPN list has nothing in common with ours.
+    server.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Arc::new(server))
 }
 

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
-use model::config::{Api as ApiConfig, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
+use model::config::{HostConfig, Tls};
 use model::xmlrpc::{MethodCall, MethodResponse, Value, parse_response, write_call};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -40,31 +40,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn config() -> HostConfig {
-    HostConfig {
-        host: Host {
-            hostname: "testhost".into(),
-            timezone: "UTC".into(),
-            dns: vec![],
-            management: Management {
-                interface: "eth0".into(),
-                address: MgmtAddress::Dhcp,
-            },
-        },
-        api: ApiConfig {
-            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            tls: Tls::Generate,
-            tokens: vec![ApiToken {
-                name: "test".into(),
-                sha256: model::token::parse_digest(&model::token::digest(TOKEN)).unwrap(),
-            }],
-        },
-        networks: vec![],
-        pools: vec![],
-        templates: vec![],
-        containers: vec![],
-        vms: vec![],
-    }
+    testkit::api_host_config("testhost", "test", TOKEN)
 }
 
 struct Running {
@@ -106,6 +82,25 @@ async fn start(bus: Option<zbus::Connection>, limits: Limits) -> Running {
 }
 
 async fn connect(r: &Running) -> SendRequest<Full<Bytes>> {
+    connect_from(r, lo(1)).await
+}
+
+fn lo(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A TCP connection from `src` (any address of 127.0.0.0/8 works on `lo`).
+async fn try_tcp_from(r: &Running, src: IpAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(src, 0))?;
+    socket.connect(r.addr).await
+}
+
+async fn tcp_from(r: &Running, src: IpAddr) -> TcpStream {
+    try_tcp_from(r, src).await.unwrap()
+}
+
+async fn tls_from(r: &Running, src: IpAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&r.cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -116,11 +111,15 @@ async fn connect(r: &Running) -> SendRequest<Full<Bytes>> {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(r.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let tcp = tcp_from(r, src).await;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn connect_from(r: &Running, src: IpAddr) -> SendRequest<Full<Bytes>> {
+    let tls = tls_from(r, src).await;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -381,6 +380,41 @@ print("python ok")
     assert!(stdout.contains("python ok"));
 }
 
+/// apid closes a keep-alive connection at the idle deadline; Python's client, which keeps its
+/// connection between calls, notices and reconnects by itself.
+#[tokio::test]
+async fn python_client_reconnects_after_the_idle_deadline() {
+    let r = start(
+        None,
+        Limits {
+            idle_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let port = r.addr.port().to_string();
+    let cert = r.cert.display().to_string();
+    let script = r#"
+import ssl, sys, time, xmlrpc.client as x
+port, cert, token = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=cert)
+p = x.ServerProxy("https://user:%s@127.0.0.1:%s/RPC2" % (token, port), context=ctx)
+for i in range(3):
+    assert "host.info" in p.system.listMethods()
+    time.sleep(1.0)
+print("python ok")
+"#;
+    let out = tokio::task::spawn_blocking(move || python(script, &[&port, &cert, TOKEN]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("python ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 // --- with a private bus -------------------------------------------------------------------------
 
 struct BusDaemon {
@@ -544,4 +578,333 @@ async fn host_methods_over_a_private_bus() {
             .await
             .unwrap()
     );
+}
+
+// --- hostile input and hostile clients ----------------------------------------------------------
+
+fn call_with(param: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>system.methodHelp</methodName><params><param><value>{param}</value></param></params></methodCall>"
+    )
+}
+
+#[tokio::test]
+async fn forbidden_characters_nan_and_bad_dates_are_parse_faults() {
+    let r = start(None, Limits::default()).await;
+    let mut c = connect(&r).await;
+    for (param, says) in [
+        ("<string>host\u{0}.info</string>", "U+0000 (NUL)"),
+        ("<string>host&#0;.info</string>", "&#0;"),
+        ("<string>a&#1;b</string>", "&#1;"),
+        ("<string>a\u{1b}[31m</string>", "U+001B"),
+        ("<string>&#xFFFE;</string>", "U+FFFE"),
+        ("a\u{7}b", "U+0007"),
+        (
+            "<struct><member><name>k\u{0}</name><value>v</value></member></struct>",
+            "inside <name>",
+        ),
+        ("<double>nan</double>", "double"),
+        ("<double>NaN</double>", "double"),
+        ("<double>inf</double>", "double"),
+        ("<double>-inf</double>", "double"),
+        ("<double>infinity</double>", "double"),
+        ("<double>1e999</double>", "double"),
+        ("<dateTime.iso8601>yesterday</dateTime.iso8601>", "dateTime"),
+        (
+            "<dateTime.iso8601>20251301T00:00:00</dateTime.iso8601>",
+            "dateTime",
+        ),
+        (
+            "<dateTime.iso8601>2025-01-01 00:00:00</dateTime.iso8601>",
+            "dateTime",
+        ),
+    ] {
+        let (code, msg) = raw_fault(&mut c, call_with(param)).await;
+        assert_eq!(code, 100, "{param:?}: {msg}");
+        assert!(msg.contains(says), "{param:?}: {msg}");
+        assert!(msg.contains("at byte "), "{param:?}: {msg}");
+        // The same keep-alive connection still gets answers.
+        still_answers(&mut c).await;
+    }
+    // A NUL in the method name too.
+    let (code, msg) = raw_fault(
+        &mut c,
+        "<methodCall><methodName>host.info\u{0}</methodName></methodCall>",
+    )
+    .await;
+    assert_eq!(code, 100, "{msg}");
+    // Well-formed dates and doubles pass the parser (and fail on the method's parameters).
+    for param in [
+        "<dateTime.iso8601>20250101T00:00:00</dateTime.iso8601>",
+        "<dateTime.iso8601>2025-01-01T00:00:00+02:00</dateTime.iso8601>",
+        "<double>-1.5e-07</double>",
+    ] {
+        let (code, msg) = raw_fault(&mut c, call_with(param)).await;
+        assert_eq!(code, 102, "{param:?}: {msg}");
+    }
+    still_answers(&mut c).await;
+}
+
+fn curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl").args(args).output().expect("curl runs")
+}
+
+/// `curl --http1.0` offers only "http/1.0" in ALPN; the handshake must not fail on it.
+#[tokio::test]
+async fn curl_over_http_1_0_and_1_1() {
+    let r = start(None, Limits::default()).await;
+    let url = format!("https://127.0.0.1:{}/RPC2", r.addr.port());
+    let body = write_call(&MethodCall {
+        name: "system.listMethods".into(),
+        params: vec![],
+    });
+    for version in ["--http1.0", "--http1.1"] {
+        let args = [
+            version,
+            "-k",
+            "-sS",
+            "-u",
+            &format!("anyone:{TOKEN}"),
+            "-H",
+            "Content-Type: text/xml",
+            "--data-binary",
+            &body,
+            "-w",
+            "\nHTTP %{http_version} %{http_code}",
+            &url,
+        ]
+        .map(String::from);
+        let out = tokio::task::spawn_blocking(move || {
+            curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{version}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("host.info"), "{version}: {stdout}");
+        // curl names HTTP/1.0 "1" (older releases "1.0").
+        let want: &[&str] = if version == "--http1.0" {
+            &["HTTP 1 200", "HTTP 1.0 200"]
+        } else {
+            &["HTTP 1.1 200"]
+        };
+        let tail = stdout
+            .get(stdout.len().saturating_sub(40)..)
+            .unwrap_or(&stdout);
+        assert!(
+            want.iter().any(|w| stdout.ends_with(w)),
+            "{version}: …{tail:?}"
+        );
+    }
+}
+
+/// A TCP connection from `src` that sends the first byte of a TLS record and then nothing: it
+/// gets past the kernel's deferred accept into apid, but never through the handshake.
+async fn try_started_from(r: &Running, src: IpAddr) -> std::io::Result<TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut tcp = try_tcp_from(r, src).await?;
+    tcp.write_all(&[0x16]).await?;
+    Ok(tcp)
+}
+
+/// Connects from `src` and tells whether apid closed the connection within `limit` (a reset can
+/// already make the connect fail).
+async fn refused_within(r: &Running, src: IpAddr, limit: Duration) -> bool {
+    match try_started_from(r, src).await {
+        Ok(mut tcp) => closed_within(&mut tcp, limit).await.is_some(),
+        Err(_) => true,
+    }
+}
+
+/// Waits until the peer closes `tcp` (EOF or reset); how long that took, or None after `limit`.
+async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(t0.elapsed()), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_and_deadlines() {
+    let limits = Limits {
+        handshake_timeout: Duration::from_millis(1500),
+        idle_timeout: Duration::from_millis(1500),
+        max_connections: 5,
+        max_connections_per_client: 3,
+        ..Limits::default()
+    };
+    let r = start(None, limits).await;
+    let quick = Duration::from_millis(300);
+
+    // Connections on which nothing is sent wait in the kernel (TCP_DEFER_ACCEPT) and take no
+    // slot: these ten do not stop the next three from being served.
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(tcp_from(&r, lo(2)).await);
+    }
+    // Three TCP connections that start TLS but never finish take 127.0.0.2's whole share...
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(try_started_from(&r, lo(2)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    // ...so a fourth from there is closed at once...
+    assert!(refused_within(&r, lo(2), quick).await);
+    // ...while another address is served.
+    let mut c = connect_from(&r, lo(3)).await;
+    still_answers(&mut c).await;
+
+    // Five in all: one more from a third address fills the server; a fourth address is refused.
+    held.push(try_started_from(&r, lo(4)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(refused_within(&r, lo(5), quick).await);
+
+    // Connections that never start TLS are closed at the handshake deadline, not before.
+    for tcp in &mut held {
+        let took = closed_within(tcp, Duration::from_secs(5)).await;
+        assert!(took.is_some(), "still open after the handshake deadline");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The keep-alive connection, idle since its call, is closed at the idle deadline.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        c.ready().await.is_err(),
+        "the idle connection is still open"
+    );
+    // And the slots are free again.
+    let mut again = connect_from(&r, lo(2)).await;
+    still_answers(&mut again).await;
+}
+
+/// A raw HTTP/1.1 answer: status, lower-case headers, body. Reads until the server closes.
+async fn read_answer(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+) -> (u16, HashMap<String, String>, String) {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// Sends the head of a POST with `length` declared and `send` bytes of its body.
+async fn start_upload(
+    r: &Running,
+    src: IpAddr,
+    length: usize,
+    send: usize,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut tls = tls_from(r, src).await;
+    let head = format!(
+        "POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nContent-Length: {length}\r\n\r\n",
+        basic(TOKEN)
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&vec![b'x'; send]).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_budget_refuses_at_once_and_spares_small_calls() {
+    let limits = Limits {
+        body_budget: 3 << 20,
+        body_budget_per_client: 2 << 20,
+        ..Limits::default()
+    };
+    let r = start(None, limits).await;
+    let mib = 1 << 20;
+    // Two stalled uploads of 1 MiB take 127.0.0.4's share, one more the rest of the budget.
+    let mut stalled = Vec::new();
+    for src in [lo(4), lo(4), lo(5)] {
+        stalled.push(start_upload(&r, src, mib, 100_000).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Over the client's share, then over the total: 503 at once, fault 108 inside, closed.
+    for src in [lo(4), lo(5), lo(6)] {
+        let mut refused = start_upload(&r, src, mib, 0).await;
+        let (status, headers, body) = read_answer(&mut refused).await;
+        assert_eq!(status, 503, "{src}: {body}");
+        assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+        assert_eq!(headers.get("connection").map(String::as_str), Some("close"));
+        match parse_response(&body) {
+            Ok(MethodResponse::Fault { code: 108, message }) => {
+                assert!(message.contains("retry"), "{message}")
+            }
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+    // Python's client sends the whole body before it reads the answer; it still gets the 503
+    // (apid reads and drops the rest of the body before it closes), not a reset.
+    let port = r.addr.port().to_string();
+    let cert = r.cert.display().to_string();
+    let script = r#"
+import ssl, sys, xmlrpc.client as x
+port, cert, token = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=cert)
+p = x.ServerProxy("https://user:%s@127.0.0.1:%s/RPC2" % (token, port), context=ctx)
+try:
+    p.system.methodHelp("x" * 500000)
+    raise SystemExit("no refusal")
+except x.ProtocolError as e:
+    assert e.errcode == 503, e
+    assert {k.lower(): v for k, v in e.headers.items()}["retry-after"] == "1", e.headers
+print("python ok")
+"#;
+    let out = tokio::task::spawn_blocking(move || python(script, &[&port, &cert, TOKEN]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("python ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Ordinary calls take nothing from the budget and still work, from any address.
+    let mut c = connect_from(&r, lo(4)).await;
+    still_answers(&mut c).await;
+    let mut c = connect_from(&r, lo(7)).await;
+    still_answers(&mut c).await;
+
+    // Once the stalled uploads are gone, a 1 MiB body is read again.
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut big = String::from(
+        "<methodCall><methodName>system.methodHelp</methodName><params><param><value>",
+    );
+    big.push_str(&"x".repeat(mib - 200));
+    big.push_str("</value></param></params></methodCall>");
+    assert!(big.len() <= mib);
+    let (code, msg) = raw_fault(&mut c, big).await;
+    assert_eq!(code, 101, "{msg}");
 }

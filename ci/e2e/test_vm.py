@@ -30,6 +30,7 @@ Run: python3 -m unittest -v ci/e2e/test_vm.py   (the image built with --debug-sh
 
 import os
 import re
+import subprocess
 import sys
 import time
 import unittest
@@ -37,7 +38,7 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ApplianceTestCase, pid_alive  # noqa: E402
+from appliance import APPLIANCE, ApplianceTestCase, pid_alive  # noqa: E402
 
 VM = "nested"
 NET = "vmnet"
@@ -120,6 +121,34 @@ class NestedVm(ApplianceTestCase):
             self.skipTest(reason)
 
     # --- what the appliance gives the VMM: checked now, VMM or not -------------------------
+
+    def test_0_one_rule_source_for_vm_create_and_config_check(self):
+        """vm.create is checked by hostd with the rules host.toml's [[vm]] follows: the API's
+        fault and `cairnctl config check` say the same words after the value."""
+        spec = {"name": "rules", "vcpus": 9, "memory_mib": 2 << 20, "kernel": "/boot/vmlinux"}
+        with self.assertRaises(xmlrpc.client.Fault) as cm:
+            self.call("vm.create", spec)
+        self.assertEqual(cm.exception.faultCode, 102, cm.exception.faultString)
+        api = cm.exception.faultString
+        self.assertIn("vcpus 9 is out of range; expected 1 to 8", api)
+        self.assertIn("memory_mib 2097152 is more than a VM can have", api)
+        self.assertNotIn("rules", [v["name"] for v in self.call("vm.list")])
+
+        ctl = Path(__file__).resolve().parents[2] / "target" / "debug" / "cairnctl"
+        toml = APPLIANCE / "rules.toml"
+        toml.write_text('[host]\nhostname = "h"\n[host.management]\ninterface = "eth0"\n'
+                        'dhcp = true\n[[vm]]\nname = "rules"\nvcpus = 9\nmemory = "2T"\n'
+                        'kernel = "/boot/vmlinux"\n')
+        out = subprocess.run([str(ctl), "config", "check", str(toml)], capture_output=True,
+                             text=True)
+        self.assertNotEqual(out.returncode, 0, out.stdout)
+        diag = out.stdout + out.stderr
+        self.assertIn('rules.toml:8:9: vcpus 9 in vm "rules" is out of range; expected 1 to 8',
+                      diag)
+        for words in ("is out of range; expected 1 to 8",
+                      'is more than a VM can have; expected at most 1048576 MiB ("1T")'):
+            self.assertIn(words, api)
+            self.assertIn(words, diag)
 
     def test_1_nested_kvm_in_the_appliance(self):
         _, out = self.guest("grep -c -w svm /proc/cpuinfo")

@@ -11,7 +11,7 @@ use model::xmlrpc::{EncodeError, Struct, Value};
 
 use crate::call::{Call, call};
 
-use crate::output::{table, text, utc};
+use crate::output::{joined, table, text, utc};
 use crate::size;
 
 #[derive(Subcommand)]
@@ -101,10 +101,12 @@ pub struct ResourceArgs {
     /// CPUs it may run on, e.g. 0-1 or 0,2.
     #[arg(long)]
     cpuset: Option<String>,
-    /// Memory limit, e.g. 512M (binary units).
+    /// Memory limit in bytes, or with a unit: K, M, G, T, KiB, MiB, GiB, TiB (1024-based;
+    /// 512m = 512M) or kB, MB, GB, TB (1000-based); fractions when whole: 1.5G.
+    /// The same grammar as sizes in host.toml.
     #[arg(long, value_parser = size::parse)]
     memory: Option<u64>,
-    /// Swap limit, e.g. 1G.
+    /// Swap limit, a size as for --memory: 1G, 1.5G, 1000MB.
     #[arg(long, value_parser = size::parse)]
     swap: Option<u64>,
     /// Most processes it may have.
@@ -240,15 +242,7 @@ pub fn containers_table(list: &Value) -> String {
                 bytes_cell(member(usage, "memory_bytes")),
                 bytes_cell(member(res, "memory"))
             );
-            let addresses = member(c, "addresses")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|v| text(Some(v)))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let addresses = joined(c, "addresses");
             vec![
                 text(member(c, "name")),
                 text(member(c, "state")),
@@ -395,6 +389,37 @@ mod tests {
         assert_eq!(parse(&["stop", "web1"]).0, "ct.stop");
         assert!(Cli::try_parse_from(["ct", "exec", "web1"]).is_err());
         assert!(Cli::try_parse_from(["ct", "set", "web1", "--memory", "lots"]).is_err());
+    }
+
+    /// --memory and --swap read sizes with model's parser, as host.toml does.
+    #[test]
+    fn limits_take_the_host_toml_size_grammar() {
+        for (given, bytes) in [
+            ("512M", 512u64 << 20),
+            ("512m", 512 << 20),
+            ("512MiB", 512 << 20),
+            ("1.5G", 3 << 29),
+            ("256MB", 256_000_000),
+            ("12GB", 12_000_000_000),
+            ("4096", 4096),
+        ] {
+            assert_eq!(model::units::parse_size(given), Ok(bytes));
+            let (_, p) = parse(&["set", "web1", "--memory", given, "--swap", given]);
+            assert_eq!(
+                p[1].to_json(),
+                serde_json::json!({"memory": bytes, "swap": bytes}),
+                "{given}"
+            );
+        }
+        for bad in ["12 XB", "-1G", "1.1K", "99999999999T", ""] {
+            let model_says = model::units::parse_size(bad).expect_err(bad).to_string();
+            // `--memory=…` so that "-1G" is a value rather than a flag.
+            let e = Cli::try_parse_from(["ct", "set", "web1", &format!("--memory={bad}")])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(&model_says), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod size;
 mod tls;
 mod vm;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -120,7 +121,8 @@ enum NetCommand {
     /// Deletes a network without ports.
     Delete { name: String },
     /// Sets the live limits of a port or a network's aggregate; rates in bit/s with an
-    /// optional K, M or G suffix (decimal, as network rates are: 100M = 100 000 000 bit/s).
+    /// optional K, M, G or T suffix, any case, optionally followed by "bit" (decimal, as
+    /// network rates are: 100M = 100mbit = 100 000 000 bit/s); fractions when whole: 1.5G.
     Limits {
         target: String,
         #[arg(long, value_parser = rate::parse)]
@@ -329,9 +331,13 @@ fn config_check(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
+            // Through one buffer: stderr is unbuffered, and a line per write(2) is most of the
+            // time a file with thousands of problems takes.
+            let mut err = std::io::BufWriter::new(std::io::stderr().lock());
             for d in &errors.0 {
-                eprintln!("{d}");
+                let _ = writeln!(err, "{d}");
             }
+            let _ = err.flush();
             ExitCode::FAILURE
         }
     }

@@ -167,7 +167,7 @@ pub fn info(v: &Value) -> String {
 }
 
 /// An array member as one comma-separated cell.
-fn joined(s: Option<&model::xmlrpc::Struct>, key: &str) -> String {
+pub fn joined(s: Option<&model::xmlrpc::Struct>, key: &str) -> String {
     s.and_then(|s| s.get(key))
         .and_then(Value::as_array)
         .map(|a| {

@@ -1,28 +1,10 @@
-//! Sizes on the command line: `512M`, `2G`, `1048576`, in bytes.
+//! Sizes on the command line, in bytes, read by the same function host.toml validation uses
+//! (`model::units::parse_size`): `4096`, `512M` = `512MiB` = `512m` (1024-based), `256MB`
+//! (1000-based), `1.5G`.
 
-/// Parses a size with an optional K/M/G/T suffix (binary multiples, as memory is sized:
-/// 512M = 512 MiB), optionally followed by `i`/`iB`/`B`.
+/// Parses a size as host.toml does; the error names the value and says what is accepted.
 pub fn parse(s: &str) -> Result<u64, String> {
-    let trimmed = s
-        .strip_suffix("iB")
-        .or_else(|| s.strip_suffix('i'))
-        .or_else(|| s.strip_suffix('B'))
-        .unwrap_or(s);
-    let (number, shift) = match trimmed.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&trimmed[..i], 10),
-        Some((i, 'm' | 'M')) => (&trimmed[..i], 20),
-        Some((i, 'g' | 'G')) => (&trimmed[..i], 30),
-        Some((i, 't' | 'T')) => (&trimmed[..i], 40),
-        _ => (trimmed, 0),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size: use bytes like 1048576, 512M or 2G"))?;
-    let bytes = value * (1u64 << shift) as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(bytes.round() as u64)
+    model::units::parse_size(s).map_err(|e| format!("{s:?} {e}"))
 }
 
 /// Bytes for people: `512.0M`, `1.5G`; below 1 KiB as a plain number.
@@ -44,15 +26,48 @@ pub fn human(bytes: u64) -> String {
 mod tests {
     use super::{human, parse};
 
+    /// One grammar: every string reads as model's parser reads it, errors included.
     #[test]
-    fn suffixes_are_binary() {
-        assert_eq!(parse("512M"), Ok(512 << 20));
-        assert_eq!(parse("512MiB"), Ok(512 << 20));
+    fn the_same_grammar_as_host_toml() {
+        for s in [
+            "4096",
+            "512M",
+            "512m",
+            "512MiB",
+            "512Mi",
+            "1.5G",
+            "12GB",
+            "256MB",
+            "4kB",
+            "1T",
+            "0",
+            "",
+            "lots",
+            "-1G",
+            "12 XB",
+            "1.1K",
+            "99999999999T",
+            "12mb",
+        ] {
+            assert_eq!(
+                parse(s),
+                model::units::parse_size(s).map_err(|e| format!("{s:?} {e}")),
+                "{s:?}"
+            );
+        }
+        assert_eq!(parse("512MB"), Ok(512_000_000));
+        assert_eq!(parse("512m"), Ok(512 << 20));
         assert_eq!(parse("1.5G"), Ok(3 << 29));
-        assert_eq!(parse("4096"), Ok(4096));
-        assert_eq!(parse("0"), Ok(0));
-        assert!(parse("lots").unwrap_err().contains("not a size"));
-        assert!(parse("-1M").is_err());
+        assert_eq!(parse("12GB"), Ok(12_000_000_000));
+        let e = parse("12 XB").unwrap_err();
+        assert!(
+            e.starts_with("\"12 XB\" has an unknown unit \"XB\"; expected"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn human_sizes() {
         assert_eq!(human(512 << 20), "512.0M");
         assert_eq!(human(100), "100");
     }

@@ -30,7 +30,8 @@ pub enum VmCommand {
         /// vCPUs, 1..=8.
         #[arg(long, default_value_t = 1)]
         vcpus: u32,
-        /// Guest RAM, a whole number of MiB: 512M, 2G.
+        /// Guest RAM, a whole number of MiB: 512M, 2G, 1.5G (1024-based; the size grammar of
+        /// host.toml, so 512MB = 512 000 000 bytes is refused as not whole MiB).
         #[arg(long, value_parser = parse_memory_mib)]
         memory: u64,
         /// Host path of the kernel: an ELF vmlinux or a bzImage.
@@ -407,6 +408,16 @@ mod tests {
             p[0].to_json(),
             serde_json::json!({"name": "a", "vcpus": 1, "memory_mib": 512, "kernel": "/k"})
         );
+        // The size grammar of host.toml (model::units::parse_size), then whole MiB.
+        for (given, mib) in [
+            ("1.5G", 1536),
+            ("512m", 512),
+            ("2GiB", 2048),
+            ("1048576000B", 1000),
+        ] {
+            let (_, p) = parse(&["create", "--name", "a", "--memory", given, "--kernel", "/k"]);
+            assert_eq!(p[0].to_json()["memory_mib"], mib, "{given}");
+        }
     }
 
     #[test]
@@ -419,7 +430,12 @@ mod tests {
         let e = fails(&[
             "create", "--name", "a", "--memory", "lots", "--kernel", "/k",
         ]);
-        assert!(e.contains("not a size"), "{e}");
+        assert!(e.contains("does not start with a number"), "{e}");
+        // Decimal units are the same bytes as in host.toml: 512MB is not whole MiB.
+        let e = fails(&[
+            "create", "--name", "a", "--memory", "512MB", "--kernel", "/k",
+        ]);
+        assert!(e.contains("whole number of MiB"), "{e}");
         let e = fails(&[
             "create", "--name", "a", "--memory", "1G", "--kernel", "/k", "--disk", ":ro",
         ]);

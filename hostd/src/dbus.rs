@@ -106,21 +106,53 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+async fn counts(manager: &Mutex<Manager>, vms: &Mutex<VmManager>) -> HashMap<String, u32> {
+    let (containers, running, templates, config_failed) = {
+        let m = manager.lock().await;
+        let (containers, running, templates) = m.counts();
+        (containers, running, templates, m.config_failed())
+    };
+    HashMap::from([
+        ("config_failed".to_string(), count(config_failed)),
+        ("containers".to_string(), count(containers)),
+        ("running".to_string(), count(running)),
+        ("templates".to_string(), count(templates)),
+        ("vms".to_string(), count(vms.lock().await.counts().0)),
+    ])
+}
+
+/// Signals Host1's `Counts` when they differ from `last`: containers also end on their own, so
+/// hostd compares each housekeeping tick rather than after each request.
+pub async fn push_counts(server: &zbus::ObjectServer, last: &mut HashMap<String, u32>) {
+    let Ok(iface) = server.interface::<_, Host1>(model::dbus::HOST_PATH).await else {
+        return;
+    };
+    let host = iface.get().await;
+    let now = counts(&host.manager, &host.vms).await;
+    if now != *last {
+        if let Err(e) = host.counts_changed(iface.signal_emitter()).await {
+            tracing::debug!(error = %e, "cannot signal the new counts");
+        }
+        *last = now;
+    }
+}
+
 #[zbus::interface(name = "org.cairn.Host1")]
 impl Host1 {
     /// Version and counts: containers, running (containers), templates, vms, config_failed
     /// (host.toml entries hostd could not apply; see its log).
     async fn status(&self) -> StatusTuple {
-        let m = self.manager.lock().await;
-        let (containers, running, templates) = m.counts();
-        let counts = HashMap::from([
-            ("config_failed".to_string(), count(m.config_failed())),
-            ("containers".to_string(), count(containers)),
-            ("running".to_string(), count(running)),
-            ("templates".to_string(), count(templates)),
-            ("vms".to_string(), count(self.vms.lock().await.counts().0)),
-        ]);
-        (model::VERSION.to_string(), counts)
+        (
+            model::VERSION.to_string(),
+            counts(&self.manager, &self.vms).await,
+        )
+    }
+
+    /// The counts of `Status`, as a property whose changes are signalled (hostd looks each
+    /// housekeeping tick), so that a client (apid's host.info) keeps them without asking.
+    #[zbus(property)]
+    async fn counts(&self) -> HashMap<String, u32> {
+        counts(&self.manager, &self.vms).await
     }
 
     async fn import_template(

@@ -94,13 +94,16 @@ async fn daemon() -> anyhow::Result<()> {
     });
     let housekeeping = manager.clone();
     let housekeeping_vms = vms.clone();
+    let server = bus.object_server().clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(hostd::ct::manager::TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut counts = Default::default();
         loop {
             every.tick().await;
             housekeeping.lock().await.tick().await;
             housekeeping_vms.lock().await.tick().await;
+            hostd::dbus::push_counts(&server, &mut counts).await;
         }
     });
     let signal = stop.wait().await;

@@ -7,10 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::sandbox::{Sandbox, bin_dir};
 use common::{TempDir, busybox_tarball, containers_possible, skip};
 use model::ct::ContainerInfo;
 use model::dbus::Host1Proxy;
+use testkit::sandbox::{Sandbox, bin_dir};
 
 const TEST: &str = "bench_ct::create_start_stop_delete";
 

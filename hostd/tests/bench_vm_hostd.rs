@@ -6,10 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::sandbox::{Sandbox, bin_dir};
 use common::{TempDir, skip};
 use model::dbus::Host1Proxy;
 use testkit::guest::build_test_guest;
+use testkit::sandbox::{Sandbox, bin_dir};
 use testkit::status_kib;
 use vmm::machine::probe_kvm;
 

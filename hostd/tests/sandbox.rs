@@ -7,11 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::sandbox::{Sandbox, bin_dir};
 use common::{TempDir, busybox_tarball, containers_possible, skip};
 use futures_util::future::join_all;
 use model::ct::{ContainerInfo, ContainerState};
 use model::dbus::{CairnError, Container1Proxy, Host1Proxy};
+use testkit::sandbox::{Sandbox, bin_dir};
 
 const TEST: &str = "sandbox::fifty_containers_ping_survive_hostd_and_leave_nothing";
 const N: usize = 50;

@@ -11,11 +11,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::sandbox::{Sandbox, bin_dir};
 use common::{TempDir, skip};
 use model::dbus::{CairnError, Host1Proxy};
 use model::vm::{VmInfo, VmState};
 use testkit::guest::{build_test_guest, last_tick};
+use testkit::sandbox::{Sandbox, bin_dir};
 use vmm::machine::probe_kvm;
 
 const TEST: &str = "sandbox_vm::test_guest_in_a_jailed_vmm_under_hostd";

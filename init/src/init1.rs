@@ -37,6 +37,13 @@ impl Init1 {
 
 #[zbus::interface(name = "org.cairn.Init1")]
 impl Init1 {
+    /// `ListServices` as a property. Its change signal carries no value (the table may change
+    /// again before a value would arrive), only that it is stale.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn services(&self) -> fdo::Result<Vec<ServiceTuple>> {
+        self.list_services().await
+    }
+
     /// (name, state, pid, restarts, since, last_error) of every supervised service, in start
     /// order.
     async fn list_services(&self) -> fdo::Result<Vec<ServiceTuple>> {
@@ -75,5 +82,24 @@ impl Init1 {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
         (self.started.elapsed().as_secs(), release)
+    }
+}
+
+/// Signals that Init1's `Services` changed.
+pub async fn services_changed(conn: &zbus::Connection) {
+    let Ok(iface) = conn
+        .object_server()
+        .interface::<_, Init1>(model::dbus::INIT_PATH)
+        .await
+    else {
+        return;
+    };
+    if let Err(e) = iface
+        .get()
+        .await
+        .services_invalidate(iface.signal_emitter())
+        .await
+    {
+        tracing::debug!(error = %e, "cannot signal the service table");
     }
 }

@@ -1,18 +1,26 @@
 //! Sandbox checks: the real init supervising the real daemons on a private bus, in fresh
 //! namespaces on this machine's kernel.
 
-mod common;
-
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, bin_dir, kill, minimal_config, service, temp_dir, wait_exit, wait_for};
 use model::dbus::{Host1Proxy, Init1Proxy, Network1Proxy, Storage1Proxy};
+use testkit::TempDir;
+use testkit::sandbox::{
+    Sandbox, kill, minimal_config, sandbox_possible, service, wait_exit, wait_for,
+};
+
+/// init and the daemons; their absence after `cargo build --workspace --bins` is a failure
+/// here, not a skip, since this crate's whole point is running them.
+fn bin_dir() -> PathBuf {
+    testkit::sandbox::bin_dir().unwrap_or_else(|why| panic!("{why}"))
+}
 
 const UP: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "current_thread")]
 async fn all_daemons_come_up_on_a_private_bus() {
-    if !common::sandbox_possible("sandbox::all_daemons_come_up_on_a_private_bus") {
+    if !sandbox_possible("sandbox::all_daemons_come_up_on_a_private_bus") {
         return;
     }
     let mut sb = Sandbox::start("up", &minimal_config(), &bin_dir());
@@ -85,7 +93,7 @@ async fn all_daemons_come_up_on_a_private_bus() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
-    if !common::sandbox_possible("sandbox::a_killed_daemon_is_back_on_the_bus_within_a_second") {
+    if !sandbox_possible("sandbox::a_killed_daemon_is_back_on_the_bus_within_a_second") {
         return;
     }
     let mut sb = Sandbox::start("kill", &minimal_config(), &bin_dir());
@@ -137,7 +145,7 @@ async fn a_killed_daemon_is_back_on_the_bus_within_a_second() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn restart_service_and_poweroff_over_init1() {
-    if !common::sandbox_possible("sandbox::restart_service_and_poweroff_over_init1") {
+    if !sandbox_possible("sandbox::restart_service_and_poweroff_over_init1") {
         return;
     }
     let mut sb = Sandbox::start("ctl", &minimal_config(), &bin_dir());
@@ -174,13 +182,13 @@ async fn restart_service_and_poweroff_over_init1() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_daemon_that_keeps_crashing_is_marked_failed() {
-    if !common::sandbox_possible("sandbox::a_daemon_that_keeps_crashing_is_marked_failed") {
+    if !sandbox_possible("sandbox::a_daemon_that_keeps_crashing_is_marked_failed") {
         return;
     }
     // A bindir where hostd exits at once; the others are the real daemons.
-    let bins = temp_dir("crashbin");
+    let bins = TempDir::new("init-crashbin");
     let real = bin_dir();
-    for d in ["netd", "stord", "apid"] {
+    for d in ["init", "netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
     }
     let crasher = bins.0.join("hostd");
@@ -213,7 +221,7 @@ async fn a_daemon_that_keeps_crashing_is_marked_failed() {
 
 #[test]
 fn a_bad_config_starts_nothing_and_reports_every_error() {
-    if !common::sandbox_possible("sandbox::a_bad_config_starts_nothing_and_reports_every_error") {
+    if !sandbox_possible("sandbox::a_bad_config_starts_nothing_and_reports_every_error") {
         return;
     }
     let bad = r#"[host]
@@ -244,7 +252,7 @@ vlan = 4095
 /// the daemons, from inside the sandbox's network namespace.
 #[tokio::test(flavor = "current_thread")]
 async fn python_xmlrpc_client_reads_host_info_through_apid() {
-    if !common::sandbox_possible("sandbox::python_xmlrpc_client_reads_host_info_through_apid") {
+    if !sandbox_possible("sandbox::python_xmlrpc_client_reads_host_info_through_apid") {
         return;
     }
     let mut sb = Sandbox::start("api", &minimal_config(), &bin_dir());
@@ -299,14 +307,14 @@ print("ok", info["kernel"])
 /// appliance) and are reaped: none stays a zombie.
 #[tokio::test(flavor = "current_thread")]
 async fn orphans_of_a_daemon_are_reaped() {
-    if !common::sandbox_possible("sandbox::orphans_of_a_daemon_are_reaped") {
+    if !sandbox_possible("sandbox::orphans_of_a_daemon_are_reaped") {
         return;
     }
     // hostd starts three short-lived grandchildren whose parent exits at once (so they are
     // re-parented to init), then becomes the real hostd.
-    let bins = temp_dir("orphanbin");
+    let bins = TempDir::new("init-orphanbin");
     let real = bin_dir();
-    for d in ["netd", "stord", "apid"] {
+    for d in ["init", "netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
     }
     let wrapper = bins.0.join("hostd");
@@ -371,8 +379,6 @@ fn children_of(parent: u32, pick: impl Fn(&str, &str) -> bool) -> Vec<u32> {
 }
 
 // ---- liveness: a daemon alive but unreachable on the bus is restarted --------------------------
-// (Paths are spelled out below rather than imported, to keep these tests apart from the
-// harness move into testkit.)
 
 /// Waits for `name` to be restarted (a new pid) after `since`; returns how long that took and
 /// the table, then waits for the new process to answer on the bus and reports that too.
@@ -406,9 +412,7 @@ async fn wait_restarted(
 /// case that waitpid never reports.
 #[tokio::test(flavor = "current_thread")]
 async fn a_daemon_that_stops_answering_is_restarted_within_two_seconds() {
-    if !common::sandbox_possible(
-        "sandbox::a_daemon_that_stops_answering_is_restarted_within_two_seconds",
-    ) {
+    if !sandbox_possible("sandbox::a_daemon_that_stops_answering_is_restarted_within_two_seconds") {
         return;
     }
     let mut sb = Sandbox::start("stuck", &minimal_config(), &bin_dir());
@@ -516,7 +520,7 @@ fn cut_bus_connection(pid: u32, bus_socket: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_daemon_that_loses_its_bus_connection_is_restarted_within_two_seconds() {
-    if !common::sandbox_possible(
+    if !sandbox_possible(
         "sandbox::a_daemon_that_loses_its_bus_connection_is_restarted_within_two_seconds",
     ) {
         return;
@@ -555,11 +559,11 @@ async fn a_daemon_that_loses_its_bus_connection_is_restarted_within_two_seconds(
 /// gone: host.restartService through apid (Python's xmlrpc.client) → Init1.RestartService.
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_service_is_revived_with_host_restart_service() {
-    if !common::sandbox_possible("sandbox::a_failed_service_is_revived_with_host_restart_service") {
+    if !sandbox_possible("sandbox::a_failed_service_is_revived_with_host_restart_service") {
         return;
     }
     // hostd crashes at once while the flag file exists, and is the real hostd after that.
-    let bins = temp_dir("revivebin");
+    let bins = TempDir::new("init-revivebin");
     let real = bin_dir();
     for d in ["netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();

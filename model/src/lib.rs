@@ -10,6 +10,7 @@ pub mod fault;
 pub mod net;
 pub mod rules;
 pub mod token;
+pub mod units;
 pub mod vm;
 pub mod xmlrpc;
 

@@ -30,6 +30,50 @@ fn minimal_file_gets_defaults() {
     assert!(c.networks.is_empty() && c.pools.is_empty() && c.vms.is_empty());
 }
 
+/// One size grammar (`model::units::parse_size`): decimal units are decimal, the single letters
+/// and IEC units binary, whole-byte fractions accepted.
+#[test]
+fn sizes_in_every_spelling() {
+    let text = format!(
+        "{MINIMAL}
+[[pool]]
+name = \"p\"
+kind = \"thin\"
+size = \"1.5T\"
+[[template]]
+name = \"t\"
+[[container]]
+name = \"a\"
+template = \"t\"
+memory = \"256MB\"
+disk = \"12GB\"
+[[container]]
+name = \"b\"
+template = \"t\"
+memory = \"512m\"
+disk = \"20GiB\"
+[[vm]]
+name = \"v\"
+memory = \"1.5G\"
+kernel = \"/k\"
+"
+    );
+    let c = parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.pools[0].size, Some(3 << 39));
+    assert_eq!(c.containers[0].memory, Some(256_000_000));
+    assert_eq!(c.containers[0].disk, Some(12_000_000_000));
+    assert_eq!(c.containers[1].memory, Some(512 << 20));
+    assert_eq!(c.containers[1].disk, Some(20 << 30));
+    assert_eq!(c.vms[0].memory, 1536 << 20);
+    // A VM's RAM is whole MiB, which 256 000 000 bytes are not.
+    let errs = errors(&text.replace("memory = \"1.5G\"", "memory = \"256MB\""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].ends_with("memory \"256MB\" in vm \"v\" is not a whole number of MiB; expected a size such as \"512M\" or \"2G\""),
+        "{errs:?}"
+    );
+}
+
 #[test]
 fn full_example_values_are_typed() {
     let text = include_str!("../../examples/full.toml");
@@ -367,4 +411,132 @@ kernel = \"/k\"
         assert!(e.iter().any(|m| m.ends_with(w)), "{w}\nnot in\n{e:#?}");
     }
     assert_eq!(e.len(), want.len(), "{e:#?}");
+}
+
+/// `n` networks, one per `[[network]]`, with the subnet `subnet(i)`; returns the text and the
+/// line of each network's `subnet` key.
+fn networks_file(n: usize, subnet: impl Fn(usize) -> String) -> (String, Vec<usize>) {
+    let mut text = MINIMAL.to_string();
+    // Counted as the text grows: recounting it per network would make this test quadratic.
+    let mut newlines = text.matches('\n').count();
+    let mut lines = Vec::with_capacity(n);
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[network]]\nname = \"n{i}\"\nkind = \"bridged\"\n"
+        ));
+        newlines += 4;
+        lines.push(newlines + 1);
+        text.push_str(&format!("subnet = \"{}\"\n", subnet(i)));
+        newlines += 1;
+    }
+    (text, lines)
+}
+
+#[test]
+fn twenty_thousand_disjoint_networks_are_valid() {
+    let (text, _) = networks_file(20_000, |i| format!("10.{}.{}.0/24", i >> 8, i & 255));
+    let c = parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.networks.len(), 20_000);
+    assert_eq!(c.networks[19_999].name, "n19999");
+    assert_eq!(
+        c.networks[19_999].subnet.map(|s| s.to_string()).as_deref(),
+        Some("10.78.31.0/24")
+    );
+}
+
+#[test]
+fn twenty_thousand_networks_on_one_subnet_get_one_line_each() {
+    // Every pair overlaps: 200 million pairs, but one diagnostic per network after the first,
+    // each naming the first network, at the subnet's line and column.
+    let (text, lines) = networks_file(20_000, |_| "10.0.0.0/24".to_string());
+    let errs = errors(&text);
+    let expected: Vec<String> = (1..20_000)
+        .map(|i| {
+            format!(
+                "t.toml:{}:10: subnet \"10.0.0.0/24\" in network \"n{i}\" overlaps subnet \
+                 10.0.0.0/24 of network \"n0\" (line {})",
+                lines[i], lines[0]
+            )
+        })
+        .collect();
+    assert_eq!(errs.len(), expected.len());
+    assert_eq!(errs, expected);
+}
+
+#[test]
+fn an_overlap_names_the_first_network_it_overlaps() {
+    let subnets = [
+        "10.1.0.0/24",   // n0
+        "10.2.0.0/24",   // n1
+        "fd00::/16",     // n2
+        "10.0.0.0/8",    // n3: contains n0 and n1; n0 comes first
+        "10.1.0.0/16",   // n4: inside n3, contains n0; n0 comes first
+        "10.2.0.128/25", // n5: inside n1 and n3; n1 comes first
+        "fd00:1::/32",   // n6: inside n2 only (other family than the rest)
+        "192.0.2.0/24",  // n7: overlaps nothing
+    ];
+    let (text, lines) = networks_file(subnets.len(), |i| subnets[i].to_string());
+    let at = |i: usize| format!("t.toml:{}:10:", lines[i]);
+    assert_eq!(
+        errors(&text),
+        [
+            format!(
+                "{} subnet \"10.0.0.0/8\" in network \"n3\" overlaps subnet 10.1.0.0/24 of \
+                 network \"n0\" (line {})",
+                at(3),
+                lines[0]
+            ),
+            format!(
+                "{} subnet \"10.1.0.0/16\" in network \"n4\" overlaps subnet 10.1.0.0/24 of \
+                 network \"n0\" (line {})",
+                at(4),
+                lines[0]
+            ),
+            format!(
+                "{} subnet \"10.2.0.128/25\" in network \"n5\" overlaps subnet 10.2.0.0/24 of \
+                 network \"n1\" (line {})",
+                at(5),
+                lines[1]
+            ),
+            format!(
+                "{} subnet \"fd00:1::/32\" in network \"n6\" overlaps subnet fd00::/16 of \
+                 network \"n2\" (line {})",
+                at(6),
+                lines[2]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_duplicate_network_is_reported_as_such_not_as_an_overlap() {
+    let (text, lines) = networks_file(3, |i| {
+        ["10.0.0.0/24", "10.1.0.0/24", "10.0.0.0/16"][i].into()
+    });
+    // The third network takes the first one's name.
+    let text = text.replacen("name = \"n2\"", "name = \"n0\"", 1);
+    assert_eq!(
+        errors(&text),
+        [format!(
+            "t.toml:{}:8: network \"n0\" is defined twice (first at line {})",
+            lines[2] - 2,
+            lines[0] - 2
+        )]
+    );
+}
+
+#[test]
+fn unknown_names_list_a_few_of_the_defined_ones() {
+    let (mut text, _) = networks_file(50, |i| format!("10.0.{i}.0/24"));
+    text.push_str("\n[[template]]\nname = \"t\"\n\n[[container]]\nname = \"c\"\ntemplate = \"t\"\nnetwork = \"lan\"\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].ends_with(
+            "container \"c\" refers to unknown network \"lan\" (defined: n0, n1, n10, n11, n12, \
+             n13, n14, n15, n16, n17, … (50 in all))"
+        ),
+        "{}",
+        errs[0]
+    );
 }

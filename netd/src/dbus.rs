@@ -9,6 +9,7 @@ use model::net::{Limits, NetworkSpec, PortSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, watch};
+use zbus::object_server::SignalEmitter;
 
 use crate::mgmt::MgmtStatus;
 use crate::net::Reconciler;
@@ -21,6 +22,13 @@ pub struct Network1 {
 }
 
 impl Network1 {
+    /// Signals the new counts; a lost signal only delays a client's view until the next one.
+    async fn changed(&self, emitter: &SignalEmitter<'_>) {
+        if let Err(e) = self.counts_changed(emitter).await {
+            tracing::debug!(error = %e, "cannot signal the new counts");
+        }
+    }
+
     pub fn new(mgmt: watch::Receiver<MgmtStatus>, nets: Arc<Mutex<Reconciler>>) -> Self {
         Network1 { mgmt, nets }
     }
@@ -43,6 +51,13 @@ impl Network1 {
     /// Version and counts: networks (host.toml + runtime), ports, whether the management
     /// interface has its address (0 or 1), and — only when some failed — networks_failed.
     async fn status(&self) -> StatusTuple {
+        (model::VERSION.to_string(), self.counts().await)
+    }
+
+    /// The counts of `Status`, as a property whose changes are signalled, so that a client
+    /// (apid's host.info) keeps them without asking.
+    #[zbus(property)]
+    async fn counts(&self) -> HashMap<String, u32> {
         let mgmt_configured = u32::from(self.mgmt.borrow().address.is_some());
         let nets = self.nets.lock().await;
         let mut counts = HashMap::from([
@@ -53,7 +68,13 @@ impl Network1 {
         if nets.failed_count() > 0 {
             counts.insert("networks_failed".to_string(), count(nets.failed_count()));
         }
-        (model::VERSION.to_string(), counts)
+        counts
+    }
+
+    /// `ManagementAddress` as a property whose changes (a DHCP lease) are signalled.
+    #[zbus(property)]
+    async fn management(&self) -> (String, String, String) {
+        self.management_address().await
     }
 
     /// The management interface, its address as `a.b.c.d/len` ("" when it has none), and where
@@ -67,13 +88,25 @@ impl Network1 {
         )
     }
 
-    async fn create_network(&self, spec_json: &str) -> Result<(), CairnError> {
+    async fn create_network(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        spec_json: &str,
+    ) -> Result<(), CairnError> {
         let spec: NetworkSpec = parse("spec_json", spec_json)?;
-        Ok(self.nets.lock().await.create_network(spec).await?)
+        self.nets.lock().await.create_network(spec).await?;
+        self.changed(&emitter).await;
+        Ok(())
     }
 
-    async fn delete_network(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.nets.lock().await.delete_network(name).await?)
+    async fn delete_network(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        name: &str,
+    ) -> Result<(), CairnError> {
+        self.nets.lock().await.delete_network(name).await?;
+        self.changed(&emitter).await;
+        Ok(())
     }
 
     async fn list_networks(&self) -> Result<String, CairnError> {
@@ -84,13 +117,25 @@ impl Network1 {
         to_json(&self.nets.lock().await.network_info(name).await?)
     }
 
-    async fn attach_port(&self, spec_json: &str) -> Result<String, CairnError> {
+    async fn attach_port(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        spec_json: &str,
+    ) -> Result<String, CairnError> {
         let spec: PortSpec = parse("spec_json", spec_json)?;
-        to_json(&self.nets.lock().await.attach_port(spec).await?)
+        let port = self.nets.lock().await.attach_port(spec).await?;
+        self.changed(&emitter).await;
+        to_json(&port)
     }
 
-    async fn detach_port(&self, port: &str) -> Result<(), CairnError> {
-        Ok(self.nets.lock().await.detach_port(port).await?)
+    async fn detach_port(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        port: &str,
+    ) -> Result<(), CairnError> {
+        self.nets.lock().await.detach_port(port).await?;
+        self.changed(&emitter).await;
+        Ok(())
     }
 
     async fn list_ports(&self) -> Result<String, CairnError> {
@@ -101,4 +146,21 @@ impl Network1 {
         let limits: Limits = parse("limits_json", limits_json)?;
         Ok(self.nets.lock().await.set_limits(target, limits).await?)
     }
+}
+
+/// Signals Network1's `Management` and `Counts` properties after the management address
+/// changed outside a request (DHCP).
+pub async fn management_changed(server: &zbus::ObjectServer) {
+    let Ok(iface) = server
+        .interface::<_, Network1>(model::dbus::NETWORK_PATH)
+        .await
+    else {
+        return;
+    };
+    let net = iface.get().await;
+    let emitter = iface.signal_emitter();
+    if let Err(e) = net.management_changed(emitter).await {
+        tracing::debug!(error = %e, "cannot signal the management address");
+    }
+    net.changed(emitter).await;
 }

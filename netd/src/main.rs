@@ -51,12 +51,20 @@ async fn main() -> anyhow::Result<()> {
         "networks reconciled"
     );
     let nets = std::sync::Arc::new(tokio::sync::Mutex::new(nets));
-    let _bus = model::dbus::bus_builder()?
+    let mut mgmt_changes = mgmt.clone();
+    let bus = model::dbus::bus_builder()?
         .name(NETWORK_NAME)
         .serve_at(NETWORK_PATH, netd::dbus::Network1::new(mgmt, nets))
         .build()
         .await
         .context("cannot own org.cairn.Network1 on the bus")?;
+    // A DHCP lease changes the management address outside any request: signal it.
+    let server = bus.object_server().clone();
+    tokio::spawn(async move {
+        while mgmt_changes.changed().await.is_ok() {
+            netd::dbus::management_changed(&server).await;
+        }
+    });
     tracing::info!(state = %args.common.state.display(), "netd ready");
 
     let signal = stop.wait().await;

@@ -14,16 +14,8 @@ use common::{
 };
 use model::dbus::{NETWORK_NAME, NETWORK_PATH};
 
-const API_AND_TOKEN: &str = r#"
-[api]
-listen = "0.0.0.0"
-port = 8443
-tls = "generate"
-
-[[api.token]]
-name = "admin"
-sha256 = "sha256:cea49af368c525fcb6c735bfa051c110338cee9033df78dcd59da91c5294b3cd"
-
+/// After testkit::DEV_API_TOML in each host.toml here.
+const LAN: &str = r#"
 [[network]]
 name = "lan"
 kind = "bridged"
@@ -159,7 +151,8 @@ fn static_management_is_configured_before_the_name_is_owned() {
     let (_bus_proc, bus) = start_bus(&dir);
     let config = format!(
         "[host]\nhostname = \"node1\"\ndns = [\"192.0.2.53\"]\n\n[host.management]\n\
-         interface = \"eno1\"\naddress = \"10.66.0.10/24\"\ngateway = \"10.66.0.1\"\n{API_AND_TOKEN}"
+         interface = \"eno1\"\naddress = \"10.66.0.10/24\"\ngateway = \"10.66.0.1\"\n{}{LAN}",
+        testkit::DEV_API_TOML
     );
     let mut netd = start_netd(&ns, &dir, &bus, &config);
 
@@ -238,7 +231,8 @@ fn dhcp_does_not_delay_readiness() {
     let dir = TempDir::new("netd-daemon-dhcp");
     let (_bus_proc, bus) = start_bus(&dir);
     let config = format!(
-        "[host]\nhostname = \"cairn-dev\"\n\n[host.management]\ninterface = \"eth0\"\ndhcp = true\n{API_AND_TOKEN}"
+        "[host]\nhostname = \"cairn-dev\"\n\n[host.management]\ninterface = \"eth0\"\ndhcp = true\n{}{LAN}",
+        testkit::DEV_API_TOML
     );
     let mut netd = start_netd(&client_ns, &dir, &bus, &config);
 

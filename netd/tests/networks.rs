@@ -129,11 +129,10 @@ impl Daemon {
         let cfg = self.dir.0.join("host.toml");
         std::fs::write(
             &cfg,
-            String::from(
+            format!(
                 "[host]\nhostname = \"node1\"\n\n[host.management]\ninterface = \"lo\"\n\
-             address = \"127.0.0.2/8\"\n\n[api]\nlisten = \"0.0.0.0\"\nport = 8443\n\
-             tls = \"generate\"\n\n[[api.token]]\nname = \"admin\"\nsha256 = \
-             \"sha256:cea49af368c525fcb6c735bfa051c110338cee9033df78dcd59da91c5294b3cd\"\n",
+                 address = \"127.0.0.2/8\"\n{}",
+                testkit::DEV_API_TOML
             ) + &self.extra,
         )
         .expect("write host.toml");

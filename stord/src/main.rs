@@ -23,11 +23,16 @@ struct Storage1 {
 impl Storage1 {
     /// Version and counts of the pools and volumes this daemon manages.
     async fn status(&self) -> StatusTuple {
-        let counts = HashMap::from([
+        (model::VERSION.to_string(), self.counts().await)
+    }
+
+    /// The counts of `Status` as a property, as every daemon has it (they do not change yet).
+    #[zbus(property)]
+    async fn counts(&self) -> HashMap<String, u32> {
+        HashMap::from([
             ("pools".to_string(), self.pools),
             ("volumes".to_string(), 0),
-        ]);
-        (model::VERSION.to_string(), counts)
+        ])
     }
 }
 

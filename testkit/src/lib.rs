@@ -1,8 +1,11 @@
-//! Fixtures shared by the tests of init, netd, hostd, vmm and apid: recording skips, the root
-//! check, scratch directories and named network namespaces removed on drop, a private
-//! dbus-daemon, the VMM's test guest (`guest`) and the busybox container template
-//! (`template`). Never a dependency of a binary the appliance ships; the image builder (which
-//! runs on the build host) uses `template` for the debug image's busybox template.
+//! Fixtures shared by the tests of init, netd, hostd, vmm, apid and cairnctl: recording skips,
+//! the root check, scratch directories and named network namespaces removed on drop, a private
+//! dbus-daemon, the `init --sandbox` harness (`sandbox`), the host.toml fixtures, the VMM's test
+//! guest (`guest`) and the busybox container template (`template`). Never a dependency of a
+//! binary the appliance ships; the image builder (which runs on the build host) uses
+//! `template` for the debug image's busybox template.
+
+pub mod sandbox;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -184,6 +187,53 @@ impl Drop for Netns {
     }
 }
 
+/// The `[api]` section of examples/dev.toml: all addresses, port 8443, a generated certificate,
+/// and the token "admin" whose secret is "cairn-dev-token". For tests that run a daemon on a
+/// host.toml of their own.
+pub const DEV_API_TOML: &str = r#"
+[api]
+listen = "0.0.0.0"
+port = 8443
+tls = "generate"
+
+[[api.token]]
+name = "admin"
+sha256 = "sha256:cea49af368c525fcb6c735bfa051c110338cee9033df78dcd59da91c5294b3cd"
+"#;
+
+/// The typed config of a host that only serves the API (no networks or guests), for tests
+/// that run apid in-process: DHCP on eth0, 127.0.0.1 on a port of the kernel's choosing,
+/// a generated certificate, and one token `token_name` whose secret is `token`.
+pub fn api_host_config(hostname: &str, token_name: &str, token: &str) -> model::config::HostConfig {
+    use model::config::{Api, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
+    HostConfig {
+        host: Host {
+            hostname: hostname.into(),
+            timezone: "UTC".into(),
+            dns: vec![],
+            management: Management {
+                interface: "eth0".into(),
+                address: MgmtAddress::Dhcp,
+            },
+        },
+        api: Api {
+            listen: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port: 0,
+            tls: Tls::Generate,
+            tokens: vec![ApiToken {
+                name: token_name.into(),
+                sha256: model::token::parse_digest(&model::token::digest(token))
+                    .expect("digest() makes what parse_digest() reads"),
+            }],
+        },
+        networks: vec![],
+        pools: vec![],
+        templates: vec![],
+        containers: vec![],
+        vms: vec![],
+    }
+}
+
 /// A host.toml for `init --sandbox` tests: management address on `lo`, the API on
 /// 127.0.0.1:8443 with the token "secret", and — with `lan_prefix` such as "10.50.0" — a
 /// bridged network "lan" on PREFIX.0/24 with the host at PREFIX.1. Tests append their own
@@ -234,3 +284,23 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
 
 pub mod guest;
 pub mod template;
+
+#[cfg(test)]
+mod tests {
+    /// The fixtures are valid host.toml, and the dev token's digest is the one the docs give.
+    #[test]
+    fn fixtures_parse() {
+        let dev = format!(
+            "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"eth0\"\ndhcp = true\n{}",
+            super::DEV_API_TOML
+        );
+        let c = model::config::parse("dev", &dev).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            model::token::parse_digest(&model::token::digest("cairn-dev-token")),
+            Some(c.api.tokens[0].sha256)
+        );
+        let sandbox = super::sandbox_config("h", Some("10.50.0"));
+        let c = model::config::parse("sandbox", &sandbox).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.networks[0].name, "lan");
+    }
+}

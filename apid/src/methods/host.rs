@@ -21,68 +21,79 @@ pub fn methods() -> Vec<Method> {
 }
 
 impl Serve for Info {
+    /// From what init and the daemons pushed (`crate::state`): no D-Bus call once each has
+    /// answered once.
     async fn serve(self, api: &Api) -> Result<HostInfo, Fault> {
-        let bus = &api.bus;
-        // Every question goes out at once: a daemon that hangs costs one timeout, not three.
-        let (system, services, netd, stord, hostd, mgmt) = tokio::join!(
-            bus.system_info(),
-            bus.list_services(),
-            bus.status(Daemon::Netd),
-            bus.status(Daemon::Stord),
-            bus.status(Daemon::Hostd),
-            bus.management_address(),
+        let (bus, state) = (&api.bus, &api.state);
+        let (init, netd, stord, hostd) = tokio::join!(
+            state.init(bus),
+            state.daemon(bus, Daemon::Netd),
+            state.daemon(bus, Daemon::Stord),
+            state.daemon(bus, Daemon::Hostd),
         );
         let mut info = HostInfo {
             hostname: api.hostname.clone(),
             version: model::VERSION.to_string(),
             ..HostInfo::default()
         };
-        match system.and_then(|s| services.map(|list| (s, list))) {
-            Ok(((uptime, kernel), list)) => {
-                info.uptime = Some(uptime);
-                info.kernel = Some(kernel);
-                info.services = Some(list);
+        match init {
+            Ok(init) => {
+                info.uptime = Some(init.uptime());
+                info.kernel = Some(init.kernel);
+                info.services = Some(init.services);
             }
-            Err(e) => info.init_error = Some(e.to_string()),
+            Err(e) => info.init_error = Some(e),
         }
-        for (daemon, status) in Daemon::ALL.into_iter().zip([netd, stord, hostd]) {
-            let report = match status {
-                Ok((version, counts)) => DaemonReport {
-                    // The version wins over a count that happens to be called "version".
-                    counts: counts
-                        .into_iter()
-                        .filter(|(k, _)| k != "version" && k != "error")
-                        .map(|(k, v)| (k, u64::from(v)))
-                        .collect::<BTreeMap<_, _>>(),
-                    version: Some(version),
-                    error: None,
-                },
-                Err(e) => DaemonReport {
-                    error: Some(e.to_string()),
-                    ..DaemonReport::default()
-                },
-            };
-            info.daemons.insert(daemon.name().to_string(), report);
-        }
-        info.management = match mgmt {
-            Ok((interface, address, source)) => Management {
+        info.management = match netd
+            .as_ref()
+            .map_err(String::clone)
+            .map(|n| n.management.clone())
+        {
+            Ok(Some(Ok((interface, address, source)))) => Management {
                 interface: Some(interface),
                 address: Some(address),
                 source: Some(source),
                 error: None,
             },
-            Err(e) => Management {
-                error: Some(e.to_string()),
+            Ok(Some(Err(e))) | Err(e) => Management {
+                error: Some(e),
                 ..Management::default()
             },
+            Ok(None) => Management::default(),
         };
+        for (daemon, view) in Daemon::ALL.into_iter().zip([netd, stord, hostd]) {
+            let report = match view {
+                Ok(view) => {
+                    let (version, counts) = view.status;
+                    DaemonReport {
+                        // The version wins over a count that happens to be called "version".
+                        counts: counts
+                            .into_iter()
+                            .filter(|(k, _)| k != "version" && k != "error")
+                            .map(|(k, v)| (k, u64::from(v)))
+                            .collect::<BTreeMap<_, _>>(),
+                        version: Some(version),
+                        error: None,
+                    }
+                }
+                Err(e) => DaemonReport {
+                    error: Some(e),
+                    ..DaemonReport::default()
+                },
+            };
+            info.daemons.insert(daemon.name().to_string(), report);
+        }
         Ok(info)
     }
 }
 
 impl Serve for Services {
     async fn serve(self, api: &Api) -> Result<Vec<ServiceInfo>, Fault> {
-        Ok(api.bus.list_services().await?)
+        match api.state.init(&api.bus).await {
+            Ok(init) => Ok(init.services),
+            // The same fault as asking init directly: busy while it does not answer.
+            Err(_) => Ok(api.bus.list_services().await?),
+        }
     }
 }
 

@@ -13,12 +13,15 @@ use model::fault::FaultCode;
 use model::xmlrpc::{MethodCall, MethodResponse, Value};
 
 use crate::bus::Bus;
+use crate::state::HostState;
 
 /// Everything a method handler may use.
 pub struct Api {
     registry: Registry,
     pub hostname: String,
     pub bus: Bus,
+    /// What init and the daemons pushed: `host.info` and `host.services` answer from it.
+    pub state: HostState,
 }
 
 impl Api {
@@ -31,6 +34,7 @@ impl Api {
         Api {
             registry: Registry::new(methods),
             hostname,
+            state: HostState::watch(&bus),
             bus,
         }
     }

@@ -95,6 +95,15 @@ impl Templates {
         file.rewind()
             .map_err(|e| CtError::io(tarball.display(), e))?;
         std::fs::create_dir_all(&self.dir).map_err(|e| CtError::io(self.dir.display(), e))?;
+        // One import of a name at a time: the others are refused at once (105) instead of
+        // unpacking into the same temporary directory. The lock is a flock, so a hostd that dies
+        // mid-import leaves no lock behind.
+        let _lock = self.lock(name)?;
+        if self.dir.join(name).exists() {
+            return Err(CtError::Conflict(format!(
+                "template {name:?} exists already"
+            )));
+        }
         // Unpack beside the final place and rename: a crash or a broken archive never leaves a
         // half template under its real name.
         let tmp = self.dir.join(format!(".{name}.importing"));
@@ -118,12 +127,41 @@ impl Templates {
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
+                // A full disk is the host's trouble, not the tarball's: say so.
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) {
+                    return Err(CtError::Failed(format!(
+                        "no space left on the state filesystem while unpacking {}: {e}",
+                        tarball.display()
+                    )));
+                }
                 Err(CtError::InvalidArgs(format!(
                     "tarball {} cannot be unpacked: {e}",
                     tarball.display()
                 )))
             }
         }
+    }
+
+    /// The import lock of template `name`; another holder makes it a conflict.
+    fn lock(&self, name: &str) -> CtResult<nix::fcntl::Flock<File>> {
+        let path = self.dir.join(format!(".{name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| CtError::io(path.display(), e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => CtError::Conflict(format!(
+                    "template {name:?} is being imported by another request"
+                )),
+                e => CtError::io(path.display(), io::Error::from(e)),
+            },
+        )
     }
 
     /// Deletes a template; the caller checks that no container uses it.
@@ -157,14 +195,69 @@ fn unpack(file: File, dest: &Path) -> io::Result<()> {
     archive.unpack(dest)
 }
 
-/// `VERSION_ID` (or `VERSION`) from the rootfs's os-release, if it has one.
+/// `VERSION_ID` from the rootfs's os-release, if it has one. The file is usually a symlink
+/// (`/etc/os-release` → `../usr/lib/os-release`), and a template's absolute links must be read
+/// inside the rootfs, never on the host.
 fn read_version(rootfs: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(rootfs.join("etc/os-release"))
-        .or_else(|_| std::fs::read_to_string(rootfs.join("usr/lib/os-release")))
-        .ok()?;
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| {
+            resolve_in(rootfs, Path::new(p)).and_then(|f| std::fs::read_to_string(f).ok())
+        })?;
     text.lines()
         .find_map(|l| l.strip_prefix("VERSION_ID="))
         .map(|v| v.trim_matches('"').to_string())
+}
+
+/// `path` inside `root` as a chroot would see it: every symlink on the way is followed within
+/// `root` (an absolute target starts again at `root`, `..` stops at it). `None` for a loop or
+/// a path that does not exist.
+fn resolve_in(root: &Path, path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut pending: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let here: PathBuf = std::iter::once(root.as_os_str())
+            .chain(at.iter().map(|p| p.as_os_str()))
+            .chain(std::iter::once(part.as_os_str()))
+            .collect();
+        let meta = std::fs::symlink_metadata(&here).ok()?;
+        if !meta.file_type().is_symlink() {
+            at.push(part);
+            continue;
+        }
+        hops += 1;
+        if hops > 40 {
+            return None;
+        }
+        let target = std::fs::read_link(&here).ok()?;
+        if target.is_absolute() {
+            at.clear();
+        }
+        pending.extend(target.components().rev().filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        }));
+    }
+    Some(
+        std::iter::once(root.as_os_str())
+            .chain(at.iter().map(|p| p.as_os_str()))
+            .collect(),
+    )
 }
 
 /// Bytes of regular-file data under `dir` (symlinks not followed).
@@ -251,6 +344,46 @@ mod tests {
         ));
         t.delete("deb").unwrap();
         assert!(t.list().is_empty());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn os_release_links_are_read_inside_the_rootfs() {
+        let base = std::env::temp_dir().join(format!("cairn-tpl-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "VERSION_ID=\"7\"\n").unwrap();
+        // The host's own /etc/os-release must never be what a template reports.
+        std::os::unix::fs::symlink("/etc/os-release", root.join("etc/os-release")).unwrap();
+        // etc/os-release → /etc/os-release read inside the rootfs is itself: a loop, so the
+        // usr/lib file is read, never the host's.
+        assert_eq!(read_version(&root).as_deref(), Some("7"));
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../usr/lib/os-release",
+            root.join("etc/os-release"),
+        )
+        .unwrap();
+        assert_eq!(read_version(&root).as_deref(), Some("7"));
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/os-release", root.join("etc/os-release")).unwrap();
+        assert_eq!(read_version(&root).as_deref(), Some("7"));
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn one_import_of_a_name_at_a_time() {
+        let base = std::env::temp_dir().join(format!("cairn-tpl-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let t = Templates::new(base.join("templates"));
+        std::fs::create_dir_all(base.join("templates")).unwrap();
+        let held = t.lock("deb").unwrap();
+        assert!(matches!(t.lock("deb"), Err(CtError::Conflict(_))));
+        assert!(t.lock("other").is_ok());
+        drop(held);
+        assert!(t.lock("deb").is_ok());
         let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by hostd's kernel tests: skips, scratch dirs, a busybox template tarball.
 
-#![allow(dead_code)]
+// Each test file is its own crate and uses a different part of this module (and of what it
+// re-exports).
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
@@ -35,4 +37,3 @@ pub fn busybox_tarball(dir: &Path) -> (PathBuf, String) {
     let _ = std::fs::remove_dir_all(&root);
     (tarball, digest)
 }
-pub mod sandbox;

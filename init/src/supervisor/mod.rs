@@ -168,9 +168,20 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Supervisor {
+    /// Updates the table Init1 serves; when it changed, Init1 signals that its `Services`
+    /// property is stale, so that clients (apid's host.info) refresh it without polling.
     fn publish(&self) {
-        if let Ok(mut s) = self.snapshot.lock() {
-            *s = self.services.iter().map(Service::info).collect();
+        let now: Vec<ServiceInfo> = self.services.iter().map(Service::info).collect();
+        let changed = match self.snapshot.lock() {
+            Ok(mut s) if *s != now => {
+                *s = now;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            let conn = self.conn.clone();
+            tokio::spawn(async move { crate::init1::services_changed(&conn).await });
         }
     }
 

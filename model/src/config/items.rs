@@ -17,7 +17,7 @@ use super::types::{Cidr, Container, Network, NetworkKind, Pool, PoolKind, Templa
 use super::walk::{At, Problems, Table, describe};
 use crate::net::{BOND_MAX, BOND_MIN, BondMode};
 use crate::rules;
-use crate::vm::{DiskSpec, NicSpec, VM_NAME_MAX};
+use crate::vm::{DiskSpec, NicSpec};
 
 pub(super) const DEFAULT_VCPUS: u32 = 1;
 /// The kernel's `__NEW_UTS_LEN`: a container hostname is set with sethostname(2).
@@ -39,10 +39,26 @@ pub(super) fn read_name(
     max: usize,
     rule: &str,
 ) -> Option<At<String>> {
+    read_name_by(p, t, |s| {
+        if is_name(s, max) {
+            Ok(())
+        } else {
+            Err(rule.to_string())
+        }
+    })
+}
+
+/// The entry's `name`, checked by `rule`; a name that breaks it is reported and still returned,
+/// so the checks across entries (duplicates, references) see it.
+fn read_name_by(
+    p: &mut Problems,
+    t: &Table<'_, '_>,
+    rule: impl FnOnce(&str) -> rules::Rule,
+) -> Option<At<String>> {
     let f = t.req(p, "name")?;
     let name = f.at_string(p)?;
-    if !is_name(name.value, max) {
-        f.bad(p, format_args!("{:?}", name.value), rule);
+    if let Err(problem) = rule(name.value) {
+        f.bad(p, format_args!("{:?}", name.value), &problem);
     }
     Some(At {
         at: name.at,
@@ -635,7 +651,7 @@ pub(super) struct VmDraft {
 const MIB: u64 = 1 << 20;
 
 pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
-    let name = read_name(p, &t, VM_NAME_MAX, rules::VM_NAME_RULE);
+    let name = read_name_by(p, &t, rules::vm_name);
     let vcpus = match t.opt("vcpus") {
         Some(_) => u32_rule(p, &t, "vcpus", rules::vcpus),
         None => Some(DEFAULT_VCPUS),

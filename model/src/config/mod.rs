@@ -8,7 +8,6 @@ mod net;
 mod parse;
 mod read;
 mod types;
-mod units;
 mod validate;
 mod walk;
 
@@ -17,4 +16,3 @@ pub use names::{NAME_MAX, NETWORK_NAME_MAX, is_name};
 pub use net::{CidrError, host_address_problem, parse_cidr, parse_ipv4_cidr};
 pub use parse::{load, parse};
 pub use types::*;
-pub use units::{SizeError, parse_size};

@@ -113,6 +113,13 @@ impl Cidr {
         width == other_width && net & m == other & m
     }
 
+    /// Sorts blocks by family, then address, then prefix: a block comes before every block
+    /// inside it, and the blocks inside it follow it without a gap.
+    pub(super) fn order_key(&self) -> (u8, u128, u8) {
+        let (value, width) = bits(self.addr);
+        (width, value & mask(self.prefix, width), self.prefix)
+    }
+
     /// True when the two subnets share any address; CIDR blocks either nest or are disjoint,
     /// so it is enough to test the shorter prefix against the other's address.
     pub fn overlaps(&self, other: &Cidr) -> bool {

@@ -8,7 +8,7 @@ use toml::de::DeTable;
 
 use super::read::read_document;
 use super::validate;
-use super::walk::{Problems, line_col};
+use super::walk::{LineIndex, Problems};
 use super::{ConfigErrors, Diagnostic, HostConfig};
 
 /// Reads and validates `path`. Diagnostics name the file as given.
@@ -31,7 +31,7 @@ pub fn parse(file: &str, text: &str) -> Result<HostConfig, ConfigErrors> {
         Ok(doc) => doc,
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
-            let (line, col) = line_col(text, offset);
+            let (line, col) = LineIndex::new(text).line_col(offset);
             return Err(ConfigErrors(vec![Diagnostic {
                 file: file.to_string(),
                 line,
@@ -40,11 +40,12 @@ pub fn parse(file: &str, text: &str) -> Result<HostConfig, ConfigErrors> {
             }]));
         }
     };
+    let lines = LineIndex::new(text);
     let mut problems = Problems::default();
     let document = read_document(&mut problems, doc.get_ref());
-    validate::check(&mut problems, &document, text);
+    validate::check(&mut problems, &document, &lines);
     if !problems.is_empty() {
-        return Err(ConfigErrors(problems.into_diagnostics(file, text)));
+        return Err(ConfigErrors(problems.into_diagnostics(file, &lines)));
     }
     // With no problems reported every required value is present; if one is not, that is a
     // bug in the readers, and saying so beats returning a half-built config.

@@ -9,8 +9,8 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
 use super::Diagnostic;
-use super::units::parse_size;
 use crate::rules::Rule;
+use crate::units::parse_size;
 
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -37,12 +37,12 @@ impl Problems {
     }
 
     /// In file order; problems at the same offset keep the order they were found in.
-    pub fn into_diagnostics(mut self, file: &str, text: &str) -> Vec<Diagnostic> {
+    pub fn into_diagnostics(mut self, file: &str, lines: &LineIndex<'_>) -> Vec<Diagnostic> {
         self.0.sort_by_key(|(offset, _)| *offset);
         self.0
             .into_iter()
             .map(|(offset, message)| {
-                let (line, col) = line_col(text, offset);
+                let (line, col) = lines.line_col(offset);
                 Diagnostic {
                     file: file.to_string(),
                     line,
@@ -54,22 +54,47 @@ impl Problems {
     }
 }
 
-/// 1-based line and character column of a byte offset.
-pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.as_bytes().get(..offset).unwrap_or_default();
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    // Offsets from the parser fall on character boundaries; if one ever did not, counting
-    // bytes is a better column than none.
-    let col = match text.get(line_start..offset) {
-        Some(s) => s.chars().count(),
-        None => offset - line_start,
-    };
-    (line, col + 1)
+/// Where each line of a text starts, found once: a file with thousands of problems would
+/// otherwise be rescanned from the top for every position reported.
+pub(super) struct LineIndex<'t> {
+    text: &'t str,
+    /// Byte offset of the first byte of each line; `starts[0]` is 0.
+    starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    pub fn new(text: &'t str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(
+                text.bytes()
+                    .enumerate()
+                    .filter(|&(_, b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        LineIndex { text, starts }
+    }
+
+    /// 1-based line of a byte offset.
+    pub fn line(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        // The number of line starts at or before `offset`; there is always one (0).
+        self.starts.partition_point(|&start| start <= offset)
+    }
+
+    /// 1-based line and character column of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line(offset);
+        let line_start = self.starts.get(line - 1).copied().unwrap_or(0);
+        // Offsets from the parser fall on character boundaries; if one ever did not, counting
+        // bytes is a better column than none.
+        let col = match self.text.get(line_start..offset) {
+            Some(s) => s.chars().count(),
+            None => offset - line_start,
+        };
+        (line, col + 1)
+    }
 }
 
 /// How a value is named in "must be a string, not …" messages.
@@ -408,11 +433,13 @@ mod tests {
     #[test]
     fn line_col_counts_characters() {
         let text = "a = 1\nbé = \"x\"\n";
-        assert_eq!(line_col(text, 0), (1, 1));
-        assert_eq!(line_col(text, 4), (1, 5));
-        assert_eq!(line_col(text, 6), (2, 1));
+        let lines = LineIndex::new(text);
+        let line_col = |offset| lines.line_col(offset);
+        assert_eq!(line_col(0), (1, 1));
+        assert_eq!(line_col(4), (1, 5));
+        assert_eq!(line_col(6), (2, 1));
         // "bé = " is 6 bytes but 5 characters.
-        assert_eq!(line_col(text, 12), (2, 6));
-        assert_eq!(line_col(text, 999), (3, 1));
+        assert_eq!(line_col(12), (2, 6));
+        assert_eq!(line_col(999), (3, 1));
     }
 }

@@ -207,6 +207,14 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    #[error("at byte {pos}: {what} inside {place} is not allowed: XML 1.0 has no such character")]
+    ForbiddenChar {
+        pos: u64,
+        /// The character, and how it was written when it came as a character reference.
+        what: String,
+        /// The element it was found in (`<string>`, `<name>`, …) or the kind of markup.
+        place: String,
+    },
     #[error("at byte {pos}: {text:?} is not a valid {kind}")]
     BadScalar {
         pos: u64,

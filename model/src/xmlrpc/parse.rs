@@ -148,12 +148,31 @@ fn build_tree(xml: &str, limits: &Limits) -> Result<Element, Error> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
+    // quick-xml does not check characters, so every byte the reader moves past is checked here
+    // (once: the cursor only moves forward), whether it is text, CDATA, a tag or a comment.
+    let mut unchecked = xml.char_indices().peekable();
     loop {
         let pos = reader.buffer_position();
         let event = reader.read_event().map_err(|e| Error::Xml {
             pos: reader.error_position(),
             message: e.to_string(),
         })?;
+        let end = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        while let Some((at, c)) = unchecked.next_if(|(at, _)| *at < end) {
+            if !is_xml_char(c) {
+                let place = match (&event, stack.last()) {
+                    (Event::Text(_) | Event::CData(_), Some(el)) => format!("<{}>", el.name),
+                    (Event::Comment(_), _) => "a comment".into(),
+                    (_, Some(el)) => format!("a tag inside <{}>", el.name),
+                    (_, None) => "the prolog".into(),
+                };
+                return Err(Error::ForbiddenChar {
+                    pos: at as u64,
+                    what: describe(c),
+                    place,
+                });
+            }
+        }
         let (start, empty) = match event {
             Event::Start(s) => (s, false),
             Event::Empty(s) => (s, true),
@@ -177,7 +196,7 @@ fn build_tree(xml: &str, limits: &Limits) -> Result<Element, Error> {
                 continue;
             }
             Event::GeneralRef(r) => {
-                let ch = resolve_reference(&r, pos)?;
+                let ch = resolve_reference(&r, pos, &stack)?;
                 add_text(&mut stack, pos, ch.encode_utf8(&mut [0u8; 4]))?;
                 continue;
             }
@@ -261,15 +280,41 @@ fn add_text(stack: &mut [Element], pos: u64, text: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn resolve_reference(r: &quick_xml::events::BytesRef<'_>, pos: u64) -> Result<char, Error> {
+fn resolve_reference(
+    r: &quick_xml::events::BytesRef<'_>,
+    pos: u64,
+    stack: &[Element],
+) -> Result<char, Error> {
     let bad = || Error::Entity {
         pos,
         name: r.to_string(),
     };
-    if r.is_char_ref() {
-        return match r.resolve_char_ref() {
-            Ok(Some(c)) => Ok(c),
-            _ => Err(bad()),
+    if let Some(number) = r.strip_prefix('#') {
+        // Parsed here rather than by quick-xml, which accepts &#1; and &#xFFFE; — characters a
+        // conforming XML reader refuses and that D-Bus refuses too (a NUL ends its connection).
+        let code = match number.strip_prefix('x') {
+            Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                u32::from_str_radix(hex, 16).ok()
+            }
+            None if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => {
+                number.parse::<u32>().ok()
+            }
+            _ => return Err(bad()),
+        };
+        let name: &str = r;
+        let forbidden = |what: String| Error::ForbiddenChar {
+            pos,
+            what,
+            place: match stack.last() {
+                Some(el) => format!("<{}>", el.name),
+                None => "the prolog".into(),
+            },
+        };
+        return match code.map(|n| (n, char::from_u32(n))) {
+            Some((_, Some(c))) if is_xml_char(c) => Ok(c),
+            Some((_, Some(c))) => Err(forbidden(format!("&{name}; ({})", describe(c)))),
+            Some((n, None)) => Err(forbidden(format!("&{name}; (U+{n:04X}, not a character)"))),
+            None => Err(forbidden(format!("&{name}; (beyond U+10FFFF)"))),
         };
     }
     match &**r {
@@ -280,6 +325,27 @@ fn resolve_reference(r: &quick_xml::events::BytesRef<'_>, pos: u64) -> Result<ch
         "apos" => Ok('\''),
         _ => Err(bad()),
     }
+}
+
+/// The characters XML 1.0 allows (its production `Char`). Rust strings cannot hold surrogates,
+/// so what is left to refuse is most C0 controls, U+FFFE and U+FFFF.
+pub(super) fn is_xml_char(c: char) -> bool {
+    matches!(c,
+        '\t' | '\n' | '\r'
+        | '\u{20}'..='\u{D7FF}'
+        | '\u{E000}'..='\u{FFFD}'
+        | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// Names a character XML 1.0 refuses, for an error message.
+fn describe(c: char) -> String {
+    let n = c as u32;
+    let kind = match n {
+        0 => "NUL",
+        0x1..=0x1F => "a control character",
+        _ => "a noncharacter",
+    };
+    format!("U+{n:04X} ({kind})")
 }
 
 fn structure(pos: u64, expected: impl Into<String>, found: impl Into<String>) -> Error {
@@ -421,18 +487,20 @@ fn value(el: &Element, depth: usize, limits: &Limits) -> Result<Value, Error> {
         }
         "double" => {
             leaf(typed)?;
-            text.trim()
-                .parse()
+            parse_double(text.trim())
                 .map(Value::Double)
-                .map_err(|_| bad("double", text))
+                .ok_or_else(|| bad("double (a finite decimal number)", text))
         }
         "dateTime.iso8601" => {
             leaf(typed)?;
             let t = text.trim();
-            if t.is_empty() {
-                Err(bad("dateTime.iso8601", text))
-            } else {
+            if is_datetime(t) {
                 Ok(Value::DateTime(t.into()))
+            } else {
+                Err(bad(
+                    "dateTime.iso8601 (YYYYMMDDTHH:MM:SS, optionally YYYY-MM-DD and Z or ±HH:MM)",
+                    text,
+                ))
             }
         }
         "base64" => {
@@ -506,6 +574,103 @@ fn value(el: &Element, depth: usize, limits: &Limits) -> Result<Value, Error> {
             "a type inside <value> (int, i4, i8, boolean, string, double, dateTime.iso8601, base64, struct, array, nil)",
             found(typed),
         )),
+    }
+}
+
+/// A `<double>`: `[+-]digits[.digits]`, as the spec has it, plus an exponent (`1e-07`), which
+/// Python's xmlrpc.client writes for small and large numbers. Rust's own parser would also take
+/// `nan`, `inf`, `infinity` and `1e999` (= inf); none of those is a number XML-RPC can carry.
+fn parse_double(t: &str) -> Option<f64> {
+    let b = t.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    let mut mantissa = digits(&mut i);
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        mantissa += digits(&mut i);
+    }
+    if mantissa == 0 {
+        return None;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    t.parse::<f64>().ok().filter(|d| d.is_finite())
+}
+
+/// A `<dateTime.iso8601>` as clients send it: `YYYYMMDDTHH:MM:SS` (the spec's example and what
+/// Python's xmlrpc.client writes), the date also as `YYYY-MM-DD`, and an optional zone `Z` or
+/// `±HH:MM`. Fields must be in range (month 1–12, the day within its month, second up to 60).
+fn is_datetime(t: &str) -> bool {
+    let b = t.as_bytes();
+    let num = |s: &[u8]| -> Option<u32> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        s.iter().try_fold(0u32, |n, d| {
+            n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+        })
+    };
+    let (year, month, day, rest) = match b {
+        [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2, rest @ ..]
+        | [y1, y2, y3, y4, m1, m2, d1, d2, rest @ ..] => {
+            ([*y1, *y2, *y3, *y4], [*m1, *m2], [*d1, *d2], rest)
+        }
+        _ => return false,
+    };
+    let (Some(year), Some(month), Some(day)) = (num(&year), num(&month), num(&day)) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    if day == 0 || day > month_days {
+        return false;
+    }
+    let hms = |s: &[u8], max_h: u32, max_s: Option<u32>| -> bool {
+        match (s, max_s) {
+            ([h1, h2, b':', m1, m2, b':', s1, s2], Some(max_s)) => {
+                num(&[*h1, *h2]).is_some_and(|h| h <= max_h)
+                    && num(&[*m1, *m2]).is_some_and(|m| m <= 59)
+                    && num(&[*s1, *s2]).is_some_and(|s| s <= max_s)
+            }
+            ([h1, h2, b':', m1, m2], None) => {
+                num(&[*h1, *h2]).is_some_and(|h| h <= max_h)
+                    && num(&[*m1, *m2]).is_some_and(|m| m <= 59)
+            }
+            _ => false,
+        }
+    };
+    let Some((b'T', rest)) = rest.split_first() else {
+        return false;
+    };
+    if rest.len() < 8 || !hms(&rest[..8], 23, Some(60)) {
+        return false;
+    }
+    match &rest[8..] {
+        [] | [b'Z'] => true,
+        [b'+' | b'-', zone @ ..] => hms(zone, 23, None),
+        _ => false,
     }
 }
 

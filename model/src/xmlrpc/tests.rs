@@ -300,7 +300,278 @@ fn undeclared_entities_are_refused() {
     let xml = "<methodCall><methodName>m</methodName><params><param><value>&lol;</value></param></params></methodCall>";
     assert!(matches!(parse_call(xml), Err(Error::Entity { ref name, .. }) if name == "lol"));
     let xml = "<methodCall><methodName>m</methodName><params><param><value>&#0;</value></param></params></methodCall>";
-    assert!(matches!(parse_call(xml), Err(Error::Entity { .. })));
+    assert!(matches!(parse_call(xml), Err(Error::ForbiddenChar { .. })));
+    for bad in ["&#;", "&#x;", "&#+1;", "&#X41;", "&#12a;", "&#xg;"] {
+        let xml = format!(
+            "<methodCall><methodName>m</methodName><params><param><value>{bad}</value></param></params></methodCall>"
+        );
+        assert!(
+            matches!(parse_call(&xml), Err(Error::Entity { .. })),
+            "{bad}: {:?}",
+            parse_call(&xml)
+        );
+    }
+}
+
+/// A call with one `<string>` parameter holding `inner` verbatim.
+fn string_call(inner: &str) -> String {
+    format!(
+        "<methodCall><methodName>m</methodName><params><param><value><string>{inner}</string></value></param></params></methodCall>"
+    )
+}
+
+const STRING_AT: usize =
+    "<methodCall><methodName>m</methodName><params><param><value><string>".len();
+
+#[test]
+fn forbidden_characters_are_refused_raw_or_as_references() {
+    for (inner, what) in [
+        ("a\u{0}b", "U+0000 (NUL)"),
+        ("a\u{1}b", "U+0001 (a control character)"),
+        ("a\u{1F}b", "U+001F (a control character)"),
+        ("a\u{FFFE}b", "U+FFFE (a noncharacter)"),
+        ("a\u{FFFF}b", "U+FFFF (a noncharacter)"),
+        ("a&#0;b", "&#0; (U+0000 (NUL))"),
+        ("a&#1;b", "&#1; (U+0001 (a control character))"),
+        ("a&#x1b;b", "&#x1b; (U+001B (a control character))"),
+        ("a&#xFFFE;b", "&#xFFFE; (U+FFFE (a noncharacter))"),
+        ("a&#65535;b", "&#65535; (U+FFFF (a noncharacter))"),
+        ("a&#xD800;b", "&#xD800; (U+D800, not a character)"),
+        ("a&#x110000;b", "&#x110000; (U+110000, not a character)"),
+        ("a&#x100000000;b", "&#x100000000; (beyond U+10FFFF)"),
+    ] {
+        let xml = string_call(inner);
+        let err = parse_call(&xml).unwrap_err();
+        let Error::ForbiddenChar {
+            pos,
+            what: got,
+            place,
+        } = &err
+        else {
+            panic!("{inner:?}: {err:?}")
+        };
+        assert_eq!(*pos, STRING_AT as u64 + 1, "{inner:?}: {err}");
+        assert_eq!(got, what, "{inner:?}");
+        assert_eq!(place, "<string>", "{inner:?}");
+        assert_eq!(err.fault_code(), crate::fault::FaultCode::Parse);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("at byte {}: ", STRING_AT + 1)),
+            "{text}"
+        );
+    }
+    let err = parse_call(&string_call("x\u{0}")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "at byte {}: U+0000 (NUL) inside <string> is not allowed: XML 1.0 has no such character",
+            STRING_AT + 1
+        )
+    );
+}
+
+#[test]
+fn forbidden_characters_anywhere_in_the_document() {
+    let cases = [
+        // A member name, an untyped value, the method name, CDATA, a comment, the prolog.
+        "<methodCall><methodName>m</methodName><params><param><value><struct><member><name>a\u{2}</name><value/></member></struct></value></param></params></methodCall>".to_string(),
+        "<methodCall><methodName>m</methodName><params><param><value>&#2;</value></param></params></methodCall>".to_string(),
+        "<methodCall><methodName>m\u{0}</methodName></methodCall>".to_string(),
+        "<methodCall><methodName>m&#0;</methodName></methodCall>".to_string(),
+        string_call("<![CDATA[a\u{7}]]>"),
+        string_call("<!-- \u{0} -->"),
+        "\u{0}<methodCall><methodName>m</methodName></methodCall>".to_string(),
+        "<methodCall a=\"\u{1}\"><methodName>m</methodName></methodCall>".to_string(),
+    ];
+    for xml in &cases {
+        match parse_call(xml) {
+            Err(Error::ForbiddenChar { pos, .. }) => {
+                let at = usize::try_from(pos).unwrap();
+                let c = xml[at..].chars().next().unwrap();
+                // Either the raw character itself or the '&' of its reference.
+                assert!(c == '&' || !super::parse::is_xml_char(c), "{xml:?} at {at}");
+            }
+            other => panic!("{xml:?}: {other:?}"),
+        }
+    }
+    // Same for responses, which cairnctl reads.
+    let resp = "<methodResponse><params><param><value><string>\u{1}</string></value></param></params></methodResponse>";
+    assert!(matches!(
+        parse_response(resp),
+        Err(Error::ForbiddenChar { .. })
+    ));
+}
+
+#[test]
+fn every_allowed_boundary_character_is_kept() {
+    let xml = string_call(
+        "\t&#x9;&#xA;&#xD;&#x20;&#xD7FF;&#xE000;&#xFFFD;&#x10000;&#x10FFFF;\u{7F}\u{85}\u{FFFD}\u{10FFFF}",
+    );
+    let c = parse_call(&xml).unwrap();
+    assert_eq!(
+        c.params,
+        vec![Value::from(
+            "\t\t\n\r \u{D7FF}\u{E000}\u{FFFD}\u{10000}\u{10FFFF}\u{7F}\u{85}\u{FFFD}\u{10FFFF}"
+        )]
+    );
+}
+
+fn one_value(inner: &str) -> Result<Value, Error> {
+    let xml = format!(
+        "<methodCall><methodName>m</methodName><params><param><value>{inner}</value></param></params></methodCall>"
+    );
+    parse_call(&xml).map(|mut c| c.params.remove(0))
+}
+
+#[test]
+fn doubles_are_finite_decimals() {
+    for (text, want) in [
+        ("0", 0.0),
+        ("-12.214", -12.214),
+        ("+1.5", 1.5),
+        (" 3 ", 3.0),
+        ("1.", 1.0),
+        (".5", 0.5),
+        // Python's repr() of small and large floats.
+        ("1e-07", 1e-7),
+        ("1.5E+300", 1.5e300),
+        ("-0.0", -0.0),
+    ] {
+        assert_eq!(
+            one_value(&format!("<double>{text}</double>")).unwrap(),
+            Value::Double(want),
+            "{text}"
+        );
+    }
+    for text in [
+        "nan",
+        "NaN",
+        "-nan",
+        "inf",
+        "-inf",
+        "+inf",
+        "Infinity",
+        "-infinity",
+        "INF",
+        "1e999",
+        "-1e400",
+        "",
+        ".",
+        "-",
+        "1e",
+        "1e+",
+        "0x10",
+        "1,5",
+        "1.5.2",
+        "1 2",
+        "e5",
+    ] {
+        match one_value(&format!("<double>{text}</double>")) {
+            Err(e @ Error::BadScalar { .. }) => {
+                assert_eq!(e.fault_code(), crate::fault::FaultCode::Parse);
+                assert!(e.to_string().contains("finite"), "{e}");
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn datetimes_are_checked() {
+    for text in [
+        "19980717T14:08:55",
+        " 19980717T14:08:55 ",
+        "1998-07-17T14:08:55",
+        "20240229T23:59:60",
+        "20250101T00:00:00Z",
+        "2025-01-01T00:00:00+02:00",
+        "20250101T00:00:00-09:30",
+    ] {
+        assert_eq!(
+            one_value(&format!("<dateTime.iso8601>{text}</dateTime.iso8601>")).unwrap(),
+            Value::DateTime(text.trim().into()),
+            "{text}"
+        );
+    }
+    for text in [
+        "",
+        "yesterday",
+        "1998071714:08:55",
+        "19980717 14:08:55",
+        "19980717t14:08:55",
+        "19980717T14:08",
+        "19980717T14:08:55.123",
+        "19981317T14:08:55",
+        "19980017T14:08:55",
+        "19980732T14:08:55",
+        "20230229T00:00:00",
+        "19000229T00:00:00",
+        "19980717T24:00:00",
+        "19980717T14:60:00",
+        "19980717T14:08:61",
+        "1998-0717T14:08:55",
+        "199807-17T14:08:55",
+        "19980717T14:08:55z",
+        "19980717T14:08:55+0200",
+        "19980717T14:08:55+24:00",
+        "19980717T14:08:55+02:60",
+        "19980717T14:08:55Z+01:00",
+        "+1998-07-17T14:08:55",
+        "１９９８0717T14:08:55",
+    ] {
+        match one_value(&format!("<dateTime.iso8601>{text}</dateTime.iso8601>")) {
+            Err(e @ Error::BadScalar { .. }) => {
+                assert!(e.to_string().contains("dateTime.iso8601"), "{e}")
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn written_documents_never_hold_forbidden_characters() {
+    let nasty = "console: \u{0}\u{1}\u{8}\u{1B}[0m\u{FFFE}\u{FFFF} ok\t\n";
+    let response = MethodResponse::Ok(Value::structure([
+        ("log", Value::from(nasty)),
+        (nasty, Value::Int(1)),
+    ]));
+    let xml = write_response(&response);
+    assert!(xml.chars().all(super::parse::is_xml_char), "{xml:?}");
+    let MethodResponse::Ok(Value::Struct(back)) = parse_response(&xml).unwrap() else {
+        panic!()
+    };
+    let clean = "console: \u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}[0m\u{FFFD}\u{FFFD} ok\t\n";
+    assert_eq!(back["log"], Value::from(clean));
+    assert!(back.contains_key(clean));
+
+    let fault = MethodResponse::Fault {
+        code: 107,
+        message: format!("failed: {nasty}"),
+    };
+    let xml = write_response(&fault);
+    assert!(xml.chars().all(super::parse::is_xml_char));
+    assert_eq!(
+        parse_response(&xml).unwrap(),
+        MethodResponse::Fault {
+            code: 107,
+            message: format!("failed: {clean}")
+        }
+    );
+}
+
+#[test]
+fn non_finite_doubles_are_written_as_nil() {
+    for d in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let xml = write_response(&MethodResponse::Ok(Value::Array(vec![
+            Value::Double(d),
+            Value::Double(2.5),
+        ])));
+        assert_eq!(
+            parse_response(&xml).unwrap(),
+            MethodResponse::Ok(Value::Array(vec![Value::Nil, Value::Double(2.5)])),
+            "{xml}"
+        );
+    }
 }
 
 fn nested_arrays(levels: usize) -> String {

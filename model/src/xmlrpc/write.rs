@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 
-use super::parse::BASE64;
+use super::parse::{BASE64, is_xml_char};
 use super::{MethodCall, MethodResponse, Value};
 
 const PROLOGUE: &str = "<?xml version=\"1.0\"?>\n";
@@ -65,10 +65,13 @@ pub fn write_value(out: &mut String, value: &Value) {
             escape_into(out, s);
             out.push_str("</string>");
         }
-        Value::Double(d) => {
+        Value::Double(d) if d.is_finite() => {
             // Display for f64 never uses exponent notation, which the spec does not allow.
             let _ = write!(out, "<double>{d}</double>");
         }
+        // XML-RPC has no NaN or infinity, and our own reader (like the spec) refuses them; "no
+        // number" is the honest answer a client can read.
+        Value::Double(_) => out.push_str("<nil/>"),
         Value::DateTime(s) => {
             out.push_str("<dateTime.iso8601>");
             escape_into(out, s);
@@ -102,9 +105,10 @@ pub fn write_value(out: &mut String, value: &Value) {
     out.push_str("</value>");
 }
 
-/// Escapes markup characters. Characters XML 1.0 cannot carry at all (most C0 controls) become
-/// U+FFFD, so that a stray byte in, say, a kernel message cannot make the whole response
-/// unreadable for the client.
+/// Escapes markup characters. Characters XML 1.0 cannot carry at all (NUL and most other C0
+/// controls, U+FFFE, U+FFFF) become U+FFFD, so that a stray byte in, say, a guest's console
+/// output cannot make the whole response unreadable: a character reference such as `&#0;` would
+/// be no better, since conforming readers (Python's xmlrpc.client, and ours) refuse it too.
 fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
@@ -113,9 +117,8 @@ fn escape_into(out: &mut String, s: &str) {
             '&' => out.push_str("&amp;"),
             // A literal CR would be normalised to LF by the reader.
             '\r' => out.push_str("&#13;"),
-            '\t' | '\n' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
+            c if is_xml_char(c) => out.push(c),
+            _ => out.push('\u{FFFD}'),
         }
     }
 }
