@@ -565,7 +565,7 @@ async fn a_failed_service_is_revived_with_host_restart_service() {
     // hostd crashes at once while the flag file exists, and is the real hostd after that.
     let bins = TempDir::new("init-revivebin");
     let real = bin_dir();
-    for d in ["netd", "stord", "apid"] {
+    for d in ["init", "netd", "stord", "apid"] {
         std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
     }
     let flag = bins.0.join("crash");
