@@ -519,15 +519,13 @@ async fn host_methods_over_a_private_bus() {
     // new state shows up shortly after they own their names.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let info = loop {
-        let MethodResponse::Ok(Value::Struct(info)) = rpc(&mut c, "host.info", vec![]).await
-        else {
+        let MethodResponse::Ok(Value::Struct(info)) = rpc(&mut c, "host.info", vec![]).await else {
             panic!()
         };
         let netd_known = info["daemons"].as_struct().unwrap()["netd"]
             .as_struct()
             .is_some_and(|n| n.contains_key("version"));
-        if (!info.contains_key("init_error") && netd_known)
-            || std::time::Instant::now() > deadline
+        if (!info.contains_key("init_error") && netd_known) || std::time::Instant::now() > deadline
         {
             break info;
         }
