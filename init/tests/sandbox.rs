@@ -399,7 +399,7 @@ async fn host_info_answers_from_pushed_state() {
     // Once, so that every source has answered once.
     api("api.host.info()");
 
-    let mut monitor = std::process::Command::new("dbus-monitor")
+    let monitor = std::process::Command::new("dbus-monitor")
         .arg(format!("--address={}", sb.bus_address()))
         .arg("type='method_call'")
         .stdout(std::process::Stdio::piped())
