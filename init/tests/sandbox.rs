@@ -642,3 +642,78 @@ print("ok", hostd)
     assert_eq!(hostd.last_error, "exited with status 3", "{hostd:?}");
     sb.stop();
 }
+
+/// host.info answers from what init and the daemons push, not from D-Bus calls per request:
+/// 200 requests cost (almost) no calls to the daemons — a bus monitor counts them — and a
+/// change (a new network) still shows up at once, carried by netd's signal.
+#[tokio::test(flavor = "current_thread")]
+async fn host_info_answers_from_pushed_state() {
+    if !sandbox_possible("sandbox::host_info_answers_from_pushed_state") {
+        return;
+    }
+    let mut sb = Sandbox::start("push", &minimal_config(), &bin_dir());
+    let conn = sb.connect(UP).await;
+    sb.wait_all(&conn, "running", UP).await;
+    let api = |script: &str| {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
+            .args(["python3", "-c"])
+            .arg(format!(
+                "import ssl, time, xmlrpc.client\n\
+                 api = xmlrpc.client.ServerProxy('https://api:secret@127.0.0.1:8443/RPC2', \
+                 context=ssl._create_unverified_context())\n{script}"
+            ))
+            .output()
+            .expect("run python3 in the sandbox's network namespace");
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Once, so that every source has answered once.
+    api("api.host.info()");
+
+    let monitor = std::process::Command::new("dbus-monitor")
+        .arg(format!("--address={}", sb.bus_address()))
+        .arg("type='method_call'")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dbus-monitor (package dbus)");
+    // dbus-monitor needs a moment to register as a monitor.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let took = api("t = time.monotonic()\n\
+         for _ in range(200):\n    info = api.host.info()\n\
+         assert info['daemons']['netd']['version'] == info['version'], info\n\
+         print(round((time.monotonic() - t) * 1000))");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    testkit::sandbox::kill(monitor.id(), testkit::sandbox::libc_signal::SIGTERM);
+    let out = monitor.wait_with_output().expect("dbus-monitor's output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let asked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("method call"))
+        .filter(|l| l.contains("destination=org.cairn."))
+        .collect();
+    println!(
+        "200 host.info in {took} ms; calls to the daemons meanwhile: {}",
+        asked.len()
+    );
+    // Asking per request would be 200 × 6 calls; what is left is the 10 s safety net (at most
+    // one round of 6 calls in this window, two if it straddles a tick).
+    assert!(asked.len() <= 12, "{asked:#?}");
+
+    // A change is pushed: netd signals its new counts and host.info shows them.
+    let seen = api("before = api.host.info()['daemons']['netd']['networks']\n\
+         api.net.create({'name': 'pushed', 'kind': 'bridged'})\n\
+         t = time.monotonic()\n\
+         while api.host.info()['daemons']['netd']['networks'] != before + 1:\n\
+         \x20   assert time.monotonic() - t < 5, 'the new network never showed in host.info'\n\
+         \x20   time.sleep(0.01)\n\
+         print(round((time.monotonic() - t) * 1000))");
+    println!("a new network showed in host.info after {seen} ms");
+    sb.stop();
+}
