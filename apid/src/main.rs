@@ -67,7 +67,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = conn.object_server();
     tracing::info!(name = model::dbus::API_NAME, "ready");
 
-    let api = Api::new(config.host.hostname.clone(), Bus::new(Some(conn)));
+    // A second connection for following the daemons' pushed state (crate::state): a daemon
+    // that hangs on one of its questions must not hold up the one that serves requests.
+    let watcher = model::dbus::connect_bus()
+        .await
+        .context("cannot open the bus connection that follows the daemons' state")?;
+    let api = Api::new(config.host.hostname.clone(), Bus::new(Some(conn)))
+        .follow_state(Bus::new(Some(watcher)));
     let service = Service::new(api, tokens, Limits::default());
     let mut stop = StopSignals::install().context("cannot watch SIGTERM/SIGINT")?;
     server

@@ -57,6 +57,15 @@ impl Drop for Running {
 }
 
 async fn start(bus: Option<zbus::Connection>, limits: Limits) -> Running {
+    start_following(bus, None, limits).await
+}
+
+/// apid as it runs: requests on `bus`, the daemons' pushed state followed on `watcher`.
+async fn start_following(
+    bus: Option<zbus::Connection>,
+    watcher: Option<zbus::Connection>,
+    limits: Limits,
+) -> Running {
     let state = temp_dir("state");
     let config = config();
     let tls = apid::tls::server_config(&config, &state).unwrap();
@@ -65,7 +74,7 @@ async fn start(bus: Option<zbus::Connection>, limits: Limits) -> Running {
         .unwrap();
     let addr = server.local_addr().unwrap();
     let service = Service::new(
-        Api::new(config.host.hostname.clone(), Bus::new(bus)),
+        Api::new(config.host.hostname.clone(), Bus::new(bus)).follow_state(Bus::new(watcher)),
         apid::token_digests(&config),
         limits,
     );
@@ -500,7 +509,11 @@ async fn host_methods_over_a_private_bus() {
         .build()
         .await
         .unwrap();
-    let r = start(Some(apid_conn.clone()), Limits::default()).await;
+    let watcher = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let r = start_following(Some(apid_conn.clone()), Some(watcher), Limits::default()).await;
     let mut c = connect(&r).await;
 
     // No daemons yet: host.info still answers, with errors where the daemons would be.
