@@ -38,6 +38,14 @@ impl Reconciler {
             }
         }
         let mut snap = Snapshot::of(&self.k, &names).await?;
+        if let Some(l) = snap.links.get(&name).cloned()
+            && mark::unfinished(l.alias.as_deref(), l.group)
+        {
+            // Left by an attach of this port that a stopped netd never finished: ours.
+            self.k.delete(l.index, &l.name).await?;
+            snap.links.remove(&name);
+            tracing::info!(port = %name, "deleted the link of an interrupted attach");
+        }
         if snap.links.contains_key(&name) {
             return Err(NetError::Conflict(format!(
                 "link {name} (the port of owner {} on network {}) already exists",
@@ -140,6 +148,7 @@ impl Reconciler {
                     .k
                     .create_veth(
                         &rec.name,
+                        &mark::port(&spec.network, &spec.owner),
                         spec.guest_ifname(),
                         f.as_raw_fd(),
                         spec.mac_bytes(),
