@@ -266,12 +266,27 @@ impl Reconciler {
                 self.ensure_up(snap, &link, None).await?;
                 self.ensure_routes(&link, addrs.iter().map(|c| c.addr).collect())
                     .await?;
+                let mut want = Vec::new();
                 if v6 {
                     // The guests' IPv6 gateway: fe80::1 on every host side, usable at once.
+                    want.push(host_link_local());
+                }
+                if let Some(a) = net.address_cidr() {
+                    // The network's host address, on every host side as a host address (/32,
+                    // /128): the guests reach it on-link (their subnet covers it) and no
+                    // port's link gets a route for the whole subnet, which belongs to the
+                    // per-guest host routes.
+                    want.push(model::config::Cidr {
+                        addr: a.addr,
+                        prefix: if a.addr.is_ipv4() { 32 } else { 128 },
+                    });
+                }
+                if !want.is_empty() {
                     let have = self.k.addresses().await?;
-                    let ll = host_link_local();
-                    if !have.get(&link.index).is_some_and(|a| a.contains(&ll)) {
-                        self.k.add_address_nodad(&link, ll).await?;
+                    for c in want {
+                        if !have.get(&link.index).is_some_and(|a| a.contains(&c)) {
+                            self.k.add_address_nodad(&link, c).await?;
+                        }
                     }
                 }
                 self.ensure_proxy_neighbours(rec, &link, &net, snap).await?;
