@@ -13,7 +13,7 @@ use super::error::NetError;
 use super::kernel::{self, KLink, Kernel};
 use super::mark::{self, Mark};
 use super::naming;
-use super::store::{PortRecord, Store};
+use super::store::{Pending, PortRecord, Store};
 use super::sysctl;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,8 +322,15 @@ impl Reconciler {
             .save_ports(&self.ports.values().collect::<Vec<_>>())
     }
 
-    pub(crate) fn save_networks(&self) -> Result<(), NetError> {
-        self.store.save_networks(
+    /// The ports file as `self.ports` has it now, written aside (see `store`).
+    pub(crate) fn prepare_ports(&self) -> Result<Pending, NetError> {
+        self.store
+            .prepare_ports(&self.ports.values().collect::<Vec<_>>())
+    }
+
+    /// The runtime networks as `self.networks` has them now, written aside (see `store`).
+    pub(crate) fn prepare_networks(&self) -> Result<Pending, NetError> {
+        self.store.prepare_networks(
             &self
                 .networks
                 .values()
