@@ -205,6 +205,7 @@ fn veth(network: &str, owner: &str, ns: &Netns, addrs: &[&str]) -> String {
         tagged_vlans: Vec::new(),
         addresses: addrs.iter().map(|a| a.to_string()).collect(),
         limits: None,
+        port_security: true,
     })
     .expect("port spec JSON")
 }

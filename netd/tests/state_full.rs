@@ -167,6 +167,7 @@ fn veth(owner: &str, ns: &Netns, addr: &str) -> String {
         tagged_vlans: Vec::new(),
         addresses: vec![addr.into()],
         limits: None,
+        port_security: true,
     })
     .expect("port spec")
 }

@@ -230,11 +230,21 @@ impl Reconciler {
                 continue;
             }
             let mut tx = Tx::default();
-            if let Err(e) = self.apply_port_host(&rec, &mut snap, &mut tx).await {
+            let r = match self.apply_port_host(&rec, &mut snap, &mut tx).await {
+                Ok(()) => self.apply_guard(&rec),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
                 tracing::error!(port = %name, error = %e, "port not applied");
                 tx.rollback(&self.k, &mut snap).await;
                 report.failed.push((name, e.to_string()));
             }
+        }
+        // Port security of ports that are gone (a restart after their links went).
+        match crate::guard::retain(&|p| self.ports.contains_key(p)) {
+            Ok(true) => self.k.count(),
+            Ok(false) => {}
+            Err(e) => report.failed.push(("port security".into(), e.to_string())),
         }
         let wanted = self.wanted_links();
         let mut stale: Vec<KLink> = snap
@@ -305,6 +315,9 @@ impl Reconciler {
                         tagged_vlans: Vec::new(),
                         addresses: Vec::new(),
                         limits: None,
+                        // Adopted without its spec (lost state): port security on, with
+                        // what the kernel shows of the guest (nothing, for now).
+                        port_security: true,
                     },
                     guest_mac: None,
                     guest_addresses: Vec::new(),

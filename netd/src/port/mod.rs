@@ -91,6 +91,9 @@ impl Reconciler {
             tracing::warn!(port = %rec.name, error = %e, "cannot clear limits while rolling back");
         }
         tx.rollback(&self.k, snap).await;
+        if let Err(e) = crate::guard::retain(&|p| p != rec.name) {
+            tracing::warn!(port = %rec.name, error = %e, "cannot remove port security while rolling back");
+        }
         if let Err(e) = self.remove_peer_proxies(rec).await {
             tracing::warn!(port = %rec.name, error = %e, "cannot remove proxy entries while rolling back");
         }
@@ -233,6 +236,42 @@ impl Reconciler {
             .await?;
             rec.guest_mac = Some(g.mac);
             rec.guest_addresses = g.addresses;
+        }
+        // After the guest end's configuration: a veth's MAC is known from here on.
+        self.apply_guard(rec)?;
+        Ok(())
+    }
+
+    /// The port's anti-spoofing rules (`crate::guard`) as its spec says: enforced with the
+    /// spec's (or the guest end's) MAC and the spec's addresses, or removed when
+    /// `port_security` is off. Idempotent: unchanged rules send nothing.
+    pub(crate) fn apply_guard(&self, rec: &PortRecord) -> Result<(), NetError> {
+        let what = || format!("port security of port {}", rec.name);
+        let err = |e: crate::guard::GuardError| NetError::Kernel {
+            what: what(),
+            reason: e.to_string(),
+        };
+        let changed = if rec.spec.port_security {
+            let mac = rec
+                .spec
+                .mac_bytes()
+                .or_else(|| rec.guest_mac.as_deref().and_then(model::net::parse_mac));
+            let mut allowed = crate::guard::Allowed {
+                mac,
+                ..Default::default()
+            };
+            for c in rec.spec.address_cidrs() {
+                match c.addr {
+                    IpAddr::V4(a) => allowed.v4.push(a),
+                    IpAddr::V6(a) => allowed.v6.push(a),
+                }
+            }
+            crate::guard::apply(&rec.name, &allowed).map_err(err)?
+        } else {
+            crate::guard::retain(&|p| p != rec.name).map_err(err)?
+        };
+        if changed {
+            self.k.count();
         }
         Ok(())
     }
@@ -455,6 +494,9 @@ impl Reconciler {
         }
         // The link is gone: from here on the port is detached, whatever else fails.
         self.ports.remove(name);
+        if let Err(e) = crate::guard::retain(&|p| p != name) {
+            tracing::warn!(port = name, error = %e, "cannot remove the port security of a detached port");
+        }
         if let Err(e) = self.remove_peer_proxies(&rec).await {
             tracing::warn!(port = name, error = %e, "cannot remove proxy entries of a detached port");
         }
@@ -533,6 +575,11 @@ impl Reconciler {
             tagged_vlans: tagged,
             addresses,
             limits: rec.spec.limits,
+            spoof_drops: if rec.spec.port_security {
+                crate::guard::drops(name).ok().flatten()
+            } else {
+                None
+            },
         })
     }
 
