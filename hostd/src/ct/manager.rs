@@ -589,6 +589,7 @@ impl Manager {
             tagged_vlans: Vec::new(),
             addresses: addresses.to_vec(),
             limits: None,
+            port_security: true,
         };
         Ok(crate::netd::attach_port(self.bus.as_ref(), &spec)
             .await?

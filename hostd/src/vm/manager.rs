@@ -350,6 +350,7 @@ impl VmManager {
                 tagged_vlans: Vec::new(),
                 addresses: Vec::new(),
                 limits: None,
+                port_security: true,
             };
             match crate::netd::attach_port(self.bus.as_ref(), &port).await {
                 Ok(info) => taps.push(info.name),
