@@ -161,6 +161,17 @@ impl Bus {
         Ok(list.into_iter().map(ServiceInfo::from).collect())
     }
 
+    /// Init1.RestartService: init's verdict (an unknown service is `NotFound`) comes back as
+    /// its fault code.
+    pub async fn restart_service(&self, name: &str) -> Result<(), BusError> {
+        self.daemon_call(
+            "init",
+            CALL_TIMEOUT,
+            |init: Init1Proxy<'static>| async move { init.restart_service(name).await },
+        )
+        .await
+    }
+
     pub async fn reboot(&self) -> Result<(), BusError> {
         let init = self.init().await?;
         bounded("init", init.reboot()).await

@@ -61,9 +61,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .await
         .with_context(|| format!("cannot connect to the bus as {}", model::dbus::API_NAME))?;
+    // apid serves no interface, and zbus starts a connection's object server (which answers
+    // org.freedesktop.DBus.Peer.Ping) only on demand: without it init's liveness Ping would go
+    // unanswered and init would restart a healthy apid every second.
+    let _ = conn.object_server();
     tracing::info!(name = model::dbus::API_NAME, "ready");
 
-    let api = Api::new(config.host.hostname.clone(), Bus::new(Some(conn)));
+    // A second connection for following the daemons' pushed state (crate::state): a daemon
+    // that hangs on one of its questions must not hold up the one that serves requests.
+    let watcher = model::dbus::connect_bus()
+        .await
+        .context("cannot open the bus connection that follows the daemons' state")?;
+    let api = Api::new(config.host.hostname.clone(), Bus::new(Some(conn)))
+        .follow_state(Bus::new(Some(watcher)));
     let service = Service::new(api, tokens, Limits::default());
     let mut stop = StopSignals::install().context("cannot watch SIGTERM/SIGINT")?;
     server

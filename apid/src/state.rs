@@ -106,20 +106,31 @@ struct Slot {
 pub struct HostState {
     slots: Arc<RwLock<[Slot; 4]>>,
     next_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a follower keeps the slots current; without one every request asks.
+    followed: bool,
 }
 
 impl HostState {
-    /// Starts keeping the state of the daemons on `bus` current; without a connection the
-    /// state stays empty and every request asks (and gets `NotConnected`).
-    pub fn watch(bus: &Bus) -> HostState {
-        let state = HostState::default();
-        if let Some(conn) = bus.connection() {
-            tokio::spawn(follow(bus.clone(), conn.clone(), state.clone()));
-        }
+    /// Keeps the state of the daemons current through `watcher`, a bus handle of its own: its
+    /// connection carries only the follower's signals and questions, so a daemon that hangs on
+    /// one of them can never hold up the connection that serves API calls and answers init's
+    /// liveness Pings.
+    pub fn follow(watcher: Bus) -> HostState {
+        let Some(conn) = watcher.connection().cloned() else {
+            return HostState::default();
+        };
+        let state = HostState {
+            followed: true,
+            ..HostState::default()
+        };
+        tokio::spawn(follow(watcher, conn, state.clone()));
         state
     }
 
     fn get(&self, source: Source) -> Option<Result<View, String>> {
+        if !self.followed {
+            return None;
+        }
         self.slots.read().ok()?[source.index()].answer.clone()
     }
 

@@ -57,6 +57,15 @@ impl Drop for Running {
 }
 
 async fn start(bus: Option<zbus::Connection>, limits: Limits) -> Running {
+    start_following(bus, None, limits).await
+}
+
+/// apid as it runs: requests on `bus`, the daemons' pushed state followed on `watcher`.
+async fn start_following(
+    bus: Option<zbus::Connection>,
+    watcher: Option<zbus::Connection>,
+    limits: Limits,
+) -> Running {
     let state = temp_dir("state");
     let config = config();
     let tls = apid::tls::server_config(&config, &state).unwrap();
@@ -65,7 +74,7 @@ async fn start(bus: Option<zbus::Connection>, limits: Limits) -> Running {
         .unwrap();
     let addr = server.local_addr().unwrap();
     let service = Service::new(
-        Api::new(config.host.hostname.clone(), Bus::new(bus)),
+        Api::new(config.host.hostname.clone(), Bus::new(bus)).follow_state(Bus::new(watcher)),
         apid::token_digests(&config),
         limits,
     );
@@ -447,10 +456,24 @@ struct FakeInit;
 
 #[zbus::interface(name = "org.cairn.Init1")]
 impl FakeInit {
-    fn list_services(&self) -> Vec<(String, String, u32, u32, u64)> {
+    fn list_services(&self) -> Vec<model::dbus::ServiceTuple> {
         vec![
-            ("netd".into(), "running".into(), 12, 0, 1_700_000_000),
-            ("hostd".into(), "backoff".into(), 0, 3, 1_700_000_100),
+            (
+                "netd".into(),
+                "running".into(),
+                12,
+                0,
+                1_700_000_000,
+                "".into(),
+            ),
+            (
+                "hostd".into(),
+                "backoff".into(),
+                0,
+                3,
+                1_700_000_100,
+                "exited with status 3".into(),
+            ),
         ]
     }
     fn system_info(&self) -> (u64, String) {
@@ -486,7 +509,11 @@ async fn host_methods_over_a_private_bus() {
         .build()
         .await
         .unwrap();
-    let r = start(Some(apid_conn.clone()), Limits::default()).await;
+    let watcher = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let r = start_following(Some(apid_conn.clone()), Some(watcher), Limits::default()).await;
     let mut c = connect(&r).await;
 
     // No daemons yet: host.info still answers, with errors where the daemons would be.
@@ -541,6 +568,7 @@ async fn host_methods_over_a_private_bus() {
     assert_eq!(hostd["state"], Value::from("backoff"));
     assert_eq!(hostd["restarts"], Value::Int(3));
     assert_eq!(hostd["since"], Value::Int(1_700_000_100));
+    assert_eq!(hostd["last_error"], Value::from("exited with status 3"));
     let netd = info["daemons"].as_struct().unwrap()["netd"]
         .as_struct()
         .unwrap();

@@ -80,7 +80,8 @@ def start_peer(d):
     ctx.load_cert_chain(cert, key)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     info = {"hostname": "peer", "version": "0", "uptime": 1, "kernel": "x",
-            "services": [{"name": n, "state": "running", "pid": 1, "restarts": 0, "since": 0}
+            "services": [{"name": n, "state": "running", "pid": 1, "restarts": 0, "since": 0,
+                          "last_error": ""}
                          for n in ("netd", "stord", "hostd", "apid")],
             "daemons": {n: {"version": "0", "objects": 0} for n in ("netd", "stord", "hostd")},
             "management": {"interface": "eth0", "address": "10.0.2.15/24", "source": "dhcp"}}

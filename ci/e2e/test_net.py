@@ -116,5 +116,19 @@ class Networks(ApplianceTestCase):
             _, out = self.guest(f"ip -o link show {nic}")
             self.assertNotIn("master", out)
 
+    def test_6_port_security_on_debian_kernel(self):
+        """The nf_tables guard (netd/src/guard) loads and drops on the appliance's kernel."""
+        self.call("net.create", {"name": "sec", "kind": "bridged", "subnet": "10.50.0.0/24"})
+        a = self.ns_port("sec", "sa", None, "10.50.0.2/24")
+        self.ns_port("sec", "sb", None, "10.50.0.3/24")
+        ok, out = self.ping("sa", "10.50.0.3")
+        self.assertTrue(ok, out)
+        self.guest("ip netns exec sa ip addr add 10.50.0.9/32 dev eth0")
+        rc, out = self.guest("ip netns exec sa ping -c 2 -W 2 -I 10.50.0.9 10.50.0.3",
+                             check=False)
+        self.assertNotEqual(rc, 0, f"a spoofed source got through:\n{out}")
+        ports = {p["name"]: p for p in self.call("port.list")}
+        self.assertGreater(ports[a["name"]].get("spoof_drops", 0), 0, ports[a["name"]])
+
     def test_9_poweroff(self):
         self.wait_poweroff()

@@ -58,8 +58,11 @@ struct Cli {
 enum Command {
     /// Hostname, version, uptime, daemons and services.
     Info,
-    /// The services init supervises.
-    Services,
+    /// The services init supervises; `services restart NAME` restarts one.
+    Services {
+        #[command(subcommand)]
+        command: Option<ServicesCommand>,
+    },
     /// Networks (netd): list, info, create, delete, limits.
     Net {
         #[command(subcommand)]
@@ -130,6 +133,12 @@ enum NetCommand {
 }
 
 #[derive(Subcommand)]
+enum ServicesCommand {
+    /// Stops a service and starts it again; also revives a failed one.
+    Restart { name: String },
+}
+
+#[derive(Subcommand)]
 enum PortCommand {
     /// Every port.
     List,
@@ -163,7 +172,10 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check { file },
         } => return Ok(config_check(file)),
         Command::Info => call(host::Info {}),
-        Command::Services => call(host::Services {}),
+        Command::Services { command: None } => call(host::Services {}),
+        Command::Services {
+            command: Some(ServicesCommand::Restart { name }),
+        } => call(host::RestartService { name: name.clone() }),
         Command::Net { command } => net_call(command),
         Command::Port {
             command: PortCommand::List,
@@ -203,7 +215,9 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&value.to_json())?);
     } else {
         match cli.command {
-            Command::Services => print!("{}", output::services_table(&value)),
+            Command::Services { command: None } => {
+                print!("{}", output::services_table(&value))
+            }
             Command::Info => print!("{}", output::info(&value)),
             Command::Net {
                 command: NetCommand::List,

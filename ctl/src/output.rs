@@ -100,10 +100,19 @@ pub fn services_table(services: &Value) -> String {
                 s.get("since")
                     .and_then(Value::as_i64)
                     .map_or_else(|| "-".into(), utc),
+                // Why it last stopped unasked; "-" when it never did (or an older host).
+                s.get("last_error")
+                    .and_then(Value::as_str)
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or("-")
+                    .to_string(),
             ]
         })
         .collect();
-    table(&["NAME", "STATE", "PID", "RESTARTS", "SINCE"], &rows)
+    table(
+        &["NAME", "STATE", "PID", "RESTARTS", "SINCE", "LAST ERROR"],
+        &rows,
+    )
 }
 
 pub fn info(v: &Value) -> String {
@@ -252,10 +261,12 @@ mod tests {
             ("pid", Value::Int(0)),
             ("restarts", Value::Int(3)),
             ("since", Value::Int(1_700_000_000)),
+            ("last_error", Value::from("killed by SIGKILL")),
         ])]);
         assert_eq!(
             services_table(&svc),
-            "NAME   STATE    PID  RESTARTS  SINCE\nhostd  backoff  0    3         2023-11-14 22:13:20Z\n"
+            "NAME   STATE    PID  RESTARTS  SINCE                 LAST ERROR\n\
+             hostd  backoff  0    3         2023-11-14 22:13:20Z  killed by SIGKILL\n"
         );
     }
 

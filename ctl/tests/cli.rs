@@ -177,6 +177,16 @@ async fn against_a_real_apid() {
         "{}",
         stderr(&out)
     );
+    // services restart NAME is host.restartService: through to init, which is not there.
+    let out = run(base(&["--token", TOKEN, "services", "restart", "netd"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: busy (106): "),
+        "{}",
+        stderr(&out)
+    );
 
     // The token from the environment, and --insecure instead of a pinned certificate.
     let out = tokio::task::spawn_blocking({

@@ -24,6 +24,7 @@ impl From<CtError> for CairnError {
             CtError::NotFound(m) => CairnError::NotFound(m),
             CtError::Conflict(m) => CairnError::Conflict(m),
             CtError::Failed(m) => CairnError::Failed(m),
+            CtError::TooLarge(m) => CairnError::TooLarge(m),
         }
     }
 }

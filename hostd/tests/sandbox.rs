@@ -391,3 +391,102 @@ async fn wait_running(sb: &Sandbox, host: &Host1Proxy<'_>, name: &str) -> Contai
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+const BIG_EXEC: &str =
+    "sandbox::exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus";
+
+/// A command that writes 40 MiB: more than one D-Bus message may carry (32 MiB), which used to
+/// cut hostd off the bus. Now it is a TooLarge error saying how much was written and what the
+/// cap is, and hostd — same process, still on the bus — answers its next call.
+#[tokio::test(flavor = "current_thread")]
+async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() {
+    if !containers_possible(BIG_EXEC) {
+        return;
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(BIG_EXEC, &why),
+    };
+    let scratch = TempDir::new("hostd-sbx-big-tpl");
+    let (tarball, digest) = busybox_tarball(&scratch.0);
+    let mut sb = Sandbox::start(
+        "ct-sbx-big",
+        &testkit::sandbox_config("ct-big", None),
+        &bins,
+    );
+    let (conn, table) = sb.ready().await;
+    let hostd_pid = table
+        .iter()
+        .find(|s| s.name == "hostd")
+        .map(|s| s.pid)
+        .unwrap();
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    host.import_template("busybox", tarball.to_str().unwrap(), &digest)
+        .await
+        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
+    host.create_container(r#"{"name":"big","template":"busybox"}"#)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    host.start_container("big")
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+
+    // 40 MiB on stdout, and a line on stderr once it is all written (so the command was not
+    // blocked on a full pipe: it ran to its end).
+    let argv = vec![
+        "sh".into(),
+        "-c".into(),
+        "yes 0123456789abcdef | head -c 41943040; echo done >&2".into(),
+    ];
+    let t = Instant::now();
+    let e = host.exec("big", argv, 20).await.unwrap_err();
+    eprintln!("40 MiB exec answered in {:?}: {e}", t.elapsed());
+    let CairnError::TooLarge(msg) = &e else {
+        panic!("not TooLarge: {e}\n{}", sb.log());
+    };
+    assert!(msg.contains("wrote 41943045 bytes"), "{msg}");
+    assert!(msg.contains("the cap is 16777216 bytes"), "{msg}");
+    assert!(msg.contains("exited with 0"), "{msg}");
+
+    // Still on the bus, the same process: its next calls answer.
+    let (_, counts) = host.status().await.unwrap_or_else(|e| {
+        panic!(
+            "hostd does not answer after the big exec: {e}\n{}",
+            sb.log()
+        )
+    });
+    assert_eq!(counts.get("containers"), Some(&1), "{counts:?}");
+    let (code, out, _) = host
+        .exec("big", vec!["echo".into(), "still here".into()], 5)
+        .await
+        .unwrap();
+    assert_eq!((code, out.as_str()), (0, "still here\n"));
+    // A NUL byte, which no D-Bus string may hold (a reply with one used to disconnect hostd
+    // as well): it comes back as U+FFFD.
+    let (code, out, _) = host
+        .exec("big", vec!["printf".into(), "a\\000b".into()], 5)
+        .await
+        .unwrap_or_else(|e| panic!("exec printing NUL: {e}\n{}", sb.log()));
+    assert_eq!((code, out.as_str()), (0, "a\u{FFFD}b"));
+    // Just under the cap is answered whole.
+    let (code, out, _) = host
+        .exec(
+            "big",
+            vec!["sh".into(), "-c".into(), "yes | head -c 16777000".into()],
+            20,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("16 MiB - 216 B: {e}\n{}", sb.log()));
+    assert_eq!((code, out.len()), (0, 16_777_000));
+    let table = sb.services(&conn).await;
+    let hostd = table.iter().find(|s| s.name == "hostd").unwrap();
+    assert_eq!(
+        (hostd.pid, hostd.restarts, hostd.state.as_str()),
+        (hostd_pid, 0, "running"),
+        "{hostd:?}\n{}",
+        sb.log()
+    );
+
+    host.stop_container("big", 0).await.unwrap();
+    host.delete_container("big").await.unwrap();
+}

@@ -36,6 +36,8 @@ pub const WANTED: &[&str] = &[
     "cls_matchall",
     "act_police",
     "act_mirred",
+    // netd: port security (nf_tables, netdev family; counter is built in on 6.1).
+    "nf_tables",
     // hostd: containers (overlay over templates) and VMs (KVM on AMD or Intel).
     "overlay",
     "kvm_amd",

@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use model::dbus::ServiceTuple;
+use model::dbus::{CairnError, ServiceTuple};
 use tokio::sync::{mpsc, oneshot};
 use zbus::fdo;
 
-use crate::supervisor::{End, Request, Snapshot};
+use crate::supervisor::{End, Request, RequestError, Snapshot};
 
 pub struct Init1 {
     snapshot: Snapshot,
@@ -44,7 +44,8 @@ impl Init1 {
         self.list_services().await
     }
 
-    /// (name, state, pid, restarts, since) of every supervised service, in start order.
+    /// (name, state, pid, restarts, since, last_error) of every supervised service, in start
+    /// order.
     async fn list_services(&self) -> fdo::Result<Vec<ServiceTuple>> {
         let snapshot = self
             .snapshot
@@ -53,13 +54,16 @@ impl Init1 {
         Ok(snapshot.iter().cloned().map(Into::into).collect())
     }
 
-    async fn restart_service(&self, name: String) -> fdo::Result<()> {
+    /// Stops (if running) and starts the service again; also revives a `failed` one.
+    async fn restart_service(&self, name: String) -> Result<(), CairnError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Restart { name, reply })?;
+        self.requests
+            .send(Request::Restart { name, reply })
+            .map_err(|_| CairnError::Busy("init is shutting down".into()))?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(fdo::Error::InvalidArgs(msg)),
-            Err(_) => Err(fdo::Error::Failed("init is shutting down".into())),
+            Ok(Err(e @ RequestError::NoSuchService(_))) => Err(CairnError::NotFound(e.to_string())),
+            Err(_) => Err(CairnError::Busy("init is shutting down".into())),
         }
     }
 

@@ -32,6 +32,18 @@ async fn all_daemons_come_up_on_a_private_bus() {
         assert!(s.pid > 0, "{s:?}");
         assert_eq!(s.restarts, 0, "{s:?}");
     }
+    // Every daemon answers init's liveness Ping: after more than the silence that counts as
+    // stuck (5 s), none has been restarted.
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    let table = wait_for(&conn, UP, |_| true).await.unwrap();
+    for s in &table {
+        assert_eq!(
+            (s.state.as_str(), s.restarts, s.last_error.as_str()),
+            ("running", 0, ""),
+            "{s:?}\n{}",
+            sb.log()
+        );
+    }
 
     let version = model::VERSION.to_string();
     let (v, counts) = Host1Proxy::new(&conn)
@@ -364,4 +376,345 @@ fn children_of(parent: u32, pick: impl Fn(&str, &str) -> bool) -> Vec<u32> {
         }
     }
     out
+}
+
+// ---- liveness: a daemon alive but unreachable on the bus is restarted --------------------------
+
+/// Waits for `name` to be restarted (a new pid) after `since`; returns how long that took and
+/// the table, then waits for the new process to answer on the bus and reports that too.
+async fn wait_restarted(
+    sb: &Sandbox,
+    conn: &zbus::Connection,
+    name: &str,
+    old_pid: u32,
+    since: Instant,
+) -> (Duration, Vec<model::dbus::ServiceInfo>) {
+    let table = wait_for(conn, UP, |t| {
+        let s = service(t, name);
+        s.pid != old_pid && s.pid != 0
+    })
+    .await
+    .unwrap_or_else(|t| panic!("{name} was not restarted: {t:?}\n{}", sb.log()));
+    let restarted = since.elapsed();
+    let running = wait_for(conn, UP, |t| service(t, name).state == "running")
+        .await
+        .unwrap_or_else(|t| panic!("{name} not running again: {t:?}\n{}", sb.log()));
+    eprintln!(
+        "{name}: restarted (new pid) {restarted:?} after it went off the bus; running (owns its \
+         name) again {:?} after; last_error {:?}",
+        since.elapsed(),
+        service(&running, name).last_error
+    );
+    (restarted, table)
+}
+
+/// SIGSTOP: the process lives and keeps its bus name, but answers nothing — the "stuck daemon"
+/// case that waitpid never reports.
+#[tokio::test(flavor = "current_thread")]
+async fn a_daemon_that_stops_answering_is_restarted_after_its_silence() {
+    if !sandbox_possible("sandbox::a_daemon_that_stops_answering_is_restarted_after_its_silence") {
+        return;
+    }
+    let mut sb = Sandbox::start("stuck", &minimal_config(), &bin_dir());
+    let conn = sb.connect(UP).await;
+    let before = sb.wait_all(&conn, "running", UP).await;
+    let old = service(&before, "hostd").clone();
+    assert_eq!(old.last_error, "", "{old:?}");
+
+    kill(old.pid, libc::SIGSTOP);
+    let stopped = Instant::now();
+    let (restarted, _) = wait_restarted(&sb, &conn, "hostd", old.pid, stopped).await;
+    let after = wait_for(&conn, UP, |t| service(t, "hostd").state == "running")
+        .await
+        .unwrap();
+    let hostd = service(&after, "hostd");
+    assert!(
+        hostd
+            .last_error
+            .starts_with("answered no Ping on org.cairn.Host1 for "),
+        "{hostd:?}"
+    );
+    assert_eq!(hostd.restarts, 1, "{hostd:?}");
+    // The stopped process was killed (SIGTERM stays pending on a stopped one) and reaped.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", old.pid)).exists(),
+        "the stopped hostd {} is still there",
+        old.pid
+    );
+    Host1Proxy::new(&conn)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("the new hostd does not answer: {e}\n{}", sb.log()));
+    for other in ["netd", "stord", "apid"] {
+        assert_eq!(
+            service(&after, other).restarts,
+            0,
+            "{other}: {after:?}\n{}",
+            sb.log()
+        );
+    }
+    // Stuck is five seconds without an answer to init's Pings (SILENCE), then the restart.
+    assert!(restarted < Duration::from_secs(7), "took {restarted:?}");
+    sb.stop();
+}
+
+/// Cuts a daemon's bus connection from outside while its process lives on, as a D-Bus protocol
+/// error or a dropped socket does: the daemon's socket to the bus is taken with pidfd_getfd(2)
+/// and shut down. Returns how many sockets were cut.
+fn cut_bus_connection(pid: u32, bus_socket: &std::path::Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: pidfd_open(2) on a pid of ours; the fd is closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    let want = bus_socket.as_os_str().as_bytes();
+    let mut cut = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        let Ok(target) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: pidfd_getfd(2) duplicates the daemon's fd into this process; closed below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target, 0) } as i32;
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a zeroed sockaddr_un is valid; getpeername writes at most `len` bytes.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: fd is ours, addr and len are valid for writes.
+        let ok =
+            unsafe { libc::getpeername(fd, (&raw mut addr).cast::<libc::sockaddr>(), &mut len) }
+                == 0;
+        let path: Vec<u8> = addr
+            .sun_path
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        if ok && addr.sun_family == libc::AF_UNIX as libc::sa_family_t && path == want {
+            // SAFETY: shutting down the shared socket is the point: the daemon's fd refers to
+            // the same socket, so its bus connection ends while its process goes on.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            cut += 1;
+        }
+        // SAFETY: closing our duplicate only.
+        unsafe { libc::close(fd) };
+    }
+    // SAFETY: our pidfd.
+    unsafe { libc::close(pidfd) };
+    cut
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_daemon_that_loses_its_bus_connection_is_restarted_within_two_seconds() {
+    if !sandbox_possible(
+        "sandbox::a_daemon_that_loses_its_bus_connection_is_restarted_within_two_seconds",
+    ) {
+        return;
+    }
+    let mut sb = Sandbox::start("offbus", &minimal_config(), &bin_dir());
+    let conn = sb.connect(UP).await;
+    let before = sb.wait_all(&conn, "running", UP).await;
+    let old = service(&before, "apid").clone();
+
+    let cut = cut_bus_connection(old.pid, &sb.state.join("bus/bus.sock"));
+    let off = Instant::now();
+    // apid has two: the one that serves requests and the one that follows the daemons.
+    assert_eq!(cut, 2, "apid's bus connections not found\n{}", sb.log());
+    let (restarted, _) = wait_restarted(&sb, &conn, "apid", old.pid, off).await;
+    let after = wait_for(&conn, UP, |t| service(t, "apid").state == "running")
+        .await
+        .unwrap();
+    let apid = service(&after, "apid");
+    assert_eq!(
+        apid.last_error, "lost its bus name org.cairn.Api1",
+        "{apid:?}"
+    );
+    assert_eq!(apid.restarts, 1, "{apid:?}");
+    for other in ["netd", "stord", "hostd"] {
+        assert_eq!(
+            service(&after, other).restarts,
+            0,
+            "{other}: {after:?}\n{}",
+            sb.log()
+        );
+    }
+    assert!(restarted < Duration::from_secs(2), "took {restarted:?}");
+    sb.stop();
+}
+
+/// A `failed` service (crashed on every start) comes back through the API once its cause is
+/// gone: host.restartService through apid (Python's xmlrpc.client) → Init1.RestartService.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_service_is_revived_with_host_restart_service() {
+    if !sandbox_possible("sandbox::a_failed_service_is_revived_with_host_restart_service") {
+        return;
+    }
+    // hostd crashes at once while the flag file exists, and is the real hostd after that.
+    let bins = TempDir::new("init-revivebin");
+    let real = bin_dir();
+    for d in ["init", "netd", "stord", "apid"] {
+        std::os::unix::fs::symlink(real.join(d), bins.0.join(d)).unwrap();
+    }
+    let flag = bins.0.join("crash");
+    std::fs::write(&flag, "").unwrap();
+    let wrapper = bins.0.join("hostd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && {{ echo 'hostd: simulated crash' >&2; exit 3; }}\nexec {} \"$@\"\n",
+            flag.display(),
+            real.join("hostd").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut sb = Sandbox::start("revive", &minimal_config(), &bins.0);
+    let conn = sb.connect(UP).await;
+    let failed = wait_for(&conn, UP, |t| {
+        service(t, "hostd").state == "failed" && service(t, "apid").state == "running"
+    })
+    .await
+    .unwrap_or_else(|t| panic!("hostd not failed: {t:?}\n{}", sb.log()));
+    let hostd = service(&failed, "hostd");
+    assert_eq!(hostd.last_error, "exited with status 3", "{hostd:?}");
+    assert_eq!(hostd.restarts, 5, "{hostd:?}");
+
+    std::fs::remove_file(&flag).unwrap();
+    let script = r#"
+import ssl, sys, time, xmlrpc.client
+ctx = ssl._create_unverified_context()
+api = xmlrpc.client.ServerProxy("https://api:secret@127.0.0.1:8443/RPC2", context=ctx)
+hostd = {s["name"]: s for s in api.host.services()}["hostd"]
+assert hostd["state"] == "failed" and hostd["last_error"] == "exited with status 3", hostd
+try:
+    api.host.restartService("nosuchd")
+    sys.exit("an unknown service was accepted")
+except xmlrpc.client.Fault as f:
+    assert f.faultCode == 104 and "nosuchd" in f.faultString, (f.faultCode, f.faultString)
+assert api.host.restartService("hostd") is True
+deadline = time.time() + 30
+while True:
+    hostd = {s["name"]: s for s in api.host.services()}["hostd"]
+    if hostd["state"] == "running":
+        break
+    assert time.time() < deadline, hostd
+    time.sleep(0.05)
+assert api.host.info()["daemons"]["hostd"].get("version"), "hostd does not answer"
+print("ok", hostd)
+"#;
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
+        .args(["python3", "-c", script])
+        .output()
+        .expect("run python3 in the sandbox's network namespace");
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        sb.log()
+    );
+    let table = wait_for(&conn, UP, |t| service(t, "hostd").state == "running")
+        .await
+        .unwrap();
+    let hostd = service(&table, "hostd");
+    assert_eq!(hostd.restarts, 6, "{hostd:?}");
+    assert!(hostd.pid > 0);
+    // Revived does not mean forgotten: why it had failed stays readable.
+    assert_eq!(hostd.last_error, "exited with status 3", "{hostd:?}");
+    sb.stop();
+}
+
+/// host.info answers from what init and the daemons push, not from D-Bus calls per request:
+/// 200 requests cost (almost) no calls to the daemons — a bus monitor counts them — and a
+/// change (a new network) still shows up at once, carried by netd's signal.
+#[tokio::test(flavor = "current_thread")]
+async fn host_info_answers_from_pushed_state() {
+    if !sandbox_possible("sandbox::host_info_answers_from_pushed_state") {
+        return;
+    }
+    let mut sb = Sandbox::start("push", &minimal_config(), &bin_dir());
+    let conn = sb.connect(UP).await;
+    sb.wait_all(&conn, "running", UP).await;
+    let api = |script: &str| {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
+            .args(["python3", "-c"])
+            .arg(format!(
+                "import ssl, time, xmlrpc.client\n\
+                 api = xmlrpc.client.ServerProxy('https://api:secret@127.0.0.1:8443/RPC2', \
+                 context=ssl._create_unverified_context())\n{script}"
+            ))
+            .output()
+            .expect("run python3 in the sandbox's network namespace");
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Once, so that every source has answered once.
+    api("api.host.info()");
+
+    let monitor = std::process::Command::new("dbus-monitor")
+        .arg(format!("--address={}", sb.bus_address()))
+        .arg("type='method_call'")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dbus-monitor (package dbus)");
+    // dbus-monitor needs a moment to register as a monitor.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let took = api("t = time.monotonic()\n\
+         for _ in range(200):\n    info = api.host.info()\n\
+         assert info['daemons']['netd']['version'] == info['version'], info\n\
+         print(round((time.monotonic() - t) * 1000))");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    testkit::sandbox::kill(monitor.id(), testkit::sandbox::libc_signal::SIGTERM);
+    let out = monitor.wait_with_output().expect("dbus-monitor's output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let asked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("method call"))
+        .filter(|l| l.contains("destination=org.cairn."))
+        .collect();
+    println!(
+        "200 host.info in {took} ms; calls to the daemons meanwhile: {}",
+        asked.len()
+    );
+    // Asking per request would be 200 × 6 calls; what is left is the 10 s safety net (at most
+    // one round of 6 calls in this window, two if it straddles a tick).
+    assert!(asked.len() <= 12, "{asked:#?}");
+
+    // A change is pushed: netd signals its new counts and host.info shows them.
+    let seen = api("before = api.host.info()['daemons']['netd']['networks']\n\
+         api.net.create({'name': 'pushed', 'kind': 'bridged'})\n\
+         t = time.monotonic()\n\
+         while api.host.info()['daemons']['netd']['networks'] != before + 1:\n\
+         \x20   assert time.monotonic() - t < 5, 'the new network never showed in host.info'\n\
+         \x20   time.sleep(0.01)\n\
+         print(round((time.monotonic() - t) * 1000))");
+    println!("a new network showed in host.info after {seen} ms");
+    sb.stop();
 }

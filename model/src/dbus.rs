@@ -30,7 +30,7 @@ pub const SERVICES: [(&str, &str); 4] = [
     ("apid", API_NAME),
 ];
 
-/// One supervised service as `ListServices` reports it. On the wire: `(ssuut)`.
+/// One supervised service as `ListServices` reports it. On the wire: `(ssuuts)`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceInfo {
@@ -42,25 +42,31 @@ pub struct ServiceInfo {
     pub restarts: u32,
     /// Unix time (seconds) of the last state change.
     pub since: u64,
+    /// Why the service last stopped without being asked to (it exited, was killed, lost its
+    /// bus name, stopped answering, could not be started): what its last restart, back-off or
+    /// `failed` state is about. Empty when that never happened.
+    #[serde(default)]
+    pub last_error: String,
 }
 
-pub type ServiceTuple = (String, String, u32, u32, u64);
+pub type ServiceTuple = (String, String, u32, u32, u64, String);
 
 impl From<ServiceTuple> for ServiceInfo {
-    fn from((name, state, pid, restarts, since): ServiceTuple) -> Self {
+    fn from((name, state, pid, restarts, since, last_error): ServiceTuple) -> Self {
         ServiceInfo {
             name,
             state,
             pid,
             restarts,
             since,
+            last_error,
         }
     }
 }
 
 impl From<ServiceInfo> for ServiceTuple {
     fn from(s: ServiceInfo) -> Self {
-        (s.name, s.state, s.pid, s.restarts, s.since)
+        (s.name, s.state, s.pid, s.restarts, s.since, s.last_error)
     }
 }
 
@@ -75,7 +81,9 @@ pub type StatusTuple = (String, std::collections::HashMap<String, u32>);
 )]
 pub trait Init1 {
     fn list_services(&self) -> zbus::Result<Vec<ServiceTuple>>;
-    fn restart_service(&self, name: &str) -> zbus::Result<()>;
+    /// Stops (if running) and starts a service again; also revives a `failed` one. An unknown
+    /// name is `NotFound`.
+    fn restart_service(&self, name: &str) -> Result<(), CairnError>;
     fn reboot(&self) -> zbus::Result<()>;
     fn poweroff(&self) -> zbus::Result<()>;
     /// Seconds since init started, and the kernel release (`uname -r`).
@@ -119,14 +127,15 @@ pub trait Host1 {
     /// Changes a running container's limits live: JSON `model::ct::Resources`, only the
     /// fields given change.
     fn set_container(&self, name: &str, resources_json: &str) -> Result<(), CairnError>;
-    /// Runs `argv` inside the container; returns (exit code, stdout, stderr).
+    /// Runs `argv` inside the container; returns (exit code, stdout, stderr), NUL and invalid
+    /// UTF-8 as U+FFFD. More than 16 MiB of output (the two together) is `TooLarge`.
     fn exec(
         &self,
         name: &str,
         argv: Vec<String>,
         timeout_s: u32,
     ) -> Result<(i32, String, String), CairnError>;
-    /// The last `max_bytes` of the container's console log.
+    /// The last `max_bytes` (1 to 1 MiB) of the container's console log.
     fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
     /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,
     /// initrd, disks, networks and memory; returns JSON `model::vm::VmInfo`.
@@ -150,7 +159,7 @@ pub trait Host1 {
     fn list_vms(&self) -> Result<String, CairnError>;
     /// JSON `model::vm::VmInfo`.
     fn vm_info(&self, name: &str) -> Result<String, CairnError>;
-    /// The last `max_bytes` of the VM's serial console log.
+    /// The last `max_bytes` (1 to 1 MiB) of the VM's serial console log.
     fn vm_console(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
     /// Sends `data` to the VM's serial console input.
     fn vm_console_input(&self, name: &str, data: &str) -> Result<(), CairnError>;
@@ -202,6 +211,9 @@ pub enum CairnError {
     Busy(String),
     /// The kernel or a peer refused; what this request had done is rolled back.
     Failed(String),
+    /// The answer would be larger than its cap (D-Bus carries at most 32 MiB a message); the
+    /// message says how large it was and what the cap is.
+    TooLarge(String),
 }
 
 impl CairnError {
@@ -216,6 +228,7 @@ impl CairnError {
             CairnError::Conflict(m) => Ok((FaultCode::Conflict, m)),
             CairnError::Busy(m) => Ok((FaultCode::Busy, m)),
             CairnError::Failed(m) => Ok((FaultCode::Internal, m)),
+            CairnError::TooLarge(m) => Ok((FaultCode::TooLarge, m)),
         }
     }
 }

@@ -20,7 +20,7 @@ pub enum FaultCode {
     Busy = 106,
     /// A bug or an unexpected failure on the host; the message says what failed.
     Internal = 107,
-    /// The request body is larger than the cap.
+    /// The request body, or what the method would answer, is larger than its cap.
     TooLarge = 108,
 }
 

@@ -3,6 +3,7 @@
 //! (veth, tap), and serves all of it as `org.cairn.Network1`.
 
 pub mod dbus;
+pub mod guard;
 pub mod link;
 pub mod mgmt;
 pub mod net;

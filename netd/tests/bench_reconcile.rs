@@ -77,6 +77,7 @@ fn bench_reconcile_and_attach() {
                         Vec::new()
                     },
                     limits: None,
+                    port_security: true,
                 };
                 let t = Instant::now();
                 r.attach_port(spec).await.expect("AttachPort");

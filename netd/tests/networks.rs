@@ -204,6 +204,7 @@ fn veth(network: &str, owner: &str, ns: &Netns, addrs: &[&str]) -> String {
         tagged_vlans: Vec::new(),
         addresses: addrs.iter().map(|a| a.to_string()).collect(),
         limits: None,
+        port_security: true,
     })
     .expect("port spec JSON")
 }
@@ -346,9 +347,11 @@ fn routed_guests_go_through_host_routes_and_cannot_spoof() {
     let rt = runtime();
     let (p1, p2) = rt.block_on(async {
         let c = d.client().await;
-        c.create_network(r#"{"name":"rt","kind":"routed","subnet":"10.30.0.0/24"}"#)
-            .await
-            .expect("CreateNetwork");
+        c.create_network(
+            r#"{"name":"rt","kind":"routed","subnet":"10.30.0.0/24","address":"10.30.0.1/24"}"#,
+        )
+        .await
+        .expect("CreateNetwork");
         let p1 = port(
             &c.attach_port(&veth(
                 "rt",
@@ -412,6 +415,9 @@ fn routed_guests_go_through_host_routes_and_cannot_spoof() {
             "{port} {key}"
         );
     }
+    // The network's host address answers on every port: not forwarded, so TTL 64.
+    assert_eq!(ping(&g1, &["10.30.0.1"]), Some(64), "g1 → host address");
+    assert_eq!(ping(&g2, &["10.30.0.1"]), Some(64), "g2 → host address");
     // Routed: the host forwards, so the TTL drops by one on the way.
     assert_eq!(
         ping(&g1, &["10.30.0.6"]),

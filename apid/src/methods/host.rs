@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use model::api::host::{DaemonReport, HostInfo, Info, Management, Poweroff, Reboot, Services};
+use model::api::host::{
+    DaemonReport, HostInfo, Info, Management, Poweroff, Reboot, RestartService, Services,
+};
 use model::dbus::ServiceInfo;
 
 use super::{Api, Fault, Method, Serve, method};
@@ -12,6 +14,7 @@ pub fn methods() -> Vec<Method> {
     vec![
         method::<Info>(),
         method::<Services>(),
+        method::<RestartService>(),
         method::<Reboot>(),
         method::<Poweroff>(),
     ]
@@ -91,6 +94,14 @@ impl Serve for Services {
             // The same fault as asking init directly: busy while it does not answer.
             Err(_) => Ok(api.bus.list_services().await?),
         }
+    }
+}
+
+impl Serve for RestartService {
+    async fn serve(self, api: &Api) -> Result<bool, Fault> {
+        tracing::warn!(service = %self.name, "service restart requested through the API");
+        api.bus.restart_service(&self.name).await?;
+        Ok(true)
     }
 }
 

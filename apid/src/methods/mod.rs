@@ -34,9 +34,16 @@ impl Api {
         Api {
             registry: Registry::new(methods),
             hostname,
-            state: HostState::watch(&bus),
+            state: HostState::default(),
             bus,
         }
+    }
+
+    /// Answers host.info and host.services from what the daemons push, followed over
+    /// `watcher`'s own connection (see `crate::state`); without it every request asks.
+    pub fn follow_state(mut self, watcher: Bus) -> Api {
+        self.state = HostState::follow(watcher);
+        self
     }
 
     pub fn registry(&self) -> &Registry {

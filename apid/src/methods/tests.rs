@@ -49,6 +49,7 @@ async fn list_methods_is_sorted_and_complete() {
             "host.info",
             "host.poweroff",
             "host.reboot",
+            "host.restartService",
             "host.services",
             "net.create",
             "net.delete",
@@ -206,6 +207,10 @@ async fn host_methods_without_a_bus_are_busy() {
     for name in ["host.services", "host.reboot", "host.poweroff"] {
         assert_eq!(code(call(name, vec![]).await), FaultCode::Busy, "{name}");
     }
+    assert_eq!(
+        code(call("host.restartService", vec![Value::from("netd")]).await),
+        FaultCode::Busy
+    );
 }
 
 #[tokio::test]
@@ -556,6 +561,11 @@ mod over_a_bus {
             argv: Vec<String>,
             timeout_s: u32,
         ) -> Result<(i32, String, String), CairnError> {
+            if argv.first().is_some_and(|a| a == "yes") {
+                return Err(CairnError::TooLarge(
+                    "the command wrote 41943040 bytes; the cap is 16777216".into(),
+                ));
+            }
             Ok((
                 3,
                 format!("{name}: {}", argv.join(" ")),
@@ -683,6 +693,13 @@ mod over_a_bus {
         assert_eq!(r["exit_code"], Value::Int(3));
         assert_eq!(r["stdout"], s("web1: echo hi"));
         assert_eq!(r["stderr"], s("20"), "exec's deadline");
+        // Output over hostd's cap: its TooLarge verdict is 108, with hostd's message.
+        let f = api
+            .call("ct.exec", vec![s("web1"), Value::Array(vec![s("yes")])])
+            .await
+            .unwrap_err();
+        assert_eq!(f.code, FaultCode::TooLarge);
+        assert!(f.message.contains("the cap is"), "{}", f.message);
 
         let f = api.call("ct.info", vec![s("nope")]).await.unwrap_err();
         assert_eq!(f.code, FaultCode::NotFound);
@@ -782,6 +799,64 @@ mod over_a_bus {
         let f = api.call("vm.delete", vec![s("deb")]).await.unwrap_err();
         assert_eq!(f.code, FaultCode::Internal);
         assert!(f.message.contains("UnknownMethod"), "{}", f.message);
+    }
+
+    /// init as apid sees it: RestartService knows two services, and says NotFound otherwise.
+    #[derive(Clone, Default)]
+    struct FakeInit {
+        restarted: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[zbus::interface(name = "org.cairn.Init1")]
+    impl FakeInit {
+        fn restart_service(&self, name: &str) -> Result<(), CairnError> {
+            match name {
+                "netd" | "hostd" => {
+                    self.restarted.lock().unwrap().push(name.to_string());
+                    Ok(())
+                }
+                "stord" => Err(CairnError::Busy("init is shutting down".into())),
+                _ => Err(CairnError::NotFound(format!("no service named {name:?}"))),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn restart_service_reaches_init_and_maps_its_errors() {
+        let Some(bus) = private_bus("init") else {
+            eprintln!("dbus-daemon is not available; skipping");
+            return;
+        };
+        let fake = FakeInit::default();
+        let _init = zbus::connection::Builder::address(bus.address.as_str())
+            .name(model::dbus::INIT_NAME)
+            .serve_at(model::dbus::INIT_PATH, fake.clone())
+            .build()
+            .await
+            .unwrap();
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let api = Api::new("testhost".into(), Bus::new(Some(conn)));
+        let s = |v: &str| Value::from(v);
+
+        let r = api.call("host.restartService", vec![s("hostd")]).await;
+        assert_eq!(r, Ok(Value::Bool(true)));
+        assert_eq!(*fake.restarted.lock().unwrap(), ["hostd"]);
+        let f = api
+            .call("host.restartService", vec![s("nosuchd")])
+            .await
+            .unwrap_err();
+        assert_eq!(f.code, FaultCode::NotFound);
+        assert!(f.message.contains("nosuchd"), "{}", f.message);
+        let f = api
+            .call("host.restartService", vec![s("stord")])
+            .await
+            .unwrap_err();
+        assert_eq!(f.code, FaultCode::Busy);
+        let f = api.call("host.restartService", vec![]).await.unwrap_err();
+        assert_eq!(f.code, FaultCode::BadParams);
     }
 
     use model::fault::FaultCode;

@@ -14,6 +14,9 @@ pub enum CtError {
     /// The kernel or a peer refused; what the request had done was rolled back.
     #[error("{0}")]
     Failed(String),
+    /// The answer would be larger than its cap (say how large, and what the cap is).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl CtError {

@@ -20,6 +20,63 @@ pub const HELPER_FAILED: i32 = 125;
 pub const HELPER_PREFIX: &str = "cairn-exec:";
 /// The code of a command killed at its deadline (as timeout(1)).
 pub const TIMED_OUT: i32 = 124;
+/// The most output (stdout and stderr together) an exec answers with. The answer is one D-Bus
+/// message, and dbus-daemon drops the connection of a peer that sends one over its 32 MiB
+/// limit (`max_message_size`): a command writing 40 MiB would cut hostd off the bus. Half of it
+/// leaves room for the rest of the message and for invalid UTF-8 replaced by U+FFFD.
+pub const OUTPUT_CAP: usize = 16 << 20;
+
+/// What the helper wrote on its pipes, at most `cap` bytes of it kept.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Every byte written, kept or not.
+    pub written: u64,
+}
+
+impl Captured {
+    pub fn truncated(&self) -> bool {
+        self.written > (self.stdout.len() + self.stderr.len()) as u64
+    }
+}
+
+/// Reads both pipes to their end, keeping the first `cap` bytes of the two together and
+/// counting, but dropping, the rest: the command is never blocked on a full pipe, and memory
+/// stays bounded whatever it writes.
+pub async fn read_capped(
+    mut stdout: impl tokio::io::AsyncRead + Unpin,
+    mut stderr: impl tokio::io::AsyncRead + Unpin,
+    cap: usize,
+) -> std::io::Result<Captured> {
+    use tokio::io::AsyncReadExt;
+
+    fn keep(into: &mut Vec<u8>, data: &[u8], room: usize) {
+        into.extend_from_slice(&data[..data.len().min(room)]);
+    }
+    let mut got = Captured::default();
+    let (mut out_buf, mut err_buf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        let room = cap.saturating_sub(got.stdout.len() + got.stderr.len());
+        // `read` is cancel-safe: the branch not taken has read nothing.
+        tokio::select! {
+            n = stdout.read(&mut out_buf), if out_open => {
+                let n = n?;
+                out_open = n > 0;
+                got.written += n as u64;
+                keep(&mut got.stdout, &out_buf[..n], room);
+            }
+            n = stderr.read(&mut err_buf), if err_open => {
+                let n = n?;
+                err_open = n > 0;
+                got.written += n as u64;
+                keep(&mut got.stderr, &err_buf[..n], room);
+            }
+        }
+    }
+    Ok(got)
+}
 
 /// The helper's entry point: `args` = [NAME, PID, TIMEOUT_S, "--", ARGV…].
 pub fn helper_main(args: &[String]) -> i32 {
@@ -73,6 +130,10 @@ fn helper(args: &[String]) -> Result<i32, String> {
     let child = match unsafe { fork() } {
         Err(e) => return Err(format!("fork: {e}")),
         Ok(ForkResult::Child) => {
+            // Rust's runtime ignores SIGPIPE and an ignored signal stays ignored across exec:
+            // without this, `yes | head` in a container spins on EPIPE instead of ending.
+            // SAFETY: signal(2) with SIG_DFL in the single-threaded child, before exec.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             let _ = nix::unistd::chdir("/");
             if let Err(e) = caps::drop_bounding() {
                 eprintln!("{HELPER_PREFIX} dropping capabilities: {e}");
@@ -110,5 +171,28 @@ fn helper(args: &[String]) -> Result<i32, String> {
             return Ok(TIMED_OUT);
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn output_beyond_the_cap_is_counted_and_dropped() {
+        let out = vec![b'o'; 300_000];
+        let err = vec![b'e'; 100_000];
+        let got = read_capped(&out[..], &err[..], 250_000).await.unwrap();
+        assert_eq!(got.written, 400_000);
+        assert_eq!(got.stdout.len() + got.stderr.len(), 250_000);
+        assert!(got.stdout.iter().all(|&b| b == b'o'));
+        assert!(got.truncated());
+
+        let got = read_capped(&out[..10], &err[..5], 250_000).await.unwrap();
+        assert_eq!(
+            (got.stdout.len(), got.stderr.len(), got.written),
+            (10, 5, 15)
+        );
+        assert!(!got.truncated());
     }
 }

@@ -564,6 +564,7 @@ impl Manager {
             tagged_vlans: Vec::new(),
             addresses: addresses.to_vec(),
             limits: None,
+            port_security: true,
         };
         Ok(crate::netd::attach_port(self.bus.as_ref(), &spec)
             .await?
@@ -820,14 +821,7 @@ impl Manager {
 
     pub fn console_log(&self, name: &str, max_bytes: u32) -> CtResult<String> {
         self.record(name)?;
-        let path = store::dirs(&self.paths, name).console();
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(CtError::io(path.display(), e)),
-        };
-        let from = data.len().saturating_sub(max_bytes as usize);
-        Ok(String::from_utf8_lossy(&data[from..]).into_owned())
+        super::console::tail(&store::dirs(&self.paths, name).console(), max_bytes)
     }
 
     /// The containers' names, sorted.
@@ -929,24 +923,46 @@ pub async fn exec(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| CtError::io(format!("starting {}", exe.display()), e))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(CtError::Failed(
+            "exec helper: its output pipes are missing".into(),
+        ));
+    };
     // The helper enforces the deadline itself; this one only guards against a stuck helper.
-    let out = tokio::time::timeout(
-        Duration::from_secs(u64::from(timeout_s) + 10),
-        child.wait_with_output(),
-    )
-    .await
-    .map_err(|_| CtError::Failed(format!("exec in {name:?}: the helper hung")))?
-    .map_err(|e| CtError::io("exec helper", e))?;
-    let code = out.status.code().unwrap_or(128);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (out, status) =
+        tokio::time::timeout(Duration::from_secs(u64::from(timeout_s) + 10), async {
+            let out = super::exec::read_capped(stdout, stderr, super::exec::OUTPUT_CAP).await?;
+            Ok::<_, std::io::Error>((out, child.wait().await?))
+        })
+        .await
+        .map_err(|_| CtError::Failed(format!("exec in {name:?}: the helper hung")))?
+        .map_err(|e| CtError::io("exec helper", e))?;
+    let code = status.code().unwrap_or(128);
+    let stdout = super::console::bus_text(&out.stdout);
+    let stderr = super::console::bus_text(&out.stderr);
     if code == super::exec::HELPER_FAILED && stderr.starts_with(super::exec::HELPER_PREFIX) {
         return Err(CtError::Failed(format!(
             "exec in {name:?}: {}",
             stderr.trim()
+        )));
+    }
+    let cap = super::exec::OUTPUT_CAP;
+    if out.truncated() {
+        return Err(CtError::TooLarge(format!(
+            "exec in {name:?}: the command wrote {} bytes of output (stdout and stderr \
+             together; it exited with {code}); the cap is {cap} bytes (16 MiB): write large \
+             output to a file in the container instead",
+            out.written
+        )));
+    }
+    if stdout.len() + stderr.len() > cap {
+        return Err(CtError::TooLarge(format!(
+            "exec in {name:?}: the command's output is {} bytes as text (invalid UTF-8 and \
+             NUL replaced by U+FFFD; it exited with {code}); the cap is {cap} bytes (16 MiB)",
+            stdout.len() + stderr.len()
         )));
     }
     Ok((code, stdout, stderr))

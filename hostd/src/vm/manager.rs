@@ -348,6 +348,7 @@ impl VmManager {
                 tagged_vlans: Vec::new(),
                 addresses: Vec::new(),
                 limits: None,
+                port_security: true,
             };
             match crate::netd::attach_port(self.bus.as_ref(), &port).await {
                 Ok(info) => taps.push(info.name),
@@ -692,10 +693,7 @@ impl VmManager {
 
     pub fn console(&self, name: &str, max_bytes: u32) -> CtResult<String> {
         self.record(name)?;
-        let path = self.run_dir(name).join(CONSOLE_LOG);
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        let start = bytes.len().saturating_sub(max_bytes as usize);
-        Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+        crate::ct::console::tail(&self.run_dir(name).join(CONSOLE_LOG), max_bytes)
     }
 
     /// After a VMM ended: records how, releases its ports, jail and cgroup.

@@ -1,8 +1,10 @@
 //! The supervisor: one control loop that starts the daemons in order, waits for each to own its
 //! bus name, reaps every child (`waitpid(-1)`: PID 1 owns all reaping), restarts crashed daemons
-//! with back-off, and stops them in reverse order on Poweroff/Reboot. The D-Bus frontend
-//! (`init1`) only reads a snapshot and sends commands into this loop.
+//! with back-off, restarts a running daemon that is no longer reachable on the bus (`liveness`),
+//! and stops them in reverse order on Poweroff/Reboot. The D-Bus frontend (`init1`) only reads a
+//! snapshot and sends commands into this loop.
 
+mod liveness;
 mod service;
 
 use std::os::unix::process::CommandExt;
@@ -26,6 +28,10 @@ use service::{Service, State};
 
 /// How long a daemon has to exit after SIGTERM before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an unreachable daemon (lost its bus name, answers no Ping) has to exit after
+/// SIGTERM before it is killed: short, because nobody can reach it meanwhile, and a stuck one
+/// will not act on SIGTERM anyway.
+const UNREACHABLE_GRACE: Duration = Duration::from_millis(300);
 
 /// What init was told to supervise, and where.
 pub struct Plan {
@@ -43,11 +49,19 @@ pub enum End {
     Reboot,
 }
 
+/// Why a request from the D-Bus frontend was refused; init1 maps each to its
+/// `org.cairn.Error.*` kind.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no service named {0:?}; ListServices lists them")]
+    NoSuchService(String),
+}
+
 /// Requests from the D-Bus frontend.
 pub enum Request {
     Restart {
         name: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), RequestError>>,
     },
     Shutdown(End),
 }
@@ -71,7 +85,11 @@ struct Supervisor {
     booting: Option<usize>,
     /// Set once the shutdown began: exits are expected, nothing is restarted.
     stopping_all: bool,
+    /// Set when the bus daemon exited: every Ping then fails on init's side, which says
+    /// nothing about the daemons, so liveness verdicts are ignored from then on.
+    bus_gone: bool,
     ready_tx: mpsc::UnboundedSender<Readiness>,
+    lost_tx: mpsc::UnboundedSender<liveness::Lost>,
 }
 
 pub async fn run(plan: Plan) -> anyhow::Result<End> {
@@ -95,6 +113,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
     let snapshot: Snapshot = Arc::new(Mutex::new(services.iter().map(Service::info).collect()));
     let (req_tx, mut req_rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (lost_tx, mut lost_rx) = mpsc::unbounded_channel();
     conn.object_server()
         .at(
             model::dbus::INIT_PATH,
@@ -111,23 +130,26 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
         snapshot,
         booting: None,
         stopping_all: false,
+        bus_gone: false,
         ready_tx,
+        lost_tx,
     };
     sup.boot_next(0);
     sup.publish();
 
     let end = loop {
-        let next_restart = sup.next_restart();
+        let next_timer = sup.next_timer();
         tokio::select! {
             _ = sigchld.recv() => sup.reap(),
             Some(r) = ready_rx.recv() => sup.on_readiness(r),
+            Some(lost) = lost_rx.recv() => sup.on_unreachable(lost),
             Some(req) = req_rx.recv() => match req {
                 Request::Restart { name, reply } => {
                     let _ = reply.send(sup.restart(&name));
                 }
                 Request::Shutdown(end) => break end,
             },
-            _ = sleep_until(next_restart) => sup.restart_due(),
+            _ = sleep_until(next_timer) => sup.timers_due(),
             _ = sigterm.recv() => break End::Poweroff,
             _ = sigint.recv() => break End::Poweroff,
         }
@@ -201,6 +223,7 @@ impl Supervisor {
             Ok(pid) => pid,
             Err(e) => {
                 tracing::error!(service = svc.name, error = %format!("{e:#}"), "cannot start");
+                svc.last_error = format!("cannot start: {e:#}");
                 svc.set_state(State::Failed);
                 return false;
             }
@@ -211,6 +234,9 @@ impl Supervisor {
         svc.pid = Some(pid);
         svc.started_at = Some(Instant::now());
         svc.restart_at = None;
+        svc.kill_at = None;
+        svc.kill_reason = None;
+        svc.stop_watching();
         svc.generation += 1;
         svc.set_state(State::Starting);
         tracing::info!(service = svc.name, pid, "started");
@@ -236,6 +262,15 @@ impl Supervisor {
         if r.ready {
             svc.set_state(State::Running);
             tracing::info!(service = svc.name, pid = svc.pid, "ready");
+            // From now on its reachability is checked, not assumed.
+            let watcher = tokio::spawn(liveness::watch(
+                self.conn.clone(),
+                svc.bus_name,
+                r.index,
+                r.generation,
+                self.lost_tx.clone(),
+            ));
+            svc.liveness = Some(watcher.abort_handle());
             if svc.bus_name == model::dbus::API_NAME {
                 println!("cairn: api ready");
             }
@@ -246,6 +281,11 @@ impl Supervisor {
                 timeout = ?self.plan.ready_timeout,
                 "did not own its bus name in time; killing it"
             );
+            svc.kill_reason = Some(format!(
+                "did not own its bus name {} within {} s of its start",
+                svc.bus_name,
+                self.plan.ready_timeout.as_secs()
+            ));
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         if self.booting == Some(r.index) {
@@ -267,12 +307,35 @@ impl Supervisor {
         }
     }
 
+    /// A running daemon is unreachable on the bus: SIGTERM now, SIGKILL after a short grace;
+    /// its exit is then handled as a crash (back-off, fast-crash count), reported with `cause`.
+    fn on_unreachable(&mut self, lost: liveness::Lost) {
+        let svc = &mut self.services[lost.index];
+        if lost.generation != svc.generation
+            || svc.state != State::Running
+            || self.stopping_all
+            || self.bus_gone
+        {
+            return;
+        }
+        let Some(pid) = svc.pid else {
+            return;
+        };
+        tracing::error!(service = svc.name, pid, cause = %lost.cause, "unreachable on the bus; restarting it");
+        svc.liveness = None;
+        svc.last_error = lost.cause.clone();
+        svc.kill_reason = Some(lost.cause);
+        svc.kill_at = Some(Instant::now() + UNREACHABLE_GRACE);
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+
     fn on_exit(&mut self, pid: u32, status: WaitStatus) {
         if pid == self.bus.pid {
             tracing::error!(
                 ?status,
                 "the bus daemon exited; daemons lose their connections"
             );
+            self.bus_gone = true;
             return;
         }
         let Some(index) = self.services.iter().position(|s| s.pid == Some(pid)) else {
@@ -280,8 +343,11 @@ impl Supervisor {
         };
         let booting = self.booting == Some(index);
         let svc = &mut self.services[index];
+        svc.stop_watching();
+        svc.kill_at = None;
         if svc.state == State::Stopping || self.stopping_all {
             svc.pid = None;
+            svc.kill_reason = None;
             svc.set_state(State::Stopped);
             if std::mem::take(&mut svc.start_after_stop) {
                 self.start(index);
@@ -289,6 +355,10 @@ impl Supervisor {
             return;
         }
         tracing::warn!(service = svc.name, pid, ?status, "exited unexpectedly");
+        svc.last_error = match svc.kill_reason.take() {
+            Some(cause) => cause,
+            None => describe_exit(status),
+        };
         svc.crashed(Instant::now());
         if svc.state == State::Failed {
             tracing::error!(
@@ -302,12 +372,30 @@ impl Supervisor {
         }
     }
 
-    fn next_restart(&self) -> Option<Instant> {
-        self.services.iter().filter_map(|s| s.restart_at).min()
+    /// The next restart after a back-off, or SIGKILL after a grace, whichever comes first.
+    fn next_timer(&self) -> Option<Instant> {
+        self.services
+            .iter()
+            .flat_map(|s| [s.restart_at, s.kill_at])
+            .flatten()
+            .min()
     }
 
-    fn restart_due(&mut self) {
+    fn timers_due(&mut self) {
         let now = Instant::now();
+        for svc in &mut self.services {
+            if svc.kill_at.is_some_and(|t| t <= now) {
+                svc.kill_at = None;
+                if let Some(pid) = svc.pid {
+                    tracing::warn!(
+                        service = svc.name,
+                        pid,
+                        "did not exit after SIGTERM; killing"
+                    );
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+            }
+        }
         for i in 0..self.services.len() {
             if self.services[i].restart_at.is_some_and(|t| t <= now) {
                 self.services[i].restart_at = None;
@@ -319,18 +407,22 @@ impl Supervisor {
     }
 
     /// RestartService: stop (if running) and start again; also revives a failed service.
-    fn restart(&mut self, name: &str) -> Result<(), String> {
+    fn restart(&mut self, name: &str) -> Result<(), RequestError> {
         let index = self
             .services
             .iter()
             .position(|s| s.name == name)
-            .ok_or_else(|| format!("no service named {name:?}"))?;
+            .ok_or_else(|| RequestError::NoSuchService(name.to_string()))?;
         let svc = &mut self.services[index];
         svc.fast_crashes = 0;
         match svc.pid {
             Some(pid) => {
+                // Its name goes away as it stops: that is no loss to report.
+                svc.stop_watching();
                 svc.start_after_stop = true;
                 svc.set_state(State::Stopping);
+                // As at shutdown: a daemon that ignores SIGTERM (or is stuck) is killed.
+                svc.kill_at = Some(Instant::now() + STOP_DEADLINE);
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
             None => {
@@ -343,6 +435,10 @@ impl Supervisor {
     /// Stops the services in reverse start order, each with a deadline, then the bus.
     async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
         self.stopping_all = true;
+        for svc in &mut self.services {
+            svc.stop_watching();
+            svc.kill_at = None;
+        }
         for i in (0..self.services.len()).rev() {
             self.services[i].restart_at = None;
             self.services[i].start_after_stop = false;
@@ -400,6 +496,15 @@ impl Supervisor {
                 return self.services[index].pid.is_none();
             }
         }
+    }
+}
+
+/// How a process ended, as ListServices' `last_error` says it.
+fn describe_exit(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("killed by {}", signal.as_str()),
+        other => format!("ended: {other:?}"),
     }
 }
 
@@ -475,4 +580,22 @@ async fn watch_readiness(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = tx.send(verdict);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_described_for_list_services() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(
+            describe_exit(WaitStatus::Exited(pid, 3)),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe_exit(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            "killed by SIGKILL"
+        );
+    }
 }

@@ -54,6 +54,17 @@ pub struct Service {
     pub start_after_stop: bool,
     /// Bumped on every start, so a readiness answer about an older process is ignored.
     pub generation: u64,
+    /// Why the service last stopped without being asked to; ListServices reports it.
+    pub last_error: String,
+    /// Set when init itself kills the process for a reason of its own (not ready in time,
+    /// lost its bus name, stopped answering): its exit is then reported with this cause
+    /// rather than as "killed by SIGTERM".
+    pub kill_reason: Option<String>,
+    /// When a process that was sent SIGTERM by the liveness check gets SIGKILL.
+    pub kill_at: Option<Instant>,
+    /// The task watching this start's bus name and Ping answers, aborted when the process
+    /// ends or is being stopped: a watcher must not outlive its process.
+    pub liveness: Option<tokio::task::AbortHandle>,
 }
 
 impl Service {
@@ -70,6 +81,17 @@ impl Service {
             restart_at: None,
             start_after_stop: false,
             generation: 0,
+            last_error: String::new(),
+            kill_reason: None,
+            kill_at: None,
+            liveness: None,
+        }
+    }
+
+    /// Ends the liveness watch of the current process, if one runs.
+    pub fn stop_watching(&mut self) {
+        if let Some(task) = self.liveness.take() {
+            task.abort();
         }
     }
 
@@ -108,6 +130,7 @@ impl Service {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            last_error: self.last_error.clone(),
         }
     }
 }

@@ -66,9 +66,15 @@ actions! { ACTIONS;
          or {error}). When init does not answer, uptime, kernel and services are left out and \
          init_error says why.";
     Services = "host.services", Init, () -> Vec<ServiceInfo>,
-        "Lists the services init supervises: an array of {name, state, pid, restarts, since} \
-         structs; pid is 0 when the service has no process, since is the Unix time of the last \
-         state change.";
+        "Lists the services init supervises: an array of {name, state, pid, restarts, since, \
+         last_error} structs; pid is 0 when the service has no process, since is the Unix time \
+         of the last state change, last_error says why the service last stopped unasked (exited, \
+         killed, lost its bus name, stopped answering; empty when it never did).";
+    RestartService = "host.restartService", Init, (name: String) -> bool,
+        "host.restartService(name): stops the service (SIGTERM, then SIGKILL after 5 s) and \
+         starts it again; a failed service is started afresh with its crash count reset. Returns \
+         true once init has accepted the request; host.services shows the progress. Unknown \
+         service -> 104.";
     Reboot = "host.reboot", Init, () -> bool,
         "Reboots the host. Returns true once init has accepted the request.";
     Poweroff = "host.poweroff", Init, () -> bool,

@@ -23,12 +23,12 @@ actions! { ACTIONS;
          direction left out is unlimited.";
     PortAttach = "port.attach", Netd, (spec: PortSpec) -> PortInfo,
         "Attaches a port: {network, owner, kind: veth|tap, netns? (a network namespace file for \
-         the veth's guest end), guest_ifname?, mac?, vlan?, tagged_vlans?, addresses?, limits?}. \
-         Returns the port as port.list shows it. hostd attaches its guests' ports itself; this \
+         the veth's guest end), guest_ifname?, mac?, vlan?, tagged_vlans?, addresses?, limits?, \
+         port_security? (anti-spoofing, default true)}. Returns the port as port.list shows it. hostd attaches its guests' ports itself; this \
          is for automation and tests.";
     PortDetach = "port.detach", Netd, (name: String) -> bool,
         "Detaches (deletes) a port by its name.";
     PortList = "port.list", Netd, () -> Vec<PortInfo>,
         "Every port: {name, network, owner, kind, guest_ifname, mac, vlan, tagged_vlans, \
-         addresses, limits}.";
+         addresses, limits, spoof_drops (frames anti-spoofing dropped)}.";
 }

@@ -29,6 +29,10 @@ pub struct PortInfo {
     pub addresses: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Frames the port's anti-spoofing dropped (what the guest sent from a MAC or address
+    /// not its own); absent when the port has no port security.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoof_drops: Option<u64>,
 }
 
 /// One link that belongs to a network: its bridge, uplink, 802.1Q link or a port.

@@ -333,6 +333,18 @@ pub struct PortSpec {
     pub addresses: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Anti-spoofing (on unless false): the guest may send only from its MAC and its
+    /// addresses (netd's `guard` module says exactly what passes).
+    #[serde(default = "port_security_default", skip_serializing_if = "is_true")]
+    pub port_security: bool,
+}
+
+fn port_security_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl PortSpec {

@@ -237,3 +237,15 @@ fn bonds_are_checked_and_named() {
     let p = problems(net(r#"{"name":"lan","kind":"bridged","bond_mode":"balance-rr"}"#).validate());
     assert_eq!(p, ["bond_mode is only used with bond"]);
 }
+
+#[test]
+fn port_security_is_on_unless_turned_off() {
+    let on = port(r#"{"network":"lan","owner":"ct:a","kind":"veth"}"#);
+    assert!(on.port_security);
+    // Left out when on, so records written before the field existed read the same.
+    let json = serde_json::to_string(&on).expect("json");
+    assert!(!json.contains("port_security"), "{json}");
+    let off = port(r#"{"network":"lan","owner":"ct:a","kind":"veth","port_security":false}"#);
+    assert!(!off.port_security);
+    assert_eq!(port(&serde_json::to_string(&off).expect("json")), off);
+}

@@ -27,6 +27,7 @@ use rtnetlink::{Handle, LinkBond, LinkBridge, LinkMessageBuilder, LinkUnspec, Li
 
 use super::bridge_vlan::{self, PortVlan};
 use super::error::{NetError, errno};
+use super::mark::GROUP;
 
 /// A link as netd needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct KLink {
     pub vlan_filtering: Option<bool>,
     /// For bonds: IFLA_BOND_MODE as the kernel reports it.
     pub bond_mode: Option<u8>,
+    /// IFLA_GROUP: `mark::GROUP` for links netd created.
+    pub group: u32,
 }
 
 impl KLink {
@@ -57,6 +60,7 @@ impl KLink {
             mac: Vec::new(),
             vlan_filtering: None,
             bond_mode: None,
+            group: 0,
         };
         for a in &m.attributes {
             match a {
@@ -64,6 +68,7 @@ impl KLink {
                 LinkAttribute::IfAlias(s) if !s.is_empty() => l.alias = Some(s.clone()),
                 LinkAttribute::Controller(c) if *c != 0 => l.master = Some(*c),
                 LinkAttribute::Address(mac) => l.mac = mac.clone(),
+                LinkAttribute::Group(g) => l.group = *g,
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         match i {
@@ -201,8 +206,15 @@ impl Kernel {
             .map_err(|e| NetError::kernel(what, &e))
     }
 
-    pub async fn create_bridge(&self, name: &str, vlan_filtering: bool) -> Result<KLink, NetError> {
-        let mut b = LinkBridge::new(name);
+    /// A bridge in `mark::GROUP`, with the alias `mark` requested too (see `mark` for why
+    /// both).
+    pub async fn create_bridge(
+        &self,
+        name: &str,
+        mark: &str,
+        vlan_filtering: bool,
+    ) -> Result<KLink, NetError> {
+        let mut b = LinkBridge::new(name).link_group(GROUP).alias(mark);
         if vlan_filtering {
             b = b.vlan_filtering(true);
         }
@@ -218,22 +230,35 @@ impl Kernel {
     pub async fn create_vlan(
         &self,
         name: &str,
+        mark: &str,
         parent: &KLink,
         vid: u16,
     ) -> Result<KLink, NetError> {
         self.add(
             format!("create 802.1Q link {name} (vlan {vid} on {})", parent.name),
-            LinkVlan::new(name, parent.index, vid).build(),
+            LinkVlan::new(name, parent.index, vid)
+                .link_group(GROUP)
+                .alias(mark)
+                .build(),
         )
         .await?;
         self.must_link(name).await
     }
 
     /// A bond in `mode`, down and without NICs.
-    pub async fn create_bond(&self, name: &str, mode: BondMode) -> Result<KLink, NetError> {
+    pub async fn create_bond(
+        &self,
+        name: &str,
+        mark: &str,
+        mode: BondMode,
+    ) -> Result<KLink, NetError> {
         self.add(
             format!("create bond {name} (mode {})", mode.as_str()),
-            LinkBond::new(name).mode(bond_mode(mode)).build(),
+            LinkBond::new(name)
+                .mode(bond_mode(mode))
+                .link_group(GROUP)
+                .alias(mark)
+                .build(),
         )
         .await?;
         self.must_link(name).await
@@ -280,6 +305,7 @@ impl Kernel {
     pub async fn create_veth(
         &self,
         host: &str,
+        mark: &str,
         guest: &str,
         netns_fd: RawFd,
         mac: Option<[u8; 6]>,
@@ -292,6 +318,8 @@ impl Kernel {
         }
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_string())
+            .link_group(GROUP)
+            .alias(mark)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
         self.count();

@@ -20,6 +20,15 @@ impl Reconciler {
                 origin: Origin::Runtime,
             },
         );
+        // The record first (aside), then the kernel, then the record in place: a state
+        // filesystem that cannot take it fails the call before the kernel is touched.
+        let pending = match self.prepare_networks() {
+            Ok(p) => p,
+            Err(e) => {
+                self.networks.remove(&name);
+                return Err(e);
+            }
+        };
         let mut snap = match Snapshot::read(&self.k).await {
             Ok(s) => s,
             Err(e) => {
@@ -28,13 +37,17 @@ impl Reconciler {
             }
         };
         let mut tx = Tx::default();
-        if let Err(e) = self.apply_network(&name, &mut snap, &mut tx).await {
+        let applied = match self.apply_network(&name, &mut snap, &mut tx).await {
+            Ok(()) => pending.commit(),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = applied {
             tx.rollback(&self.k, &mut snap).await;
             self.networks.remove(&name);
             return Err(e);
         }
         tracing::info!(network = %name, "network created");
-        self.save_networks()
+        Ok(())
     }
 
     fn check_network(&self, spec: &NetworkSpec) -> Result<(), NetError> {
@@ -147,6 +160,39 @@ impl Reconciler {
                 user.spec.name
             )));
         }
+        // The record without it first (aside), then the links, then the record in place;
+        // if the links or the record fail, the network is applied again (what was deleted
+        // comes back) and stays.
+        let Some(net) = self.networks.remove(name) else {
+            return Err(NetError::NotFound(format!("network {name} does not exist")));
+        };
+        let pending = match self.prepare_networks() {
+            Ok(p) => p,
+            Err(e) => {
+                self.networks.insert(name.to_string(), net);
+                return Err(e);
+            }
+        };
+        let r = match self.delete_network_links(name).await {
+            Ok(()) => pending.commit(),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            self.networks.insert(name.to_string(), net);
+            let mut snap = Snapshot::read(&self.k).await.unwrap_or_default();
+            let mut tx = Tx::default();
+            if let Err(again) = self.apply_network(name, &mut snap, &mut tx).await {
+                tracing::error!(network = name, error = %again, "cannot restore the network after a failed delete");
+                self.failed.insert(name.to_string(), again.to_string());
+            }
+            return Err(e);
+        }
+        self.failed.remove(name);
+        tracing::info!(network = name, "network deleted");
+        Ok(())
+    }
+
+    async fn delete_network_links(&self, name: &str) -> Result<(), NetError> {
         let links = self.k.links().await?;
         for l in &links {
             if let Some(mark::Mark::Network(n)) = l.alias.as_deref().and_then(mark::parse)
@@ -155,9 +201,6 @@ impl Reconciler {
                 self.remove_link(l, links.iter()).await?;
             }
         }
-        self.networks.remove(name);
-        self.failed.remove(name);
-        tracing::info!(network = name, "network deleted");
-        self.save_networks()
+        Ok(())
     }
 }

@@ -6,6 +6,25 @@
 //! - `cairn:<network>:bond`: a bridged network's bond of uplink NICs;
 //! - `cairn-port:<network>:<owner>`: a port's host-side link.
 
+//!
+//! The alias cannot be set by the request that creates a link: Linux (checked on 6.1 and 6.18)
+//! ignores IFLA_IFALIAS in a creating RTM_NEWLINK, so the alias needs a second request, and a
+//! netd killed between the two would leave a link that every later netd takes for someone
+//! else's. What a creating RTM_NEWLINK does honour is IFLA_GROUP: every link netd creates is
+//! made in [`GROUP`], so a link in that group without an alias is one of ours whose creation
+//! was interrupted — reconcile finishes it (sets the alias) when the desired state wants a
+//! link of that name, and deletes it otherwise. The create requests carry the alias as well,
+//! for a kernel that takes it.
+
+/// IFLA_GROUP of every link netd creates (0 is the kernel's default group; this value is
+/// "CA12" + "cafe" read as hex, unlikely to be chosen by anyone else).
+pub const GROUP: u32 = 0xca12_cafe;
+
+/// Whether a link is one netd began to create and did not get to mark.
+pub fn unfinished(alias: Option<&str>, group: u32) -> bool {
+    alias.is_none() && group == GROUP
+}
+
 const NET: &str = "cairn:";
 const PORT: &str = "cairn-port:";
 

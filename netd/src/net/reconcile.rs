@@ -13,7 +13,7 @@ use super::error::NetError;
 use super::kernel::{self, KLink, Kernel};
 use super::mark::{self, Mark};
 use super::naming;
-use super::store::{PortRecord, Store};
+use super::store::{Pending, PortRecord, Store};
 use super::sysctl;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,18 +230,37 @@ impl Reconciler {
                 continue;
             }
             let mut tx = Tx::default();
-            if let Err(e) = self.apply_port_host(&rec, &mut snap, &mut tx).await {
+            let r = match self.apply_port_host(&rec, &mut snap, &mut tx).await {
+                Ok(()) => self.apply_guard(&rec),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
                 tracing::error!(port = %name, error = %e, "port not applied");
                 tx.rollback(&self.k, &mut snap).await;
                 report.failed.push((name, e.to_string()));
             }
         }
+        // Port security of ports that are gone (a restart after their links went).
+        match crate::guard::retain(&|p| self.ports.contains_key(p)) {
+            Ok(true) => self.k.count(),
+            Ok(false) => {}
+            Err(e) => report.failed.push(("port security".into(), e.to_string())),
+        }
         let wanted = self.wanted_links();
-        let stale: Vec<KLink> = snap
+        let mut stale: Vec<KLink> = snap
             .marked()
             .filter(|(l, m)| matches!(m, Mark::Network(_)) && !wanted.contains(&l.name))
             .map(|(l, _)| l.clone())
             .collect();
+        // Links whose creation was interrupted and that nothing wants (a network since
+        // removed, a port whose attach never completed): ours, and unfinished, so deleted.
+        stale.extend(
+            snap.links
+                .values()
+                .filter(|l| mark::unfinished(l.alias.as_deref(), l.group))
+                .filter(|l| !wanted.contains(&l.name) && !self.ports.contains_key(&l.name))
+                .cloned(),
+        );
         for l in stale {
             match self.remove_link(&l, snap.links.values()).await {
                 Ok(()) => {
@@ -296,6 +315,9 @@ impl Reconciler {
                         tagged_vlans: Vec::new(),
                         addresses: Vec::new(),
                         limits: None,
+                        // Adopted without its spec (lost state): port security on, with
+                        // what the kernel shows of the guest (nothing, for now).
+                        port_security: true,
                     },
                     guest_mac: None,
                     guest_addresses: Vec::new(),
@@ -313,8 +335,15 @@ impl Reconciler {
             .save_ports(&self.ports.values().collect::<Vec<_>>())
     }
 
-    pub(crate) fn save_networks(&self) -> Result<(), NetError> {
-        self.store.save_networks(
+    /// The ports file as `self.ports` has it now, written aside (see `store`).
+    pub(crate) fn prepare_ports(&self) -> Result<Pending, NetError> {
+        self.store
+            .prepare_ports(&self.ports.values().collect::<Vec<_>>())
+    }
+
+    /// The runtime networks as `self.networks` has them now, written aside (see `store`).
+    pub(crate) fn prepare_networks(&self) -> Result<Pending, NetError> {
+        self.store.prepare_networks(
             &self
                 .networks
                 .values()
@@ -522,7 +551,7 @@ impl Reconciler {
         }
         let existing = self.owned(snap, &name, &m)?.cloned();
         let bond = match existing {
-            Some(l) if l.bond_mode == Some(want) => l,
+            Some(l) if l.bond_mode == Some(want) => self.finish_mark(snap, l, &m).await?,
             other => {
                 if let Some(old) = other {
                     // The mode of a bond with NICs cannot change: make it again.
@@ -536,7 +565,7 @@ impl Reconciler {
                     }
                     tracing::info!(bond = %name, mode = mode.as_str(), "bond mode changed; recreating");
                 }
-                let mut l = self.k.create_bond(&name, mode).await?;
+                let mut l = self.k.create_bond(&name, &m, mode).await?;
                 tx.created(&l);
                 self.k.configure(&l, Some(&m), None, false).await?;
                 l.alias = Some(m.clone());
@@ -603,6 +632,9 @@ impl Reconciler {
     ) -> Result<Option<&'a KLink>, NetError> {
         match snap.links.get(name) {
             Some(l) if l.alias.as_deref() == Some(m) => Ok(Some(l)),
+            // Ours, made by a netd that was stopped before it set the alias: callers finish
+            // it with `finish_mark`.
+            Some(l) if mark::unfinished(l.alias.as_deref(), l.group) => Ok(Some(l)),
             Some(l) => Err(NetError::Conflict(format!(
                 "link {name} exists and is not Cairn's (alias {:?}, kind {:?}); rename it or \
                  choose another network name",
@@ -613,6 +645,19 @@ impl Reconciler {
         }
     }
 
+    /// Sets the alias of a link `owned` found unfinished; a marked link is returned as is.
+    async fn finish_mark(&self, snap: &mut Snapshot, l: KLink, m: &str) -> Result<KLink, NetError> {
+        if l.alias.as_deref() == Some(m) {
+            return Ok(l);
+        }
+        self.k.configure(&l, Some(m), None, false).await?;
+        let mut l = l;
+        l.alias = Some(m.to_string());
+        snap.put(&l);
+        tracing::info!(link = %l.name, mark = m, "interrupted creation finished: alias set");
+        Ok(l)
+    }
+
     pub(crate) async fn ensure_bridge(
         &self,
         snap: &mut Snapshot,
@@ -621,10 +666,11 @@ impl Reconciler {
         m: &str,
         vlan_aware: bool,
     ) -> Result<KLink, NetError> {
-        let mut br = match self.owned(snap, name, m)? {
-            Some(l) => l.clone(),
+        let existing = self.owned(snap, name, m)?.cloned();
+        let mut br = match existing {
+            Some(l) => self.finish_mark(snap, l, m).await?,
             None => {
-                let mut l = self.k.create_bridge(name, vlan_aware).await?;
+                let mut l = self.k.create_bridge(name, m, vlan_aware).await?;
                 tx.created(&l);
                 self.k.configure(&l, Some(m), None, true).await?;
                 l.alias = Some(m.to_string());
@@ -653,10 +699,10 @@ impl Reconciler {
         parent: &KLink,
         vid: u16,
     ) -> Result<KLink, NetError> {
-        if let Some(l) = self.owned(snap, name, m)? {
-            return Ok(l.clone());
+        if let Some(l) = self.owned(snap, name, m)?.cloned() {
+            return self.finish_mark(snap, l, m).await;
         }
-        let mut l = self.k.create_vlan(name, parent, vid).await?;
+        let mut l = self.k.create_vlan(name, m, parent, vid).await?;
         tx.created(&l);
         self.k.configure(&l, Some(m), None, true).await?;
         l.alias = Some(m.to_string());

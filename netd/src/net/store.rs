@@ -1,6 +1,13 @@
 //! What netd keeps under its --state directory: the networks created at runtime (host.toml's
 //! are re-derived on every start) and the ports, so both survive a restart. Each file is
 //! replaced atomically (write + rename), so a crash leaves the old or the new version.
+//!
+//! A runtime change is persisted in two halves around the kernel change, so that a call either
+//! completes and is persisted or fails and changes nothing: `prepare_*` writes the new record
+//! to a temporary file *before* the kernel is touched (a full or read-only state filesystem
+//! fails here, with nothing changed), and `Pending::commit` renames it into place after the
+//! kernel change succeeded. A rename within one directory needs no space; if it fails anyway
+//! the caller undoes its kernel change. A `Pending` dropped without commit removes its file.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +53,16 @@ impl Store {
         self.write(NETWORKS, &specs)
     }
 
+    /// The networks file's next version, written aside; `commit` puts it in place.
+    pub fn prepare_networks(&self, specs: &[&NetworkSpec]) -> Result<Pending, NetError> {
+        self.prepare(NETWORKS, &specs)
+    }
+
+    /// The ports file's next version, written aside; `commit` puts it in place.
+    pub fn prepare_ports(&self, ports: &[&PortRecord]) -> Result<Pending, NetError> {
+        self.prepare(PORTS, &ports)
+    }
+
     pub fn ports(&self) -> Result<Vec<PortRecord>, NetError> {
         self.read(PORTS)
     }
@@ -72,14 +89,53 @@ impl Store {
     }
 
     fn write<T: Serialize>(&self, file: &str, value: &T) -> Result<(), NetError> {
+        self.prepare(file, value)?.commit()
+    }
+
+    fn prepare<T: Serialize>(&self, file: &str, value: &T) -> Result<Pending, NetError> {
         let Some(dir) = &self.dir else {
-            return Ok(());
+            return Ok(Pending { files: None });
         };
-        write_atomic(&dir.join(file), value)
+        let path = dir.join(file);
+        let tmp = write_aside(&path, value)?;
+        Ok(Pending {
+            files: Some((tmp, path)),
+        })
     }
 }
 
-fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), NetError> {
+/// A record written next to its file, not yet in place.
+#[must_use = "a Pending record is discarded unless committed"]
+pub struct Pending {
+    /// (temporary file, final path); None when nothing is kept.
+    files: Option<(PathBuf, PathBuf)>,
+}
+
+impl Pending {
+    /// Renames the record into place.
+    pub fn commit(mut self) -> Result<(), NetError> {
+        let Some((tmp, path)) = self.files.take() else {
+            return Ok(());
+        };
+        std::fs::rename(&tmp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            NetError::io(format!("write {}", path.display()), e)
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = self.files.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Writes `value` as JSON to `path`'s temporary sibling (synced, so the rename that follows
+/// never publishes a file whose data is not on disk); removes it again on failure.
+fn write_aside<T: Serialize>(path: &Path, value: &T) -> Result<PathBuf, NetError> {
+    use std::io::Write;
     let what = || format!("write {}", path.display());
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| NetError::io(what(), e))?;
@@ -87,6 +143,15 @@ fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), NetError> {
     let json = serde_json::to_vec_pretty(value)
         .map_err(|e| NetError::io(what(), std::io::Error::other(e)))?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json).map_err(|e| NetError::io(what(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| NetError::io(what(), e))
+    let r = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(&json)?;
+        f.sync_all()
+    });
+    match r {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(NetError::io(what(), e))
+        }
+    }
 }

@@ -13,7 +13,7 @@ use model::net::{Limits, NetworkKind, PortInfo, PortKind, PortSpec};
 
 use crate::net::bridge_vlan::{self, PortVlan};
 use crate::net::kernel::KLink;
-use crate::net::store::PortRecord;
+use crate::net::store::{Pending, PortRecord};
 use crate::net::{NetError, Reconciler, Snapshot, Tx, mark, naming, sysctl};
 
 impl Reconciler {
@@ -38,6 +38,14 @@ impl Reconciler {
             }
         }
         let mut snap = Snapshot::of(&self.k, &names).await?;
+        if let Some(l) = snap.links.get(&name).cloned()
+            && mark::unfinished(l.alias.as_deref(), l.group)
+        {
+            // Left by an attach of this port that a stopped netd never finished: ours.
+            self.k.delete(l.index, &l.name).await?;
+            snap.links.remove(&name);
+            tracing::info!(port = %name, "deleted the link of an interrupted attach");
+        }
         if snap.links.contains_key(&name) {
             return Err(NetError::Conflict(format!(
                 "link {name} (the port of owner {} on network {}) already exists",
@@ -50,20 +58,66 @@ impl Reconciler {
             guest_mac: None,
             guest_addresses: Vec::new(),
         };
+        // The record is written aside before the kernel is touched, so a state filesystem
+        // that cannot take it fails the call with nothing changed; the final record (with
+        // what the guest end read back) replaces it after the port is made, and a port whose
+        // record cannot be put in place is taken down again.
+        self.ports.insert(name.clone(), rec.clone());
+        let first = self.prepare_ports();
+        self.ports.remove(&name);
+        drop(first?);
         let mut tx = Tx::default();
-        match self.create_port(&mut rec, &mut snap, &mut tx).await {
-            Ok(()) => {}
-            Err(e) => {
-                tx.rollback(&self.k, &mut snap).await;
-                return Err(e);
-            }
+        if let Err(e) = self.create_port(&mut rec, &mut snap, &mut tx).await {
+            self.undo_port(&rec, tx, &mut snap).await;
+            return Err(e);
+        }
+        self.ports.insert(name.clone(), rec.clone());
+        if let Err(e) = self.prepare_ports().and_then(Pending::commit) {
+            self.ports.remove(&name);
+            self.undo_port(&rec, tx, &mut snap).await;
+            return Err(e);
         }
         tracing::info!(port = %name, network = %rec.spec.network, owner = %rec.spec.owner, kind = rec.spec.kind.as_str(), "port attached");
-        self.ports.insert(name.clone(), rec);
-        if let Err(e) = self.save_ports() {
-            tracing::error!(error = %e, "cannot persist ports");
-        }
         self.port_info(&name).await
+    }
+
+    /// Takes down what a failed attach made: the port's IFB, its links, its proxy entries on
+    /// the other ports.
+    async fn undo_port(&self, rec: &PortRecord, tx: Tx, snap: &mut Snapshot) {
+        if rec.spec.limits.is_some()
+            && let Some(l) = snap.links.get(&rec.name)
+            && let Err(e) = crate::tc::clear_port_limits(self.k.handle(), l.index, &l.name).await
+        {
+            tracing::warn!(port = %rec.name, error = %e, "cannot clear limits while rolling back");
+        }
+        tx.rollback(&self.k, snap).await;
+        if let Err(e) = crate::guard::retain(&|p| p != rec.name) {
+            tracing::warn!(port = %rec.name, error = %e, "cannot remove port security while rolling back");
+        }
+        if let Err(e) = self.remove_peer_proxies(rec).await {
+            tracing::warn!(port = %rec.name, error = %e, "cannot remove proxy entries while rolling back");
+        }
+    }
+
+    /// `rec`'s IPv6 proxy entries on the other ports of a routed network (those on its own
+    /// link go with the link).
+    async fn remove_peer_proxies(&self, rec: &PortRecord) -> Result<(), NetError> {
+        let mine = v6_addrs(rec);
+        if !mine.is_empty()
+            && let Some(net) = self.network(&rec.spec.network).map(|n| n.spec.clone())
+            && net.kind == NetworkKind::Routed
+        {
+            let have: BTreeSet<(u32, IpAddr)> =
+                self.k.proxy_neighbours().await?.into_iter().collect();
+            for (peer, _) in self.routed_peers(rec, &net, &Snapshot::default()).await? {
+                for ip in &mine {
+                    if have.contains(&(peer.index, *ip)) {
+                        self.k.del_proxy_neighbour(&peer, *ip).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What the spec asks that the network cannot give; nothing has been changed yet.
@@ -140,6 +194,7 @@ impl Reconciler {
                     .k
                     .create_veth(
                         &rec.name,
+                        &mark::port(&spec.network, &spec.owner),
                         spec.guest_ifname(),
                         f.as_raw_fd(),
                         spec.mac_bytes(),
@@ -181,6 +236,42 @@ impl Reconciler {
             .await?;
             rec.guest_mac = Some(g.mac);
             rec.guest_addresses = g.addresses;
+        }
+        // After the guest end's configuration: a veth's MAC is known from here on.
+        self.apply_guard(rec)?;
+        Ok(())
+    }
+
+    /// The port's anti-spoofing rules (`crate::guard`) as its spec says: enforced with the
+    /// spec's (or the guest end's) MAC and the spec's addresses, or removed when
+    /// `port_security` is off. Idempotent: unchanged rules send nothing.
+    pub(crate) fn apply_guard(&self, rec: &PortRecord) -> Result<(), NetError> {
+        let what = || format!("port security of port {}", rec.name);
+        let err = |e: crate::guard::GuardError| NetError::Kernel {
+            what: what(),
+            reason: e.to_string(),
+        };
+        let changed = if rec.spec.port_security {
+            let mac = rec
+                .spec
+                .mac_bytes()
+                .or_else(|| rec.guest_mac.as_deref().and_then(model::net::parse_mac));
+            let mut allowed = crate::guard::Allowed {
+                mac,
+                ..Default::default()
+            };
+            for c in rec.spec.address_cidrs() {
+                match c.addr {
+                    IpAddr::V4(a) => allowed.v4.push(a),
+                    IpAddr::V6(a) => allowed.v6.push(a),
+                }
+            }
+            crate::guard::apply(&rec.name, &allowed).map_err(err)?
+        } else {
+            crate::guard::retain(&|p| p != rec.name).map_err(err)?
+        };
+        if changed {
+            self.k.count();
         }
         Ok(())
     }
@@ -257,12 +348,27 @@ impl Reconciler {
                 self.ensure_up(snap, &link, None).await?;
                 self.ensure_routes(&link, addrs.iter().map(|c| c.addr).collect())
                     .await?;
+                let mut want = Vec::new();
                 if v6 {
                     // The guests' IPv6 gateway: fe80::1 on every host side, usable at once.
+                    want.push(host_link_local());
+                }
+                if let Some(a) = net.address_cidr() {
+                    // The network's host address, on every host side as a host address (/32,
+                    // /128): the guests reach it on-link (their subnet covers it) and no
+                    // port's link gets a route for the whole subnet, which belongs to the
+                    // per-guest host routes.
+                    want.push(model::config::Cidr {
+                        addr: a.addr,
+                        prefix: if a.addr.is_ipv4() { 32 } else { 128 },
+                    });
+                }
+                if !want.is_empty() {
                     let have = self.k.addresses().await?;
-                    let ll = host_link_local();
-                    if !have.get(&link.index).is_some_and(|a| a.contains(&ll)) {
-                        self.k.add_address_nodad(&link, ll).await?;
+                    for c in want {
+                        if !have.get(&link.index).is_some_and(|a| a.contains(&c)) {
+                            self.k.add_address_nodad(&link, c).await?;
+                        }
                     }
                 }
                 self.ensure_proxy_neighbours(rec, &link, &net, snap).await?;
@@ -370,6 +476,13 @@ impl Reconciler {
         let Some(rec) = self.ports.get(name).cloned() else {
             return Err(NetError::NotFound(format!("port {name} does not exist")));
         };
+        // The record without the port first (aside): a state filesystem that cannot take it
+        // fails the call with nothing changed. Should the rename after the deletion fail, the
+        // old record names a link that is gone, which the next start forgets (adopt_ports).
+        self.ports.remove(name);
+        let pending = self.prepare_ports();
+        self.ports.insert(name.to_string(), rec.clone());
+        let pending = pending?;
         if let Some(l) = self.k.link(name).await? {
             // The port's IFB (guest egress shaping) is a link of its own: it goes first.
             if rec.spec.limits.is_some() {
@@ -379,23 +492,14 @@ impl Reconciler {
             }
             self.k.delete(l.index, &l.name).await?;
         }
-        // Its proxy entries elsewhere; those on its own link went with the link.
-        let mine = v6_addrs(&rec);
-        if !mine.is_empty()
-            && let Some(net) = self.network(&rec.spec.network).map(|n| n.spec.clone())
-            && net.kind == NetworkKind::Routed
-        {
-            let have: BTreeSet<(u32, IpAddr)> =
-                self.k.proxy_neighbours().await?.into_iter().collect();
-            for (peer, _) in self.routed_peers(&rec, &net, &Snapshot::default()).await? {
-                for ip in &mine {
-                    if have.contains(&(peer.index, *ip)) {
-                        self.k.del_proxy_neighbour(&peer, *ip).await?;
-                    }
-                }
-            }
-        }
+        // The link is gone: from here on the port is detached, whatever else fails.
         self.ports.remove(name);
+        if let Err(e) = crate::guard::retain(&|p| p != name) {
+            tracing::warn!(port = name, error = %e, "cannot remove the port security of a detached port");
+        }
+        if let Err(e) = self.remove_peer_proxies(&rec).await {
+            tracing::warn!(port = name, error = %e, "cannot remove proxy entries of a detached port");
+        }
         if let Some(vid) = rec.spec.vlan
             && let Some(net) = self.network(&rec.spec.network).map(|n| n.spec.clone())
             && !self.classic_vids(&net).contains(&vid)
@@ -410,7 +514,7 @@ impl Reconciler {
             }
         }
         tracing::info!(port = name, "port detached");
-        self.save_ports()
+        pending.commit()
     }
 
     pub async fn list_ports(&self) -> Result<Vec<PortInfo>, NetError> {
@@ -471,6 +575,11 @@ impl Reconciler {
             tagged_vlans: tagged,
             addresses,
             limits: rec.spec.limits,
+            spoof_drops: if rec.spec.port_security {
+                crate::guard::drops(name).ok().flatten()
+            } else {
+                None
+            },
         })
     }
 
@@ -485,14 +594,29 @@ impl Reconciler {
                 self.k.link(target).await?.ok_or_else(|| {
                     NetError::NotFound(format!("port link {target} does not exist"))
                 })?;
+            // Record aside, tc, record in place; a record that cannot be put in place
+            // puts the old limits back.
+            let old = self.ports.get(target).and_then(|r| r.spec.limits);
+            let pending = self.with_port_limits(target, limits, Self::prepare_ports);
+            let pending = pending?;
             let l = limits.unwrap_or_default();
             crate::tc::apply_port_limits(self.k.handle(), link.index, &link.name, &l)
                 .await
                 .map_err(|e| NetError::tc(format!("limits of port {target}"), e))?;
+            if let Err(e) = pending.commit() {
+                let back = old.unwrap_or_default();
+                if let Err(again) =
+                    crate::tc::apply_port_limits(self.k.handle(), link.index, &link.name, &back)
+                        .await
+                {
+                    tracing::error!(port = target, error = %again, "cannot restore the old limits");
+                }
+                return Err(e);
+            }
             if let Some(rec) = self.ports.get_mut(target) {
                 rec.spec.limits = limits;
             }
-            return self.save_ports();
+            return Ok(());
         }
         if let Some(net) = self.networks.get(target) {
             if net.spec.kind != NetworkKind::Bridged {
@@ -505,20 +629,71 @@ impl Reconciler {
             let br = self.k.link(target).await?.ok_or_else(|| {
                 NetError::NotFound(format!("bridge {target} does not exist (see its error)"))
             })?;
+            // A host.toml network's limits last until the next start: host.toml has no
+            // limits key yet, and runtime overrides of it are not persisted.
+            let old = net.spec.limits;
+            let pending = self.with_network_limits(target, limits, Self::prepare_networks);
+            let pending = pending?;
             let l = limits.unwrap_or_default();
             crate::tc::apply_network_aggregate(self.k.handle(), br.index, &br.name, &l)
                 .await
                 .map_err(|e| NetError::tc(format!("limits of network {target}"), e))?;
+            if let Err(e) = pending.commit() {
+                let back = old.unwrap_or_default();
+                if let Err(again) =
+                    crate::tc::apply_network_aggregate(self.k.handle(), br.index, &br.name, &back)
+                        .await
+                {
+                    tracing::error!(network = target, error = %again, "cannot restore the old limits");
+                }
+                return Err(e);
+            }
             if let Some(net) = self.networks.get_mut(target) {
                 net.spec.limits = limits;
             }
-            // A host.toml network's limits last until the next start: host.toml has no
-            // limits key yet, and runtime overrides of it are not persisted.
-            return self.save_networks();
+            return Ok(());
         }
         Err(NetError::NotFound(format!(
             "{target} is neither a port nor a network"
         )))
+    }
+}
+
+impl Reconciler {
+    /// `f` run with port `target`'s limits set to `limits`, then put back.
+    fn with_port_limits<T>(
+        &mut self,
+        target: &str,
+        limits: Option<Limits>,
+        f: impl FnOnce(&Self) -> T,
+    ) -> T {
+        let old = self
+            .ports
+            .get_mut(target)
+            .map(|r| std::mem::replace(&mut r.spec.limits, limits));
+        let out = f(self);
+        if let (Some(old), Some(r)) = (old, self.ports.get_mut(target)) {
+            r.spec.limits = old;
+        }
+        out
+    }
+
+    /// `f` run with network `target`'s limits set to `limits`, then put back.
+    fn with_network_limits<T>(
+        &mut self,
+        target: &str,
+        limits: Option<Limits>,
+        f: impl FnOnce(&Self) -> T,
+    ) -> T {
+        let old = self
+            .networks
+            .get_mut(target)
+            .map(|n| std::mem::replace(&mut n.spec.limits, limits));
+        let out = f(self);
+        if let (Some(old), Some(n)) = (old, self.networks.get_mut(target)) {
+            n.spec.limits = old;
+        }
+        out
     }
 }
 
