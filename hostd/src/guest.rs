@@ -1,13 +1,93 @@
-//! hostd's async side of the launcher (`vmm::launcher`), shared by containers and VMs: waiting
-//! for a guest's first process or its monitor to end. A pidfd (Linux 5.3+) becomes readable
-//! when its process exits, child or not, so a stop learns of the end at once instead of at the
-//! next poll.
+//! hostd's async side of the launcher (`vmm::launcher`), shared by containers and VMs: starting
+//! a guest (the launcher's blocking handshake, run in blocking tasks) and waiting for a guest's
+//! first process or its monitor to end. A pidfd (Linux 5.3+) becomes readable when its process
+//! exits, child or not, so a stop learns of the end at once instead of at the next poll.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+use vmm::launcher::parent::{self, LaunchError, Spawned};
 use vmm::launcher::start_time;
+
+use crate::ct::error::{CtError, CtResult};
+
+/// A guest being started: its monitor runs and its first process exists (in its cgroup and
+/// namespaces) and waits for [`Starting::release`]. Between the two a kind does what needs the
+/// pid (a container's network port). Dropping it closes the control socket: the monitor then
+/// kills the waiting guest.
+pub struct Starting {
+    spawned: Spawned,
+    /// The guest's first process.
+    pub pid: u32,
+    /// "container \"web\"", "VM \"db\"": how errors name the guest.
+    what: String,
+    log: PathBuf,
+}
+
+impl Starting {
+    /// Runs `exe mode launch` (`hostd --monitor|--vmm LAUNCH`, output to `log`) and waits up to
+    /// `timeout` for the guest's pid.
+    pub async fn spawn(
+        what: String,
+        exe: PathBuf,
+        mode: &'static str,
+        launch: PathBuf,
+        log: PathBuf,
+        timeout: Duration,
+    ) -> CtResult<Starting> {
+        let log2 = log.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            let mut spawned = parent::spawn(&exe, mode, &launch, &log2, timeout)?;
+            let pid = spawned.wait_pid()?;
+            Ok((spawned, pid))
+        })
+        .await;
+        match started {
+            Ok(Ok((spawned, pid))) => Ok(Starting {
+                spawned,
+                pid,
+                what,
+                log,
+            }),
+            Ok(Err(e)) => Err(start_failed(&what, &log, e)),
+            Err(e) => Err(CtError::Failed(format!("{what}: start task: {e}"))),
+        }
+    }
+
+    /// Lets the guest go and waits until it runs (its monitor has recorded it).
+    pub async fn release(self) -> CtResult<()> {
+        let Starting {
+            mut spawned,
+            what,
+            log,
+            ..
+        } = self;
+        let released = tokio::task::spawn_blocking(move || {
+            spawned.go()?;
+            spawned.wait_ready()
+        })
+        .await;
+        match released {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(start_failed(&what, &log, e)),
+            Err(e) => Err(CtError::Failed(format!("{what}: start task: {e}"))),
+        }
+    }
+}
+
+/// A failed start in hostd's words: the guest's own input is invalid arguments, the rest a
+/// failure that points at the monitor's log.
+fn start_failed(what: &str, log: &Path, e: LaunchError) -> CtError {
+    match e {
+        _ if e.is_invalid() => CtError::InvalidArgs(format!("{what}: {e}")),
+        LaunchError::Guest(g) => {
+            CtError::Failed(format!("{what} did not start: {g} (see {})", log.display()))
+        }
+        other => CtError::Failed(format!("{what} did not start: {other}")),
+    }
+}
 
 /// How often the fallback (no pidfd) looks again.
 const POLL: Duration = Duration::from_millis(10);

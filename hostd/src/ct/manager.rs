@@ -16,7 +16,6 @@ use model::net::{NetworkInfo, PortKind, PortSpec};
 use model::rules;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use vmm::launcher::parent::{self, LaunchError};
 use vmm::launcher::{self, LAUNCH_FILE, LaunchRecord, MonitorState};
 
 use super::error::{CtError, CtResult};
@@ -497,28 +496,19 @@ impl Manager {
         let launch_path = launch
             .write()
             .map_err(|e| CtError::io(run.join(LAUNCH_FILE).display(), e))?;
-        let exe = self.exe.clone();
-        let log = run.join("monitor.log");
-        let failed = |e: LaunchError| {
-            if e.is_invalid() {
-                CtError::InvalidArgs(format!("container {name:?}: {e}"))
-            } else {
-                CtError::Failed(format!("container {name:?}: {e}"))
-            }
-        };
-        let joined = |e: tokio::task::JoinError| CtError::Failed(format!("start task: {e}"));
-        let (mut spawned, pid) = tokio::task::spawn_blocking(move || {
-            let mut spawned =
-                parent::spawn(&exe, "--monitor", &launch_path, &log, HANDSHAKE_TIMEOUT)?;
-            let pid = spawned.wait_pid()?;
-            Ok((spawned, pid))
-        })
-        .await
-        .map_err(joined)?
-        .map_err(failed)?;
+        let starting = crate::guest::Starting::spawn(
+            format!("container {name:?}"),
+            self.exe.clone(),
+            "--monitor",
+            launch_path,
+            run.join("monitor.log"),
+            HANDSHAKE_TIMEOUT,
+        )
+        .await?;
+        let pid = starting.pid;
         let t_pid = t0.elapsed();
-        // Dropping `spawned` on an error below closes the control socket: the monitor then
-        // kills the waiting init.
+        // Returning with an error below drops `starting`: the monitor then kills the waiting
+        // init.
         if let Some(network) = &spec.network {
             self.ports.settle(name).await?;
             let port = self
@@ -527,13 +517,7 @@ impl Manager {
             std::fs::write(run.join(PORT_FILE), &port).map_err(|e| CtError::io("port file", e))?;
         }
         let t_port = t0.elapsed();
-        tokio::task::spawn_blocking(move || {
-            spawned.go()?;
-            spawned.wait_ready()
-        })
-        .await
-        .map_err(joined)?
-        .map_err(failed)?;
+        starting.release().await?;
         tracing::info!(
             ct = name,
             pid,

@@ -19,7 +19,6 @@ use sha2::Digest;
 use vmm::control::{self, Request, SOCKET};
 use vmm::jail;
 use vmm::launch::{self, JAIL_SNAPSHOT_DIR, Launch, VmLaunch, VmmExit};
-use vmm::launcher::parent::{self, LaunchError};
 use vmm::launcher::{self, EXIT_FILE, LAUNCH_FILE, LaunchRecord, MonitorState, STATE_FILE};
 use vmm::machine::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
 use vmm::vstate::memory;
@@ -526,27 +525,18 @@ impl VmManager {
             .write()
             .map_err(|e| CtError::io(run.join(LAUNCH_FILE).display(), e))?;
 
-        let exe = self.exe.clone();
-        let log = run.join(VMM_LOG);
-        let started = tokio::task::spawn_blocking(move || {
-            // The taps are attached already: nothing to do between the pid and go.
-            let mut spawned = parent::spawn(&exe, "--vmm", &launch_path, &log, START_TIMEOUT)?;
-            spawned.wait_pid()?;
-            spawned.go()?;
-            spawned.wait_ready()
-        })
+        // The taps are attached already: nothing to do between the pid and go.
+        crate::guest::Starting::spawn(
+            format!("VM {name:?}"),
+            self.exe.clone(),
+            "--vmm",
+            launch_path,
+            run.join(VMM_LOG),
+            START_TIMEOUT,
+        )
+        .await?
+        .release()
         .await
-        .map_err(|e| CtError::Failed(format!("VMM start: {e}")))?;
-        started.map_err(|e| match e {
-            LaunchError::Guest(ref g) if e.is_invalid() => {
-                CtError::InvalidArgs(format!("VM {name:?}: {g}"))
-            }
-            LaunchError::Guest(g) => CtError::Failed(format!(
-                "VM {name:?} did not start: {g} (see {})",
-                run.join(VMM_LOG).display()
-            )),
-            other => CtError::Failed(format!("VM {name:?} did not start: {other}")),
-        })
     }
 
     async fn ask(
