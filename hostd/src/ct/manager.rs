@@ -72,6 +72,7 @@ fn cg_err(e: CgroupError) -> CtError {
 impl Manager {
     pub fn new(state: &Path, exe: PathBuf) -> Manager {
         let paths = Paths::new(state);
+        sweep_deleted(&paths);
         let records = store::load_all(&paths);
         let templates = Templates::new(paths.templates());
         let ports = PortReleaser::new(&paths.run);
@@ -690,11 +691,20 @@ impl Manager {
         }
         self.teardown(name).await;
         let dir = self.paths.ct_dir(name);
-        // Rename first: a half-deleted container is never loaded as a container again.
-        let doomed = self.paths.containers().join(format!(".{name}.deleting"));
+        // Rename first: a half-deleted container is never loaded as a container again (the
+        // store skips dot names). The name is this deletion's own, so the same name may be
+        // created and deleted again while this one is still being removed.
+        static DELETIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = DELETIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let doomed = self
+            .paths
+            .containers()
+            .join(format!(".{name}.deleting.{}.{n}", std::process::id()));
         std::fs::rename(&dir, &doomed).map_err(|e| CtError::io(dir.display(), e))?;
         self.records.remove(name);
-        std::fs::remove_dir_all(&doomed).map_err(|e| CtError::io(doomed.display(), e))?;
+        // The container is gone now; removing its files is the disk's time (several ms of
+        // ext4 metadata work for the overlay's dirs), not the caller's, and not the runtime's.
+        remove_in_background(doomed);
         tracing::info!(ct = name, "container deleted");
         Ok(())
     }
@@ -842,6 +852,40 @@ impl Manager {
             .filter(|n| matches!(self.live(n), Live::Running(_) | Live::Paused(_)))
             .count();
         (self.records.len(), running, self.templates.list().len())
+    }
+}
+
+/// Removes a directory hostd no longer uses, in a blocking task when there is a runtime (the
+/// caller does not wait for it); what a crash leaves behind, `sweep_deleted` removes at the
+/// next start.
+fn remove_in_background(dir: PathBuf) {
+    let remove = move || {
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted container's files");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(remove)),
+        Err(_) => remove(),
+    }
+}
+
+/// Removes what deletions interrupted by a crash left under STATE/containers (`.NAME.deleting…`).
+fn sweep_deleted(paths: &Paths) {
+    for e in std::fs::read_dir(paths.containers())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let is_deleting = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n.contains(".deleting"));
+        if is_deleting {
+            remove_in_background(e.path());
+        }
     }
 }
 

@@ -35,13 +35,15 @@ pub fn save(paths: &Paths, r: &Record) -> std::io::Result<()> {
 }
 
 /// Every record under STATE/containers; unreadable ones are logged and skipped (one damaged
-/// file must not hide the other containers).
+/// file must not hide the other containers). Dot names are not containers (a container being
+/// deleted is renamed to one first).
 pub fn load_all(paths: &Paths) -> BTreeMap<String, Record> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(paths.containers())
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
     {
         let path = e.path().join("spec.json");
         match std::fs::read_to_string(&path)
