@@ -235,7 +235,10 @@ fn limits() {
         ..Resources::default()
     };
     let e = g.apply(&bad).unwrap_err();
-    assert!(e.to_string().contains("cpu_weight 0 is out of range"), "{e}");
+    assert!(
+        e.to_string().contains("cpu_weight 0 is out of range"),
+        "{e}"
+    );
     g.remove().unwrap();
 }
 
