@@ -70,7 +70,6 @@ class NestedVm(ApplianceTestCase):
         try:
             self = cls("run")  # the helpers are instance methods; any instance will do
             cls.kit = self.mount_guest_kit()
-            cls.vm_api = "vm.create" in self.call("system.listMethods")
         except BaseException:
             # unittest does not run tearDownClass when setUpClass fails: stop QEMU here.
             cls.tearDownClass()
@@ -113,12 +112,6 @@ class NestedVm(ApplianceTestCase):
                 raise
             self.restart_appliance(during, e)
             return fn()
-
-    def need_vm_api(self):
-        if not self.vm_api:
-            reason = "apid has no vm.create yet (the VMM has not landed)"
-            print(f"\nskipping: {reason}")
-            self.skipTest(reason)
 
     # --- what the appliance gives the VMM: checked now, VMM or not -------------------------
 
@@ -280,7 +273,6 @@ class NestedVm(ApplianceTestCase):
         return lines, took
 
     def test_3_nested_guest_boots_with_disk_and_network(self):
-        self.need_vm_api()
 
         def boot():
             self.setup_vm()
@@ -295,7 +287,6 @@ class NestedVm(ApplianceTestCase):
         self.assertIn("cairn-guest: ping ok", text)
 
     def test_4_ten_boots_in_a_row_without_nolapic(self):
-        self.need_vm_api()
         self.assertNotIn("nolapic", CMDLINE)
         self.setup_vm()
         times, failures = [], []
@@ -323,7 +314,6 @@ class NestedVm(ApplianceTestCase):
     def test_5_smp_guest_with_its_vcpus_in_a_cpu_limited_cgroup(self):
         """Two vCPUs (the MP table's second CPU brought up by Linux through the in-kernel
         LAPIC) and the containers' CPU limit on the VMM's cgroup (cgroup v2 in the appliance)."""
-        self.need_vm_api()
 
         def run():
             self.setup_vm()

@@ -7,22 +7,19 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// The one pin of the appliance kernel. To move it: `apt-get update`, then
-/// `apt-cache policy linux-image-amd64` shows the current metapackage version, and
-/// `apt-cache depends linux-image-amd64` the `linux-image-<abi>-amd64` package it pulls in.
-pub const KERNEL_PACKAGE: &str = "linux-image-6.1.0-56-amd64";
-pub const KERNEL_VERSION: &str = "6.1.192-2";
-
-/// Debian's kernel cannot be fetched: the pin is gone from the mirror or apt is missing. A
-/// distinct error so `main` can exit with the "skipped" status the CI treats as environmental.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct KernelUnavailable(pub String);
+/// The one pin of the appliance kernel: bookworm's point-release kernel from the main archive
+/// (`apt-cache madison linux-image-amd64`, the `debian bookworm/main` line). The security archive
+/// carries newer builds but drops each superseded one within days — a pin there (6.1.192-2)
+/// broke the guest kit when its linux-kbuild went away — while a point release stays on the
+/// mirror until the next one. To move it: `apt-get update`, then `apt-cache show
+/// linux-image-amd64=<version>` names the `linux-image-<abi>-amd64` package it pulls in.
+pub const KERNEL_PACKAGE: &str = "linux-image-6.1.0-50-amd64";
+pub const KERNEL_VERSION: &str = "6.1.176-1";
 
 /// An unpacked kernel package.
 #[derive(Debug, Clone)]
 pub struct Kernel {
-    /// `uname -r` of the kernel, e.g. "6.1.0-56-amd64" (the directory under lib/modules).
+    /// `uname -r` of the kernel, e.g. "6.1.0-50-amd64" (the directory under lib/modules).
     pub release: String,
     pub vmlinuz: PathBuf,
     /// `<root>/lib/modules/<release>`.
@@ -174,23 +171,21 @@ fn download(cache: &Path, package: &str) -> Result<PathBuf> {
     let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            return Err(KernelUnavailable(format!(
+            bail!(
                 "cannot run apt-get ({e}): {package}={KERNEL_VERSION} \
                  comes from Debian's apt mirror"
-            ))
-            .into());
+            );
         }
     };
     if !out.status.success() {
-        return Err(KernelUnavailable(format!(
+        bail!(
             "apt-get download {package}={KERNEL_VERSION} failed:\n{}\n\
              The pin (KERNEL_PACKAGE/KERNEL_VERSION in image/src/kernel.rs) is not on the mirror. \
              What apt offers now:\n{}\nRun `apt-get update` if the lists are stale, otherwise \
-             move the pin to what linux-image-amd64 points to.",
+             move the pin (see its comment).",
             String::from_utf8_lossy(&out.stderr).trim(),
             apt_offers()
-        ))
-        .into());
+        );
     }
     find_deb(cache, &want_prefix)?.with_context(|| {
         format!(

@@ -16,11 +16,6 @@ pub const READY_LINE: &str = "cairn: api ready";
 pub const GUEST_API_PORT: u16 = 8443;
 const QEMU: &str = "qemu-system-x86_64";
 
-/// QEMU is not installed: the appliance cannot be booted here (CI counts this as skipped).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct QemuUnavailable(pub String);
-
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub dir: PathBuf,
@@ -135,10 +130,7 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(QemuUnavailable(format!(
-                "{QEMU} is not installed (package qemu-system-x86; run ci/deps)"
-            ))
-            .into());
+            bail!("{QEMU} is not installed (package qemu-system-x86; run ci/deps)");
         }
         Err(e) => return Err(e).context("starting QEMU"),
     };
