@@ -253,6 +253,9 @@ pub trait Network1 {
     fn list_networks(&self) -> Result<String, CairnError>;
     /// JSON `model::net::NetworkInfo` of one network.
     fn network_info(&self, name: &str) -> Result<String, CairnError>;
+    /// JSON `model::net::NetworkSpec` of one network as netd records it: no kernel readback,
+    /// so it costs the same with 2 ports or 2 000 (hostd checks each guest's create with it).
+    fn network_spec(&self, name: &str) -> Result<String, CairnError>;
     /// Attaches a port from a JSON `model::net::PortSpec`; returns a JSON `model::net::PortInfo`.
     fn attach_port(&self, spec_json: &str) -> Result<String, CairnError>;
     fn detach_port(&self, port: &str) -> Result<(), CairnError>;

@@ -117,6 +117,14 @@ impl Network1 {
         to_json(&self.nets.lock().await.network_info(name).await?)
     }
 
+    async fn network_spec(&self, name: &str) -> Result<String, CairnError> {
+        let nets = self.nets.lock().await;
+        let net = nets
+            .network(name)
+            .ok_or_else(|| CairnError::NotFound(format!("network {name} does not exist")))?;
+        to_json(&net.spec)
+    }
+
     async fn attach_port(
         &self,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,

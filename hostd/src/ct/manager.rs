@@ -12,7 +12,7 @@ use model::ct::{
     ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo, is_ct_name,
 };
 use model::dbus::Network1Proxy;
-use model::net::{NetworkInfo, PortKind, PortSpec};
+use model::net::{NetworkSpec, PortKind, PortSpec};
 use model::rules;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -318,7 +318,7 @@ impl Manager {
 
     /// The spec's addresses on network `net`: inside its subnet, and held by nobody else (the
     /// host, another container) — as host.toml checks them.
-    fn check_addresses(&self, spec: &ContainerSpec, net: &NetworkInfo) -> CtResult<()> {
+    fn check_addresses(&self, spec: &ContainerSpec, net: &NetworkSpec) -> CtResult<()> {
         let subnet = net.subnet.as_deref().and_then(|s| parse_cidr(s).ok());
         let mut outside = Vec::new();
         for (i, a) in spec.addresses.iter().enumerate() {
@@ -332,7 +332,7 @@ impl Manager {
                 ));
             }
             let same = |other: &str| parse_cidr(other).is_ok_and(|o| o.addr == cidr.addr);
-            let holder = if net.addresses.iter().any(|h| same(h)) {
+            let holder = if net.address.iter().any(|h| same(h)) {
                 Some(format!("the host (network {:?} address)", net.name))
             } else {
                 self.records
@@ -358,7 +358,9 @@ impl Manager {
         }
     }
 
-    async fn check_network(&self, net: &str) -> CtResult<NetworkInfo> {
+    /// The network as netd records it (not read back from the kernel: that grows with its
+    /// ports, and create would pay for every container already on it).
+    async fn check_network(&self, net: &str) -> CtResult<NetworkSpec> {
         let Some(bus) = &self.bus else {
             return Err(CtError::Failed(format!(
                 "network {net:?}: hostd has no bus connection to ask netd"
@@ -367,7 +369,7 @@ impl Manager {
         let proxy = Network1Proxy::new(bus)
             .await
             .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
-        match proxy.network_info(net).await {
+        match proxy.network_spec(net).await {
             Ok(json) => serde_json::from_str(&json)
                 .map_err(|e| CtError::Failed(format!("network {net:?}: netd's answer: {e}"))),
             Err(model::dbus::CairnError::NotFound(m)) => Err(CtError::NotFound(format!(

@@ -270,7 +270,7 @@ impl VmManager {
                 .await
                 .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
             for (i, n) in spec.nics.iter().enumerate() {
-                match proxy.network_info(&n.network).await {
+                match proxy.network_spec(&n.network).await {
                     Ok(_) => {}
                     Err(model::dbus::CairnError::NotFound(_)) => problems.push(format!(
                         "nics[{i}].network {:?}: no such network",
