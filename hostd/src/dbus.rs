@@ -8,25 +8,12 @@ use std::sync::Arc;
 use model::dbus::{CairnError, StatusTuple, container_path};
 use tokio::sync::Mutex;
 
-use crate::ct::error::CtError;
 use crate::ct::manager::{self, Manager};
 use crate::vm::manager::VmManager;
 
 pub struct Host1 {
     pub manager: Arc<Mutex<Manager>>,
     pub vms: Arc<Mutex<VmManager>>,
-}
-
-impl From<CtError> for CairnError {
-    fn from(e: CtError) -> Self {
-        match e {
-            CtError::InvalidArgs(m) => CairnError::InvalidArgs(m),
-            CtError::NotFound(m) => CairnError::NotFound(m),
-            CtError::Conflict(m) => CairnError::Conflict(m),
-            CtError::Failed(m) => CairnError::Failed(m),
-            CtError::TooLarge(m) => CairnError::TooLarge(m),
-        }
-    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, CairnError> {

@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 use vmm::launcher::parent::{self, LaunchError, Spawned};
 use vmm::launcher::start_time;
 
-use crate::ct::error::{CtError, CtResult};
+use crate::error::{HostError, HostResult};
 
 /// A guest being started: its monitor runs and its first process exists (in its cgroup and
 /// namespaces) and waits for [`Starting::release`]. Between the two a kind does what needs the
@@ -36,7 +36,7 @@ impl Starting {
         launch: PathBuf,
         log: PathBuf,
         timeout: Duration,
-    ) -> CtResult<Starting> {
+    ) -> HostResult<Starting> {
         let log2 = log.clone();
         let started = tokio::task::spawn_blocking(move || {
             let mut spawned = parent::spawn(&exe, mode, &launch, &log2, timeout)?;
@@ -52,12 +52,12 @@ impl Starting {
                 log,
             }),
             Ok(Err(e)) => Err(start_failed(&what, &log, e)),
-            Err(e) => Err(CtError::Failed(format!("{what}: start task: {e}"))),
+            Err(e) => Err(HostError::Failed(format!("{what}: start task: {e}"))),
         }
     }
 
     /// Lets the guest go and waits until it runs (its monitor has recorded it).
-    pub async fn release(self) -> CtResult<()> {
+    pub async fn release(self) -> HostResult<()> {
         let Starting {
             mut spawned,
             what,
@@ -72,20 +72,20 @@ impl Starting {
         match released {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(start_failed(&what, &log, e)),
-            Err(e) => Err(CtError::Failed(format!("{what}: start task: {e}"))),
+            Err(e) => Err(HostError::Failed(format!("{what}: start task: {e}"))),
         }
     }
 }
 
 /// A failed start in hostd's words: the guest's own input is invalid arguments, the rest a
 /// failure that points at the monitor's log.
-fn start_failed(what: &str, log: &Path, e: LaunchError) -> CtError {
+fn start_failed(what: &str, log: &Path, e: LaunchError) -> HostError {
     match e {
-        _ if e.is_invalid() => CtError::InvalidArgs(format!("{what}: {e}")),
+        _ if e.is_invalid() => HostError::InvalidArgs(format!("{what}: {e}")),
         LaunchError::Guest(g) => {
-            CtError::Failed(format!("{what} did not start: {g} (see {})", log.display()))
+            HostError::Failed(format!("{what} did not start: {g} (see {})", log.display()))
         }
-        other => CtError::Failed(format!("{what} did not start: {other}")),
+        other => HostError::Failed(format!("{what} did not start: {other}")),
     }
 }
 

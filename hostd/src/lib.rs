@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod ct;
 pub mod dbus;
+pub mod error;
 pub mod guest;
 pub mod netd;
 pub mod reconcile;

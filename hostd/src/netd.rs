@@ -1,27 +1,55 @@
-//! hostd as netd's client: attaching and detaching the ports of containers (veth) and VMs
-//! (tap), with netd's errors mapped to the request's error kinds.
+//! hostd as netd's client: the networks guests join, and the ports of containers (veth) and
+//! VMs (tap). netd's verdicts come back as [`HostError::Netd`], their kind kept.
 
 use model::dbus::{CairnError, Network1Proxy};
-use model::net::{PortInfo, PortSpec};
+use model::net::{NetworkSpec, PortInfo, PortSpec};
 
-use crate::ct::error::{CtError, CtResult};
+use crate::error::{HostError, HostResult};
+
+async fn proxy(bus: Option<&zbus::Connection>) -> HostResult<Network1Proxy<'_>> {
+    let Some(bus) = bus else {
+        return Err(HostError::Failed("no bus connection to netd".into()));
+    };
+    Network1Proxy::new(bus)
+        .await
+        .map_err(|e| HostError::Failed(format!("netd: {e}")))
+}
+
+/// The network `name` as netd records it: not read back from the kernel, which grows with the
+/// network's ports, so a guest's create costs the same on a busy network.
+pub async fn network_spec(bus: Option<&zbus::Connection>, name: &str) -> HostResult<NetworkSpec> {
+    let json = proxy(bus)
+        .await?
+        .network_spec(name)
+        .await
+        .map_err(HostError::netd(format_args!("network {name:?}")))?;
+    serde_json::from_str(&json)
+        .map_err(|e| HostError::Failed(format!("network {name:?}: netd's answer: {e}")))
+}
+
+/// Whether `e` is netd saying that what hostd named does not exist.
+pub fn is_not_found(e: &HostError) -> bool {
+    matches!(
+        e,
+        HostError::Netd {
+            source: CairnError::NotFound(_),
+            ..
+        }
+    )
+}
 
 /// Attaches a port; netd's refusals keep their kind (invalid, not found, conflict).
-pub async fn attach_port(bus: Option<&zbus::Connection>, spec: &PortSpec) -> CtResult<PortInfo> {
-    let Some(bus) = bus else {
-        return Err(CtError::Failed("no bus connection to netd".into()));
-    };
-    let json = serde_json::to_string(spec).map_err(|e| CtError::Failed(e.to_string()))?;
-    let proxy = Network1Proxy::new(bus)
+pub async fn attach_port(bus: Option<&zbus::Connection>, spec: &PortSpec) -> HostResult<PortInfo> {
+    let json = serde_json::to_string(spec).map_err(|e| HostError::Failed(e.to_string()))?;
+    let info = proxy(bus)
+        .await?
+        .attach_port(&json)
         .await
-        .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
-    let info = proxy.attach_port(&json).await.map_err(|e| match e {
-        CairnError::InvalidArgs(m) => CtError::InvalidArgs(format!("network port: {m}")),
-        CairnError::NotFound(m) => CtError::NotFound(format!("network port: {m}")),
-        CairnError::Conflict(m) => CtError::Conflict(format!("network port: {m}")),
-        other => CtError::Failed(format!("network port on {:?}: {other}", spec.network)),
-    })?;
-    serde_json::from_str(&info).map_err(|e| CtError::Failed(format!("netd's PortInfo: {e}")))
+        .map_err(HostError::netd(format_args!(
+            "network port on {:?}",
+            spec.network
+        )))?;
+    serde_json::from_str(&info).map_err(|e| HostError::Failed(format!("netd's PortInfo: {e}")))
 }
 
 /// Detaches a port; one already gone is fine, any other failure is logged for `owner`.
@@ -32,20 +60,9 @@ pub async fn detach_port(bus: Option<&zbus::Connection>, owner: &str, port: &str
 }
 
 /// Detaches a port; one already gone is fine.
-pub async fn try_detach_port(bus: Option<&zbus::Connection>, port: &str) -> Result<(), CairnError> {
-    let Some(bus) = bus else {
-        return Err(CairnError::Failed("no bus connection to netd".into()));
-    };
-    let result = async {
-        Network1Proxy::new(bus)
-            .await
-            .map_err(CairnError::from)?
-            .detach_port(port)
-            .await
-    }
-    .await;
-    match result {
+pub async fn try_detach_port(bus: Option<&zbus::Connection>, port: &str) -> HostResult<()> {
+    match proxy(bus).await?.detach_port(port).await {
         Ok(()) | Err(CairnError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(HostError::netd(format_args!("detaching port {port}"))(e)),
     }
 }

@@ -9,8 +9,8 @@ use model::config::{Container, HostConfig, Template};
 use model::ct::{ContainerSpec, Resources};
 use tokio::sync::Mutex;
 
-use crate::ct::error::CtError;
 use crate::ct::manager::Manager;
+use crate::error::HostError;
 
 /// Applies `config`: templates first (containers need them), then containers. Created
 /// containers get their D-Bus object on `server`.
@@ -43,26 +43,26 @@ pub async fn apply(
     }
 }
 
-async fn template(manager: &Arc<Mutex<Manager>>, t: &Template) -> Result<(), CtError> {
+async fn template(manager: &Arc<Mutex<Manager>>, t: &Template) -> Result<(), HostError> {
     let templates = manager.lock().await.templates_handle();
     if templates.get(&t.name).is_ok() {
         return Ok(());
     }
     let Some(source) = &t.source else {
-        return Err(CtError::InvalidArgs(format!(
+        return Err(HostError::InvalidArgs(format!(
             "template {:?} is not imported and has no source to import it from",
             t.name
         )));
     };
     if !source.starts_with('/') {
-        return Err(CtError::Failed(format!(
+        return Err(HostError::Failed(format!(
             "template {:?}: source {source:?}: downloading templates from URLs is not supported \
              yet; download the tarball and give its absolute path",
             t.name
         )));
     }
     let Some(digest) = t.sha256 else {
-        return Err(CtError::InvalidArgs(format!(
+        return Err(HostError::InvalidArgs(format!(
             "template {:?}: sha256 is required to import {source:?}",
             t.name
         )));
@@ -77,7 +77,7 @@ async fn template(manager: &Arc<Mutex<Manager>>, t: &Template) -> Result<(), CtE
     let (name, tarball) = (t.name.clone(), std::path::PathBuf::from(source));
     let info = tokio::task::spawn_blocking(move || templates.import(&name, &tarball, &sha256))
         .await
-        .map_err(|e| CtError::Failed(format!("template import task: {e}")))??;
+        .map_err(|e| HostError::Failed(format!("template import task: {e}")))??;
     tracing::info!(template = %info.name, "imported host.toml's template");
     Ok(())
 }
@@ -106,10 +106,10 @@ async fn container(
     manager: &Arc<Mutex<Manager>>,
     server: &zbus::ObjectServer,
     c: &Container,
-) -> Result<(), CtError> {
+) -> Result<(), HostError> {
     let mut m = manager.lock().await;
     if !m.exists(&c.name) {
-        let json = serde_json::to_string(&spec(c)).map_err(|e| CtError::Failed(e.to_string()))?;
+        let json = serde_json::to_string(&spec(c)).map_err(|e| HostError::Failed(e.to_string()))?;
         m.create(&json).await?;
         crate::dbus::export_container(server, manager, &c.name).await;
     }
@@ -141,7 +141,7 @@ pub async fn apply_vms(
             let mut m = vms.lock().await;
             if m.info(&spec.name).is_err() {
                 let json =
-                    serde_json::to_string(&spec).map_err(|e| CtError::Failed(e.to_string()))?;
+                    serde_json::to_string(&spec).map_err(|e| HostError::Failed(e.to_string()))?;
                 m.create(&json).await?;
             }
             let info = m.info(&spec.name)?;
@@ -153,7 +153,7 @@ pub async fn apply_vms(
             {
                 m.start(&spec.name).await?;
             }
-            Ok::<(), CtError>(())
+            Ok::<(), HostError>(())
         }
         .await;
         if let Err(e) = &result {

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{TempDir, busybox_tarball, containers_possible};
-use hostd::ct::error::CtError;
 use hostd::ct::manager::{self, Manager};
+use hostd::error::HostError;
 use model::ct::ContainerState;
 
 static RUN_DIR: std::sync::Once = std::sync::Once::new();
@@ -54,7 +54,7 @@ async fn one_container_lifecycle_and_bad_input() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, CtError::NotFound(ref s) if s.contains("template")),
+        matches!(e, HostError::NotFound(ref s) if s.contains("template")),
         "{e}"
     );
     let e = m
@@ -62,7 +62,7 @@ async fn one_container_lifecycle_and_bad_input() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, CtError::InvalidArgs(ref s) if s.contains("resources.cpu_weight")),
+        matches!(e, HostError::InvalidArgs(ref s) if s.contains("resources.cpu_weight")),
         "{e}"
     );
     assert!(!dir.0.join("state/containers/x1").exists());
@@ -76,11 +76,11 @@ async fn one_container_lifecycle_and_bad_input() {
         .create(r#"{"name":"c1","template":"busybox"}"#)
         .await
         .unwrap_err();
-    assert!(matches!(e, CtError::Conflict(_)), "{e}");
+    assert!(matches!(e, HostError::Conflict(_)), "{e}");
 
     let e = m.exec_target("c1").await.unwrap_err();
     assert!(
-        matches!(e, CtError::Conflict(_)),
+        matches!(e, HostError::Conflict(_)),
         "exec in a created container: {e}"
     );
 
@@ -158,7 +158,7 @@ async fn one_container_lifecycle_and_bad_input() {
         m.console_log("c1", 4096).unwrap()
     );
     let e = m.exec_target("c1").await.unwrap_err();
-    assert!(matches!(e, CtError::Conflict(_)), "{e}");
+    assert!(matches!(e, HostError::Conflict(_)), "{e}");
     assert!(!dir.0.join("run/ct/c1").exists());
 
     m.start("c1").await.expect("second start");
@@ -187,7 +187,7 @@ async fn one_container_lifecycle_and_bad_input() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let e = m.delete("c1").await.unwrap_err();
-    assert!(matches!(e, CtError::Conflict(_)), "{e}");
+    assert!(matches!(e, HostError::Conflict(_)), "{e}");
     m.stop("c1", 0).await.expect("kill");
     m.delete("c1").await.expect("delete");
     assert!(!dir.0.join("state/containers/c1").exists());
@@ -206,7 +206,7 @@ async fn one_container_lifecycle_and_bad_input() {
     let containers = dir.0.join("state/containers");
     std::fs::rename(containers.join("c2"), containers.join(".c2.deleting.1.0")).unwrap();
     let mut m = manager(&dir);
-    assert!(matches!(m.info("c2").await, Err(CtError::NotFound(_))));
+    assert!(matches!(m.info("c2").await, Err(HostError::NotFound(_))));
     let t = std::time::Instant::now();
     while std::fs::read_dir(&containers).unwrap().next().is_some() {
         assert!(
@@ -236,7 +236,7 @@ async fn privileged_failed_start_rollback_and_live_limits() {
         .expect("create");
     let e = m.start("d-bad").await.unwrap_err();
     assert!(
-        matches!(e, CtError::Failed(ref s) if s.contains("/nope")),
+        matches!(e, HostError::Failed(ref s) if s.contains("/nope")),
         "{e}"
     );
     assert!(!m.paths().run_dir("d-bad").exists());
@@ -289,12 +289,12 @@ async fn privileged_failed_start_rollback_and_live_limits() {
     // Limits: validated, and where the v2 hierarchy lacks the controller a clear error.
     let e = m.set("d-priv", r#"{"cpu_weight":0}"#).await.unwrap_err();
     assert!(
-        matches!(e, CtError::InvalidArgs(ref s) if s.contains("resources.cpu_weight")),
+        matches!(e, HostError::InvalidArgs(ref s) if s.contains("resources.cpu_weight")),
         "{e}"
     );
     let e = m.set("d-priv", r#"{"cpu_wieght":5}"#).await.unwrap_err();
     assert!(
-        matches!(e, CtError::InvalidArgs(ref s) if s.contains("cpu_wieght")),
+        matches!(e, HostError::InvalidArgs(ref s) if s.contains("cpu_wieght")),
         "{e}"
     );
     match m.set("d-priv", r#"{"cpu_limit":50}"#).await {
@@ -302,7 +302,7 @@ async fn privileged_failed_start_rollback_and_live_limits() {
             m.info("d-priv").await.unwrap().resources.cpu_limit,
             Some(50)
         ),
-        Err(CtError::InvalidArgs(s)) => assert!(s.contains("cpu"), "{s}"),
+        Err(HostError::InvalidArgs(s)) => assert!(s.contains("cpu"), "{s}"),
         Err(e) => panic!("set cpu_limit: {e}"),
     }
     let info = m.info("d-priv").await.unwrap();

@@ -5,7 +5,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::error::{CtError, CtResult};
+use crate::error::{HostError, HostResult};
 
 /// The most a console read answers: `vm.console`'s upper bound in the API. As text, invalid
 /// UTF-8 replaced by U+FFFD, that is at most 3 MiB, far below D-Bus's 32 MiB message limit.
@@ -13,29 +13,29 @@ pub const MAX_CONSOLE_BYTES: u32 = 1 << 20;
 
 /// The newest `max_bytes` (1 to `MAX_CONSOLE_BYTES`) of the log at `path`, as text; empty when
 /// there is no log yet.
-pub fn tail(path: &Path, max_bytes: u32) -> CtResult<String> {
+pub fn tail(path: &Path, max_bytes: u32) -> HostResult<String> {
     if max_bytes == 0 || max_bytes > MAX_CONSOLE_BYTES {
-        return Err(CtError::InvalidArgs(format!(
+        return Err(HostError::InvalidArgs(format!(
             "max_bytes = {max_bytes} is out of range 1..={MAX_CONSOLE_BYTES}"
         )));
     }
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(CtError::io(path.display(), e)),
+        Err(e) => return Err(HostError::io(path.display(), e)),
     };
     let len = file
         .metadata()
-        .map_err(|e| CtError::io(path.display(), e))?
+        .map_err(|e| HostError::io(path.display(), e))?
         .len();
     let from = len.saturating_sub(u64::from(max_bytes));
     file.seek(SeekFrom::Start(from))
-        .map_err(|e| CtError::io(path.display(), e))?;
+        .map_err(|e| HostError::io(path.display(), e))?;
     let mut data = Vec::new();
     // The log may grow while it is read: never more than asked for.
     file.take(u64::from(max_bytes))
         .read_to_end(&mut data)
-        .map_err(|e| CtError::io(path.display(), e))?;
+        .map_err(|e| HostError::io(path.display(), e))?;
     Ok(bus_text(&data))
 }
 
@@ -66,10 +66,10 @@ mod tests {
         assert_eq!(tail(&log, 100).unwrap(), "0123456789abcdef");
         std::fs::write(&log, b"a\0b\xffc").unwrap();
         assert_eq!(tail(&log, 100).unwrap(), "a\u{FFFD}b\u{FFFD}c");
-        assert!(matches!(tail(&log, 0), Err(CtError::InvalidArgs(_))));
+        assert!(matches!(tail(&log, 0), Err(HostError::InvalidArgs(_))));
         assert!(matches!(
             tail(&log, MAX_CONSOLE_BYTES + 1),
-            Err(CtError::InvalidArgs(_))
+            Err(HostError::InvalidArgs(_))
         ));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -11,20 +11,19 @@ use model::config::parse_cidr;
 use model::ct::{
     ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo, is_ct_name,
 };
-use model::dbus::Network1Proxy;
 use model::net::{NetworkSpec, PortKind, PortSpec};
 use model::rules;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use vmm::launcher::{self, LAUNCH_FILE, LaunchRecord, MonitorState};
 
-use super::error::{CtError, CtResult};
 use super::paths::Paths;
 use super::ports::PortReleaser;
 use super::runtime::{Launch, idmap};
 use super::store::{self, Record};
 use super::template::Templates;
 use crate::cgroup::{Cgroup, CgroupError, Kind};
+use crate::error::{HostError, HostResult};
 
 /// How long the monitor may take to report the init's pid, and then its exec.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -58,15 +57,6 @@ pub struct Manager {
     exe: PathBuf,
     /// Stopped containers' ports, detached without the stop waiting for netd.
     ports: PortReleaser,
-}
-
-fn cg_err(e: CgroupError) -> CtError {
-    match e {
-        CgroupError::NoController { .. } | CgroupError::Invalid(_) | CgroupError::BadName(_) => {
-            CtError::InvalidArgs(format!("resources: {e}"))
-        }
-        other => CtError::Failed(other.to_string()),
-    }
 }
 
 impl Manager {
@@ -112,16 +102,16 @@ impl Manager {
 
     /// The record of container `name`. A malformed name cannot name anything: it is refused as
     /// invalid rather than reported as not found.
-    fn record(&self, name: &str) -> CtResult<&Record> {
+    fn record(&self, name: &str) -> HostResult<&Record> {
         if !is_ct_name(name) {
-            return Err(CtError::InvalidArgs(format!(
+            return Err(HostError::InvalidArgs(format!(
                 "container {name:?} is not a valid name; expected lowercase letters, digits and \
                  hyphens, starting with a letter or digit"
             )));
         }
         self.records
             .get(name)
-            .ok_or_else(|| CtError::NotFound(format!("container {name:?} does not exist")))
+            .ok_or_else(|| HostError::NotFound(format!("container {name:?} does not exist")))
     }
 
     pub fn live(&self, name: &str) -> Live {
@@ -204,7 +194,7 @@ impl Manager {
         self.templates.list()
     }
 
-    pub fn delete_template(&self, name: &str) -> CtResult<()> {
+    pub fn delete_template(&self, name: &str) -> HostResult<()> {
         let users: Vec<&str> = self
             .records
             .values()
@@ -212,7 +202,7 @@ impl Manager {
             .map(|r| r.spec.name.as_str())
             .collect();
         if !users.is_empty() {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "template {name:?} is used by containers {users:?}; delete them first"
             )));
         }
@@ -221,7 +211,7 @@ impl Manager {
 
     // ---- containers ---------------------------------------------------------------------
 
-    pub async fn create(&mut self, spec_json: &str) -> CtResult<ContainerInfo> {
+    pub async fn create(&mut self, spec_json: &str) -> HostResult<ContainerInfo> {
         self.create_among(spec_json, &[]).await
     }
 
@@ -231,13 +221,13 @@ impl Manager {
         &mut self,
         spec_json: &str,
         vms: &[String],
-    ) -> CtResult<ContainerInfo> {
+    ) -> HostResult<ContainerInfo> {
         let spec: ContainerSpec = serde_json::from_str(spec_json)
-            .map_err(|e| CtError::InvalidArgs(format!("container spec: {e}")))?;
+            .map_err(|e| HostError::InvalidArgs(format!("container spec: {e}")))?;
         spec.validate()
-            .map_err(|e| CtError::InvalidArgs(e.to_string()))?;
+            .map_err(|e| HostError::InvalidArgs(e.to_string()))?;
         if self.records.contains_key(&spec.name) {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "container {:?} exists already",
                 spec.name
             )));
@@ -250,12 +240,12 @@ impl Manager {
             format_args!("{:?}", spec.name),
             rules::guest_name_free(vm.as_deref()),
         ) {
-            return Err(CtError::Conflict(taken));
+            return Err(HostError::Conflict(taken));
         }
         let t0 = Instant::now();
         self.templates.get(&spec.template)?;
         if let Some(net) = &spec.network {
-            let info = self.check_network(net).await?;
+            let info = crate::netd::network_spec(self.bus.as_ref(), net).await?;
             self.check_addresses(&spec, &info)?;
         }
         let t_network = t0.elapsed();
@@ -269,7 +259,7 @@ impl Manager {
                     .map(|r| r.slot),
             )
             .ok_or_else(|| {
-                CtError::Conflict("no id-map range is left for another container".into())
+                HostError::Conflict("no id-map range is left for another container".into())
             })?
         };
         let record = Record {
@@ -301,7 +291,7 @@ impl Manager {
         })();
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&d.dir);
-            return Err(CtError::io(format!("creating {}", d.dir.display()), e));
+            return Err(HostError::io(format!("creating {}", d.dir.display()), e));
         }
         let name = record.spec.name.clone();
         tracing::info!(
@@ -318,7 +308,7 @@ impl Manager {
 
     /// The spec's addresses on network `net`: inside its subnet, and held by nobody else (the
     /// host, another container) — as host.toml checks them.
-    fn check_addresses(&self, spec: &ContainerSpec, net: &NetworkSpec) -> CtResult<()> {
+    fn check_addresses(&self, spec: &ContainerSpec, net: &NetworkSpec) -> HostResult<()> {
         let subnet = net.subnet.as_deref().and_then(|s| parse_cidr(s).ok());
         let mut outside = Vec::new();
         for (i, a) in spec.addresses.iter().enumerate() {
@@ -348,34 +338,13 @@ impl Manager {
                 format_args!("{a:?}"),
                 rules::address_free(holder.as_deref()),
             ) {
-                return Err(CtError::Conflict(taken));
+                return Err(HostError::Conflict(taken));
             }
         }
         if outside.is_empty() {
             Ok(())
         } else {
-            Err(CtError::InvalidArgs(outside.join("; ")))
-        }
-    }
-
-    /// The network as netd records it (not read back from the kernel: that grows with its
-    /// ports, and create would pay for every container already on it).
-    async fn check_network(&self, net: &str) -> CtResult<NetworkSpec> {
-        let Some(bus) = &self.bus else {
-            return Err(CtError::Failed(format!(
-                "network {net:?}: hostd has no bus connection to ask netd"
-            )));
-        };
-        let proxy = Network1Proxy::new(bus)
-            .await
-            .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
-        match proxy.network_spec(net).await {
-            Ok(json) => serde_json::from_str(&json)
-                .map_err(|e| CtError::Failed(format!("network {net:?}: netd's answer: {e}"))),
-            Err(model::dbus::CairnError::NotFound(m)) => Err(CtError::NotFound(format!(
-                "network {net:?} does not exist ({m})"
-            ))),
-            Err(e) => Err(CtError::Failed(format!("network {net:?}: netd: {e}"))),
+            Err(HostError::InvalidArgs(outside.join("; ")))
         }
     }
 
@@ -404,18 +373,18 @@ impl Manager {
         }
     }
 
-    pub async fn start(&mut self, name: &str) -> CtResult<()> {
+    pub async fn start(&mut self, name: &str) -> HostResult<()> {
         self.record(name)?;
         self.settle(name).await;
         match self.live(name) {
             Live::Down => {}
             Live::Running(_) | Live::Paused(_) => {
-                return Err(CtError::Conflict(format!(
+                return Err(HostError::Conflict(format!(
                     "container {name:?} is running already"
                 )));
             }
             Live::Ended(_) => {
-                return Err(CtError::Failed(format!(
+                return Err(HostError::Failed(format!(
                     "container {name:?}: the last run could not be cleaned up; see hostd's log"
                 )));
             }
@@ -440,27 +409,29 @@ impl Manager {
         result
     }
 
-    async fn start_inner(&mut self, name: &str) -> CtResult<()> {
+    async fn start_inner(&mut self, name: &str) -> HostResult<()> {
         let t0 = Instant::now();
         let r = self.record(name)?.clone();
         let spec = &r.spec;
         let d = store::dirs(&self.paths, name);
         let run = self.paths.run_dir(name);
         let _ = std::fs::remove_dir_all(&run);
-        std::fs::create_dir_all(&run).map_err(|e| CtError::io(run.display(), e))?;
+        std::fs::create_dir_all(&run).map_err(|e| HostError::io(run.display(), e))?;
         // The cgroup first: a limit this host cannot enforce fails the start before any
         // process exists.
         let cg = match Cgroup::create(Kind::Container, name) {
             Ok(cg) => cg,
             Err(CgroupError::Exists(_)) => {
                 // Left by a crash: nothing of ours runs (checked above), so it goes.
-                let old = Cgroup::open(Kind::Container, name).map_err(cg_err)?;
-                old.kill_all().and_then(|()| old.remove()).map_err(cg_err)?;
-                Cgroup::create(Kind::Container, name).map_err(cg_err)?
+                let old = Cgroup::open(Kind::Container, name).map_err(HostError::from)?;
+                old.kill_all()
+                    .and_then(|()| old.remove())
+                    .map_err(HostError::from)?;
+                Cgroup::create(Kind::Container, name).map_err(HostError::from)?
             }
-            Err(e) => return Err(cg_err(e)),
+            Err(e) => return Err(e.into()),
         };
-        cg.apply(&spec.resources).map_err(cg_err)?;
+        cg.apply(&spec.resources).map_err(HostError::from)?;
         if !spec.privileged {
             // Delegate the group to container root (as LXC does), so that its init may make
             // sub-groups in its cgroup namespace; limits stay in the files it cannot write.
@@ -498,7 +469,7 @@ impl Manager {
         };
         let launch_path = launch
             .write()
-            .map_err(|e| CtError::io(run.join(LAUNCH_FILE).display(), e))?;
+            .map_err(|e| HostError::io(run.join(LAUNCH_FILE).display(), e))?;
         let starting = crate::guest::Starting::spawn(
             format!("container {name:?}"),
             self.exe.clone(),
@@ -517,7 +488,8 @@ impl Manager {
             let port = self
                 .attach_port(name, network, pid, &spec.addresses)
                 .await?;
-            std::fs::write(run.join(PORT_FILE), &port).map_err(|e| CtError::io("port file", e))?;
+            std::fs::write(run.join(PORT_FILE), &port)
+                .map_err(|e| HostError::io("port file", e))?;
         }
         let t_port = t0.elapsed();
         starting.release().await?;
@@ -539,7 +511,7 @@ impl Manager {
         network: &str,
         pid: u32,
         addresses: &[String],
-    ) -> CtResult<String> {
+    ) -> HostResult<String> {
         let spec = PortSpec {
             network: network.to_string(),
             owner: format!("ct:{name}"),
@@ -577,7 +549,7 @@ impl Manager {
     /// Stop, step 1 (under the lock): thaw a paused container and send its init the stop
     /// signal. Steps 2 (`wait_stopped`, without the lock, so that other requests and other
     /// stops go on meanwhile) and 3 (`stop_finish`) follow.
-    pub async fn stop_begin(&mut self, name: &str) -> CtResult<StopPlan> {
+    pub async fn stop_begin(&mut self, name: &str) -> HostResult<StopPlan> {
         let spec = self.record(name)?.spec.clone();
         self.settle(name).await;
         let state = match self.live(name) {
@@ -588,7 +560,7 @@ impl Manager {
                 s
             }
             _ => {
-                return Err(CtError::Conflict(format!(
+                return Err(HostError::Conflict(format!(
                     "container {name:?} is not running"
                 )));
             }
@@ -606,26 +578,26 @@ impl Manager {
     }
 
     /// Stop, step 3: clean up (port, cgroup, run dir) and record the exit.
-    pub async fn stop_finish(&mut self, name: &str) -> CtResult<()> {
+    pub async fn stop_finish(&mut self, name: &str) -> HostResult<()> {
         self.settle(name).await;
         match self.live(name) {
             Live::Down => {
                 tracing::info!(ct = name, "container stopped");
                 Ok(())
             }
-            _ => Err(CtError::Failed(format!(
+            _ => Err(HostError::Failed(format!(
                 "container {name:?} did not stop: its init survived SIGKILL; see hostd's log"
             ))),
         }
     }
 
-    pub async fn stop(&mut self, name: &str, timeout_s: u32) -> CtResult<()> {
+    pub async fn stop(&mut self, name: &str, timeout_s: u32) -> HostResult<()> {
         let plan = self.stop_begin(name).await?;
         wait_stopped(&plan, timeout_s).await;
         self.stop_finish(name).await
     }
 
-    pub async fn restart(&mut self, name: &str, timeout_s: u32) -> CtResult<()> {
+    pub async fn restart(&mut self, name: &str, timeout_s: u32) -> HostResult<()> {
         self.record(name)?;
         self.settle(name).await;
         if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
@@ -634,60 +606,60 @@ impl Manager {
         self.start(name).await
     }
 
-    async fn thaw(&self, name: &str) -> CtResult<()> {
+    async fn thaw(&self, name: &str) -> HostResult<()> {
         self.freeze(name, false).await
     }
 
-    async fn freeze(&self, name: &str, frozen: bool) -> CtResult<()> {
+    async fn freeze(&self, name: &str, frozen: bool) -> HostResult<()> {
         let owned = name.to_string();
         tokio::task::spawn_blocking(move || {
             Cgroup::open(Kind::Container, &owned).and_then(|cg| cg.freeze(frozen))
         })
         .await
-        .map_err(|e| CtError::Failed(e.to_string()))?
-        .map_err(cg_err)?;
+        .map_err(|e| HostError::Failed(e.to_string()))?
+        .map_err(HostError::from)?;
         let flag = self.paths.run_dir(name).join(PAUSED_FILE);
         if frozen {
-            std::fs::write(&flag, b"").map_err(|e| CtError::io(flag.display(), e))
+            std::fs::write(&flag, b"").map_err(|e| HostError::io(flag.display(), e))
         } else {
             match std::fs::remove_file(&flag) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(CtError::io(flag.display(), e))
+                    Err(HostError::io(flag.display(), e))
                 }
                 _ => Ok(()),
             }
         }
     }
 
-    pub async fn pause(&mut self, name: &str) -> CtResult<()> {
+    pub async fn pause(&mut self, name: &str) -> HostResult<()> {
         self.record(name)?;
         self.settle(name).await;
         match self.live(name) {
             Live::Running(_) => self.freeze(name, true).await,
-            Live::Paused(_) => Err(CtError::Conflict(format!(
+            Live::Paused(_) => Err(HostError::Conflict(format!(
                 "container {name:?} is paused already"
             ))),
-            _ => Err(CtError::Conflict(format!(
+            _ => Err(HostError::Conflict(format!(
                 "container {name:?} is not running"
             ))),
         }
     }
 
-    pub async fn resume(&mut self, name: &str) -> CtResult<()> {
+    pub async fn resume(&mut self, name: &str) -> HostResult<()> {
         self.record(name)?;
         match self.live(name) {
             Live::Paused(_) => self.freeze(name, false).await,
-            _ => Err(CtError::Conflict(format!(
+            _ => Err(HostError::Conflict(format!(
                 "container {name:?} is not paused"
             ))),
         }
     }
 
-    pub async fn delete(&mut self, name: &str) -> CtResult<()> {
+    pub async fn delete(&mut self, name: &str) -> HostResult<()> {
         self.record(name)?;
         self.settle(name).await;
         if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "container {name:?} is running; stop it first"
             )));
         }
@@ -702,7 +674,7 @@ impl Manager {
             .paths
             .containers()
             .join(format!(".{name}.deleting.{}.{n}", std::process::id()));
-        std::fs::rename(&dir, &doomed).map_err(|e| CtError::io(dir.display(), e))?;
+        std::fs::rename(&dir, &doomed).map_err(|e| HostError::io(dir.display(), e))?;
         self.records.remove(name);
         // The container is gone now; removing its files is the disk's time (several ms of
         // ext4 metadata work for the overlay's dirs), not the caller's, and not the runtime's.
@@ -722,7 +694,7 @@ impl Manager {
         out
     }
 
-    pub async fn info(&mut self, name: &str) -> CtResult<ContainerInfo> {
+    pub async fn info(&mut self, name: &str) -> HostResult<ContainerInfo> {
         self.record(name)?;
         self.settle(name).await;
         let r = self.record(name)?;
@@ -763,12 +735,12 @@ impl Manager {
         })
     }
 
-    pub async fn set(&mut self, name: &str, resources_json: &str) -> CtResult<()> {
+    pub async fn set(&mut self, name: &str, resources_json: &str) -> HostResult<()> {
         self.record(name)?;
         let given: Resources = serde_json::from_str(resources_json)
-            .map_err(|e| CtError::InvalidArgs(format!("resources: {e}")))?;
+            .map_err(|e| HostError::InvalidArgs(format!("resources: {e}")))?;
         if given.is_unset() {
-            return Err(CtError::InvalidArgs(
+            return Err(HostError::InvalidArgs(
                 "resources: give at least one of cpu_limit, cpu_weight, cpuset, memory, swap, \
                  pids, io_weight"
                     .into(),
@@ -780,7 +752,7 @@ impl Manager {
         }
         take!(cpu_limit, cpu_weight, cpuset, memory, swap, pids, io_weight);
         merged.validate().map_err(|p| {
-            CtError::InvalidArgs(
+            HostError::InvalidArgs(
                 p.iter()
                     .map(|m| format!("resources.{m}"))
                     .collect::<Vec<_>>()
@@ -791,31 +763,31 @@ impl Manager {
         if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
             Cgroup::open(Kind::Container, name)
                 .and_then(|cg| cg.apply(&given))
-                .map_err(cg_err)?;
+                .map_err(HostError::from)?;
         }
         if let Some(r) = self.records.get_mut(name) {
             r.spec.resources = merged;
-            store::save(&self.paths, r).map_err(|e| CtError::io("saving the record", e))?;
+            store::save(&self.paths, r).map_err(|e| HostError::io("saving the record", e))?;
         }
         Ok(())
     }
 
     /// The init pid exec joins; Conflict unless running.
-    pub async fn exec_target(&mut self, name: &str) -> CtResult<(u32, PathBuf)> {
+    pub async fn exec_target(&mut self, name: &str) -> HostResult<(u32, PathBuf)> {
         self.record(name)?;
         self.settle(name).await;
         match self.live(name) {
             Live::Running(s) => Ok((s.guest_pid, self.exe.clone())),
-            Live::Paused(_) => Err(CtError::Conflict(format!(
+            Live::Paused(_) => Err(HostError::Conflict(format!(
                 "container {name:?} is paused; resume it to exec"
             ))),
-            _ => Err(CtError::Conflict(format!(
+            _ => Err(HostError::Conflict(format!(
                 "container {name:?} is not running; start it to exec"
             ))),
         }
     }
 
-    pub fn console_log(&self, name: &str, max_bytes: u32) -> CtResult<String> {
+    pub fn console_log(&self, name: &str, max_bytes: u32) -> HostResult<String> {
         self.record(name)?;
         super::console::tail(&store::dirs(&self.paths, name).console(), max_bytes)
     }
@@ -926,14 +898,14 @@ pub async fn exec(
     pid: u32,
     argv: &[String],
     timeout_s: u32,
-) -> CtResult<(i32, String, String)> {
+) -> HostResult<(i32, String, String)> {
     if argv.is_empty() {
-        return Err(CtError::InvalidArgs(
+        return Err(HostError::InvalidArgs(
             "argv is empty; give the program to run".into(),
         ));
     }
     if argv.iter().any(|a| a.contains('\0')) {
-        return Err(CtError::InvalidArgs(
+        return Err(HostError::InvalidArgs(
             "argv has an argument with a NUL byte".into(),
         ));
     }
@@ -955,9 +927,9 @@ pub async fn exec(
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
-        .map_err(|e| CtError::io(format!("starting {}", exe.display()), e))?;
+        .map_err(|e| HostError::io(format!("starting {}", exe.display()), e))?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(CtError::Failed(
+        return Err(HostError::Failed(
             "exec helper: its output pipes are missing".into(),
         ));
     };
@@ -968,20 +940,20 @@ pub async fn exec(
             Ok::<_, std::io::Error>((out, child.wait().await?))
         })
         .await
-        .map_err(|_| CtError::Failed(format!("exec in {name:?}: the helper hung")))?
-        .map_err(|e| CtError::io("exec helper", e))?;
+        .map_err(|_| HostError::Failed(format!("exec in {name:?}: the helper hung")))?
+        .map_err(|e| HostError::io("exec helper", e))?;
     let code = status.code().unwrap_or(128);
     let stdout = super::console::bus_text(&out.stdout);
     let stderr = super::console::bus_text(&out.stderr);
     if code == super::exec::HELPER_FAILED && stderr.starts_with(super::exec::HELPER_PREFIX) {
-        return Err(CtError::Failed(format!(
+        return Err(HostError::Failed(format!(
             "exec in {name:?}: {}",
             stderr.trim()
         )));
     }
     let cap = super::exec::OUTPUT_CAP;
     if out.truncated() {
-        return Err(CtError::TooLarge(format!(
+        return Err(HostError::TooLarge(format!(
             "exec in {name:?}: the command wrote {} bytes of output (stdout and stderr \
              together; it exited with {code}); the cap is {cap} bytes (16 MiB): write large \
              output to a file in the container instead",
@@ -989,7 +961,7 @@ pub async fn exec(
         )));
     }
     if stdout.len() + stderr.len() > cap {
-        return Err(CtError::TooLarge(format!(
+        return Err(HostError::TooLarge(format!(
             "exec in {name:?}: the command's output is {} bytes as text (invalid UTF-8 and \
              NUL replaced by U+FFFD; it exited with {code}); the cap is {cap} bytes (16 MiB)",
             stdout.len() + stderr.len()

@@ -2,7 +2,6 @@
 //! behind org.cairn.Host1's container methods.
 
 pub mod console;
-pub mod error;
 pub mod exec;
 pub mod manager;
 pub mod monitor;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::error::{CtError, CtResult};
+use crate::error::{HostError, HostResult};
 
 /// Tries of the background task before it leaves the port to `retry`.
 const TRIES: u32 = 3;
@@ -57,7 +57,7 @@ impl PortReleaser {
     }
 
     /// Before container `name` attaches a new port: its last run's port must be gone.
-    pub async fn settle(&self, name: &str) -> CtResult<()> {
+    pub async fn settle(&self, name: &str) -> HostResult<()> {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         while self.busy(name) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -69,7 +69,7 @@ impl PortReleaser {
         crate::netd::try_detach_port(self.bus.as_ref(), port.trim())
             .await
             .map_err(|e| {
-                CtError::Failed(format!(
+                HostError::Failed(format!(
                     "the port {} of the last run cannot be detached: {e}",
                     port.trim()
                 ))

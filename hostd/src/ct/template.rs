@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use model::ct::{TemplateInfo, is_ct_name};
 use sha2::{Digest, Sha256};
 
-use super::error::{CtError, CtResult};
+use crate::error::{HostError, HostResult};
 
 const META: &str = "meta.json";
 
@@ -26,18 +26,18 @@ impl Templates {
         self.dir.join(name).join("rootfs")
     }
 
-    pub fn get(&self, name: &str) -> CtResult<TemplateInfo> {
+    pub fn get(&self, name: &str) -> HostResult<TemplateInfo> {
         // A name is a path component: never let "../x" reach the filesystem.
         if !is_ct_name(name) {
-            return Err(CtError::InvalidArgs(format!(
+            return Err(HostError::InvalidArgs(format!(
                 "template {name:?} is not a valid name; expected lowercase letters, digits and \
                  hyphens, starting with a letter or digit"
             )));
         }
         let meta = self.dir.join(name).join(META);
         let text = std::fs::read_to_string(&meta)
-            .map_err(|_| CtError::NotFound(format!("template {name:?} does not exist")))?;
-        serde_json::from_str(&text).map_err(|e| CtError::io(meta.display(), e))
+            .map_err(|_| HostError::NotFound(format!("template {name:?} does not exist")))?;
+        serde_json::from_str(&text).map_err(|e| HostError::io(meta.display(), e))
     }
 
     pub fn list(&self) -> Vec<TemplateInfo> {
@@ -55,9 +55,9 @@ impl Templates {
 
     /// Imports `tarball` (plain or gzip tar of a rootfs) as template `name`. The digest is
     /// checked first; a mismatch or a broken archive leaves nothing behind.
-    pub fn import(&self, name: &str, tarball: &Path, sha256: &str) -> CtResult<TemplateInfo> {
+    pub fn import(&self, name: &str, tarball: &Path, sha256: &str) -> HostResult<TemplateInfo> {
         if !is_ct_name(name) {
-            return Err(CtError::InvalidArgs(format!(
+            return Err(HostError::InvalidArgs(format!(
                 "name {name:?} is not a valid template name; expected lowercase letters, digits \
                  and hyphens"
             )));
@@ -67,40 +67,40 @@ impl Templates {
             .unwrap_or(sha256)
             .to_ascii_lowercase();
         if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(CtError::InvalidArgs(format!(
+            return Err(HostError::InvalidArgs(format!(
                 "sha256 {sha256:?} is not a digest; expected \"sha256:\" and 64 hex digits"
             )));
         }
         if !tarball.is_absolute() {
-            return Err(CtError::InvalidArgs(format!(
+            return Err(HostError::InvalidArgs(format!(
                 "path {:?} must be an absolute path on the host",
                 tarball.display()
             )));
         }
         if self.dir.join(name).exists() {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "template {name:?} exists already"
             )));
         }
         let mut file = File::open(tarball)
-            .map_err(|e| CtError::InvalidArgs(format!("tarball {}: {e}", tarball.display())))?;
+            .map_err(|e| HostError::InvalidArgs(format!("tarball {}: {e}", tarball.display())))?;
         let got = sha256_reader(&mut file)
-            .map_err(|e| CtError::InvalidArgs(format!("tarball {}: {e}", tarball.display())))?;
+            .map_err(|e| HostError::InvalidArgs(format!("tarball {}: {e}", tarball.display())))?;
         if got != want {
-            return Err(CtError::InvalidArgs(format!(
+            return Err(HostError::InvalidArgs(format!(
                 "sha256 of tarball {} is sha256:{got}, not the expected sha256:{want}",
                 tarball.display()
             )));
         }
         file.rewind()
-            .map_err(|e| CtError::io(tarball.display(), e))?;
-        std::fs::create_dir_all(&self.dir).map_err(|e| CtError::io(self.dir.display(), e))?;
+            .map_err(|e| HostError::io(tarball.display(), e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| HostError::io(self.dir.display(), e))?;
         // One import of a name at a time: the others are refused at once (105) instead of
         // unpacking into the same temporary directory. The lock is a flock, so a hostd that dies
         // mid-import leaves no lock behind.
         let _lock = self.lock(name)?;
         if self.dir.join(name).exists() {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "template {name:?} exists already"
             )));
         }
@@ -132,12 +132,12 @@ impl Templates {
                     e.kind(),
                     io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
                 ) {
-                    return Err(CtError::Failed(format!(
+                    return Err(HostError::Failed(format!(
                         "no space left on the state filesystem while unpacking {}: {e}",
                         tarball.display()
                     )));
                 }
-                Err(CtError::InvalidArgs(format!(
+                Err(HostError::InvalidArgs(format!(
                     "tarball {} cannot be unpacked: {e}",
                     tarball.display()
                 )))
@@ -146,32 +146,32 @@ impl Templates {
     }
 
     /// The import lock of template `name`; another holder makes it a conflict.
-    fn lock(&self, name: &str) -> CtResult<nix::fcntl::Flock<File>> {
+    fn lock(&self, name: &str) -> HostResult<nix::fcntl::Flock<File>> {
         let path = self.dir.join(format!(".{name}.lock"));
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| CtError::io(path.display(), e))?;
+            .map_err(|e| HostError::io(path.display(), e))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
             |(_, errno)| match errno {
-                nix::errno::Errno::EWOULDBLOCK => CtError::Conflict(format!(
+                nix::errno::Errno::EWOULDBLOCK => HostError::Conflict(format!(
                     "template {name:?} is being imported by another request"
                 )),
-                e => CtError::io(path.display(), io::Error::from(e)),
+                e => HostError::io(path.display(), io::Error::from(e)),
             },
         )
     }
 
     /// Deletes a template; the caller checks that no container uses it.
-    pub fn delete(&self, name: &str) -> CtResult<()> {
+    pub fn delete(&self, name: &str) -> HostResult<()> {
         self.get(name)?;
         let dir = self.dir.join(name);
         // Rename first so that a half-deleted template is never listed.
         let tmp = self.dir.join(format!(".{name}.deleting"));
-        std::fs::rename(&dir, &tmp).map_err(|e| CtError::io(dir.display(), e))?;
-        std::fs::remove_dir_all(&tmp).map_err(|e| CtError::io(tmp.display(), e))
+        std::fs::rename(&dir, &tmp).map_err(|e| HostError::io(dir.display(), e))?;
+        std::fs::remove_dir_all(&tmp).map_err(|e| HostError::io(tmp.display(), e))
     }
 }
 
@@ -316,7 +316,7 @@ mod tests {
         let zero = format!("sha256:{}", "0".repeat(64));
         let e = t.import("deb", &tarball, &zero).unwrap_err();
         assert!(
-            matches!(e, CtError::InvalidArgs(ref m) if m.contains("sha256")),
+            matches!(e, HostError::InvalidArgs(ref m) if m.contains("sha256")),
             "{e}"
         );
         assert!(t.list().is_empty());
@@ -335,12 +335,12 @@ mod tests {
         );
         assert!(matches!(
             t.import("deb", &tarball, &digest),
-            Err(CtError::Conflict(_))
+            Err(HostError::Conflict(_))
         ));
         // A name is a path component: "../x" is refused as invalid and reaches no file.
         assert!(matches!(
             t.delete("../templates/deb"),
-            Err(CtError::InvalidArgs(_))
+            Err(HostError::InvalidArgs(_))
         ));
         t.delete("deb").unwrap();
         assert!(t.list().is_empty());
@@ -380,7 +380,7 @@ mod tests {
         let t = Templates::new(base.join("templates"));
         std::fs::create_dir_all(base.join("templates")).unwrap();
         let held = t.lock("deb").unwrap();
-        assert!(matches!(t.lock("deb"), Err(CtError::Conflict(_))));
+        assert!(matches!(t.lock("deb"), Err(HostError::Conflict(_))));
         assert!(t.lock("other").is_ok());
         drop(held);
         assert!(t.lock("deb").is_ok());

@@ -11,7 +11,6 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use model::dbus::Network1Proxy;
 use model::net::{PortKind, PortSpec};
 use model::vm::{VmInfo, VmSpec, VmState};
 use sha2::Digest;
@@ -25,8 +24,8 @@ use vmm::vstate::memory;
 use vmm::{DiskConfig, NetConfig, VmConfig};
 
 use crate::cgroup::{Cgroup, Kind};
-use crate::ct::error::{CtError, CtResult};
 use crate::ct::paths::RUN_DIR_ENV;
+use crate::error::{HostError, HostResult};
 
 /// How long a VMM may take to build its VM and answer the start handshake.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -185,17 +184,17 @@ impl VmManager {
 
     /// The record of VM `name`. A malformed name cannot name anything: it is refused as
     /// invalid rather than reported as not found.
-    fn record(&self, name: &str) -> CtResult<&Record> {
+    fn record(&self, name: &str) -> HostResult<&Record> {
         if let Some(bad) = model::rules::problem(
             "name",
             format_args!("{name:?}"),
             model::rules::vm_name(name),
         ) {
-            return Err(CtError::InvalidArgs(bad));
+            return Err(HostError::InvalidArgs(bad));
         }
         self.vms
             .get(name)
-            .ok_or_else(|| CtError::NotFound(format!("no VM named {name:?}")))
+            .ok_or_else(|| HostError::NotFound(format!("no VM named {name:?}")))
     }
 
     fn info_of(&self, name: &str, rec: &Record) -> VmInfo {
@@ -222,12 +221,12 @@ impl VmManager {
         self.vms.iter().map(|(n, r)| self.info_of(n, r)).collect()
     }
 
-    pub fn info(&self, name: &str) -> CtResult<VmInfo> {
+    pub fn info(&self, name: &str) -> HostResult<VmInfo> {
         Ok(self.info_of(name, self.record(name)?))
     }
 
     /// Checks everything about a spec that needs the host, before anything is stored.
-    async fn check_host(&self, spec: &VmSpec) -> CtResult<()> {
+    async fn check_host(&self, spec: &VmSpec) -> HostResult<()> {
         let mut problems = Vec::new();
         if let Err(e) = check_kernel(&spec.kernel) {
             problems.push(e);
@@ -262,32 +261,24 @@ impl VmManager {
                 }
             }
         }
-        if !spec.nics.is_empty() {
-            let Some(bus) = &self.bus else {
-                return Err(CtError::Failed("no bus connection to netd".into()));
-            };
-            let proxy = Network1Proxy::new(bus)
-                .await
-                .map_err(|e| CtError::Failed(format!("netd: {e}")))?;
-            for (i, n) in spec.nics.iter().enumerate() {
-                match proxy.network_spec(&n.network).await {
-                    Ok(_) => {}
-                    Err(model::dbus::CairnError::NotFound(_)) => problems.push(format!(
-                        "nics[{i}].network {:?}: no such network",
-                        n.network
-                    )),
-                    Err(e) => return Err(CtError::Failed(format!("netd: {e}"))),
-                }
+        for (i, n) in spec.nics.iter().enumerate() {
+            match crate::netd::network_spec(self.bus.as_ref(), &n.network).await {
+                Ok(_) => {}
+                Err(e) if crate::netd::is_not_found(&e) => problems.push(format!(
+                    "nics[{i}].network {:?}: no such network",
+                    n.network
+                )),
+                Err(e) => return Err(e),
             }
         }
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(CtError::InvalidArgs(problems.join("; ")))
+            Err(HostError::InvalidArgs(problems.join("; ")))
         }
     }
 
-    pub async fn create(&mut self, spec_json: &str) -> CtResult<VmInfo> {
+    pub async fn create(&mut self, spec_json: &str) -> HostResult<VmInfo> {
         self.create_among(spec_json, &[]).await
     }
 
@@ -297,11 +288,11 @@ impl VmManager {
         &mut self,
         spec_json: &str,
         containers: &[String],
-    ) -> CtResult<VmInfo> {
+    ) -> HostResult<VmInfo> {
         let spec: VmSpec = serde_json::from_str(spec_json)
-            .map_err(|e| CtError::InvalidArgs(format!("VM spec: {e}")))?;
+            .map_err(|e| HostError::InvalidArgs(format!("VM spec: {e}")))?;
         spec.validate()
-            .map_err(|e| CtError::InvalidArgs(e.to_string()))?;
+            .map_err(|e| HostError::InvalidArgs(e.to_string()))?;
         let ct = containers
             .contains(&spec.name)
             .then(|| format!("container {:?}", spec.name));
@@ -310,22 +301,23 @@ impl VmManager {
             format_args!("{:?}", spec.name),
             model::rules::guest_name_free(ct.as_deref()),
         ) {
-            return Err(CtError::Conflict(taken));
+            return Err(HostError::Conflict(taken));
         }
         if self.vms.contains_key(&spec.name) {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "VM {:?} exists already",
                 spec.name
             )));
         }
         self.check_host(&spec).await?;
         let dir = self.state.join(&spec.name);
-        std::fs::create_dir_all(&dir).map_err(|e| CtError::io(dir.display(), e))?;
-        let json = serde_json::to_vec_pretty(&spec).map_err(|e| CtError::Failed(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| HostError::io(dir.display(), e))?;
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| HostError::Failed(e.to_string()))?;
         let path = dir.join("spec.json");
         if let Err(e) = std::fs::write(&path, json) {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(CtError::io(path.display(), e));
+            return Err(HostError::io(path.display(), e));
         }
         let name = spec.name.clone();
         self.vms.insert(name.clone(), Record::new(spec));
@@ -333,7 +325,7 @@ impl VmManager {
         self.info(&name)
     }
 
-    async fn attach_ports(&self, spec: &VmSpec) -> CtResult<Vec<String>> {
+    async fn attach_ports(&self, spec: &VmSpec) -> HostResult<Vec<String>> {
         let mut taps = Vec::new();
         for (nic, mac) in spec.nics.iter().zip(macs(spec)) {
             let port = PortSpec {
@@ -366,25 +358,25 @@ impl VmManager {
         }
     }
 
-    pub async fn start(&mut self, name: &str) -> CtResult<()> {
+    pub async fn start(&mut self, name: &str) -> HostResult<()> {
         self.launch(name, None).await
     }
 
     /// Starts a VMM for `name`: booting, or resuming the snapshot in `snapshot`.
-    async fn launch(&mut self, name: &str, snapshot: Option<&Path>) -> CtResult<()> {
+    async fn launch(&mut self, name: &str, snapshot: Option<&Path>) -> HostResult<()> {
         let spec = self.record(name)?.spec.clone();
         if self.running_state(name).is_some() {
-            return Err(CtError::Conflict(format!("VM {name:?} is running")));
+            return Err(HostError::Conflict(format!("VM {name:?} is running")));
         }
         self.check_host(&spec).await?;
         let run = self.run_dir(name);
         let root = run.join("root");
         // Whatever a previous run left (a crash before cleanup) goes first.
         let _ = jail::teardown_root(&root);
-        std::fs::create_dir_all(&run).map_err(|e| CtError::io(run.display(), e))?;
+        std::fs::create_dir_all(&run).map_err(|e| HostError::io(run.display(), e))?;
         let _ = std::fs::remove_file(run.join(EXIT_FILE));
         let console = run.join(CONSOLE_LOG);
-        std::fs::write(&console, b"").map_err(|e| CtError::io(console.display(), e))?;
+        std::fs::write(&console, b"").map_err(|e| HostError::io(console.display(), e))?;
 
         let cgroup = self.make_cgroup(name, &spec)?;
         let taps = match self.attach_ports(&spec).await {
@@ -425,7 +417,7 @@ impl VmManager {
         }
     }
 
-    fn make_cgroup(&self, name: &str, spec: &VmSpec) -> CtResult<Option<Cgroup>> {
+    fn make_cgroup(&self, name: &str, spec: &VmSpec) -> HostResult<Option<Cgroup>> {
         let r = &spec.resources;
         if r.cpu_limit.is_none() && r.cpu_weight.is_none() && r.cpuset.is_none() {
             return Ok(None);
@@ -433,10 +425,10 @@ impl VmManager {
         if let Ok(old) = Cgroup::open(Kind::Vm, name) {
             let _ = old.remove();
         }
-        let cg = Cgroup::create(Kind::Vm, name).map_err(|e| CtError::Failed(e.to_string()))?;
+        let cg = Cgroup::create(Kind::Vm, name)?;
         if let Err(e) = cg.apply(r) {
             let _ = cg.remove();
-            return Err(CtError::Failed(format!("VM {name:?} CPU limits: {e}")));
+            return Err(HostError::Failed(format!("VM {name:?} CPU limits: {e}")));
         }
         Ok(Some(cg))
     }
@@ -451,7 +443,7 @@ impl VmManager {
         taps: &[String],
         snapshot: Option<&Path>,
         cgroup: Option<PathBuf>,
-    ) -> CtResult<()> {
+    ) -> HostResult<()> {
         let console = run.join(CONSOLE_LOG);
         let mut files: Vec<(PathBuf, String, bool)> = vec![
             (PathBuf::from(&spec.kernel), "kernel".into(), true),
@@ -488,12 +480,12 @@ impl VmManager {
             .map(|(p, n, ro)| (p.as_path(), n.as_str(), *ro))
             .collect();
         jail::prepare_root(root, &refs, &[])
-            .map_err(|e| CtError::Failed(format!("VM {name:?} jail: {e}")))?;
+            .map_err(|e| HostError::Failed(format!("VM {name:?} jail: {e}")))?;
 
         let mut nets = Vec::new();
         for (tap, mac) in taps.iter().zip(macs(spec)) {
             let mac = parse_mac(&mac)
-                .ok_or_else(|| CtError::InvalidArgs(format!("MAC {mac:?} is not valid")))?;
+                .ok_or_else(|| HostError::InvalidArgs(format!("MAC {mac:?} is not valid")))?;
             nets.push(NetConfig {
                 tap: tap.clone(),
                 mac,
@@ -501,9 +493,9 @@ impl VmManager {
         }
         let config = VmConfig {
             vcpus: u8::try_from(spec.vcpus)
-                .map_err(|_| CtError::InvalidArgs(format!("vcpus {}", spec.vcpus)))?,
+                .map_err(|_| HostError::InvalidArgs(format!("vcpus {}", spec.vcpus)))?,
             mem_mib: u32::try_from(spec.memory_mib)
-                .map_err(|_| CtError::InvalidArgs(format!("memory_mib {}", spec.memory_mib)))?,
+                .map_err(|_| HostError::InvalidArgs(format!("memory_mib {}", spec.memory_mib)))?,
             kernel: PathBuf::from("/kernel"),
             initrd: spec.initrd.as_ref().map(|_| PathBuf::from("/initrd")),
             cmdline: spec.cmdline.clone(),
@@ -523,7 +515,7 @@ impl VmManager {
         };
         let launch_path = launch
             .write()
-            .map_err(|e| CtError::io(run.join(LAUNCH_FILE).display(), e))?;
+            .map_err(|e| HostError::io(run.join(LAUNCH_FILE).display(), e))?;
 
         // The taps are attached already: nothing to do between the pid and go.
         crate::guest::Starting::spawn(
@@ -544,10 +536,10 @@ impl VmManager {
         name: &str,
         req: Request,
         dir: Option<std::fs::File>,
-    ) -> CtResult<control::Response> {
+    ) -> HostResult<control::Response> {
         self.record(name)?;
         if self.running_state(name).is_none() {
-            return Err(CtError::Conflict(format!("VM {name:?} is not running")));
+            return Err(HostError::Conflict(format!("VM {name:?} is not running")));
         }
         let sock = self.run_dir(name).join("root").join(SOCKET);
         tokio::task::spawn_blocking(move || {
@@ -559,11 +551,11 @@ impl VmManager {
             )
         })
         .await
-        .map_err(|e| CtError::Failed(e.to_string()))?
-        .map_err(|e| CtError::Failed(e.to_string()))
+        .map_err(|e| HostError::Failed(e.to_string()))?
+        .map_err(|e| HostError::Failed(e.to_string()))
     }
 
-    pub async fn pause(&mut self, name: &str) -> CtResult<()> {
+    pub async fn pause(&mut self, name: &str) -> HostResult<()> {
         self.ask(name, Request::Pause, None).await?;
         if let Some(r) = self.vms.get_mut(name) {
             r.paused = true;
@@ -571,7 +563,7 @@ impl VmManager {
         Ok(())
     }
 
-    pub async fn resume(&mut self, name: &str) -> CtResult<()> {
+    pub async fn resume(&mut self, name: &str) -> HostResult<()> {
         self.ask(name, Request::Resume, None).await?;
         if let Some(r) = self.vms.get_mut(name) {
             r.paused = false;
@@ -579,7 +571,7 @@ impl VmManager {
         Ok(())
     }
 
-    pub async fn console_input(&self, name: &str, data: &str) -> CtResult<()> {
+    pub async fn console_input(&self, name: &str, data: &str) -> HostResult<()> {
         self.ask(
             name,
             Request::ConsoleInput {
@@ -592,26 +584,26 @@ impl VmManager {
     }
 
     /// Snapshots into `dir`, a new (or empty) directory.
-    pub async fn snapshot(&mut self, name: &str, dir: &str) -> CtResult<()> {
+    pub async fn snapshot(&mut self, name: &str, dir: &str) -> HostResult<()> {
         let path = Path::new(dir);
         if !path.is_absolute() {
-            return Err(CtError::InvalidArgs(format!(
+            return Err(HostError::InvalidArgs(format!(
                 "snapshot directory {dir:?} must be absolute"
             )));
         }
         if path.join(SNAPSHOT_STATE).exists() {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "{dir:?} already holds a snapshot"
             )));
         }
         self.record(name)?;
         let made = !path.exists();
-        std::fs::create_dir_all(path).map_err(|e| CtError::io(dir, e))?;
+        std::fs::create_dir_all(path).map_err(|e| HostError::io(dir, e))?;
         let fd = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags_dir()
             .open(path)
-            .map_err(|e| CtError::io(dir, e))?;
+            .map_err(|e| HostError::io(dir, e))?;
         let result = self
             .ask(name, Request::Snapshot, Some(fd))
             .await
@@ -629,11 +621,11 @@ impl VmManager {
     }
 
     /// Starts `name` from the snapshot in `dir` (the VM must not be running).
-    pub async fn restore(&mut self, name: &str, dir: &str) -> CtResult<()> {
+    pub async fn restore(&mut self, name: &str, dir: &str) -> HostResult<()> {
         let path = Path::new(dir);
         for f in [SNAPSHOT_STATE, SNAPSHOT_MEMORY] {
             if !path.join(f).is_file() {
-                return Err(CtError::InvalidArgs(format!(
+                return Err(HostError::InvalidArgs(format!(
                     "{dir:?} has no {f}: not a snapshot"
                 )));
             }
@@ -642,7 +634,7 @@ impl VmManager {
     }
 
     /// Asks the guest to shut down (Ctrl-Alt-Del), waits `timeout_s`, then ends the VMM.
-    pub async fn stop(&mut self, name: &str, timeout_s: u32) -> CtResult<()> {
+    pub async fn stop(&mut self, name: &str, timeout_s: u32) -> HostResult<()> {
         self.record(name)?;
         if let Some(state) = self.running_state(name) {
             let _ = self.ask(name, Request::CtrlAltDel, None).await;
@@ -665,23 +657,23 @@ impl VmManager {
         Ok(())
     }
 
-    pub async fn delete(&mut self, name: &str) -> CtResult<()> {
+    pub async fn delete(&mut self, name: &str) -> HostResult<()> {
         self.record(name)?;
         if self.running_state(name).is_some() {
-            return Err(CtError::Conflict(format!(
+            return Err(HostError::Conflict(format!(
                 "VM {name:?} is running; stop it first"
             )));
         }
         self.cleanup(name).await;
         let dir = self.state.join(name);
-        std::fs::remove_dir_all(&dir).map_err(|e| CtError::io(dir.display(), e))?;
+        std::fs::remove_dir_all(&dir).map_err(|e| HostError::io(dir.display(), e))?;
         let _ = std::fs::remove_dir_all(self.run_dir(name));
         self.vms.remove(name);
         tracing::info!(vm = name, "VM deleted");
         Ok(())
     }
 
-    pub fn console(&self, name: &str, max_bytes: u32) -> CtResult<String> {
+    pub fn console(&self, name: &str, max_bytes: u32) -> HostResult<String> {
         self.record(name)?;
         crate::ct::console::tail(&self.run_dir(name).join(CONSOLE_LOG), max_bytes)
     }
