@@ -461,6 +461,14 @@ async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() 
         .await
         .unwrap();
     assert_eq!((code, out.as_str()), (0, "still here\n"));
+    // A background child keeps the output pipes open after the command ended: the answer comes
+    // when the command ends (it used to wait for the child, past the bus call's deadline).
+    let bg = vec!["sh".into(), "-c".into(), "sleep 100 & echo started".into()];
+    let (code, out, _) = host
+        .exec("big", bg, 60)
+        .await
+        .unwrap_or_else(|e| panic!("exec leaving a background child: {e}\n{}", sb.log()));
+    assert_eq!((code, out.as_str()), (0, "started\n"));
     // A NUL byte, which no D-Bus string may hold (a reply with one used to disconnect hostd
     // as well): it comes back as U+FFFD.
     let (code, out, _) = host

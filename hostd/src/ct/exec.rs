@@ -41,14 +41,21 @@ impl Captured {
     }
 }
 
-/// Reads both pipes to their end, keeping the first `cap` bytes of the two together and
-/// counting, but dropping, the rest: the command is never blocked on a full pipe, and memory
-/// stays bounded whatever it writes.
-pub async fn read_capped(
+/// How long output is still taken after the command exited: what it wrote before is in the
+/// pipes already; a background child it left behind may hold them open for good.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(50);
+
+/// Reads both pipes until they end or, once `exited` resolves (the command is gone), until
+/// they stay quiet for [`DRAIN_AFTER_EXIT`]: `sh -c 'sleep 100 & echo started'` answers at once
+/// instead of when the sleep ends, as with `docker exec`. Keeps the first `cap` bytes of the
+/// two together and counts, but drops, the rest: the command is never blocked on a full pipe,
+/// and memory stays bounded whatever it writes.
+pub async fn read_capped<T>(
     mut stdout: impl tokio::io::AsyncRead + Unpin,
     mut stderr: impl tokio::io::AsyncRead + Unpin,
     cap: usize,
-) -> std::io::Result<Captured> {
+    exited: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<(Captured, T)> {
     use tokio::io::AsyncReadExt;
 
     fn keep(into: &mut Vec<u8>, data: &[u8], room: usize) {
@@ -57,6 +64,10 @@ pub async fn read_capped(
     let mut got = Captured::default();
     let (mut out_buf, mut err_buf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     let (mut out_open, mut err_open) = (true, true);
+    let mut exited = std::pin::pin!(exited);
+    let mut status = None;
+    let quiet = tokio::time::sleep(Duration::MAX / 4);
+    let mut quiet = std::pin::pin!(quiet);
     while out_open || err_open {
         let room = cap.saturating_sub(got.stdout.len() + got.stderr.len());
         // `read` is cancel-safe: the branch not taken has read nothing.
@@ -73,9 +84,20 @@ pub async fn read_capped(
                 got.written += n as u64;
                 keep(&mut got.stderr, &err_buf[..n], room);
             }
+            s = &mut exited, if status.is_none() => status = Some(s?),
+            () = &mut quiet, if status.is_some() => break,
+        }
+        if status.is_some() {
+            quiet
+                .as_mut()
+                .reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
         }
     }
-    Ok(got)
+    let status = match status {
+        Some(s) => s,
+        None => exited.await?,
+    };
+    Ok((got, status))
 }
 
 /// The helper's entry point: `args` = [NAME, PID, TIMEOUT_S, "--", ARGV…].
@@ -182,17 +204,41 @@ mod tests {
     async fn output_beyond_the_cap_is_counted_and_dropped() {
         let out = vec![b'o'; 300_000];
         let err = vec![b'e'; 100_000];
-        let got = read_capped(&out[..], &err[..], 250_000).await.unwrap();
+        let done = async { Ok(()) };
+        let (got, ()) = read_capped(&out[..], &err[..], 250_000, done)
+            .await
+            .unwrap();
         assert_eq!(got.written, 400_000);
         assert_eq!(got.stdout.len() + got.stderr.len(), 250_000);
         assert!(got.stdout.iter().all(|&b| b == b'o'));
         assert!(got.truncated());
 
-        let got = read_capped(&out[..10], &err[..5], 250_000).await.unwrap();
+        let done = async { Ok(()) };
+        let (got, ()) = read_capped(&out[..10], &err[..5], 250_000, done)
+            .await
+            .unwrap();
         assert_eq!(
             (got.stdout.len(), got.stderr.len(), got.written),
             (10, 5, 15)
         );
         assert!(!got.truncated());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pipe_held_open_after_the_command_ended_does_not_hold_the_answer() {
+        // The writer ends of these pipes stay open, as a background child's would.
+        let (mut out_w, out_r) = tokio::io::duplex(1024);
+        let (_err_w, err_r) = tokio::io::duplex(1024);
+        tokio::io::AsyncWriteExt::write_all(&mut out_w, b"started\n")
+            .await
+            .unwrap();
+        let done = async { Ok(7) };
+        let read = read_capped(out_r, err_r, 1024, done);
+        let (got, code) = tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the answer waited for the pipes to close")
+            .unwrap();
+        assert_eq!((got.stdout.as_slice(), code), (&b"started\n"[..], 7));
+        drop(out_w);
     }
 }

@@ -936,8 +936,7 @@ pub async fn exec(
     // The helper enforces the deadline itself; this one only guards against a stuck helper.
     let (out, status) =
         tokio::time::timeout(Duration::from_secs(u64::from(timeout_s) + 10), async {
-            let out = super::exec::read_capped(stdout, stderr, super::exec::OUTPUT_CAP).await?;
-            Ok::<_, std::io::Error>((out, child.wait().await?))
+            super::exec::read_capped(stdout, stderr, super::exec::OUTPUT_CAP, child.wait()).await
         })
         .await
         .map_err(|_| HostError::Failed(format!("exec in {name:?}: the helper hung")))?
