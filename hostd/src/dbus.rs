@@ -55,6 +55,15 @@ async fn stop(manager: &Mutex<Manager>, name: &str, timeout_s: u32) -> Result<()
     Ok(manager.lock().await.stop_finish(name).await?)
 }
 
+/// Restart: a stop that releases the lock as [`stop`] does, then a start. A start by another
+/// request in between wins, and this one answers that the container runs already.
+async fn restart(manager: &Mutex<Manager>, name: &str, timeout_s: u32) -> Result<(), CairnError> {
+    if manager.lock().await.is_up(name).await? {
+        stop(manager, name, timeout_s).await?;
+    }
+    Ok(manager.lock().await.start(name).await?)
+}
+
 #[zbus::interface(name = "org.cairn.Container1")]
 impl Container1 {
     #[zbus(property(emits_changed_signal = "false"))]
@@ -196,7 +205,7 @@ impl Host1 {
     }
 
     async fn restart_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
-        Ok(self.manager.lock().await.restart(name, timeout_s).await?)
+        restart(&self.manager, name, timeout_s).await
     }
 
     async fn pause_container(&self, name: &str) -> Result<(), CairnError> {

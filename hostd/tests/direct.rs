@@ -167,7 +167,9 @@ async fn one_container_lifecycle_and_bad_input() {
     assert_eq!(out, "x\n");
     let tpl = dir.0.join("state/templates/busybox/rootfs/etc/passwd");
     assert!(!std::fs::read_to_string(tpl).unwrap().contains("\nx\n"));
-    m.restart("c1", 0).await.expect("restart");
+    assert!(m.is_up("c1").await.unwrap());
+    m.stop("c1", 0).await.expect("stop");
+    m.start("c1").await.expect("start again");
     let before = m.info("c1").await.unwrap();
     assert_eq!(before.state, ContainerState::Running);
     // A reboot from inside: the init ends by SIGHUP, and housekeeping starts it again.

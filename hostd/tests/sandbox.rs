@@ -495,6 +495,36 @@ async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() 
         sb.log()
     );
 
+    // A restart waits out the init's grace period without holding hostd: an init that ignores
+    // SIGTERM keeps the restart busy for its 3 s timeout, and `info` of another container
+    // answers meanwhile (it used to wait for the whole restart).
+    host.create_container(
+        r#"{"name":"stubborn","template":"busybox",
+            "command":["sh","-c","trap '' TERM; while :; do sleep 1; done"]}"#,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create stubborn: {e}\n{}", sb.log()));
+    host.start_container("stubborn").await.unwrap();
+    let restart = host.restart_container("stubborn", 3);
+    tokio::pin!(restart);
+    let info = async {
+        // Let the restart take the lock first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        host.container_info("big").await
+    };
+    tokio::select! {
+        r = &mut restart => panic!("the restart ended before info answered: {r:?}\n{}", sb.log()),
+        i = info => { i.unwrap_or_else(|e| panic!("info during a restart: {e}")); }
+    }
+    restart
+        .await
+        .unwrap_or_else(|e| panic!("restart: {e}\n{}", sb.log()));
+    let stubborn: serde_json::Value =
+        serde_json::from_str(&host.container_info("stubborn").await.unwrap()).unwrap();
+    assert_eq!(stubborn["state"], "running", "{stubborn}");
+    host.stop_container("stubborn", 0).await.unwrap();
+    host.delete_container("stubborn").await.unwrap();
+
     host.stop_container("big", 0).await.unwrap();
     host.delete_container("big").await.unwrap();
 }

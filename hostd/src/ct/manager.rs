@@ -597,13 +597,14 @@ impl Manager {
         self.stop_finish(name).await
     }
 
-    pub async fn restart(&mut self, name: &str, timeout_s: u32) -> HostResult<()> {
+    /// Whether the container runs (or is paused): what a restart stops first.
+    pub async fn is_up(&mut self, name: &str) -> HostResult<bool> {
         self.record(name)?;
         self.settle(name).await;
-        if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
-            self.stop(name, timeout_s).await?;
-        }
-        self.start(name).await
+        Ok(matches!(
+            self.live(name),
+            Live::Running(_) | Live::Paused(_)
+        ))
     }
 
     async fn thaw(&self, name: &str) -> HostResult<()> {
