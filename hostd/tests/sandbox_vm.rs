@@ -227,6 +227,18 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
     // The jail, seen from the host: only its files, no capabilities, a seccomp filter.
     let i = info(&host, "t1").await;
     assert_eq!(i.state, VmState::Running);
+    // A second VM on the same disk is refused while t1 runs: the VMM locks its disks, so no
+    // lost record (a killed supervisor, a second init) can put two VMMs on one image.
+    let twin = serde_json::json!({"name": "t1twin", "memory_mib": 32, "kernel": k, "disks": [{"path": d}]});
+    host.create_vm(&twin.to_string()).await.unwrap();
+    let e = host.start_vm("t1twin").await.unwrap_err();
+    assert!(
+        e.to_string().contains("in use by another VM"),
+        "{e}\n{}",
+        sb.log()
+    );
+    assert_eq!(vmm_processes("t1twin"), 0, "the refused VMM is still there");
+    host.delete_vm("t1twin").await.unwrap();
     let pid = i.pid.expect("a running VM has a pid");
     let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
         .expect("the VMM's root")

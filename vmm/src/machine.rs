@@ -187,6 +187,33 @@ pub fn open_tap(name: &str) -> Result<OwnedFd, VmError> {
     Ok(OwnedFd::from(file))
 }
 
+/// Takes an open-file-description lock on a whole disk image for as long as this VMM holds it
+/// open (as QEMU does): a writer excludes everyone, readers only writers. Whatever a crashed
+/// supervisor forgot, a second VMM on the same disk is refused here instead of corrupting it.
+fn lock_disk(file: &File, read_only: bool) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is a valid value (l_start = l_len = 0: the whole file).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = if read_only {
+        libc::F_RDLCK
+    } else {
+        libc::F_WRLCK
+    } as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fcntl(2) on a file descriptor we own, with a pointer to a live `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Err(format!(
+            "in use by another VM (it holds the disk's {} lock)",
+            if read_only { "write" } else { "read or write" }
+        )),
+        _ => Err(format!("cannot lock it: {e}")),
+    }
+}
+
 /// Opens every backend (disk files, taps) before KVM is touched, so a bad one leaves nothing.
 fn open_backends(config: &VmConfig) -> Result<(Vec<File>, Vec<OwnedFd>), VmError> {
     let mut disks = Vec::new();
@@ -199,6 +226,10 @@ fn open_backends(config: &VmConfig) -> Result<(Vec<File>, Vec<OwnedFd>), VmError
                 path: d.path.clone(),
                 reason: e.to_string(),
             })?;
+        lock_disk(&f, d.read_only).map_err(|reason| VmError::Disk {
+            path: d.path.clone(),
+            reason,
+        })?;
         disks.push(f);
     }
     let mut taps = Vec::new();
@@ -889,5 +920,37 @@ impl std::fmt::Debug for Vmm {
             .field("mem_mib", &self.config.mem_mib)
             .field("paused", &self.paused)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_disk;
+
+    #[test]
+    fn a_disk_is_written_by_one_vmm_at_a_time() {
+        let path = std::env::temp_dir().join(format!("vmm-disk-lock-{}", std::process::id()));
+        std::fs::write(&path, [0u8; 512]).unwrap();
+        let open = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(&path)
+                .unwrap()
+        };
+        let first = open(true);
+        lock_disk(&first, false).unwrap();
+        // Another open of the same image (what a second VMM does) is refused, read-only too.
+        let e = lock_disk(&open(true), false).unwrap_err();
+        assert!(e.contains("in use by another VM"), "{e}");
+        let e = lock_disk(&open(false), true).unwrap_err();
+        assert!(e.contains("in use by another VM"), "{e}");
+        // The lock ends with the VMM that held it; readers then share.
+        drop(first);
+        let (r1, r2) = (open(false), open(false));
+        lock_disk(&r1, true).unwrap();
+        lock_disk(&r2, true).unwrap();
+        assert!(lock_disk(&open(true), false).is_err());
+        let _ = std::fs::remove_file(&path);
     }
 }
