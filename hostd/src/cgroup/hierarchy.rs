@@ -50,37 +50,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
                 .collect()
         };
         mounts.push(CgroupMount {
-            mount_point: PathBuf::from(unescape(mount_point)),
+            mount_point: PathBuf::from(vmm::jail::root::unescape_mountinfo(mount_point)),
             v2,
             v1_controllers,
         });
     }
     mounts
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let n = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |n, b| n * 8 + u32::from(b - b'0'));
-            out.push(u8::try_from(n).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn mounts() -> Vec<CgroupMount> {

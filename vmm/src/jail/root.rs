@@ -184,8 +184,9 @@ fn mounts_under(root: &Path) -> Result<Vec<PathBuf>, JailError> {
     Ok(out)
 }
 
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
+/// mountinfo writes space, tab, newline and backslash as `\ooo`. Also hostd's cgroup
+/// hierarchy reader's.
+pub fn unescape_mountinfo(field: &str) -> String {
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
