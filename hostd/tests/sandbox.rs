@@ -500,7 +500,7 @@ async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() 
     // answers meanwhile (it used to wait for the whole restart).
     host.create_container(
         r#"{"name":"stubborn","template":"busybox",
-            "command":["sh","-c","trap '' TERM; while :; do sleep 1; done"]}"#,
+            "command":["/bin/sh","-c","trap '' TERM; while :; do sleep 1; done"]}"#,
     )
     .await
     .unwrap_or_else(|e| panic!("create stubborn: {e}\n{}", sb.log()));
