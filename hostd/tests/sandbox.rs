@@ -536,3 +536,106 @@ async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() 
     host.stop_container("big", 0).await.unwrap();
     host.delete_container("big").await.unwrap();
 }
+
+const FLOOD: &str = "sandbox::a_container_flooding_its_console_leaves_a_bounded_rotated_log";
+
+/// A container writing 100 MB to its console leaves at most twice the rotation cap on the
+/// host (console.log and console.log.1), never blocks on it, and ct.console's tail still ends
+/// with the last line written.
+#[tokio::test(flavor = "current_thread")]
+async fn a_container_flooding_its_console_leaves_a_bounded_rotated_log() {
+    use vmm::launcher::console::CONSOLE_LOG_CAP;
+    if !containers_possible(FLOOD) {
+        return;
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(FLOOD, &why),
+    };
+    let scratch = TempDir::new("hostd-sbx-flood-tpl");
+    let (tarball, digest) = busybox_tarball(&scratch.0);
+    let mut sb = Sandbox::start(
+        "ct-sbx-flood",
+        &testkit::sandbox_config("ct-flood", None),
+        &bins,
+    );
+    let (conn, table) = sb.ready().await;
+    let hostd_pid = table
+        .iter()
+        .find(|s| s.name == "hostd")
+        .map(|s| s.pid)
+        .unwrap();
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    host.import_template("busybox", tarball.to_str().unwrap(), &digest)
+        .await
+        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
+    host.create_container(r#"{"name":"flood","template":"busybox"}"#)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    host.start_container("flood")
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+
+    let last = "the last line of the flood";
+    let argv = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("yes 0123456789 | head -c 104857600 > /dev/console; echo {last} > /dev/console"),
+    ];
+    let t = Instant::now();
+    let (code, out, err) = host
+        .exec("flood", argv, 300)
+        .await
+        .unwrap_or_else(|e| panic!("exec: {e}\n{}", sb.log()));
+    eprintln!("100 MB to the console took {:?}", t.elapsed());
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The monitor copies the pty asynchronously: the last line lands shortly after the write.
+    // busybox init, whose stdin is the console, set the terminal's usual "\n" → "\r\n".
+    let want = format!("{last}\r\n");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tail = loop {
+        let tail = host
+            .console_log("flood", 1 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("console: {e}\n{}", sb.log()));
+        if tail.ends_with(&want) || Instant::now() > deadline {
+            break tail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        tail.ends_with(&want) && tail.contains("0123456789\r\n0123456789\r\n"),
+        "tail ends with {:?}",
+        &tail[tail.len().saturating_sub(200)..]
+    );
+    // The reader joins the rotated log to a short current one: a full MiB comes back.
+    assert_eq!(tail.len(), 1 << 20);
+
+    let dir = sb.state.join("hostd/containers/flood");
+    let size = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .len()
+    };
+    let (current, rotated) = (size("console.log"), size("console.log.1"));
+    eprintln!("console.log {current} B, console.log.1 {rotated} B");
+    assert!(current <= CONSOLE_LOG_CAP && rotated <= CONSOLE_LOG_CAP);
+    assert!(current + rotated <= 2 * CONSOLE_LOG_CAP);
+
+    let (_, counts) = host
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("hostd does not answer after the flood: {e}\n{}", sb.log()));
+    assert_eq!(counts.get("containers"), Some(&1), "{counts:?}");
+    let table = sb.services(&conn).await;
+    let hostd = table.iter().find(|s| s.name == "hostd").unwrap();
+    assert_eq!(
+        (hostd.pid, hostd.restarts, hostd.state.as_str()),
+        (hostd_pid, 0, "running"),
+        "{hostd:?}\n{}",
+        sb.log()
+    );
+    host.stop_container("flood", 0).await.unwrap();
+    host.delete_container("flood").await.unwrap();
+}

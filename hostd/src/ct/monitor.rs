@@ -6,10 +6,10 @@
 //! (`runtime::spawn`).
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use vmm::launcher::console::Console;
 use vmm::launcher::monitor::{self, Guest, Reporter};
 use vmm::launcher::{LaunchRecord, StartError};
 
@@ -20,11 +20,11 @@ use super::runtime::{Launch, idmap, namespaces, rootfs, seccomp};
 /// detached); the detached monitor itself exits when its container's init has been reaped.
 pub fn main(launch_path: &Path) -> i32 {
     monitor::main(launch_path, |launch: LaunchRecord<Launch>| {
-        plan(launch.guest).map(CtGuest)
+        plan(launch.guest)
     })
 }
 
-struct CtGuest(ChildPlan);
+struct CtGuest(ChildPlan, Option<Console>);
 
 impl Guest for CtGuest {
     /// An init says nothing of its end beyond its exit status.
@@ -33,6 +33,10 @@ impl Guest for CtGuest {
 
     fn clone_flags(&self) -> u64 {
         namespaces::clone_flags(self.0.launch.privileged).bits() as u64
+    }
+
+    fn take_console(&mut self) -> Option<Console> {
+        self.1.take()
     }
 
     fn prepare_child(&self, pid: u32) -> Result<(), StartError> {
@@ -53,7 +57,7 @@ impl Guest for CtGuest {
     }
 }
 
-fn plan(launch: Launch) -> Result<ChildPlan, StartError> {
+fn plan(launch: Launch) -> Result<CtGuest, StartError> {
     let fail = StartError::failure;
     // Unprivileged: the template's files must look owned by the container's root, not by an
     // unmapped host root (which container root could not write through the overlay): the
@@ -99,20 +103,21 @@ fn plan(launch: Launch) -> Result<ChildPlan, StartError> {
     .collect::<Result<Vec<_>, _>>()
     .map_err(|e| fail(e.to_string()))?;
     let filter = seccomp::program().map_err(|e| fail(format!("seccomp filter: {e}")))?;
-    let console = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&launch.console)
-        .map_err(|e| fail(format!("opening {}: {e}", launch.console.display())))?;
+    // The container writes to a pty, its monitor keeps the log (rotated: a guest that
+    // floods its console leaves a bounded log, not a host file of any size).
+    let console = Console::open(&launch.console).map_err(|e| fail(e.to_string()))?;
+    let guest_end = console
+        .guest_end()
+        .try_clone()
+        .map_err(|e| fail(format!("console pty: {e}")))?;
+    let console_path = std::fs::read_link(format!("/proc/self/fd/{}", guest_end.as_raw_fd()))
+        .map_err(|e| fail(format!("console pty's path: {e}")))?;
     if !launch.privileged {
-        // Container root writes its console through /dev/console (a bind of this file).
+        // Container root opens its console through /dev/console (a bind of the pty).
         let root = idmap::host_base(launch.slot);
-        std::os::unix::fs::fchown(&console, Some(root), Some(root))
-            .map_err(|e| fail(format!("chown {}: {e}", launch.console.display())))?;
+        std::os::unix::fs::fchown(&guest_end, Some(root), Some(root))
+            .map_err(|e| fail(format!("chown of the console pty: {e}")))?;
     }
-    let devnull = std::fs::File::open("/dev/null").map_err(|e| fail(format!("/dev/null: {e}")))?;
     Ok(ChildPlan {
         launch,
         overlay,
@@ -120,7 +125,8 @@ fn plan(launch: Launch) -> Result<ChildPlan, StartError> {
         env,
         filter,
         lower_tree,
-        console: OwnedFd::from(console),
-        devnull: OwnedFd::from(devnull),
+        console: guest_end,
+        console_path,
     })
+    .map(|plan| CtGuest(plan, Some(console)))
 }

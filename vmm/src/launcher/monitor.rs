@@ -15,6 +15,7 @@ use nix::unistd::{ForkResult, Pid, fork, setsid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::console::Console;
 use super::handshake::{Report, StartError, ToMonitor, ToParent, recv, send};
 use super::{
     CONTROL_FD, EXIT_FILE, Ended, ExitRecord, LaunchRecord, MonitorState, STATE_FILE, now,
@@ -33,6 +34,13 @@ pub trait Guest: Sized {
     /// The CLONE_NEW* namespaces the first process is cloned into.
     fn clone_flags(&self) -> u64 {
         0
+    }
+
+    /// The guest's console, which the monitor keeps from before the clone (so the guest's
+    /// copy of the monitor's memory holds no master) and copies into its log while the guest
+    /// runs. None: the guest writes its console itself (a VM's VMM).
+    fn take_console(&mut self) -> Option<Console> {
+        None
     }
 
     /// In the monitor, after the clone and before hostd hears the pid (id maps).
@@ -130,7 +138,8 @@ where
     let launch: LaunchRecord<S> = LaunchRecord::read(launch_path)?;
     let run_dir = launch.run_dir.clone();
     let cgroup = launch.cgroup.clone();
-    let guest = make(launch)?;
+    let mut guest = make(launch)?;
+    let console = guest.take_console();
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
     let (rc, in_cgroup) = clone_guest(guest.clone_flags(), cgroup.as_deref());
@@ -144,6 +153,7 @@ where
         drop(go_w);
         drop(report_r);
         drop(ctl);
+        drop(console);
         child(guest, go_r, report_w);
     }
     let pid = Pid::from_raw(rc as i32);
@@ -155,6 +165,11 @@ where
         let _ = waitpid(pid, None);
         e
     };
+    // From here on the monitor may have threads: the clone is done.
+    let pump = console
+        .map(|c| c.pump())
+        .transpose()
+        .map_err(|e| kill_child(StartError::failure(format!("console: {e}"))))?;
     guest.prepare_child(upid).map_err(kill_child)?;
     if !in_cgroup && let Some(cg) = &cgroup {
         std::fs::write(cg.join("cgroup.procs"), upid.to_string()).map_err(|e| {
@@ -216,6 +231,11 @@ where
     drop(ctl_r);
 
     let ended = reap(pid);
+    // Its pid namespace is gone with it: nothing writes to the console any more. What it
+    // wrote last is in the log before hostd can see the exit record.
+    if let Some(pump) = pump {
+        pump.finish();
+    }
     // What the guest said of its end, if anything: it is in the pipe already (the writer is
     // gone with the process).
     let mut rest = String::new();

@@ -1,6 +1,6 @@
 //! A minimal /dev: a small tmpfs with the harmless character devices bind-mounted from the host
 //! (a user namespace may not mknod), a private devpts instance, and /dev/console bound to the
-//! container's console log so that init's console output lands there.
+//! guest end of the console pty, which the monitor copies into the container's console log.
 
 use std::path::Path;
 
@@ -11,6 +11,8 @@ use super::{Step, StepError};
 /// The devices every system expects; all are safe to share (no state, no host access).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
+/// `console`: the pty's path in the host's devpts (a bind needs a source in our own mount
+/// namespace: our fd to the pty is the monitor's mount's, which the kernel refuses).
 pub fn populate(merged: &Path, console: &Path) -> Result<(), StepError> {
     let dev = merged.join("dev");
     let _ = std::fs::create_dir_all(&dev);
@@ -43,7 +45,7 @@ pub fn populate(merged: &Path, console: &Path) -> Result<(), StepError> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .step("binding the console log on /dev/console")?;
+    .step("binding the console pty on /dev/console")?;
     let pts = dev.join("pts");
     std::fs::create_dir_all(&pts).step("creating /dev/pts")?;
     mount(

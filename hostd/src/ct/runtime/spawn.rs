@@ -28,8 +28,11 @@ pub struct ChildPlan {
     pub filter: seccompiler::BpfProgram,
     /// The idmapped template (unprivileged), attached on `launch.lower_mount` before the overlay.
     pub lower_tree: Option<OwnedFd>,
+    /// The guest end of the console pty (the monitor reads the other end into the log): the
+    /// container's /dev/console and its init's stdin, stdout and stderr.
     pub console: OwnedFd,
-    pub devnull: OwnedFd,
+    /// Where `console` is in the host's devpts, for the bind onto /dev/console.
+    pub console_path: std::path::PathBuf,
 }
 
 /// Runs in the cloned child once hostd said go; never returns.
@@ -61,7 +64,7 @@ pub fn prepare_root(plan: &ChildPlan) -> Result<(), StepError> {
     }
     rootfs::mount_overlay(&plan.overlay, &l.merged)?;
     rootfs::mount_proc_sys(&l.merged)?;
-    dev::populate(&l.merged, &l.console)?;
+    dev::populate(&l.merged, &plan.console_path)?;
     rootfs::pivot(&l.merged)?;
     nix::unistd::sethostname(&l.hostname).step("sethostname")
 }
@@ -72,7 +75,7 @@ fn setup_and_exec(plan: &ChildPlan) -> Result<std::convert::Infallible, StepErro
         super::super::route::add_default(gw).step(format!("adding the default route via {gw}"))?;
     }
     caps::drop_bounding().step("dropping capabilities from the bounding set")?;
-    dup2_stdin(&plan.devnull).step("stdin")?;
+    dup2_stdin(&plan.console).step("stdin")?;
     dup2_stdout(&plan.console).step("stdout")?;
     dup2_stderr(&plan.console).step("stderr")?;
     seccomp::install(&plan.filter).step("installing the seccomp filter")?;

@@ -1,0 +1,436 @@
+//! A guest's console as its monitor keeps it: the guest writes to a pty, never to a host file,
+//! and the monitor copies what comes out of the pty's master into a log that is rotated at
+//! [`CONSOLE_LOG_CAP`] (`console.log` → `console.log.1`), so that at most twice the cap stays
+//! on disk whatever the guest writes (LXC's `lxc.console.logsize`).
+//!
+//! The guest depends on its monitor for its console: if the monitor dies, the pty's master
+//! closes and the guest's console writes fail with EIO (and a session with it as controlling
+//! terminal gets SIGHUP). That is accepted: a monitor that died has no one to write for.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+/// The size at which a console log is rotated: at most twice this stays on disk per guest.
+pub const CONSOLE_LOG_CAP: u64 = 1 << 20;
+
+/// What a read of the pty's master takes at once.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Where `log` goes when it is rotated: `console.log` → `console.log.1`.
+pub fn rotated_path(log: &Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".1");
+    PathBuf::from(p)
+}
+
+/// An append-only log that never grows past `cap`: when it is full it becomes `rotated_path`
+/// (replacing the one before) and a new one starts. Writes never fail: what cannot be written
+/// (disk full, directory gone) is dropped and counted, so a guest is never held up by it.
+#[derive(Debug)]
+pub struct RotatingLog {
+    path: PathBuf,
+    cap: u64,
+    file: Option<File>,
+    len: u64,
+    dropped: u64,
+}
+
+impl RotatingLog {
+    /// Appends to the log at `path` (created on the first write if need be). A log already
+    /// over `cap` (one written before logs were capped) is cut to its newest `cap` bytes, as
+    /// the rotated log, so that the bound holds from here on.
+    pub fn open(path: &Path, cap: u64) -> RotatingLog {
+        let cap = cap.max(1);
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > cap)
+            && let Err(e) = keep_tail_as_rotated(path, cap)
+        {
+            eprintln!(
+                "cairn monitor: cutting {} to {cap} bytes: {e}",
+                path.display()
+            );
+            // Whatever happens, the bound holds: the oversized log goes.
+            let _ = std::fs::remove_file(path);
+        }
+        let mut log = RotatingLog {
+            path: path.to_path_buf(),
+            cap,
+            file: None,
+            len: 0,
+            dropped: 0,
+        };
+        log.reopen();
+        log
+    }
+
+    /// Bytes dropped so far because they could not be written.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Appends `buf`, rotating whenever the log reaches the cap (a line may span the two
+    /// files: a reader of the tail joins them).
+    pub fn write(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            if self.len >= self.cap && !self.rotate() {
+                break;
+            }
+            if self.file.is_none() {
+                self.reopen();
+            }
+            let Some(file) = self.file.as_mut() else {
+                break;
+            };
+            let room = usize::try_from(self.cap - self.len).unwrap_or(usize::MAX);
+            let n = buf.len().min(room);
+            match file.write(&buf[..n]) {
+                Ok(0) => break,
+                Ok(w) => {
+                    self.len += w as u64;
+                    buf = &buf[w..];
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if self.dropped == 0 {
+                        eprintln!(
+                            "cairn monitor: writing {}: {e}; dropping console output",
+                            self.path.display()
+                        );
+                    }
+                    // The next write tries again (space may have been freed); what a failed
+                    // write may have put in the file is counted on the next open.
+                    self.file = None;
+                    break;
+                }
+            }
+        }
+        self.dropped += buf.len() as u64;
+    }
+
+    /// Opens (creating) the current log; its size is what it holds already.
+    fn reopen(&mut self) {
+        let opened = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .and_then(|f| f.metadata().map(|m| (m.len(), f)));
+        match opened {
+            Ok((len, f)) => {
+                self.len = len;
+                self.file = Some(f);
+            }
+            Err(e) => {
+                if self.dropped == 0 {
+                    eprintln!(
+                        "cairn monitor: opening {}: {e}; dropping console output",
+                        self.path.display()
+                    );
+                }
+                self.file = None;
+            }
+        }
+    }
+
+    /// The full log becomes the rotated one and a new one starts. When it cannot be renamed,
+    /// it is emptied instead: losing old output beats an unbounded file. False when neither
+    /// worked (the caller drops what it had).
+    fn rotate(&mut self) -> bool {
+        self.file = None;
+        if let Err(e) = std::fs::rename(&self.path, rotated_path(&self.path)) {
+            eprintln!(
+                "cairn monitor: rotating {}: {e}; emptying it",
+                self.path.display()
+            );
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&self.path)
+                .is_err()
+            {
+                return false;
+            }
+        }
+        self.reopen();
+        self.file.is_some() && self.len < self.cap
+    }
+}
+
+/// Moves the newest `cap` bytes of `path` to its rotated name and removes `path`.
+fn keep_tail_as_rotated(path: &Path, cap: u64) -> std::io::Result<()> {
+    let mut old = File::open(path)?;
+    let len = old.metadata()?.len();
+    old.seek(SeekFrom::Start(len.saturating_sub(cap)))?;
+    let mut tail = Vec::new();
+    old.take(cap).read_to_end(&mut tail)?;
+    crate::launcher::write_atomic(&rotated_path(path), &tail)?;
+    std::fs::remove_file(path)
+}
+
+/// Why a guest's console could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("console pty: {what}: {errno}")]
+pub struct ConsoleError {
+    what: &'static str,
+    errno: Errno,
+}
+
+fn pty_err(what: &'static str) -> impl FnOnce(Errno) -> ConsoleError {
+    move |errno| ConsoleError { what, errno }
+}
+
+/// A guest's console before it runs: a pty (the guest gets [`Console::guest_end`]) and the
+/// log its output goes to once [`Console::pump`] runs.
+#[derive(Debug)]
+pub struct Console {
+    master: OwnedFd,
+    /// The monitor's own hold on the pty's guest end: without it, the master reads EIO (and
+    /// polls as hung up) whenever no guest process has the console open, e.g. before init
+    /// opens it or between two programs that do.
+    slave: OwnedFd,
+    log: PathBuf,
+}
+
+impl Console {
+    /// Opens a pty in the host's devpts, in raw mode so that the log holds exactly the bytes
+    /// the guest wrote ("\n" stays "\n"; a guest may set its own modes).
+    pub fn open(log: &Path) -> Result<Console, ConsoleError> {
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: posix_openpt takes flags only; it returns a new fd or -1.
+        let fd = unsafe { libc::posix_openpt(flags) };
+        if fd < 0 {
+            return Err(pty_err("opening /dev/ptmx")(Errno::last()));
+        }
+        // SAFETY: fd was just returned by posix_openpt and nothing else owns it.
+        let master = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: unlockpt on the pty master we own.
+        if unsafe { libc::unlockpt(master.as_raw_fd()) } != 0 {
+            return Err(pty_err("unlocking the pty")(Errno::last()));
+        }
+        // TIOCGPTPEER opens the peer of this very master (no path lookup that another devpts
+        // mounted over /dev/pts could divert).
+        // SAFETY: TIOCGPTPEER takes open flags as its integer argument and returns a new fd.
+        let fd = unsafe {
+            libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER as _,
+                flags as libc::c_ulong,
+            )
+        };
+        if fd < 0 {
+            return Err(pty_err("opening the pty's peer")(Errno::last()));
+        }
+        // SAFETY: fd was just returned by the ioctl and nothing else owns it.
+        let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut t =
+            nix::sys::termios::tcgetattr(slave.as_fd()).map_err(pty_err("reading its modes"))?;
+        nix::sys::termios::cfmakeraw(&mut t);
+        nix::sys::termios::tcsetattr(slave.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t)
+            .map_err(pty_err("setting raw mode"))?;
+        Ok(Console {
+            master,
+            slave,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The pty's guest end (its /dev/console, its init's stdio).
+    pub fn guest_end(&self) -> &OwnedFd {
+        &self.slave
+    }
+
+    /// Starts copying the guest's output into the log, on a thread of the monitor (which must
+    /// no longer need to be single-threaded: call it after the guest's clone).
+    pub fn pump(self) -> std::io::Result<Pump> {
+        let (stop_r, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let thread = std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                let Console { master, slave, log } = self;
+                let log = RotatingLog::open(&log, CONSOLE_LOG_CAP);
+                let dropped = copy(File::from(master), &stop_r, log);
+                drop(slave);
+                dropped
+            })?;
+        Ok(Pump {
+            stop: File::from(stop_w),
+            thread,
+        })
+    }
+}
+
+/// A running console copy.
+#[derive(Debug)]
+pub struct Pump {
+    stop: File,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Pump {
+    /// Once the guest is gone: takes what it left in the pty and stops. Returns the bytes
+    /// dropped over the guest's life.
+    pub fn finish(mut self) -> u64 {
+        let _ = self.stop.write_all(b"s");
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// Copies the master into `log` until `stop` is readable and the master has nothing left.
+/// Reading never waits on the disk's goodwill: a write that fails is dropped, so the guest's
+/// writes to its console only ever wait for this loop to come round.
+fn copy(mut master: File, stop: &OwnedFd, mut log: RotatingLog) -> u64 {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut master_open = true;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: if master_open { master.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfds for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if rc < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            break;
+        }
+        if fds[0].revents != 0 {
+            match master.read(&mut buf) {
+                Ok(0) => master_open = false,
+                Ok(n) => {
+                    log.write(&buf[..n]);
+                    // Take everything there is before looking at the stop pipe.
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // EIO: no guest end open (cannot happen while we hold one, but a master that
+                // only hangs up must not spin this loop).
+                Err(_) => master_open = false,
+            }
+        }
+        if fds[1].revents != 0 {
+            break;
+        }
+    }
+    if log.dropped() > 0 {
+        eprintln!(
+            "cairn monitor: {} bytes of console output dropped",
+            log.dropped()
+        );
+    }
+    log.dropped()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmm-console-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_log_rotates_at_the_cap_and_keeps_the_newest_bytes() {
+        let dir = scratch("rotate");
+        let path = dir.join("console.log");
+        let cap = 1000;
+        let mut log = RotatingLog::open(&path, cap);
+        let mut all = Vec::new();
+        for i in 0..500 {
+            let line = format!("line {i}\n");
+            log.write(line.as_bytes());
+            all.extend_from_slice(line.as_bytes());
+            let cur = std::fs::metadata(&path).unwrap().len();
+            let old = std::fs::metadata(rotated_path(&path)).map_or(0, |m| m.len());
+            assert!(cur <= cap && old <= cap, "{cur} {old}");
+        }
+        // One big write rotates as often as it needs.
+        let big = vec![b'x'; 2500];
+        log.write(&big);
+        all.extend_from_slice(&big);
+        log.write(b"last\n");
+        all.extend_from_slice(b"last\n");
+        assert_eq!(log.dropped(), 0);
+        let mut kept = std::fs::read(rotated_path(&path)).unwrap();
+        kept.extend(std::fs::read(&path).unwrap());
+        assert!(kept.len() as u64 > cap && kept.len() as u64 <= 2 * cap);
+        assert!(all.ends_with(&kept));
+        // Reopened (a restarted guest), it appends and still rotates at the cap.
+        drop(log);
+        let mut log = RotatingLog::open(&path, cap);
+        log.write(&vec![b'y'; 600]);
+        assert!(std::fs::metadata(&path).unwrap().len() <= cap);
+        assert!(std::fs::read(&path).unwrap().ends_with(b"yyy"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_oversized_old_log_is_cut_to_its_tail() {
+        let dir = scratch("old");
+        let path = dir.join("console.log");
+        let mut old = vec![b'a'; 5000];
+        old.extend_from_slice(b"newest");
+        std::fs::write(&path, &old).unwrap();
+        let mut log = RotatingLog::open(&path, 100);
+        let rotated = std::fs::read(rotated_path(&path)).unwrap();
+        assert_eq!(rotated.len(), 100);
+        assert!(rotated.ends_with(b"newest"));
+        log.write(b"new\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn what_cannot_be_written_is_dropped_and_counted() {
+        let dir = scratch("gone");
+        let path = dir.join("no-such-dir").join("console.log");
+        let mut log = RotatingLog::open(&path, 100);
+        log.write(b"0123456789");
+        log.write(b"abc");
+        assert_eq!(log.dropped(), 13);
+        // The directory comes back: writing resumes.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        log.write(b"back\n");
+        assert_eq!(log.dropped(), 13);
+        assert_eq!(std::fs::read(&path).unwrap(), b"back\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A real pty: bytes written to the guest end arrive in the log unchanged (raw mode: no
+    /// "\r\n"), and finishing takes what was still in the pty.
+    #[test]
+    fn the_pump_copies_the_guest_end_into_the_log() {
+        let dir = scratch("pump");
+        let path = dir.join("console.log");
+        let console = Console::open(&path).unwrap();
+        let mut guest = File::from(console.guest_end().try_clone().unwrap());
+        let pump = console.pump().unwrap();
+        let mut want = Vec::new();
+        for i in 0..2000 {
+            let line = format!("guest line {i}\n");
+            guest.write_all(line.as_bytes()).unwrap();
+            want.extend_from_slice(line.as_bytes());
+        }
+        drop(guest);
+        assert_eq!(pump.finish(), 0);
+        let mut got = std::fs::read(rotated_path(&path)).unwrap_or_default();
+        got.extend(std::fs::read(&path).unwrap());
+        assert_eq!(got, want);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
