@@ -202,3 +202,18 @@ fn any_value_passes_through() {
     let call: system::BatchCall = from_value(v).unwrap();
     assert_eq!(call.method_name, "x");
 }
+
+#[test]
+fn the_visitor_reaches_every_declared_action_once() {
+    struct Names(Vec<&'static str>);
+    impl ActionVisitor for Names {
+        fn visit<A: Action>(&mut self) {
+            self.0.push(A::DECL.name);
+        }
+    }
+    let mut seen = Names(Vec::new());
+    visit_actions(&mut seen);
+    seen.0.sort_unstable();
+    let declared: Vec<&str> = declarations().iter().map(|d| d.name).collect();
+    assert_eq!(seen.0, declared);
+}
