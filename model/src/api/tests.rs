@@ -258,3 +258,21 @@ fn values_decode_exactly_as_they_came() {
         )])
     );
 }
+
+/// Found by tests/fuzz_xmlrpc.rs: an unknown member named with a backtick was quoted in
+/// backticks as it was (``unknown member ```), which reads back as something else.
+#[test]
+fn odd_unknown_member_names_are_quoted_unambiguously() {
+    let e = |name: &str| {
+        net::NetCreate::from_params(vec![Value::structure([
+            ("name", Value::from("lan")),
+            ("kind", Value::from("bridged")),
+            (name, Value::from("x")),
+        ])])
+        .unwrap_err()
+    };
+    assert!(e("colour").starts_with("net.create: spec: unknown member `colour`; known"));
+    assert!(e("`").starts_with("net.create: spec: unknown member \"`\"; known"));
+    assert!(e("").starts_with("net.create: spec: unknown member \"\"; known"));
+    assert!(e("a\nb").starts_with("net.create: spec: unknown member \"a\\nb\"; known"));
+}

@@ -100,6 +100,17 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// A member name the client sent, as messages show it: `` `name` `` like the names we declare,
+/// unless it would not read back unambiguously that way (empty, a backtick or a control
+/// character in it): then quoted and escaped, `"a`b"`.
+fn quoted_member(name: &str) -> String {
+    if name.is_empty() || name.chars().any(|c| c == '`' || c.is_control()) {
+        format!("{name:?}")
+    } else {
+        format!("`{name}`")
+    }
+}
+
 fn one_of(names: &'static [&'static str]) -> String {
     if names.is_empty() {
         "none".to_string()
@@ -115,7 +126,8 @@ impl de::Error for DecodeError {
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         DecodeError::other(format!(
-            "unknown member `{field}`; known members: {}",
+            "unknown member {}; known members: {}",
+            quoted_member(field),
             one_of(expected)
         ))
     }

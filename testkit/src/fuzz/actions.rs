@@ -253,10 +253,16 @@ fn refusal_names_its_member(
             _ => Err(format!("says {path} lacks {member:?}, but it has it")),
         };
     }
-    if let Some(member) = between(problem, "unknown member `", "`") {
+    if problem.starts_with("unknown member ") {
+        // The name is quoted as the decoder quotes it: in backticks, or escaped when that
+        // would be ambiguous. One of the struct's members must be the one named.
+        let named = |k: &String| {
+            problem.starts_with(&format!("unknown member `{k}`;"))
+                || problem.starts_with(&format!("unknown member {k:?};"))
+        };
         return match at {
-            Value::Struct(s) if s.contains_key(member) => Ok("unknown member"),
-            _ => Err(format!("says {path} has {member:?}, but it has not")),
+            Value::Struct(s) if s.keys().any(named) => Ok("unknown member"),
+            _ => Err(format!("names a member {path} does not have")),
         };
     }
     if problem.contains(" is out of range ") || problem.ends_with(" must not be negative") {
