@@ -607,3 +607,15 @@ fn a_vlan_network_takes_no_address() {
         "net.create takes what host.toml refuses"
     );
 }
+
+/// Found by tests/fuzz_config.rs: an unknown size unit was quoted raw, so a tab or line break
+/// in it went into the diagnostic as it was.
+#[test]
+fn unknown_units_are_escaped() {
+    let errs = errors("[[vm]]\nmemory=\"9k\t9\"");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains(r#"has an unknown unit "k\t9"; expected"#)),
+        "{errs:?}"
+    );
+}
