@@ -61,8 +61,8 @@ fn options_payload(m: &TcMessage) -> Option<Vec<u8>> {
 }
 
 /// A dump the kernel would never send: an attribute cut short, or one of the structs netd reads
-/// smaller than the kernel's. Reported as an error, not read as "no rate here": that would make
-/// reconcile replace shaping that is there, or report a port as unlimited.
+/// smaller than the kernel's. Reported as an error, not read as "no rate here": that would show
+/// a shaped link as unshaped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error(
@@ -98,10 +98,8 @@ pub(crate) fn attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
         };
         let len = usize::from(u16::from_ne_bytes([len[0], len[1]]));
         let kind = u16::from_ne_bytes([kind[0], kind[1]]) & 0x3FFF;
-        let payload = rest
-            .get(4..len)
-            .filter(|_| len >= 4)
-            .ok_or_else(|| truncated(len.max(4)))?;
+        // A length below 4 (the header itself) is as wrong as one past the end.
+        let payload = rest.get(4..len).ok_or_else(|| truncated(len.max(4)))?;
         out.push((kind, payload));
         offset += (len + 3) & !3;
     }
@@ -128,10 +126,14 @@ fn sized<'a>(what: &'static str, payload: &'a [u8], want: usize) -> Result<&'a [
 }
 
 fn u64_of(what: &'static str, b: &[u8]) -> Result<u64, DecodeError> {
-    let b = sized(what, b, 8)?;
-    Ok(u64::from_ne_bytes([
-        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-    ]))
+    match b.first_chunk::<8>() {
+        Some(n) => Ok(u64::from_ne_bytes(*n)),
+        None => Err(DecodeError::Short {
+            what,
+            got: b.len(),
+            want: 8,
+        }),
+    }
 }
 
 /// Sizes of the kernel's structs (include/uapi/linux/pkt_sched.h).
