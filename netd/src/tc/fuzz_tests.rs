@@ -397,7 +397,7 @@ fn log_uniform(rng: &mut Rng, max_log: usize) -> u64 {
 fn fuzz_tc_encode_decode_round_trip() {
     let report = run(
         "tc round trip",
-        Budget::from_env(5_000),
+        Budget::from_env(20_000),
         &[Shape {
             rate_bytes: 12_500_000,
             burst: 125_000,
