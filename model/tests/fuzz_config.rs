@@ -249,7 +249,7 @@ fn fuzz_host_toml() {
     values.dedup();
     let report = run(
         "host.toml",
-        Budget::from_env(4_000),
+        Budget::from_env(6_000),
         &seeds,
         |rng, seed| {
             // Half the mutants break the syntax (the TOML parser's errors and their

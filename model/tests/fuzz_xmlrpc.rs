@@ -165,7 +165,7 @@ fn fuzz_xmlrpc_documents() {
     let mutator = Mutator::new(&seeds, XML_TOKENS).with_corpus_words();
     let report = run(
         "xmlrpc documents",
-        Budget::from_env(6_000),
+        Budget::from_env(10_000),
         &seeds,
         |rng, seed| mutator.mutate(rng, seed),
         |input: &Vec<u8>| {
