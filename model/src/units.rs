@@ -36,7 +36,7 @@ pub enum SizeError {
     NoNumber,
     #[error("is not a whole number of bytes; expected {SIZE_GRAMMAR}")]
     Fraction,
-    #[error("has an unknown unit \"{0}\"; expected {SIZE_GRAMMAR}")]
+    #[error("has an unknown unit {0:?}; expected {SIZE_GRAMMAR}")]
     UnknownUnit(String),
     #[error("is too large; expected at most 16 EiB (18446744073709551615 bytes)")]
     TooLarge,
@@ -51,7 +51,7 @@ pub enum RateError {
     NoNumber,
     #[error("is not a whole number of bits per second; expected {RATE_GRAMMAR}")]
     Fraction,
-    #[error("has an unknown unit \"{0}\"; expected {RATE_GRAMMAR}")]
+    #[error("has an unknown unit {0:?}; expected {RATE_GRAMMAR}")]
     UnknownUnit(String),
     #[error("is too large; expected at most 18446744073709551615 bit/s")]
     TooLarge,

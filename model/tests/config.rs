@@ -540,3 +540,82 @@ fn unknown_names_list_a_few_of_the_defined_ones() {
         errs[0]
     );
 }
+
+/// Found by tests/fuzz_config.rs: an invalid network name with a line break, listed raw in
+/// another diagnostic's "defined: …" hint, split that diagnostic over two lines.
+#[test]
+fn defined_names_in_hints_are_escaped() {
+    let errs = errors("[[network]]\nname=\"\\n\"\n[[vm]]\n[[vm.nic]]\nnetwork=\"\"");
+    let hint = errs
+        .iter()
+        .find(|e| e.contains("refers to unknown network"))
+        .unwrap_or_else(|| panic!("no unknown-network error in {errs:?}"));
+    assert!(
+        hint.ends_with(r#"refers to unknown network "" (defined: \n)"#),
+        "{hint}"
+    );
+    assert!(errs.iter().all(|e| !e.contains('\n')), "{errs:?}");
+}
+
+/// Found by tests/fuzz_config.rs: the part of a CIDR that is not an address (or prefix) was
+/// quoted raw, so a tab or line break in it went into the diagnostic as it was.
+#[test]
+fn bad_cidr_parts_are_escaped() {
+    let errs = errors("[host.management]\naddress=\"\t/\"");
+    assert!(
+        errs.iter()
+            .any(|e| e
+                .contains(r#"address "\t/" in [host.management] has an invalid address "\t";"#)),
+        "{errs:?}"
+    );
+    let errs = errors("[host.management]\naddress=\"10.0.0.1/\\n\"");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains(r#"has an invalid prefix length "\n"; expected 0 to 32"#)),
+        "{errs:?}"
+    );
+}
+
+/// Found by tests/fuzz_config.rs: host.toml took an address on a vlan network, which netd
+/// never configures and `net.create` refuses for the same network.
+#[test]
+fn a_vlan_network_takes_no_address() {
+    let text = format!(
+        "{MINIMAL}\n[[network]]\nname = \"v20\"\nkind = \"vlan\"\nuplink = \"eth2\"\nvlan = 20\naddress = \"192.0.2.10/24\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        errs,
+        [
+            "t.toml:13:11: address \"192.0.2.10/24\" in network \"v20\" is not used with kind = \"vlan\"; give the address to the network on top of it"
+        ]
+    );
+    let spec = model::net::NetworkSpec {
+        name: "v20".into(),
+        kind: model::net::NetworkKind::Vlan,
+        uplink: Some("eth2".into()),
+        vlan: Some(20),
+        vlan_aware: false,
+        bond: vec![],
+        bond_mode: None,
+        subnet: None,
+        address: Some("192.0.2.10/24".into()),
+        limits: None,
+    };
+    assert!(
+        spec.validate().is_err(),
+        "net.create takes what host.toml refuses"
+    );
+}
+
+/// Found by tests/fuzz_config.rs: an unknown size unit was quoted raw, so a tab or line break
+/// in it went into the diagnostic as it was.
+#[test]
+fn unknown_units_are_escaped() {
+    let errs = errors("[[vm]]\nmemory=\"9k\t9\"");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains(r#"has an unknown unit "k\t9"; expected"#)),
+        "{errs:?}"
+    );
+}

@@ -1,10 +1,11 @@
 //! Fixtures shared by the tests of init, netd, hostd, vmm, apid and cairnctl: recording skips,
 //! the root check, scratch directories and named network namespaces removed on drop, a private
 //! dbus-daemon, the `init --sandbox` harness (`sandbox`), the host.toml fixtures, the VMM's test
-//! guest (`guest`) and the busybox container template (`template`). Never a dependency of a
-//! binary the appliance ships; the image builder (which runs on the build host) uses
-//! `template` for the debug image's busybox template.
+//! guest (`guest`), the busybox container template (`template`) and the fuzzers' mutators and
+//! driver (`fuzz`). Never a dependency of a binary the appliance ships; the image builder
+//! (which runs on the build host) uses `template` for the debug image's busybox template.
 
+pub mod fuzz;
 pub mod sandbox;
 
 use std::io::{BufRead, BufReader, Write};

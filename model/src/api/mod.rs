@@ -195,6 +195,11 @@ macro_rules! actions {
 
         /// Every action this module declares.
         pub const $list: &[&$crate::api::Declaration] = &[$(&<$ty as $crate::api::Action>::DECL),*];
+
+        /// Calls `v` once with each action this module declares, by type.
+        pub fn visit_actions(v: &mut impl $crate::api::ActionVisitor) {
+            $(v.visit::<$ty>();)*
+        }
     };
 }
 pub(crate) use actions;
@@ -211,6 +216,22 @@ pub fn declarations() -> Vec<&'static Declaration> {
     .concat();
     all.sort_by_key(|d| d.name);
     all
+}
+
+/// Code that wants every action by its type, not only its declaration: the fuzzers build
+/// valid calls and decode mutated ones through this, so an action is covered the moment it is
+/// declared, with no list of types to keep up to date by hand.
+pub trait ActionVisitor {
+    fn visit<A: Action>(&mut self);
+}
+
+/// Calls `v` once with every declared action.
+pub fn visit_actions(v: &mut impl ActionVisitor) {
+    system::visit_actions(v);
+    host::visit_actions(v);
+    net::visit_actions(v);
+    ct::visit_actions(v);
+    vm::visit_actions(v);
 }
 
 /// The declaration of `name`, if there is one.

@@ -202,3 +202,77 @@ fn any_value_passes_through() {
     let call: system::BatchCall = from_value(v).unwrap();
     assert_eq!(call.method_name, "x");
 }
+
+#[test]
+fn the_visitor_reaches_every_declared_action_once() {
+    struct Names(Vec<&'static str>);
+    impl ActionVisitor for Names {
+        fn visit<A: Action>(&mut self) {
+            self.0.push(A::DECL.name);
+        }
+    }
+    let mut seen = Names(Vec::new());
+    visit_actions(&mut seen);
+    seen.0.sort_unstable();
+    let declared: Vec<&str> = declarations().iter().map(|d| d.name).collect();
+    assert_eq!(seen.0, declared);
+}
+
+/// Found by apid/tests/fuzz.rs: a call inside system.multicall went through `Value`'s own
+/// decoding first, which read a small `<i8>` as `<int>` and a dateTime as a string, so a batched
+/// call was refused with the wrong type, or accepted where the same call alone is refused.
+#[test]
+fn values_decode_exactly_as_they_came() {
+    let v = Value::structure([
+        ("methodName", Value::I8(1)),
+        (
+            "params",
+            Value::Array(vec![
+                Value::DateTime("19980717T14:08:55".into()),
+                Value::I8(7),
+                Value::Int(7),
+            ]),
+        ),
+    ]);
+    let back: Value = from_value(v.clone()).unwrap();
+    assert_eq!(back, v);
+    let e = from_value::<system::BatchCall>(v).unwrap_err();
+    assert_eq!(e.to_string(), "methodName must be string, got i8");
+    let call: system::BatchCall = from_value(Value::structure([
+        ("methodName", Value::from("vm.start")),
+        (
+            "params",
+            Value::Array(vec![Value::DateTime("19980717T14:08:55".into())]),
+        ),
+    ]))
+    .unwrap();
+    let e = vm::VmStart::from_params(call.params).unwrap_err();
+    assert_eq!(e, "vm.start: name must be string, got dateTime.iso8601");
+    // Other formats still read a Value as what they hold.
+    let from_json: Value = serde_json::from_str(r#"{"a": [1, "x", true]}"#).unwrap();
+    assert_eq!(
+        from_json,
+        Value::structure([(
+            "a",
+            Value::Array(vec![Value::Int(1), Value::from("x"), Value::Bool(true)])
+        )])
+    );
+}
+
+/// Found by tests/fuzz_xmlrpc.rs: an unknown member named with a backtick was quoted in
+/// backticks as it was (``unknown member ```), which reads back as something else.
+#[test]
+fn odd_unknown_member_names_are_quoted_unambiguously() {
+    let e = |name: &str| {
+        net::NetCreate::from_params(vec![Value::structure([
+            ("name", Value::from("lan")),
+            ("kind", Value::from("bridged")),
+            (name, Value::from("x")),
+        ])])
+        .unwrap_err()
+    };
+    assert!(e("colour").starts_with("net.create: spec: unknown member `colour`; known"));
+    assert!(e("`").starts_with("net.create: spec: unknown member \"`\"; known"));
+    assert!(e("").starts_with("net.create: spec: unknown member \"\"; known"));
+    assert!(e("a\nb").starts_with("net.create: spec: unknown member \"a\\nb\"; known"));
+}

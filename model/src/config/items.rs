@@ -241,6 +241,16 @@ pub(super) fn read_network(p: &mut Problems, t: Table<'_, '_>) -> NetworkDraft {
             f.bad(p, format_args!("{s:?}"), &problem);
             return None;
         }
+        // The rule net.create applies (NetworkSpec::validate): netd puts no address on an
+        // 802.1Q link, so one here would be accepted and silently never configured.
+        if kind == Some(NetworkKind::Vlan) {
+            f.bad(
+                p,
+                format_args!("{s:?}"),
+                "is not used with kind = \"vlan\"; give the address to the network on top of it",
+            );
+            return None;
+        }
         Some(c)
     });
     NetworkDraft {

@@ -6,16 +6,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::types::{Cidr, Ipv4Cidr};
 
 /// What is wrong with a CIDR string. Each message completes a sentence that starts with the
-/// field and the value, e.g. `subnet "10.0.0.0" in network "lan" ` + message.
+/// field and the value, e.g. `subnet "10.0.0.0" in network "lan" ` + message. The parts quoted
+/// are escaped (`{:?}`): they are the user's text, and a line break in it would split a
+/// `file:line:col: message` diagnostic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
     #[error("has no prefix length; expected address/prefix such as \"10.0.0.0/24\"")]
     NoPrefix,
-    #[error("has an invalid address \"{0}\"; expected an IPv4 or IPv6 address before the '/'")]
+    #[error("has an invalid address {0:?}; expected an IPv4 or IPv6 address before the '/'")]
     BadAddress(String),
     #[error("is not IPv4; expected an IPv4 address/prefix such as \"192.0.2.10/24\"")]
     NotIpv4,
-    #[error("has an invalid prefix length \"{0}\"; expected 0 to {1}")]
+    #[error("has an invalid prefix length {0:?}; expected 0 to {1}")]
     BadPrefix(String, u8),
 }
 

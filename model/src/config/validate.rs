@@ -139,14 +139,23 @@ fn resolve(p: &mut Problems, who: &str, kind: &str, r: Option<&At<String>>, know
     if known.binary_search(&r.value.as_str()).is_ok() {
         return;
     }
+    // Escaped: a defined name may itself be invalid (its own diagnostic says so), and a line
+    // break in it would split this diagnostic's one line of `file:line:col: message`.
+    let listed = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| n.escape_debug().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let hint = if known.is_empty() {
         format!("no [[{kind}]] is defined")
     } else if known.len() <= HINT_NAMES {
-        format!("defined: {}", known.join(", "))
+        format!("defined: {}", listed(known))
     } else {
         format!(
             "defined: {}, … ({} in all)",
-            known[..HINT_NAMES].join(", "),
+            listed(&known[..HINT_NAMES]),
             known.len()
         )
     };

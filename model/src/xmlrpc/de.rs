@@ -100,6 +100,17 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// A member name the client sent, as messages show it: `` `name` `` like the names we declare,
+/// unless it would not read back unambiguously that way (empty, a backtick or a control
+/// character in it): then quoted and escaped, `"a`b"`.
+fn quoted_member(name: &str) -> String {
+    if name.is_empty() || name.chars().any(|c| c == '`' || c.is_control()) {
+        format!("{name:?}")
+    } else {
+        format!("`{name}`")
+    }
+}
+
 fn one_of(names: &'static [&'static str]) -> String {
     if names.is_empty() {
         "none".to_string()
@@ -115,7 +126,8 @@ impl de::Error for DecodeError {
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         DecodeError::other(format!(
-            "unknown member `{field}`; known members: {}",
+            "unknown member {}; known members: {}",
+            quoted_member(field),
             one_of(expected)
         ))
     }
@@ -282,9 +294,16 @@ impl<'de> de::Deserializer<'de> for ValueDeserializer {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, DecodeError> {
+        if name == EXACT {
+            match self.0 {
+                Value::I8(i) => return visitor.visit_enum(Exact::I8(i)),
+                Value::DateTime(s) => return visitor.visit_enum(Exact::DateTime(s)),
+                _ => {}
+            }
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -516,10 +535,77 @@ impl<'de> VariantAccess<'de> for VariantValue {
     }
 }
 
+/// The name `Value` asks to be deserialized under. `ValueDeserializer` answers it with the two
+/// types serde's data model would blur, an `<i8>` that fits 32 bits (an integer to serde, so
+/// `<int>` again) and a dateTime (text to serde, so `<string>`), as the enum [`Exact`]; every
+/// other deserializer sees a plain newtype. A call inside `system.multicall` is decoded from a
+/// `Value`, and must be read exactly as the same call on its own would be.
+const EXACT: &str = "$cairn::xmlrpc::Value";
+
+const I8_TAG: &str = "i8";
+const DATETIME_TAG: &str = "dateTime.iso8601";
+
+/// A value whose XML-RPC type serde alone would lose, tagged with it.
+enum Exact {
+    I8(i64),
+    DateTime(String),
+}
+
+impl<'de> EnumAccess<'de> for Exact {
+    type Error = DecodeError;
+    type Variant = Exact;
+
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<(T::Value, Exact), DecodeError> {
+        let tag = match self {
+            Exact::I8(_) => I8_TAG,
+            Exact::DateTime(_) => DATETIME_TAG,
+        };
+        let v = seed.deserialize(de::value::StrDeserializer::<DecodeError>::new(tag))?;
+        Ok((v, self))
+    }
+}
+
+impl<'de> VariantAccess<'de> for Exact {
+    type Error = DecodeError;
+
+    fn unit_variant(self) -> Result<(), DecodeError> {
+        Err(DecodeError::other("an exact value carries data"))
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, DecodeError> {
+        match self {
+            Exact::I8(i) => seed.deserialize(i.into_deserializer()),
+            Exact::DateTime(s) => seed.deserialize(s.into_deserializer()),
+        }
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        _visitor: V,
+    ) -> Result<V::Value, DecodeError> {
+        Err(DecodeError::other("an exact value is not a tuple"))
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, DecodeError> {
+        Err(DecodeError::other("an exact value is not a struct"))
+    }
+}
+
 impl<'de> de::Deserialize<'de> for Value {
     /// Any value, as it is: for members whose type the action leaves open (a batch's params).
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(AnyValue)
+        d.deserialize_newtype_struct(EXACT, AnyValue)
     }
 }
 
@@ -579,5 +665,20 @@ impl<'de> Visitor<'de> for AnyValue {
             members.insert(k, v);
         }
         Ok(Value::Struct(members))
+    }
+    /// A deserializer that does not know [`EXACT`]: the value is whatever it holds.
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(AnyValue)
+    }
+    /// [`ValueDeserializer`]'s answer to [`EXACT`].
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        let (tag, variant): (String, _) = data.variant()?;
+        match tag.as_str() {
+            I8_TAG => variant.newtype_variant().map(Value::I8),
+            DATETIME_TAG => variant.newtype_variant().map(Value::DateTime),
+            other => Err(de::Error::custom(format!(
+                "{other:?} is not an XML-RPC type"
+            ))),
+        }
     }
 }

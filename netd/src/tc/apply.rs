@@ -5,7 +5,7 @@
 use model::net::Rate;
 use rtnetlink::Handle;
 
-use super::decode::{QdiscInfo, decode};
+use super::decode::{QdiscInfo, decode_all};
 use super::encode::{
     self, HTB_CLASS, HTB_HANDLE, HtbClass, INGRESS_HANDLE, IngressAction, TC_H_INGRESS, TC_H_ROOT,
 };
@@ -31,11 +31,12 @@ fn bytes_per_sec(rate: &Rate) -> u64 {
 }
 
 async fn qdiscs(handle: &Handle, p: &Psched, ifindex: u32) -> Result<Vec<QdiscInfo>, TcError> {
-    Ok(request::qdiscs(handle, ifindex)
-        .await?
-        .iter()
-        .map(|m| decode(p, m, "qdisc"))
-        .collect())
+    decode_all(
+        p,
+        &request::qdiscs(handle, ifindex).await?,
+        "qdisc",
+        ifindex,
+    )
 }
 
 /// Egress shaping of one device with htb. htb rather than tbf: one scheme for ports, IFBs and

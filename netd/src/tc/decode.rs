@@ -6,6 +6,7 @@ use rtnetlink::packet_core::Nla;
 use serde::Serialize;
 
 use super::encode::{TC_H_INGRESS, TC_H_ROOT};
+use super::error::TcError;
 use super::psched::Psched;
 
 /// One qdisc or class as the kernel reports it.
@@ -59,20 +60,50 @@ fn options_payload(m: &TcMessage) -> Option<Vec<u8>> {
     })
 }
 
-/// Splits netlink attributes into (type without flags, payload); stops at malformed input.
-pub(crate) fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
+/// A dump the kernel would never send: an attribute cut short, or one of the structs netd reads
+/// smaller than the kernel's. Reported as an error, not read as "no rate here": that would show
+/// a shaped link as unshaped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error(
+        "attribute at byte {offset} of TCA_OPTIONS is truncated: it needs {needs} bytes, {left} are left"
+    )]
+    Truncated {
+        offset: usize,
+        needs: usize,
+        left: usize,
+    },
+    #[error("{what} is {got} bytes, shorter than the kernel's {want}")]
+    Short {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
+}
+
+/// Splits netlink attributes into (type without flags, payload). The last attribute's padding
+/// may be missing; anything else left over, or an attribute longer than what is left, is an
+/// error.
+pub(crate) fn attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
     let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3FFF;
-        if len < 4 || len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[4..len]));
-        let next = (len + 3) & !3;
-        buf = buf.get(next..).unwrap_or(&[]);
+    let mut offset = 0;
+    while let Some(rest) = buf.get(offset..).filter(|r| !r.is_empty()) {
+        let truncated = |needs| DecodeError::Truncated {
+            offset,
+            needs,
+            left: rest.len(),
+        };
+        let (Some(len), Some(kind)) = (rest.get(0..2), rest.get(2..4)) else {
+            return Err(truncated(4));
+        };
+        let len = usize::from(u16::from_ne_bytes([len[0], len[1]]));
+        let kind = u16::from_ne_bytes([kind[0], kind[1]]) & 0x3FFF;
+        // A length below 4 (the header itself) is as wrong as one past the end.
+        let payload = rest.get(4..len).ok_or_else(|| truncated(len.max(4)))?;
+        out.push((kind, payload));
+        offset += (len + 3) & !3;
     }
-    out
+    Ok(out)
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
@@ -81,13 +112,42 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
         .map(u32::from_ne_bytes)
 }
 
-fn u64_of(b: &[u8]) -> Option<u64> {
-    b.get(..8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_ne_bytes)
+/// An attribute's payload, checked to hold the kernel's whole struct (or number).
+fn sized<'a>(what: &'static str, payload: &'a [u8], want: usize) -> Result<&'a [u8], DecodeError> {
+    if payload.len() < want {
+        Err(DecodeError::Short {
+            what,
+            got: payload.len(),
+            want,
+        })
+    } else {
+        Ok(payload)
+    }
 }
 
-pub fn decode(p: &Psched, m: &TcMessage, object: &'static str) -> QdiscInfo {
+fn u64_of(what: &'static str, b: &[u8]) -> Result<u64, DecodeError> {
+    match b.first_chunk::<8>() {
+        Some(n) => Ok(u64::from_ne_bytes(*n)),
+        None => Err(DecodeError::Short {
+            what,
+            got: b.len(),
+            want: 8,
+        }),
+    }
+}
+
+/// Sizes of the kernel's structs (include/uapi/linux/pkt_sched.h).
+const TC_HTB_GLOB: usize = 20;
+const TC_HTB_OPT: usize = 44;
+const TC_TBF_QOPT: usize = 36;
+
+/// Bytes/s as tc's bits/s. A rate the kernel holds as 64 bits may not fit 64 bits times 8: it
+/// saturates (no real link is that fast; a wrapped number would be a wrong, small rate).
+fn bits(bytes_per_sec: u64) -> u64 {
+    bytes_per_sec.saturating_mul(8)
+}
+
+pub fn decode(p: &Psched, m: &TcMessage, object: &'static str) -> Result<QdiscInfo, DecodeError> {
     let kind = m
         .attributes
         .iter()
@@ -110,32 +170,81 @@ pub fn decode(p: &Psched, m: &TcMessage, object: &'static str) -> QdiscInfo {
         raw_handle,
         raw_parent,
     };
-    let Some(opts) = options_payload(m) else {
-        return info;
-    };
-    let opts = attrs(&opts);
+    if let Some(opts) = options_payload(m) {
+        decode_options(p, &mut info, &opts)?;
+    }
+    Ok(info)
+}
+
+/// Reads the rates and bursts of `info.kind` from its TCA_OPTIONS payload.
+pub(crate) fn decode_options(
+    p: &Psched,
+    info: &mut QdiscInfo,
+    opts: &[u8],
+) -> Result<(), DecodeError> {
+    let known = matches!(info.kind.as_str(), "htb" | "tbf");
+    if !known {
+        // Kinds netd does not read (fq_codel, noqueue, …) are only listed, however their
+        // options look.
+        return Ok(());
+    }
+    let opts = attrs(opts)?;
     let find = |t: u16| opts.iter().find(|(k, _)| *k == t).map(|(_, v)| *v);
-    match (info.kind.as_str(), object) {
-        ("htb", "qdisc") => info.default_class = find(2).and_then(|g| u32_at(g, 8)),
+    match (info.kind.as_str(), info.object) {
+        ("htb", "qdisc") => {
+            if let Some(glob) = find(2) {
+                let glob = sized("TCA_HTB_INIT", glob, TC_HTB_GLOB)?;
+                info.default_class = u32_at(glob, 8);
+            }
+        }
         ("htb", "class") => {
             if let Some(parms) = find(1) {
-                let rate = find(6).and_then(u64_of).or(u32_at(parms, 8).map(u64::from));
-                let ceil = find(7)
-                    .and_then(u64_of)
-                    .or(u32_at(parms, 20).map(u64::from));
-                info.rate_bps = rate.map(|r| r * 8);
-                info.ceil_bps = ceil.map(|r| r * 8);
-                info.burst_bytes = rate.zip(u32_at(parms, 24)).map(|(r, b)| p.xmitsize(r, b));
+                let parms = sized("TCA_HTB_PARMS", parms, TC_HTB_OPT)?;
+                let rate = match find(6) {
+                    Some(r) => u64_of("TCA_HTB_RATE64", r)?,
+                    None => u32_at(parms, 8).map_or(0, u64::from),
+                };
+                let ceil = match find(7) {
+                    Some(c) => u64_of("TCA_HTB_CEIL64", c)?,
+                    None => u32_at(parms, 20).map_or(0, u64::from),
+                };
+                info.rate_bps = Some(bits(rate));
+                info.ceil_bps = Some(bits(ceil));
+                info.burst_bytes = u32_at(parms, 24).map(|b| p.xmitsize(rate, b));
             }
         }
         ("tbf", _) => {
             if let Some(parms) = find(1) {
-                let rate = find(4).and_then(u64_of).or(u32_at(parms, 8).map(u64::from));
-                info.rate_bps = rate.map(|r| r * 8);
-                info.burst_bytes = rate.zip(u32_at(parms, 28)).map(|(r, b)| p.xmitsize(r, b));
+                let parms = sized("TCA_TBF_PARMS", parms, TC_TBF_QOPT)?;
+                let rate = match find(4) {
+                    Some(r) => u64_of("TCA_TBF_RATE64", r)?,
+                    None => u32_at(parms, 8).map_or(0, u64::from),
+                };
+                info.rate_bps = Some(bits(rate));
+                info.burst_bytes = u32_at(parms, 28).map(|b| p.xmitsize(rate, b));
             }
         }
         _ => {}
     }
-    info
+    Ok(())
+}
+
+/// Decodes a dump of `object`s (qdiscs or classes) of device `ifindex`.
+pub(crate) fn decode_all(
+    p: &Psched,
+    dump: &[TcMessage],
+    object: &'static str,
+    ifindex: u32,
+) -> Result<Vec<QdiscInfo>, TcError> {
+    dump.iter()
+        .map(|m| {
+            decode(p, m, object).map_err(|source| TcError::Decode {
+                object: format!(
+                    "{object} {} on ifindex {ifindex}",
+                    fmt_handle(u32::from(m.header.handle))
+                ),
+                source,
+            })
+        })
+        .collect()
 }

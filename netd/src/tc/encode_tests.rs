@@ -13,7 +13,7 @@ use super::psched::Psched;
 
 const P: Psched = Psched::MODERN;
 
-fn captured(name: &str) -> Vec<u8> {
+pub(super) fn captured(name: &str) -> Vec<u8> {
     let text = match name {
         "htb_qdisc" => include_str!("testdata/htb_qdisc.hex"),
         "htb_class_100m" => include_str!("testdata/htb_class_100m.hex"),
@@ -39,7 +39,7 @@ fn captured(name: &str) -> Vec<u8> {
 }
 
 /// What netd puts on the wire after the nlmsghdr.
-fn ours(m: TcMessage) -> Vec<u8> {
+pub(super) fn ours(m: TcMessage) -> Vec<u8> {
     let mut nl = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(m));
     nl.finalize();
     let mut buf = vec![0u8; nl.header.length as usize];
@@ -54,9 +54,10 @@ type Shape = (Vec<u8>, Vec<(u16, Vec<u8>)>, Vec<(u16, Vec<u8>)>);
 fn shape(body: &[u8], drop: &[u16]) -> Shape {
     let mut top = Vec::new();
     let mut opts = Vec::new();
-    for (t, v) in attrs(&body[20..]) {
+    for (t, v) in attrs(&body[20..]).unwrap() {
         if t == 2 {
             opts = attrs(v)
+                .unwrap()
                 .into_iter()
                 .filter(|(t, _)| !drop.contains(t))
                 .map(|(t, v)| (t, v.to_vec()))
@@ -201,7 +202,7 @@ fn decode_reads_back_encoded_options() {
         let body = ours(htb_class(&P, 2, HTB_HANDLE, HTB_CLASS, &c).unwrap());
         let parsed =
             <TcMessage as rtnetlink::packet_core::Parseable<[u8]>>::parse(&body[..]).unwrap();
-        let info = decode(&P, &parsed, "class");
+        let info = decode(&P, &parsed, "class").unwrap();
         assert_eq!(info.handle, "1:1");
         assert_eq!(info.parent, "1:");
         assert_eq!(info.rate_bps, Some(rate * 8));

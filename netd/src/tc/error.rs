@@ -1,5 +1,6 @@
 //! What can go wrong while shaping, naming the object and the kernel's reason.
 
+use super::decode::DecodeError;
 use super::encode::EncodeError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,13 @@ pub enum TcError {
         object: String,
         #[source]
         source: EncodeError,
+    },
+    /// The kernel's dump of a qdisc or class could not be read.
+    #[error("cannot read the kernel's {object}: {source}")]
+    Decode {
+        object: String,
+        #[source]
+        source: DecodeError,
     },
     /// An interface with the IFB's name exists but is not this port's IFB.
     #[error(

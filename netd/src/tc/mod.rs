@@ -27,6 +27,8 @@ mod request;
 
 #[cfg(test)]
 mod encode_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 use model::net::Limits;
 use rtnetlink::Handle;
@@ -102,16 +104,17 @@ pub async fn apply_network_aggregate(
 /// The qdiscs and classes of a device as the kernel reports them.
 pub async fn read_qdiscs(handle: &Handle, ifindex: u32) -> Result<Vec<QdiscInfo>, TcError> {
     let p = psched::Psched::kernel();
-    let mut out: Vec<QdiscInfo> = request::qdiscs(handle, ifindex)
-        .await?
-        .iter()
-        .map(|m| decode::decode(&p, m, "qdisc"))
-        .collect();
-    out.extend(
-        request::classes(handle, ifindex)
-            .await?
-            .iter()
-            .map(|m| decode::decode(&p, m, "class")),
-    );
+    let mut out = decode::decode_all(
+        &p,
+        &request::qdiscs(handle, ifindex).await?,
+        "qdisc",
+        ifindex,
+    )?;
+    out.extend(decode::decode_all(
+        &p,
+        &request::classes(handle, ifindex).await?,
+        "class",
+        ifindex,
+    )?);
     Ok(out)
 }
