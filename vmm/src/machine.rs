@@ -560,14 +560,6 @@ impl Prepared {
             .map_err(overlap)?;
         pio.insert(I8042_BASE, I8042_LEN, i8042.clone() as SharedDevice)
             .map_err(overlap)?;
-        // Stateless but for the guest's RAM bytes, which a snapshot does not keep.
-        let cmos: SharedDevice = Arc::new(Mutex::new(crate::devices::cmos::Cmos::default()));
-        pio.insert(
-            crate::devices::cmos::CMOS_BASE,
-            crate::devices::cmos::CMOS_LEN,
-            cmos,
-        )
-        .map_err(overlap)?;
         for slot in &virtio {
             mmio.insert(
                 slot.base,

@@ -1,8 +1,7 @@
-//! The VM's devices and the buses the vCPUs reach them on: port I/O (serial, i8042, CMOS RTC)
-//! and MMIO (virtio-mmio transports). A vCPU exit is routed to the device that owns the
-//! address; the device runs on the vCPU thread under its own lock.
+//! The VM's devices and the buses the vCPUs reach them on: port I/O (serial, i8042) and MMIO
+//! (virtio-mmio transports). A vCPU exit is routed to the device that owns the address; the
+//! device runs on the vCPU thread under its own lock.
 
-pub mod cmos;
 pub mod i8042;
 pub mod serial;
 pub mod virtio;
