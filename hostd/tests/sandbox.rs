@@ -400,26 +400,34 @@ async fn wait_running(sb: &Sandbox, host: &Host1Proxy<'_>, name: &str) -> Contai
     }
 }
 
-const BIG_EXEC: &str =
-    "sandbox::exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus";
+/// A sandbox with one busybox container, `name`, running in it.
+struct Running {
+    sb: Sandbox,
+    conn: zbus::Connection,
+    host: Host1Proxy<'static>,
+    hostd_pid: u32,
+    /// Holds the template tarball until the test ends.
+    _scratch: TempDir,
+}
 
-/// A command that writes 40 MiB: more than one D-Bus message may carry (32 MiB), which used to
-/// cut hostd off the bus. Now it is a TooLarge error saying how much was written and what the
-/// cap is, and hostd — same process, still on the bus — answers its next call.
-#[tokio::test(flavor = "current_thread")]
-async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() {
-    if !containers_possible(BIG_EXEC) {
-        return;
+/// Starts a sandbox (tagged `tag`) and one busybox container `name` in it; None (with the
+/// reason printed as a skip of `test`) where containers cannot run here.
+async fn one_running_container(test: &str, tag: &str, name: &str) -> Option<Running> {
+    if !containers_possible(test) {
+        return None;
     }
     let bins = match bin_dir() {
         Ok(b) => b,
-        Err(why) => return skip(BIG_EXEC, &why),
+        Err(why) => {
+            skip(test, &why);
+            return None;
+        }
     };
-    let scratch = TempDir::new("hostd-sbx-big-tpl");
+    let scratch = TempDir::new(&format!("hostd-sbx-{tag}-tpl"));
     let (tarball, digest) = busybox_tarball(&scratch.0);
     let mut sb = Sandbox::start(
-        "ct-sbx-big",
-        &testkit::sandbox_config("ct-big", None),
+        &format!("ct-sbx-{tag}"),
+        &testkit::sandbox_config(&format!("ct-{tag}"), None),
         &bins,
     );
     let (conn, table) = sb.ready().await;
@@ -432,12 +440,39 @@ async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() 
     host.import_template("busybox", tarball.to_str().unwrap(), &digest)
         .await
         .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
-    host.create_container(r#"{"name":"big","template":"busybox"}"#)
+    host.create_container(&format!(r#"{{"name":"{name}","template":"busybox"}}"#))
         .await
         .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
-    host.start_container("big")
+    host.start_container(name)
         .await
         .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+    Some(Running {
+        sb,
+        conn,
+        host,
+        hostd_pid,
+        _scratch: scratch,
+    })
+}
+
+const BIG_EXEC: &str =
+    "sandbox::exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus";
+
+/// A command that writes 40 MiB: more than one D-Bus message may carry (32 MiB), which used to
+/// cut hostd off the bus. Now it is a TooLarge error saying how much was written and what the
+/// cap is, and hostd — same process, still on the bus — answers its next call.
+#[tokio::test(flavor = "current_thread")]
+async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() {
+    let Some(Running {
+        sb,
+        conn,
+        host,
+        hostd_pid,
+        ..
+    }) = one_running_container(BIG_EXEC, "big", "big").await
+    else {
+        return;
+    };
 
     // 40 MiB on stdout, and a line on stderr once it is all written (so the command was not
     // blocked on a full pipe: it ran to its end).
@@ -545,36 +580,16 @@ const FLOOD: &str = "sandbox::a_container_flooding_its_console_leaves_a_bounded_
 #[tokio::test(flavor = "current_thread")]
 async fn a_container_flooding_its_console_leaves_a_bounded_rotated_log() {
     use vmm::launcher::console::CONSOLE_LOG_CAP;
-    if !containers_possible(FLOOD) {
+    let Some(Running {
+        sb,
+        conn,
+        host,
+        hostd_pid,
+        ..
+    }) = one_running_container(FLOOD, "flood", "flood").await
+    else {
         return;
-    }
-    let bins = match bin_dir() {
-        Ok(b) => b,
-        Err(why) => return skip(FLOOD, &why),
     };
-    let scratch = TempDir::new("hostd-sbx-flood-tpl");
-    let (tarball, digest) = busybox_tarball(&scratch.0);
-    let mut sb = Sandbox::start(
-        "ct-sbx-flood",
-        &testkit::sandbox_config("ct-flood", None),
-        &bins,
-    );
-    let (conn, table) = sb.ready().await;
-    let hostd_pid = table
-        .iter()
-        .find(|s| s.name == "hostd")
-        .map(|s| s.pid)
-        .unwrap();
-    let host = Host1Proxy::new(&conn).await.unwrap();
-    host.import_template("busybox", tarball.to_str().unwrap(), &digest)
-        .await
-        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
-    host.create_container(r#"{"name":"flood","template":"busybox"}"#)
-        .await
-        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
-    host.start_container("flood")
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
 
     let last = "the last line of the flood";
     let argv = vec![
