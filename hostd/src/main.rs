@@ -85,6 +85,10 @@ async fn daemon() -> anyhow::Result<()> {
     manager.lock().await.set_bus(bus.clone());
     vms.lock().await.set_bus(bus.clone());
     tracing::info!(state = %common.state.display(), "hostd ready");
+    let (sweeping, sweeping_vms, sweep_bus) = (manager.clone(), vms.clone(), bus.clone());
+    tokio::spawn(async move {
+        hostd::reconcile::release_stale_ports(&sweeping, &sweeping_vms, &sweep_bus).await;
+    });
     let (applying, server) = (manager.clone(), bus.object_server().clone());
     let applying_vms = vms.clone();
     tokio::spawn(async move {

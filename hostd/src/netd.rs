@@ -52,17 +52,39 @@ pub async fn attach_port(bus: Option<&zbus::Connection>, spec: &PortSpec) -> Hos
     serde_json::from_str(&info).map_err(|e| HostError::Failed(format!("netd's PortInfo: {e}")))
 }
 
-/// Detaches a port; one already gone is fine, any other failure is logged for `owner`.
-pub async fn detach_port(bus: Option<&zbus::Connection>, owner: &str, port: &str) {
-    if let Err(e) = try_detach_port(bus, port).await {
-        tracing::warn!(owner, port, error = %e, "cannot detach the port")
-    }
-}
-
 /// Detaches a port; one already gone is fine.
 pub async fn try_detach_port(bus: Option<&zbus::Connection>, port: &str) -> HostResult<()> {
     match proxy(bus).await?.detach_port(port).await {
         Ok(()) | Err(CairnError::NotFound(_)) => Ok(()),
         Err(e) => Err(HostError::netd(format_args!("detaching port {port}"))(e)),
     }
+}
+
+/// Detaches every port of `owner` (`ct:NAME`, `vm:NAME`) — what a crash made hostd forget as
+/// well as what it remembers; returns their names.
+pub async fn detach_owner(bus: Option<&zbus::Connection>, owner: &str) -> HostResult<Vec<String>> {
+    proxy(bus)
+        .await?
+        .detach_owner(owner)
+        .await
+        .map_err(HostError::netd(format_args!(
+            "detaching the ports of {owner}"
+        )))
+}
+
+/// The owners of hostd's ports: containers and VMs.
+pub const OWNER_PREFIXES: [&str; 2] = ["ct:", "vm:"];
+
+/// Tells netd which of hostd's guests run (`owners`): the ports of every other container and
+/// VM are detached; returns their names.
+pub async fn keep_owners(
+    bus: Option<&zbus::Connection>,
+    owners: &[String],
+) -> HostResult<Vec<String>> {
+    let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
+    proxy(bus)
+        .await?
+        .keep_owners(&OWNER_PREFIXES, &owners)
+        .await
+        .map_err(HostError::netd("the ports of guests that do not run"))
 }

@@ -11,6 +11,44 @@ use tokio::sync::Mutex;
 
 use crate::ct::manager::Manager;
 use crate::error::HostError;
+use crate::vm::manager::VmManager;
+
+/// Tells netd which containers and VMs run, so that the ports of guests that ended while
+/// hostd was away (a VMM killed, a container whose start a killed hostd never finished) are
+/// detached. Holds both managers' locks meanwhile (in their usual order), so no guest starts
+/// or stops between the look and netd's sweep. Tried until netd answers: it may come up
+/// after hostd.
+pub async fn release_stale_ports(
+    manager: &Arc<Mutex<Manager>>,
+    vms: &Arc<Mutex<VmManager>>,
+    bus: &zbus::Connection,
+) {
+    let mut tries = 0u32;
+    loop {
+        let result = {
+            let m = manager.lock().await;
+            let v = vms.lock().await;
+            let mut owners = m.port_owners();
+            owners.extend(v.port_owners());
+            crate::netd::keep_owners(Some(bus), &owners).await
+        };
+        match result {
+            Ok(gone) => {
+                if !gone.is_empty() {
+                    tracing::info!(ports = ?gone, "detached the ports of guests that do not run");
+                }
+                return;
+            }
+            Err(e) => {
+                tries += 1;
+                if tries == 1 || tries.is_multiple_of(60) {
+                    tracing::warn!(error = %e, tries, "cannot sweep stale ports yet; retrying");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
 
 /// Applies `config`: templates first (containers need them), then containers. Created
 /// containers get their D-Bus object on `server`.

@@ -410,9 +410,15 @@ struct Running {
     _scratch: TempDir,
 }
 
-/// Starts a sandbox (tagged `tag`) and one busybox container `name` in it; None (with the
-/// reason printed as a skip of `test`) where containers cannot run here.
-async fn one_running_container(test: &str, tag: &str, name: &str) -> Option<Running> {
+/// Starts a sandbox (tagged `tag`) and one busybox container `name` in it — on the
+/// sandbox's network `lan` at `lan.10` when `lan` ("10.x.y") is given; None (with the reason
+/// printed as a skip of `test`) where containers cannot run here.
+async fn one_running_container(
+    test: &str,
+    tag: &str,
+    name: &str,
+    lan: Option<&str>,
+) -> Option<Running> {
     if !containers_possible(test) {
         return None;
     }
@@ -427,7 +433,7 @@ async fn one_running_container(test: &str, tag: &str, name: &str) -> Option<Runn
     let (tarball, digest) = busybox_tarball(&scratch.0);
     let mut sb = Sandbox::start(
         &format!("ct-sbx-{tag}"),
-        &testkit::sandbox_config(&format!("ct-{tag}"), None),
+        &testkit::sandbox_config(&format!("ct-{tag}"), lan),
         &bins,
     );
     let (conn, table) = sb.ready().await;
@@ -440,7 +446,12 @@ async fn one_running_container(test: &str, tag: &str, name: &str) -> Option<Runn
     host.import_template("busybox", tarball.to_str().unwrap(), &digest)
         .await
         .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
-    host.create_container(&format!(r#"{{"name":"{name}","template":"busybox"}}"#))
+    let mut spec = serde_json::json!({"name": name, "template": "busybox"});
+    if let Some(lan) = lan {
+        spec["network"] = "lan".into();
+        spec["addresses"] = serde_json::json!([format!("{lan}.10/24")]);
+    }
+    host.create_container(&spec.to_string())
         .await
         .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
     host.start_container(name)
@@ -469,7 +480,7 @@ async fn exec_output_over_the_cap_is_a_clear_error_and_hostd_stays_on_the_bus() 
         host,
         hostd_pid,
         ..
-    }) = one_running_container(BIG_EXEC, "big", "big").await
+    }) = one_running_container(BIG_EXEC, "big", "big", None).await
     else {
         return;
     };
@@ -586,7 +597,7 @@ async fn a_container_flooding_its_console_leaves_a_bounded_rotated_log() {
         host,
         hostd_pid,
         ..
-    }) = one_running_container(FLOOD, "flood", "flood").await
+    }) = one_running_container(FLOOD, "flood", "flood", None).await
     else {
         return;
     };
@@ -653,4 +664,92 @@ async fn a_container_flooding_its_console_leaves_a_bounded_rotated_log() {
     );
     host.stop_container("flood", 0).await.unwrap();
     host.delete_container("flood").await.unwrap();
+}
+
+const UNSEEN: &str = "sandbox::a_container_that_died_while_hostd_was_down_leaves_no_port";
+
+/// hostd killed, then the container (its monitor and init) killed while hostd is down: netd
+/// still has its port record, though the veth died with the container's namespace. The list
+/// of ports answers, the restarted hostd's sweep (or netd's look at the list) drops the port,
+/// the container starts again, and its delete leaves nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_container_that_died_while_hostd_was_down_leaves_no_port() {
+    let Some(Running {
+        sb,
+        conn,
+        host,
+        hostd_pid,
+        ..
+    }) = one_running_container(UNSEEN, "unseen", "un", Some("10.62.0")).await
+    else {
+        return;
+    };
+    let net = model::dbus::Network1Proxy::new(&conn).await.unwrap();
+    let ports = || async {
+        let json = net
+            .list_ports()
+            .await
+            .expect("ListPorts never fails as a whole");
+        serde_json::from_str::<Vec<model::net::PortInfo>>(&json)
+            .expect("PortInfo JSON")
+            .into_iter()
+            .filter(|p| p.owner == "ct:un")
+            .map(|p| p.name)
+            .collect::<Vec<String>>()
+    };
+    let port = ports().await;
+    assert_eq!(port.len(), 1, "{port:?}");
+    let init = wait_running(&sb, &host, "un")
+        .await
+        .pid
+        .expect("a running container has a pid");
+    let monitor: u32 = std::fs::read_to_string(format!("/proc/{init}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().parse().unwrap()))
+        .expect("the init's parent");
+    for pid in [hostd_pid, monitor, init] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    sb.wait_services(&conn, Duration::from_secs(15), |t| {
+        t.iter()
+            .any(|s| s.name == "hostd" && s.state == "running" && s.pid != hostd_pid)
+    })
+    .await;
+    let start = Instant::now();
+    while !ports().await.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the dead container's port is still listed:\n{}",
+            sb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    host.start_container("un")
+        .await
+        .unwrap_or_else(|e| panic!("start after the unseen death: {e}\n{}", sb.log()));
+    wait_running(&sb, &host, "un").await;
+    assert_eq!(ports().await.len(), 1);
+    host.stop_container("un", 1).await.unwrap();
+    host.delete_container("un")
+        .await
+        .unwrap_or_else(|e| panic!("delete: {e}\n{}", sb.log()));
+    let start = Instant::now();
+    while !ports().await.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "delete left the port"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let links = sb.nsenter(&["ip", "-o", "link", "show"]);
+    assert!(
+        !links.contains(&port[0]),
+        "the port's link was left behind: {links}"
+    );
 }

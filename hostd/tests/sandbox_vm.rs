@@ -467,3 +467,122 @@ autostart = false
         host.delete_vm(name).await.unwrap();
     }
 }
+
+const UNSEEN: &str = "sandbox_vm::a_vm_that_died_while_hostd_and_netd_were_down_leaves_no_tap";
+
+fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap_or_else(|e| panic!("kill -9 {pid}: {e}"));
+}
+
+/// The ports netd has for `owner`.
+async fn ports_of(conn: &zbus::Connection, owner: &str) -> Vec<String> {
+    let net = model::dbus::Network1Proxy::new(conn).await.unwrap();
+    let json = net
+        .list_ports()
+        .await
+        .expect("ListPorts never fails as a whole");
+    serde_json::from_str::<Vec<model::net::PortInfo>>(&json)
+        .expect("PortInfo JSON")
+        .into_iter()
+        .filter(|p| p.owner == owner)
+        .map(|p| p.name)
+        .collect()
+}
+
+/// hostd and netd killed, then the VMM and its monitor killed while they are down: no exit
+/// record, and a tap that outlives its VMM. The restarted hostd tells netd which guests run,
+/// so the tap goes; the VM starts again and its delete leaves nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_vm_that_died_while_hostd_and_netd_were_down_leaves_no_tap() {
+    if !testkit::is_root() {
+        return skip(UNSEEN, "jails, taps and the sandbox need root");
+    }
+    if let Err(why) = probe_kvm() {
+        return skip(UNSEEN, &why.to_string());
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(UNSEEN, &why.to_string()),
+    };
+    let scratch = TempDir::new("hostd-sbx-vm-unseen");
+    let kernel = match build_test_guest(&scratch.0) {
+        Ok(k) => k,
+        Err(why) => return skip(UNSEEN, &why.to_string()),
+    };
+    let mut sb = Sandbox::start(
+        "vm-unseen",
+        &testkit::sandbox_config("vm-unseen", Some("10.61.0")),
+        &bins,
+    );
+    let (conn, table) = sb.ready().await;
+    let pid_of = |name: &str| {
+        table
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.pid)
+            .unwrap()
+    };
+    let (hostd_pid, netd_pid) = (pid_of("hostd"), pid_of("netd"));
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let spec = serde_json::json!({
+        "name": "u1", "memory_mib": 32, "kernel": kernel,
+        "cmdline": "cairn.test=ticks",
+        "nics": [{"network": "lan", "mac": "52:54:00:aa:bb:02"}],
+    });
+    host.create_vm(&spec.to_string()).await.unwrap();
+    host.start_vm("u1")
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+    wait_console(&sb, &host, "u1", "tick 2\n", Duration::from_secs(30)).await;
+    let vmm = info(&host, "u1").await.pid.expect("a running VM has a pid");
+    let monitor: u32 = status_field(vmm, "PPid").parse().expect("the VMM's parent");
+    let tap = ports_of(&conn, "vm:u1").await;
+    assert_eq!(tap.len(), 1, "{tap:?}");
+
+    kill9(hostd_pid);
+    kill9(netd_pid);
+    kill9(monitor);
+    kill9(vmm);
+    sb.wait_services(&conn, Duration::from_secs(15), |t| {
+        ["hostd", "netd"].iter().all(|n| {
+            t.iter().any(|s| {
+                s.name == *n && s.state == "running" && s.pid != hostd_pid && s.pid != netd_pid
+            })
+        })
+    })
+    .await;
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let start = Instant::now();
+    while !ports_of(&conn, "vm:u1").await.is_empty()
+        || sb.nsenter(&["ip", "-o", "link", "show"]).contains(&tap[0])
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the dead VM's tap {} is still there:\n{}",
+            tap[0],
+            sb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(vmm_processes("u1"), 0);
+    let i = info(&host, "u1").await;
+    assert_ne!(i.state, VmState::Running, "{i:?}");
+
+    host.start_vm("u1")
+        .await
+        .unwrap_or_else(|e| panic!("start after the unseen death: {e}\n{}", sb.log()));
+    wait_console(&sb, &host, "u1", "tick 2\n", Duration::from_secs(30)).await;
+    assert_eq!(ports_of(&conn, "vm:u1").await.len(), 1);
+    host.stop_vm("u1", 1).await.unwrap();
+    host.delete_vm("u1")
+        .await
+        .unwrap_or_else(|e| panic!("delete: {e}\n{}", sb.log()));
+    assert!(ports_of(&conn, "vm:u1").await.is_empty());
+    let links = sb.nsenter(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains("tap"), "a tap was left behind: {links}");
+    assert_eq!(vmm_processes("u1"), 0, "a VMM process was left behind");
+}

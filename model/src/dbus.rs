@@ -259,6 +259,13 @@ pub trait Network1 {
     /// Attaches a port from a JSON `model::net::PortSpec`; returns a JSON `model::net::PortInfo`.
     fn attach_port(&self, spec_json: &str) -> Result<String, CairnError>;
     fn detach_port(&self, port: &str) -> Result<(), CairnError>;
+    /// Detaches every port of `owner` (`ct:NAME`, `vm:NAME`), whatever the owner remembers of
+    /// them; returns their names.
+    fn detach_owner(&self, owner: &str) -> Result<Vec<String>, CairnError>;
+    /// An owner of ports says which of its guests run: every port whose owner starts with one
+    /// of `prefixes` and is not in `owners` is detached (hostd at start: what died while it was
+    /// away); returns their names.
+    fn keep_owners(&self, prefixes: &[&str], owners: &[&str]) -> Result<Vec<String>, CairnError>;
     /// JSON array of `model::net::PortInfo`.
     fn list_ports(&self) -> Result<String, CairnError>;
     /// Sets the limits (JSON `model::net::Limits`) of a port, or the aggregate of a network,

@@ -146,6 +146,32 @@ impl Network1 {
         Ok(())
     }
 
+    async fn detach_owner(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        owner: &str,
+    ) -> Result<Vec<String>, CairnError> {
+        let gone = self.nets.lock().await.detach_owner(owner).await?;
+        if !gone.is_empty() {
+            self.changed(&emitter).await;
+        }
+        Ok(gone)
+    }
+
+    async fn keep_owners(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        prefixes: Vec<String>,
+        owners: Vec<String>,
+    ) -> Result<Vec<String>, CairnError> {
+        let keep = owners.into_iter().collect();
+        let gone = self.nets.lock().await.keep_owners(&prefixes, &keep).await?;
+        if !gone.is_empty() {
+            self.changed(&emitter).await;
+        }
+        Ok(gone)
+    }
+
     async fn list_ports(&self) -> Result<String, CairnError> {
         to_json(&self.nets.lock().await.list_ports().await?)
     }

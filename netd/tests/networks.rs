@@ -973,6 +973,138 @@ fn a_failing_config_network_does_not_keep_netd_down() {
     d.stop();
 }
 
+/// Ports whose guests died unseen (hostd killed, a VMM gone): a veth dies with its guest's
+/// namespace and netd forgets its record when it next looks — the list never fails on it and
+/// the owner's next attach is not refused; a tap stays until its owner's ports are detached by
+/// owner, or hostd says which of its guests run (KeepOwners).
+#[test]
+fn ports_of_guests_that_died_unseen_are_forgotten_or_swept_by_owner() {
+    let t = "ports_of_guests_that_died_unseen_are_forgotten_or_swept_by_owner";
+    if !can_run(t, true) {
+        return;
+    }
+    let host = Netns::new("netd-oh");
+    let keep_ns = Netns::new("netd-ok");
+    let b_ns = Netns::new("netd-ob");
+    let mut d = Daemon::start(&host, "net-owners");
+    let tap = |owner: &str| {
+        format!(r#"{{"network":"br-o","owner":"{owner}","kind":"tap","mac":"02:00:00:00:00:11"}}"#)
+    };
+    // Waits until netns deletion has taken the veth's host end with it (the kernel tears a
+    // namespace down in a work queue).
+    let wait_gone = |name: &str| {
+        let start = Instant::now();
+        while link_names(&host).contains(name) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name} outlived its guest"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let c = d.client().await;
+        c.create_network(r#"{"name":"br-o","kind":"bridged","subnet":"10.21.0.0/24"}"#)
+            .await
+            .expect("CreateNetwork");
+        let keep = port(
+            &c.attach_port(&veth("br-o", "ct:keep", &keep_ns, &[]))
+                .await
+                .expect("keep"),
+        );
+        let b = port(
+            &c.attach_port(&veth("br-o", "ct:b", &b_ns, &[]))
+                .await
+                .expect("b"),
+        );
+        let foreign = port(&c.attach_port(&tap("api:x")).await.expect("api:x"));
+
+        // A container dies while nobody detaches its port; it starts again.
+        let a_ns = Netns::new("netd-oa");
+        let a = port(
+            &c.attach_port(&veth("br-o", "ct:a", &a_ns, &["10.21.0.5/24"]))
+                .await
+                .expect("a"),
+        );
+        drop(a_ns);
+        wait_gone(&a.name);
+        let a_ns = Netns::new("netd-oa");
+        let again = port(
+            &c.attach_port(&veth("br-o", "ct:a", &a_ns, &["10.21.0.5/24"]))
+                .await
+                .expect("the owner's next attach after its guest died"),
+        );
+        assert_eq!(again.name, a.name);
+        // It dies again: the list forgets it instead of failing.
+        drop(a_ns);
+        wait_gone(&a.name);
+        let listed: Vec<PortInfo> =
+            serde_json::from_str(&c.list_ports().await.expect("ListPorts")).expect("json");
+        let names: BTreeSet<&str> = listed.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from([keep.name.as_str(), b.name.as_str(), foreign.name.as_str()]),
+            "{listed:?}"
+        );
+        assert!(
+            listed.iter().all(|p| p.problem.is_none() && p.ifindex > 0),
+            "{listed:?}"
+        );
+
+        // A VM's tap outlives its VMM: detached by owner, whatever hostd remembers.
+        let v = port(&c.attach_port(&tap("vm:v")).await.expect("vm:v"));
+        assert!(link_names(&host).contains(&v.name));
+        assert_eq!(
+            c.detach_owner("vm:v").await.expect("DetachOwner"),
+            std::slice::from_ref(&v.name)
+        );
+        assert_eq!(
+            c.detach_owner("vm:v").await.expect("DetachOwner again"),
+            Vec::<String>::new()
+        );
+        assert!(!link_names(&host).contains(&v.name));
+
+        // hostd's sweep at start: only ct:keep runs; other owners' ports are not its own.
+        let w = port(&c.attach_port(&tap("vm:w")).await.expect("vm:w"));
+        let mut gone = c
+            .keep_owners(&["ct:", "vm:"], &["ct:keep", "vm:elsewhere"])
+            .await
+            .expect("KeepOwners");
+        gone.sort();
+        let mut want = vec![b.name.clone(), w.name.clone()];
+        want.sort();
+        assert_eq!(gone, want);
+        let left: BTreeSet<String> =
+            serde_json::from_str::<Vec<PortInfo>>(&c.list_ports().await.expect("ListPorts"))
+                .expect("json")
+                .into_iter()
+                .map(|p| p.name)
+                .collect();
+        assert_eq!(
+            left,
+            BTreeSet::from([keep.name.clone(), foreign.name.clone()])
+        );
+        let links = link_names(&host);
+        assert!(
+            !links.contains(&b.name) && !links.contains(&w.name),
+            "{links:?}"
+        );
+        match c.keep_owners(&[""], &[]).await {
+            Err(CairnError::InvalidArgs(m)) => assert!(m.contains("prefix"), "{m}"),
+            other => panic!("an empty prefix would select every port: {other:?}"),
+        }
+        assert_eq!(
+            c.list_ports()
+                .await
+                .map(|j| j.matches("\"name\"").count())
+                .ok(),
+            Some(2)
+        );
+    });
+    d.stop();
+}
+
 /// Whether this kernel can make bonds (the bonding module); checked in a scratch namespace.
 fn has_bonding() -> bool {
     let ns = Netns::new("netd-bondprobe");

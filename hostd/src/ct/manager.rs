@@ -514,7 +514,7 @@ impl Manager {
     ) -> HostResult<String> {
         let spec = PortSpec {
             network: network.to_string(),
-            owner: format!("ct:{name}"),
+            owner: super::ports::owner(name),
             kind: PortKind::Veth,
             netns: Some(format!("/proc/{pid}/ns/net")),
             guest_ifname: Some("eth0".into()),
@@ -794,6 +794,15 @@ impl Manager {
     }
 
     /// The containers' names, sorted.
+    /// The owners (at netd) of the ports of the containers that run now (paused included).
+    pub fn port_owners(&self) -> Vec<String> {
+        self.records
+            .keys()
+            .filter(|n| matches!(self.live(n), Live::Running(_) | Live::Paused(_)))
+            .map(|n| super::ports::owner(n))
+            .collect()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.records.keys().cloned().collect()
     }

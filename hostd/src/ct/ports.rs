@@ -20,6 +20,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a new run waits for its predecessor's detach in flight.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The owner (at netd) of container `name`'s port.
+pub fn owner(name: &str) -> String {
+    format!("ct:{name}")
+}
+
 pub struct PortReleaser {
     dir: PathBuf,
     bus: Option<zbus::Connection>,
@@ -56,25 +61,19 @@ impl PortReleaser {
         self.spawn(name, port.trim().to_string());
     }
 
-    /// Before container `name` attaches a new port: its last run's port must be gone.
+    /// Before container `name` attaches a new port: its last run's port must be gone — the
+    /// one queued here, and any a crash kept hostd from recording (netd detaches by owner).
     pub async fn settle(&self, name: &str) -> HostResult<()> {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         while self.busy(name) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let marker = self.dir.join(name);
-        let Ok(port) = std::fs::read_to_string(&marker) else {
-            return Ok(());
-        };
-        crate::netd::try_detach_port(self.bus.as_ref(), port.trim())
+        crate::netd::detach_owner(self.bus.as_ref(), &owner(name))
             .await
             .map_err(|e| {
-                HostError::Failed(format!(
-                    "the port {} of the last run cannot be detached: {e}",
-                    port.trim()
-                ))
+                HostError::Failed(format!("the port of the last run cannot be detached: {e}"))
             })?;
-        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::remove_file(self.dir.join(name));
         Ok(())
     }
 

@@ -330,7 +330,7 @@ impl VmManager {
         for (nic, mac) in spec.nics.iter().zip(macs(spec)) {
             let port = PortSpec {
                 network: nic.network.clone(),
-                owner: format!("vm:{}", spec.name),
+                owner: owner(&spec.name),
                 kind: PortKind::Tap,
                 netns: None,
                 guest_ifname: None,
@@ -344,7 +344,7 @@ impl VmManager {
             match crate::netd::attach_port(self.bus.as_ref(), &port).await {
                 Ok(info) => taps.push(info.name),
                 Err(e) => {
-                    self.detach_ports(&spec.name, &taps).await;
+                    self.detach_ports(&spec.name).await;
                     return Err(e);
                 }
             }
@@ -352,9 +352,11 @@ impl VmManager {
         Ok(taps)
     }
 
-    async fn detach_ports(&self, name: &str, taps: &[String]) {
-        for tap in taps {
-            crate::netd::detach_port(self.bus.as_ref(), &format!("vm:{name}"), tap).await;
+    /// Detaches every port netd has for VM `name`: by owner, so a tap a crashed hostd never
+    /// recorded goes too.
+    async fn detach_ports(&self, name: &str) {
+        if let Err(e) = crate::netd::detach_owner(self.bus.as_ref(), &owner(name)).await {
+            tracing::warn!(vm = name, error = %e, "cannot detach the VM's ports");
         }
     }
 
@@ -378,6 +380,11 @@ impl VmManager {
         let console = run.join(CONSOLE_LOG);
         std::fs::write(&console, b"").map_err(|e| HostError::io(console.display(), e))?;
 
+        // Not running, so any port of this VM is a leftover (hostd or the VMM killed before
+        // it was detached): it goes, or the new attach would conflict with it.
+        if !spec.nics.is_empty() {
+            crate::netd::detach_owner(self.bus.as_ref(), &owner(name)).await?;
+        }
         let cgroup = self.make_cgroup(name, &spec)?;
         let taps = match self.attach_ports(&spec).await {
             Ok(t) => t,
@@ -409,7 +416,7 @@ impl VmManager {
                 Ok(())
             }
             Err(e) => {
-                self.detach_ports(name, &taps).await;
+                self.detach_ports(name).await;
                 let _ = jail::teardown_root(&root);
                 remove_cgroup(cgroup);
                 Err(e)
@@ -683,12 +690,10 @@ impl VmManager {
         let run = self.run_dir(name);
         let exit: Result<VmmExit, String> =
             launcher::read_exit(&run).and_then(|e| e.ok_or_else(|| format!("no {EXIT_FILE}")));
-        let taps = self
-            .vms
-            .get_mut(name)
-            .map(|r| std::mem::take(&mut r.taps))
-            .unwrap_or_default();
-        self.detach_ports(name, &taps).await;
+        if let Some(r) = self.vms.get_mut(name) {
+            r.taps.clear();
+        }
+        self.detach_ports(name).await;
         if let Err(e) = jail::teardown_root(&run.join("root")) {
             tracing::warn!(vm = name, error = %e, "cannot remove the jail");
         }
@@ -738,6 +743,15 @@ impl VmManager {
         }
     }
 
+    /// The owners (at netd) of the ports of the VMs that run now.
+    pub fn port_owners(&self) -> Vec<String> {
+        self.vms
+            .keys()
+            .filter(|n| self.running_state(n).is_some())
+            .map(|n| owner(n))
+            .collect()
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         let running = self
             .vms
@@ -746,6 +760,11 @@ impl VmManager {
             .count();
         (self.vms.len(), running)
     }
+}
+
+/// The owner of VM `name`'s ports at netd.
+fn owner(name: &str) -> String {
+    format!("vm:{name}")
 }
 
 trait DirOpen {

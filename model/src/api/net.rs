@@ -30,5 +30,5 @@ actions! { ACTIONS;
         "Detaches (deletes) a port by its name.";
     PortList = "port.list", Netd, () -> Vec<PortInfo>,
         "Every port: {name, network, owner, kind, guest_ifname, mac, vlan, tagged_vlans, \
-         addresses, limits, spoof_drops (frames anti-spoofing dropped)}.";
+         addresses, limits, spoof_drops (frames anti-spoofing dropped), problem (why it could not be read back; absent when it was)}.";
 }

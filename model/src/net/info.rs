@@ -33,6 +33,10 @@ pub struct PortInfo {
     /// not its own); absent when the port has no port security.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spoof_drops: Option<u64>,
+    /// Why the port could not be read back from the kernel (then the other members are its
+    /// record's); absent when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One link that belongs to a network: its bridge, uplink, 802.1Q link or a port.

@@ -27,6 +27,7 @@ impl Reconciler {
             .ok_or_else(|| NetError::NotFound(format!("network {} does not exist", spec.network)))?
             .spec
             .clone();
+        self.forget_vanished_rivals(&spec).await?;
         self.check_port(&spec, &net)?;
         let name = naming::port_ifname(&spec.network, &spec.owner, spec.kind);
         let mut names = vec![name.clone(), net.name.clone()];
@@ -115,6 +116,35 @@ impl Reconciler {
                         self.k.del_proxy_neighbour(&peer, *ip).await?;
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The records `spec` would conflict with (same owner on the network, or a routed address
+    /// it asks for) whose host link has gone — a veth dies with its guest's network namespace
+    /// while hostd may not be there to detach it — are detached first: a guest that died
+    /// unseen must not block its own next start. Only the rivals are looked up, so an attach
+    /// stays one link lookup on a network with many ports.
+    async fn forget_vanished_rivals(&mut self, spec: &PortSpec) -> Result<(), NetError> {
+        let mine = spec.address_cidrs();
+        let rivals: Vec<String> = self
+            .ports
+            .values()
+            .filter(|p| {
+                p.spec.network == spec.network
+                    && (p.spec.owner == spec.owner
+                        || p.spec
+                            .address_cidrs()
+                            .iter()
+                            .any(|o| mine.iter().any(|c| c.addr == o.addr)))
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        for name in rivals {
+            if self.k.link(&name).await?.is_none() {
+                tracing::info!(port = %name, "port link is gone; forgetting it");
+                self.detach_port(&name).await?;
             }
         }
         Ok(())
@@ -517,12 +547,95 @@ impl Reconciler {
         pending.commit()
     }
 
-    pub async fn list_ports(&self) -> Result<Vec<PortInfo>, NetError> {
+    /// Every port. Records whose host link has gone are forgotten first (as at start); a
+    /// port that cannot be read back is listed from its record with the reason in `problem`,
+    /// so one bad port never fails the whole list.
+    pub async fn list_ports(&mut self) -> Result<Vec<PortInfo>, NetError> {
+        if !self.ports.is_empty() {
+            let alive: BTreeSet<String> =
+                self.k.links().await?.into_iter().map(|l| l.name).collect();
+            let gone: Vec<String> = self
+                .ports
+                .keys()
+                .filter(|n| !alive.contains(*n))
+                .cloned()
+                .collect();
+            for name in gone {
+                tracing::info!(port = %name, "port link is gone; forgetting it");
+                if let Err(e) = self.detach_port(&name).await {
+                    tracing::warn!(port = %name, error = %e, "cannot forget a port whose link is gone");
+                }
+            }
+        }
         let mut out = Vec::new();
-        for name in self.ports.keys() {
-            out.push(self.port_info(name).await?);
+        for (name, rec) in &self.ports {
+            match self.port_info(name).await {
+                Ok(info) => out.push(info),
+                Err(e) => {
+                    tracing::warn!(port = %name, error = %e, "cannot read the port back");
+                    out.push(PortInfo {
+                        problem: Some(e.to_string()),
+                        ..record_info(rec)
+                    });
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Detaches every port whose owner `select` picks; returns their names. Each is tried,
+    /// and the first failure is returned after the others were detached.
+    async fn detach_where(
+        &mut self,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, NetError> {
+        let names: Vec<String> = self
+            .ports
+            .values()
+            .filter(|p| select(&p.spec.owner))
+            .map(|p| p.name.clone())
+            .collect();
+        let (mut done, mut first_err) = (Vec::new(), None);
+        for name in names {
+            match self.detach_port(&name).await {
+                Ok(()) => done.push(name),
+                Err(e) => {
+                    tracing::warn!(port = %name, error = %e, "cannot detach");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Detaches every port of `owner` (hostd's `ct:NAME`, `vm:NAME`), whatever hostd
+    /// remembers of them; returns their names.
+    pub async fn detach_owner(&mut self, owner: &str) -> Result<Vec<String>, NetError> {
+        if owner.is_empty() {
+            return Err(NetError::Invalid("owner must not be empty".into()));
+        }
+        self.detach_where(|o| o == owner).await
+    }
+
+    /// An owner of ports (hostd) says which of its guests run: every port whose owner starts
+    /// with one of `prefixes` and is not in `keep` is detached; returns their names.
+    pub async fn keep_owners(
+        &mut self,
+        prefixes: &[String],
+        keep: &BTreeSet<String>,
+    ) -> Result<Vec<String>, NetError> {
+        if prefixes.iter().any(String::is_empty) {
+            return Err(NetError::Invalid(
+                "an owner prefix must not be empty (it would select every port)".into(),
+            ));
+        }
+        self.detach_where(|o| {
+            prefixes.iter().any(|p| o.starts_with(p.as_str())) && !keep.contains(o)
+        })
+        .await
     }
 
     /// A port as the kernel has it: the host link's index and VLANs from rtnetlink; the guest
@@ -555,31 +668,16 @@ impl Reconciler {
         } else {
             (rec.spec.vlan, Vec::new())
         };
-        let (guest_ifname, mac, addresses) = match rec.spec.kind {
-            PortKind::Veth => (
-                Some(rec.spec.guest_ifname().to_string()),
-                rec.guest_mac.clone(),
-                rec.guest_addresses.clone(),
-            ),
-            PortKind::Tap => (None, rec.spec.mac.clone(), rec.spec.addresses.clone()),
-        };
         Ok(PortInfo {
-            name: name.to_string(),
             ifindex: link.index,
-            network: rec.spec.network.clone(),
-            owner: rec.spec.owner.clone(),
-            kind: rec.spec.kind,
-            guest_ifname,
-            mac,
             vlan,
             tagged_vlans: tagged,
-            addresses,
-            limits: rec.spec.limits,
             spoof_drops: if rec.spec.port_security {
                 crate::guard::drops(name).ok().flatten()
             } else {
                 None
             },
+            ..record_info(rec)
         })
     }
 
@@ -702,6 +800,33 @@ pub(crate) fn host_link_local() -> model::config::Cidr {
     model::config::Cidr {
         addr: IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
         prefix: 64,
+    }
+}
+
+/// A port as its record has it (ifindex 0: not read back from the kernel).
+fn record_info(rec: &PortRecord) -> PortInfo {
+    let (guest_ifname, mac, addresses) = match rec.spec.kind {
+        PortKind::Veth => (
+            Some(rec.spec.guest_ifname().to_string()),
+            rec.guest_mac.clone(),
+            rec.guest_addresses.clone(),
+        ),
+        PortKind::Tap => (None, rec.spec.mac.clone(), rec.spec.addresses.clone()),
+    };
+    PortInfo {
+        name: rec.name.clone(),
+        ifindex: 0,
+        network: rec.spec.network.clone(),
+        owner: rec.spec.owner.clone(),
+        kind: rec.spec.kind,
+        guest_ifname,
+        mac,
+        vlan: rec.spec.vlan,
+        tagged_vlans: rec.spec.tagged_vlans.clone(),
+        addresses,
+        limits: rec.spec.limits,
+        spoof_drops: None,
+        problem: None,
     }
 }
 
