@@ -1,5 +1,6 @@
 //! The system bus: a dbus-daemon started by init with a generated configuration.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,11 +24,22 @@ pub fn start(dbus_daemon: &Path, socket: &Path) -> anyhow::Result<Bus> {
     let _ = std::fs::remove_file(socket);
     let conf = dir.join("bus.conf");
     std::fs::write(&conf, model::dbus::bus_config(socket))?;
-    let child = Command::new(dbus_daemon)
-        .arg(format!("--config-file={}", conf.display()))
+    let mut cmd = Command::new(dbus_daemon);
+    cmd.arg(format!("--config-file={}", conf.display()))
         .arg("--nofork")
         .arg("--nopidfile")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    // SAFETY: prctl is async-signal-safe. The bus must not outlive a killed sandbox init (in
+    // the appliance init is PID 1, whose death ends everything anyway).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
         .spawn()
         .with_context(|| format!("start {}", dbus_daemon.display()))?;
     let pid = child.id();

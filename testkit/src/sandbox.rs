@@ -72,24 +72,20 @@ impl Sandbox {
     /// test that wants other daemons (a crashing stand-in) links init into its own bindir.
     pub fn start(tag: &str, config: &str, bindir: &Path) -> Sandbox {
         let dir = TempDir::new(&format!("sandbox-{tag}"));
-        let config_path = dir.0.join("host.toml");
-        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(dir.0.join("host.toml"), config).expect("write config");
         let state = dir.0.join("state");
-        let out = std::fs::File::create(dir.0.join("init.log")).expect("init log");
-        let child = Command::new(bindir.join("init"))
-            .arg("--sandbox")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--state")
-            .arg(&state)
-            .arg("--bindir")
-            .arg(bindir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn init --sandbox");
+        let child = spawn_init(&dir.0, &state, bindir);
         Sandbox { dir, child, state }
+    }
+
+    /// Starts a new init on this sandbox's config and state once the last one has ended
+    /// (killed by a test): what a host's next boot finds.
+    pub fn respawn(&mut self, bindir: &Path) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "the sandbox's init still runs"
+        );
+        self.child = spawn_init(&self.dir.0, &self.state, bindir);
     }
 
     pub fn bus_address(&self) -> String {
@@ -209,6 +205,28 @@ impl Sandbox {
             .expect("nsenter");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// `bindir/init --sandbox` on DIR/host.toml with `state`, its output appended to DIR/init.log.
+fn spawn_init(dir: &Path, state: &Path, bindir: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("init.log"))
+        .expect("init log");
+    Command::new(bindir.join("init"))
+        .arg("--sandbox")
+        .arg("--config")
+        .arg(dir.join("host.toml"))
+        .arg("--state")
+        .arg(state)
+        .arg("--bindir")
+        .arg(bindir)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn init --sandbox")
 }
 
 impl Drop for Sandbox {

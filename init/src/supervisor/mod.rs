@@ -160,6 +160,37 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
     Ok(end)
 }
 
+/// How long the guests' monitors have to end their guests at shutdown.
+const ORPHAN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The live children of `parent` but `except`, from /proc (init does not spawn them: they
+/// are orphans it reaps).
+fn children_of(parent: u32, except: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != except && parent_of(pid) == Some(parent))
+        .collect()
+}
+
+/// The parent of `pid` from /proc/PID/stat; None once it is gone or a zombie.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state, then ppid.
+    let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = rest.next()?;
+    if state == "Z" {
+        return None;
+    }
+    rest.next()?.parse().ok()
+}
+
+fn is_child(pid: u32) -> bool {
+    parent_of(pid) == Some(std::process::id())
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -460,6 +491,7 @@ impl Supervisor {
             }
             tracing::info!(service = self.services[i].name, "stopped");
         }
+        self.end_orphans(sigchld).await;
         let _ = self.conn.release_name(model::dbus::INIT_NAME).await;
         let _ = kill(Pid::from_raw(self.bus.pid as i32), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -474,6 +506,35 @@ impl Supervisor {
             }
         }
         self.reap();
+    }
+
+    /// What the daemons left to init, the reaper — the guests' monitors, which outlive hostd
+    /// by design — is asked to end (a monitor ends its guest on SIGTERM and records how),
+    /// then killed after a deadline: nothing of a stopped init's runs on.
+    async fn end_orphans(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+        let orphans = children_of(std::process::id(), self.bus.pid);
+        if orphans.is_empty() {
+            return;
+        }
+        tracing::info!(count = orphans.len(), "ending the guests' monitors");
+        for &pid in &orphans {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + ORPHAN_DEADLINE;
+        let mut left = orphans;
+        while !left.is_empty() && Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline.into(), sigchld.recv()).await;
+            self.reap();
+            left.retain(|&pid| is_child(pid));
+        }
+        for &pid in &left {
+            tracing::warn!(pid, "did not end after SIGTERM; killing");
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if !left.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.reap();
+        }
     }
 
     async fn wait_gone(

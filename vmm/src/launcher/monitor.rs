@@ -8,6 +8,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -91,6 +92,7 @@ where
     S: DeserializeOwned,
     G: Guest,
 {
+    let first = nix::unistd::getpid();
     // SAFETY: hostd starts us as a fresh, single-threaded process; nothing runs beside us.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => return 0,
@@ -101,6 +103,7 @@ where
         }
     }
     let _ = setsid();
+    die_with_the_reaper(first);
     // SAFETY: fd 3 is the control socket hostd passed us; we own it from here on.
     let ctl = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     let mut report = match ctl.try_clone() {
@@ -117,6 +120,62 @@ where
             let _ = send(&mut report, &ToParent::Failed(e));
             1
         }
+    }
+}
+
+/// The guest's first process once cloned: what the monitor kills when its reaper dies.
+static GUEST: AtomicI32 = AtomicI32::new(0);
+
+/// SIGTERM — sent by init at shutdown, and as the parent-death signal when init dies — ends
+/// the guest (its end is then recorded as usual), or the monitor itself while there is no
+/// guest yet.
+extern "C" fn on_sigterm(_: libc::c_int) {
+    let pid = GUEST.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    } else {
+        // SAFETY: _exit(2) is async-signal-safe.
+        unsafe { libc::_exit(1) }
+    }
+}
+
+/// Once the first process (`first`) has exited and the monitor belongs to the reaper (init:
+/// PID 1 in the appliance, the sandbox's subreaper on a dev machine), the monitor asks for
+/// SIGTERM when that reaper dies: a killed sandbox init then ends its guests instead of
+/// leaving them to a new init that cannot see them. Not before: the first process's exit
+/// would count as the parent's death.
+fn die_with_the_reaper(first: Pid) {
+    let handler = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_sigterm),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only calls async-signal-safe functions.
+    if let Err(e) = unsafe { nix::sys::signal::sigaction(Signal::SIGTERM, &handler) } {
+        eprintln!("cairn monitor: SIGTERM handler: {e}");
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while nix::unistd::getppid() == first {
+        if std::time::Instant::now() > deadline {
+            eprintln!("cairn monitor: still a child of the first process; no parent-death signal");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let reaper = nix::unistd::getppid();
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) } != 0 {
+        eprintln!(
+            "cairn monitor: PR_SET_PDEATHSIG: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // The reaper may have died between the look and the prctl: then no signal would come.
+    if nix::unistd::getppid() != reaper {
+        let _ = nix::sys::signal::raise(Signal::SIGTERM);
     }
 }
 
@@ -158,6 +217,7 @@ where
     }
     let pid = Pid::from_raw(rc as i32);
     let upid = rc as u32;
+    GUEST.store(pid.as_raw(), Ordering::SeqCst);
     drop(go_r);
     drop(report_w);
     let kill_child = |e: StartError| -> StartError {
@@ -284,6 +344,10 @@ fn reap(pid: Pid) -> Ended {
 /// The guest's first process: waits until the monitor prepared it, sets itself up, waits for
 /// go (the monitor kills it on abort), then runs.
 fn child<G: Guest>(mut guest: G, go: std::fs::File, report: std::fs::File) -> ! {
+    // The monitor's SIGTERM handler is not the guest's (a VMM runs on without an exec).
+    // SAFETY: restoring the default disposition.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGTERM, nix::sys::signal::SigHandler::SigDfl) };
     let mut go = go;
     let mut report = Reporter {
         pipe: report,
