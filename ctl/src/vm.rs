@@ -50,8 +50,10 @@ pub enum VmCommand {
         /// A stord volume as a virtio disk, NAME or NAME:ro; repeat for more.
         #[arg(long = "volume", value_name = "NAME[:ro]", value_parser = parse_disk)]
         volumes: Vec<(String, bool)>,
-        /// A NIC on a network, NETWORK or NETWORK=MAC; repeat for more.
-        #[arg(long = "nic", value_name = "NETWORK[=MAC]")]
+        /// A NIC on a network: NETWORK, NETWORK=MAC, and the guest's addresses after commas
+        /// (`lan=52:54:00:12:34:56,10.0.0.5/24`: port security lets it send from these only);
+        /// repeat for more.
+        #[arg(long = "nic", value_name = "NETWORK[=MAC][,ADDR/PREFIX…]")]
         nics: Vec<String>,
         /// CPU limit of the vCPU threads in % of one host CPU (200 = two CPUs).
         #[arg(long)]
@@ -194,19 +196,7 @@ pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> Result<Call,
                 initrd: initrd.clone(),
                 cmdline: cmdline.clone().unwrap_or_default(),
                 disks: disks_in_order(disks, volumes, create),
-                nics: nics
-                    .iter()
-                    .map(|n| match n.split_once('=') {
-                        Some((network, mac)) => NicSpec {
-                            network: network.to_string(),
-                            mac: Some(mac.to_string()),
-                        },
-                        None => NicSpec {
-                            network: n.clone(),
-                            mac: None,
-                        },
-                    })
-                    .collect(),
+                nics: nics.iter().map(|n| nic(n)).collect(),
                 resources: Resources {
                     cpu_limit: *cpu_limit,
                     cpu_weight: *cpu_weight,
@@ -315,6 +305,21 @@ fn flatten(key: &str, v: &Value, rows: &mut Vec<(String, String)>) {
     }
 }
 
+/// `NETWORK[=MAC][,ADDR/PREFIX…]`, as `--nic` takes it.
+fn nic(arg: &str) -> NicSpec {
+    let mut parts = arg.split(',');
+    let first = parts.next().unwrap_or_default();
+    let (network, mac) = match first.split_once('=') {
+        Some((network, mac)) => (network, Some(mac.to_string())),
+        None => (first, None),
+    };
+    NicSpec {
+        network: network.to_string(),
+        mac,
+        addresses: parts.map(str::to_string).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,7 +378,7 @@ mod tests {
             "--nic",
             "lan",
             "--nic",
-            "dmz=52:54:00:12:34:56",
+            "dmz=52:54:00:12:34:56,10.9.0.5/24,fd00::5/64",
             "--cpu-limit",
             "150",
             "--cpu-weight",
@@ -392,7 +397,8 @@ mod tests {
                     {"volume": "iso", "read_only": true},
                     {"path": "/d/seed.raw", "read_only": true},
                 ],
-                "nics": [{"network": "lan"}, {"network": "dmz", "mac": "52:54:00:12:34:56"}],
+                "nics": [{"network": "lan"}, {"network": "dmz", "mac": "52:54:00:12:34:56",
+                          "addresses": ["10.9.0.5/24", "fd00::5/64"]}],
                 "resources": {"cpu_limit": 150, "cpu_weight": 300},
             })
         );

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use model::dbus::{CairnError, StatusTuple, container_path};
 use tokio::sync::Mutex;
 
+use crate::addresses::Others;
 use crate::ct::manager::{self, Manager};
 use crate::vm::manager::VmManager;
 
@@ -183,9 +184,15 @@ impl Host1 {
         #[zbus(object_server)] server: &zbus::ObjectServer,
         spec_json: &str,
     ) -> Result<String, CairnError> {
-        // The other kind's names first, without holding both locks (status takes them in the
-        // other order).
-        let vms = self.vms.lock().await.names();
+        // The other kind's names and addresses first, without holding both locks (status
+        // takes them in the other order).
+        let vms = {
+            let v = self.vms.lock().await;
+            Others {
+                names: v.names(),
+                held: v.held_addresses(),
+            }
+        };
         let info = self
             .manager
             .lock()
@@ -261,7 +268,13 @@ impl Host1 {
     // ---- VMs: one lock for now, so a long stop delays other VM calls (not containers) ----
 
     async fn create_vm(&self, spec_json: &str) -> Result<String, CairnError> {
-        let containers = self.manager.lock().await.names();
+        let containers = {
+            let m = self.manager.lock().await;
+            Others {
+                names: m.names(),
+                held: m.held_addresses(),
+            }
+        };
         json(
             &self
                 .vms

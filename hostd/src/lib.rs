@@ -2,6 +2,7 @@
 //! is also the per-container monitor (`--monitor`), the VMM process (`--vmm`, the `vmm` crate)
 //! and the exec helper (`--ct-exec`).
 
+pub mod addresses;
 pub mod cgroup;
 pub mod ct;
 pub mod dbus;

@@ -586,3 +586,286 @@ async fn a_vm_that_died_while_hostd_and_netd_were_down_leaves_no_tap() {
     assert!(!links.contains("tap"), "a tap was left behind: {links}");
     assert_eq!(vmm_processes("u1"), 0, "a VMM process was left behind");
 }
+
+const INIT_DEATH: &str = "sandbox_vm::a_killed_or_stopped_sandbox_init_leaves_no_guest_running";
+
+/// Every process below `root` (its descendants by parent pid), with its start time, so a
+/// reused pid is not mistaken for a survivor.
+fn descendants(root: u32) -> Vec<(u32, u64)> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![root];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &pid in &all {
+            if !found.contains(&pid) && parent(pid).is_some_and(|p| found.contains(&p)) {
+                found.push(pid);
+                grew = true;
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter(|&p| p != root)
+        .filter_map(|p| vmm::launcher::start_time(p).map(|t| (p, t)))
+        .collect()
+}
+
+/// init killed with -9, and stopped with SIGTERM: nothing of the sandbox runs on — not the
+/// bus, the daemons, the guests' monitors, a container or a VMM (a monitor ends its guest
+/// when init dies). The next init on the same state finds the guests stopped, and they
+/// start again: one VMM on the disk, never two.
+#[tokio::test(flavor = "current_thread")]
+async fn a_killed_or_stopped_sandbox_init_leaves_no_guest_running() {
+    if !common::containers_possible(INIT_DEATH) {
+        return;
+    }
+    if let Err(why) = probe_kvm() {
+        return skip(INIT_DEATH, &why.to_string());
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(INIT_DEATH, &why.to_string()),
+    };
+    let scratch = TempDir::new("hostd-sbx-init-death");
+    let kernel = match build_test_guest(&scratch.0) {
+        Ok(k) => k,
+        Err(why) => return skip(INIT_DEATH, &why.to_string()),
+    };
+    let (tarball, digest) = common::busybox_tarball(&scratch.0);
+    for (signal, tag) in [
+        (nix::sys::signal::Signal::SIGKILL, "kill9"),
+        (nix::sys::signal::Signal::SIGTERM, "term"),
+    ] {
+        let disk = scratch.0.join(format!("{tag}.raw"));
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let mut sb = Sandbox::start(
+            &format!("init-{tag}"),
+            &testkit::sandbox_config(&format!("init-{tag}"), Some("10.63.0")),
+            &bins,
+        );
+        let (conn, _) = sb.ready().await;
+        let host = Host1Proxy::new(&conn).await.unwrap();
+        host.import_template("busybox", tarball.to_str().unwrap(), &digest)
+            .await
+            .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
+        let ct =
+            r#"{"name":"c1","template":"busybox","network":"lan","addresses":["10.63.0.10/24"]}"#;
+        host.create_container(ct).await.unwrap();
+        host.start_container("c1")
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: ct start: {e}\n{}", sb.log()));
+        let vm = serde_json::json!({
+            "name": "v1", "memory_mib": 32, "kernel": kernel,
+            "cmdline": "cairn.test=blk,ticks", "disks": [{"path": disk}],
+            "nics": [{"network": "lan", "mac": "52:54:00:aa:bb:03"}],
+        });
+        host.create_vm(&vm.to_string()).await.unwrap();
+        host.start_vm("v1")
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: vm start: {e}\n{}", sb.log()));
+        wait_console(&sb, &host, "v1", "tick 2\n", Duration::from_secs(30)).await;
+        let vmm = info(&host, "v1").await.pid.expect("the VMM's pid");
+        let procs = descendants(sb.pid());
+        assert!(procs.iter().any(|(p, _)| *p == vmm), "{tag}: {procs:?}");
+        drop(host);
+        drop(conn);
+
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(sb.pid() as i32), signal).unwrap();
+        let start = Instant::now();
+        while sb.child.try_wait().ok().flatten().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{tag}: init did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let start = Instant::now();
+        loop {
+            let left: Vec<(u32, u64)> = procs
+                .iter()
+                .copied()
+                .filter(|&(p, t)| vmm::launcher::start_time(p) == Some(t) && alive(p))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            let names: Vec<String> = left
+                .iter()
+                .map(|(p, _)| {
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    format!("{p} {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+                })
+                .collect();
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{tag}: these outlived the sandbox's init:\n{}\n{}",
+                names.join("\n"),
+                sb.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // The next init: the guests were stopped, and start again on their own disk.
+        sb.respawn(&bins);
+        let (conn, _) = sb.ready().await;
+        let host = Host1Proxy::new(&conn).await.unwrap();
+        let v1 = info(&host, "v1").await;
+        assert_ne!(v1.state, VmState::Running, "{tag}: {v1:?}");
+        host.start_vm("v1")
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: vm start on the next init: {e}\n{}", sb.log()));
+        wait_console(&sb, &host, "v1", "tick 2\n", Duration::from_secs(30)).await;
+        assert_eq!(
+            vmm_processes("v1"),
+            2,
+            "{tag}: one monitor and one VMM for v1"
+        );
+        host.start_container("c1")
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: ct start on the next init: {e}\n{}", sb.log()));
+        host.stop_vm("v1", 1).await.unwrap();
+        host.stop_container("c1", 1).await.unwrap();
+    }
+}
+
+const LIAR: &str = "sandbox_vm::a_vm_sending_from_an_address_or_mac_not_its_own_is_dropped";
+
+/// The spoof drops netd counted on the port of `owner`.
+async fn drops_of(conn: &zbus::Connection, owner: &str) -> Option<u64> {
+    let net = model::dbus::Network1Proxy::new(conn).await.unwrap();
+    let json = net.list_ports().await.expect("ListPorts");
+    serde_json::from_str::<Vec<model::net::PortInfo>>(&json)
+        .expect("PortInfo JSON")
+        .into_iter()
+        .find(|p| p.owner == owner)
+        .and_then(|p| p.spoof_drops)
+}
+
+/// Port security for VMs, as for containers: a VM's NIC sends only from its MAC and its
+/// `addresses`. The test guest pings the host from its own address (answered, nothing
+/// dropped), from an address not its own, and from a MAC not its own (no answer; the frames
+/// are dropped and counted at its port). A NIC's addresses are held on the network.
+#[tokio::test(flavor = "current_thread")]
+async fn a_vm_sending_from_an_address_or_mac_not_its_own_is_dropped() {
+    if !testkit::is_root() {
+        return skip(LIAR, "jails, taps and the sandbox need root");
+    }
+    if let Err(why) = probe_kvm() {
+        return skip(LIAR, &why.to_string());
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(LIAR, &why.to_string()),
+    };
+    let scratch = TempDir::new("hostd-sbx-vm-liar");
+    let kernel = match build_test_guest(&scratch.0) {
+        Ok(k) => k,
+        Err(why) => return skip(LIAR, &why.to_string()),
+    };
+    let mut sb = Sandbox::start(
+        "vm-liar",
+        &testkit::sandbox_config("vm-liar", Some("10.64.0")),
+        &bins,
+    );
+    let (conn, _) = sb.ready().await;
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let vm = |name: &str, n: u8, own: &str, extra: &str| {
+        serde_json::json!({
+            "name": name, "memory_mib": 32, "kernel": kernel,
+            "cmdline": format!("cairn.test=net,ticks cairn.peer=10.64.0.1 {extra}"),
+            "nics": [{"network": "lan", "mac": format!("52:54:00:aa:bb:{n:02x}"),
+                      "addresses": [own]}],
+        })
+        .to_string()
+    };
+    let cases = [
+        ("honest", 4, "10.64.0.9/24", "cairn.ip=10.64.0.9", true),
+        ("liar-ip", 5, "10.64.0.10/24", "cairn.ip=10.64.0.66", false),
+        (
+            "liar-mac",
+            6,
+            "10.64.0.11/24",
+            "cairn.ip=10.64.0.11 cairn.mac=52:54:00:de:ad:01",
+            false,
+        ),
+    ];
+    for (name, n, own, extra, answered) in cases {
+        host.create_vm(&vm(name, n, own, extra))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        host.start_vm(name)
+            .await
+            .unwrap_or_else(|e| panic!("start {name}: {e}\n{}", sb.log()));
+        let owner = format!("vm:{name}");
+        if answered {
+            let out = wait_console(&sb, &host, name, "tick 1\n", Duration::from_secs(30)).await;
+            assert!(
+                out.contains("net: ping reply from 10.64.0.1"),
+                "{name}: {out}"
+            );
+            assert_eq!(drops_of(&conn, &owner).await, Some(0), "{name}");
+        } else {
+            let out = wait_console(&sb, &host, name, "net: FAILED", Duration::from_secs(30)).await;
+            assert!(out.contains("no arp reply"), "{name}: {out}");
+            let drops = drops_of(&conn, &owner).await.unwrap_or(0);
+            assert!(drops > 0, "{name}: nothing dropped at its port");
+        }
+        host.stop_vm(name, 1).await.unwrap();
+    }
+    // The honest VM still talks after its neighbours lied.
+    host.start_vm("honest").await.unwrap();
+    let out = wait_console(&sb, &host, "honest", "tick 1\n", Duration::from_secs(30)).await;
+    assert!(
+        out.matches("net: ping reply from 10.64.0.1").count() >= 1,
+        "{out}"
+    );
+
+    // A NIC's address is held: not twice, not the host's, not outside the subnet.
+    let e = host
+        .create_vm(&vm("twin", 7, "10.64.0.9/24", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("VM \"honest\" nic 0")),
+        "{e}"
+    );
+    let e = host
+        .create_vm(&vm("hostaddr", 8, "10.64.0.1/24", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("the host")),
+        "{e}"
+    );
+    let e = host
+        .create_vm(&vm("outside", 9, "10.99.0.9/24", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::InvalidArgs(ref m) if m.contains("nics[0].addresses[0]")),
+        "{e}"
+    );
+    let e = host
+        .create_vm(&vm("garbage", 10, "10.64.0.300/24", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::InvalidArgs(ref m) if m.contains("nics[0].addresses[0]")),
+        "{e}"
+    );
+}

@@ -400,6 +400,9 @@ struct Cfg<'a> {
     tests: &'a [u8],
     ip: Option<[u8; 4]>,
     peer: Option<[u8; 4]>,
+    /// Sends from this MAC instead of the device's (`cairn.mac=`): a guest that lies, for the
+    /// host's port security to catch.
+    mac: Option<[u8; 6]>,
     ticks: Option<u64>,
     bench_mib: u64,
     devs: [Dev; MAX_DEVS],
@@ -468,6 +471,28 @@ fn parse_ip(s: &[u8]) -> Option<[u8; 4]> {
     }
 }
 
+/// `aa:bb:cc:dd:ee:ff`
+fn parse_mac(s: &[u8]) -> Option<[u8; 6]> {
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    if s.len() != 17 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, m) in mac.iter_mut().enumerate() {
+        let at = i * 3;
+        if i > 0 && s[at - 1] != b':' {
+            return None;
+        }
+        *m = hex(s[at])? << 4 | hex(s[at + 1])?;
+    }
+    Some(mac)
+}
+
 /// `virtio_mmio.device=<size>@<base>:<irq>[:<id>]`
 fn parse_virtio(s: &[u8]) -> Option<(u64, u32)> {
     let (_size, rest) = parse_size(s)?;
@@ -483,6 +508,7 @@ fn parse_cmdline(cl: &[u8]) -> Cfg<'_> {
         tests: b"",
         ip: None,
         peer: None,
+        mac: None,
         ticks: None,
         bench_mib: 64,
         devs: [Dev {
@@ -510,6 +536,8 @@ fn parse_cmdline(cl: &[u8]) -> Cfg<'_> {
             cfg.ip = parse_ip(v);
         } else if let Some(v) = tok.strip_prefix(b"cairn.peer=") {
             cfg.peer = parse_ip(v);
+        } else if let Some(v) = tok.strip_prefix(b"cairn.mac=") {
+            cfg.mac = parse_mac(v);
         } else if let Some(v) = tok.strip_prefix(b"cairn.ticks=") {
             cfg.ticks = parse_num(v).map(|(n, _)| n);
         } else if let Some(v) = tok.strip_prefix(b"cairn.bench_mib=") {
@@ -1361,6 +1389,7 @@ fn net_open(ctx: &mut Ctx) -> Result<(), &'static str> {
     for (i, m) in mac.iter_mut().enumerate() {
         *m = r8(base + 0x100 + i as u64);
     }
+    let mac = ctx.cfg.mac.unwrap_or(mac);
     virtio_driver_ok(base);
     let mut net = Net {
         rx,

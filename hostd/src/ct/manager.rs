@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use model::config::parse_cidr;
 use model::ct::{
     ContainerInfo, ContainerSpec, ContainerState, Resources, TemplateInfo, is_ct_name,
 };
-use model::net::{NetworkSpec, PortKind, PortSpec};
+use model::net::{PortKind, PortSpec};
 use model::rules;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -22,6 +21,7 @@ use super::ports::PortReleaser;
 use super::runtime::{Launch, idmap};
 use super::store::{self, Record};
 use super::template::Templates;
+use crate::addresses::{self, Held, Others};
 use crate::cgroup::{Cgroup, CgroupError, Kind};
 use crate::error::{HostError, HostResult};
 
@@ -212,15 +212,15 @@ impl Manager {
     // ---- containers ---------------------------------------------------------------------
 
     pub async fn create(&mut self, spec_json: &str) -> HostResult<ContainerInfo> {
-        self.create_among(spec_json, &[]).await
+        self.create_among(spec_json, &Others::default()).await
     }
 
-    /// Creates a container beside the VMs named `vms` (containers and VMs share one namespace),
-    /// by the rules host.toml follows (`model::rules`).
+    /// Creates a container beside the VMs `vms` (containers and VMs share one namespace and
+    /// the networks' addresses), by the rules host.toml follows (`model::rules`).
     pub async fn create_among(
         &mut self,
         spec_json: &str,
-        vms: &[String],
+        vms: &Others,
     ) -> HostResult<ContainerInfo> {
         let spec: ContainerSpec = serde_json::from_str(spec_json)
             .map_err(|e| HostError::InvalidArgs(format!("container spec: {e}")))?;
@@ -233,6 +233,7 @@ impl Manager {
             )));
         }
         let vm = vms
+            .names
             .contains(&spec.name)
             .then(|| format!("vm {:?}", spec.name));
         if let Some(taken) = rules::problem(
@@ -246,7 +247,9 @@ impl Manager {
         self.templates.get(&spec.template)?;
         if let Some(net) = &spec.network {
             let info = crate::netd::network_spec(self.bus.as_ref(), net).await?;
-            self.check_addresses(&spec, &info)?;
+            let mut held = self.held_addresses();
+            held.extend(vms.held.iter().cloned());
+            addresses::check("addresses", &spec.addresses, &info, &held)?;
         }
         let t_network = t0.elapsed();
         let slot = if spec.privileged {
@@ -306,46 +309,20 @@ impl Manager {
         self.info(&name).await
     }
 
-    /// The spec's addresses on network `net`: inside its subnet, and held by nobody else (the
-    /// host, another container) — as host.toml checks them.
-    fn check_addresses(&self, spec: &ContainerSpec, net: &NetworkSpec) -> HostResult<()> {
-        let subnet = net.subnet.as_deref().and_then(|s| parse_cidr(s).ok());
-        let mut outside = Vec::new();
-        for (i, a) in spec.addresses.iter().enumerate() {
-            let Ok(cidr) = parse_cidr(a) else { continue };
-            let field = format!("addresses[{i}]");
-            if let Some(subnet) = subnet {
-                outside.extend(rules::problem(
-                    &field,
-                    format_args!("{a:?}"),
-                    rules::address_in_subnet(cidr, subnet, &net.name),
-                ));
-            }
-            let same = |other: &str| parse_cidr(other).is_ok_and(|o| o.addr == cidr.addr);
-            let holder = if net.address.iter().any(|h| same(h)) {
-                Some(format!("the host (network {:?} address)", net.name))
-            } else {
-                self.records
-                    .values()
-                    .find(|r| {
-                        r.spec.network.as_deref() == Some(net.name.as_str())
-                            && r.spec.addresses.iter().any(|o| same(o))
-                    })
-                    .map(|r| format!("container {:?}", r.spec.name))
-            };
-            if let Some(taken) = rules::problem(
-                &field,
-                format_args!("{a:?}"),
-                rules::address_free(holder.as_deref()),
-            ) {
-                return Err(HostError::Conflict(taken));
-            }
-        }
-        if outside.is_empty() {
-            Ok(())
-        } else {
-            Err(HostError::InvalidArgs(outside.join("; ")))
-        }
+    /// The addresses the containers hold on their networks.
+    pub fn held_addresses(&self) -> Vec<Held> {
+        self.records
+            .values()
+            .filter_map(|r| {
+                let net = r.spec.network.as_deref()?;
+                Some(Held::of(
+                    net,
+                    &r.spec.addresses,
+                    &format!("container {:?}", r.spec.name),
+                ))
+            })
+            .flatten()
+            .collect()
     }
 
     /// Housekeeping, run by hostd every `TICK`: a container whose init ended on its own is

@@ -23,6 +23,7 @@ use vmm::machine::{SNAPSHOT_MEMORY, SNAPSHOT_STATE};
 use vmm::vstate::memory;
 use vmm::{DiskConfig, NetConfig, VmConfig};
 
+use crate::addresses::{self, Held, Others};
 use crate::cgroup::{Cgroup, Kind};
 use crate::ct::paths::RUN_DIR_ENV;
 use crate::error::{HostError, HostResult};
@@ -226,7 +227,7 @@ impl VmManager {
     }
 
     /// Checks everything about a spec that needs the host, before anything is stored.
-    async fn check_host(&self, spec: &VmSpec) -> HostResult<()> {
+    async fn check_host(&self, spec: &VmSpec, others: &Others) -> HostResult<()> {
         let mut problems = Vec::new();
         if let Err(e) = check_kernel(&spec.kernel) {
             problems.push(e);
@@ -261,9 +262,10 @@ impl VmManager {
                 }
             }
         }
+        let mut nets = Vec::new();
         for (i, n) in spec.nics.iter().enumerate() {
             match crate::netd::network_spec(self.bus.as_ref(), &n.network).await {
-                Ok(_) => {}
+                Ok(net) => nets.push((i, net)),
                 Err(e) if crate::netd::is_not_found(&e) => problems.push(format!(
                     "nics[{i}].network {:?}: no such network",
                     n.network
@@ -271,15 +273,31 @@ impl VmManager {
                 Err(e) => return Err(e),
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(HostError::InvalidArgs(problems.join("; ")))
+        if !problems.is_empty() {
+            return Err(HostError::InvalidArgs(problems.join("; ")));
         }
+        let mut held: Vec<Held> = self
+            .vms
+            .values()
+            .filter(|r| r.spec.name != spec.name)
+            .flat_map(|r| held_by(&r.spec))
+            .collect();
+        held.extend(others.held.iter().cloned());
+        for (i, net) in nets {
+            let nic = &spec.nics[i];
+            addresses::check(&format!("nics[{i}].addresses"), &nic.addresses, &net, &held)?;
+            held.extend(Held::of(&net.name, &nic.addresses, &nic_holder(spec, i)));
+        }
+        Ok(())
+    }
+
+    /// The addresses the VMs' NICs hold on their networks.
+    pub fn held_addresses(&self) -> Vec<Held> {
+        self.vms.values().flat_map(|r| held_by(&r.spec)).collect()
     }
 
     pub async fn create(&mut self, spec_json: &str) -> HostResult<VmInfo> {
-        self.create_among(spec_json, &[]).await
+        self.create_among(spec_json, &Others::default()).await
     }
 
     /// Creates a VM beside the containers named `containers` (containers and VMs share one
@@ -287,13 +305,14 @@ impl VmManager {
     pub async fn create_among(
         &mut self,
         spec_json: &str,
-        containers: &[String],
+        containers: &Others,
     ) -> HostResult<VmInfo> {
         let spec: VmSpec = serde_json::from_str(spec_json)
             .map_err(|e| HostError::InvalidArgs(format!("VM spec: {e}")))?;
         spec.validate()
             .map_err(|e| HostError::InvalidArgs(e.to_string()))?;
         let ct = containers
+            .names
             .contains(&spec.name)
             .then(|| format!("container {:?}", spec.name));
         if let Some(taken) = model::rules::problem(
@@ -309,7 +328,7 @@ impl VmManager {
                 spec.name
             )));
         }
-        self.check_host(&spec).await?;
+        self.check_host(&spec, containers).await?;
         let dir = self.state.join(&spec.name);
         std::fs::create_dir_all(&dir).map_err(|e| HostError::io(dir.display(), e))?;
         let json =
@@ -337,7 +356,7 @@ impl VmManager {
                 mac: Some(mac),
                 vlan: None,
                 tagged_vlans: Vec::new(),
-                addresses: Vec::new(),
+                addresses: nic.addresses.clone(),
                 limits: None,
                 port_security: true,
             };
@@ -370,7 +389,8 @@ impl VmManager {
         if self.running_state(name).is_some() {
             return Err(HostError::Conflict(format!("VM {name:?} is running")));
         }
-        self.check_host(&spec).await?;
+        // The addresses were checked at create; what is checked again is what can change.
+        self.check_host(&spec, &Others::default()).await?;
         let run = self.run_dir(name);
         let root = run.join("root");
         // Whatever a previous run left (a crash before cleanup) goes first.
@@ -760,6 +780,19 @@ impl VmManager {
             .count();
         (self.vms.len(), running)
     }
+}
+
+/// The addresses a VM's NICs hold.
+fn held_by(spec: &VmSpec) -> Vec<Held> {
+    spec.nics
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| Held::of(&n.network, &n.addresses, &nic_holder(spec, i)))
+        .collect()
+}
+
+fn nic_holder(spec: &VmSpec, i: usize) -> String {
+    format!("VM {:?} nic {i}", spec.name)
 }
 
 /// The owner of VM `name`'s ports at netd.

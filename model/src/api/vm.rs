@@ -9,7 +9,9 @@ actions! { ACTIONS;
     VmCreate = "vm.create", Hostd, (spec: VmSpec) -> VmInfo,
         "Creates (does not start) a VM from {name, vcpus? (1-8, default 1), memory_mib, kernel \
          (host path of an ELF vmlinux or a bzImage), initrd?, cmdline?, disks?: [{volume | \
-         path, read_only?}], nics?: [{network, mac?}], resources?: {cpu_limit?, cpu_weight?, \
+         path, read_only?}], nics?: [{network, mac?, addresses? (the guest's addr/prefix on \
+         the network: port security lets the NIC send from these only, and they are held as \
+         a container's are)}], resources?: {cpu_limit?, cpu_weight?, \
          cpuset?}, autostart?}. Returns the VM as vm.info shows it.";
     VmStart = "vm.start", Hostd, (name: String) -> bool,
         "Starts a created or stopped VM: its jailed VMM process boots the kernel.";

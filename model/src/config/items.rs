@@ -638,6 +638,7 @@ impl ContainerDraft {
 #[derive(Debug)]
 pub(super) struct VmNicDraft {
     pub network: Option<At<String>>,
+    pub addresses: Vec<At<Cidr>>,
     pub mac: Option<At<String>>,
 }
 
@@ -700,9 +701,10 @@ pub(super) fn read_vm(p: &mut Problems, t: Table<'_, '_>) -> VmDraft {
         .into_iter()
         .map(|d| read_vm_disk(p, d))
         .collect();
-    let nics = sub_tables(p, &t, "nic", &["network", "mac"])
+    let nics = sub_tables(p, &t, "nic", &["network", "mac", "addresses"])
         .into_iter()
         .map(|n| VmNicDraft {
+            addresses: read_addresses(p, &n),
             network: match n.req(p, "network") {
                 Some(f) => f.at_string(p).map(|s| At {
                     at: s.at,
@@ -844,6 +846,7 @@ impl VmDraft {
                     Some(NicSpec {
                         network: n.network?.value,
                         mac: n.mac.map(|m| m.value),
+                        addresses: n.addresses.iter().map(|a| a.value.to_string()).collect(),
                     })
                 })
                 .collect::<Option<_>>()?,

@@ -48,7 +48,7 @@ pub(super) fn check(p: &mut Problems, d: &Document, lines: &LineIndex<'_>) {
     }
     check_vm_macs(p, d, line);
 
-    check_container_addresses(p, d);
+    check_guest_addresses(p, d);
     check_address_holders(p, d, line);
     check_uplinks(p, &d.networks, line);
     check_overlaps(p, &d.networks, line);
@@ -192,11 +192,35 @@ fn check_vm_macs(p: &mut Problems, d: &Document, line: impl Fn(usize) -> usize) 
     }
 }
 
-/// A container's addresses lie inside its network's subnet, with the subnet's prefix, when
-/// the network has a subnet.
-fn check_container_addresses(p: &mut Problems, d: &Document) {
+/// Every guest address written, with its network and who wrote it: containers' `addresses`
+/// and VM NICs' `addresses`, which follow the same rules.
+fn guest_addresses(d: &Document) -> Vec<(&str, String, usize, &At<Cidr>)> {
+    let mut out = Vec::new();
+    for c in &d.containers {
+        let Some(net) = &c.network else { continue };
+        let who = guest_label("container", c.name.as_ref());
+        for (i, a) in c.addresses.iter().enumerate() {
+            out.push((net.value.as_str(), who.clone(), i, a));
+        }
+    }
+    for v in &d.vms {
+        let vm = guest_label("vm", v.name.as_ref());
+        for (n, nic) in v.nics.iter().enumerate() {
+            let Some(net) = &nic.network else { continue };
+            let who = format!("{vm} nic {n}");
+            for (i, a) in nic.addresses.iter().enumerate() {
+                out.push((net.value.as_str(), who.clone(), i, a));
+            }
+        }
+    }
+    out
+}
+
+/// A guest's addresses lie inside its network's subnet, with the subnet's prefix, when the
+/// network has a subnet.
+fn check_guest_addresses(p: &mut Problems, d: &Document) {
     // The first network of each name, as references resolve to it; looked up once per
-    // container rather than searched for.
+    // address rather than searched for.
     let mut subnets: HashMap<&str, Option<Cidr>> = HashMap::new();
     for n in &d.networks {
         if let Some(name) = &n.name {
@@ -205,25 +229,21 @@ fn check_container_addresses(p: &mut Problems, d: &Document) {
                 .or_insert(n.subnet.as_ref().map(|s| s.value));
         }
     }
-    for c in &d.containers {
-        let Some(net) = &c.network else { continue };
-        let Some(&Some(subnet)) = subnets.get(net.value.as_str()) else {
+    for (net, who, i, a) in guest_addresses(d) {
+        let Some(&Some(subnet)) = subnets.get(net) else {
             continue;
         };
-        let who = guest_label("container", c.name.as_ref());
-        for (i, a) in c.addresses.iter().enumerate() {
-            if let Err(problem) = rules::address_in_subnet(a.value, subnet, &net.value) {
-                p.at(
-                    a.at,
-                    format!("addresses[{i}] \"{}\" in {who} {problem}", a.value),
-                );
-            }
+        if let Err(problem) = rules::address_in_subnet(a.value, subnet, net) {
+            p.at(
+                a.at,
+                format!("addresses[{i}] \"{}\" in {who} {problem}", a.value),
+            );
         }
     }
 }
 
-/// Each address is held once on a network: by one container, or by the host (the network's
-/// own `address`).
+/// Each address is held once on a network: by one guest (a container or a VM's NIC), or by
+/// the host (the network's own `address`).
 fn check_address_holders(p: &mut Problems, d: &Document, line: impl Fn(usize) -> usize) {
     let mut held: HashMap<(&str, IpAddr), String> = HashMap::new();
     for n in &d.networks {
@@ -234,19 +254,15 @@ fn check_address_holders(p: &mut Problems, d: &Document, line: impl Fn(usize) ->
             );
         }
     }
-    for c in &d.containers {
-        let Some(net) = &c.network else { continue };
-        let who = guest_label("container", c.name.as_ref());
-        for (i, a) in c.addresses.iter().enumerate() {
-            let key = (net.value.as_str(), a.value.addr);
-            if let Err(problem) = rules::address_free(held.get(&key).map(String::as_str)) {
-                p.at(
-                    a.at,
-                    format!("addresses[{i}] \"{}\" in {who} {problem}", a.value),
-                );
-            } else {
-                held.insert(key, format!("{who} (line {})", line(a.at)));
-            }
+    for (net, who, i, a) in guest_addresses(d) {
+        let key = (net, a.value.addr);
+        if let Err(problem) = rules::address_free(held.get(&key).map(String::as_str)) {
+            p.at(
+                a.at,
+                format!("addresses[{i}] \"{}\" in {who} {problem}", a.value),
+            );
+        } else {
+            held.insert(key, format!("{who} (line {})", line(a.at)));
         }
     }
 }

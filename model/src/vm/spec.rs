@@ -51,6 +51,11 @@ pub struct NicSpec {
     /// The guest's MAC; derived from the VM name and NIC index when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The guest's addresses on `network` (`addr/prefix`): port security lets the guest send
+    /// from these only (with none, of a family, it checks only the MAC for that family), and
+    /// they are held on the network as a container's are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +162,14 @@ impl VmSpec {
                 q(&n.network),
                 rules::network_name(&n.network),
             ));
+            for (j, a) in n.addresses.iter().enumerate() {
+                if let Err(e) = crate::config::parse_cidr(a) {
+                    p.push(format!(
+                        "nics[{i}].addresses[{j}] {a:?} is not an address with prefix like \
+                         \"10.0.0.5/24\": {e}"
+                    ));
+                }
+            }
             let Some(mac) = &n.mac else { continue };
             if let Some(bad) = problem(&format!("nics[{i}].mac"), q(mac), rules::mac(mac)) {
                 p.push(bad);
@@ -219,10 +232,12 @@ mod tests {
                 NicSpec {
                     network: "lan".into(),
                     mac: Some("52:54:00:12:34:56".into()),
+                    addresses: vec!["10.0.0.5/24".into(), "fd00::5/64".into()],
                 },
                 NicSpec {
                     network: "dmz".into(),
                     mac: None,
+                    addresses: Vec::new(),
                 },
             ],
             resources: Resources {
@@ -282,14 +297,17 @@ mod tests {
                 NicSpec {
                     network: "a-network-name-too-long".into(),
                     mac: Some("01:00:5e:00:00:01".into()),
+                    addresses: Vec::new(),
                 },
                 NicSpec {
                     network: "lan".into(),
                     mac: Some("52:54:00:aa:bb:cc".into()),
+                    addresses: vec!["10.0.0.5".into()],
                 },
                 NicSpec {
                     network: "lan".into(),
                     mac: Some("52:54:00:AA:BB:CC".into()),
+                    addresses: Vec::new(),
                 },
             ],
             resources: Resources {
@@ -319,6 +337,7 @@ mod tests {
                 "disks[3].volume",
                 "nics[0].network",
                 "nics[0].mac",
+                "nics[1].addresses[0]",
                 "nics[2].mac",
                 "resources.cpu_limit",
                 "resources.memory",
@@ -327,7 +346,8 @@ mod tests {
         );
         assert!(p[2].contains("is no memory"), "{}", p[2]);
         assert!(p[3].contains("absolute path"), "{}", p[3]);
-        assert!(p[12].contains("is already used by nics[1]"), "{}", p[12]);
+        assert!(p[12].contains("has no prefix length"), "{}", p[12]);
+        assert!(p[13].contains("is already used by nics[1]"), "{}", p[13]);
         // Display joins them, for faults and logs.
         let shown = spec.validate().unwrap_err().to_string();
         assert!(shown.starts_with("name \"Bad_Name\""), "{shown}");
