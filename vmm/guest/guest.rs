@@ -208,6 +208,14 @@ fn outb(port: u16, v: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
 }
 
+/// `rep outsb`: all of `buf` to one port, which KVM hands the VMM as one exit.
+fn outsb(port: u16, buf: &[u8]) {
+    unsafe {
+        asm!("rep outsb", in("dx") port, inout("rsi") buf.as_ptr() => _,
+             inout("rcx") buf.len() => _, options(nostack, preserves_flags, readonly))
+    }
+}
+
 fn inb(port: u16) -> u8 {
     let v: u8;
     unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
@@ -405,6 +413,7 @@ struct Cfg<'a> {
     mac: Option<[u8; 6]>,
     ticks: Option<u64>,
     bench_mib: u64,
+    flood_kib: u64,
     devs: [Dev; MAX_DEVS],
     ndev: usize,
 }
@@ -511,6 +520,7 @@ fn parse_cmdline(cl: &[u8]) -> Cfg<'_> {
         mac: None,
         ticks: None,
         bench_mib: 64,
+        flood_kib: 4096,
         devs: [Dev {
             base: 0,
             irq: 0,
@@ -540,6 +550,10 @@ fn parse_cmdline(cl: &[u8]) -> Cfg<'_> {
             cfg.mac = parse_mac(v);
         } else if let Some(v) = tok.strip_prefix(b"cairn.ticks=") {
             cfg.ticks = parse_num(v).map(|(n, _)| n);
+        } else if let Some(v) = tok.strip_prefix(b"cairn.flood_kib=") {
+            if let Some((n, _)) = parse_num(v) {
+                cfg.flood_kib = n;
+            }
         } else if let Some(v) = tok.strip_prefix(b"cairn.bench_mib=") {
             if let Some((n, _)) = parse_num(v) {
                 cfg.bench_mib = n;
@@ -1597,6 +1611,27 @@ fn task_net(ctx: &mut Ctx) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// flood: a guest that writes its console without end, for the host's cap to hold.
+// ---------------------------------------------------------------------------------------------
+
+/// Writes `cairn.flood_kib=` KiB (default 4096) of numbered 64-byte lines, then `flood: done`.
+/// Each line is one `rep outsb` to the UART's data port (never busy here): one exit per line
+/// where a byte at a time would cost one per byte.
+fn task_flood(ctx: &Ctx) {
+    let lines = ctx.cfg.flood_kib * 1024 / 64;
+    let mut line = *b"flood 0000000000 ..............................................\n";
+    for n in 0..lines {
+        let mut v = n;
+        for d in line[6..16].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        outsb(COM1, &line);
+    }
+    puts(b"flood: done\n");
+}
+
+// ---------------------------------------------------------------------------------------------
 // ticks.
 // ---------------------------------------------------------------------------------------------
 
@@ -1706,6 +1741,7 @@ extern "C" fn cairn_main(boot_params: u64) -> ! {
             b"net" => task_net(&mut ctx),
             b"ticks" => task_ticks(&mut ctx),
             b"bench-blk" => task_bench(&mut ctx),
+            b"flood" => task_flood(&ctx),
             // Touches an unmapped address: exercises the exception path (#PF, vector 14).
             b"fault" => {
                 r32(0x80_0000_0000);

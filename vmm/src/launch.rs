@@ -24,6 +24,11 @@ pub struct VmLaunch {
     /// Resume from /snapshot instead of booting.
     #[serde(default)]
     pub restore: bool,
+    /// The console log on the host, which the monitor keeps (rotated at
+    /// [`crate::launcher::console::CONSOLE_LOG_CAP`]) from the pty the VMM's serial port
+    /// writes to; None: the config's `console_log` inside the jail, unbounded.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
 }
 
 /// launch.json of a VM.

@@ -259,14 +259,34 @@ fn irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd, VmError> {
     Ok(evt)
 }
 
+/// `config.console_log`, opened for appending (None when the config names none).
+pub fn open_console_log(config: &VmConfig) -> Result<Option<File>, VmError> {
+    config
+        .console_log
+        .as_ref()
+        .map(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| VmError::Setup {
+                    what: "opening the console log",
+                    reason: format!("{}: {e}", p.display()),
+                })
+        })
+        .transpose()
+}
+
 /// Creates the VM, its irqchip, PIT, memory, devices and vCPU fds (not yet configured).
 /// `serial_state`: a snapshot's UART registers to continue from (restore), else a fresh UART.
+/// `log`: where the serial output also goes.
 fn build_parts(
     config: &VmConfig,
     ranges: &[(GuestAddress, usize)],
     disks: Vec<File>,
     taps: Vec<OwnedFd>,
     serial_state: Option<&SerialSnapshot>,
+    log: Option<File>,
 ) -> Result<Parts, VmError> {
     let kvm = Kvm::new().map_err(VmError::KvmUnavailable)?;
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
@@ -284,19 +304,6 @@ fn build_parts(
     memory::register(&vm, &mem)?;
 
     let console = Arc::new(Mutex::new(ConsoleBuffer::default()));
-    let log = match &config.console_log {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| VmError::Setup {
-                    what: "opening the console log",
-                    reason: format!("{}: {e}", p.display()),
-                })?,
-        ),
-        None => None,
-    };
     let serial_irq = irqfd(&vm, COM1_GSI)?;
     let serial =
         match serial_state {
@@ -367,15 +374,16 @@ impl Vmm {
     /// Checks the config, builds the VM and boots its kernel. Bad input is reported before
     /// /dev/kvm is touched; nothing is left behind on error (the fds close).
     pub fn boot(config: &VmConfig) -> Result<Vmm, VmError> {
-        Self::prepare_boot(config)?.start()
+        Self::prepare_boot(config, open_console_log(config)?)?.start()
     }
 
     /// [`Vmm::boot`] without starting any thread: everything is opened and loaded, so a
     /// jailed VMM can drop its privileges and install its seccomp filter before `start`.
-    pub fn prepare_boot(config: &VmConfig) -> Result<Prepared, VmError> {
+    /// The serial output also goes to `console` (its monitor's pty, for a jailed VMM).
+    pub fn prepare_boot(config: &VmConfig, console: Option<File>) -> Result<Prepared, VmError> {
         let ranges = check(config)?;
         let (disks, taps) = open_backends(config)?;
-        let parts = build_parts(config, &ranges, disks, taps, None)?;
+        let parts = build_parts(config, &ranges, disks, taps, None, console)?;
 
         let kernel = boot::load_kernel(&parts.mem, &config.kernel)?;
         let initrd = match &config.initrd {
@@ -416,7 +424,14 @@ impl Vmm {
         memory_file: File,
         paused: bool,
     ) -> Result<Vmm, VmError> {
-        Self::prepare_restore(config, state_json, memory_file, paused)?.start()
+        Self::prepare_restore(
+            config,
+            state_json,
+            memory_file,
+            paused,
+            open_console_log(config)?,
+        )?
+        .start()
     }
 
     /// [`Vmm::restore`] without starting any thread (see [`Vmm::prepare_boot`]).
@@ -425,6 +440,7 @@ impl Vmm {
         state_json: &[u8],
         mut memory_file: File,
         paused: bool,
+        console: Option<File>,
     ) -> Result<Prepared, VmError> {
         let snap: Snapshot = serde_json::from_slice(state_json).map_err(|e| VmError::Snapshot {
             what: SNAPSHOT_STATE.into(),
@@ -454,7 +470,7 @@ impl Vmm {
             });
         }
         let (disks, taps) = open_backends(&config)?;
-        let parts = build_parts(&config, &ranges, disks, taps, Some(&snap.serial))?;
+        let parts = build_parts(&config, &ranges, disks, taps, Some(&snap.serial), console)?;
 
         let expected: u64 = parts.mem.iter().map(|r| r.len()).sum();
         let actual = memory_file
@@ -777,7 +793,15 @@ impl Vmm {
     pub fn shutdown(mut self) -> Option<VmExit> {
         self.exit.signal(VmExit::Stopped);
         self.stop_threads();
+        self.flush_console_log();
         self.exit.get()
+    }
+
+    /// Writes console output still held back (a line not ended yet) to the log.
+    pub fn flush_console_log(&self) {
+        if let Ok(mut s) = self.serial.lock() {
+            s.flush_log();
+        }
     }
 
     fn stop_threads(&mut self) {

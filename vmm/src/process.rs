@@ -9,6 +9,7 @@
 //! it reports ready (or a typed failure: the VM's input, or the host) and, at its end, the
 //! VM's [`VmExit`].
 
+use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -20,26 +21,58 @@ use crate::control::{Request, Response, SOCKET, respond};
 use crate::exit::VmExit;
 use crate::launch::{JAIL_SNAPSHOT_DIR, Launch, VmLaunch};
 use crate::launcher::StartError;
+use crate::launcher::console::Console;
 use crate::launcher::monitor::{self, Guest, Reporter};
-use crate::machine::{Vmm, open_snapshot};
+use crate::machine::{Vmm, open_console_log, open_snapshot};
 use crate::{VmError, jail, seccomp};
 
 /// The body of `hostd --vmm LAUNCH`: the launcher's monitor with the VMM as its guest.
 /// Returns the first process's exit code (0 once the monitor is detached). Must be called
 /// first thing in a fresh, single-threaded process.
 pub fn run(launch_path: &Path) -> i32 {
-    monitor::main(launch_path, |launch: Launch| Ok(VmmGuest(launch.guest)))
+    monitor::main(launch_path, |launch: Launch| VmmGuest::new(launch.guest))
 }
 
 /// The VMM as a launcher guest.
-struct VmmGuest(VmLaunch);
+struct VmmGuest {
+    launch: VmLaunch,
+    /// The console the monitor keeps (taken before the clone).
+    console: Option<Console>,
+    /// The VMM's end of that console: where its serial port writes.
+    serial_out: Option<File>,
+}
+
+impl VmmGuest {
+    fn new(launch: VmLaunch) -> Result<VmmGuest, StartError> {
+        let (console, serial_out) = match &launch.console {
+            Some(log) => {
+                let console = Console::open(log).map_err(|e| StartError::failure(e.to_string()))?;
+                let out = console
+                    .guest_end()
+                    .try_clone()
+                    .map_err(|e| StartError::failure(format!("console pty: {e}")))?;
+                (Some(console), Some(File::from(out)))
+            }
+            None => (None, None),
+        };
+        Ok(VmmGuest {
+            launch,
+            console,
+            serial_out,
+        })
+    }
+}
 
 impl Guest for VmmGuest {
     type Reason = VmExit;
     const READY_ON_EXEC: bool = false;
 
+    fn take_console(&mut self) -> Option<Console> {
+        self.console.take()
+    }
+
     fn run(self, mut report: Reporter<VmExit>) -> ! {
-        match build(&self.0) {
+        match build(&self.launch, self.serial_out) {
             Ok((vmm, listener)) => {
                 report.ready();
                 let code = serve(vmm, &listener, report);
@@ -63,14 +96,18 @@ fn vm_err(e: VmError) -> StartError {
     }
 }
 
-fn build(launch: &VmLaunch) -> Result<(Vmm, UnixListener), StartError> {
+fn build(launch: &VmLaunch, serial_out: Option<File>) -> Result<(Vmm, UnixListener), StartError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| StartError::failure(format!("{what}: {e}"));
     jail::enter(&launch.root).map_err(|e| fail("entering the jail", &e))?;
+    let console = match serial_out {
+        Some(pty) => Some(pty),
+        None => open_console_log(&launch.config).map_err(vm_err)?,
+    };
     let prepared = if launch.restore {
         let (state, memory) = open_snapshot(Path::new(JAIL_SNAPSHOT_DIR)).map_err(vm_err)?;
-        Vmm::prepare_restore(&launch.config, &state, memory, false).map_err(vm_err)?
+        Vmm::prepare_restore(&launch.config, &state, memory, false, console).map_err(vm_err)?
     } else {
-        Vmm::prepare_boot(&launch.config).map_err(vm_err)?
+        Vmm::prepare_boot(&launch.config, console).map_err(vm_err)?
     };
     let sock = Path::new("/").join(SOCKET);
     let _ = std::fs::remove_file(&sock);
@@ -82,6 +119,9 @@ fn build(launch: &VmLaunch) -> Result<(Vmm, UnixListener), StartError> {
     let vmm = prepared.start().map_err(vm_err)?;
     Ok((vmm, listener))
 }
+
+/// How long console output without a line end waits for the log at most.
+const CONSOLE_FLUSH_MS: i32 = 100;
 
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_EXIT: u64 = 2;
@@ -136,7 +176,9 @@ fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: Reporter<VmExit>) ->
         if vmm.exit_signal().is_set() {
             return finish(vmm, &mut reason);
         }
-        let n = match epoll.wait(-1, &mut events) {
+        // Every 100 ms the console's open line (a prompt) reaches the log.
+        vmm.flush_console_log();
+        let n = match epoll.wait(CONSOLE_FLUSH_MS, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return finish(vmm, &mut reason),

@@ -397,8 +397,10 @@ impl VmManager {
         let _ = jail::teardown_root(&root);
         std::fs::create_dir_all(&run).map_err(|e| HostError::io(run.display(), e))?;
         let _ = std::fs::remove_file(run.join(EXIT_FILE));
+        // Each run's console starts empty (the monitor rotates it while the VM runs).
         let console = run.join(CONSOLE_LOG);
         std::fs::write(&console, b"").map_err(|e| HostError::io(console.display(), e))?;
+        let _ = std::fs::remove_file(launcher::console::rotated_path(&console));
 
         // Not running, so any port of this VM is a leftover (hostd or the VMM killed before
         // it was detached): it goes, or the new attach would conflict with it.
@@ -471,10 +473,8 @@ impl VmManager {
         snapshot: Option<&Path>,
         cgroup: Option<PathBuf>,
     ) -> HostResult<()> {
-        let console = run.join(CONSOLE_LOG);
         let mut files: Vec<(PathBuf, String, bool)> = vec![
             (PathBuf::from(&spec.kernel), "kernel".into(), true),
-            (console, CONSOLE_LOG.into(), false),
             (PathBuf::from("/dev/kvm"), "dev/kvm".into(), false),
         ];
         if let Some(i) = &spec.initrd {
@@ -528,7 +528,8 @@ impl VmManager {
             cmdline: spec.cmdline.clone(),
             disks,
             nets,
-            console_log: Some(PathBuf::from("/").join(CONSOLE_LOG)),
+            // The serial port writes to its monitor's pty; the monitor keeps the log.
+            console_log: None,
         };
         let launch: Launch = LaunchRecord {
             name: name.to_string(),
@@ -538,6 +539,7 @@ impl VmManager {
                 root: root.to_path_buf(),
                 config,
                 restore: snapshot.is_some(),
+                console: Some(run.join(CONSOLE_LOG)),
             },
         };
         let launch_path = launch
