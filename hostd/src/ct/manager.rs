@@ -399,11 +399,16 @@ impl Manager {
         let cg = match Cgroup::create(Kind::Container, name) {
             Ok(cg) => cg,
             Err(CgroupError::Exists(_)) => {
-                // Left by a crash: nothing of ours runs (checked above), so it goes.
-                let old = Cgroup::open(Kind::Container, name).map_err(HostError::from)?;
-                old.kill_all()
-                    .and_then(|()| old.remove())
-                    .map_err(HostError::from)?;
+                // Left by a crash: nothing of ours runs (checked above), so it goes — in a
+                // blocking task, as teardown does: kill_all waits for the kernel to settle.
+                let owned = name.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let old = Cgroup::open(Kind::Container, &owned)?;
+                    old.kill_all()?;
+                    old.remove()
+                })
+                .await
+                .map_err(|e| HostError::Failed(format!("cgroup clean-up task: {e}")))??;
                 Cgroup::create(Kind::Container, name).map_err(HostError::from)?
             }
             Err(e) => return Err(e.into()),
