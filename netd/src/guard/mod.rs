@@ -36,6 +36,7 @@
 
 pub mod nft;
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nft::{Base, Batch, Expr, Meta, Socket};
@@ -299,16 +300,45 @@ pub fn drops(port: &str) -> Result<Option<u64>, GuardError> {
     let Some(chain) = chains(&s)?.into_iter().find(|c| port_of_chain(c) == port) else {
         return Ok(None);
     };
+    Ok(chain_drops(&s, Some(&chain))?
+        .get(port)
+        .copied()
+        .or(Some(0)))
+}
+
+/// [`drops`] of every guarded port, from one dump of the table's chains and one of its rules.
+pub fn all_drops() -> Result<HashMap<String, u64>, GuardError> {
+    let s = Socket::open()?;
+    let mut out: HashMap<String, u64> = chains(&s)?
+        .iter()
+        .map(|c| (port_of_chain(c).to_string(), 0))
+        .collect();
+    for (port, n) in chain_drops(&s, None)? {
+        out.insert(port, n);
+    }
+    Ok(out)
+}
+
+/// The drop counters of the rules of `chain` (every chain of the table when None), summed by
+/// port.
+fn chain_drops(s: &Socket, chain: Option<&str>) -> Result<HashMap<String, u64>, GuardError> {
     let mut a = Vec::new();
     nft::put_str(&mut a, nft::NFTA_RULE_TABLE, TABLE);
-    nft::put_str(&mut a, nft::NFTA_RULE_CHAIN, &chain);
-    let mut total = 0u64;
+    if let Some(chain) = chain {
+        nft::put_str(&mut a, nft::NFTA_RULE_CHAIN, chain);
+    }
+    let mut out: HashMap<String, u64> = HashMap::new();
     for rule in s.get(nft::NFT_MSG_GETRULE, true, &a)? {
-        if nft::attr_str(&rule, nft::NFTA_RULE_TABLE).as_deref() != Some(TABLE)
-            || nft::attr_str(&rule, nft::NFTA_RULE_CHAIN).as_deref() != Some(chain.as_str())
-        {
+        if nft::attr_str(&rule, nft::NFTA_RULE_TABLE).as_deref() != Some(TABLE) {
             continue;
         }
+        let Some(rule_chain) = nft::attr_str(&rule, nft::NFTA_RULE_CHAIN) else {
+            continue;
+        };
+        if chain.is_some_and(|c| c != rule_chain) {
+            continue;
+        }
+        let mut packets = 0u64;
         for (ty, list) in nft::attrs(&rule) {
             if ty != nft::NFTA_RULE_EXPRESSIONS {
                 continue;
@@ -317,7 +347,7 @@ pub fn drops(port: &str) -> Result<Option<u64>, GuardError> {
                 if nft::attr_str(elem, nft::NFTA_EXPR_NAME).as_deref() != Some("counter") {
                     continue;
                 }
-                let packets = nft::attrs(elem)
+                packets += nft::attrs(elem)
                     .into_iter()
                     .find(|(t, _)| *t == nft::NFTA_EXPR_DATA)
                     .and_then(|(_, d)| {
@@ -326,12 +356,14 @@ pub fn drops(port: &str) -> Result<Option<u64>, GuardError> {
                             .find(|(t, _)| *t == nft::NFTA_COUNTER_PACKETS)
                     })
                     .and_then(|(_, p)| p.get(..8)?.try_into().ok())
-                    .map(u64::from_be_bytes);
-                total += packets.unwrap_or(0);
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
             }
         }
+        *out.entry(port_of_chain(&rule_chain).to_string())
+            .or_default() += packets;
     }
-    Ok(Some(total))
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 mod guest;
 mod tap;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -549,36 +549,60 @@ impl Reconciler {
 
     /// Every port. Records whose host link has gone are forgotten first (as at start); a
     /// port that cannot be read back is listed from its record with the reason in `problem`,
-    /// so one bad port never fails the whole list.
+    /// so one bad port never fails the whole list. One dump each of links, bridge VLANs and
+    /// guard counters serves every port (a lookup per port made a list O(ports²)).
     pub async fn list_ports(&mut self) -> Result<Vec<PortInfo>, NetError> {
-        if !self.ports.is_empty() {
-            let alive: BTreeSet<String> =
-                self.k.links().await?.into_iter().map(|l| l.name).collect();
-            let gone: Vec<String> = self
-                .ports
-                .keys()
-                .filter(|n| !alive.contains(*n))
-                .cloned()
-                .collect();
-            for name in gone {
-                tracing::info!(port = %name, "port link is gone; forgetting it");
-                if let Err(e) = self.detach_port(&name).await {
-                    tracing::warn!(port = %name, error = %e, "cannot forget a port whose link is gone");
-                }
+        if self.ports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let links: HashMap<String, KLink> = self
+            .k
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        let gone: Vec<String> = self
+            .ports
+            .keys()
+            .filter(|n| !links.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            tracing::info!(port = %name, "port link is gone; forgetting it");
+            if let Err(e) = self.detach_port(&name).await {
+                tracing::warn!(port = %name, error = %e, "cannot forget a port whose link is gone");
             }
         }
+        let vlans = if self.ports.values().any(|r| self.on_vlan_aware(r)) {
+            Some(self.k.bridge_vlans().await)
+        } else {
+            None
+        };
+        let drops = crate::guard::all_drops();
         let mut out = Vec::new();
         for (name, rec) in &self.ports {
-            match self.port_info(name).await {
-                Ok(info) => out.push(info),
-                Err(e) => {
-                    tracing::warn!(port = %name, error = %e, "cannot read the port back");
-                    out.push(PortInfo {
-                        problem: Some(e.to_string()),
-                        ..record_info(rec)
-                    });
+            let read = match (links.get(name), &vlans, &drops) {
+                (None, ..) => Err(format!("port link {name} does not exist")),
+                (Some(_), Some(Err(e)), _) => Err(e.to_string()),
+                (Some(_), _, Err(e)) => Err(format!("port security: {e}")),
+                (Some(link), vlans, Ok(drops)) => Ok(self.read_back(
+                    rec,
+                    link,
+                    vlans
+                        .as_ref()
+                        .and_then(|v| v.as_ref().ok())
+                        .map(Vec::as_slice),
+                    drops.get(name).copied(),
+                )),
+            };
+            out.push(read.unwrap_or_else(|problem| {
+                tracing::warn!(port = %name, %problem, "cannot read the port back");
+                PortInfo {
+                    problem: Some(problem),
+                    ..record_info(rec)
                 }
-            }
+            }));
         }
         Ok(out)
     }
@@ -650,35 +674,50 @@ impl Reconciler {
             .link(name)
             .await?
             .ok_or_else(|| NetError::NotFound(format!("port link {name} does not exist")))?;
-        let vlan_aware = self
-            .network(&rec.spec.network)
-            .is_some_and(|n| n.spec.vlan_aware);
-        let (vlan, tagged) = if vlan_aware {
-            let vlans: Vec<PortVlan> = self
-                .k
-                .bridge_vlans()
-                .await?
-                .into_iter()
-                .filter(|v| v.port == link.index)
-                .collect();
-            (
-                vlans.iter().find(|v| v.pvid).map(|v| v.vid),
-                vlans.iter().filter(|v| !v.pvid).map(|v| v.vid).collect(),
-            )
+        let vlans = if self.on_vlan_aware(rec) {
+            Some(self.k.bridge_vlans().await?)
         } else {
-            (rec.spec.vlan, Vec::new())
+            None
         };
-        Ok(PortInfo {
+        let drops = if rec.spec.port_security {
+            crate::guard::drops(name).ok().flatten()
+        } else {
+            None
+        };
+        Ok(self.read_back(rec, &link, vlans.as_deref(), drops))
+    }
+
+    fn on_vlan_aware(&self, rec: &PortRecord) -> bool {
+        self.network(&rec.spec.network)
+            .is_some_and(|n| n.spec.vlan_aware)
+    }
+
+    /// `rec` with what was read back: its link, the bridge's VLANs (when its network is
+    /// VLAN-aware) and its guard's drops.
+    fn read_back(
+        &self,
+        rec: &PortRecord,
+        link: &KLink,
+        vlans: Option<&[PortVlan]>,
+        drops: Option<u64>,
+    ) -> PortInfo {
+        let (vlan, tagged) = match vlans {
+            Some(all) => {
+                let mine: Vec<&PortVlan> = all.iter().filter(|v| v.port == link.index).collect();
+                (
+                    mine.iter().find(|v| v.pvid).map(|v| v.vid),
+                    mine.iter().filter(|v| !v.pvid).map(|v| v.vid).collect(),
+                )
+            }
+            None => (rec.spec.vlan, Vec::new()),
+        };
+        PortInfo {
             ifindex: link.index,
             vlan,
             tagged_vlans: tagged,
-            spoof_drops: if rec.spec.port_security {
-                crate::guard::drops(name).ok().flatten()
-            } else {
-                None
-            },
+            spoof_drops: if rec.spec.port_security { drops } else { None },
             ..record_info(rec)
-        })
+        }
     }
 
     /// Limits of a port (by its link name) or of a network's aggregate, live.
