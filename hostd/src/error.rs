@@ -23,6 +23,10 @@ pub enum HostError {
     /// The answer would be larger than its cap (say how large, and what the cap is).
     #[error("{0}")]
     TooLarge(String),
+    /// Refused for now only (a VM's console input queue is full): the same request may
+    /// succeed later.
+    #[error("{0}")]
+    Busy(String),
     /// A guest's cgroup: limits the kernel cannot take are the request's fault, the rest is
     /// the kernel's.
     #[error(transparent)]
@@ -61,6 +65,7 @@ impl From<HostError> for CairnError {
             HostError::Conflict(m) => CairnError::Conflict(m),
             HostError::Failed(m) => CairnError::Failed(m),
             HostError::TooLarge(m) => CairnError::TooLarge(m),
+            HostError::Busy(m) => CairnError::Busy(m),
             HostError::Cgroup(
                 e @ (CgroupError::NoController { .. }
                 | CgroupError::Invalid(_)

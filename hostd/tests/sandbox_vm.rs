@@ -408,6 +408,38 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
         "a failed start left its tap: {links}"
     );
 
+    // Console input longer than the UART's 64-byte FIFO arrives whole (the rest used to be
+    // dropped): the guest reads a 100-byte line and prints it back.
+    let echo = serde_json::json!({
+        "name": "echo", "memory_mib": 32, "kernel": k, "cmdline": "cairn.test=echo,ticks",
+    });
+    host.create_vm(&echo.to_string()).await.unwrap();
+    host.start_vm("echo").await.unwrap();
+    wait_console(&sb, &host, "echo", "echo: ready\n", Duration::from_secs(30)).await;
+    let line: String = (0..100u8).map(|i| char::from(b'a' + i % 26)).collect();
+    host.vm_console_input("echo", &format!("{line}\n"))
+        .await
+        .unwrap_or_else(|e| panic!("console input: {e}"));
+    wait_console(
+        &sb,
+        &host,
+        "echo",
+        &format!("echo: {line} (100 bytes)\n"),
+        Duration::from_secs(30),
+    )
+    .await;
+    // It reads nothing more: 64 KiB are queued, and what does not fit then is refused whole,
+    // as busy (try again later), not cut.
+    host.vm_console_input("echo", &"x".repeat(65536))
+        .await
+        .unwrap_or_else(|e| panic!("64 KiB of console input: {e}"));
+    match host.vm_console_input("echo", &"y".repeat(100)).await {
+        Err(CairnError::Busy(m)) => assert!(m.contains("room for 64 bytes"), "{m}"),
+        other => panic!("console input past the queue: {other:?}"),
+    }
+    host.stop_vm("echo", 1).await.unwrap();
+    host.delete_vm("echo").await.unwrap();
+
     // Stop + delete: nothing left.
     host.delete_vm("t1")
         .await

@@ -1632,6 +1632,34 @@ fn task_flood(ctx: &Ctx) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// echo: console input, read back.
+// ---------------------------------------------------------------------------------------------
+
+/// Prints `echo: ready`, reads one line from the UART (polling its data-ready bit; at most
+/// 1024 bytes) and prints it back as `echo: <line> (<n> bytes)`.
+fn task_echo() {
+    puts(b"echo: ready\n");
+    let mut line = [0u8; 1024];
+    let mut n = 0;
+    loop {
+        while inb(COM1 + 5) & 1 == 0 {
+            core::hint::spin_loop();
+        }
+        let c = inb(COM1);
+        if c == b'\n' || n == line.len() {
+            break;
+        }
+        line[n] = c;
+        n += 1;
+    }
+    puts(b"echo: ");
+    puts(&line[..n]);
+    puts(b" (");
+    put_dec(n as u64);
+    puts(b" bytes)\n");
+}
+
+// ---------------------------------------------------------------------------------------------
 // ticks.
 // ---------------------------------------------------------------------------------------------
 
@@ -1742,6 +1770,7 @@ extern "C" fn cairn_main(boot_params: u64) -> ! {
             b"ticks" => task_ticks(&mut ctx),
             b"bench-blk" => task_bench(&mut ctx),
             b"flood" => task_flood(&ctx),
+            b"echo" => task_echo(),
             // Touches an unmapped address: exercises the exception path (#PF, vector 14).
             b"fault" => {
                 r32(0x80_0000_0000);

@@ -41,6 +41,9 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default)]
     pub paused: bool,
+    /// The refusal is for now only (the console input queue is full): try again later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
     /// KVM_CREATE_VM → end of the guest's first console line, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_line_ms: Option<f64>,
@@ -60,6 +63,14 @@ impl Response {
             ..Default::default()
         }
     }
+
+    /// A refusal for now only: the same request may succeed later.
+    pub fn busy(e: impl ToString) -> Response {
+        Response {
+            busy: true,
+            ..Response::err(e)
+        }
+    }
 }
 
 /// Why a control request failed on the client side.
@@ -69,6 +80,9 @@ pub enum ControlError {
     Io { path: String, reason: String },
     #[error("the VMM refused: {0}")]
     Refused(String),
+    /// Refused for now only (see [`Response::busy`]).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Sends one request (with `fd` attached, if any) and reads the answer; blocking.
@@ -112,9 +126,12 @@ pub fn request(
     let resp: Response =
         serde_json::from_str(&answer).map_err(|e| io(format!("bad answer {answer:?}: {e}")))?;
     if !resp.ok {
-        return Err(ControlError::Refused(
-            resp.error.unwrap_or_else(|| "no reason given".into()),
-        ));
+        let why = resp.error.unwrap_or_else(|| "no reason given".into());
+        return Err(if resp.busy {
+            ControlError::Busy(why)
+        } else {
+            ControlError::Refused(why)
+        });
     }
     Ok(resp)
 }

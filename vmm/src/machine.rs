@@ -765,13 +765,18 @@ impl Vmm {
         Ok(())
     }
 
-    /// Feeds console input; returns how many bytes the UART took.
-    pub fn console_input(&self, bytes: &[u8]) -> Result<usize, VmError> {
-        Ok(self
-            .serial
+    /// Feeds console input, all of it, or none when the queue has no room for all of it.
+    pub fn console_input(&self, bytes: &[u8]) -> Result<(), VmError> {
+        self.serial
             .lock()
             .map_err(|_| poisoned("serial"))?
-            .input(bytes))
+            .input(bytes)
+            .map_err(|room| {
+                VmError::Guest(format!(
+                    "console input of {} bytes does not fit: the guest has not read what came                      before, room for {room} bytes",
+                    bytes.len()
+                ))
+            })
     }
 
     /// Waits up to `timeout` for the guest to end.

@@ -120,6 +120,9 @@ fn build(launch: &VmLaunch, serial_out: Option<File>) -> Result<(Vmm, UnixListen
     Ok((vmm, listener))
 }
 
+/// The longest request line: 64 KiB of console input, every byte escaped (`\u0001`).
+const MAX_REQUEST: usize = 6 * 64 * 1024 + 1024;
+
 /// How long console output without a line end waits for the log at most.
 const CONSOLE_FLUSH_MS: i32 = 100;
 
@@ -261,9 +264,19 @@ fn handle(vmm: &mut Vmm, stream: &UnixStream) -> Handled {
     };
     // SAFETY: the kernel just installed this fd for us; nothing else owns it.
     let fd = fd.map(|f| unsafe { OwnedFd::from_raw_fd(f) });
-    // hostd sends each request in one sendmsg, so one recvmsg holds the whole line (no read
-    // timeout here: setsockopt is not on the seccomp allow-list).
-    let line = &buf[..len];
+    // hostd sends each request in one sendmsg, but a stream socket may hand a long one (64 KiB
+    // of console input, escaped) over in pieces: read on to the line's end (no read timeout
+    // here: setsockopt is not on the seccomp allow-list; hostd, the only client, always sends
+    // the whole line).
+    buf.truncate(len);
+    while !buf.ends_with(b"\n") && buf.len() < MAX_REQUEST && len > 0 {
+        let mut more = [0u8; 64 * 1024];
+        match nix::unistd::read(stream, &mut more) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&more[..n]),
+        }
+    }
+    let line = &buf[..];
     let req: Request = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => {
@@ -302,10 +315,15 @@ fn handle(vmm: &mut Vmm, stream: &UnixStream) -> Handled {
             .ctrl_alt_del()
             .map(|_| Response::ok())
             .map_err(|e| e.to_string()),
-        Request::ConsoleInput { data } => vmm
-            .console_input(data.as_bytes())
-            .map(|_| Response::ok())
-            .map_err(|e| e.to_string()),
+        Request::ConsoleInput { data } => {
+            // A full input queue is answered at once, as busy: the guest has not read yet.
+            let answer = match vmm.console_input(data.as_bytes()) {
+                Ok(()) => Response::ok(),
+                Err(e) => Response::busy(e),
+            };
+            respond(stream, &answer);
+            return Handled::Done;
+        }
         Request::Stop => {
             respond(stream, &Response::ok());
             return Handled::Stop;

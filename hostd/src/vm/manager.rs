@@ -581,7 +581,10 @@ impl VmManager {
         })
         .await
         .map_err(|e| HostError::Failed(e.to_string()))?
-        .map_err(|e| HostError::Failed(e.to_string()))
+        .map_err(|e| match e {
+            control::ControlError::Busy(why) => HostError::Busy(why),
+            e => HostError::Failed(e.to_string()),
+        })
     }
 
     pub async fn pause(&mut self, name: &str) -> HostResult<()> {

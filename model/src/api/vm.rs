@@ -42,5 +42,6 @@ actions! { ACTIONS;
          VM's serial console log.";
     VmConsoleInput = "vm.console_input", Hostd, (name: String, data: String) -> bool,
         "vm.console_input(name, data): sends data (1 to 65536 bytes) to the VM's serial \
-         console, as if typed.";
+         console, as if typed: queued whole and fed to the UART as the guest reads, or \
+         refused whole while the guest has not read what came before.";
 }

@@ -1,6 +1,7 @@
 //! COM1: vm-superio's 16550 with its interrupt on an irqfd (GSI 4), output to the console
 //! (a log file and an in-memory tail for the API), input from the control socket.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -181,12 +182,19 @@ type Uart = Serial<IrqTrigger, NoEvents, ConsoleOut>;
 /// The 16550 on the port I/O bus.
 pub struct SerialDevice {
     uart: Uart,
+    /// Console input the UART's 64-byte FIFO has no room for yet: fed in as the guest reads
+    /// (a 100-byte line used to lose everything past the 64th byte).
+    pending_input: VecDeque<u8>,
 }
+
+/// Console input queued beyond the UART's FIFO at most: an API request's maximum.
+pub const INPUT_QUEUE: usize = 65536;
 
 impl SerialDevice {
     pub fn new(irq: EventFd, buffer: Arc<Mutex<ConsoleBuffer>>, log: Option<File>) -> Self {
         SerialDevice {
             uart: Serial::new(IrqTrigger(irq), ConsoleOut::new(buffer, log)),
+            pending_input: VecDeque::new(),
         }
     }
 
@@ -203,7 +211,10 @@ impl SerialDevice {
             NoEvents,
             ConsoleOut::new(buffer, log),
         )
-        .map(|uart| SerialDevice { uart })
+        .map(|uart| SerialDevice {
+            uart,
+            pending_input: VecDeque::new(),
+        })
         .map_err(|e| format!("{e:?}"))
     }
 
@@ -216,9 +227,28 @@ impl SerialDevice {
         self.uart.writer_mut().flush_log();
     }
 
-    /// Queues console input for the guest; returns how many bytes fit in the FIFO.
-    pub fn input(&mut self, bytes: &[u8]) -> usize {
-        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    /// Queues console input for the guest, all of it or (when the queue has no room for all
+    /// of it) none: Err says how many bytes there is room for.
+    pub fn input(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        let room = INPUT_QUEUE - self.pending_input.len();
+        if bytes.len() > room {
+            return Err(room);
+        }
+        self.pending_input.extend(bytes);
+        self.refill();
+        Ok(())
+    }
+
+    /// Moves queued input into the FIFO as far as it has room (raising the interrupt).
+    fn refill(&mut self) {
+        if self.pending_input.is_empty() {
+            return;
+        }
+        let n = self
+            .uart
+            .enqueue_raw_bytes(self.pending_input.make_contiguous())
+            .unwrap_or(0);
+        self.pending_input.drain(..n);
     }
 }
 
@@ -227,6 +257,10 @@ impl BusDevice for SerialDevice {
         data.fill(0);
         if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
             *b = self.uart.read(off);
+            if off == 0 {
+                // The guest took a byte from the FIFO: room for the next queued one.
+                self.refill();
+            }
         }
     }
 
@@ -274,13 +308,37 @@ mod tests {
     }
 
     #[test]
+    fn a_line_longer_than_the_fifo_arrives_whole() {
+        let buffer = Arc::new(Mutex::new(ConsoleBuffer::default()));
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut s = SerialDevice::new(irq, buffer, None);
+        let line: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+        assert_eq!(s.input(&line), Ok(()));
+        let mut got = Vec::new();
+        let mut b = [0u8];
+        loop {
+            s.read(5, &mut b);
+            if b[0] & 1 == 0 {
+                break;
+            }
+            s.read(0, &mut b);
+            got.push(b[0]);
+        }
+        assert_eq!(got, line);
+        // All or nothing: more than the queue holds is refused whole.
+        assert_eq!(s.input(&vec![b'x'; INPUT_QUEUE + 1]), Err(INPUT_QUEUE));
+        s.read(5, &mut b);
+        assert_eq!(b[0] & 1, 0, "a refused input left bytes behind");
+    }
+
+    #[test]
     fn input_is_readable_and_raises_the_irq_when_enabled() {
         let buffer = Arc::new(Mutex::new(ConsoleBuffer::default()));
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let probe = irq.try_clone().unwrap();
         let mut s = SerialDevice::new(irq, buffer, None);
         s.write(1, &[0x01]); // IER: received data available
-        assert_eq!(s.input(b"x"), 1);
+        assert_eq!(s.input(b"x"), Ok(()));
         assert_eq!(probe.read().unwrap(), 1);
         let mut b = [0u8];
         s.read(5, &mut b);
