@@ -588,6 +588,10 @@ impl VmManager {
     }
 
     pub async fn pause(&mut self, name: &str) -> HostResult<()> {
+        // As for containers: the wrong state is a conflict, not a silent success.
+        if self.record(name)?.paused && self.running_state(name).is_some() {
+            return Err(HostError::Conflict(format!("VM {name:?} is paused already")));
+        }
         self.ask(name, Request::Pause, None).await?;
         if let Some(r) = self.vms.get_mut(name) {
             r.paused = true;
@@ -596,6 +600,9 @@ impl VmManager {
     }
 
     pub async fn resume(&mut self, name: &str) -> HostResult<()> {
+        if !self.record(name)?.paused && self.running_state(name).is_some() {
+            return Err(HostError::Conflict(format!("VM {name:?} is not paused")));
+        }
         self.ask(name, Request::Resume, None).await?;
         if let Some(r) = self.vms.get_mut(name) {
             r.paused = false;
