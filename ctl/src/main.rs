@@ -18,7 +18,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use model::api::host;
 use model::api::net::{NetCreate, NetDelete, NetInfo, NetList, NetSetLimits, PortList};
-use model::net::{Limits, NetworkKind, NetworkSpec, Rate};
+use model::net::{LimitsChange, NetworkKind, NetworkSpec, Rate};
 use model::xmlrpc::{EncodeError, Value};
 
 use crate::call::{Call, call};
@@ -120,9 +120,10 @@ enum NetCommand {
     },
     /// Deletes a network without ports.
     Delete { name: String },
-    /// Sets the live limits of a port or a network's aggregate; rates in bit/s with an
-    /// optional K, M, G or T suffix, any case, optionally followed by "bit" (decimal, as
-    /// network rates are: 100M = 100mbit = 100 000 000 bit/s); fractions when whole: 1.5G.
+    /// Changes the live limits of a port or a network's aggregate: only the directions given
+    /// change, 0 removes one; rates in bit/s with an optional K, M, G or T suffix, any case,
+    /// optionally followed by "bit" (decimal, as network rates are: 100M = 100mbit =
+    /// 100 000 000 bit/s); fractions when whole: 1.5G.
     Limits {
         target: String,
         #[arg(long, value_parser = rate::parse)]
@@ -309,10 +310,10 @@ fn net_call(command: &NetCommand) -> Result<Call, EncodeError> {
             };
             call(NetSetLimits {
                 target: target.clone(),
-                limits: Limits {
+                limits: LimitsChange {
                     egress: rate(egress),
                     ingress: rate(ingress),
-                    ..Limits::default()
+                    police: None,
                 },
             })
         }

@@ -281,11 +281,17 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
 
     // Pause: no progress; resume: progress. The wrong state is a conflict (105).
     let e = host.resume_vm("t1").await.unwrap_err();
-    assert!(matches!(e, CairnError::Conflict(ref m) if m.contains("not paused")), "{e}");
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("not paused")),
+        "{e}"
+    );
     host.pause_vm("t1").await.unwrap();
     assert_eq!(info(&host, "t1").await.state, VmState::Paused);
     let e = host.pause_vm("t1").await.unwrap_err();
-    assert!(matches!(e, CairnError::Conflict(ref m) if m.contains("paused already")), "{e}");
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("paused already")),
+        "{e}"
+    );
     let at = last_tick(&console(&host, "t1").await);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use model::dbus::{CairnError, StatusTuple};
-use model::net::{Limits, NetworkSpec, PortSpec};
+use model::net::{LimitsChange, NetworkSpec, PortSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, watch};
@@ -177,7 +177,7 @@ impl Network1 {
     }
 
     async fn set_limits(&self, target: &str, limits_json: &str) -> Result<(), CairnError> {
-        let limits: Limits = parse("limits_json", limits_json)?;
+        let limits: LimitsChange = parse("limits_json", limits_json)?;
         Ok(self.nets.lock().await.set_limits(target, limits).await?)
     }
 }

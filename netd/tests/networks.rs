@@ -918,15 +918,40 @@ fn port_and_network_limits_go_through_tc_and_read_back() {
         assert_eq!(rates(&info, &p.name), [10_000_000], "{:?}", info.qdiscs);
         assert_eq!(rates(&info, "shaped"), [200_000_000], "{:?}", info.qdiscs);
         let idx = p.ifindex;
-        let l: model::net::Limits =
-            serde_json::from_str(r#"{"ingress":{"rate_bps":30000000}}"#).expect("limits");
-        r.set_limits(&p.name, l).await.expect("SetLimits");
+        let change = |json: &str| -> model::net::LimitsChange {
+            serde_json::from_str(json).expect("limits change")
+        };
+        // Only what is named changes: the egress limit stays.
+        r.set_limits(&p.name, change(r#"{"ingress":{"rate_bps":30000000}}"#))
+            .await
+            .expect("SetLimits");
         let info = r.network_info("shaped").await.expect("info");
         assert_eq!(rates(&info, &p.name), [30_000_000], "{:?}", info.qdiscs);
+        let port = r.port_info(&p.name).await.expect("port");
+        let egress = port.limits.and_then(|l| l.egress).map(|e| e.rate_bps);
+        assert_eq!(egress, Some(20_000_000), "{port:?}");
         // Live: the port kept its link.
-        assert_eq!(r.port_info(&p.name).await.expect("port").ifindex, idx);
+        assert_eq!(port.ifindex, idx);
+        // rate_bps 0 lifts one direction; the other stays.
+        r.set_limits(&p.name, change(r#"{"ingress":{"rate_bps":0}}"#))
+            .await
+            .expect("SetLimits 0");
+        let port = r.port_info(&p.name).await.expect("port");
+        assert_eq!(port.limits.and_then(|l| l.ingress), None, "{port:?}");
+        assert_eq!(
+            port.limits.and_then(|l| l.egress).map(|e| e.rate_bps),
+            Some(20_000_000)
+        );
+        let info = r.network_info("shaped").await.expect("info");
+        assert!(rates(&info, &p.name).is_empty(), "{:?}", info.qdiscs);
+        // Nothing named: refused, nothing changed.
         let e = r
-            .set_limits("nosuch", model::net::Limits::default())
+            .set_limits(&p.name, change("{}"))
+            .await
+            .expect_err("empty");
+        assert!(e.to_string().contains("no member given"), "{e}");
+        let e = r
+            .set_limits("nosuch", change(r#"{"police":false}"#))
             .await
             .expect_err("unknown");
         assert_eq!(e.to_string(), "nosuch is neither a port nor a network");

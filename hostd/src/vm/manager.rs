@@ -590,7 +590,9 @@ impl VmManager {
     pub async fn pause(&mut self, name: &str) -> HostResult<()> {
         // As for containers: the wrong state is a conflict, not a silent success.
         if self.record(name)?.paused && self.running_state(name).is_some() {
-            return Err(HostError::Conflict(format!("VM {name:?} is paused already")));
+            return Err(HostError::Conflict(format!(
+                "VM {name:?} is paused already"
+            )));
         }
         self.ask(name, Request::Pause, None).await?;
         if let Some(r) = self.vms.get_mut(name) {

@@ -1,9 +1,9 @@
 //! `net.*` and `port.*`: networks and ports, served by netd.
 
 use super::{actions, rpc_type};
-use crate::net::{Limits, NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+use crate::net::{Limits, LimitsChange, NetworkInfo, NetworkSpec, PortInfo, PortSpec};
 
-rpc_type!("struct": NetworkSpec, NetworkInfo, PortSpec, PortInfo, Limits);
+rpc_type!("struct": NetworkSpec, NetworkInfo, PortSpec, PortInfo, Limits, LimitsChange);
 
 actions! { ACTIONS;
     NetCreate = "net.create", Netd, (spec: NetworkSpec) -> bool,
@@ -17,10 +17,11 @@ actions! { ACTIONS;
     NetInfo = "net.info", Netd, (name: String) -> NetworkInfo,
         "One network as read back from the kernel: links, VLAN table, addresses, routes and \
          qdiscs.";
-    NetSetLimits = "net.setLimits", Netd, (target: String, limits: Limits) -> bool,
-        "Sets the limits of a port (by its name) or the aggregate of a network (by its name), \
-         live: {egress?: {rate_bps, burst_bytes?}, ingress?: {…}}, from the guest's view. A \
-         direction left out is unlimited.";
+    NetSetLimits = "net.setLimits", Netd, (target: String, limits: LimitsChange) -> bool,
+        "Changes the limits of a port (by its name) or the aggregate of a network (by its \
+         name), live: {egress?: {rate_bps, burst_bytes?}, ingress?: {…}, police?}, from the \
+         guest's view. Only the members given change (at least one), as with ct.set; a \
+         direction with rate_bps 0 becomes unlimited.";
     PortAttach = "port.attach", Netd, (spec: PortSpec) -> PortInfo,
         "Attaches a port: {network, owner, kind: veth|tap, netns? (a network namespace file for \
          the veth's guest end), guest_ifname?, mac?, vlan?, tagged_vlans?, addresses?, limits?, \

@@ -180,7 +180,7 @@ fn params_encode_in_declaration_order() {
     assert_eq!(call.to_params().unwrap(), vec![Value::from("web")]);
     let call = net::NetSetLimits {
         target: "p".into(),
-        limits: crate::net::Limits::default(),
+        limits: crate::net::LimitsChange::default(),
     };
     let params = call.to_params().unwrap();
     assert_eq!(params.len(), 2);

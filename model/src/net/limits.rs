@@ -76,9 +76,135 @@ impl Limits {
     }
 }
 
+/// A change of limits (`net.setLimits`): only the members given change, as with `ct.set`; a
+/// direction given with `rate_bps` 0 becomes unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Rate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Rate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub police: Option<bool>,
+}
+
+impl LimitsChange {
+    /// At least one member; each rate in range, or 0 (unlimited) without a burst.
+    pub fn validate(&self) -> Result<(), String> {
+        if *self == LimitsChange::default() {
+            return Err(
+                "no member given; expected egress, ingress or police (rate_bps 0 removes a \
+                 direction's limit)"
+                    .into(),
+            );
+        }
+        for (field, rate) in [("egress", &self.egress), ("ingress", &self.ingress)] {
+            match rate {
+                Some(Rate {
+                    rate_bps: 0,
+                    burst_bytes: Some(_),
+                }) => {
+                    return Err(format!(
+                        "{field}.burst_bytes needs a rate; rate_bps 0 removes the limit"
+                    ));
+                }
+                Some(r) if r.rate_bps != 0 => r.validate(field)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `old` with this change made; None when nothing is limited any more.
+    pub fn apply(&self, old: Option<Limits>) -> Option<Limits> {
+        let old = old.unwrap_or_default();
+        let pick = |given: Option<Rate>, had: Option<Rate>| match given {
+            Some(r) if r.rate_bps == 0 => None,
+            Some(r) => Some(r),
+            None => had,
+        };
+        let new = Limits {
+            egress: pick(self.egress, old.egress),
+            ingress: pick(self.ingress, old.ingress),
+            police: self.police.unwrap_or(old.police),
+        };
+        (new != Limits::default()).then_some(new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_touches_only_what_it_names() {
+        let rate = |bps| Rate {
+            rate_bps: bps,
+            burst_bytes: None,
+        };
+        let old = Limits {
+            egress: Some(rate(10_000_000)),
+            ingress: Some(rate(20_000_000)),
+            police: true,
+        };
+        let only_ingress = LimitsChange {
+            ingress: Some(rate(30_000_000)),
+            ..LimitsChange::default()
+        };
+        assert_eq!(
+            only_ingress.apply(Some(old)),
+            Some(Limits {
+                ingress: Some(rate(30_000_000)),
+                ..old
+            })
+        );
+        let clear_egress = LimitsChange {
+            egress: Some(rate(0)),
+            ..LimitsChange::default()
+        };
+        assert_eq!(
+            clear_egress.apply(Some(old)),
+            Some(Limits {
+                egress: None,
+                ..old
+            })
+        );
+        let clear_all = LimitsChange {
+            egress: Some(rate(0)),
+            ingress: Some(rate(0)),
+            police: Some(false),
+        };
+        assert_eq!(clear_all.apply(Some(old)), None);
+        assert_eq!(
+            only_ingress.apply(None).and_then(|l| l.ingress),
+            Some(rate(30_000_000))
+        );
+        assert!(
+            LimitsChange::default()
+                .validate()
+                .unwrap_err()
+                .contains("no member")
+        );
+        assert_eq!(clear_egress.validate(), Ok(()));
+        let bad = LimitsChange {
+            egress: Some(Rate {
+                rate_bps: 0,
+                burst_bytes: Some(2000),
+            }),
+            ..LimitsChange::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("egress.burst_bytes"));
+        let slow = LimitsChange {
+            ingress: Some(rate(10)),
+            ..LimitsChange::default()
+        };
+        assert!(
+            slow.validate()
+                .unwrap_err()
+                .starts_with("ingress.rate_bps = 10")
+        );
+    }
 
     #[test]
     fn ranges_are_checked_and_named() {

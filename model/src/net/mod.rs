@@ -9,7 +9,7 @@ mod spec;
 
 pub use check::InvalidSpec;
 pub use info::{LinkEntry, NetworkInfo, PortInfo, RouteEntry, VlanEntry};
-pub use limits::{Limits, Rate};
+pub use limits::{Limits, LimitsChange, Rate};
 pub use spec::{BOND_MAX, BOND_MIN, BondMode, NetworkKind, NetworkSpec, PortKind, PortSpec};
 
 /// The access VLAN ids a bridge accepts: 0 means "untagged" and 4095 is reserved by 802.1Q.

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use model::net::{Limits, NetworkKind, PortInfo, PortKind, PortSpec};
+use model::net::{Limits, LimitsChange, NetworkKind, PortInfo, PortKind, PortSpec};
 
 use crate::net::bridge_vlan::{self, PortVlan};
 use crate::net::kernel::KLink;
@@ -720,13 +720,14 @@ impl Reconciler {
         }
     }
 
-    /// Limits of a port (by its link name) or of a network's aggregate, live.
-    pub async fn set_limits(&mut self, target: &str, limits: Limits) -> Result<(), NetError> {
-        limits
+    /// Changes the limits of a port (by its link name) or of a network's aggregate, live: only
+    /// what `change` names.
+    pub async fn set_limits(&mut self, target: &str, change: LimitsChange) -> Result<(), NetError> {
+        change
             .validate()
-            .map_err(|e| NetError::Invalid(format!("limits.{e}")))?;
-        let limits = (limits != Limits::default()).then_some(limits);
-        if self.ports.contains_key(target) {
+            .map_err(|e| NetError::Invalid(format!("limits: {e}")))?;
+        if let Some(rec) = self.ports.get(target) {
+            let limits = change.apply(rec.spec.limits);
             let link =
                 self.k.link(target).await?.ok_or_else(|| {
                     NetError::NotFound(format!("port link {target} does not exist"))
@@ -756,6 +757,7 @@ impl Reconciler {
             return Ok(());
         }
         if let Some(net) = self.networks.get(target) {
+            let limits = change.apply(net.spec.limits);
             if net.spec.kind != NetworkKind::Bridged {
                 return Err(NetError::Invalid(format!(
                     "network {target} is {}; an aggregate limit needs a bridged network (limit \
