@@ -43,6 +43,9 @@ class Appliance(ApplianceTestCase):
             time.sleep(1)
         for n in sorted(want):
             self.assertEqual(states.get(n), "running", f"{n}: {states}")
+        # The serial log is read as a log: no colour escape codes in it.
+        self.assertNotIn("\x1b[", self.console_log.read_text(errors="replace"),
+                         "ANSI escape codes on the serial console")
 
     def test_2_wrong_token_is_refused(self):
         try:

@@ -3,7 +3,6 @@
 //! `init --sandbox` runs the same supervisor in fresh mount, network and UTS namespaces with a
 //! private bus, so tests run the real daemons without QEMU.
 
-use std::io::IsTerminal;
 mod boot;
 mod bus;
 mod debug_shell;
@@ -60,7 +59,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(model::daemon::colours_on_stderr())
         .with_target(false)
         .init();
 
