@@ -684,14 +684,9 @@ async fn a_container_that_died_while_hostd_was_down_leaves_no_port() {
     else {
         return;
     };
-    let net = model::dbus::Network1Proxy::new(&conn).await.unwrap();
     let ports = || async {
-        let json = net
-            .list_ports()
+        testkit::sandbox::ports(&conn)
             .await
-            .expect("ListPorts never fails as a whole");
-        serde_json::from_str::<Vec<model::net::PortInfo>>(&json)
-            .expect("PortInfo JSON")
             .into_iter()
             .filter(|p| p.owner == "ct:un")
             .map(|p| p.name)

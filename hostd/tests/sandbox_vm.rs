@@ -520,15 +520,10 @@ fn kill9(pid: u32) {
     .unwrap_or_else(|e| panic!("kill -9 {pid}: {e}"));
 }
 
-/// The ports netd has for `owner`.
+/// The names of the ports netd has for `owner`.
 async fn ports_of(conn: &zbus::Connection, owner: &str) -> Vec<String> {
-    let net = model::dbus::Network1Proxy::new(conn).await.unwrap();
-    let json = net
-        .list_ports()
+    testkit::sandbox::ports(conn)
         .await
-        .expect("ListPorts never fails as a whole");
-    serde_json::from_str::<Vec<model::net::PortInfo>>(&json)
-        .expect("PortInfo JSON")
         .into_iter()
         .filter(|p| p.owner == owner)
         .map(|p| p.name)
@@ -789,10 +784,8 @@ const LIAR: &str = "sandbox_vm::a_vm_sending_from_an_address_or_mac_not_its_own_
 
 /// The spoof drops netd counted on the port of `owner`.
 async fn drops_of(conn: &zbus::Connection, owner: &str) -> Option<u64> {
-    let net = model::dbus::Network1Proxy::new(conn).await.unwrap();
-    let json = net.list_ports().await.expect("ListPorts");
-    serde_json::from_str::<Vec<model::net::PortInfo>>(&json)
-        .expect("PortInfo JSON")
+    testkit::sandbox::ports(conn)
+        .await
         .into_iter()
         .find(|p| p.owner == owner)
         .and_then(|p| p.spoof_drops)

@@ -207,6 +207,18 @@ impl Sandbox {
     }
 }
 
+/// netd's ports as ListPorts answers — which must answer whole, whatever one port's state.
+pub async fn ports(conn: &zbus::Connection) -> Vec<model::net::PortInfo> {
+    let net = model::dbus::Network1Proxy::new(conn)
+        .await
+        .expect("Network1 proxy");
+    let json = net
+        .list_ports()
+        .await
+        .expect("ListPorts never fails as a whole");
+    serde_json::from_str(&json).expect("PortInfo JSON")
+}
+
 /// `bindir/init --sandbox` on DIR/host.toml with `state`, its output appended to DIR/init.log.
 fn spawn_init(dir: &Path, state: &Path, bindir: &Path) -> Child {
     let out = std::fs::OpenOptions::new()
