@@ -1,9 +1,9 @@
 //! The guest kit: a real Linux guest for the nested-VM tests, made from the appliance's own
 //! pinned Debian kernel package — the uncompressed vmlinux, a small busybox initramfs with the
 //! virtio-mmio/blk/net and ext4 modules and an /init that reports on the console (guest/init.sh),
-//! and a small ext4 disk — all packed into one ext4 image (`kit.img`) that `image run
-//! --guest-kit` attaches to the appliance as a read-only virtio disk with serial
-//! [`KIT_SERIAL`].
+//! and a small ext4 disk — plus the VMM's own freestanding test guest (vmm/guest), all packed
+//! into one ext4 image (`kit.img`) that `image run --guest-kit` attaches to the appliance as a
+//! read-only virtio disk with serial [`KIT_SERIAL`].
 //!
 //! Debian builds virtio_mmio without CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so the kernel ignores
 //! `virtio_mmio.device=` entries and the module has no `device` parameter. The kit then carries
@@ -37,6 +37,9 @@ pub const KIT_SERIAL: &str = "cairn-kit";
 pub const KIT_IMAGE: &str = "kit.img";
 /// What /hello.txt on the guest's disk holds (the test expects "disk says <this>").
 pub const DISK_HELLO: &str = "hello from the virtio disk";
+/// The VMM's test guest (vmm/guest/guest.rs): it boots in milliseconds where Linux takes
+/// tens of seconds nested, so the appliance tests can start a VM many times in a row.
+pub const TEST_GUEST: &str = "test-guest";
 
 const INIT: &str = include_str!("guest/init.sh");
 const MMIO_HELPER_C: &str = include_str!("guest/cairn_mmio.c");
@@ -44,8 +47,8 @@ const MMIO_HELPER: &str = "cairn_mmio";
 const DISK_MIB: u64 = 16;
 
 pub struct Kit {
-    /// Holds vmlinux, initrd.img, disk.img, MANIFEST (their sha256), KIT (what they were
-    /// made from) and kit.img (all of them in one ext4 image).
+    /// Holds vmlinux, initrd.img, disk.img, test-guest, MANIFEST (their sha256), KIT (what
+    /// they were made from) and kit.img (all of them in one ext4 image).
     pub dir: PathBuf,
     /// The ext4 image of the other files, for the appliance's extra drive.
     pub image: PathBuf,
@@ -104,7 +107,8 @@ fn prune_other_kits(keep: &Path) {
 }
 
 /// Everything the kit is made of, so a changed recipe makes a new kit: this file, the module
-/// resolution, the guest's /init and helper module, and the busybox binary.
+/// resolution, the guest's /init and helper module, the test guest's sources, and the busybox
+/// binary.
 fn recipe_digest(busybox: &Path) -> Result<String> {
     let mut h = Sha256::new();
     for part in [
@@ -116,6 +120,9 @@ fn recipe_digest(busybox: &Path) -> Result<String> {
         INIT,
         MMIO_HELPER_C,
         DISK_HELLO,
+        include_str!("../../vmm/guest/guest.rs"),
+        include_str!("../../vmm/guest/linker.ld"),
+        include_str!("../../vmm/guest/build.sh"),
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
@@ -194,11 +201,18 @@ fn build(kernel: &Kernel, out: &Path) -> Result<()> {
     let disk = out.join("disk.img");
     mkfs_ext4(&disk_root, &disk, DISK_MIB, "cairn-disk", &[]).context("making disk.img")?;
 
+    // Built as the VMM's and hostd's tests build it, so the appliance runs the same guest.
+    let test_guest = testkit::guest::build_test_guest(&staging)
+        .map_err(anyhow::Error::msg)
+        .context("building the VMM's test guest (rustc and cc, see vmm/guest/README.md)")?;
+    fs::copy(&test_guest, out.join(TEST_GUEST))
+        .with_context(|| format!("copying {}", test_guest.display()))?;
+
     fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
 
     // Everything above into one image for the appliance's extra drive. Hard links: the files
     // stay in the cache directory for use on the host too.
-    let names = ["vmlinux", "initrd.img", "disk.img"];
+    let names = ["vmlinux", "initrd.img", "disk.img", TEST_GUEST];
     crate::appliance::write_manifest(out, &names)?;
     fs::write(
         out.join("KIT"),

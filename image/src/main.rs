@@ -68,6 +68,9 @@ enum Cmd {
         /// --debug-shell) to a unix socket at this path.
         #[arg(long)]
         shell_socket: Option<PathBuf>,
+        /// Serve QEMU's monitor (QMP) on a unix socket at this path.
+        #[arg(long)]
+        qmp_socket: Option<PathBuf>,
         /// Attach the guest kit (a real Linux guest for the nested-VM tests) as a read-only
         /// virtio disk with serial "cairn-kit": the cached kit of the pinned kernel (built on
         /// first use), or the kit.img given as --guest-kit=PATH.
@@ -75,7 +78,7 @@ enum Cmd {
         guest_kit: Option<Option<PathBuf>>,
     },
     /// Build (or reuse from the cache) the guest kit and print its directory: vmlinux,
-    /// initrd.img, disk.img, and kit.img holding all three.
+    /// initrd.img, disk.img, test-guest, and kit.img holding all four.
     GuestKit,
     /// Boot N times and report boot → API-ready times and their median.
     Bench {
@@ -147,12 +150,14 @@ fn dispatch(cli: Cli) -> Result<u8> {
             log,
             detach,
             shell_socket,
+            qmp_socket,
             guest_kit,
         } => {
             let mut opt = vm.options(default_dir);
             opt.port = port;
             opt.log = log;
             opt.shell_socket = shell_socket;
+            opt.qmp_socket = qmp_socket;
             opt.guest_kit = match guest_kit {
                 None => None,
                 Some(Some(path)) => Some(path),
@@ -190,6 +195,7 @@ impl VmArgs {
             port: None,
             log: None,
             shell_socket: None,
+            qmp_socket: None,
             guest_kit: None,
             timeout: Duration::from_secs(self.timeout),
             accel: self.accel,

@@ -27,6 +27,9 @@ pub struct RunOptions {
     pub memory_mib: u32,
     /// A unix socket for the guest's ttyS1 (the debug shell).
     pub shell_socket: Option<PathBuf>,
+    /// A unix socket for QEMU's monitor (QMP), so a test can ask a stuck appliance's QEMU
+    /// for its state (query-status, `info registers` through human-monitor-command).
+    pub qmp_socket: Option<PathBuf>,
     /// The guest kit's kit.img, attached read-only as a virtio disk with serial
     /// [`crate::guestkit::KIT_SERIAL`].
     pub guest_kit: Option<PathBuf>,
@@ -101,6 +104,11 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         cmd.arg("-serial")
             .arg(format!("unix:{},server=on,wait=off", sock.display()));
     }
+    if let Some(sock) = &opt.qmp_socket {
+        let _ = fs::remove_file(sock);
+        cmd.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
     if let Some(kit) = &opt.guest_kit {
         if !kit.is_file() {
             bail!("the guest kit {} is missing", kit.display());
@@ -123,6 +131,12 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         let err_path = log.with_extension("qemu-stderr");
         let err = fs::File::create(&err_path)
             .with_context(|| format!("creating {}", err_path.display()))?;
+        // With -no-reboot a reset of the appliance (a triple fault in its kernel) ends QEMU
+        // without a word anywhere; cpu_reset logs "Triple fault" and the CPU state before
+        // each reset, so a vanished QEMU leaves its cause behind. Quiet otherwise: a few
+        // resets at power-on.
+        cmd.args(["-d", "cpu_reset,guest_errors", "-D"])
+            .arg(log.with_extension("qemu-log"));
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.stdout(Stdio::null()).stderr(err);
     }
