@@ -10,6 +10,7 @@ product is, so they never skip.
 
 import base64
 import http.client
+import json
 import os
 import re
 import shutil
@@ -83,6 +84,85 @@ def console_tail(log, n=40):
         return f"(no console log: {e})"
 
 
+def qemu_threads(pid, interval=1.0):
+    """QEMU's threads: name, state, CPU share over `interval` and, when not running, where it
+    sleeps in the host kernel. A TCG vCPU thread near 100% is executing (or spinning), one
+    near 0% is halted or blocked — which tells a busy appliance from a wedged one."""
+    def sample():
+        threads = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+                wchan = (task / "wchan").read_text().strip()
+            except OSError:
+                continue
+            f = stat.rsplit(")", 1)[1].split()
+            threads[task.name] = (stat[stat.index("(") + 1:stat.rindex(")")], f[0],
+                                  int(f[11]) + int(f[12]), wchan)
+        return threads
+
+    try:
+        first = sample()
+        time.sleep(interval)
+        second = sample()
+    except OSError as e:
+        return f"(cannot read /proc/{pid}/task: {e})"
+    hz = os.sysconf("SC_CLK_TCK")
+    lines = []
+    for tid, (name, state, cpu, wchan) in sorted(second.items(), key=lambda t: int(t[0])):
+        share = (cpu - first.get(tid, (name, state, cpu, wchan))[2]) / hz / interval * 100
+        where = "" if state == "R" or wchan in ("", "0") else f" in {wchan}"
+        lines.append(f"  {tid} {name!r}: {state}{where}, {share:.0f}% CPU")
+    return "\n".join(lines)
+
+
+def without_fpu_state(text):
+    """A QEMU register dump without its FPU and vector registers: they never explain a hang,
+    and they are most of its lines."""
+    return "\n".join(line for line in text.splitlines()
+                     if not line.startswith(("FCW=", "FPR", "XMM", "YMM", "ZMM", "Opmask")))
+
+
+def qmp(path, timeout=5):
+    """QEMU's own view through its monitor socket: run state, each vCPU's pc and halt state,
+    and all registers. A monitor that does not answer within `timeout` is reported as such:
+    QEMU's main loop is then stuck, which is a finding in itself."""
+    out = []
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            f = s.makefile("rwb")
+
+            def execute(command, **arguments):
+                f.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
+                f.flush()
+                while True:
+                    line = f.readline()
+                    if not line:
+                        raise ConnectionError("QEMU closed the monitor")
+                    reply = json.loads(line)
+                    # Events (RESET, STOP, ...) arrive unasked; they are not the reply, but
+                    # they are evidence.
+                    if "event" in reply:
+                        out.append(f"event: {reply['event']} {reply.get('data', {})}")
+                        continue
+                    if "error" in reply:
+                        return f"error: {reply['error']}"
+                    return reply.get("return")
+
+            f.readline()  # the greeting
+            execute("qmp_capabilities")
+            out.append(f"query-status: {execute('query-status')}")
+            for hmp in ("info cpus", "info registers -a"):
+                text = execute("human-monitor-command", **{"command-line": hmp})
+                out.append(f"{hmp}:\n"
+                           f"{without_fpu_state(text) if isinstance(text, str) else text}")
+    except (OSError, ValueError) as e:
+        out.append(f"(the monitor did not answer: {e!r})")
+    return "\n".join(out)
+
+
 class ApplianceTestCase(unittest.TestCase):
     """Boots one appliance for the class. Test names carry a number: unittest runs them in name
     order, and a poweroff test must come last. Subclasses set `name` (used for log files)."""
@@ -104,10 +184,11 @@ class ApplianceTestCase(unittest.TestCase):
         cls.port = free_port()
         cls.console_log = APPLIANCE / f"{cls.name}-console.log"
         cls.shell_socket = APPLIANCE / f"{cls.name}-shell.sock"
+        cls.qmp_socket = APPLIANCE / f"{cls.name}-qmp.sock"
         cmd = image_command() + [
             "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
-            "--shell-socket", str(cls.shell_socket),
+            "--shell-socket", str(cls.shell_socket), "--qmp-socket", str(cls.qmp_socket),
         ] + (["--guest-kit"] if cls.guest_kit else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)
@@ -162,6 +243,55 @@ class ApplianceTestCase(unittest.TestCase):
     def console_tail(self, n=40):
         return console_tail(self.console_log, n)
 
+    def api_answers(self, timeout=10):
+        """'yes', or why not: system.listMethods on a fresh connection with a short timeout."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                           context=ssl._create_unverified_context())
+        auth = base64.b64encode(f"api:{self.token}".encode()).decode()
+        try:
+            conn.request("POST", "/RPC2", body=xmlrpc.client.dumps((), "system.listMethods"),
+                         headers={"Content-Type": "text/xml", "Authorization": f"Basic {auth}"})
+            resp = conn.getresponse()
+            resp.read()
+            return "yes" if resp.status == 200 else f"no: HTTP {resp.status}"
+        except OSError as e:
+            return f"no: {e!r}"
+        finally:
+            conn.close()
+
+    def rig_evidence(self, shell_commands=()):
+        """The appliance's state right now, for the message of a test that saw it stop
+        answering: is QEMU alive (and what its threads do), QEMU's stderr and reset log, its
+        monitor's view (run state, registers), does the API answer now, does the debug shell
+        answer (with its uptime, load and kernel log, then `shell_commands`), and the end of
+        the appliance's serial console. Every probe is short and none raises: what does not
+        answer is reported as not answering."""
+        cls = type(self)
+        alive = pid_alive(cls.pid)
+        parts = [f"QEMU (pid {cls.pid}): {'alive' if alive else 'EXITED'}"]
+        if alive:
+            parts.append(qemu_threads(cls.pid))
+        for ext in ("qemu-stderr", "qemu-log"):
+            path = cls.console_log.with_suffix("." + ext)
+            parts.append(f"--- {path.name} (end):\n"
+                         f"{without_fpu_state(console_tail(path, 200))[-3000:]}")
+        if alive:
+            parts.append(f"--- QEMU monitor:\n{qmp(cls.qmp_socket)}")
+            parts.append(f"--- API answers now: {self.api_answers()}")
+            shell = []
+            try:
+                if cls._shell is None:
+                    cls._shell = GuestShell(cls.shell_socket, timeout=10)
+                for command in ("cat /proc/uptime /proc/loadavg; dmesg | tail -n 25",
+                                *shell_commands):
+                    rc, out = cls._shell.run(command, 10)
+                    shell.append(f"$ {command}  (exit {rc})\n{out.rstrip()}")
+            except (OSError, RuntimeError) as e:
+                shell.append(f"(the debug shell did not answer: {e!r})")
+            parts.append("--- debug shell:\n" + "\n".join(shell))
+        parts.append(f"--- appliance console (end):\n{self.console_tail()}")
+        return "\n".join(parts)
+
     def guest(self, command, timeout=60, check=True):
         """Runs `command` in the guest's debug shell; returns (exit code, output)."""
         cls = type(self)
@@ -207,31 +337,38 @@ class GuestShell:
     """The debug image's root shell on ttyS1, through QEMU's unix socket. Each command ends with
     a line carrying its exit status, so output and status come back without a prompt."""
 
-    _END = re.compile(rb"__CAIRN_RC=(\d+)__\n")
-
-    def __init__(self, path):
+    def __init__(self, path, timeout=30):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(str(path))
         self.buf = b""
         self.seq = 0
+        # Each status line names its command (this connection's tag + a sequence number): after
+        # a command timed out, its late output and status must not be taken for the next one's.
+        self.tag = os.urandom(4).hex()
         # Debian's static busybox runs its own applets before anything on PATH; the aliases make
         # ip, tc and bridge mean iproute2's, which the image carries beside it.
         tools = "/usr/lib/cairn/debug/bin"
         rc, out = self.run(" ".join(["alias"] + [f"{t}={tools}/{t}" for t in
-                                                 ("ip", "tc", "bridge")]), 30)
+                                                 ("ip", "tc", "bridge")]), timeout)
         if rc != 0:
             raise RuntimeError(f"cannot set up the guest shell: {out}")
 
     def run(self, command, timeout):
         self.seq += 1
+        marker = f"__CAIRN_RC_{self.tag}_{self.seq}="
         # The command text has `$?` where the status line has digits: only the status matches.
-        line = f"{{ {command}\n}} 2>&1; echo \"__CAIRN_RC=$?__\"\n"
+        end = re.compile(re.escape(marker.encode()) + rb"(\d+)__\n")
+        line = f"{{ {command}\n}} 2>&1; echo \"{marker}$?__\"\n"
         self.sock.sendall(line.encode())
         deadline = time.monotonic() + timeout
         while True:
-            m = self._END.search(self.buf)
+            m = end.search(self.buf)
             if m:
                 out, self.buf = self.buf[:m.start()], self.buf[m.end():]
+                # A timed-out command's late output ends with its own status line: drop it.
+                stale = out.rfind(f"__CAIRN_RC_{self.tag}_".encode())
+                if stale >= 0:
+                    out = out[out.find(b"__\n", stale) + 3:]
                 return int(m.group(1)), out.decode(errors="replace")
             left = deadline - time.monotonic()
             if left <= 0:

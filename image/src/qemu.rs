@@ -84,6 +84,8 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
     cmd.args(["-accel", &opt.accel, "-cpu", "max"])
         .args(["-m", &opt.memory_mib.to_string(), "-smp", "2"])
         .args(["-nographic", "-no-reboot"])
+        // Named threads ("CPU 0/TCG"): a stuck appliance's QEMU then shows which vCPU spins.
+        .args(["-name", "cairn,debug-threads=on"])
         .arg("-kernel")
         .arg(&vmlinuz)
         .arg("-initrd")
