@@ -123,10 +123,13 @@ def without_fpu_state(text):
                      if not line.startswith(("FCW=", "FPR", "XMM", "YMM", "ZMM", "Opmask")))
 
 
-def qmp(path, timeout=5):
-    """QEMU's own view through its monitor socket: run state, each vCPU's pc and halt state,
-    and all registers. A monitor that does not answer within `timeout` is reported as such:
-    QEMU's main loop is then stuck, which is a finding in itself."""
+def qmp(path, kernel_text=None, timeout=5):
+    """QEMU's own view through its monitor socket: run state, where each vCPU is over five
+    samples (a vCPU looping shows a few addresses again and again), and all registers. With
+    the appliance kernel's `_text` address, kernel addresses are also given as _text+offset:
+    offsets are the same on every boot of that kernel, so any boot's /proc/kallsyms names
+    them. A monitor that does not answer within `timeout` is reported as such: QEMU's main
+    loop is then stuck, which is a finding in itself."""
     out = []
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -154,6 +157,17 @@ def qmp(path, timeout=5):
             f.readline()  # the greeting
             execute("qmp_capabilities")
             out.append(f"query-status: {execute('query-status')}")
+            samples = {}
+            for _ in range(5):
+                regs = execute("human-monitor-command", **{"command-line": "info registers -a"})
+                for cpu, rip in re.findall(r"CPU#(\d+)\s.*?RIP=([0-9a-f]+)", str(regs), re.S):
+                    samples.setdefault(cpu, []).append(int(rip, 16))
+                time.sleep(0.2)
+            for cpu, rips in samples.items():
+                out.append(f"CPU#{cpu} RIP samples: " + " ".join(
+                    f"{r:x}" + (f" (_text+{r - kernel_text:#x})"
+                                if kernel_text and 0 <= r - kernel_text < 1 << 30 else "")
+                    for r in rips))
             for hmp in ("info cpus", "info registers -a"):
                 text = execute("human-monitor-command", **{"command-line": hmp})
                 out.append(f"{hmp}:\n"
@@ -171,7 +185,12 @@ class ApplianceTestCase(unittest.TestCase):
     # True: boot with the guest kit attached (`image run --guest-kit`, built and cached on first
     # use); mount_guest_kit() then mounts it in the appliance.
     guest_kit = False
+    # `image run --accel` (QEMU's -accel), when a class needs other than the default.
+    qemu_accel = None
     guest_kit_dir = None
+    # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
+    # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
+    kernel_text = None
     pid = None
     _shell = None
 
@@ -189,7 +208,8 @@ class ApplianceTestCase(unittest.TestCase):
             "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
             "--shell-socket", str(cls.shell_socket), "--qmp-socket", str(cls.qmp_socket),
-        ] + (["--guest-kit"] if cls.guest_kit else [])
+        ] + (["--guest-kit"] if cls.guest_kit else []) + (
+            ["--accel", cls.qemu_accel] if cls.qemu_accel else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)
         if p.returncode != 0:
@@ -276,7 +296,7 @@ class ApplianceTestCase(unittest.TestCase):
             parts.append(f"--- {path.name} (end):\n"
                          f"{without_fpu_state(console_tail(path, 200))[-3000:]}")
         if alive:
-            parts.append(f"--- QEMU monitor:\n{qmp(cls.qmp_socket)}")
+            parts.append(f"--- QEMU monitor:\n{qmp(cls.qmp_socket, cls.kernel_text)}")
             parts.append(f"--- API answers now: {self.api_answers()}")
             shell = []
             try:
