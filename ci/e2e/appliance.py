@@ -123,43 +123,57 @@ def without_fpu_state(text):
                      if not line.startswith(("FCW=", "FPR", "XMM", "YMM", "ZMM", "Opmask")))
 
 
-def qmp(path, kernel_text=None, timeout=5):
-    """QEMU's own view through its monitor socket: run state, where each vCPU is over five
-    samples (a vCPU looping shows a few addresses again and again), and all registers. With
-    the appliance kernel's `_text` address, kernel addresses are also given as _text+offset:
-    offsets are the same on every boot of that kernel, so any boot's /proc/kallsyms names
-    them. A monitor that does not answer within `timeout` is reported as such: QEMU's main
-    loop is then stuck, which is a finding in itself."""
+class Qmp:
+    """QEMU's monitor on its unix socket (`image run --qmp-socket`). Events arrive unasked
+    between replies; they are kept in `events`, as evidence."""
+
+    def __init__(self, path, timeout=5):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+        self.events = []
+        self.file.readline()  # the greeting
+        self.execute("qmp_capabilities")
+
+    def execute(self, command, **arguments):
+        self.file.write(json.dumps({"execute": command, "arguments": arguments}).encode()
+                        + b"\n")
+        self.file.flush()
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("QEMU closed the monitor")
+            reply = json.loads(line)
+            if "event" in reply:
+                self.events.append(f"event: {reply['event']} {reply.get('data', {})}")
+            elif "error" in reply:
+                return f"error: {reply['error']}"
+            else:
+                return reply.get("return")
+
+    def hmp(self, command_line):
+        return self.execute("human-monitor-command", **{"command-line": command_line})
+
+    def close(self):
+        self.sock.close()
+
+
+def monitor_state(path, kernel_text=None):
+    """QEMU's own view: run state, where each vCPU is over five samples (a vCPU looping shows
+    a few addresses again and again), and all registers. With the appliance kernel's `_text`
+    address, kernel addresses are also given as _text+offset: offsets are the same on every
+    boot of that kernel, so any boot's /proc/kallsyms names them. A monitor that does not
+    answer is reported as such: QEMU's main loop is then stuck, a finding in itself. Returns
+    that text and the addresses sampled."""
     out = []
+    samples = {}
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(path))
-            f = s.makefile("rwb")
-
-            def execute(command, **arguments):
-                f.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
-                f.flush()
-                while True:
-                    line = f.readline()
-                    if not line:
-                        raise ConnectionError("QEMU closed the monitor")
-                    reply = json.loads(line)
-                    # Events (RESET, STOP, ...) arrive unasked; they are not the reply, but
-                    # they are evidence.
-                    if "event" in reply:
-                        out.append(f"event: {reply['event']} {reply.get('data', {})}")
-                        continue
-                    if "error" in reply:
-                        return f"error: {reply['error']}"
-                    return reply.get("return")
-
-            f.readline()  # the greeting
-            execute("qmp_capabilities")
-            out.append(f"query-status: {execute('query-status')}")
-            samples = {}
+        qmp = Qmp(path)
+        try:
+            out.append(f"query-status: {qmp.execute('query-status')}")
             for _ in range(5):
-                regs = execute("human-monitor-command", **{"command-line": "info registers -a"})
+                regs = qmp.hmp("info registers -a")
                 for cpu, rip in re.findall(r"CPU#(\d+)\s.*?RIP=([0-9a-f]+)", str(regs), re.S):
                     samples.setdefault(cpu, []).append(int(rip, 16))
                 time.sleep(0.2)
@@ -169,12 +183,73 @@ def qmp(path, kernel_text=None, timeout=5):
                                 if kernel_text and 0 <= r - kernel_text < 1 << 30 else "")
                     for r in rips))
             for hmp in ("info cpus", "info registers -a"):
-                text = execute("human-monitor-command", **{"command-line": hmp})
+                text = qmp.hmp(hmp)
                 out.append(f"{hmp}:\n"
                            f"{without_fpu_state(text) if isinstance(text, str) else text}")
+            out += qmp.events
+        finally:
+            qmp.close()
     except (OSError, ValueError) as e:
         out.append(f"(the monitor did not answer: {e!r})")
-    return "\n".join(out)
+    return "\n".join(out), [r for rips in samples.values() for r in rips]
+
+
+def retranslate(qmp_path, gdb_path, addresses):
+    """Makes QEMU drop what it translated from the pages holding `addresses` and touches no
+    guest state: through QEMU's gdbstub (which stops the guest while attached) each page is
+    read and written back unchanged, and a debug write invalidates the translations of what
+    it writes. Kernel addresses only: they are mapped whichever vCPU the stub reads through.
+    Returns None, or why it could not."""
+    buf = b""
+
+    def command(sock, data):
+        """Sends one packet; returns the first reply that is not a stop report (attaching
+        stops the guest, and the stub reports that once the vCPUs have stopped, between
+        whichever replies)."""
+        nonlocal buf
+        sock.sendall(f"${data}#{sum(data.encode()) % 256:02x}".encode())
+        while True:
+            m = re.search(rb"\$([^#]*)#[0-9a-f]{2}", buf)
+            if m:
+                buf = buf[m.end():]
+                sock.sendall(b"+")
+                reply = m.group(1).decode()
+                if not reply.startswith(("T", "S")):
+                    return reply
+                continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the gdbstub closed")
+            buf += chunk
+
+    pages = sorted({a & ~0xfff for a in addresses if a >= 0xffff800000000000})
+    if not pages:
+        return "no kernel address among the vCPUs' samples"
+    try:
+        qmp = Qmp(qmp_path)
+        try:
+            qmp.hmp(f"gdbserver unix:{gdb_path},server=on,wait=off")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect(str(gdb_path))
+                # Chunks of 1 KiB: the stub's packets hold at most 4 KiB of hex.
+                for chunk in (p + o for p in pages for o in range(0, 4096, 1024)):
+                    data = command(sock, f"m{chunk:x},400")
+                    if len(data) != 2048:
+                        return f"reading {chunk:#x}: the gdbstub answered {data[:40]!r}"
+                    reply = command(sock, f"M{chunk:x},400:{data}")
+                    if reply != "OK":
+                        return f"writing {chunk:#x} back: the gdbstub answered {reply!r}"
+                command(sock, "D")
+            qmp.hmp("gdbserver none")
+            status = qmp.execute("query-status")
+            if not (isinstance(status, dict) and status.get("running")):
+                qmp.execute("cont")
+        finally:
+            qmp.close()
+    except (OSError, ValueError) as e:
+        return repr(e)
+    return None
 
 
 class ApplianceTestCase(unittest.TestCase):
@@ -185,8 +260,6 @@ class ApplianceTestCase(unittest.TestCase):
     # True: boot with the guest kit attached (`image run --guest-kit`, built and cached on first
     # use); mount_guest_kit() then mounts it in the appliance.
     guest_kit = False
-    # `image run --accel` (QEMU's -accel), when a class needs other than the default.
-    qemu_accel = None
     guest_kit_dir = None
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
@@ -208,8 +281,7 @@ class ApplianceTestCase(unittest.TestCase):
             "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
             "--shell-socket", str(cls.shell_socket), "--qmp-socket", str(cls.qmp_socket),
-        ] + (["--guest-kit"] if cls.guest_kit else []) + (
-            ["--accel", cls.qemu_accel] if cls.qemu_accel else [])
+        ] + (["--guest-kit"] if cls.guest_kit else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)
         if p.returncode != 0:
@@ -296,8 +368,10 @@ class ApplianceTestCase(unittest.TestCase):
             parts.append(f"--- {path.name} (end):\n"
                          f"{without_fpu_state(console_tail(path, 200))[-3000:]}")
         if alive:
-            parts.append(f"--- QEMU monitor:\n{qmp(cls.qmp_socket, cls.kernel_text)}")
-            parts.append(f"--- API answers now: {self.api_answers()}")
+            monitor, rips = monitor_state(cls.qmp_socket, cls.kernel_text)
+            parts.append(f"--- QEMU monitor:\n{monitor}")
+            api = self.api_answers()
+            parts.append(f"--- API answers now: {api}")
             shell = []
             try:
                 if cls._shell is None:
@@ -310,7 +384,33 @@ class ApplianceTestCase(unittest.TestCase):
                 shell.append(f"(the debug shell did not answer: {e!r})")
             parts.append("--- debug shell:\n" + "\n".join(shell))
         parts.append(f"--- appliance console (end):\n{self.console_tail()}")
+        if alive and api != "yes":
+            parts.append(f"--- {self.stale_translation_check(rips)}")
         return "\n".join(parts)
+
+    STALE_TRANSLATION = "REVIVED BY RETRANSLATION ALONE"
+
+    def stale_translation_check(self, rips, wait=30):
+        """Last, after everything else was gathered: does the silent appliance answer again
+        once QEMU has dropped what it translated from the code its vCPUs were found in
+        (`rips`)? The guest's memory and registers stay as they were, so a hang in the
+        guest's own state stays hung; one that ends was QEMU running stale translated code
+        (the rig), whatever it looked like from inside."""
+        cls = type(self)
+        why = retranslate(cls.qmp_socket, APPLIANCE / f"{cls.name}-gdb.sock", rips)
+        if why:
+            return f"stale-translation check: could not make QEMU retranslate: {why}"
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            api = self.api_answers(timeout=5)
+            if api == "yes":
+                return (f"stale-translation check: {self.STALE_TRANSLATION}: the API answers "
+                        f"again after QEMU dropped its translations of the code the vCPUs were "
+                        f"in, guest state untouched — the appliance was wedged by QEMU (the "
+                        f"rig), not by its own state")
+            time.sleep(2)
+        return (f"stale-translation check: still silent {wait} s after QEMU retranslated "
+                f"the code the vCPUs were in (API: {api}): not a stale-translation wedge")
 
     def guest(self, command, timeout=60, check=True):
         """Runs `command` in the guest's debug shell; returns (exit code, output)."""

@@ -17,7 +17,8 @@ one appliance can start a VM many times in a row.
 
 No retries: when the appliance stops answering (or its QEMU exits) during a test, the test
 fails with the rig's state gathered at that moment (ApplianceTestCase.rig_evidence: QEMU's
-threads and monitor, the debug shell, the appliance's console).
+threads and monitor, the debug shell, the appliance's console, and whether making QEMU
+retranslate the code its vCPUs are in revives it — the rig's known wedge, see NestedVm).
 
 What this expects of the API (apid, hostd and the VMM it runs):
   - net.create({name, kind: "bridged", subnet, address}) gives the appliance 10.99.0.1 on the
@@ -82,16 +83,18 @@ DONE_RE = re.compile(r"cairn-guest: done \(boot ([0-9a-f-]+)\)")
 class NestedVm(ApplianceTestCase):
     name = "e2e-vm"
     guest_kit = True
-    # One TCG thread for both of the appliance's vCPUs. With QEMU 7.2's default multi-threaded
-    # TCG the appliance wedged in ~1 of 150 nested VM starts (2 in 292 on 2026-12-03): KVM
-    # flips preempt_notifier_key at every KVM_CREATE_VM and VM teardown, so Linux live-patches
-    # a jump in __schedule (text_poke_bp: int3 first, the jump last) while the other vCPU runs
-    # __schedule. That vCPU kept a translation with the int3 after memory held the jump again;
-    # 6.1's kprobe_int3_handler reads "int3 already removed" and returns to the same address,
-    # so both vCPUs looped on it with interrupts off — API and debug shell silent, no kernel
-    # message. Memory held the jump, and a TB flush alone (gdbstub) unwedged it. With one
-    # thread a code write invalidates before any other vCPU runs: 400 starts, no hang.
-    qemu_accel = "tcg,thread=single"
+    # The rig's own wedge, proven on 2026-12-03 (6 in ~580 nested starts): KVM flips
+    # preempt_notifier_key at every KVM_CREATE_VM and VM teardown, so the appliance's Linux
+    # live-patches a jump in __schedule (text_poke_bp: an int3 first, the jump back last)
+    # while its other vCPU runs __schedule. QEMU 7.2's multi-threaded TCG let that vCPU keep
+    # a translation holding the int3 after memory held the jump again; 6.1's
+    # kprobe_int3_handler takes such an int3 for one "already removed" and returns to the same
+    # address, so both vCPUs looped there with interrupts off: API and debug shell silent, no
+    # kernel message, QEMU alive, and memory held the jump. Making QEMU retranslate alone
+    # revived it, so rig_evidence ends with that and the failure names this cause when it
+    # revives the appliance (STALE_TRANSLATION; it did, in the sixth). Not worked around:
+    # `-accel tcg,thread=single` ended the wedge (400 starts, none) but then every nested
+    # Debian boot hung after its early XSAVE warning (3 of 3).
 
     @classmethod
     def setUpClass(cls):
@@ -113,15 +116,23 @@ class NestedVm(ApplianceTestCase):
         try:
             return super().call(method, *params, token=token)
         except (OSError, xmlrpc.client.ProtocolError) as e:
-            self.fail(f"the appliance stopped answering at {method}{params!r}: {e!r}\n"
-                      f"{self.rig_evidence()}")
+            self.rig_failure(f"the appliance stopped answering at {method}{params!r}: {e!r}")
 
     def guest(self, command, timeout=60, check=True):
         try:
             return super().guest(command, timeout, check)
         except OSError as e:
-            self.fail(f"the appliance's debug shell stopped answering at {command!r}: {e!r}\n"
-                      f"{self.rig_evidence()}")
+            self.rig_failure(f"the appliance's debug shell stopped answering at {command!r}: "
+                             f"{e!r}")
+
+    def rig_failure(self, what, shell_commands=(), details=""):
+        """Fails with `what`, `details` and the rig's state now, naming the rig's known wedge
+        when the evidence proved it."""
+        evidence = self.rig_evidence(shell_commands)
+        if self.STALE_TRANSLATION in evidence:
+            what += (" — THE RIG'S KNOWN WEDGE: QEMU's multi-threaded TCG ran stale translated "
+                     "code (see NestedVm), not a Cairn bug")
+        self.fail(f"{what}\n{details}--- the rig:\n{evidence}")
 
     # --- what the appliance gives the VMM: checked now, VMM or not -------------------------
 
@@ -340,16 +351,17 @@ class NestedVm(ApplianceTestCase):
                     problems.append(f"no {want.strip()!r} on the console")
             if problems:
                 pid = info.get("pid")
-                evidence = self.rig_evidence(shell_commands=[
-                    f"tail -n 20 /run/cairn/vm/{TINY}/vmm.log",
-                    "dmesg | grep -i -e kvm -e svm | tail -n 10",
-                ] + ([f"for t in /proc/{pid}/task/*; do echo $(cat $t/comm) $(cut -d' ' -f3 "
-                      f"$t/stat) $(cat $t/wchan); done"] if pid else []))
-                self.fail(f"start {i} of {TINY_STARTS} failed: {'; '.join(problems)}\n"
-                          f"--- vm.info: {info}\n"
-                          f"--- its console (end):\n" + "\n".join(text.splitlines()[-30:])
-                          + f"\n--- earlier starts (vm.start -> stopped, s): "
-                          f"{', '.join(f'{t:.2f}' for t in times)}\n--- the rig:\n{evidence}")
+                self.rig_failure(
+                    f"start {i} of {TINY_STARTS} failed: {'; '.join(problems)}",
+                    shell_commands=[
+                        f"tail -n 20 /run/cairn/vm/{TINY}/vmm.log",
+                        "dmesg | grep -i -e kvm -e svm | tail -n 10",
+                    ] + ([f"for t in /proc/{pid}/task/*; do echo $(cat $t/comm) "
+                          f"$(cut -d' ' -f3 $t/stat) $(cat $t/wchan); done"] if pid else []),
+                    details=f"--- vm.info: {info}\n--- its console (end):\n"
+                    + "\n".join(text.splitlines()[-30:])
+                    + f"\n--- earlier starts (vm.start -> stopped, s): "
+                    f"{', '.join(f'{t:.2f}' for t in times)}\n")
             times.append(took)
             # Beyond hostd: apid itself, on its own connection.
             self.call("system.listMethods")
