@@ -261,6 +261,8 @@ class ApplianceTestCase(unittest.TestCase):
     # use); mount_guest_kit() then mounts it in the appliance.
     guest_kit = False
     guest_kit_dir = None
+    # The appliance's CPUs (`image run --cpus`).
+    cpus = 2
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -281,6 +283,7 @@ class ApplianceTestCase(unittest.TestCase):
             "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
             "--shell-socket", str(cls.shell_socket), "--qmp-socket", str(cls.qmp_socket),
+            "--cpus", str(cls.cpus),
         ] + (["--guest-kit"] if cls.guest_kit else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)

@@ -103,6 +103,9 @@ struct VmArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u32,
+    /// The appliance's CPUs (QEMU -smp).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: u32,
 }
 
 fn main() -> ExitCode {
@@ -200,6 +203,7 @@ impl VmArgs {
             timeout: Duration::from_secs(self.timeout),
             accel: self.accel,
             memory_mib: self.memory,
+            cpus: self.cpus,
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct RunOptions {
     /// "tcg" by default: this host's /dev/kvm (PVM) cannot boot a stock kernel.
     pub accel: String,
     pub memory_mib: u32,
+    /// QEMU's -smp.
+    pub cpus: u32,
     /// A unix socket for the guest's ttyS1 (the debug shell).
     pub shell_socket: Option<PathBuf>,
     /// A unix socket for QEMU's monitor (QMP), so a test can ask a stuck appliance's QEMU
@@ -82,7 +84,8 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
 
     let mut cmd = Command::new(QEMU);
     cmd.args(["-accel", &opt.accel, "-cpu", "max"])
-        .args(["-m", &opt.memory_mib.to_string(), "-smp", "2"])
+        .args(["-m", &opt.memory_mib.to_string()])
+        .args(["-smp", &opt.cpus.to_string()])
         .args(["-nographic", "-no-reboot"])
         // Named threads ("CPU 0/TCG"): a stuck appliance's QEMU then shows which vCPU spins.
         .args(["-name", "cairn,debug-threads=on"])
