@@ -119,6 +119,11 @@ class Appliance(ApplianceTestCase):
         self.assertEqual(rows[0][:2], ["NAME", "STATE"], p.stdout)
         self.assertEqual({r[0]: r[1] for r in rows[1:]},
                          {n: "running" for n in ("netd", "stord", "hostd", "apid")}, p.stdout)
+        # The table names the API's own address (QEMU's user network gives 10.0.2.15).
+        p = subprocess.run(base + ["info"], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"(?m)^management +eth0 10\.0\.2\.15/\d+ \(dhcp\)$",
+                         p.stdout)
         p = subprocess.run(base + ["info"], capture_output=True, text=True,
                            env=dict(os.environ, CAIRN_TOKEN="wrong"), timeout=60)
         self.assertEqual(p.returncode, 1)

@@ -17,7 +17,7 @@ use anyhow::{Context as _, anyhow};
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use model::api::host;
-use model::api::net::{NetCreate, NetDelete, NetInfo, NetList, NetSetLimits, PortList};
+use model::api::net::{NetCreate, NetDelete, NetInfo, NetList, NetSetLimits, PortDetach, PortList};
 use model::net::{LimitsChange, NetworkKind, NetworkSpec, Rate};
 use model::xmlrpc::{EncodeError, Value};
 
@@ -141,8 +141,10 @@ enum ServicesCommand {
 
 #[derive(Subcommand)]
 enum PortCommand {
-    /// Every port.
+    /// Every port, with its limits and the frames its anti-spoofing dropped.
     List,
+    /// Detaches a port, named by its link or by its owner (`ct:web1`, `vm:deb`).
+    Detach { target: String },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +183,11 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Port {
             command: PortCommand::List,
         } => call(PortList {}),
+        Command::Port {
+            command: PortCommand::Detach { target },
+        } => call(PortDetach {
+            name: target.clone(),
+        }),
         Command::Ct { command } => ct::ct_call(command),
         Command::Template { command } => ct::template_call(command),
         Command::Vm { command } => vm::vm_call(command, vm_create),
@@ -223,7 +230,9 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             Command::Net {
                 command: NetCommand::List,
             } => print!("{}", output::networks_table(&value)),
-            Command::Port { .. } => print!("{}", output::ports_table(&value)),
+            Command::Port {
+                command: PortCommand::List,
+            } => print!("{}", output::ports_table(&value)),
             Command::Ct {
                 command: CtCommand::List,
             } => print!("{}", ct::containers_table(&value)),

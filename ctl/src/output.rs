@@ -131,9 +131,12 @@ pub fn info(v: &Value) -> String {
     if let Some(e) = s.get("init_error") {
         rows.push(vec!["init".into(), format!("error: {}", text(Some(e)))]);
     }
+    if let Some(m) = s.get("management").and_then(Value::as_struct) {
+        rows.push(vec!["management".into(), management(m)]);
+    }
     let mut out = String::new();
     for row in &rows {
-        out.push_str(&format!("{:<10}{}\n", row[0], row[1]));
+        out.push_str(&format!("{:<12}{}\n", row[0], row[1]));
     }
 
     let daemons = s
@@ -164,6 +167,27 @@ pub fn info(v: &Value) -> String {
         out.push_str(&services_table(services));
     }
     out
+}
+
+/// The API's interface in one cell: `eth0 10.0.2.15/24 (dhcp)`, or what netd said went wrong.
+fn management(m: &Struct) -> String {
+    let mut cell = [m.get("interface"), m.get("address")]
+        .into_iter()
+        .flatten()
+        .map(|v| text(Some(v)))
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if cell.is_empty() {
+        cell = "-".into();
+    }
+    if let Some(source) = m.get("source") {
+        cell.push_str(&format!(" ({})", text(Some(source))));
+    }
+    if let Some(e) = m.get("error") {
+        cell.push_str(&format!(" error: {}", text(Some(e))));
+    }
+    cell
 }
 
 /// An array member as one comma-separated cell.
@@ -218,13 +242,43 @@ pub fn ports_table(ports: &Value) -> String {
                 get("kind"),
                 get("vlan"),
                 addresses,
+                limits(s.and_then(|s| s.get("limits"))),
+                get("spoof_drops"),
             ]
         })
         .collect();
     table(
-        &["NAME", "NETWORK", "OWNER", "KIND", "VLAN", "ADDRESSES"],
+        &[
+            "NAME",
+            "NETWORK",
+            "OWNER",
+            "KIND",
+            "VLAN",
+            "ADDRESSES",
+            "LIMITS",
+            "DROPS",
+        ],
         &rows,
     )
+}
+
+/// A port's or network's limits in one cell, from the guest's view: `in 30M out 20M`
+/// (bit/s), `-` when unlimited.
+fn limits(v: Option<&Value>) -> String {
+    let s = v.and_then(Value::as_struct);
+    let rate = |direction: &str| {
+        s.and_then(|s| s.get(direction))
+            .and_then(Value::as_struct)
+            .and_then(|d| d.get("rate_bps"))
+            .and_then(Value::as_i64)
+            .and_then(|r| u64::try_from(r).ok())
+    };
+    let cell = [("in", rate("ingress")), ("out", rate("egress"))]
+        .into_iter()
+        .filter_map(|(label, r)| r.map(|r| format!("{label} {}", crate::rate::human(r))))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if cell.is_empty() { "-".into() } else { cell }
 }
 
 #[cfg(test)]
@@ -239,6 +293,43 @@ mod tests {
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(90_061), "1d 1h 1m 1s");
         assert_eq!(duration(3600), "1h 0m 0s");
+    }
+
+    #[test]
+    fn ports_show_limits_and_drops() {
+        let rate = |bps: i64| Value::structure([("rate_bps", Value::I8(bps))]);
+        let port = |name: &str, limits: Option<Value>| {
+            let mut members = vec![
+                ("name", Value::from(name)),
+                ("network", Value::from("lan")),
+                ("owner", Value::from("ct:web1")),
+                ("kind", Value::from("veth")),
+                ("spoof_drops", Value::Int(3)),
+            ];
+            members.extend(limits.map(|l| ("limits", l)));
+            Value::structure(members)
+        };
+        let ports = Value::Array(vec![
+            port(
+                "cv-1",
+                Some(Value::structure([
+                    ("ingress", rate(30_000_000)),
+                    ("egress", rate(1_500_000_000)),
+                ])),
+            ),
+            port("cv-2", None),
+        ]);
+        let out = ports_table(&ports);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].contains("LIMITS") && lines[0].ends_with("DROPS"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("in 30M out 1.5G") && lines[1].ends_with('3'),
+            "{out}"
+        );
+        assert!(lines[2].contains(" - "), "{out}");
     }
 
     #[test]
@@ -302,11 +393,23 @@ mod tests {
                     ("stord", Value::structure([("error", Value::from("gone"))])),
                 ]),
             ),
+            (
+                "management",
+                Value::structure([
+                    ("interface", Value::from("eth0")),
+                    ("address", Value::from("10.0.2.15/24")),
+                    ("source", Value::from("dhcp")),
+                ]),
+            ),
         ]);
         let out = info(&v);
-        assert!(out.contains("hostname  h1\n"), "{out}");
+        assert!(out.contains("hostname    h1\n"), "{out}");
         assert!(
-            out.contains("init      error: init is not running\n"),
+            out.contains("init        error: init is not running\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("management  eth0 10.0.2.15/24 (dhcp)\n"),
             "{out}"
         );
         assert!(out.contains("netd    0.1.0    bridges=2\n"), "{out}");

@@ -148,7 +148,8 @@ async fn against_a_real_apid() {
     let out = run(base(&["--token", TOKEN, "info"])).await.unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("hostname  ctlhost\n"), "{text}");
+    assert!(text.contains("hostname    ctlhost\n"), "{text}");
+    assert!(text.contains("\nmanagement  "), "{text}");
     assert!(text.contains("DAEMON"), "{text}");
     assert!(
         text.contains("netd    -        error: apid is not connected to the bus"),

@@ -6,6 +6,7 @@ pub mod addresses;
 pub mod cgroup;
 pub mod ct;
 pub mod dbus;
+pub mod declared;
 pub mod error;
 pub mod guest;
 pub mod netd;

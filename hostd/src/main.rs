@@ -62,6 +62,9 @@ async fn daemon() -> anyhow::Result<()> {
         exe.clone(),
     )));
     let vms = Arc::new(tokio::sync::Mutex::new(VmManager::new(&common.state, exe)));
+    let declared = hostd::declared::Declared::of(&config);
+    manager.lock().await.set_declared(declared.clone());
+    vms.lock().await.set_declared(declared);
     let mut builder = model::dbus::bus_builder()?.name(HOST_NAME).serve_at(
         HOST_PATH,
         Host1 {

@@ -336,6 +336,13 @@ hostname = "web"
         (info.state, info.pid),
         (ContainerState::Running, running.pid)
     );
+    // The ping went out of and came back into the container through its port: an ICMP echo
+    // of 84 bytes in IP is at least that much on the link each way (ARP comes on top).
+    let usage = info.usage.expect("a running container's usage");
+    assert!(
+        usage.net_tx_bytes >= 84 && usage.net_rx_bytes >= 84,
+        "the container's traffic counters after a ping: {usage:?}"
+    );
 
     // kill -9 hostd: the restarted one re-adopts the container, applies host.toml again and
     // changes nothing.
@@ -374,11 +381,41 @@ hostname = "web"
     assert_eq!(ct.state().await.unwrap(), "stopped");
     assert_eq!(ct.pid().await.unwrap(), 0);
 
-    // Deleting the container removes its object.
-    host.delete_container("cfg-web").await.unwrap();
-    assert!(ct.info().await.is_err());
-    assert!(ct.state().await.is_err());
-    assert_eq!(host.list_containers().await.unwrap(), "[]");
+    // host.toml's container and template are not the API's to delete (netd says the same of
+    // host.toml's networks): the answer says where to remove them, and nothing changes.
+    let e = host.delete_container("cfg-web").await.unwrap_err();
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("comes from host.toml")),
+        "{e}"
+    );
+    let e = host.delete_template("busybox").await.unwrap_err();
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("comes from host.toml")),
+        "{e}"
+    );
+    assert_eq!(ct.state().await.unwrap(), "stopped");
+
+    // Deleting a container the API created removes its object.
+    let spec = r#"{"name":"api-web","template":"busybox"}"#;
+    host.create_container(spec)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    let api_path = model::dbus::container_path("api-web");
+    let api_ct = Container1Proxy::builder(&conn)
+        .path(api_path.as_str())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(api_ct.state().await.unwrap(), "created");
+    host.delete_container("api-web").await.unwrap();
+    assert!(api_ct.info().await.is_err());
+    assert!(api_ct.state().await.is_err());
+    let left: Vec<ContainerInfo> =
+        serde_json::from_str(&host.list_containers().await.unwrap()).unwrap();
+    assert_eq!(
+        left.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["cfg-web"]
+    );
 }
 
 /// Waits until container `name` runs (host.toml is applied in the background).

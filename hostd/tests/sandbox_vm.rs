@@ -505,8 +505,14 @@ autostart = false
     wait_console(&sb, &host, "auto", "tick 1\n", Duration::from_secs(20)).await;
     assert_eq!(info(&host, "manual").await.state, VmState::Created);
     host.stop_vm("auto", 0).await.unwrap();
+    // Declared in host.toml: not the API's to delete (the next start would create them again).
     for name in ["auto", "manual"] {
-        host.delete_vm(name).await.unwrap();
+        let e = host.delete_vm(name).await.unwrap_err();
+        assert!(
+            matches!(e, CairnError::Conflict(ref m) if m.contains("comes from host.toml")),
+            "{name}: {e}"
+        );
+        assert_eq!(info(&host, name).await.name, name, "still there");
     }
 }
 

@@ -932,8 +932,8 @@ fn port_and_network_limits_go_through_tc_and_read_back() {
         assert_eq!(egress, Some(20_000_000), "{port:?}");
         // Live: the port kept its link.
         assert_eq!(port.ifindex, idx);
-        // rate_bps 0 lifts one direction; the other stays.
-        r.set_limits(&p.name, change(r#"{"ingress":{"rate_bps":0}}"#))
+        // rate_bps 0 lifts one direction; the other stays. The port's owner names it too.
+        r.set_limits("ct:s", change(r#"{"ingress":{"rate_bps":0}}"#))
             .await
             .expect("SetLimits 0");
         let port = r.port_info(&p.name).await.expect("port");
@@ -954,8 +954,41 @@ fn port_and_network_limits_go_through_tc_and_read_back() {
             .set_limits("nosuch", change(r#"{"police":false}"#))
             .await
             .expect_err("unknown");
-        assert_eq!(e.to_string(), "nosuch is neither a port nor a network");
-        r.detach_port(&p.name).await.expect("DetachPort");
+        assert_eq!(
+            e.to_string(),
+            "nosuch is neither a port, the owner of one, nor a network"
+        );
+        // An owner of two ports (on two networks) does not pick one: the answer names both.
+        let other: NetworkSpec =
+            serde_json::from_str(r#"{"name":"other","kind":"bridged"}"#).expect("spec");
+        r.create_network(other).await.expect("CreateNetwork other");
+        let second: PortSpec = serde_json::from_str(
+            r#"{"network":"other","owner":"ct:s","kind":"tap","mac":"52:54:00:00:00:42"}"#,
+        )
+        .expect("spec");
+        let tap = r
+            .attach_port(second)
+            .await
+            .expect("AttachPort of a second tap");
+        let e = r
+            .set_limits("ct:s", change(r#"{"police":false}"#))
+            .await
+            .expect_err("ambiguous owner");
+        assert!(
+            e.to_string().contains("ct:s owns 2 ports")
+                && e.to_string().contains(&p.name)
+                && e.to_string().contains(&tap.name),
+            "{e}"
+        );
+        r.detach_port(&tap.name).await.expect("DetachPort by name");
+        r.detach_port("ct:s").await.expect("DetachPort by owner");
+        assert!(
+            r.port_info(&p.name).await.is_err(),
+            "the owner's port is gone"
+        );
+        r.delete_network("other")
+            .await
+            .expect("DeleteNetwork other");
     });
     let names = link_names(&host);
     assert!(

@@ -17,12 +17,13 @@ use nix::unistd::Pid;
 use vmm::launcher::{self, LAUNCH_FILE, LaunchRecord, MonitorState};
 
 use super::paths::Paths;
-use super::ports::PortReleaser;
+use super::ports::{self, PortReleaser};
 use super::runtime::{Launch, idmap};
 use super::store::{self, Record};
 use super::template::Templates;
 use crate::addresses::{self, Held, Others};
 use crate::cgroup::{Cgroup, CgroupError, Kind};
+use crate::declared::{self, Declared};
 use crate::error::{HostError, HostResult};
 
 /// How long the monitor may take to report the init's pid, and then its exec.
@@ -57,6 +58,8 @@ pub struct Manager {
     exe: PathBuf,
     /// Stopped containers' ports, detached without the stop waiting for netd.
     ports: PortReleaser,
+    /// host.toml's templates and containers, which the API may not delete.
+    declared: Declared,
 }
 
 impl Manager {
@@ -74,6 +77,7 @@ impl Manager {
             config_failed: BTreeMap::new(),
             exe,
             ports,
+            declared: Declared::default(),
         };
         for name in m.records.keys() {
             match m.live(name) {
@@ -194,7 +198,12 @@ impl Manager {
         self.templates.list()
     }
 
+    pub fn set_declared(&mut self, declared: Declared) {
+        self.declared = declared;
+    }
+
     pub fn delete_template(&self, name: &str) -> HostResult<()> {
+        self.declared.check_delete(declared::Kind::Template, name)?;
         let users: Vec<&str> = self
             .records
             .values()
@@ -640,6 +649,8 @@ impl Manager {
 
     pub async fn delete(&mut self, name: &str) -> HostResult<()> {
         self.record(name)?;
+        self.declared
+            .check_delete(declared::Kind::Container, name)?;
         self.settle(name).await;
         if matches!(self.live(name), Live::Running(_) | Live::Paused(_)) {
             return Err(HostError::Conflict(format!(
@@ -690,10 +701,22 @@ impl Manager {
         };
         let run = self.paths.run_dir(name);
         let running = pid.is_some();
+        let port = if running {
+            std::fs::read_to_string(run.join(PORT_FILE)).ok()
+        } else {
+            None
+        };
         let usage = if running {
             Cgroup::open(Kind::Container, name)
                 .and_then(|cg| cg.usage())
                 .ok()
+                .map(|mut usage| {
+                    if let Some((rx, tx)) = pid.and_then(ports::traffic) {
+                        usage.net_rx_bytes = rx;
+                        usage.net_tx_bytes = tx;
+                    }
+                    usage
+                })
         } else {
             None
         };
@@ -705,11 +728,7 @@ impl Manager {
             exit_code: if running { None } else { r.last_exit },
             hostname: r.spec.hostname().to_string(),
             addresses: r.spec.addresses.clone(),
-            port: if running {
-                std::fs::read_to_string(run.join(PORT_FILE)).ok()
-            } else {
-                None
-            },
+            port,
             privileged: r.spec.privileged,
             resources: r.spec.resources.clone(),
             usage,

@@ -25,6 +25,37 @@ pub fn owner(name: &str) -> String {
     format!("ct:{name}")
 }
 
+/// Bytes (received, sent) by the container on its network links (loopback left out), as
+/// its own network namespace counts them: /proc/PID/net/dev of a process inside it. None
+/// when the process is gone.
+pub fn traffic(guest_pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{guest_pid}/net/dev")).ok()?;
+    Some(sum_net_dev(&text))
+}
+
+/// `/proc/net/dev`: two header lines, then `name: rx_bytes packets errs drop fifo frame
+/// compressed multicast tx_bytes …` per link.
+fn sum_net_dev(text: &str) -> (u64, u64) {
+    let (mut rx, mut tx) = (0u64, 0u64);
+    for line in text.lines().skip(2) {
+        let Some((name, counters)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() == "lo" {
+            continue;
+        }
+        let fields: Vec<u64> = counters
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        if let (Some(r), Some(t)) = (fields.first(), fields.get(8)) {
+            rx = rx.saturating_add(*r);
+            tx = tx.saturating_add(*t);
+        }
+    }
+    (rx, tx)
+}
+
 pub struct PortReleaser {
     dir: PathBuf,
     bus: Option<zbus::Connection>,
@@ -136,5 +167,21 @@ impl PortReleaser {
                 s.remove(&name);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum_net_dev;
+
+    #[test]
+    fn net_dev_sums_links_but_loopback() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
+  eth0:     196       2    0    0    0     0          0         0      98       1    0    0    0     0       0          0
+  eth1:       4       1    0    0    0     0          0         0       2       1    0    0    0     0       0          0
+";
+        assert_eq!(sum_net_dev(text), (200, 100));
     }
 }

@@ -26,6 +26,7 @@ use vmm::{DiskConfig, NetConfig, VmConfig};
 use crate::addresses::{self, Held, Others};
 use crate::cgroup::{Cgroup, Kind};
 use crate::ct::paths::RUN_DIR_ENV;
+use crate::declared::Declared;
 use crate::error::{HostError, HostResult};
 
 /// How long a VMM may take to build its VM and answer the start handshake.
@@ -63,6 +64,8 @@ pub struct VmManager {
     exe: PathBuf,
     bus: Option<zbus::Connection>,
     vms: BTreeMap<String, Record>,
+    /// host.toml's VMs, which the API may not delete.
+    declared: Declared,
 }
 
 /// The MACs of a VM's NICs: given ones, else 52:54:00 plus three bytes of a hash of the
@@ -136,6 +139,7 @@ impl VmManager {
             run,
             exe,
             bus: None,
+            declared: Declared::default(),
             vms,
         };
         m.readopt();
@@ -698,8 +702,14 @@ impl VmManager {
         Ok(())
     }
 
+    pub fn set_declared(&mut self, declared: Declared) {
+        self.declared = declared;
+    }
+
     pub async fn delete(&mut self, name: &str) -> HostResult<()> {
         self.record(name)?;
+        self.declared
+            .check_delete(crate::declared::Kind::Vm, name)?;
         if self.running_state(name).is_some() {
             return Err(HostError::Conflict(format!(
                 "VM {name:?} is running; stop it first"

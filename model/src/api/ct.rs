@@ -25,7 +25,7 @@ actions! { ACTIONS;
     TemplateList = "template.list", Hostd, () -> Vec<TemplateInfo>,
         "Every template: {name, version?, sha256, size_bytes}.";
     TemplateDelete = "template.delete", Hostd, (name: String) -> bool,
-        "Deletes a template that no container uses.";
+        "Deletes a template that no container uses and host.toml does not declare.";
     CtCreate = "ct.create", Hostd, (spec: ContainerSpec) -> ContainerInfo,
         "Creates (does not start) a container from {name, template, network?, addresses?, \
          gateway?, hostname?, command?, privileged?, resources?}; resources: {cpu_limit? (% of \
@@ -46,7 +46,8 @@ actions! { ACTIONS;
     CtResume = "ct.resume", Hostd, (name: String) -> bool,
         "Thaws a paused container.";
     CtDelete = "ct.delete", Hostd, (name: String) -> bool,
-        "Deletes a stopped container and everything it had on the host.";
+        "Deletes a stopped container that host.toml does not declare, and everything it \
+         had on the host.";
     CtList = "ct.list", Hostd, () -> Vec<ContainerInfo>,
         "Every container, as ct.info describes it.";
     CtInfo = "ct.info", Hostd, (name: String) -> ContainerInfo,

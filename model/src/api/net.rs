@@ -11,15 +11,15 @@ actions! { ACTIONS;
          bond?, bond_mode?, subnet?, address?, limits?}; the same fields as a [[network]] table \
          in host.toml. Returns true once the kernel has it.";
     NetDelete = "net.delete", Netd, (name: String) -> bool,
-        "Deletes a network that has no ports left.";
+        "Deletes a network that has no ports left and host.toml does not declare.";
     NetList = "net.list", Netd, () -> Vec<NetworkInfo>,
         "Every network, as net.info describes it.";
     NetInfo = "net.info", Netd, (name: String) -> NetworkInfo,
         "One network as read back from the kernel: links, VLAN table, addresses, routes and \
          qdiscs.";
     NetSetLimits = "net.setLimits", Netd, (target: String, limits: LimitsChange) -> bool,
-        "Changes the limits of a port (by its name) or the aggregate of a network (by its \
-         name), live: {egress?: {rate_bps, burst_bytes?}, ingress?: {…}, police?}, from the \
+        "Changes the limits of a port (by its name or its owner's) or the aggregate of a \
+         network (by its name), live: {egress?: {rate_bps, burst_bytes?}, ingress?: {…}, police?}, from the \
          guest's view. Only the members given change (at least one), as with ct.set; a \
          direction with rate_bps 0 becomes unlimited.";
     PortAttach = "port.attach", Netd, (spec: PortSpec) -> PortInfo,
@@ -28,7 +28,8 @@ actions! { ACTIONS;
          port_security? (anti-spoofing, default true)}. Returns the port as port.list shows it. hostd attaches its guests' ports itself; this \
          is for automation and tests.";
     PortDetach = "port.detach", Netd, (name: String) -> bool,
-        "Detaches (deletes) a port by its name.";
+        "Detaches (deletes) a port, named by its link or by its owner (`ct:web1`, `vm:deb`; \
+         an owner of several ports is refused with their names).";
     PortList = "port.list", Netd, () -> Vec<PortInfo>,
         "Every port: {name, network, owner, kind, guest_ifname, mac, vlan, tagged_vlans, \
          addresses, limits, spoof_drops (frames anti-spoofing dropped), problem (why it could not be read back; absent when it was)}.";

@@ -30,8 +30,8 @@ actions! { ACTIONS;
         "vm.restore(name, dir): runs a stopped (or created) VM from the snapshot in dir \
          (absolute path on the host) instead of booting it.";
     VmDelete = "vm.delete", Hostd, (name: String) -> bool,
-        "Deletes a VM that is not running, and everything it had on the host (not its disk \
-         images or volumes).";
+        "Deletes a VM that is not running and host.toml does not declare, and everything \
+         it had on the host (not its disk images or volumes).";
     VmList = "vm.list", Hostd, () -> Vec<VmInfo>,
         "Every VM, as vm.info describes it.";
     VmInfoOf = "vm.info", Hostd, (name: String) -> VmInfo,

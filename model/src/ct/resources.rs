@@ -30,7 +30,8 @@ pub struct Resources {
     pub io_weight: Option<u32>,
 }
 
-/// What a container used, read from its cgroup and its network port.
+/// What a container used, read from its cgroup and its network namespace (net_*_bytes: its
+/// links but loopback, as the container counts them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub cpu_usec: u64,

@@ -503,6 +503,12 @@ impl Reconciler {
     /// Deletes a port's link (the veth pair goes with its host end; routes and qdiscs with
     /// the link), and a classic per-VLAN bridge no port needs any more.
     pub async fn detach_port(&mut self, name: &str) -> Result<(), NetError> {
+        let Some(name) = self.port_of(name)? else {
+            return Err(NetError::NotFound(format!(
+                "{name} is neither a port nor the owner of one"
+            )));
+        };
+        let name = name.as_str();
         let Some(rec) = self.ports.get(name).cloned() else {
             return Err(NetError::NotFound(format!("port {name} does not exist")));
         };
@@ -605,6 +611,32 @@ impl Reconciler {
             }));
         }
         Ok(out)
+    }
+
+    /// The port `target` names: the port of that name, else the one port owned by `target`
+    /// (`ct:web1`, `vm:deb`: how hostd's guests own theirs). An owner of several ports is
+    /// refused with their names, so one is chosen by name.
+    fn port_of(&self, target: &str) -> Result<Option<String>, NetError> {
+        if self.ports.contains_key(target) {
+            return Ok(Some(target.to_string()));
+        }
+        let owned: Vec<&PortRecord> = self
+            .ports
+            .values()
+            .filter(|p| p.spec.owner == target)
+            .collect();
+        match owned.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.name.clone())),
+            many => Err(NetError::Invalid(format!(
+                "{target} owns {} ports: {}; name one",
+                many.len(),
+                many.iter()
+                    .map(|p| format!("{} (network {})", p.name, p.spec.network))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     /// Detaches every port whose owner `select` picks; returns their names. Each is tried,
@@ -726,7 +758,16 @@ impl Reconciler {
         change
             .validate()
             .map_err(|e| NetError::Invalid(format!("limits: {e}")))?;
-        if let Some(rec) = self.ports.get(target) {
+        // A network's name first: a port owner never shadows an aggregate.
+        let port = if self.networks.contains_key(target) && !self.ports.contains_key(target) {
+            None
+        } else {
+            self.port_of(target)?
+        };
+        if let Some(port) = port
+            && let Some(rec) = self.ports.get(&port)
+        {
+            let target = port.as_str();
             let limits = change.apply(rec.spec.limits);
             let link =
                 self.k.link(target).await?.ok_or_else(|| {
@@ -793,7 +834,7 @@ impl Reconciler {
             return Ok(());
         }
         Err(NetError::NotFound(format!(
-            "{target} is neither a port nor a network"
+            "{target} is neither a port, the owner of one, nor a network"
         )))
     }
 }
