@@ -263,6 +263,8 @@ class ApplianceTestCase(unittest.TestCase):
     guest_kit_dir = None
     # The appliance's CPUs (`image run --cpus`).
     cpus = 2
+    # How QEMU boots it (`image run --boot`: direct, iso, uefi, stick, pxe).
+    boot = "direct"
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -283,7 +285,7 @@ class ApplianceTestCase(unittest.TestCase):
             "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
             "--shell-socket", str(cls.shell_socket), "--qmp-socket", str(cls.qmp_socket),
-            "--cpus", str(cls.cpus),
+            "--cpus", str(cls.cpus), "--boot", cls.boot,
         ] + (["--guest-kit"] if cls.guest_kit else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)

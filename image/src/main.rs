@@ -8,6 +8,7 @@ mod appliance;
 mod cpio;
 mod guestkit;
 mod kernel;
+mod media;
 mod modules;
 mod qemu;
 mod rootfs;
@@ -106,6 +107,9 @@ struct VmArgs {
     /// The appliance's CPUs (QEMU -smp).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     cpus: u32,
+    /// How to boot: the kernel directly, the ISO from BIOS or UEFI, or PXE (QEMU's TFTP).
+    #[arg(long, value_enum, default_value_t = qemu::Boot::Direct)]
+    boot: qemu::Boot,
 }
 
 fn main() -> ExitCode {
@@ -204,6 +208,7 @@ impl VmArgs {
             accel: self.accel,
             memory_mib: self.memory,
             cpus: self.cpus,
+            boot: self.boot,
         }
     }
 }

@@ -10,11 +10,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::media;
+
 /// The line init prints once apid owns its bus name.
 pub const READY_LINE: &str = "cairn: api ready";
 /// The port apid listens on inside the guest (examples/dev.toml).
 pub const GUEST_API_PORT: u16 = 8443;
 const QEMU: &str = "qemu-system-x86_64";
+
+/// How QEMU boots the appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Boot {
+    /// The kernel and initramfs handed to QEMU (-kernel, -initrd): the quickest.
+    Direct,
+    /// The ISO as a CD, from SeaBIOS.
+    Iso,
+    /// The ISO as a CD, from OVMF (UEFI).
+    Uefi,
+    /// The ISO written to a USB stick, from SeaBIOS (the image is hybrid: an MBR too).
+    Stick,
+    /// iPXE over QEMU's TFTP from the PXE directory.
+    Pxe,
+}
+
+/// Debian's OVMF (package ovmf), 4 MiB flash layout.
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -27,6 +48,7 @@ pub struct RunOptions {
     pub memory_mib: u32,
     /// QEMU's -smp.
     pub cpus: u32,
+    pub boot: Boot,
     /// A unix socket for the guest's ttyS1 (the debug shell).
     pub shell_socket: Option<PathBuf>,
     /// A unix socket for QEMU's monitor (QMP), so a test can ask a stuck appliance's QEMU
@@ -56,8 +78,15 @@ pub fn free_port() -> Result<u16> {
 pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
     let vmlinuz = opt.dir.join("vmlinuz");
     let initrd = opt.dir.join("initrd.img");
-    for f in [&vmlinuz, &initrd] {
-        if !f.is_file() {
+    let iso = opt.dir.join(media::iso_name());
+    let pxe = opt.dir.join(media::PXE_DIR);
+    let needs = match opt.boot {
+        Boot::Direct => vec![&vmlinuz, &initrd],
+        Boot::Iso | Boot::Uefi | Boot::Stick => vec![&iso],
+        Boot::Pxe => vec![&pxe],
+    };
+    for f in needs {
+        if !f.exists() {
             bail!(
                 "{} is missing: run `cargo run -p image -- build` first",
                 f.display()
@@ -89,21 +118,58 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         .args(["-nographic", "-no-reboot"])
         // Named threads ("CPU 0/TCG"): a stuck appliance's QEMU then shows which vCPU spins.
         .args(["-name", "cairn,debug-threads=on"])
-        .arg("-kernel")
-        .arg(&vmlinuz)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .args([
-            "-netdev",
-            &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}"),
-        ])
-        // No option ROM: the kernel is loaded directly, and iPXE's ROM only costs boot time.
-        .args(["-device", "e1000,netdev=n0,romfile="])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .args(["-monitor", "none"])
         .stdin(Stdio::null());
+    let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}");
+    // No option ROM unless booting from the network: iPXE's ROM only costs boot time.
+    let mut nic = "e1000,netdev=n0,romfile=";
+    match opt.boot {
+        Boot::Direct => {
+            cmd.arg("-kernel")
+                .arg(&vmlinuz)
+                .arg("-initrd")
+                .arg(&initrd)
+                .args(["-append", "console=ttyS0 panic=-1 quiet"]);
+        }
+        Boot::Iso => {
+            cmd.arg("-cdrom").arg(&iso);
+        }
+        Boot::Uefi => {
+            // OVMF's variable store is written at boot: each run gets its own copy.
+            let vars = opt.dir.join("OVMF_VARS.fd");
+            fs::copy(OVMF_VARS, &vars)
+                .with_context(|| format!("copying {OVMF_VARS} (package ovmf; run ci/deps)"))?;
+            cmd.arg("-drive")
+                .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+                .arg("-cdrom")
+                .arg(&iso);
+        }
+        Boot::Stick => {
+            let file = iso.display().to_string().replace(',', ",,");
+            cmd.arg("-drive")
+                .arg(format!(
+                    "file={file},if=none,id=stick,format=raw,readonly=on"
+                ))
+                .args(["-device", "usb-ehci,id=ehci"])
+                .args(["-device", "usb-storage,bus=ehci.0,drive=stick,bootindex=0"]);
+        }
+        Boot::Pxe => {
+            // QEMU's own TFTP server and iPXE ROM (package ipxe-qemu): DHCP names the iPXE
+            // script, which fetches the kernel and initramfs over TFTP.
+            netdev.push_str(&format!(
+                ",tftp={},bootfile={}",
+                pxe.display(),
+                media::IPXE_SCRIPT
+            ));
+            nic = "e1000,netdev=n0";
+            cmd.args(["-boot", "n"]);
+        }
+    }
+    cmd.args(["-netdev", &netdev, "-device", nic]);
     if let Some(sock) = &opt.shell_socket {
         let _ = fs::remove_file(sock);
         cmd.arg("-serial")
