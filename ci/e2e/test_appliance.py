@@ -138,6 +138,18 @@ class Appliance(ApplianceTestCase):
         rc, _ = self.guest("false", check=False)
         self.assertEqual(rc, 1)
 
+    def test_8c_the_os_is_read_only(self):
+        # Even root cannot change the OS: /usr, /etc and init are on a read-only mount.
+        for path in ("/usr/bin/cairn-was-here", "/etc/cairn/host.toml", "/cairn-was-here"):
+            rc, out = self.guest(f"echo x >> {path} 2>&1", check=False)
+            self.assertNotEqual(rc, 0, f"{path} was writable")
+            self.assertIn("Read-only file system", out, path)
+        _, out = self.guest("grep -E '^[^ ]+ / ' /proc/mounts")
+        self.assertIn(" ro", out, out)
+        # State, runtime and scratch space stay writable.
+        for d in ("/var/lib/cairn", "/run", "/tmp"):
+            self.guest(f"echo x > {d}/.probe && rm {d}/.probe")
+
     def test_9_poweroff(self):
         self.wait_poweroff()
 

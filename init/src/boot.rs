@@ -98,6 +98,32 @@ pub fn mount_api_filesystems() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes the OS read-only: the state directory gets a tmpfs of its own (the one writable
+/// place besides the API filesystems, /run and /tmp; until an install gives it a disk
+/// partition its contents last until the next boot), then the root — our bind of the
+/// initramfs — is remounted read-only, so nothing can change /usr, /etc or init itself.
+pub fn read_only_root(state: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state).with_context(|| format!("mkdir {}", state.display()))?;
+    if !is_mountpoint(&state.to_string_lossy()) {
+        mount(
+            Some("tmpfs"),
+            state,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .with_context(|| format!("mount tmpfs on {}", state.display()))?;
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .context("remount / read-only")
+}
+
 fn is_mountpoint(target: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
         .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(target)))

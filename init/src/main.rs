@@ -112,6 +112,9 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
     };
     let state = absolute(&args.state)?;
     let config_path = absolute(&args.config)?;
+    if mode == Mode::Appliance {
+        boot::read_only_root(&state)?;
+    }
     std::fs::create_dir_all(&state)?;
 
     match mode {
