@@ -109,7 +109,9 @@ pub fn read_only_root(state: &Path) -> anyhow::Result<()> {
             Some("tmpfs"),
             state,
             Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            // Neither nosuid nor nodev: containers' root filesystems live here, with their
+            // setuid programs and device nodes.
+            MsFlags::empty(),
             Some("mode=0755"),
         )
         .with_context(|| format!("mount tmpfs on {}", state.display()))?;
