@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::kernel::{self, KERNEL_PACKAGE, KERNEL_VERSION};
+use crate::kernel;
 use crate::media;
 use crate::modules;
 use crate::rootfs::{self, Tree};
@@ -91,8 +91,7 @@ pub fn build(opt: &Options) -> Result<()> {
     let profile = if opt.release { "release" } else { "debug" };
     let bin_dir = opt.target_dir.join(profile);
 
-    let kernel = kernel::fetch()
-        .with_context(|| format!("getting the kernel {KERNEL_PACKAGE}={KERNEL_VERSION}"))?;
+    let kernel = kernel::fetch()?;
 
     fs::create_dir_all(&opt.out).with_context(|| format!("creating {}", opt.out.display()))?;
     let staging = opt.out.join(".staging");
@@ -158,16 +157,20 @@ pub fn build(opt: &Options) -> Result<()> {
     fs::copy(&kernel.vmlinuz, &vmlinuz)
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
     token::save(&opt.out.join("token"), &tok)?;
+    // What the kernel was chosen as (kernel::resolve), hashed in the manifest with the rest.
+    fs::write(opt.out.join("KERNEL"), format!("{}\n", kernel.pin))
+        .with_context(|| format!("writing {}", opt.out.join("KERNEL").display()))?;
     fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
     let iso = media::iso(&opt.out).context("making the ISO")?;
     let pxe = media::pxe(&opt.out).context("making the PXE directory")?;
     let iso_name = media::iso_name();
-    write_manifest(&opt.out, &["vmlinuz", "initrd.img", &iso_name])?;
+    write_manifest(&opt.out, &["KERNEL", "vmlinuz", "initrd.img", &iso_name])?;
 
     println!(
-        "image: {} (kernel {}, {} modules) in {:.1}s",
+        "image: {} (kernel {} from {}, {} modules) in {:.1}s",
         opt.out.display(),
         kernel.release,
+        kernel.pin,
         mods.len(),
         started.elapsed().as_secs_f64()
     );

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 // The guest kit's static busybox is the host's, as the busybox template's is.
 use testkit::template::BUSYBOX;
 
-use crate::kernel::{self, KERNEL_PACKAGE, KERNEL_VERSION, Kernel, run};
+use crate::kernel::{self, Kernel, run};
 use crate::modules;
 use crate::rootfs::Tree;
 
@@ -56,9 +56,11 @@ pub struct Kit {
 
 /// Returns the kit for the pinned kernel, building it on first use.
 pub fn fetch(kernel: &Kernel) -> Result<Kit> {
-    let digest = recipe_digest(Path::new(BUSYBOX))?;
+    let digest = recipe_digest(kernel, Path::new(BUSYBOX))?;
     let dir = kernel::cache_root()?.join("guest-kit").join(format!(
-        "{KERNEL_PACKAGE}_{KERNEL_VERSION}-{}",
+        "{}_{}-{}",
+        kernel.pin.package,
+        kernel.pin.version,
         &digest[..16]
     ));
     if !dir.join(KIT_IMAGE).is_file() {
@@ -74,7 +76,7 @@ pub fn fetch(kernel: &Kernel) -> Result<Kit> {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         fs::rename(&tmp, &dir).with_context(|| format!("renaming {}", tmp.display()))?;
-        prune_other_kits(&dir);
+        prune_other_kits(kernel, &dir);
         eprintln!(
             "image: guest kit built in {:.1}s: {}",
             started.elapsed().as_secs_f64(),
@@ -89,11 +91,11 @@ pub fn fetch(kernel: &Kernel) -> Result<Kit> {
 
 /// Removes the kits of other recipes for the same kernel (~180 MB each); best effort. A VM
 /// still using one keeps its open files.
-fn prune_other_kits(keep: &Path) {
+fn prune_other_kits(kernel: &Kernel, keep: &Path) {
     let (Some(parent), Some(name)) = (keep.parent(), keep.file_name()) else {
         return;
     };
-    let prefix = format!("{KERNEL_PACKAGE}_{KERNEL_VERSION}-");
+    let prefix = format!("{}_{}-", kernel.pin.package, kernel.pin.version);
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
@@ -109,12 +111,12 @@ fn prune_other_kits(keep: &Path) {
 /// Everything the kit is made of, so a changed recipe makes a new kit: this file, the module
 /// resolution, the guest's /init and helper module, the test guest's sources, and the busybox
 /// binary.
-fn recipe_digest(busybox: &Path) -> Result<String> {
+fn recipe_digest(kernel: &Kernel, busybox: &Path) -> Result<String> {
     let mut h = Sha256::new();
     for part in [
         "cairn guest kit 1",
-        KERNEL_PACKAGE,
-        KERNEL_VERSION,
+        kernel.pin.package.as_str(),
+        kernel.pin.version.as_str(),
         include_str!("guestkit.rs"),
         include_str!("modules.rs"),
         INIT,
@@ -217,8 +219,8 @@ fn build(kernel: &Kernel, out: &Path) -> Result<()> {
     fs::write(
         out.join("KIT"),
         format!(
-            "kernel={KERNEL_PACKAGE}={KERNEL_VERSION}\nrelease={}\nmmio_module={mmio_module}\n",
-            kernel.release
+            "kernel={}\nrelease={}\nmmio_module={mmio_module}\n",
+            kernel.pin, kernel.release
         ),
     )
     .context("writing KIT")?;

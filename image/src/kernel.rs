@@ -1,5 +1,6 @@
-//! The appliance kernel: Debian's signed kernel package, pinned here and only here, fetched with
-//! apt into a cache keyed by package and version, and unpacked with dpkg-deb.
+//! The appliance kernel: Debian's signed kernel package, chosen when the image is built from
+//! what the apt mirror has (or what the cache already holds), fetched with apt into a cache
+//! keyed by package and version, and unpacked with dpkg-deb.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,18 +8,28 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// The one pin of the appliance kernel: bookworm's point-release kernel from the main archive
-/// (`apt-cache madison linux-image-amd64`, the `debian bookworm/main` line). The security archive
-/// carries newer builds but drops each superseded one within days — a pin there (6.1.192-2)
-/// broke the guest kit when its linux-kbuild went away — while a point release stays on the
-/// mirror until the next one. To move it: `apt-get update`, then `apt-cache show
-/// linux-image-amd64=<version>` names the `linux-image-<abi>-amd64` package it pulls in.
-pub const KERNEL_PACKAGE: &str = "linux-image-6.1.0-50-amd64";
-pub const KERNEL_VERSION: &str = "6.1.176-1";
+/// The metapackage whose dependency names the current kernel package.
+const META: &str = "linux-image-amd64";
+/// Overrides the choice: `CAIRN_KERNEL=linux-image-6.1.0-50-amd64=6.1.176-1`.
+const OVERRIDE_ENV: &str = "CAIRN_KERNEL";
+
+/// A kernel package at one version, e.g. linux-image-6.1.0-50-amd64 6.1.176-1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub package: String,
+    pub version: String,
+}
+
+impl std::fmt::Display for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.package, self.version)
+    }
+}
 
 /// An unpacked kernel package.
 #[derive(Debug, Clone)]
 pub struct Kernel {
+    pub pin: Pin,
     /// `uname -r` of the kernel, e.g. "6.1.0-50-amd64" (the directory under lib/modules).
     pub release: String,
     pub vmlinuz: PathBuf,
@@ -37,17 +48,118 @@ pub fn cache_root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/cairn"))
 }
 
-/// Returns the pinned kernel, downloading and unpacking it on first use.
+/// Chooses the kernel: `CAIRN_KERNEL` when set; else the one the cache already holds whole
+/// (the newest unpacked), so a machine keeps building with the kernel it has; else what the
+/// mirror offers for linux-image-amd64, preferring the point release of the main archive —
+/// it stays on the mirror until the next point release, while the security archive drops
+/// each superseded build within days (a pin there once broke the guest kit when its
+/// linux-kbuild went away). No version is written into the source, so none can rot.
+pub fn resolve() -> Result<Pin> {
+    if let Ok(text) = std::env::var(OVERRIDE_ENV) {
+        return parse_pin(&text)
+            .with_context(|| format!("{OVERRIDE_ENV}={text:?}: want PACKAGE=VERSION"));
+    }
+    if let Some(pin) = newest_cached()? {
+        return Ok(pin);
+    }
+    let madison = run(Command::new("apt-cache").args(["madison", META]))
+        .with_context(|| format!("asking apt which {META} the mirror has (run apt-get update?)"))?;
+    let madison = String::from_utf8_lossy(&madison).into_owned();
+    let version = pick_version(&madison).with_context(|| {
+        format!(
+            "apt has no {META}: run `apt-get update`\n{}",
+            apt_offers(None)
+        )
+    })?;
+    let show = run(Command::new("apt-cache")
+        .args(["show", "--no-all-versions"])
+        .arg(format!("{META}={version}")))
+    .with_context(|| format!("apt-cache show {META}={version}"))?;
+    let package = kernel_dependency(&String::from_utf8_lossy(&show))
+        .with_context(|| format!("{META}={version} depends on no linux-image-*-amd64"))?;
+    Ok(Pin { package, version })
+}
+
+fn parse_pin(text: &str) -> Option<Pin> {
+    let (package, version) = text.trim().split_once('=')?;
+    (package.starts_with("linux-image-") && !version.is_empty()).then(|| Pin {
+        package: package.to_string(),
+        version: version.to_string(),
+    })
+}
+
+/// `apt-cache madison` lines are `pkg | version | source`: the first version from outside the
+/// security archive, else the first.
+fn pick_version(madison: &str) -> Option<String> {
+    let rows: Vec<(String, String)> = madison
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('|').map(str::trim);
+            let (_, version, source) = (cols.next()?, cols.next()?, cols.next()?);
+            Some((version.to_string(), source.to_string()))
+        })
+        .filter(|(v, _)| !v.is_empty())
+        .collect();
+    rows.iter()
+        .find(|(_, source)| !source.contains("-security"))
+        .or(rows.first())
+        .map(|(v, _)| v.clone())
+}
+
+/// The `linux-image-…-amd64` package a metapackage's stanza depends on.
+fn kernel_dependency(stanza: &str) -> Option<String> {
+    let depends = stanza.lines().find_map(|l| l.strip_prefix("Depends:"))?;
+    depends
+        .split(',')
+        .filter_map(|d| d.split_whitespace().next())
+        .find(|name| name.starts_with("linux-image-") && name.ends_with("-amd64"))
+        .map(str::to_string)
+}
+
+/// The newest wholly unpacked kernel in the cache (`kernel/<package>_<version>/root`).
+fn newest_cached() -> Result<Option<Pin>> {
+    let dir = cache_root()?.join("kernel");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(None);
+    };
+    let mut found: Vec<(std::time::SystemTime, Pin)> = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((package, version)) = name.split_once('_') else {
+            continue;
+        };
+        if !package.starts_with("linux-image-") {
+            continue;
+        }
+        if let Ok(modified) = fs::metadata(e.path().join("root")).and_then(|m| m.modified()) {
+            found.push((
+                modified,
+                Pin {
+                    package: package.to_string(),
+                    version: version.to_string(),
+                },
+            ));
+        }
+    }
+    Ok(found.into_iter().max_by_key(|(t, _)| *t).map(|(_, p)| p))
+}
+
+/// Returns the chosen kernel, downloading and unpacking it on first use.
 pub fn fetch() -> Result<Kernel> {
+    let pin = resolve()?;
+    fetch_pin(&pin).with_context(|| format!("getting the kernel {pin}"))
+}
+
+fn fetch_pin(pin: &Pin) -> Result<Kernel> {
     let cache = cache_root()?
         .join("kernel")
-        .join(format!("{KERNEL_PACKAGE}_{KERNEL_VERSION}"));
+        .join(format!("{}_{}", pin.package, pin.version));
     let root = cache.join("root");
     // `root` only appears by an atomic rename after a complete unpack, so its presence means
     // the tree is whole; a crash mid-way leaves `root.tmp`, which is redone.
     if !root.is_dir() {
         fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-        let deb = download(&cache, KERNEL_PACKAGE)?;
+        let deb = download(&cache, &pin.package, &pin.version)?;
         let tmp = cache.join("root.tmp");
         if tmp.exists() {
             fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
@@ -56,10 +168,10 @@ pub fn fetch() -> Result<Kernel> {
             .with_context(|| format!("unpacking {}", deb.display()))?;
         fs::rename(&tmp, &root).with_context(|| format!("renaming {}", tmp.display()))?;
     }
-    locate(&root, cache)
+    locate(pin, &root, cache)
 }
 
-fn locate(root: &Path, cache: PathBuf) -> Result<Kernel> {
+fn locate(pin: &Pin, root: &Path, cache: PathBuf) -> Result<Kernel> {
     let mods = root.join("lib/modules");
     let mut releases = Vec::new();
     for e in fs::read_dir(&mods).with_context(|| format!("reading {}", mods.display()))? {
@@ -74,9 +186,10 @@ fn locate(root: &Path, cache: PathBuf) -> Result<Kernel> {
     };
     let vmlinuz = root.join(format!("boot/vmlinuz-{release}"));
     if !vmlinuz.is_file() {
-        bail!("{KERNEL_PACKAGE} has no {}", vmlinuz.display());
+        bail!("{} has no {}", pin.package, vmlinuz.display());
     }
     Ok(Kernel {
+        pin: pin.clone(),
         release: release.clone(),
         vmlinuz,
         modules_dir: mods.join(release),
@@ -92,13 +205,13 @@ pub fn fetch_headers(kernel: &Kernel) -> Result<PathBuf> {
     let package = format!("linux-headers-{}", kernel.release);
     let cache = cache_root()?
         .join("kernel")
-        .join(format!("{package}_{KERNEL_VERSION}"));
+        .join(format!("{package}_{}", kernel.pin.version));
     let root = cache.join("root");
     let build_dir = root.join("usr/src").join(&package);
     // As for the kernel: `root` appears by rename only once complete.
     if !root.is_dir() {
         fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-        let main = download(&cache, &package)?;
+        let main = download(&cache, &package, &kernel.pin.version)?;
         let depends = String::from_utf8_lossy(&run(Command::new("dpkg-deb")
             .args(["-f"])
             .arg(&main)
@@ -106,7 +219,7 @@ pub fn fetch_headers(kernel: &Kernel) -> Result<PathBuf> {
         .into_owned();
         let mut debs = vec![main];
         for dep in header_deps(&depends) {
-            debs.push(download(&cache, &dep)?);
+            debs.push(download(&cache, &dep, &kernel.pin.version)?);
         }
         let tmp = cache.join("root.tmp");
         if tmp.exists() {
@@ -151,15 +264,15 @@ fn header_deps(depends: &str) -> Vec<String> {
         .collect()
 }
 
-/// `apt-get download` of exactly `package` at the pinned version (every package we take is
-/// built from the same kernel source package). Returns the .deb path.
-fn download(cache: &Path, package: &str) -> Result<PathBuf> {
+/// `apt-get download` of exactly `package` at `version` (every package we take is built from
+/// the same kernel source package at one version). Returns the .deb path.
+fn download(cache: &Path, package: &str, version: &str) -> Result<PathBuf> {
     // apt-get names the file <pkg>_<version with ':' as %3a>_<arch>.deb.
-    let want_prefix = format!("{package}_{}_", KERNEL_VERSION.replace(':', "%3a"));
+    let want_prefix = format!("{package}_{}_", version.replace(':', "%3a"));
     if let Some(deb) = find_deb(cache, &want_prefix)? {
         return Ok(deb);
     }
-    eprintln!("image: downloading {package}={KERNEL_VERSION} with apt-get");
+    eprintln!("image: downloading {package}={version} with apt-get");
     let mut cmd = Command::new("apt-get");
     cmd.current_dir(cache).arg("download");
     // As root, apt drops to the _apt user, who cannot write into root's home; downloading as
@@ -167,24 +280,22 @@ fn download(cache: &Path, package: &str) -> Result<PathBuf> {
     if is_root() {
         cmd.args(["-o", "APT::Sandbox::User=root"]);
     }
-    cmd.arg(format!("{package}={KERNEL_VERSION}"));
+    cmd.arg(format!("{package}={version}"));
     let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            bail!(
-                "cannot run apt-get ({e}): {package}={KERNEL_VERSION} \
-                 comes from Debian's apt mirror"
-            );
+            bail!("cannot run apt-get ({e}): {package}={version} comes from Debian's apt mirror");
         }
     };
     if !out.status.success() {
         bail!(
-            "apt-get download {package}={KERNEL_VERSION} failed:\n{}\n\
-             The pin (KERNEL_PACKAGE/KERNEL_VERSION in image/src/kernel.rs) is not on the mirror. \
-             What apt offers now:\n{}\nRun `apt-get update` if the lists are stale, otherwise \
-             move the pin (see its comment).",
+            "apt-get download {package}={version} failed:\n{}\nWhat apt offers now:\n{}\n\
+             Run `apt-get update` if the lists are stale; a kernel chosen from the cache whose \
+             companion packages left the mirror is replaced by removing its cache directory \
+             ({}), or chosen by hand with {OVERRIDE_ENV}=PACKAGE=VERSION.",
             String::from_utf8_lossy(&out.stderr).trim(),
-            apt_offers()
+            apt_offers(Some(package)),
+            cache.display()
         );
     }
     find_deb(cache, &want_prefix)?.with_context(|| {
@@ -206,14 +317,14 @@ fn find_deb(dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// A few lines for the error message: versions of the pinned package and of the metapackage.
-fn apt_offers() -> String {
+/// A few lines for an error message: versions of `package` and of the metapackage.
+fn apt_offers(package: Option<&str>) -> String {
     let mut s = String::new();
-    for args in [
-        vec!["madison", KERNEL_PACKAGE],
-        vec!["policy", "linux-image-amd64"],
-        vec!["depends", "linux-image-amd64"],
-    ] {
+    let mut asks = vec![vec!["policy", META], vec!["depends", META]];
+    if let Some(p) = package {
+        asks.insert(0, vec!["madison", p]);
+    }
+    for args in asks {
         match Command::new("apt-cache").args(&args).output() {
             Ok(o) => {
                 let text = String::from_utf8_lossy(&o.stdout);
@@ -270,5 +381,42 @@ mod tests {
             header_deps(d),
             ["linux-headers-6.1.0-56-common", "linux-kbuild-6.1"]
         );
+    }
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+
+    #[test]
+    fn the_main_archive_point_release_is_preferred() {
+        let madison = "linux-image-amd64 | 6.1.192-3 | http://deb.debian.org/debian-security bookworm-security/main amd64 Packages
+linux-image-amd64 | 6.1.176-1 | http://deb.debian.org/debian bookworm/main amd64 Packages
+";
+        assert_eq!(pick_version(madison).as_deref(), Some("6.1.176-1"));
+        let only_security = madison.lines().next().unwrap();
+        assert_eq!(pick_version(only_security).as_deref(), Some("6.1.192-3"));
+        assert_eq!(pick_version(""), None);
+    }
+
+    #[test]
+    fn the_metapackage_names_the_kernel_package() {
+        let stanza = "Package: linux-image-amd64
+Version: 6.1.176-1
+Depends: linux-image-6.1.0-50-amd64 (= 6.1.176-1)
+Description-en: Linux for 64-bit PCs (meta-package)
+";
+        assert_eq!(
+            kernel_dependency(stanza).as_deref(),
+            Some("linux-image-6.1.0-50-amd64")
+        );
+        assert_eq!(
+            parse_pin("linux-image-6.1.0-50-amd64=6.1.176-1"),
+            Some(Pin {
+                package: "linux-image-6.1.0-50-amd64".into(),
+                version: "6.1.176-1".into()
+            })
+        );
+        assert_eq!(parse_pin("6.1.176-1"), None);
     }
 }

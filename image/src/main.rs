@@ -185,13 +185,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
 }
 
 fn fetch_guest_kit() -> Result<guestkit::Kit> {
-    let kernel = kernel::fetch().with_context(|| {
-        format!(
-            "getting the kernel {}={}",
-            kernel::KERNEL_PACKAGE,
-            kernel::KERNEL_VERSION
-        )
-    })?;
+    let kernel = kernel::fetch()?;
     guestkit::fetch(&kernel).context("image guest-kit")
 }
 
