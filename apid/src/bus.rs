@@ -155,6 +155,12 @@ impl Bus {
         bounded("init", init.system_info()).await
     }
 
+    /// (mode, config source, maintenance reason) of this boot.
+    pub async fn boot_info(&self) -> Result<(String, String, String), BusError> {
+        let init = self.init().await?;
+        bounded("init", init.boot_info()).await
+    }
+
     pub async fn list_services(&self) -> Result<Vec<ServiceInfo>, BusError> {
         let init = self.init().await?;
         let list = bounded("init", init.list_services()).await?;

@@ -72,6 +72,8 @@ pub struct InitView {
     at: Instant,
     pub kernel: String,
     pub services: Vec<ServiceInfo>,
+    /// (mode, config source, maintenance reason): fixed for the boot.
+    pub boot: (String, String, String),
 }
 
 impl InitView {
@@ -185,13 +187,14 @@ async fn ask(bus: &Bus, source: Source) -> Result<View, BusError> {
     match source {
         Source::Init => {
             let at = Instant::now();
-            let ((uptime, kernel), services) =
-                tokio::try_join!(bus.system_info(), bus.list_services())?;
+            let ((uptime, kernel), services, boot) =
+                tokio::try_join!(bus.system_info(), bus.list_services(), bus.boot_info())?;
             Ok(View::Init(InitView {
                 uptime,
                 at,
                 kernel,
                 services,
+                boot,
             }))
         }
         Source::Daemon(daemon) => {

@@ -479,6 +479,9 @@ impl FakeInit {
     fn system_info(&self) -> (u64, String) {
         (4242, "6.1.0-test".into())
     }
+    fn boot_info(&self) -> (String, String, String) {
+        ("running".into(), "medium".into(), String::new())
+    }
     fn reboot(&self) -> zbus::fdo::Result<()> {
         Err(zbus::fdo::Error::AccessDenied("not in a test".into()))
     }
@@ -560,6 +563,9 @@ async fn host_methods_over_a_private_bus() {
     };
     assert_eq!(info["uptime"], Value::Int(4242));
     assert_eq!(info["kernel"], Value::from("6.1.0-test"));
+    assert_eq!(info["mode"], Value::from("running"));
+    assert_eq!(info["config_source"], Value::from("medium"));
+    assert!(!info.contains_key("config_problem"));
     assert!(!info.contains_key("init_error"));
     let services = info["services"].as_array().unwrap();
     assert_eq!(services.len(), 2);

@@ -67,6 +67,25 @@ def image_command():
     return ["cargo", "run", "-q", "-p", "image", "--"]
 
 
+UNCONFIGURED = ROOT / "target" / "appliance-unconfigured"
+_unconfigured_built = False
+
+
+def unconfigured_image():
+    """The appliance image without a config, built once per test run from the binaries the
+    configured image was built from (`image build --no-config --no-compile`)."""
+    global _unconfigured_built
+    if not _unconfigured_built:
+        cmd = image_command() + ["build", "--no-config", "--no-compile", "--debug-shell",
+                                 "--out", str(UNCONFIGURED)]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            raise AssertionError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n"
+                                 f"{p.stdout}\n{p.stderr}")
+        _unconfigured_built = True
+    return UNCONFIGURED
+
+
 def why_unbootable():
     if shutil.which("qemu-system-x86_64") is None:
         return "qemu-system-x86_64 is not installed (run ci/deps)"
@@ -265,6 +284,9 @@ class ApplianceTestCase(unittest.TestCase):
     cpus = 2
     # How QEMU boots it (`image run --boot`: direct, iso, uefi, stick, pxe).
     boot = "direct"
+    # False: an image built without a config (`image build --no-config`), which boots into
+    # maintenance mode; the token is the one-time one its console prints.
+    configured = True
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -277,12 +299,13 @@ class ApplianceTestCase(unittest.TestCase):
         if reason:
             raise AssertionError(reason)
         socket.setdefaulttimeout(60)
+        image_dir = APPLIANCE if cls.configured else unconfigured_image()
         cls.port = free_port()
-        cls.console_log = APPLIANCE / f"{cls.name}-console.log"
-        cls.shell_socket = APPLIANCE / f"{cls.name}-shell.sock"
-        cls.qmp_socket = APPLIANCE / f"{cls.name}-qmp.sock"
+        cls.console_log = image_dir / f"{cls.name}-console.log"
+        cls.shell_socket = image_dir / f"{cls.name}-shell.sock"
+        cls.qmp_socket = image_dir / f"{cls.name}-qmp.sock"
         cmd = image_command() + [
-            "run", "--detach", "--dir", str(APPLIANCE), "--port", str(cls.port),
+            "run", "--detach", "--dir", str(image_dir), "--port", str(cls.port),
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
             "--shell-socket", str(cls.shell_socket), "--qmp-socket", str(cls.qmp_socket),
             "--cpus", str(cls.cpus), "--boot", cls.boot,
@@ -293,8 +316,17 @@ class ApplianceTestCase(unittest.TestCase):
             raise AssertionError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n"
                                  f"{p.stdout}\n{p.stderr}")
         print(f"\n{p.stdout.strip()}")
-        cls.pid = int((APPLIANCE / "qemu.pid").read_text().strip())
-        cls.token = (APPLIANCE / "token").read_text().strip()
+        cls.pid = int((image_dir / "qemu.pid").read_text().strip())
+        if cls.configured:
+            cls.token = (APPLIANCE / "token").read_text().strip()
+        else:
+            # Maintenance mode prints its one-time token on the console (init's config_source).
+            found = re.search(r"cairn: one-time API token: ([0-9a-f]{64})",
+                              cls.console_log.read_text(errors="replace"))
+            if not found:
+                raise AssertionError("no one-time token on the console of an image without "
+                                     f"a config:\n{console_tail(cls.console_log)}")
+            cls.token = found.group(1)
         cls.url = f"https://api:{cls.token}@127.0.0.1:{cls.port}/RPC2"
 
     @classmethod

@@ -3,7 +3,9 @@
 hybrid ISO from a CD under SeaBIOS and under OVMF (UEFI), the same ISO as a USB stick, and the
 PXE directory over QEMU's TFTP with its iPXE ROM. Each boots to an answering API with the
 media's one command line, and the console shows the firmware path it took (so a medium that
-silently fell back to something else cannot pass).
+silently fell back to something else cannot pass). The ISO from a CD is the image built without
+a config (as a user downloads it), which boots into maintenance mode; the stick and PXE boot the
+configured image into running mode.
 
 What a booted medium does once up is the other e2e files' subject (they direct-boot, the
 quickest path); here: it boots, its API answers with the image's config, init's services run.
@@ -31,7 +33,21 @@ class Medium:
 
     def test_boots_to_the_api(self):
         info = self.call("host.info")
-        self.assertEqual(info["hostname"], "cairn-dev", info)
+        if self.configured:
+            self.assertEqual(info["hostname"], "cairn-dev", info)
+            self.assertEqual((info.get("mode"), info.get("config_source")),
+                             ("running", "medium"), info)
+        else:
+            # No config anywhere: maintenance mode, named after the NIC it took DHCP on, and
+            # the API reached with the token its console printed (appliance.py).
+            self.assertEqual((info.get("mode"), info.get("config_source")),
+                             ("maintenance", "none"), info)
+            self.assertIn("no config", info.get("config_problem", ""), info)
+            self.assertRegex(info["hostname"], r"^cairn-[0-9a-f]{6}$", info)
+            self.assertEqual(info["management"].get("interface"), "eth0", info)
+            self.assertTrue(info["management"].get("address", "").startswith("10.0.2.15/"),
+                            info)
+            self.assertEqual(info["management"].get("source"), "dhcp", info)
         deadline = time.monotonic() + 20
         while True:
             states = {s["name"]: s["state"] for s in self.call("host.info")["services"]}
@@ -52,6 +68,8 @@ class Medium:
 class IsoFromBios(Medium, ApplianceTestCase):
     name = "e2e-iso"
     boot = "iso"
+    # The ISO as a user downloads it: no config, so it boots into maintenance mode.
+    configured = False
     # SeaBIOS's CD boot, then GRUB's menu entry (media.rs grub_cfg).
     firmware_says = ("Booting from DVD/CD", "Cairn ")
 
@@ -59,6 +77,7 @@ class IsoFromBios(Medium, ApplianceTestCase):
 class IsoFromUefi(Medium, ApplianceTestCase):
     name = "e2e-uefi"
     boot = "uefi"
+    configured = False
     # OVMF's boot manager loading the CD's EFI image, then GRUB.
     firmware_says = ("BdsDxe: loading", "Cairn ")
 

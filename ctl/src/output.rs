@@ -131,6 +131,21 @@ pub fn info(v: &Value) -> String {
     if let Some(e) = s.get("init_error") {
         rows.push(vec!["init".into(), format!("error: {}", text(Some(e)))]);
     }
+    if let Some(mode) = s.get("mode") {
+        let mut cell = text(Some(mode));
+        if let Some(source) = s.get("config_source") {
+            cell.push_str(&format!(" (config: {})", text(Some(source))));
+        }
+        rows.push(vec!["mode".into(), cell]);
+    }
+    if let Some(problem) = s.get("config_problem") {
+        // Its first line: the whole diagnostics are in --json and on the console.
+        let problem = text(Some(problem));
+        rows.push(vec![
+            "config".into(),
+            problem.lines().next().unwrap_or_default().to_string(),
+        ]);
+    }
     if let Some(m) = s.get("management").and_then(Value::as_struct) {
         rows.push(vec!["management".into(), management(m)]);
     }
@@ -414,5 +429,20 @@ mod tests {
         );
         assert!(out.contains("netd    0.1.0    bridges=2\n"), "{out}");
         assert!(out.contains("stord   -        error: gone\n"), "{out}");
+        let v = Value::structure([
+            ("hostname", Value::from("cairn-123456")),
+            ("mode", Value::from("maintenance")),
+            ("config_source", Value::from("none")),
+            (
+                "config_problem",
+                Value::from("no config (a nor b)\nmore detail"),
+            ),
+        ]);
+        let out = info(&v);
+        assert!(
+            out.contains("mode        maintenance (config: none)\n"),
+            "{out}"
+        );
+        assert!(out.contains("config      no config (a nor b)\n"), "{out}");
     }
 }

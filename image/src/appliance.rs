@@ -60,7 +60,8 @@ const DIRS: &[&str] = &[
 ];
 
 pub struct Options {
-    pub config: PathBuf,
+    /// None: no host.toml in the image (maintenance mode at boot).
+    pub config: Option<PathBuf>,
     pub token: Option<String>,
     pub out: PathBuf,
     pub release: bool,
@@ -73,17 +74,24 @@ pub struct Options {
 
 pub fn build(opt: &Options) -> Result<()> {
     let started = Instant::now();
-    let config_text = fs::read_to_string(&opt.config)
-        .with_context(|| format!("reading the config {}", opt.config.display()))?;
-    let tok = match &opt.token {
-        Some(t) => {
-            token::check(t)?;
-            t.clone()
+    // The config and its token, unless the image is to boot into maintenance mode.
+    let configured = match &opt.config {
+        Some(path) => {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("reading the config {}", path.display()))?;
+            let tok = match &opt.token {
+                Some(t) => {
+                    token::check(t)?;
+                    t.clone()
+                }
+                None => token::generate()?,
+            };
+            let image_config = token::with_single_token(&text, &model::token::digest(&tok));
+            validate(path, &image_config)?;
+            Some((image_config, tok))
         }
-        None => token::generate()?,
+        None => None,
     };
-    let image_config = token::with_single_token(&config_text, &model::token::digest(&tok));
-    validate(&opt.config, &image_config)?;
 
     if !opt.no_compile {
         compile(opt).context("building Cairn's binaries")?;
@@ -140,7 +148,9 @@ pub fn build(opt: &Options) -> Result<()> {
     }
     tree.bytes("/etc/cairn/modules", 0o644, modules::load_list(&mods));
 
-    tree.bytes("/etc/cairn/host.toml", 0o600, image_config);
+    if let Some((image_config, _)) = &configured {
+        tree.bytes("/etc/cairn/host.toml", 0o600, image_config.as_str());
+    }
     tree.bytes("/etc/passwd", 0o644, PASSWD);
     tree.bytes("/etc/group", 0o644, GROUP);
     tree.bytes("/etc/os-release", 0o644, os_release());
@@ -156,7 +166,16 @@ pub fn build(opt: &Options) -> Result<()> {
     let vmlinuz = opt.out.join("vmlinuz");
     fs::copy(&kernel.vmlinuz, &vmlinuz)
         .with_context(|| format!("copying {}", kernel.vmlinuz.display()))?;
-    token::save(&opt.out.join("token"), &tok)?;
+    let token_file = opt.out.join("token");
+    match &configured {
+        Some((_, tok)) => token::save(&token_file, tok)?,
+        // No token of a former build may pass for this image's.
+        None => match fs::remove_file(&token_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", token_file.display())),
+        },
+    }
     // What the kernel was chosen as (kernel::resolve), hashed in the manifest with the rest.
     fs::write(opt.out.join("KERNEL"), format!("{}\n", kernel.pin))
         .with_context(|| format!("writing {}", opt.out.join("KERNEL").display()))?;
@@ -191,13 +210,19 @@ pub fn build(opt: &Options) -> Result<()> {
         mib(media::size(&pxe)?),
         media::IPXE_SCRIPT
     );
-    println!("image: token in {}", opt.out.join("token").display());
+    match &configured {
+        Some(_) => println!("image: token in {}", token_file.display()),
+        None => println!(
+            "image: no config: it boots into maintenance mode and prints a one-time API token \
+             on its console"
+        ),
+    }
     Ok(())
 }
 
 /// The initramfs compressed with zstd, which Debian's kernel unpacks (CONFIG_RD_ZSTD): about a
 /// quarter of the size, so the ISO and a PXE transfer carry a quarter of it, for ~3 s here.
-fn compress(cpio: &Path, to: &Path) -> Result<()> {
+pub(crate) fn compress(cpio: &Path, to: &Path) -> Result<()> {
     let output = Command::new("zstd")
         .args(["-q", "-f", "-9", "-T0", "-o"])
         .arg(to)

@@ -6,6 +6,7 @@
 
 mod appliance;
 mod cpio;
+mod floor;
 mod guestkit;
 mod kernel;
 mod media;
@@ -32,9 +33,13 @@ struct Cli {
 enum Cmd {
     /// Build vmlinuz, initrd.img, MANIFEST and token into the output directory.
     Build {
-        /// host.toml to put into the image.
-        #[arg(long)]
+        /// host.toml to put into the image (default: examples/dev.toml).
+        #[arg(long, conflicts_with = "no_config")]
         config: Option<PathBuf>,
+        /// No host.toml in the image: it boots into maintenance mode, with DHCP on its first
+        /// NIC and a one-time API token printed on its console.
+        #[arg(long)]
+        no_config: bool,
         /// The API token (default: a new random one). Only its sha256 goes into the image.
         #[arg(long)]
         token: Option<String>,
@@ -87,6 +92,15 @@ enum Cmd {
         vm: VmArgs,
         #[arg(short = 'n', long, default_value_t = 3)]
         count: usize,
+        /// Boot the floor (`image floor`) instead: ready at its ready line, no API.
+        #[arg(long)]
+        floor: bool,
+    },
+    /// Build the boot benchmark's floor: the same kernel and media with a busybox initramfs
+    /// that only prints the ready line (default: target/appliance-floor).
+    Floor {
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -132,6 +146,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Build {
             config,
+            no_config,
             token,
             out,
             release,
@@ -139,7 +154,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
             debug_shell,
         } => {
             let opt = appliance::Options {
-                config: config.unwrap_or_else(|| workspace.join("examples/dev.toml")),
+                config: (!no_config)
+                    .then(|| config.unwrap_or_else(|| workspace.join("examples/dev.toml"))),
                 token,
                 out: out.unwrap_or(default_dir),
                 release,
@@ -177,8 +193,20 @@ fn dispatch(cli: Cli) -> Result<u8> {
             println!("{}", fetch_guest_kit()?.dir.display());
             Ok(0)
         }
-        Cmd::Bench { vm, count } => {
-            qemu::bench(&vm.options(default_dir), count).context("image bench")?;
+        Cmd::Bench { vm, count, floor } => {
+            let dir = if floor {
+                target_dir.join("appliance-floor")
+            } else {
+                default_dir
+            };
+            let mut opt = vm.options(dir);
+            opt.floor = floor;
+            qemu::bench(&opt, count).context("image bench")?;
+            Ok(0)
+        }
+        Cmd::Floor { out } => {
+            floor::build(&out.unwrap_or_else(|| target_dir.join("appliance-floor")))
+                .context("image floor")?;
             Ok(0)
         }
     }
@@ -203,6 +231,7 @@ impl VmArgs {
             memory_mib: self.memory,
             cpus: self.cpus,
             boot: self.boot,
+            floor: false,
         }
     }
 }

@@ -7,12 +7,13 @@ use model::dbus::{CairnError, ServiceTuple};
 use tokio::sync::{mpsc, oneshot};
 use zbus::fdo;
 
-use crate::supervisor::{End, Request, RequestError, Snapshot};
+use crate::supervisor::{BootInfo, End, Request, RequestError, Snapshot};
 
 pub struct Init1 {
     snapshot: Snapshot,
     requests: mpsc::UnboundedSender<Request>,
     started: Instant,
+    boot: BootInfo,
 }
 
 impl Init1 {
@@ -20,11 +21,13 @@ impl Init1 {
         snapshot: Snapshot,
         requests: mpsc::UnboundedSender<Request>,
         started: Instant,
+        boot: BootInfo,
     ) -> Self {
         Init1 {
             snapshot,
             requests,
             started,
+            boot,
         }
     }
 
@@ -74,6 +77,16 @@ impl Init1 {
 
     async fn poweroff(&self) -> fdo::Result<()> {
         self.send(Request::Shutdown(End::Poweroff))
+    }
+
+    /// This boot's mode (`running` or `maintenance`), its config's source (`state`, `medium`,
+    /// `file`, `none`) and why it is in maintenance ("" when running).
+    async fn boot_info(&self) -> (String, String, String) {
+        (
+            self.boot.mode.clone(),
+            self.boot.source.clone(),
+            self.boot.problem.clone(),
+        )
     }
 
     /// Seconds since init started, and the kernel release.

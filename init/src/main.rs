@@ -5,6 +5,7 @@
 
 mod boot;
 mod bus;
+mod config_source;
 mod debug_shell;
 mod init1;
 mod lo;
@@ -88,38 +89,48 @@ fn main() -> ExitCode {
 }
 
 fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
+    let state = absolute(&args.state)?;
     if mode == Mode::Appliance {
         boot::leave_rootfs()?;
         boot::mount_api_filesystems()?;
+        boot::read_only_root(&state)?;
+        // Before the config is chosen: maintenance mode names itself after a NIC, which
+        // appears only once its driver is loaded.
+        modules::load_listed(Path::new(modules::LIST_PATH));
     }
-    // Validate all of host.toml before anything is started or changed.
-    let config = match model::config::load(&args.config) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            anyhow::bail!(
-                "{}: {} error(s); nothing was started",
-                args.config.display(),
-                errors.0.len()
-            );
-        }
+    // Validate all of host.toml before anything is started or changed: the appliance falls
+    // back to maintenance mode, a sandbox (a test's own config) stops.
+    let chosen = match mode {
+        Mode::Appliance => config_source::choose(&state, &args.config, Path::new("/run/cairn"))?,
+        Mode::Sandbox => match model::config::load(&args.config) {
+            Ok(config) => config_source::Chosen {
+                config,
+                path: absolute(&args.config)?,
+                maintenance: false,
+                source: "file".into(),
+                problem: None,
+            },
+            Err(errors) => {
+                eprintln!("{errors}");
+                anyhow::bail!(
+                    "{}: {} error(s); nothing was started",
+                    args.config.display(),
+                    errors.0.len()
+                );
+            }
+        },
     };
+    let config = &chosen.config;
 
     let bindir = match (&args.bindir, mode) {
         (Some(d), _) => d.clone(),
         (None, Mode::Appliance) => PathBuf::from("/usr/bin"),
         (None, Mode::Sandbox) => own_dir()?,
     };
-    let state = absolute(&args.state)?;
-    let config_path = absolute(&args.config)?;
-    if mode == Mode::Appliance {
-        boot::read_only_root(&state)?;
-    }
     std::fs::create_dir_all(&state)?;
 
     match mode {
         Mode::Appliance => {
-            modules::load_listed(Path::new(modules::LIST_PATH));
             boot::set_hostname(&config.host.hostname)?;
             if let Err(e) = debug_shell::start() {
                 tracing::error!(error = %format!("{e:#}"), "debug shell");
@@ -136,8 +147,13 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
     let plan = supervisor::Plan {
         mode,
         bindir,
-        config: config_path,
+        config: chosen.path.clone(),
         state,
+        boot: supervisor::BootInfo {
+            mode: chosen.mode().to_string(),
+            source: chosen.source.clone(),
+            problem: chosen.problem.clone().unwrap_or_default(),
+        },
         ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
     };
     let end = runtime.block_on(supervisor::run(plan))?;

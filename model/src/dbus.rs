@@ -88,6 +88,8 @@ pub trait Init1 {
     fn poweroff(&self) -> zbus::Result<()>;
     /// Seconds since init started, and the kernel release (`uname -r`).
     fn system_info(&self) -> zbus::Result<(u64, String)>;
+    /// This boot's mode (`running`, `maintenance`), config source and maintenance reason.
+    fn boot_info(&self) -> zbus::Result<(String, String, String)>;
 }
 
 #[proxy(

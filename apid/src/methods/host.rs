@@ -41,6 +41,10 @@ impl Serve for Info {
                 info.uptime = Some(init.uptime());
                 info.kernel = Some(init.kernel);
                 info.services = Some(init.services);
+                let (mode, source, problem) = init.boot;
+                info.mode = Some(mode);
+                info.config_source = Some(source);
+                info.config_problem = Some(problem).filter(|p| !p.is_empty());
             }
             Err(e) => info.init_error = Some(e),
         }

@@ -40,6 +40,18 @@ pub struct Plan {
     pub config: PathBuf,
     pub state: PathBuf,
     pub ready_timeout: Duration,
+    pub boot: BootInfo,
+}
+
+/// How this boot's config was chosen (`Init1.BootInfo`, `host.info`).
+#[derive(Debug, Clone, Default)]
+pub struct BootInfo {
+    /// `running` or `maintenance`.
+    pub mode: String,
+    /// `state`, `medium`, `file` (a sandbox's) or `none`.
+    pub source: String,
+    /// Why maintenance; empty otherwise.
+    pub problem: String,
 }
 
 /// How the supervisor ended.
@@ -117,7 +129,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
     conn.object_server()
         .at(
             model::dbus::INIT_PATH,
-            Init1::new(snapshot.clone(), req_tx, std::time::Instant::now()),
+            Init1::new(
+                snapshot.clone(),
+                req_tx,
+                std::time::Instant::now(),
+                plan.boot.clone(),
+            ),
         )
         .await?;
     conn.request_name(model::dbus::INIT_NAME).await?;

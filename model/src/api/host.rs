@@ -22,6 +22,16 @@ pub struct HostInfo {
     pub services: Option<Vec<ServiceInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_error: Option<String>,
+    /// `running`, or `maintenance` when no valid config was found (then `config_problem`
+    /// says why); left out when init does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Where the running config came from: `state` (saved), `medium` (the boot image's), or
+    /// `none` in maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_problem: Option<String>,
     /// By daemon name: its version and object counts, or the error that kept it from answering.
     pub daemons: BTreeMap<String, DaemonReport>,
     pub management: Management,
@@ -63,8 +73,9 @@ actions! { ACTIONS;
          host.services) and daemons ({netd, stord, hostd}: each the daemon's version and object \
          counts, or {error} when it does not answer) and management ({interface, address, \
          source}: the API's own interface as netd configured it, source static, dhcp or none; \
-         or {error}). When init does not answer, uptime, kernel and services are left out and \
-         init_error says why.";
+         or {error}), mode (running, or maintenance when no valid config was found: \
+         config_problem says why), config_source (state, medium or none). When init does not \
+         answer, uptime, kernel, services and mode are left out and init_error says why.";
     Services = "host.services", Init, () -> Vec<ServiceInfo>,
         "Lists the services init supervises: an array of {name, state, pid, restarts, since, \
          last_error} structs; pid is 0 when the service has no process, since is the Unix time \
