@@ -178,6 +178,16 @@ impl Bus {
         .await
     }
 
+    /// Init1.ApplyConfig: the changes, or init's verdict (InvalidArgs with the diagnostics).
+    pub async fn apply_config(&self, text: &str, dry_run: bool) -> Result<Vec<String>, BusError> {
+        self.daemon_call(
+            "init",
+            CALL_TIMEOUT,
+            |init: Init1Proxy<'static>| async move { init.apply_config(text, dry_run).await },
+        )
+        .await
+    }
+
     pub async fn reboot(&self) -> Result<(), BusError> {
         let init = self.init().await?;
         bounded("init", init.reboot()).await

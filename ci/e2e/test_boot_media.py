@@ -28,6 +28,10 @@ class Medium:
     """One boot of one medium; subclasses name it and say what its firmware prints."""
 
     boot = None
+    # One CPU: these boots only check the path to the API, and QEMU's multi-threaded TCG has
+    # a rare livelock with two (test_vm.py NestedVm; one 2-CPU boot spun silently for 300 s
+    # on 2026-12-03 under load).
+    cpus = 1
     # Text the console shows only on this path (firmware or boot loader).
     firmware_says = ()
 

@@ -151,6 +151,15 @@ enum PortCommand {
 enum ConfigCommand {
     /// Validates a host.toml without contacting any host.
     Check { file: PathBuf },
+    /// Sends a host.toml to the host, which validates it whole, saves it and applies it
+    /// without a reboot (a host in maintenance mode starts running with it); prints what
+    /// changes. The host's tokens are then the new file's.
+    Apply {
+        file: PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -174,6 +183,13 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => return Ok(config_check(file)),
+        Command::Config {
+            command: ConfigCommand::Apply { file, dry_run },
+        } => call(host::ApplyConfig {
+            text: std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?,
+            dry_run: *dry_run,
+        }),
         Command::Info => call(host::Info {}),
         Command::Services { command: None } => call(host::Services {}),
         Command::Services {
@@ -227,6 +243,19 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
                 print!("{}", output::services_table(&value))
             }
             Command::Info => print!("{}", output::info(&value)),
+            Command::Config {
+                command: ConfigCommand::Apply { dry_run, .. },
+            } => {
+                let changes = value.as_array().unwrap_or_default();
+                for change in changes {
+                    println!("{}", output::text(Some(change)));
+                }
+                match (changes.is_empty(), dry_run) {
+                    (true, _) => println!("no changes"),
+                    (false, true) => println!("(dry run: nothing applied)"),
+                    (false, false) => println!("applied: the services restart with it"),
+                }
+            }
             Command::Net {
                 command: NetCommand::List,
             } => print!("{}", output::networks_table(&value)),

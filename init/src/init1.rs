@@ -7,13 +7,13 @@ use model::dbus::{CairnError, ServiceTuple};
 use tokio::sync::{mpsc, oneshot};
 use zbus::fdo;
 
-use crate::supervisor::{BootInfo, End, Request, RequestError, Snapshot};
+use crate::supervisor::{End, Request, RequestError, SharedBoot, Snapshot};
 
 pub struct Init1 {
     snapshot: Snapshot,
     requests: mpsc::UnboundedSender<Request>,
     started: Instant,
-    boot: BootInfo,
+    boot: SharedBoot,
 }
 
 impl Init1 {
@@ -21,7 +21,7 @@ impl Init1 {
         snapshot: Snapshot,
         requests: mpsc::UnboundedSender<Request>,
         started: Instant,
-        boot: BootInfo,
+        boot: SharedBoot,
     ) -> Self {
         Init1 {
             snapshot,
@@ -66,6 +66,7 @@ impl Init1 {
         match answer.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e @ RequestError::NoSuchService(_))) => Err(CairnError::NotFound(e.to_string())),
+            Ok(Err(e)) => Err(CairnError::Failed(e.to_string())),
             Err(_) => Err(CairnError::Busy("init is shutting down".into())),
         }
     }
@@ -82,11 +83,33 @@ impl Init1 {
     /// This boot's mode (`running` or `maintenance`), its config's source (`state`, `medium`,
     /// `file`, `none`) and why it is in maintenance ("" when running).
     async fn boot_info(&self) -> (String, String, String) {
-        (
-            self.boot.mode.clone(),
-            self.boot.source.clone(),
-            self.boot.problem.clone(),
-        )
+        match self.boot.lock() {
+            Ok(b) => (b.mode.clone(), b.source.clone(), b.problem.clone()),
+            Err(_) => Default::default(),
+        }
+    }
+
+    /// Validates `text` as the whole host.toml and answers what applying it changes; unless
+    /// `dry_run`, saves it (STATE/config/host.toml, found first at the next boot) and restarts
+    /// the services with it a second later. Errors: InvalidArgs with every `file:line:col`
+    /// (nothing changed), Failed when it cannot be saved.
+    async fn apply_config(&self, text: String, dry_run: bool) -> Result<Vec<String>, CairnError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::ApplyConfig {
+                text,
+                dry_run,
+                reply,
+            })
+            .map_err(|_| CairnError::Busy("init is shutting down".into()))?;
+        match answer.await {
+            Ok(Ok(changes)) => Ok(changes),
+            Ok(Err(e @ RequestError::InvalidConfig(_))) => {
+                Err(CairnError::InvalidArgs(e.to_string()))
+            }
+            Ok(Err(e)) => Err(CairnError::Failed(e.to_string())),
+            Err(_) => Err(CairnError::Busy("init is shutting down".into())),
+        }
     }
 
     /// Seconds since init started, and the kernel release.

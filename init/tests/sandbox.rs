@@ -718,3 +718,83 @@ async fn host_info_answers_from_pushed_state() {
     println!("a new network showed in host.info after {seen} ms");
     sb.stop();
 }
+
+// ---- host.applyConfig: a whole new host.toml, validated, saved and applied without a reboot ----
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_applied_config_is_validated_saved_and_applied_by_restarted_daemons() {
+    if !sandbox_possible(
+        "sandbox::an_applied_config_is_validated_saved_and_applied_by_restarted_daemons",
+    ) {
+        return;
+    }
+    let mut sb = Sandbox::start("apply", &minimal_config(), &bin_dir());
+    let conn = sb.connect(UP).await;
+    let before = sb.wait_all(&conn, "running", UP).await;
+    let init = Init1Proxy::new(&conn).await.unwrap();
+    let net = Network1Proxy::new(&conn).await.unwrap();
+    let networks = |json: String| -> Vec<String> {
+        let list: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        list.iter()
+            .filter_map(|n| n["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let saved = sb.state.join("config/host.toml");
+
+    // Every error at its line and column; nothing saved, nothing restarted.
+    let bad = minimal_config() + "\n[[network]]\nname = \"lan2\"\nkind = \"bridged\"\nuplink = 5\n";
+    let e = init.apply_config(&bad, false).await.unwrap_err();
+    assert!(
+        matches!(e, model::dbus::CairnError::InvalidArgs(ref m) if m.contains("host.toml:")),
+        "{e}"
+    );
+    assert!(!saved.exists());
+
+    let good = testkit::sandbox_config("applied-host", Some("10.61.0"));
+    let dry = init.apply_config(&good, true).await.unwrap();
+    assert_eq!(
+        dry,
+        [
+            "hostname: \"sandbox-host\" -> \"applied-host\"",
+            "network \"lan\": added"
+        ]
+    );
+    assert!(!saved.exists(), "a dry run saved the config");
+    assert!(!networks(net.list_networks().await.unwrap()).contains(&"lan".to_string()));
+
+    let changes = init.apply_config(&good, false).await.unwrap();
+    assert_eq!(changes, dry);
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), good);
+    let (mode, source, problem) = init.boot_info().await.unwrap();
+    assert_eq!(
+        (mode.as_str(), source.as_str(), problem.as_str()),
+        ("running", "state", "")
+    );
+    // Every daemon restarts with it; netd then has the new network.
+    let after = wait_for(&conn, UP, |t| {
+        before.iter().all(|old| {
+            service(t, &old.name).pid != old.pid && service(t, &old.name).state == "running"
+        })
+    })
+    .await
+    .unwrap_or_else(|t| panic!("the services did not restart: {t:?}\n{}", sb.log()));
+    assert_eq!(after.len(), 4);
+    let net = Network1Proxy::new(&conn).await.unwrap();
+    let deadline = Instant::now() + UP;
+    loop {
+        if let Ok(json) = net.list_networks().await
+            && networks(json).contains(&"lan".to_string())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "netd never had the new network\n{}",
+            sb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing left to change.
+    assert!(init.apply_config(&good, true).await.unwrap().is_empty());
+    sb.stop();
+}

@@ -90,6 +90,9 @@ pub trait Init1 {
     fn system_info(&self) -> zbus::Result<(u64, String)>;
     /// This boot's mode (`running`, `maintenance`), config source and maintenance reason.
     fn boot_info(&self) -> zbus::Result<(String, String, String)>;
+    /// Validates a whole host.toml and answers the changes applying it makes; unless
+    /// `dry_run`, saves and applies it (the services restart with it).
+    fn apply_config(&self, text: &str, dry_run: bool) -> Result<Vec<String>, CairnError>;
 }
 
 #[proxy(

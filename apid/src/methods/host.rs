@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use model::api::host::{
-    DaemonReport, HostInfo, Info, Management, Poweroff, Reboot, RestartService, Services,
+    ApplyConfig, DaemonReport, HostInfo, Info, Management, Poweroff, Reboot, RestartService,
+    Services,
 };
 use model::dbus::ServiceInfo;
 
@@ -15,6 +16,7 @@ pub fn methods() -> Vec<Method> {
         method::<Info>(),
         method::<Services>(),
         method::<RestartService>(),
+        method::<ApplyConfig>(),
         method::<Reboot>(),
         method::<Poweroff>(),
     ]
@@ -106,6 +108,16 @@ impl Serve for RestartService {
         tracing::warn!(service = %self.name, "service restart requested through the API");
         api.bus.restart_service(&self.name).await?;
         Ok(true)
+    }
+}
+
+impl Serve for ApplyConfig {
+    async fn serve(self, api: &Api) -> Result<Vec<String>, Fault> {
+        let changes = api.bus.apply_config(&self.text, self.dry_run).await?;
+        if !self.dry_run {
+            tracing::warn!(changes = changes.len(), "host.toml applied through the API");
+        }
+        Ok(changes)
     }
 }
 

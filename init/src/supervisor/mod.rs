@@ -4,6 +4,7 @@
 //! and stops them in reverse order on Poweroff/Reboot. The D-Bus frontend (`init1`) only reads a
 //! snapshot and sends commands into this loop.
 
+mod apply;
 mod liveness;
 mod service;
 
@@ -67,6 +68,11 @@ pub enum End {
 pub enum RequestError {
     #[error("no service named {0:?}; ListServices lists them")]
     NoSuchService(String),
+    /// A config that does not validate: every diagnostic, one per line.
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Requests from the D-Bus frontend.
@@ -75,8 +81,19 @@ pub enum Request {
         name: String,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    /// host.applyConfig: the new host.toml's text; with `dry_run` only the changes.
+    ApplyConfig {
+        text: String,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<Vec<String>, RequestError>>,
+    },
+    /// Every service restarted, as an applied config asks (sent by the control loop itself).
+    RestartAll,
     Shutdown(End),
 }
+
+/// How this boot's config was chosen, shared with Init1 (an applied config changes it).
+pub type SharedBoot = Arc<Mutex<BootInfo>>;
 
 /// Readiness verdict about one start of one service.
 struct Readiness {
@@ -89,6 +106,9 @@ pub type Snapshot = Arc<Mutex<Vec<ServiceInfo>>>;
 
 struct Supervisor {
     plan: Plan,
+    boot: SharedBoot,
+    /// The control loop's own request queue (an applied config restarts the services later).
+    requests: mpsc::UnboundedSender<Request>,
     bus: bus::Bus,
     conn: zbus::Connection,
     services: Vec<Service>,
@@ -124,6 +144,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
         .collect();
     let snapshot: Snapshot = Arc::new(Mutex::new(services.iter().map(Service::info).collect()));
     let (req_tx, mut req_rx) = mpsc::unbounded_channel();
+    let boot: SharedBoot = Arc::new(Mutex::new(plan.boot.clone()));
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let (lost_tx, mut lost_rx) = mpsc::unbounded_channel();
     conn.object_server()
@@ -131,9 +152,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
             model::dbus::INIT_PATH,
             Init1::new(
                 snapshot.clone(),
-                req_tx,
+                req_tx.clone(),
                 std::time::Instant::now(),
-                plan.boot.clone(),
+                boot.clone(),
             ),
         )
         .await?;
@@ -141,6 +162,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
 
     let mut sup = Supervisor {
         plan,
+        boot,
+        requests: req_tx,
         bus,
         conn,
         services,
@@ -163,6 +186,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
             Some(req) = req_rx.recv() => match req {
                 Request::Restart { name, reply } => {
                     let _ = reply.send(sup.restart(&name));
+                }
+                Request::ApplyConfig { text, dry_run, reply } => {
+                    let _ = reply.send(sup.apply_config(&text, dry_run));
+                }
+                Request::RestartAll => {
+                    for name in model::dbus::SERVICES.iter().map(|(name, _)| *name) {
+                        let _ = sup.restart(name);
+                    }
                 }
                 Request::Shutdown(end) => break end,
             },

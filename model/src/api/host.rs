@@ -86,6 +86,14 @@ actions! { ACTIONS;
          starts it again; a failed service is started afresh with its crash count reset. Returns \
          true once init has accepted the request; host.services shows the progress. Unknown \
          service -> 104.";
+    ApplyConfig = "host.applyConfig", Init, (text: String, dry_run: bool) -> Vec<String>,
+        "host.applyConfig(text, dry_run): validates text as the whole host.toml and returns \
+         what applying it changes, one line per item (hostname, management, api, each network, \
+         template, container and VM added, changed or no longer declared). Unless dry_run, saves \
+         it on the state partition (where the next boot looks first) and applies it without a \
+         reboot: the services restart with it a second after the answer, re-adopting what runs; \
+         a host in maintenance mode becomes running. The API then takes the new config's \
+         tokens. Errors -> 102 with every file:line:col, and nothing changes.";
     Reboot = "host.reboot", Init, () -> bool,
         "Reboots the host. Returns true once init has accepted the request.";
     Poweroff = "host.poweroff", Init, () -> bool,

@@ -2,6 +2,7 @@
 //! `file:line:col: message`; nothing downstream ever sees a half-valid config.
 
 mod diagnostics;
+mod diff;
 mod items;
 mod names;
 mod net;
@@ -12,6 +13,7 @@ mod validate;
 mod walk;
 
 pub use diagnostics::{ConfigErrors, Diagnostic};
+pub use diff::diff;
 pub use names::{NAME_MAX, NETWORK_NAME_MAX, is_name};
 pub use net::{CidrError, host_address_problem, parse_cidr, parse_ipv4_cidr};
 pub use parse::{load, parse};

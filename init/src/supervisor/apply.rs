@@ -1,0 +1,88 @@
+//! host.applyConfig: a new host.toml, validated whole, saved where the next boot finds it first,
+//! and applied without a reboot by restarting the daemons with it — each reconciles its own
+//! section at start, and what runs (containers, VMs, ports) is re-adopted, as after a crash.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Request, RequestError, Supervisor};
+
+/// Time for apid to send the answer before it is restarted with the new config.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+impl Supervisor {
+    /// The changes `text` makes to the running config; unless `dry_run`, also saves and
+    /// applies it. A config with errors changes nothing and answers every error.
+    pub(super) fn apply_config(
+        &mut self,
+        text: &str,
+        dry_run: bool,
+    ) -> Result<Vec<String>, RequestError> {
+        let new = model::config::parse("host.toml", text)
+            .map_err(|errors| RequestError::InvalidConfig(errors.to_string()))?;
+        let mut changes = match model::config::load(&self.plan.config) {
+            Ok(old) => model::config::diff(&old, &new),
+            Err(e) => vec![format!(
+                "the running config ({}) cannot be read, so every item is applied: {e}",
+                self.plan.config.display()
+            )],
+        };
+        let maintenance = self
+            .boot
+            .lock()
+            .map(|b| b.mode == "maintenance")
+            .unwrap_or(false);
+        if maintenance {
+            changes.insert(0, "mode: maintenance -> running".into());
+        }
+        if dry_run {
+            return Ok(changes);
+        }
+        let saved = crate::config_source::saved(&self.plan.state);
+        save(&saved, text).map_err(|e| {
+            RequestError::Failed(format!(
+                "cannot save {}: {e}; nothing changed",
+                saved.display()
+            ))
+        })?;
+        tracing::warn!(path = %saved.display(), changes = changes.len(), "config applied; restarting the services with it");
+        self.plan.config = saved;
+        if let Ok(mut boot) = self.boot.lock() {
+            boot.mode = "running".into();
+            boot.source = "state".into();
+            boot.problem.clear();
+        }
+        if let Err(e) = nix::unistd::sethostname(&new.host.hostname) {
+            tracing::error!(hostname = %new.host.hostname, error = %e, "cannot set the hostname");
+        }
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RESTART_AFTER).await;
+            let _ = requests.send(Request::RestartAll);
+        });
+        Ok(changes)
+    }
+}
+
+/// Either the old file or the whole new one, even across a power cut: a temporary file beside
+/// it, synced, renamed over it, and the directory synced.
+fn save(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".host.toml.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
