@@ -287,6 +287,9 @@ class ApplianceTestCase(unittest.TestCase):
     # False: an image built without a config (`image build --no-config`), which boots into
     # maintenance mode; the token is the one-time one its console prints.
     configured = True
+    # More kernel parameters (`image run --append`, direct and PXE boots) and the NIC's MAC.
+    append = None
+    mac = None
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -309,7 +312,9 @@ class ApplianceTestCase(unittest.TestCase):
             "--log", str(cls.console_log), "--timeout", str(BOOT_TIMEOUT),
             "--shell-socket", str(cls.shell_socket), "--qmp-socket", str(cls.qmp_socket),
             "--cpus", str(cls.cpus), "--boot", cls.boot,
-        ] + (["--guest-kit"] if cls.guest_kit else [])
+        ] + (["--guest-kit"] if cls.guest_kit else []) \
+            + (["--append", cls.append] if cls.append else []) \
+            + (["--mac", cls.mac] if cls.mac else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)
         if p.returncode != 0:

@@ -77,6 +77,14 @@ enum Cmd {
         /// Serve QEMU's monitor (QMP) on a unix socket at this path.
         #[arg(long)]
         qmp_socket: Option<PathBuf>,
+        /// More kernel parameters for a direct or PXE boot, e.g.
+        /// `cairn.config=http://10.0.2.2:8000/${mac}.toml` (10.0.2.2 is this machine's loopback
+        /// as QEMU's user network shows it).
+        #[arg(long)]
+        append: Option<String>,
+        /// The NIC's MAC address.
+        #[arg(long)]
+        mac: Option<String>,
         /// Attach the guest kit (a real Linux guest for the nested-VM tests) as a read-only
         /// virtio disk with serial "cairn-kit": the cached kit of the pinned kernel (built on
         /// first use), or the kit.img given as --guest-kit=PATH.
@@ -174,6 +182,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
             detach,
             shell_socket,
             qmp_socket,
+            append,
+            mac,
             guest_kit,
         } => {
             let mut opt = vm.options(default_dir);
@@ -181,6 +191,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
             opt.log = log;
             opt.shell_socket = shell_socket;
             opt.qmp_socket = qmp_socket;
+            opt.append = append;
+            opt.mac = mac;
             opt.guest_kit = match guest_kit {
                 None => None,
                 Some(Some(path)) => Some(path),
@@ -232,6 +244,8 @@ impl VmArgs {
             cpus: self.cpus,
             boot: self.boot,
             floor: false,
+            append: None,
+            mac: None,
         }
     }
 }

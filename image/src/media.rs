@@ -114,6 +114,24 @@ pub fn pxe(out: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A copy of the PXE directory `pxe` in `to` whose iPXE script boots the kernel with
+/// `append` added (per-run parameters such as `cairn.config=`); returns `to`.
+pub fn pxe_with(pxe: &Path, to: &Path, append: &str) -> Result<PathBuf> {
+    if to.exists() {
+        fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
+    }
+    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for f in ["vmlinuz", "initrd.img"] {
+        link_or_copy(&pxe.join(f), &to.join(f))?;
+    }
+    fs::write(
+        to.join(IPXE_SCRIPT),
+        format!("#!ipxe\nkernel vmlinuz {CMDLINE} {append}\ninitrd initrd.img\nboot\n"),
+    )
+    .with_context(|| format!("writing {}", to.join(IPXE_SCRIPT).display()))?;
+    Ok(to.to_path_buf())
+}
+
 /// A hard link when the filesystem allows (the initramfs is tens of MiB), else a copy.
 fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     if fs::hard_link(from, to).is_err() {

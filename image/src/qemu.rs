@@ -51,6 +51,10 @@ pub struct RunOptions {
     pub boot: Boot,
     /// The boot floor (`image floor`): ready at the ready line alone (it has no API).
     pub floor: bool,
+    /// More kernel parameters (direct and PXE boots), e.g. `cairn.config=http://…`.
+    pub append: Option<String>,
+    /// The NIC's MAC (QEMU's default otherwise: the same for every VM).
+    pub mac: Option<String>,
     /// A unix socket for the guest's ttyS1 (the debug shell).
     pub shell_socket: Option<PathBuf>,
     /// A unix socket for QEMU's monitor (QMP), so a test can ask a stuck appliance's QEMU
@@ -126,14 +130,20 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         .stdin(Stdio::null());
     let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}");
     // No option ROM unless booting from the network: iPXE's ROM only costs boot time.
-    let mut nic = "e1000,netdev=n0,romfile=";
+    let mut nic = "e1000,netdev=n0,romfile=".to_string();
+    let extra = opt
+        .append
+        .as_deref()
+        .map(|a| format!(" {a}"))
+        .unwrap_or_default();
     match opt.boot {
         Boot::Direct => {
             cmd.arg("-kernel")
                 .arg(&vmlinuz)
                 .arg("-initrd")
                 .arg(&initrd)
-                .args(["-append", "console=ttyS0 panic=-1 quiet"]);
+                .arg("-append")
+                .arg(format!("console=ttyS0 panic=-1 quiet{extra}"));
         }
         Boot::Iso => {
             cmd.arg("-cdrom").arg(&iso);
@@ -162,16 +172,26 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         Boot::Pxe => {
             // QEMU's own TFTP server and iPXE ROM (package ipxe-qemu): DHCP names the iPXE
             // script, which fetches the kernel and initramfs over TFTP.
+            // Extra parameters go into this run's own copy of the directory's script.
+            let tftp = match &opt.append {
+                None => pxe.clone(),
+                Some(append) => {
+                    media::pxe_with(&pxe, &opt.dir.join(format!("pxe-{port}")), append)?
+                }
+            };
             netdev.push_str(&format!(
                 ",tftp={},bootfile={}",
-                pxe.display(),
+                tftp.display(),
                 media::IPXE_SCRIPT
             ));
-            nic = "e1000,netdev=n0";
+            nic = "e1000,netdev=n0".to_string();
             cmd.args(["-boot", "n"]);
         }
     }
-    cmd.args(["-netdev", &netdev, "-device", nic]);
+    if let Some(mac) = &opt.mac {
+        nic.push_str(&format!(",mac={mac}"));
+    }
+    cmd.args(["-netdev", &netdev, "-device", &nic]);
     if let Some(sock) = &opt.shell_socket {
         let _ = fs::remove_file(sock);
         cmd.arg("-serial")

@@ -5,8 +5,9 @@
 //! into the image by `image build`). A config that does not validate is printed with every
 //! error at its `file:line:col` and nothing of it is applied. With no config, or a bad one, the
 //! appliance starts in maintenance mode: DHCP on its first NIC and the API with a one-time token
-//! printed on the console, waiting for a config — as Talos does. Not yet: a `cairn.config=` URL
-//! on the kernel command line and a filesystem labelled CAIRN-CONFIG.
+//! printed on the console, waiting for a config — as Talos does. A `cairn.config=` URL on the
+//! kernel command line comes first of all (`config_url`). Not yet: a filesystem labelled
+//! CAIRN-CONFIG.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -27,6 +28,9 @@ pub struct Chosen {
     pub source: String,
     /// Why maintenance: the config found did not validate (its diagnostics), or none was found.
     pub problem: Option<String>,
+    /// `cairn.config=` with this host's values in: init fetches and applies it once the
+    /// maintenance network is up (`config_url`).
+    pub url: Option<String>,
 }
 
 impl Chosen {
@@ -44,8 +48,22 @@ pub fn saved(state: &Path) -> PathBuf {
     state.join("config").join("host.toml")
 }
 
-/// Picks the config: the saved one, then `medium`. `run_dir` receives the maintenance config.
-pub fn choose(state: &Path, medium: &Path, run_dir: &Path) -> anyhow::Result<Chosen> {
+/// Picks the config: a `cairn.config=` URL on `cmdline` (maintenance until it is fetched),
+/// then the saved one, then `medium`. `run_dir` receives the maintenance config.
+pub fn choose(
+    cmdline: &str,
+    state: &Path,
+    medium: &Path,
+    run_dir: &Path,
+) -> anyhow::Result<Chosen> {
+    if let Some(url) = crate::config_url::from_cmdline(cmdline) {
+        let mac = first_nic().map(|(_, mac)| mac);
+        let url = crate::config_url::Vars::of_this_host(mac.as_deref()).expand(&url);
+        let why = format!("waiting for the config from {url} (cairn.config=)");
+        let mut chosen = maintenance(run_dir, why, None)?;
+        chosen.url = Some(url);
+        return Ok(chosen);
+    }
     let mut problem = None;
     for (source, path) in [("state", saved(state)), ("medium", medium.to_path_buf())] {
         if !path.exists() {
@@ -59,6 +77,7 @@ pub fn choose(state: &Path, medium: &Path, run_dir: &Path) -> anyhow::Result<Cho
                     maintenance: false,
                     source: source.into(),
                     problem: None,
+                    url: None,
                 });
             }
             Err(errors) => {
@@ -115,6 +134,7 @@ fn maintenance(run_dir: &Path, why: String, problem: Option<String>) -> anyhow::
         maintenance: true,
         source: "none".into(),
         problem: Some(problem.unwrap_or(why)),
+        url: None,
     })
 }
 
@@ -184,7 +204,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let medium = dir.join("host.toml");
         fs::write(&medium, "[host]\nhostname = 5\n").unwrap();
-        let chosen = choose(&dir.join("state"), &medium, &dir.join("run")).unwrap();
+        let chosen = choose("", &dir.join("state"), &medium, &dir.join("run")).unwrap();
         assert!(chosen.maintenance);
         assert_eq!(chosen.source, "none");
         let problem = chosen.problem.unwrap();
@@ -195,9 +215,19 @@ mod tests {
         let saved = saved(&dir.join("state"));
         fs::create_dir_all(saved.parent().unwrap()).unwrap();
         fs::write(&saved, maintenance_toml(None, &model::token::digest("t"))).unwrap();
-        let chosen = choose(&dir.join("state"), &medium, &dir.join("run")).unwrap();
+        let chosen = choose("", &dir.join("state"), &medium, &dir.join("run")).unwrap();
         assert!(!chosen.maintenance);
         assert_eq!((chosen.source.as_str(), chosen.path), ("state", saved));
+        // A URL on the command line wins: maintenance until it is fetched.
+        let chosen = choose(
+            "quiet cairn.config=http://10.0.2.2/h.toml",
+            &dir.join("state"),
+            &medium,
+            &dir.join("run"),
+        )
+        .unwrap();
+        assert!(chosen.maintenance);
+        assert_eq!(chosen.url.as_deref(), Some("http://10.0.2.2/h.toml"));
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -99,6 +99,7 @@ impl Init1 {
             .send(Request::ApplyConfig {
                 text,
                 dry_run,
+                source: "state",
                 reply,
             })
             .map_err(|_| CairnError::Busy("init is shutting down".into()))?;

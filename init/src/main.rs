@@ -6,6 +6,7 @@
 mod boot;
 mod bus;
 mod config_source;
+mod config_url;
 mod debug_shell;
 mod init1;
 mod lo;
@@ -101,7 +102,12 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
     // Validate all of host.toml before anything is started or changed: the appliance falls
     // back to maintenance mode, a sandbox (a test's own config) stops.
     let chosen = match mode {
-        Mode::Appliance => config_source::choose(&state, &args.config, Path::new("/run/cairn"))?,
+        Mode::Appliance => config_source::choose(
+            &std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+            &state,
+            &args.config,
+            Path::new("/run/cairn"),
+        )?,
         Mode::Sandbox => match model::config::load(&args.config) {
             Ok(config) => config_source::Chosen {
                 config,
@@ -109,6 +115,7 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
                 maintenance: false,
                 source: "file".into(),
                 problem: None,
+                url: None,
             },
             Err(errors) => {
                 eprintln!("{errors}");
@@ -154,6 +161,7 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
             source: chosen.source.clone(),
             problem: chosen.problem.clone().unwrap_or_default(),
         },
+        config_url: chosen.url.clone(),
         ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
     };
     let end = runtime.block_on(supervisor::run(plan))?;

@@ -19,6 +19,7 @@ impl Supervisor {
         &mut self,
         text: &str,
         dry_run: bool,
+        source: &str,
     ) -> Result<Vec<String>, RequestError> {
         let new = model::config::parse("host.toml", text)
             .map_err(|errors| RequestError::InvalidConfig(errors.to_string()))?;
@@ -51,7 +52,7 @@ impl Supervisor {
         self.plan.config = saved;
         if let Ok(mut boot) = self.boot.lock() {
             boot.mode = "running".into();
-            boot.source = "state".into();
+            boot.source = source.into();
             boot.problem.clear();
         }
         if let Err(e) = nix::unistd::sethostname(&new.host.hostname) {
@@ -63,6 +64,61 @@ impl Supervisor {
             let _ = requests.send(Request::RestartAll);
         });
         Ok(changes)
+    }
+}
+
+/// Between tries of a `cairn.config=` URL that did not answer.
+const FETCH_RETRY: Duration = Duration::from_secs(2);
+
+/// Fetches `url` until it answers (the maintenance network's DHCP may take a while), then
+/// applies what it got; `host.info`'s config_problem says what is being waited for. A config
+/// with errors is not retried: the problem then shows its diagnostics, and the host stays in
+/// maintenance mode for one given over the API.
+pub(super) async fn fetch_and_apply(
+    url: String,
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    boot: super::SharedBoot,
+) {
+    let say = |problem: String| {
+        if let Ok(mut b) = boot.lock() {
+            b.problem = problem;
+        }
+    };
+    let mut tries = 0u32;
+    let text = loop {
+        match crate::config_url::fetch(&url).await {
+            Ok(text) => break text,
+            Err(e) => {
+                tries += 1;
+                if tries == 1 || tries.is_multiple_of(30) {
+                    tracing::warn!(%url, error = %e, tries, "cannot fetch the config yet; retrying");
+                }
+                say(format!(
+                    "waiting for the config from {url} (cairn.config=): {e}"
+                ));
+                tokio::time::sleep(FETCH_RETRY).await;
+            }
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let sent = requests.send(Request::ApplyConfig {
+        text,
+        dry_run: false,
+        source: "url",
+        reply,
+    });
+    match (sent, answer.await) {
+        (Ok(()), Ok(Ok(changes))) => {
+            println!(
+                "cairn: config from {url} applied ({} changes)",
+                changes.len()
+            );
+        }
+        (Ok(()), Ok(Err(e))) => {
+            eprintln!("cairn: the config from {url} was not applied:\n{e}");
+            say(format!("the config from {url} was not applied: {e}"));
+        }
+        _ => tracing::warn!("init stopped before the fetched config was applied"),
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Plan {
     pub state: PathBuf,
     pub ready_timeout: Duration,
     pub boot: BootInfo,
+    /// `cairn.config=` to fetch and apply (`apply::fetch_and_apply`).
+    pub config_url: Option<String>,
 }
 
 /// How this boot's config was chosen (`Init1.BootInfo`, `host.info`).
@@ -81,10 +83,12 @@ pub enum Request {
         name: String,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
-    /// host.applyConfig: the new host.toml's text; with `dry_run` only the changes.
+    /// host.applyConfig: the new host.toml's text; with `dry_run` only the changes. `source`
+    /// is what `host.info` reports afterwards (`state`, or `url` for cairn.config=).
     ApplyConfig {
         text: String,
         dry_run: bool,
+        source: &'static str,
         reply: oneshot::Sender<Result<Vec<String>, RequestError>>,
     },
     /// Every service restarted, as an applied config asks (sent by the control loop itself).
@@ -174,6 +178,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
         ready_tx,
         lost_tx,
     };
+    if let Some(url) = sup.plan.config_url.clone() {
+        tokio::spawn(apply::fetch_and_apply(
+            url,
+            sup.requests.clone(),
+            sup.boot.clone(),
+        ));
+    }
     sup.boot_next(0);
     sup.publish();
 
@@ -187,8 +198,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
                 Request::Restart { name, reply } => {
                     let _ = reply.send(sup.restart(&name));
                 }
-                Request::ApplyConfig { text, dry_run, reply } => {
-                    let _ = reply.send(sup.apply_config(&text, dry_run));
+                Request::ApplyConfig { text, dry_run, source, reply } => {
+                    let _ = reply.send(sup.apply_config(&text, dry_run, source));
                 }
                 Request::RestartAll => {
                     for name in model::dbus::SERVICES.iter().map(|(name, _)| *name) {

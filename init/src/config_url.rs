@@ -1,0 +1,159 @@
+//! `cairn.config=<URL>` on the kernel command line: one PXE menu for a whole fleet, each host
+//! fetching its own file. `${mac}`, `${uuid}`, `${serial}` and `${hostname}` in the URL become
+//! this host's first NIC's MAC (`52:54:00:12:34:56`), its SMBIOS UUID and serial number and its
+//! hostname. The host boots into maintenance mode (which brings up DHCP), fetches the URL until
+//! it answers, and applies what it got like `host.applyConfig`. Plain `http://` only for now:
+//! `https://` and `tftp://` are refused with that said.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The kernel command line's parameter.
+const PARAM: &str = "cairn.config=";
+/// A host.toml larger than this is not one.
+const MAX_BYTES: usize = 4 << 20;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The URL `cairn.config=` gives on `cmdline`, if any.
+pub fn from_cmdline(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(PARAM))
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+}
+
+/// What `${name}` stands for on this host.
+pub struct Vars {
+    pub mac: String,
+    pub uuid: String,
+    pub serial: String,
+    pub hostname: String,
+}
+
+impl Vars {
+    pub fn of_this_host(mac: Option<&str>) -> Vars {
+        let dmi = |f: &str| {
+            std::fs::read_to_string(format!("/sys/class/dmi/id/{f}"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        Vars {
+            mac: mac.unwrap_or_default().to_lowercase(),
+            uuid: dmi("product_uuid").to_lowercase(),
+            serial: dmi("product_serial"),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn expand(&self, url: &str) -> String {
+        url.replace("${mac}", &self.mac)
+            .replace("${uuid}", &self.uuid)
+            .replace("${serial}", &self.serial)
+            .replace("${hostname}", &self.hostname)
+    }
+}
+
+/// GETs `url` (http:// only) and returns its body as text.
+pub async fn fetch(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("{url}: only http:// URLs are fetched so far (not https:// or tftp://)")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: cairn-init\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("sending the request to {addr}: {e}"))?;
+        let mut body = Vec::new();
+        stream
+            .take(MAX_BYTES as u64 + 64 * 1024)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| format!("reading the answer from {addr}: {e}"))?;
+        Ok::<Vec<u8>, String>(body)
+    };
+    let answer = tokio::time::timeout(TIMEOUT, work)
+        .await
+        .map_err(|_| format!("{url}: no answer within {} s", TIMEOUT.as_secs()))??;
+    body_of(url, &answer)
+}
+
+/// The body of an HTTP/1.x answer with status 200.
+fn body_of(url: &str, answer: &[u8]) -> Result<String, String> {
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("{url}: {status}"));
+    }
+    let body = &answer[split + 4..];
+    if body.len() > MAX_BYTES {
+        return Err(format!("{url}: larger than {MAX_BYTES} bytes"));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_comes_from_the_command_line_with_this_hosts_values() {
+        let cmdline = "console=ttyS0 cairn.config=http://10.0.2.2:8000/${mac}.toml quiet";
+        let url = from_cmdline(cmdline).unwrap();
+        let vars = Vars {
+            mac: "52:54:00:12:34:56".into(),
+            uuid: "u-1".into(),
+            serial: "s-1".into(),
+            hostname: "h".into(),
+        };
+        assert_eq!(
+            vars.expand(&url),
+            "http://10.0.2.2:8000/52:54:00:12:34:56.toml"
+        );
+        assert_eq!(
+            vars.expand("http://x/${uuid}/${serial}/${hostname}"),
+            "http://x/u-1/s-1/h"
+        );
+        assert_eq!(from_cmdline("console=ttyS0 cairn.config="), None);
+        assert_eq!(from_cmdline("quiet"), None);
+    }
+
+    #[test]
+    fn only_a_200_answer_is_a_config() {
+        let ok = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n[host]\n";
+        assert_eq!(body_of("u", ok).unwrap(), "[host]\n");
+        let missing = b"HTTP/1.0 404 File not found\r\n\r\nnope";
+        assert_eq!(
+            body_of("u", missing).unwrap_err(),
+            "u: HTTP/1.0 404 File not found"
+        );
+        assert!(body_of("u", b"garbage").is_err());
+    }
+
+    #[tokio::test]
+    async fn https_and_tftp_are_refused_with_the_reason() {
+        let e = fetch("tftp://10.0.2.2/host.toml").await.unwrap_err();
+        assert!(e.contains("only http://"), "{e}");
+    }
+}
