@@ -9,6 +9,7 @@ product is, so they never skip.
 """
 
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -84,6 +85,16 @@ def unconfigured_image():
                                  f"{p.stdout}\n{p.stderr}")
         _unconfigured_built = True
     return UNCONFIGURED
+
+
+def api_config(hostname, token, extra=""):
+    """A host.toml for the appliance under QEMU: `hostname`, DHCP on eth0, the API on port
+    8443 with a generated certificate, opened by `token`; `extra` appended."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return (f'[host]\nhostname = "{hostname}"\n\n'
+            '[host.management]\ninterface = "eth0"\ndhcp = true\n\n'
+            '[api]\nlisten = "0.0.0.0"\nport = 8443\ntls = "generate"\n\n'
+            f'[[api.token]]\nname = "admin"\nsha256 = "sha256:{digest}"\n{extra}')
 
 
 def why_unbootable():
@@ -376,6 +387,18 @@ class ApplianceTestCase(unittest.TestCase):
 
     def console_tail(self, n=40):
         return console_tail(self.console_log, n)
+
+    def assert_services_running(self, within=20):
+        """apid answering means init started the others first, but a daemon may still be
+        finishing its start: each of the four must be running within `within` seconds."""
+        want = ("netd", "stord", "hostd", "apid")
+        deadline = time.monotonic() + within
+        while True:
+            states = {s["name"]: s["state"] for s in self.call("host.info")["services"]}
+            if all(states.get(n) == "running" for n in want) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        self.assertEqual({n: states.get(n) for n in want}, {n: "running" for n in want})
 
     def api_answers(self, timeout=10):
         """'yes', or why not: system.listMethods on a fresh connection with a short timeout."""

@@ -32,17 +32,7 @@ class Appliance(ApplianceTestCase):
         for s in info["services"]:
             self.assertIn("name", s)
             self.assertIn("state", s)
-        # apid being up means init started the others first, but give a daemon that is still
-        # finishing its start a few seconds rather than failing on a race.
-        want = {"netd", "stord", "hostd", "apid"}
-        deadline = time.monotonic() + 20
-        while True:
-            states = {s["name"]: s["state"] for s in self.call("host.info")["services"]}
-            if all(states.get(n) == "running" for n in want) or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        for n in sorted(want):
-            self.assertEqual(states.get(n), "running", f"{n}: {states}")
+        self.assert_services_running()
         # The serial log is read as a log: Cairn's lines carry no colour escape codes (the
         # firmware's screen clearing before the kernel is not ours).
         logged = [line for line in self.console_log.read_text(errors="replace").splitlines()

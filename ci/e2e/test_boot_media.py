@@ -14,15 +14,11 @@ Run: python3 -m unittest -v ci/e2e/test_boot_media.py   (the image built first; 
 """
 
 import sys
-import time
 import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ApplianceTestCase  # noqa: E402
-
-SERVICES = {"netd", "stord", "hostd", "apid"}
-
 
 class Medium:
     """One boot of one medium; subclasses name it and say what its firmware prints."""
@@ -52,13 +48,7 @@ class Medium:
             self.assertTrue(info["management"].get("address", "").startswith("10.0.2.15/"),
                             info)
             self.assertEqual(info["management"].get("source"), "dhcp", info)
-        deadline = time.monotonic() + 20
-        while True:
-            states = {s["name"]: s["state"] for s in self.call("host.info")["services"]}
-            if all(states.get(n) == "running" for n in SERVICES) or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        self.assertEqual({n: states.get(n) for n in SERVICES}, {n: "running" for n in SERVICES})
+        self.assert_services_running()
         # The media's command line (image/src/media.rs CMDLINE), not the direct boot's.
         _, cmdline = self.guest("cat /proc/cmdline")
         self.assertIn("console=tty0 console=ttyS0,115200n8", cmdline)

@@ -8,7 +8,6 @@ it, and `cairnctl config apply --dry-run` of the same file finds nothing to chan
 Run: python3 -m unittest -v ci/e2e/test_config_apply.py   (the image built first)
 """
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,34 +17,18 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ROOT, ApplianceTestCase  # noqa: E402
+from appliance import ROOT, ApplianceTestCase, api_config  # noqa: E402
 
 FAULT_INVALID = 102
 FAULT_UNAUTHORIZED = 103
 NEW_TOKEN = "applied-config-token"
-GOOD = f"""
-[host]
-hostname = "applied-host"
-
-[host.management]
-interface = "eth0"
-dhcp = true
-
-[api]
-listen = "0.0.0.0"
-port = 8443
-tls = "generate"
-
-[[api.token]]
-name = "admin"
-sha256 = "sha256:{hashlib.sha256(NEW_TOKEN.encode()).hexdigest()}"
-
+GOOD = api_config("applied-host", NEW_TOKEN, """
 [[network]]
 name = "lan"
 kind = "bridged"
 subnet = "10.10.0.0/24"
 address = "10.10.0.1/24"
-"""
+""")
 
 
 class ApplyFromMaintenance(ApplianceTestCase):

@@ -10,7 +10,6 @@ Run: python3 -m unittest -v ci/e2e/test_config_url.py   (the image built first)
 """
 
 import functools
-import hashlib
 import http.server
 import sys
 import tempfile
@@ -21,28 +20,9 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ApplianceTestCase, free_port  # noqa: E402
+from appliance import ApplianceTestCase, api_config, free_port  # noqa: E402
 
 TOKEN = "fleet-token"
-
-
-def fleet_config(hostname):
-    return f"""[host]
-hostname = "{hostname}"
-
-[host.management]
-interface = "eth0"
-dhcp = true
-
-[api]
-listen = "0.0.0.0"
-port = 8443
-tls = "generate"
-
-[[api.token]]
-name = "fleet"
-sha256 = "sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}"
-"""
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -62,7 +42,7 @@ class Fleet:
     def setUpClass(cls):
         # The files exist before the host boots; the server lives as long as the class.
         cls.served = tempfile.TemporaryDirectory()
-        (Path(cls.served.name) / f"{cls.mac}.toml").write_text(fleet_config(cls.hostname))
+        (Path(cls.served.name) / f"{cls.mac}.toml").write_text(api_config(cls.hostname, TOKEN))
         port = free_port()
         handler = functools.partial(Quiet, directory=cls.served.name)
         cls.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)

@@ -85,20 +85,9 @@ fn grub_cfg() -> String {
 /// Fills `out/pxe/`: vmlinuz, initrd.img, boot.ipxe for iPXE (QEMU's own ROMs, or chained),
 /// and pxelinux.0 with pxelinux.cfg/default for plain PXE ROMs. Returns the directory.
 pub fn pxe(out: &Path) -> Result<PathBuf> {
-    let dir = out.join(PXE_DIR);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
+    let dir = ipxe_dir(out, &out.join(PXE_DIR), CMDLINE)?;
     fs::create_dir_all(dir.join("pxelinux.cfg"))
         .with_context(|| format!("creating {}", dir.display()))?;
-    for f in ["vmlinuz", "initrd.img"] {
-        link_or_copy(&out.join(f), &dir.join(f))?;
-    }
-    fs::write(
-        dir.join(IPXE_SCRIPT),
-        format!("#!ipxe\nkernel vmlinuz {CMDLINE}\ninitrd initrd.img\nboot\n"),
-    )
-    .with_context(|| format!("writing {}", dir.join(IPXE_SCRIPT).display()))?;
     fs::write(
         dir.join("pxelinux.cfg/default"),
         format!(
@@ -117,16 +106,22 @@ pub fn pxe(out: &Path) -> Result<PathBuf> {
 /// A copy of the PXE directory `pxe` in `to` whose iPXE script boots the kernel with
 /// `append` added (per-run parameters such as `cairn.config=`); returns `to`.
 pub fn pxe_with(pxe: &Path, to: &Path, append: &str) -> Result<PathBuf> {
+    ipxe_dir(pxe, to, &format!("{CMDLINE} {append}"))
+}
+
+/// `to`, made afresh: the kernel and initramfs of `from` and an iPXE script booting them with
+/// `cmdline`.
+fn ipxe_dir(from: &Path, to: &Path, cmdline: &str) -> Result<PathBuf> {
     if to.exists() {
         fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
     }
     fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for f in ["vmlinuz", "initrd.img"] {
-        link_or_copy(&pxe.join(f), &to.join(f))?;
+        link_or_copy(&from.join(f), &to.join(f))?;
     }
     fs::write(
         to.join(IPXE_SCRIPT),
-        format!("#!ipxe\nkernel vmlinuz {CMDLINE} {append}\ninitrd initrd.img\nboot\n"),
+        format!("#!ipxe\nkernel vmlinuz {cmdline}\ninitrd initrd.img\nboot\n"),
     )
     .with_context(|| format!("writing {}", to.join(IPXE_SCRIPT).display()))?;
     Ok(to.to_path_buf())
