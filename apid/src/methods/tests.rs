@@ -46,6 +46,7 @@ async fn list_methods_is_sorted_and_complete() {
             "ct.start",
             "ct.stop",
             "ct.stopTimeout",
+            "host.applyConfig",
             "host.info",
             "host.poweroff",
             "host.reboot",
