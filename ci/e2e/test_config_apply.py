@@ -39,7 +39,7 @@ class ApplyFromMaintenance(ApplianceTestCase):
     def test_1_a_bad_config_changes_nothing(self):
         bad = GOOD.replace('kind = "bridged"', 'kind = "bridged"\nuplink = 5', 1)
         with self.assertRaises(xmlrpc.client.Fault) as cm:
-            self.call("host.applyConfig", bad, False)
+            self.call("host.applyConfig", bad)  # dry_run left out: false
         self.assertEqual(cm.exception.faultCode, FAULT_INVALID, cm.exception.faultString)
         self.assertIn("host.toml:", cm.exception.faultString)
         self.assertEqual(self.call("host.info")["mode"], "maintenance")

@@ -188,7 +188,7 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         } => call(host::ApplyConfig {
             text: std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?,
-            dry_run: *dry_run,
+            dry_run: Some(*dry_run),
         }),
         Command::Info => call(host::Info {}),
         Command::Services { command: None } => call(host::Services {}),

@@ -113,8 +113,9 @@ impl Serve for RestartService {
 
 impl Serve for ApplyConfig {
     async fn serve(self, api: &Api) -> Result<Vec<String>, Fault> {
-        let changes = api.bus.apply_config(&self.text, self.dry_run).await?;
-        if !self.dry_run {
+        let dry_run = self.dry_run.unwrap_or(false);
+        let changes = api.bus.apply_config(&self.text, dry_run).await?;
+        if !dry_run {
             tracing::warn!(changes = changes.len(), "host.toml applied through the API");
         }
         Ok(changes)

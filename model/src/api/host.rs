@@ -86,8 +86,8 @@ actions! { ACTIONS;
          starts it again; a failed service is started afresh with its crash count reset. Returns \
          true once init has accepted the request; host.services shows the progress. Unknown \
          service -> 104.";
-    ApplyConfig = "host.applyConfig", Init, (text: String, dry_run: bool) -> Vec<String>,
-        "host.applyConfig(text, dry_run): validates text as the whole host.toml and returns \
+    ApplyConfig = "host.applyConfig", Init, (text: String, dry_run: Option<bool>) -> Vec<String>,
+        "host.applyConfig(text[, dry_run]): validates text as the whole host.toml and returns \
          what applying it changes, one line per item (hostname, management, api, each network, \
          template, container and VM added, changed or no longer declared). Unless dry_run, saves \
          it on the state partition (where the next boot looks first) and applies it without a \
