@@ -301,6 +301,8 @@ class ApplianceTestCase(unittest.TestCase):
     # More kernel parameters (`image run --append`, direct and PXE boots) and the NIC's MAC.
     append = None
     mac = None
+    # A raw disk image with the state partition (`image run --state-disk`).
+    state_disk = None
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -325,7 +327,8 @@ class ApplianceTestCase(unittest.TestCase):
             "--cpus", str(cls.cpus), "--boot", cls.boot,
         ] + (["--guest-kit"] if cls.guest_kit else []) \
             + (["--append", cls.append] if cls.append else []) \
-            + (["--mac", cls.mac] if cls.mac else [])
+            + (["--mac", cls.mac] if cls.mac else []) \
+            + (["--state-disk", str(cls.state_disk)] if cls.state_disk else [])
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)
         if p.returncode != 0:

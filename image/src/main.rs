@@ -85,6 +85,10 @@ enum Cmd {
         /// The NIC's MAC address.
         #[arg(long)]
         mac: Option<String>,
+        /// A raw disk image holding the state partition (`mkfs.ext4 -L CAIRN-STATE`): what
+        /// the appliance makes through the API then survives its reboots.
+        #[arg(long)]
+        state_disk: Option<PathBuf>,
         /// Attach the guest kit (a real Linux guest for the nested-VM tests) as a read-only
         /// virtio disk with serial "cairn-kit": the cached kit of the pinned kernel (built on
         /// first use), or the kit.img given as --guest-kit=PATH.
@@ -184,6 +188,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             qmp_socket,
             append,
             mac,
+            state_disk,
             guest_kit,
         } => {
             let mut opt = vm.options(default_dir);
@@ -193,6 +198,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             opt.qmp_socket = qmp_socket;
             opt.append = append;
             opt.mac = mac;
+            opt.state_disk = state_disk;
             opt.guest_kit = match guest_kit {
                 None => None,
                 Some(Some(path)) => Some(path),
@@ -246,6 +252,7 @@ impl VmArgs {
             floor: false,
             append: None,
             mac: None,
+            state_disk: None,
         }
     }
 }

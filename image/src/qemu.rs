@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub append: Option<String>,
     /// The NIC's MAC (QEMU's default otherwise: the same for every VM).
     pub mac: Option<String>,
+    /// A raw disk image for the state partition (an ext4 filesystem labelled CAIRN-STATE).
+    pub state_disk: Option<PathBuf>,
     /// A unix socket for the guest's ttyS1 (the debug shell).
     pub shell_socket: Option<PathBuf>,
     /// A unix socket for QEMU's monitor (QMP), so a test can ask a stuck appliance's QEMU
@@ -201,6 +203,14 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         let _ = fs::remove_file(sock);
         cmd.arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
+    if let Some(disk) = &opt.state_disk {
+        if !disk.is_file() {
+            bail!("the state disk {} is missing", disk.display());
+        }
+        let file = disk.display().to_string().replace(',', ",,");
+        cmd.arg("-drive")
+            .arg(format!("file={file},if=virtio,format=raw"));
     }
     if let Some(kit) = &opt.guest_kit {
         if !kit.is_file() {

@@ -98,23 +98,43 @@ pub fn mount_api_filesystems() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes the OS read-only: the state directory gets a tmpfs of its own (the one writable
-/// place besides the API filesystems, /run and /tmp; until an install gives it a disk
-/// partition its contents last until the next boot), then the root — our bind of the
-/// initramfs — is remounted read-only, so nothing can change /usr, /etc or init itself.
-pub fn read_only_root(state: &Path) -> anyhow::Result<()> {
+/// The label of the state partition (what install makes; `mkfs.ext4 -L CAIRN-STATE`).
+pub const STATE_LABEL: &str = "CAIRN-STATE";
+
+/// Makes the OS read-only: the state directory gets the state partition (an ext4 filesystem
+/// labelled CAIRN-STATE), or a tmpfs when there is none — then the one writable place besides
+/// the API filesystems, /run and /tmp, whose contents last until the next boot — and the root,
+/// our bind of the initramfs, is remounted read-only, so nothing can change /usr, /etc or init
+/// itself. Returns where the state lives, for the console.
+pub fn read_only_root(state: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(state).with_context(|| format!("mkdir {}", state.display()))?;
+    let mut lives = String::from("in RAM (no CAIRN-STATE filesystem): lost at power-off");
     if !is_mountpoint(&state.to_string_lossy()) {
-        mount(
-            Some("tmpfs"),
-            state,
-            Some("tmpfs"),
-            // Neither nosuid nor nodev: containers' root filesystems live here, with their
-            // setuid programs and device nodes.
-            MsFlags::empty(),
-            Some("mode=0755"),
-        )
-        .with_context(|| format!("mount tmpfs on {}", state.display()))?;
+        match find_labelled(STATE_LABEL) {
+            Some(dev) => {
+                mount(
+                    Some(dev.as_path()),
+                    state,
+                    Some("ext4"),
+                    MsFlags::MS_NOATIME,
+                    None::<&str>,
+                )
+                .with_context(|| format!("mount {} on {}", dev.display(), state.display()))?;
+                lives = format!("on {} ({STATE_LABEL})", dev.display());
+            }
+            None => {
+                mount(
+                    Some("tmpfs"),
+                    state,
+                    Some("tmpfs"),
+                    // Neither nosuid nor nodev: containers' root filesystems live here, with
+                    // their setuid programs and device nodes.
+                    MsFlags::empty(),
+                    Some("mode=0755"),
+                )
+                .with_context(|| format!("mount tmpfs on {}", state.display()))?;
+            }
+        }
     }
     mount(
         None::<&str>,
@@ -123,7 +143,39 @@ pub fn read_only_root(state: &Path) -> anyhow::Result<()> {
         MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .context("remount / read-only")
+    .context("remount / read-only")?;
+    Ok(lives)
+}
+
+/// The first block device (by name) holding an ext2/3/4 filesystem labelled `label`, read from
+/// its superblock: there is no udev here to make /dev/disk/by-label.
+fn find_labelled(label: &str) -> Option<std::path::PathBuf> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| Path::new("/dev").join(n))
+        .find(|dev| ext_label(dev).as_deref() == Some(label))
+}
+
+/// The volume label of an ext2/3/4 superblock (at byte 1024: magic 0xEF53 at +0x38, the
+/// 16-byte name at +0x78).
+fn ext_label(dev: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 2048];
+    std::fs::File::open(dev).ok()?.read_exact(&mut head).ok()?;
+    let sb = &head[1024..];
+    if sb[0x38..0x3a] != [0x53, 0xef] {
+        return None;
+    }
+    let name = &sb[0x78..0x88];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    String::from_utf8(name[..end].to_vec()).ok()
 }
 
 fn is_mountpoint(target: &str) -> bool {
@@ -168,5 +220,32 @@ pub fn halt_forever() -> ! {
             Ok(_) => {}
             Err(_) => std::thread::sleep(std::time::Duration::from_secs(60)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_partition_is_known_by_its_label() {
+        let dir = std::env::temp_dir().join(format!("cairn-label-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("state.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        // mkfs.ext4 from e2fsprogs (ci/deps).
+        let made = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", STATE_LABEL])
+            .arg(&img)
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs; run ci/deps)");
+        assert!(made.success());
+        assert_eq!(ext_label(&img).as_deref(), Some(STATE_LABEL));
+        std::fs::write(&img, vec![0u8; 4096]).unwrap();
+        assert_eq!(ext_label(&img), None, "no filesystem, no label");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

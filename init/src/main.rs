@@ -94,10 +94,11 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
     if mode == Mode::Appliance {
         boot::leave_rootfs()?;
         boot::mount_api_filesystems()?;
-        boot::read_only_root(&state)?;
-        // Before the config is chosen: maintenance mode names itself after a NIC, which
-        // appears only once its driver is loaded.
+        // Before the state partition is looked for (its disk's driver) and the config is
+        // chosen (maintenance mode names itself after a NIC, which appears with its driver).
         modules::load_listed(Path::new(modules::LIST_PATH));
+        let lives = boot::read_only_root(&state)?;
+        println!("cairn: state {lives}");
     }
     // Validate all of host.toml before anything is started or changed: the appliance falls
     // back to maintenance mode, a sandbox (a test's own config) stops.
