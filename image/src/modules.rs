@@ -18,9 +18,18 @@ use crate::kernel::{Kernel, run};
 pub const WANTED: &[&str] = &[
     // NICs QEMU and common servers present, and virtio transport for them.
     "e1000",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "r8169",
+    "tg3",
     "virtio_pci",
     "virtio_net",
     "virtio_blk",
+    // Disks a server keeps its state partition on (SATA/SAS through sd, NVMe).
+    "ahci",
+    "sd_mod",
+    "nvme",
     // netd: bridges, VLANs, ports, shaping.
     "bridge",
     "8021q",
