@@ -34,8 +34,13 @@ async fn main() -> anyhow::Result<()> {
 
     let config = model::config::load(&args.common.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let handle = netd::link::connect().context("cannot talk to the kernel over rtnetlink")?;
+    // The management interface (and its DHCP client, which runs beside the reconciler) has a
+    // netlink socket of its own: the kernel refuses a dump on a socket that has one in
+    // progress (EBUSY), which failed the DHCP client's first address dump at every boot and
+    // delayed the lease by a restart.
+    let mgmt_handle = netd::link::connect().context("cannot talk to the kernel over rtnetlink")?;
     // A static address is in place before we own the name; DHCP continues in the background.
-    let (mgmt, _dhcp) = netd::mgmt::start(&handle, &config.host, run_dir).await;
+    let (mgmt, _dhcp) = netd::mgmt::start(&mgmt_handle, &config.host, run_dir).await;
     // Networks are in place before we own the name; a failure is logged and shows in
     // Status (networks_failed), but netd still comes up so the API can report it.
     let kernel = netd::net::kernel::Kernel::new(handle.clone(), Default::default());
