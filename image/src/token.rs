@@ -2,19 +2,15 @@
 //! (target/appliance/token, mode 0600); only its sha256 goes into the image's host.toml.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-/// 32 random bytes from the kernel, hex-encoded (64 characters).
+/// A new token (`model::token::generate`: 32 random bytes, hex).
 pub fn generate() -> Result<String> {
-    let mut buf = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("reading /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    model::token::generate().context("reading /dev/urandom")
 }
 
 /// Rewrites the `[[api.token]]` tables of a host.toml so the image knows one token, "admin",

@@ -10,7 +10,7 @@
 //! CAIRN-CONFIG.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -57,10 +57,11 @@ pub fn choose(
     run_dir: &Path,
 ) -> anyhow::Result<Chosen> {
     if let Some(url) = crate::config_url::from_cmdline(cmdline) {
-        let mac = first_nic().map(|(_, mac)| mac);
-        let url = crate::config_url::Vars::of_this_host(mac.as_deref()).expand(&url);
+        let nic = first_nic();
+        let mac = nic.as_ref().map(|(_, mac)| mac.as_str());
+        let url = crate::config_url::Vars::of_this_host(mac).expand(&url);
         let why = format!("waiting for the config from {url} (cairn.config=)");
-        let mut chosen = maintenance(run_dir, why, None)?;
+        let mut chosen = maintenance(run_dir, nic, why, None)?;
         chosen.url = Some(url);
         return Ok(chosen);
     }
@@ -100,14 +101,19 @@ pub fn choose(
             medium.display()
         )
     });
-    maintenance(run_dir, why, problem)
+    maintenance(run_dir, first_nic(), why, problem)
 }
 
 /// Writes and loads the maintenance config: a hostname from the first NIC's MAC, DHCP on that
 /// NIC, the API on every address with a generated certificate and one fresh token, printed.
-fn maintenance(run_dir: &Path, why: String, problem: Option<String>) -> anyhow::Result<Chosen> {
-    let nic = first_nic();
-    let token = one_time_token()?;
+fn maintenance(
+    run_dir: &Path,
+    nic: Option<(String, String)>,
+    why: String,
+    problem: Option<String>,
+) -> anyhow::Result<Chosen> {
+    // Valid until the next boot, known only to who reads the console.
+    let token = model::token::generate().context("reading /dev/urandom")?;
     let text = maintenance_toml(nic.as_ref(), &model::token::digest(&token));
     fs::create_dir_all(run_dir).with_context(|| format!("mkdir {}", run_dir.display()))?;
     let path = run_dir.join("maintenance.toml");
@@ -171,15 +177,6 @@ fn first_nic() -> Option<(String, String)> {
         .collect();
     nics.sort();
     nics.into_iter().next()
-}
-
-/// 32 random bytes, hex: valid until the next boot, known only to who reads the console.
-fn one_time_token() -> anyhow::Result<String> {
-    let mut buf = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("reading /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -1,6 +1,15 @@
 //! API tokens: host.toml stores only `sha256:<hex>` of each token.
 
+use std::io::Read;
+
 use sha2::{Digest, Sha256};
+
+/// A new token: 32 random bytes from the kernel, hex-encoded (64 characters).
+pub fn generate() -> std::io::Result<String> {
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// The `sha256:<64 hex>` form of a token, as host.toml stores it.
 pub fn digest(token: &str) -> String {
