@@ -293,7 +293,7 @@ class ApplianceTestCase(unittest.TestCase):
     guest_kit_dir = None
     # The appliance's CPUs (`image run --cpus`).
     cpus = 2
-    # How QEMU boots it (`image run --boot`: direct, iso, uefi, stick, pxe).
+    # How QEMU boots it (`image run --boot`: direct, iso, uefi, stick, pxe, disk, disk-uefi).
     boot = "direct"
     # False: an image built without a config (`image build --no-config`), which boots into
     # maintenance mode; the token is the one-time one its console prints.
@@ -301,8 +301,11 @@ class ApplianceTestCase(unittest.TestCase):
     # More kernel parameters (`image run --append`, direct and PXE boots) and the NIC's MAC.
     append = None
     mac = None
-    # A raw disk image with the state partition (`image run --state-disk`).
+    # A raw disk image with the state partition (`image run --disk`, before `disks`).
     state_disk = None
+    # Raw disk images attached as virtio disks in this order (`image run --disk`); with
+    # boot "disk" or "disk-uefi" the first is booted.
+    disks = ()
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -328,7 +331,8 @@ class ApplianceTestCase(unittest.TestCase):
         ] + (["--guest-kit"] if cls.guest_kit else []) \
             + (["--append", cls.append] if cls.append else []) \
             + (["--mac", cls.mac] if cls.mac else []) \
-            + (["--state-disk", str(cls.state_disk)] if cls.state_disk else [])
+            + [a for d in ([cls.state_disk] if cls.state_disk else []) + list(cls.disks)
+               for a in ("--disk", str(d))]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=BOOT_TIMEOUT + 120)
         if p.returncode != 0:

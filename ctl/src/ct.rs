@@ -11,7 +11,7 @@ use model::xmlrpc::{EncodeError, Struct, Value};
 
 use crate::call::{Call, call};
 
-use crate::output::{joined, table, text, utc};
+use crate::output::{bytes_cell, joined, member, table, text, utc};
 use crate::size;
 
 #[derive(Subcommand)]
@@ -41,6 +41,9 @@ pub enum CtCommand {
         /// Container root is host root (no user namespace): trusted guests only.
         #[arg(long)]
         privileged: bool,
+        /// Start it whenever the host boots.
+        #[arg(long)]
+        autostart: bool,
         #[command(flatten)]
         resources: ResourceArgs,
         /// PID 1 and its arguments (default: the template's /sbin/init), after `--`.
@@ -160,6 +163,7 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
             gateway,
             hostname,
             privileged,
+            autostart,
             resources,
             command,
         } => call(CtCreate {
@@ -172,6 +176,7 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
                 hostname: hostname.clone(),
                 command: (!command.is_empty()).then(|| command.clone()),
                 privileged: *privileged,
+                autostart: *autostart,
                 resources: resources.resources(),
             },
         }),
@@ -214,16 +219,6 @@ pub fn template_call(command: &TemplateCommand) -> Result<Call, EncodeError> {
         }),
         TemplateCommand::Delete { name } => call(TemplateDelete { name: name.clone() }),
     }
-}
-
-fn member<'a>(s: Option<&'a Struct>, key: &str) -> Option<&'a Value> {
-    s.and_then(|s| s.get(key))
-}
-
-fn bytes_cell(v: Option<&Value>) -> String {
-    v.and_then(Value::as_i64)
-        .and_then(|n| u64::try_from(n).ok())
-        .map_or_else(|| "-".into(), size::human)
 }
 
 /// `ct.list`: one row per container; limits and usage in short forms.

@@ -3,6 +3,7 @@
 mod call;
 mod client;
 mod ct;
+mod install;
 mod output;
 mod rate;
 mod size;
@@ -87,6 +88,24 @@ enum Command {
     Vm {
         #[command(subcommand)]
         command: VmCommand,
+    },
+    /// The host's disks: size, what each holds, whether Cairn can be installed on it.
+    Disks,
+    /// Installs Cairn onto a disk of a host booted from the ISO or PXE (GPT, BIOS and UEFI
+    /// boot, OS slots A and B, the state partition) and follows it with a progress bar.
+    Install {
+        /// The disk, as `cairnctl disks` names it (vda, sda, nvme0n1).
+        #[arg(long)]
+        disk: String,
+        /// The host.toml the installed host boots with (without one: maintenance mode).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overwrite a disk that holds a partition table or a filesystem.
+        #[arg(long)]
+        force: bool,
+        /// Return once the install has started.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Work with host.toml files locally.
     Config {
@@ -191,6 +210,23 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             dry_run: Some(*dry_run),
         }),
         Command::Info => call(host::Info {}),
+        Command::Disks => call(host::Disks {}),
+        Command::Install {
+            disk,
+            config,
+            force,
+            ..
+        } => call(host::Install {
+            disk: disk.clone(),
+            config: match config {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                ),
+                None => None,
+            },
+            force: Some(*force),
+        }),
         Command::Services { command: None } => call(host::Services {}),
         Command::Services {
             command: Some(ServicesCommand::Restart { name }),
@@ -234,7 +270,19 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let value = runtime.block_on(client.call(method, params))?;
+    let mut value = runtime.block_on(client.call(method, params))?;
+    if let Command::Install { no_wait: false, .. } = cli.command {
+        value = runtime.block_on(install::follow(&client))?;
+        let failed = value
+            .as_struct()
+            .and_then(|r| r.get("state"))
+            .and_then(Value::as_str)
+            != Some("done");
+        if failed && !cli.json {
+            let error = value.as_struct().and_then(|r| r.get("error"));
+            return Err(anyhow!("the install failed: {}", output::text(error)));
+        }
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&value.to_json())?);
     } else {
@@ -243,6 +291,13 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
                 print!("{}", output::services_table(&value))
             }
             Command::Info => print!("{}", output::info(&value)),
+            Command::Disks => print!("{}", install::disks_table(&value)),
+            Command::Install { no_wait, disk, .. } => match no_wait {
+                true => println!("installing onto {disk} (host.installStatus follows it)"),
+                false => println!(
+                    "installed onto {disk}: power off, remove the live medium, boot from it"
+                ),
+            },
             Command::Config {
                 command: ConfigCommand::Apply { dry_run, .. },
             } => {

@@ -30,6 +30,18 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// One member of a struct answer.
+pub fn member<'a>(s: Option<&'a model::xmlrpc::Struct>, key: &str) -> Option<&'a Value> {
+    s.and_then(|s| s.get(key))
+}
+
+/// A byte count in short form (`64.0M`), `-` when absent.
+pub fn bytes_cell(v: Option<&Value>) -> String {
+    v.and_then(Value::as_i64)
+        .and_then(|n| u64::try_from(n).ok())
+        .map_or_else(|| "-".into(), crate::size::human)
+}
+
 pub fn text(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Nil) => "-".into(),

@@ -8,11 +8,11 @@ use model::api::vm::{
 };
 use model::ct::Resources;
 use model::vm::{DiskSpec, NicSpec, VmSpec};
-use model::xmlrpc::{EncodeError, Struct, Value};
+use model::xmlrpc::{EncodeError, Value};
 
 use crate::call::{Call, call};
 
-use crate::output::{table, text};
+use crate::output::{member, table, text};
 use crate::size;
 
 #[derive(Subcommand)]
@@ -226,10 +226,6 @@ pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> Result<Call,
             max_bytes: *bytes,
         }),
     }
-}
-
-fn member<'a>(s: Option<&'a Struct>, key: &str) -> Option<&'a Value> {
-    s.and_then(|s| s.get(key))
 }
 
 /// `vm.list`: one row per VM.

@@ -94,10 +94,12 @@ async fn daemon() -> anyhow::Result<()> {
     });
     let (applying, server) = (manager.clone(), bus.object_server().clone());
     let applying_vms = vms.clone();
+    let state = common.state.clone();
     tokio::spawn(async move {
         hostd::reconcile::apply(&applying, &server, &config).await;
         hostd::reconcile::apply_vms(&applying_vms, &applying, &config).await;
         tracing::info!("host.toml's templates, containers and VMs applied");
+        hostd::reconcile::autostart_at_boot(&applying, &applying_vms, &state).await;
     });
     let housekeeping = manager.clone();
     let housekeeping_vms = vms.clone();

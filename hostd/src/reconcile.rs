@@ -131,6 +131,7 @@ pub fn spec(c: &Container) -> ContainerSpec {
         hostname: c.hostname.clone(),
         command: None,
         privileged: false,
+        autostart: c.autostart,
         resources: Resources {
             cpu_limit: c.cpu_limit,
             cpu_weight: c.cpu_weight,
@@ -164,6 +165,52 @@ async fn container(
         _ => {}
     }
     Ok(())
+}
+
+/// Where hostd notes the boot whose autostart pass it has done.
+const AUTOSTARTED: &str = "autostarted-boot";
+
+/// Starts every container and VM marked `autostart` that is not running — those made through
+/// the API as well as host.toml's — once per boot of the host, as Proxmox's onboot does: a
+/// hostd restarted later in the same boot leaves one a user stopped alone. The boot is told
+/// by the kernel's boot id, noted in the state directory after the pass.
+pub async fn autostart_at_boot(
+    manager: &Arc<Mutex<Manager>>,
+    vms: &Arc<Mutex<crate::vm::manager::VmManager>>,
+    state: &std::path::Path,
+) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let marker = state.join(AUTOSTARTED);
+    if !boot.is_empty() && std::fs::read_to_string(&marker).ok().as_deref() == Some(&boot) {
+        return;
+    }
+    let cts = manager.lock().await.list().await;
+    for c in cts.iter().filter(|c| c.autostart) {
+        if matches!(
+            c.state,
+            model::ct::ContainerState::Created | model::ct::ContainerState::Stopped
+        ) {
+            match manager.lock().await.start(&c.name).await {
+                Ok(()) => tracing::info!(ct = %c.name, "autostarted"),
+                Err(e) => tracing::error!(ct = %c.name, error = %e, "cannot autostart"),
+            }
+        }
+    }
+    let list = vms.lock().await.list();
+    for v in list.iter().filter(|v| v.spec.autostart) {
+        if !matches!(
+            v.state,
+            model::vm::VmState::Running | model::vm::VmState::Paused
+        ) {
+            match vms.lock().await.start(&v.name).await {
+                Ok(()) => tracing::info!(vm = %v.name, "autostarted"),
+                Err(e) => tracing::error!(vm = %v.name, error = %e, "cannot autostart"),
+            }
+        }
+    }
+    if let Err(e) = vmm::launcher::write_atomic(&marker, boot.as_bytes()) {
+        tracing::warn!(error = %e, "cannot note the autostart pass; the next hostd start repeats it");
+    }
 }
 
 /// Creates host.toml's `[[vm]]`s that do not exist yet and starts those with `autostart`

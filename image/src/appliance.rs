@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use crate::bootloader;
 use crate::kernel;
 use crate::media;
 use crate::modules;
@@ -28,7 +29,11 @@ const BINARIES: &[(&str, &str)] = &[
 ];
 
 /// Host programs the image carries, with their libraries.
-const HOST_BINARIES: &[(&str, &str)] = &[("/usr/bin/dbus-daemon", "/usr/bin/dbus-daemon")];
+const HOST_BINARIES: &[(&str, &str)] = &[
+    ("/usr/bin/dbus-daemon", "/usr/bin/dbus-daemon"),
+    // The installer's filesystems (OS slot, state partition).
+    ("/sbin/mke2fs", "/usr/sbin/mke2fs"),
+];
 
 /// The debug shell's tools (`--debug-shell`): busybox for the shell and its applets, iproute2
 /// for namespaces, VLANs and qdiscs — what the appliance tests need inside the guest.
@@ -147,6 +152,30 @@ pub fn build(opt: &Options) -> Result<()> {
         tree.host_file(&format!("{mod_root}/{}", m.rel_path), 0o644, m.file.clone());
     }
     tree.bytes("/etc/cairn/modules", 0o644, modules::load_list(&mods));
+
+    // What host.install writes besides this initramfs: GRUB for both firmwares and the kernel.
+    let install = staging.join("install");
+    bootloader::build(&install, &staging).context("building the installer's boot loader")?;
+    for f in [
+        model::install::BOOT_IMG,
+        model::install::CORE_IMG,
+        model::install::ESP_IMG,
+    ] {
+        tree.host_file(
+            &format!("{}/{f}", model::install::PAYLOAD_DIR),
+            0o644,
+            install.join(f),
+        );
+    }
+    tree.host_file(
+        &format!(
+            "{}/{}",
+            model::install::PAYLOAD_DIR,
+            model::install::VMLINUZ
+        ),
+        0o644,
+        kernel.vmlinuz.clone(),
+    );
 
     if let Some((image_config, _)) = &configured {
         tree.bytes("/etc/cairn/host.toml", 0o600, image_config.as_str());

@@ -5,6 +5,7 @@
 //! is what the e2e tests check, so a build that cannot happen is a failure, never a skip.
 
 mod appliance;
+mod bootloader;
 mod cpio;
 mod floor;
 mod guestkit;
@@ -85,10 +86,12 @@ enum Cmd {
         /// The NIC's MAC address.
         #[arg(long)]
         mac: Option<String>,
-        /// A raw disk image holding the state partition (`mkfs.ext4 -L CAIRN-STATE`): what
-        /// the appliance makes through the API then survives its reboots.
-        #[arg(long)]
-        state_disk: Option<PathBuf>,
+        /// A raw disk image attached as a virtio disk (vda, vdb, … in the order given): a
+        /// blank one to install onto, one holding a state partition (`mkfs.ext4 -L
+        /// CAIRN-STATE`: what the appliance makes through the API then survives its reboots),
+        /// or an installed one to boot with `--boot disk|disk-uefi`.
+        #[arg(long = "disk", alias = "state-disk", value_name = "IMG")]
+        disks: Vec<PathBuf>,
         /// Attach the guest kit (a real Linux guest for the nested-VM tests) as a read-only
         /// virtio disk with serial "cairn-kit": the cached kit of the pinned kernel (built on
         /// first use), or the kit.img given as --guest-kit=PATH.
@@ -188,7 +191,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             qmp_socket,
             append,
             mac,
-            state_disk,
+            disks,
             guest_kit,
         } => {
             let mut opt = vm.options(default_dir);
@@ -198,7 +201,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             opt.qmp_socket = qmp_socket;
             opt.append = append;
             opt.mac = mac;
-            opt.state_disk = state_disk;
+            opt.disks = disks;
             opt.guest_kit = match guest_kit {
                 None => None,
                 Some(Some(path)) => Some(path),
@@ -252,7 +255,7 @@ impl VmArgs {
             floor: false,
             append: None,
             mac: None,
-            state_disk: None,
+            disks: Vec::new(),
         }
     }
 }

@@ -12,9 +12,11 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// The kernel command line of every medium: the console on VGA and on the first serial port,
-/// which comes last so /dev/console (init's own output) is the serial one; reboot on panic.
-pub const CMDLINE: &str = "console=tty0 console=ttyS0,115200n8 panic=-1 quiet";
+/// The kernel command line of every live medium: the console on VGA and on the first serial
+/// port, which comes last so /dev/console (init's own output) is the serial one; reboot on
+/// panic; and keep the initramfs in memory, which `host.install` copies to the disk (see
+/// init/src/install/payload.rs). The installed disk boots the same line without the last.
+pub const CMDLINE: &str = "console=tty0 console=ttyS0,115200n8 panic=-1 quiet retain_initrd";
 
 /// The PXE directory's name in the output directory, and its iPXE script.
 pub const PXE_DIR: &str = "pxe";
@@ -163,7 +165,11 @@ mod tests {
         );
         assert!(cfg.contains("initrd /boot/initrd.img\n"), "{cfg}");
         // The serial console last: it becomes /dev/console.
-        assert!(CMDLINE.ends_with("console=ttyS0,115200n8 panic=-1 quiet"));
+        let consoles: Vec<&str> = CMDLINE
+            .split(' ')
+            .filter(|w| w.starts_with("console="))
+            .collect();
+        assert_eq!(consoles.last(), Some(&"console=ttyS0,115200n8"));
         assert!(iso_name().starts_with("cairn-") && iso_name().ends_with(".iso"));
     }
 }

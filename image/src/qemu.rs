@@ -31,6 +31,10 @@ pub enum Boot {
     Stick,
     /// iPXE over QEMU's TFTP from the PXE directory.
     Pxe,
+    /// The first --disk (an installed one), from SeaBIOS.
+    Disk,
+    /// The first --disk (an installed one), from OVMF (UEFI).
+    DiskUefi,
 }
 
 /// Debian's OVMF (package ovmf), 4 MiB flash layout.
@@ -55,8 +59,9 @@ pub struct RunOptions {
     pub append: Option<String>,
     /// The NIC's MAC (QEMU's default otherwise: the same for every VM).
     pub mac: Option<String>,
-    /// A raw disk image for the state partition (an ext4 filesystem labelled CAIRN-STATE).
-    pub state_disk: Option<PathBuf>,
+    /// Raw disk images, attached as virtio disks in this order (a blank one to install onto,
+    /// a state partition, an installed disk to boot).
+    pub disks: Vec<PathBuf>,
     /// A unix socket for the guest's ttyS1 (the debug shell).
     pub shell_socket: Option<PathBuf>,
     /// A unix socket for QEMU's monitor (QMP), so a test can ask a stuck appliance's QEMU
@@ -72,6 +77,18 @@ pub struct Booted {
     pub port: u16,
     pub log: PathBuf,
     pub ready_after: Duration,
+}
+
+/// OVMF's code and this run's own copy of its variable store (written at boot).
+fn ovmf(cmd: &mut Command, dir: &Path) -> Result<()> {
+    let vars = dir.join("OVMF_VARS.fd");
+    fs::copy(OVMF_VARS, &vars)
+        .with_context(|| format!("copying {OVMF_VARS} (package ovmf; run ci/deps)"))?;
+    cmd.arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    Ok(())
 }
 
 /// Picks a loopback port nobody listens on (there is a small race until QEMU binds it; QEMU
@@ -92,6 +109,10 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         Boot::Direct => vec![&vmlinuz, &initrd],
         Boot::Iso | Boot::Uefi | Boot::Stick => vec![&iso],
         Boot::Pxe => vec![&pxe],
+        Boot::Disk | Boot::DiskUefi => match opt.disks.first() {
+            Some(d) => vec![d],
+            None => bail!("--boot disk boots the first --disk: give one"),
+        },
     };
     for f in needs {
         if !f.exists() {
@@ -145,23 +166,19 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
                 .arg("-initrd")
                 .arg(&initrd)
                 .arg("-append")
-                .arg(format!("console=ttyS0 panic=-1 quiet{extra}"));
+                // A live boot like the ISO's: it keeps its initramfs for host.install.
+                .arg(format!("console=ttyS0 panic=-1 quiet retain_initrd{extra}"));
         }
         Boot::Iso => {
-            cmd.arg("-cdrom").arg(&iso);
+            // The CD first, also when a disk to install onto is attached.
+            cmd.arg("-cdrom").arg(&iso).args(["-boot", "order=d"]);
         }
         Boot::Uefi => {
-            // OVMF's variable store is written at boot: each run gets its own copy.
-            let vars = opt.dir.join("OVMF_VARS.fd");
-            fs::copy(OVMF_VARS, &vars)
-                .with_context(|| format!("copying {OVMF_VARS} (package ovmf; run ci/deps)"))?;
-            cmd.arg("-drive")
-                .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-                .arg("-drive")
-                .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-                .arg("-cdrom")
-                .arg(&iso);
+            ovmf(&mut cmd, &opt.dir)?;
+            cmd.arg("-cdrom").arg(&iso);
         }
+        Boot::Disk => {}
+        Boot::DiskUefi => ovmf(&mut cmd, &opt.dir)?,
         Boot::Stick => {
             let file = iso.display().to_string().replace(',', ",,");
             cmd.arg("-drive")
@@ -204,13 +221,19 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         cmd.arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", sock.display()));
     }
-    if let Some(disk) = &opt.state_disk {
+    for (i, disk) in opt.disks.iter().enumerate() {
         if !disk.is_file() {
-            bail!("the state disk {} is missing", disk.display());
+            bail!("the disk {} is missing", disk.display());
         }
         let file = disk.display().to_string().replace(',', ",,");
+        let boot = matches!(opt.boot, Boot::Disk | Boot::DiskUefi) && i == 0;
         cmd.arg("-drive")
-            .arg(format!("file={file},if=virtio,format=raw"));
+            .arg(format!("file={file},if=none,id=disk{i},format=raw"))
+            .arg("-device")
+            .arg(format!(
+                "virtio-blk-pci,drive=disk{i}{}",
+                if boot { ",bootindex=0" } else { "" }
+            ));
     }
     if let Some(kit) = &opt.guest_kit {
         if !kit.is_file() {

@@ -163,19 +163,10 @@ fn find_labelled(label: &str) -> Option<std::path::PathBuf> {
         .find(|dev| ext_label(dev).as_deref() == Some(label))
 }
 
-/// The volume label of an ext2/3/4 superblock (at byte 1024: magic 0xEF53 at +0x38, the
-/// 16-byte name at +0x78).
+/// The volume label of the ext2/3/4 filesystem on `dev`, if it holds one.
 fn ext_label(dev: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut head = [0u8; 2048];
-    std::fs::File::open(dev).ok()?.read_exact(&mut head).ok()?;
-    let sb = &head[1024..];
-    if sb[0x38..0x3a] != [0x53, 0xef] {
-        return None;
-    }
-    let name = &sb[0x78..0x88];
-    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    String::from_utf8(name[..end].to_vec()).ok()
+    let head = crate::install::probe::read_head(dev, 2048).ok()?;
+    crate::install::probe::ext_label(&head)
 }
 
 fn is_mountpoint(target: &str) -> bool {

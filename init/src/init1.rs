@@ -7,6 +7,7 @@ use model::dbus::{CairnError, ServiceTuple};
 use tokio::sync::{mpsc, oneshot};
 use zbus::fdo;
 
+use crate::install::{InstallError, Installer, Payload};
 use crate::supervisor::{End, Request, RequestError, SharedBoot, Snapshot};
 
 pub struct Init1 {
@@ -14,6 +15,8 @@ pub struct Init1 {
     requests: mpsc::UnboundedSender<Request>,
     started: Instant,
     boot: SharedBoot,
+    /// None in a sandbox.
+    installer: Option<Installer>,
 }
 
 impl Init1 {
@@ -22,13 +25,23 @@ impl Init1 {
         requests: mpsc::UnboundedSender<Request>,
         started: Instant,
         boot: SharedBoot,
+        installer: Option<Installer>,
     ) -> Self {
         Init1 {
             snapshot,
             requests,
             started,
             boot,
+            installer,
         }
+    }
+
+    fn installer(&self) -> Result<&Installer, CairnError> {
+        self.installer.as_ref().ok_or_else(|| {
+            CairnError::Conflict(
+                "a sandbox installs nothing: its disks are the dev machine's".into(),
+            )
+        })
     }
 
     fn send(&self, req: Request) -> fdo::Result<()> {
@@ -111,6 +124,42 @@ impl Init1 {
             Ok(Err(e)) => Err(CairnError::Failed(e.to_string())),
             Err(_) => Err(CairnError::Busy("init is shutting down".into())),
         }
+    }
+
+    /// JSON array of `model::install::DiskInfo`.
+    async fn list_disks(&self) -> Result<String, CairnError> {
+        let installer = self.installer()?.clone();
+        let disks = tokio::task::spawn_blocking(move || installer.disks())
+            .await
+            .map_err(|e| CairnError::Failed(format!("listing the disks: {e}")))?;
+        serde_json::to_string(&disks).map_err(|e| CairnError::Failed(e.to_string()))
+    }
+
+    /// Checks the disk, the config (empty: none, the installed host boots into maintenance)
+    /// and the live system's payload, then installs in the background.
+    async fn install(&self, disk: String, config: String, force: bool) -> Result<(), CairnError> {
+        let installer = self.installer()?.clone();
+        let config = (!config.is_empty()).then_some(config);
+        tracing::warn!(%disk, force, "install requested");
+        tokio::task::spawn_blocking(move || installer.start(&disk, config, force, Payload::running))
+            .await
+            .map_err(|e| CairnError::Failed(format!("starting the install: {e}")))?
+            .map_err(|e| match e {
+                InstallError::NoSuchDisk(_) => CairnError::NotFound(e.to_string()),
+                InstallError::Refused(_) | InstallError::NoPayload(_) => {
+                    CairnError::Conflict(e.to_string())
+                }
+                InstallError::InvalidConfig(_) => CairnError::InvalidArgs(e.to_string()),
+                InstallError::Io(_) | InstallError::Internal(_) => {
+                    CairnError::Failed(e.to_string())
+                }
+            })
+    }
+
+    /// JSON `model::install::InstallReport`.
+    async fn install_status(&self) -> Result<String, CairnError> {
+        serde_json::to_string(&self.installer()?.report())
+            .map_err(|e| CairnError::Failed(e.to_string()))
     }
 
     /// Seconds since init started, and the kernel release.

@@ -5,10 +5,12 @@
 
 mod boot;
 mod bus;
+mod children;
 mod config_source;
 mod config_url;
 mod debug_shell;
 mod init1;
+mod install;
 mod lo;
 mod modules;
 mod sandbox;
@@ -102,13 +104,14 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
     }
     // Validate all of host.toml before anything is started or changed: the appliance falls
     // back to maintenance mode, a sandbox (a test's own config) stops.
+    let cmdline = match mode {
+        Mode::Appliance => std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        Mode::Sandbox => String::new(),
+    };
     let chosen = match mode {
-        Mode::Appliance => config_source::choose(
-            &std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
-            &state,
-            &args.config,
-            Path::new("/run/cairn"),
-        )?,
+        Mode::Appliance => {
+            config_source::choose(&cmdline, &state, &args.config, Path::new("/run/cairn"))?
+        }
         Mode::Sandbox => match model::config::load(&args.config) {
             Ok(config) => config_source::Chosen {
                 config,
@@ -163,6 +166,7 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
             problem: chosen.problem.clone().unwrap_or_default(),
         },
         config_url: chosen.url.clone(),
+        install: supervisor::unattended::from_cmdline(&cmdline),
         ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
     };
     let end = runtime.block_on(supervisor::run(plan))?;

@@ -93,6 +93,12 @@ pub trait Init1 {
     /// Validates a whole host.toml and answers the changes applying it makes; unless
     /// `dry_run`, saves and applies it (the services restart with it).
     fn apply_config(&self, text: &str, dry_run: bool) -> Result<Vec<String>, CairnError>;
+    /// JSON array of `model::install::DiskInfo`; Conflict in a sandbox.
+    fn list_disks(&self) -> Result<String, CairnError>;
+    /// Starts installing onto `disk` with `config` (empty: none); `host.install`'s errors.
+    fn install(&self, disk: &str, config: &str, force: bool) -> Result<(), CairnError>;
+    /// JSON `model::install::InstallReport`.
+    fn install_status(&self) -> Result<String, CairnError>;
 }
 
 #[proxy(

@@ -7,6 +7,7 @@ pub mod ct;
 pub mod daemon;
 pub mod dbus;
 pub mod fault;
+pub mod install;
 pub mod net;
 pub mod rules;
 pub mod token;

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use model::api::host::{
-    ApplyConfig, DaemonReport, HostInfo, Info, Management, Poweroff, Reboot, RestartService,
-    Services,
+    ApplyConfig, DaemonReport, DiskInfo, Disks, HostInfo, Info, Install, InstallReport,
+    InstallStatus, Management, Poweroff, Reboot, RestartService, Services,
 };
-use model::dbus::ServiceInfo;
+use model::dbus::{Init1Proxy, ServiceInfo};
 
-use super::{Api, Fault, Method, Serve, method};
-use crate::bus::Daemon;
+use super::{Api, Fault, Method, Serve, answer, method};
+use crate::bus::{CALL_TIMEOUT, Daemon};
 
 pub fn methods() -> Vec<Method> {
     vec![
@@ -17,6 +17,9 @@ pub fn methods() -> Vec<Method> {
         method::<Services>(),
         method::<RestartService>(),
         method::<ApplyConfig>(),
+        method::<Disks>(),
+        method::<Install>(),
+        method::<InstallStatus>(),
         method::<Reboot>(),
         method::<Poweroff>(),
     ]
@@ -119,6 +122,51 @@ impl Serve for ApplyConfig {
             tracing::warn!(changes = changes.len(), "host.toml applied through the API");
         }
         Ok(changes)
+    }
+}
+
+impl Serve for Disks {
+    async fn serve(self, api: &Api) -> Result<Vec<DiskInfo>, Fault> {
+        let list = api
+            .bus
+            .daemon_call(
+                "init",
+                CALL_TIMEOUT,
+                |init: Init1Proxy<'static>| async move { init.list_disks().await },
+            )
+            .await?;
+        answer("init", &list)
+    }
+}
+
+/// Starting an install reads the live system's initramfs (tens of MiB) out of memory first.
+const INSTALL_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl Serve for Install {
+    async fn serve(self, api: &Api) -> Result<bool, Fault> {
+        tracing::warn!(disk = %self.disk, "install requested through the API");
+        let (disk, config) = (self.disk, self.config.unwrap_or_default());
+        let force = self.force.unwrap_or(false);
+        api.bus
+            .daemon_call("init", INSTALL_START_TIMEOUT, |init: Init1Proxy<'static>| async move {
+                init.install(&disk, &config, force).await
+            })
+            .await?;
+        Ok(true)
+    }
+}
+
+impl Serve for InstallStatus {
+    async fn serve(self, api: &Api) -> Result<InstallReport, Fault> {
+        let report = api
+            .bus
+            .daemon_call(
+                "init",
+                CALL_TIMEOUT,
+                |init: Init1Proxy<'static>| async move { init.install_status().await },
+            )
+            .await?;
+        answer("init", &report)
     }
 }
 

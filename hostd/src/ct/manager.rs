@@ -730,6 +730,7 @@ impl Manager {
             addresses: r.spec.addresses.clone(),
             port,
             privileged: r.spec.privileged,
+            autostart: r.spec.autostart,
             resources: r.spec.resources.clone(),
             usage,
             created: r.created,

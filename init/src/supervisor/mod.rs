@@ -7,6 +7,7 @@
 mod apply;
 mod liveness;
 mod service;
+pub mod unattended;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct Plan {
     pub boot: BootInfo,
     /// `cairn.config=` to fetch and apply (`apply::fetch_and_apply`).
     pub config_url: Option<String>,
+    /// `cairn.install=`: the disk to install onto unattended (`unattended::install`).
+    pub install: Option<String>,
 }
 
 /// How this boot's config was chosen (`Init1.BootInfo`, `host.info`).
@@ -151,6 +154,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
     let boot: SharedBoot = Arc::new(Mutex::new(plan.boot.clone()));
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let (lost_tx, mut lost_rx) = mpsc::unbounded_channel();
+    // A sandbox runs on a dev machine, whose disks are not ours to write.
+    let installer =
+        (plan.mode == Mode::Appliance).then(|| crate::install::Installer::new(Default::default()));
     conn.object_server()
         .at(
             model::dbus::INIT_PATH,
@@ -159,6 +165,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
                 req_tx.clone(),
                 std::time::Instant::now(),
                 boot.clone(),
+                installer.clone(),
             ),
         )
         .await?;
@@ -183,6 +190,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
             url,
             sup.requests.clone(),
             sup.boot.clone(),
+        ));
+    }
+    if let (Some(disk), Some(installer)) = (sup.plan.install.clone(), installer) {
+        tokio::spawn(unattended::install(
+            disk,
+            installer,
+            sup.plan.config.clone(),
+            crate::config_source::saved(&sup.plan.state),
+            sup.plan.config_url.is_some(),
+            sup.boot.clone(),
+            sup.requests.clone(),
         ));
     }
     sup.boot_next(0);
@@ -389,7 +407,9 @@ impl Supervisor {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
-                    if let Some(pid) = status.pid() {
+                    if let Some(pid) = status.pid()
+                        && !crate::children::claim(pid.as_raw() as u32, &status)
+                    {
                         self.on_exit(pid.as_raw() as u32, status);
                     }
                 }

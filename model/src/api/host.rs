@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{actions, rpc_type};
 use crate::dbus::ServiceInfo;
+pub use crate::install::{DiskInfo, InstallReport};
 
 /// What `host.info` answers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,7 +66,7 @@ pub struct Management {
     pub error: Option<String>,
 }
 
-rpc_type!("struct": HostInfo, ServiceInfo);
+rpc_type!("struct": HostInfo, ServiceInfo, DiskInfo, InstallReport);
 
 actions! { ACTIONS;
     Info = "host.info", Apid, () -> HostInfo,
@@ -94,6 +95,24 @@ actions! { ACTIONS;
          reboot: the services restart with it a second after the answer, re-adopting what runs; \
          a host in maintenance mode becomes running. The API then takes the new config's \
          tokens. Errors -> 102 with every file:line:col, and nothing changes.";
+    Disks = "host.disks", Init, () -> Vec<DiskInfo>,
+        "Lists the host's disks for host.install: an array of {name, size_bytes, model, holds, \
+         unusable} structs; holds says what is on a disk now (a partition table, a filesystem \
+         and its label; empty when blank), unusable why the installer cannot take it at all (it \
+         holds the running state, too small, read-only; empty when it can).";
+    Install = "host.install", Init, (disk: String, config: Option<String>, force: Option<bool>) -> bool,
+        "host.install(disk[, config[, force]]): installs Cairn onto disk (a name from host.disks: \
+         GPT, BIOS and UEFI boot, OS slots A and B, the state partition) from the live system \
+         booted off the ISO or PXE, with config (a whole host.toml, validated first: errors -> \
+         102 with every file:line:col) saved as its config; without one the installed host \
+         boots into maintenance mode. A disk that holds a partition table or a filesystem is \
+         refused (105) unless force; an unknown disk -> 104; an unusable one, or an install \
+         already running -> 105. Returns true once the install has started; \
+         host.installStatus shows its progress.";
+    InstallStatus = "host.installStatus", Init, () -> InstallReport,
+        "The last host.install of this boot: {state, disk, step, done_bytes, total_bytes, \
+         error}; state is idle (none yet), running, done or failed (error says why, and the \
+         disk holds no partition table: nothing boots from a half-written disk).";
     Reboot = "host.reboot", Init, () -> bool,
         "Reboots the host. Returns true once init has accepted the request.";
     Poweroff = "host.poweroff", Init, () -> bool,

@@ -46,6 +46,9 @@ pub struct ContainerInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<String>,
     pub privileged: bool,
+    /// Started when the host boots.
+    #[serde(default)]
+    pub autostart: bool,
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -83,6 +86,7 @@ mod tests {
             addresses: vec![],
             port: None,
             privileged: false,
+            autostart: false,
             resources: Resources::default(),
             usage: None,
             created: 1,

@@ -50,6 +50,9 @@ pub struct ContainerSpec {
     pub privileged: bool,
     #[serde(default, skip_serializing_if = "Resources::is_unset")]
     pub resources: Resources,
+    /// Started when the host boots (as host.toml's `autostart`; Proxmox's onboot).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub autostart: bool,
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most `max` bytes: the rule host.toml applies to names.
@@ -187,6 +190,7 @@ mod tests {
             hostname: None,
             command: None,
             privileged: false,
+            autostart: false,
             resources: Resources::default(),
         }
     }
@@ -221,6 +225,7 @@ mod tests {
             hostname: Some("-x".into()),
             command: Some(vec!["sbin/init".into()]),
             privileged: false,
+            autostart: false,
             resources: Resources {
                 cpu_weight: Some(0),
                 ..Resources::default()

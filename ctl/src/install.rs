@@ -1,0 +1,129 @@
+//! `cairnctl disks` and `cairnctl install`: the disks table, and an install followed to its end
+//! with a progress bar (host.installStatus polled twice a second).
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use model::xmlrpc::Value;
+
+use crate::client::Client;
+use crate::output::{bytes_cell, member, table, text};
+
+/// `host.disks`: one row per disk.
+pub fn disks_table(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let d = d.as_struct();
+            let holds = text(member(d, "holds"));
+            let unusable = text(member(d, "unusable"));
+            vec![
+                text(member(d, "name")),
+                bytes_cell(member(d, "size_bytes")),
+                text(member(d, "model")),
+                if holds.is_empty() {
+                    "blank".into()
+                } else {
+                    holds
+                },
+                if unusable.is_empty() {
+                    "yes".into()
+                } else {
+                    format!("no: {unusable}")
+                },
+            ]
+        })
+        .collect();
+    table(&["NAME", "SIZE", "MODEL", "HOLDS", "INSTALLABLE"], &rows)
+}
+
+/// One line of progress: `[#####.....]  50% step`.
+pub fn bar(done: u64, total: u64, step: &str) -> String {
+    const WIDTH: u64 = 30;
+    let pct = (done * 100).checked_div(total).unwrap_or(0).min(100);
+    let filled = (pct * WIDTH / 100) as usize;
+    format!(
+        "[{}{}] {pct:>3}% {step}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH as usize - filled)
+    )
+}
+
+/// Polls host.installStatus until the install ends, drawing the bar on stderr (when it is a
+/// terminal; otherwise one line per step). Returns the last report.
+pub async fn follow(client: &Client) -> anyhow::Result<Value> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_step = String::new();
+    loop {
+        let report = client.call("host.installStatus", vec![]).await?;
+        let r = report.as_struct();
+        let int = |k: &str| {
+            member(r, k)
+                .and_then(Value::as_i64)
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        let state = text(member(r, "state"));
+        let step = text(member(r, "step"));
+        let line = bar(int("done_bytes"), int("total_bytes"), &step);
+        if tty {
+            eprint!("\r\x1b[K{line}");
+        } else if step != last_step {
+            eprintln!("{line}");
+        }
+        let _ = std::io::stderr().flush();
+        last_step = step;
+        if state != "running" {
+            if tty {
+                eprintln!();
+            }
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_fills_with_the_bytes() {
+        assert_eq!(
+            bar(0, 0, "wiping"),
+            format!("[{}]   0% wiping", ".".repeat(30))
+        );
+        assert_eq!(
+            bar(50, 100, "slot A"),
+            format!("[{}{}]  50% slot A", "#".repeat(15), ".".repeat(15))
+        );
+        assert_eq!(bar(200, 100, "x"), format!("[{}] 100% x", "#".repeat(30)));
+    }
+
+    #[test]
+    fn disks_show_what_they_hold() {
+        let mut blank = model::xmlrpc::Struct::new();
+        blank.insert("name".into(), Value::from("vda"));
+        blank.insert("size_bytes".into(), Value::from_u64(2 << 30));
+        blank.insert("holds".into(), Value::from(""));
+        blank.insert("unusable".into(), Value::from(""));
+        let mut used = blank.clone();
+        used.insert("name".into(), Value::from("vdb"));
+        used.insert("holds".into(), Value::from("an XFS filesystem"));
+        used.insert("unusable".into(), Value::from("read-only"));
+        let out = disks_table(&Value::Array(vec![
+            Value::Struct(blank),
+            Value::Struct(used),
+        ]));
+        assert!(
+            out.contains("vda") && out.contains("blank") && out.contains("yes"),
+            "{out}"
+        );
+        assert!(
+            out.contains("an XFS filesystem") && out.contains("no: read-only"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! What a disk holds, from the signatures at its start (no udev or blkid here): the installer
+//! refuses a disk that holds anything unless forced, and `host.disks` says what it found.
+
+use std::io::Read;
+use std::path::Path;
+
+/// Bytes read from the start of a disk: the signatures below all lie in it (btrfs' is the
+/// farthest, at 64 KiB), and a disk whose first MiB is not all zero is not blank.
+pub const HEAD: usize = 1 << 20;
+
+/// A description of what `head` (a disk's first bytes) holds, or `None` when it is blank.
+pub fn holds(head: &[u8]) -> Option<String> {
+    let at = |off: usize, sig: &[u8]| head.get(off..off + sig.len()) == Some(sig);
+    if at(512, b"EFI PART") {
+        return Some("a GPT partition table".into());
+    }
+    if let Some(label) = ext_label(head) {
+        return Some(match label.as_str() {
+            "" => "an ext2/3/4 filesystem".into(),
+            l => format!("an ext2/3/4 filesystem labelled {l:?}"),
+        });
+    }
+    if at(0, b"XFSB") {
+        return Some("an XFS filesystem".into());
+    }
+    if at(65536 + 64, b"_BHRfS_M") {
+        return Some("a btrfs filesystem".into());
+    }
+    if at(32769, b"CD001") {
+        return Some("an ISO 9660 filesystem".into());
+    }
+    if at(0, b"LUKS\xba\xbe") {
+        return Some("a LUKS volume".into());
+    }
+    if (0..4).any(|s| at(s * 512, b"LABELONE")) {
+        return Some("an LVM physical volume".into());
+    }
+    if at(4086, b"SWAPSPACE2") {
+        return Some("a swap area".into());
+    }
+    if at(0, b"hsqs") {
+        return Some("a squashfs filesystem".into());
+    }
+    if at(510, &[0x55, 0xaa]) {
+        if at(54, b"FAT") || at(82, b"FAT32") {
+            return Some("a FAT filesystem".into());
+        }
+        if (0..4).any(|i| head.get(446 + 16 * i + 4).is_some_and(|&t| t != 0)) {
+            return Some("an MBR partition table".into());
+        }
+    }
+    head.iter()
+        .any(|&b| b != 0)
+        .then(|| "data of a kind not recognised (its first MiB is not blank)".into())
+}
+
+/// The volume label of an ext2/3/4 superblock in `head` (at byte 1024: magic 0xEF53 at +0x38,
+/// the 16-byte name at +0x78), `None` when there is none.
+pub fn ext_label(head: &[u8]) -> Option<String> {
+    let sb = head.get(1024..1024 + 0x88)?;
+    if sb[0x38..0x3a] != [0x53, 0xef] {
+        return None;
+    }
+    let name = &sb[0x78..0x88];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// Up to `len` bytes from the start of `dev`.
+pub fn read_head(dev: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(len);
+    std::fs::File::open(dev)?
+        .take(len as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_disk_holds_nothing() {
+        assert_eq!(holds(&vec![0u8; HEAD]), None);
+    }
+
+    #[test]
+    fn signatures_are_named() {
+        let mut ext = vec![0u8; HEAD];
+        ext[1024 + 0x38..1024 + 0x3a].copy_from_slice(&[0x53, 0xef]);
+        ext[1024 + 0x78..1024 + 0x7c].copy_from_slice(b"data");
+        assert_eq!(
+            holds(&ext).as_deref(),
+            Some("an ext2/3/4 filesystem labelled \"data\"")
+        );
+        assert_eq!(ext_label(&ext).as_deref(), Some("data"));
+
+        let mut gpt = vec![0u8; HEAD];
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        assert_eq!(holds(&gpt).as_deref(), Some("a GPT partition table"));
+
+        let mut mbr = vec![0u8; HEAD];
+        mbr[510..512].copy_from_slice(&[0x55, 0xaa]);
+        mbr[446 + 16 + 4] = 0x83;
+        assert_eq!(holds(&mbr).as_deref(), Some("an MBR partition table"));
+
+        let mut junk = vec![0u8; HEAD];
+        junk[HEAD - 1] = 1;
+        assert!(holds(&junk).unwrap().contains("not recognised"));
+    }
+
+    #[test]
+    fn a_real_ext4_image_is_recognised() {
+        let dir = std::env::temp_dir().join(format!("cairn-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let ok = std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-L", "CAIRN-STATE"])
+            .arg(&img)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mke2fs (e2fsprogs) failed");
+        let head = read_head(&img, HEAD).unwrap();
+        assert_eq!(ext_label(&head).as_deref(), Some("CAIRN-STATE"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
