@@ -110,6 +110,10 @@ enum Cmd {
         /// Boot the floor (`image floor`) instead: ready at its ready line, no API.
         #[arg(long)]
         floor: bool,
+        /// Raw disk images to attach, as `image run --disk` (an installed one for
+        /// `--boot disk`).
+        #[arg(long = "disk", value_name = "IMG")]
+        disks: Vec<PathBuf>,
     },
     /// Build the boot benchmark's floor: the same kernel and media with a busybox initramfs
     /// that only prints the ready line (default: target/appliance-floor).
@@ -214,7 +218,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
             println!("{}", fetch_guest_kit()?.dir.display());
             Ok(0)
         }
-        Cmd::Bench { vm, count, floor } => {
+        Cmd::Bench {
+            vm,
+            count,
+            floor,
+            disks,
+        } => {
             let dir = if floor {
                 target_dir.join("appliance-floor")
             } else {
@@ -222,6 +231,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             };
             let mut opt = vm.options(dir);
             opt.floor = floor;
+            opt.disks = disks;
             qemu::bench(&opt, count).context("image bench")?;
             Ok(0)
         }
