@@ -306,6 +306,8 @@ class ApplianceTestCase(unittest.TestCase):
     # Raw disk images attached as virtio disks in this order (`image run --disk`); with
     # boot "disk" or "disk-uefi" the first is booted.
     disks = ()
+    # A directory QEMU's TFTP server (10.0.2.2) serves (`image run --tftp`).
+    tftp = None
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -331,6 +333,7 @@ class ApplianceTestCase(unittest.TestCase):
         ] + (["--guest-kit"] if cls.guest_kit else []) \
             + (["--append", cls.append] if cls.append else []) \
             + (["--mac", cls.mac] if cls.mac else []) \
+            + (["--tftp", str(cls.tftp)] if cls.tftp else []) \
             + [a for d in ([cls.state_disk] if cls.state_disk else []) + list(cls.disks)
                for a in ("--disk", str(d))]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,

@@ -37,6 +37,7 @@ class Fleet:
     hostname = None
     server = None
     served = None
+    scheme = "http"
 
     @classmethod
     def setUpClass(cls):
@@ -47,7 +48,12 @@ class Fleet:
         handler = functools.partial(Quiet, directory=cls.served.name)
         cls.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
         threading.Thread(target=cls.server.serve_forever, daemon=True).start()
-        cls.append = f"cairn.config=http://10.0.2.2:{port}/${{mac}}.toml"
+        if cls.scheme == "tftp":
+            # QEMU's own TFTP server at 10.0.2.2 serves the same directory.
+            cls.tftp = cls.served.name
+            cls.append = "cairn.config=tftp://10.0.2.2/${mac}.toml"
+        else:
+            cls.append = f"cairn.config=http://10.0.2.2:{port}/${{mac}}.toml"
         super().setUpClass()
 
     @classmethod
@@ -75,7 +81,7 @@ class Fleet:
         self.assertEqual((info["hostname"], info["mode"], info["config_source"]),
                          (self.hostname, "running", "url"), info)
         _, cmdline = self.guest("cat /proc/cmdline")
-        self.assertIn("cairn.config=http://10.0.2.2:", cmdline)
+        self.assertIn(f"cairn.config={self.scheme}://10.0.2.2", cmdline)
         console = self.console_log.read_text(errors="replace")
         self.assertIn(f"/{self.mac}.toml", console, "the console never named the fetched URL")
 
@@ -92,6 +98,15 @@ class FleetHostDirect(Fleet, ApplianceTestCase):
     boot = "direct"
     mac = "52:54:00:0b:00:02"
     hostname = "fleet-b"
+
+
+class FleetHostOverTftp(Fleet, ApplianceTestCase):
+    """The config from the TFTP server a PXE fleet boots from (QEMU's built-in one)."""
+    name = "e2e-fleet-tftp"
+    boot = "direct"
+    mac = "52:54:00:0c:00:03"
+    hostname = "fleet-c"
+    scheme = "tftp"
 
 
 if __name__ == "__main__":

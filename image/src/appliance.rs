@@ -152,6 +152,18 @@ pub fn build(opt: &Options) -> Result<()> {
         tree.host_file(&format!("{mod_root}/{}", m.rel_path), 0o644, m.file.clone());
     }
     tree.bytes("/etc/cairn/modules", 0o644, modules::load_list(&mods));
+    for (group, wanted) in modules::ON_DEMAND {
+        let group_mods = modules::collect_set(&kernel, &staging, wanted)
+            .with_context(|| format!("collecting the {group} modules"))?;
+        for m in &group_mods {
+            tree.host_file(&format!("{mod_root}/{}", m.rel_path), 0o644, m.file.clone());
+        }
+        tree.bytes(
+            &format!("/etc/cairn/modules.d/{group}"),
+            0o644,
+            modules::load_list(&group_mods),
+        );
+    }
 
     // What host.install writes besides this initramfs: GRUB for both firmwares and the kernel.
     let install = staging.join("install");

@@ -86,6 +86,10 @@ enum Cmd {
         /// The NIC's MAC address.
         #[arg(long)]
         mac: Option<String>,
+        /// A directory QEMU's TFTP server (10.0.2.2 in the guest) serves, e.g. for
+        /// `cairn.config=tftp://10.0.2.2/${mac}.toml` (a PXE boot serves its PXE directory).
+        #[arg(long)]
+        tftp: Option<PathBuf>,
         /// A raw disk image attached as a virtio disk (vda, vdb, … in the order given): a
         /// blank one to install onto, one holding a state partition (`mkfs.ext4 -L
         /// CAIRN-STATE`: what the appliance makes through the API then survives its reboots),
@@ -195,6 +199,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             qmp_socket,
             append,
             mac,
+            tftp,
             disks,
             guest_kit,
         } => {
@@ -205,6 +210,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             opt.qmp_socket = qmp_socket;
             opt.append = append;
             opt.mac = mac;
+            opt.tftp = tftp;
             opt.disks = disks;
             opt.guest_kit = match guest_kit {
                 None => None,
@@ -265,6 +271,7 @@ impl VmArgs {
             floor: false,
             append: None,
             mac: None,
+            tftp: None,
             disks: Vec::new(),
         }
     }

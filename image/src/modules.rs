@@ -66,6 +66,13 @@ pub const WANTED: &[&str] = &[
 ];
 
 /// Soft dependencies modules.dep does not express (they live in modules.softdep as aliases):
+/// Modules loaded only when needed, by group (init's modules.d): the filesystems a
+/// CAIRN-CONFIG medium may carry. Not at boot: each load costs boot time.
+pub const ON_DEMAND: &[(&str, &[&str])] = &[
+    ("vfat", &["vfat", "nls_cp437", "nls_ascii", "nls_utf8"]),
+    ("iso9660", &["isofs"]),
+];
+
 /// (module, must be loaded before it). libcrc32c asks the crypto API for "crc32c" and fails
 /// without an implementation; crc-t10dif likewise for "crct10dif".
 /// ext4 and jbd2 likewise ("softdep pre: crypto-crc32c") for metadata checksums at mount.

@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub append: Option<String>,
     /// The NIC's MAC (QEMU's default otherwise: the same for every VM).
     pub mac: Option<String>,
+    /// A directory for QEMU's TFTP server (not with a PXE boot, which serves its own).
+    pub tftp: Option<PathBuf>,
     /// Raw disk images, attached as virtio disks in this order (a blank one to install onto,
     /// a state partition, an installed disk to boot).
     pub disks: Vec<PathBuf>,
@@ -206,6 +208,12 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
             nic = "e1000,netdev=n0".to_string();
             cmd.args(["-boot", "n"]);
         }
+    }
+    if let Some(dir) = &opt.tftp {
+        if opt.boot == Boot::Pxe {
+            bail!("--tftp: a PXE boot serves its PXE directory over TFTP");
+        }
+        netdev.push_str(&format!(",tftp={}", dir.display()));
     }
     if let Some(mac) = &opt.mac {
         nic.push_str(&format!(",mac={mac}"));

@@ -6,8 +6,9 @@
 //! error at its `file:line:col` and nothing of it is applied. With no config, or a bad one, the
 //! appliance starts in maintenance mode: DHCP on its first NIC and the API with a one-time token
 //! printed on the console, waiting for a config — as Talos does. A `cairn.config=` URL on the
-//! kernel command line comes first of all (`config_url`). Not yet: a filesystem labelled
-//! CAIRN-CONFIG.
+//! kernel command line comes first of all (`config_url`), and when neither file exists, a
+//! `host.toml` on a filesystem labelled CAIRN-CONFIG (a USB stick: FAT keeps 11 characters of a
+//! label, so `CAIRN-CONFI` counts too; ext4 and ISO 9660 as well), read once at boot.
 
 use std::fs;
 use std::io::Write;
@@ -24,7 +25,7 @@ pub struct Chosen {
     /// The file the daemons read (`--config`).
     pub path: PathBuf,
     pub maintenance: bool,
-    /// Where the config came from: `state`, `medium`, or `none` in maintenance.
+    /// Where the config came from: `state`, `medium`, `label`, or `none` in maintenance.
     pub source: String,
     /// Why maintenance: the config found did not validate (its diagnostics), or none was found.
     pub problem: Option<String>,
@@ -66,7 +67,13 @@ pub fn choose(
         return Ok(chosen);
     }
     let mut problem = None;
-    for (source, path) in [("state", saved(state)), ("medium", medium.to_path_buf())] {
+    let mut sources = vec![("state", saved(state)), ("medium", medium.to_path_buf())];
+    if sources.iter().all(|(_, p)| !p.exists())
+        && let Some(path) = labelled(run_dir)
+    {
+        sources.push(("label", path));
+    }
+    for (source, path) in sources {
         if !path.exists() {
             continue;
         }
@@ -102,6 +109,53 @@ pub fn choose(
         )
     });
     maintenance(run_dir, first_nic(), why, problem)
+}
+
+/// Labels of a filesystem that carries a host.toml; FAT labels hold 11 characters.
+const CONFIG_LABELS: &[&str] = &["CAIRN-CONFIG", "CAIRN-CONFI"];
+
+/// The host.toml of a filesystem labelled CAIRN-CONFIG, copied into `run_dir` (the filesystem
+/// is mounted read-only only for the copy), or None when there is none.
+fn labelled(run_dir: &Path) -> Option<PathBuf> {
+    use nix::mount::{MsFlags, mount, umount};
+    let (dev, fstype) = crate::boot::find_labelled(CONFIG_LABELS)?;
+    crate::modules::load_group(fstype);
+    let at = run_dir.join("config-medium");
+    let copy = run_dir.join("labelled-host.toml");
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let read = fs::create_dir_all(&at)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            mount(Some(dev.as_path()), &at, Some(fstype), flags, None::<&str>)
+                .map_err(|e| format!("mount: {e}"))
+        })
+        .and_then(|()| {
+            let text = fs::read(at.join("host.toml")).map_err(|e| format!("host.toml: {e}"));
+            let _ = umount(&at);
+            text
+        });
+    match read {
+        Ok(text) => match fs::write(&copy, text) {
+            Ok(()) => {
+                println!(
+                    "cairn: config from {} (CAIRN-CONFIG, {fstype})",
+                    dev.display()
+                );
+                Some(copy)
+            }
+            Err(e) => {
+                eprintln!("cairn: cannot copy the config of {}: {e}", dev.display());
+                None
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "cairn: {} is labelled CAIRN-CONFIG but gives no config: {e}",
+                dev.display()
+            );
+            None
+        }
+    }
 }
 
 /// Writes and loads the maintenance config: a hostname from the first NIC's MAC, DHCP on that

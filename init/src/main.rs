@@ -15,6 +15,7 @@ mod lo;
 mod modules;
 mod sandbox;
 mod supervisor;
+mod tftp;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -8,6 +8,14 @@ use nix::kmod::{ModuleInitFlags, finit_module};
 
 /// One module path per line, relative to /lib/modules/<release>/, dependencies first.
 pub const LIST_PATH: &str = "/etc/cairn/modules";
+/// Lists like [`LIST_PATH`] of modules loaded only when needed, one file per group (named after
+/// the filesystem type they mount: `vfat`, `iso9660`).
+pub const GROUPS_DIR: &str = "/etc/cairn/modules.d";
+
+/// Loads a group of [`GROUPS_DIR`] (a second load of a module is a no-op).
+pub fn load_group(name: &str) {
+    load_listed(&Path::new(GROUPS_DIR).join(name));
+}
 
 /// Loads every listed module. A module that fails is logged and skipped: the daemons report
 /// the missing feature where it is used, which says more than a boot that stops here.

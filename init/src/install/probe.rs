@@ -66,6 +66,37 @@ pub fn ext_label(head: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
+/// Bytes [`fs_label`] needs from a device's start (an ISO 9660 volume id ends at 32 840).
+pub const LABEL_HEAD: usize = 36 << 10;
+
+/// The filesystem type (as mount(2) names it) and volume label at the start of `head`: ext2/3/4,
+/// FAT (the label in the boot sector's extended BPB) or ISO 9660.
+pub fn fs_label(head: &[u8]) -> Option<(&'static str, String)> {
+    if let Some(label) = ext_label(head) {
+        return Some(("ext4", label));
+    }
+    let text = |r: std::ops::Range<usize>| {
+        head.get(r).map(|b| {
+            String::from_utf8_lossy(b)
+                .trim_end_matches([' ', '\0'])
+                .to_string()
+        })
+    };
+    if head.get(510..512) == Some(&[0x55, 0xaa]) {
+        // FAT32's extended BPB sits 28 bytes later than FAT12/16's; 0x29 marks one with a label.
+        if head.get(82..87) == Some(b"FAT32") && head.get(66) == Some(&0x29) {
+            return Some(("vfat", text(71..82)?));
+        }
+        if head.get(54..57) == Some(b"FAT") && head.get(38) == Some(&0x29) {
+            return Some(("vfat", text(43..54)?));
+        }
+    }
+    if head.get(32769..32774) == Some(b"CD001") {
+        return Some(("iso9660", text(32808..32840)?));
+    }
+    None
+}
+
 /// Up to `len` bytes from the start of `dev`.
 pub fn read_head(dev: &Path, len: usize) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(len);
@@ -107,6 +138,59 @@ mod tests {
         let mut junk = vec![0u8; HEAD];
         junk[HEAD - 1] = 1;
         assert!(holds(&junk).unwrap().contains("not recognised"));
+    }
+
+    #[test]
+    fn fat_and_iso_labels_are_read() {
+        let mut fat16 = vec![0u8; LABEL_HEAD];
+        fat16[510..512].copy_from_slice(&[0x55, 0xaa]);
+        fat16[38] = 0x29;
+        fat16[43..54].copy_from_slice(b"CAIRN-CONF ");
+        fat16[54..59].copy_from_slice(b"FAT16");
+        assert_eq!(fs_label(&fat16), Some(("vfat", "CAIRN-CONF".into())));
+        let mut fat32 = vec![0u8; LABEL_HEAD];
+        fat32[510..512].copy_from_slice(&[0x55, 0xaa]);
+        fat32[66] = 0x29;
+        fat32[71..82].copy_from_slice(b"BIG        ");
+        fat32[82..87].copy_from_slice(b"FAT32");
+        assert_eq!(fs_label(&fat32), Some(("vfat", "BIG".into())));
+        let mut iso = vec![0u8; LABEL_HEAD];
+        iso[32769..32774].copy_from_slice(b"CD001");
+        iso[32808..32840].copy_from_slice(&[b' '; 32]);
+        iso[32808..32812].copy_from_slice(b"DISC");
+        assert_eq!(fs_label(&iso), Some(("iso9660", "DISC".into())));
+        assert_eq!(fs_label(&vec![0u8; LABEL_HEAD]), None);
+    }
+
+    /// mtools' FAT, as a user's USB stick would have it (mformat is in ci/deps).
+    #[test]
+    fn a_real_fat_image_is_recognised() {
+        let img = std::env::temp_dir().join(format!("cairn-fat-{}.img", std::process::id()));
+        let _ = std::fs::remove_file(&img);
+        let ok = std::process::Command::new("mformat")
+            .args([
+                "-C",
+                "-T",
+                "8192",
+                "-h",
+                "2",
+                "-s",
+                "32",
+                "-v",
+                "CAIRN-CONFIG",
+                "-i",
+            ])
+            .arg(&img)
+            .arg("::")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mformat (mtools) failed");
+        let head = read_head(&img, LABEL_HEAD).unwrap();
+        // FAT labels hold 11 characters: mformat and mkfs.fat cut the 12th.
+        assert_eq!(fs_label(&head), Some(("vfat", "CAIRN-CONFI".to_string())));
+        std::fs::remove_file(&img).unwrap();
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub struct HostInfo {
     /// says why); left out when init does not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
-    /// Where the running config came from: `state` (saved), `medium` (the boot image's), or
-    /// `none` in maintenance.
+    /// Where the running config came from: `url` (cairn.config=), `state` (saved), `medium`
+    /// (the boot image's), `label` (a filesystem labelled CAIRN-CONFIG), or `none` in
+    /// maintenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,7 +76,7 @@ actions! { ACTIONS;
          counts, or {error} when it does not answer) and management ({interface, address, \
          source}: the API's own interface as netd configured it, source static, dhcp or none; \
          or {error}), mode (running, or maintenance when no valid config was found: \
-         config_problem says why), config_source (state, medium or none). When init does not \
+         config_problem says why), config_source (url, state, medium, label or none). When init does not \
          answer, uptime, kernel, services and mode are left out and init_error says why.";
     Services = "host.services", Init, () -> Vec<ServiceInfo>,
         "Lists the services init supervises: an array of {name, state, pid, restarts, since, \
