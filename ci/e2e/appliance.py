@@ -298,6 +298,9 @@ class ApplianceTestCase(unittest.TestCase):
     # False: an image built without a config (`image build --no-config`), which boots into
     # maintenance mode; the token is the one-time one its console prints.
     configured = True
+    # True: an image without a config that still boots running, with a config from elsewhere
+    # (a CAIRN-CONFIG disk) opening the API with the configured image's token.
+    boots_running = False
     # More kernel parameters (`image run --append`, direct and PXE boots) and the NIC's MAC.
     append = None
     mac = None
@@ -343,7 +346,7 @@ class ApplianceTestCase(unittest.TestCase):
                                  f"{p.stdout}\n{p.stderr}")
         print(f"\n{p.stdout.strip()}")
         cls.pid = int((image_dir / "qemu.pid").read_text().strip())
-        if cls.configured:
+        if cls.configured or cls.boots_running:
             cls.token = (APPLIANCE / "token").read_text().strip()
         else:
             # Maintenance mode prints its one-time token on the console (init's config_source).

@@ -29,6 +29,7 @@ pub fn load_listed(list: &Path) {
         .unwrap_or_default();
     let base = Path::new("/lib/modules").join(release);
     let (mut loaded, mut failed) = (0, 0);
+    let started = std::time::Instant::now();
     for rel in text
         .lines()
         .map(str::trim)
@@ -43,7 +44,12 @@ pub fn load_listed(list: &Path) {
             }
         }
     }
-    tracing::info!(loaded, failed, "kernel modules");
+    tracing::info!(
+        loaded,
+        failed,
+        ms = started.elapsed().as_millis() as u64,
+        "kernel modules"
+    );
 }
 
 fn load_one(path: &Path) -> Result<(), String> {
