@@ -161,6 +161,16 @@ impl Bus {
         bounded("init", init.boot_info()).await
     }
 
+    /// Init1.Slots: JSON `model::update::SlotsInfo` (a sandbox answers Conflict).
+    pub async fn slots(&self) -> Result<String, BusError> {
+        self.daemon_call(
+            "init",
+            CALL_TIMEOUT,
+            |init: Init1Proxy<'static>| async move { init.slots().await },
+        )
+        .await
+    }
+
     pub async fn list_services(&self) -> Result<Vec<ServiceInfo>, BusError> {
         let init = self.init().await?;
         let list = bounded("init", init.list_services()).await?;

@@ -74,6 +74,8 @@ pub struct InitView {
     pub services: Vec<ServiceInfo>,
     /// (mode, config source, maintenance reason): fixed for the boot.
     pub boot: (String, String, String),
+    /// The OS slots; None in a sandbox (init has none) or when init could not say.
+    pub os: Option<model::update::SlotsInfo>,
 }
 
 impl InitView {
@@ -189,12 +191,18 @@ async fn ask(bus: &Bus, source: Source) -> Result<View, BusError> {
             let at = Instant::now();
             let ((uptime, kernel), services, boot) =
                 tokio::try_join!(bus.system_info(), bus.list_services(), bus.boot_info())?;
+            let os = bus
+                .slots()
+                .await
+                .ok()
+                .and_then(|json| serde_json::from_str(&json).ok());
             Ok(View::Init(InitView {
                 uptime,
                 at,
                 kernel,
                 services,
                 boot,
+                os,
             }))
         }
         Source::Daemon(daemon) => {

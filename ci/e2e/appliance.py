@@ -311,6 +311,8 @@ class ApplianceTestCase(unittest.TestCase):
     disks = ()
     # A directory QEMU's TFTP server (10.0.2.2) serves (`image run --tftp`).
     tftp = None
+    # True: a reboot of the appliance reboots it in place instead of ending QEMU.
+    allow_reboot = False
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -337,6 +339,7 @@ class ApplianceTestCase(unittest.TestCase):
             + (["--append", cls.append] if cls.append else []) \
             + (["--mac", cls.mac] if cls.mac else []) \
             + (["--tftp", str(cls.tftp)] if cls.tftp else []) \
+            + (["--allow-reboot"] if cls.allow_reboot else []) \
             + [a for d in ([cls.state_disk] if cls.state_disk else []) + list(cls.disks)
                for a in ("--disk", str(d))]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,

@@ -51,13 +51,13 @@ pub fn bar(done: u64, total: u64, step: &str) -> String {
     )
 }
 
-/// Polls host.installStatus until the install ends, drawing the bar on stderr (when it is a
-/// terminal; otherwise one line per step). Returns the last report.
-pub async fn follow(client: &Client) -> anyhow::Result<Value> {
+/// Polls `status` (host.installStatus, host.updateStatus) until the job ends, drawing the bar
+/// on stderr (when it is a terminal; otherwise one line per step). Returns the last report.
+pub async fn follow(client: &Client, status: &str) -> anyhow::Result<Value> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_step = String::new();
     loop {
-        let report = client.call("host.installStatus", vec![]).await?;
+        let report = client.call(status, vec![]).await?;
         let r = report.as_struct();
         let int = |k: &str| {
             member(r, k)

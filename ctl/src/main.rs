@@ -107,6 +107,20 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Updates an installed host's OS from a bundle URL (written to the other slot, tried at
+    /// the next boot, rolled back by itself if it does not come up) and follows it.
+    Update {
+        /// The bundle's http:// URL, as the host reaches it.
+        url: String,
+        /// Reboot into the new version once it is written.
+        #[arg(long)]
+        reboot: bool,
+        /// Return once the update has started.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Boots the other OS slot (the version before the last update) and reboots into it.
+    Rollback,
     /// Work with host.toml files locally.
     Config {
         #[command(subcommand)]
@@ -227,6 +241,11 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             },
             force: Some(*force),
         }),
+        Command::Update { url, reboot, .. } => call(host::Update {
+            url: url.clone(),
+            reboot: Some(*reboot),
+        }),
+        Command::Rollback => call(host::Rollback {}),
         Command::Services { command: None } => call(host::Services {}),
         Command::Services {
             command: Some(ServicesCommand::Restart { name }),
@@ -271,8 +290,13 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let mut value = runtime.block_on(client.call(method, params))?;
-    if let Command::Install { no_wait: false, .. } = cli.command {
-        value = runtime.block_on(install::follow(&client))?;
+    let status = match cli.command {
+        Command::Install { no_wait: false, .. } => Some("host.installStatus"),
+        Command::Update { no_wait: false, .. } => Some("host.updateStatus"),
+        _ => None,
+    };
+    if let Some(status) = status {
+        value = runtime.block_on(install::follow(&client, status))?;
         let failed = value
             .as_struct()
             .and_then(|r| r.get("state"))
@@ -280,7 +304,7 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             != Some("done");
         if failed && !cli.json {
             let error = value.as_struct().and_then(|r| r.get("error"));
-            return Err(anyhow!("the install failed: {}", output::text(error)));
+            return Err(anyhow!("it failed: {}", output::text(error)));
         }
     }
     if cli.json {
@@ -292,6 +316,13 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             }
             Command::Info => print!("{}", output::info(&value)),
             Command::Disks => print!("{}", install::disks_table(&value)),
+            Command::Update {
+                no_wait, reboot, ..
+            } => match (no_wait, reboot) {
+                (true, _) => println!("update started (host.updateStatus follows it)"),
+                (false, true) => println!("written; the host reboots into it"),
+                (false, false) => println!("written; it boots at the next reboot"),
+            },
             Command::Install { no_wait, disk, .. } => match no_wait {
                 true => println!("installing onto {disk} (host.installStatus follows it)"),
                 false => println!(

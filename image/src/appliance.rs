@@ -73,6 +73,9 @@ pub struct Options {
     /// Skip `cargo build` (the binaries are already built, e.g. by the caller).
     pub no_compile: bool,
     pub debug_shell: bool,
+    /// The OS version the image reports (os-release, the update bundle): Cairn's own version
+    /// unless a build says otherwise (a test's "next" image).
+    pub os_version: String,
     pub workspace: PathBuf,
     pub target_dir: PathBuf,
 }
@@ -167,7 +170,8 @@ pub fn build(opt: &Options) -> Result<()> {
 
     // What host.install writes besides this initramfs: GRUB for both firmwares and the kernel.
     let install = staging.join("install");
-    bootloader::build(&install, &staging).context("building the installer's boot loader")?;
+    bootloader::build(&install, &staging, &opt.os_version)
+        .context("building the installer's boot loader")?;
     for f in [
         model::install::BOOT_IMG,
         model::install::CORE_IMG,
@@ -194,7 +198,7 @@ pub fn build(opt: &Options) -> Result<()> {
     }
     tree.bytes("/etc/passwd", 0o644, PASSWD);
     tree.bytes("/etc/group", 0o644, GROUP);
-    tree.bytes("/etc/os-release", 0o644, os_release());
+    tree.bytes("/etc/os-release", 0o644, os_release(&opt.os_version));
 
     let initrd = opt.out.join("initrd.img");
     let initrd_tmp = opt.out.join("initrd.img.tmp");
@@ -223,6 +227,8 @@ pub fn build(opt: &Options) -> Result<()> {
     fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
     let iso = media::iso(&opt.out).context("making the ISO")?;
     let pxe = media::pxe(&opt.out).context("making the PXE directory")?;
+    let update =
+        crate::bundle::write(&opt.out, &opt.os_version).context("making the update bundle")?;
     let iso_name = media::iso_name();
     write_manifest(&opt.out, &["KERNEL", "vmlinuz", "initrd.img", &iso_name])?;
 
@@ -250,6 +256,14 @@ pub fn build(opt: &Options) -> Result<()> {
         media::PXE_DIR,
         mib(media::size(&pxe)?),
         media::IPXE_SCRIPT
+    );
+    println!(
+        "image:   {} {:.1} MiB (update bundle; sign {}/{}/MANIFEST with minisign -S, then \
+         `image bundle`)",
+        crate::bundle::file_name(&opt.os_version),
+        mib(media::size(&update)?),
+        opt.out.display(),
+        crate::bundle::DIR
     );
     match &configured {
         Some(_) => println!("image: token in {}", token_file.display()),
@@ -356,8 +370,7 @@ pub(crate) fn write_manifest(dir: &Path, files: &[&str]) -> Result<()> {
     fs::write(&m, text).with_context(|| format!("writing {}", m.display()))
 }
 
-fn os_release() -> String {
-    let v = model::VERSION;
+fn os_release(v: &str) -> String {
     format!(
         "NAME=\"Cairn\"\nID=cairn\nVERSION=\"{v}\"\nVERSION_ID={v}\nPRETTY_NAME=\"Cairn {v}\"\n\
          HOME_URL=\"https://github.com/cairn\"\n"

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use model::install::{BIOS_BOOT, ESP, SECTOR, SLOT_A, SLOT_B};
+use model::install::{BIOS_BOOT, ESP, SECTOR, SLOT_A, SLOT_B, UPDATE_TRIES, grubenv};
 
 /// Modules built into both GRUB images: nothing is loaded from disk at boot.
 const MODULES: &[&str] = &[
@@ -45,8 +45,9 @@ const ESP_FS_SECTORS: u64 = 16384;
 /// The kernel command line of the installed system (the live media add `retain_initrd`).
 pub const INSTALLED_CMDLINE: &str = "console=tty0 console=ttyS0,115200n8 panic=-1 quiet";
 
-/// Writes `boot.img`, `core.img` and `esp.img` into `dir`.
-pub fn build(dir: &Path, staging: &Path) -> Result<()> {
+/// Writes `boot.img`, `core.img` and `esp.img` into `dir`; the ESP's boot environment says
+/// slot A holds `os_version`.
+pub fn build(dir: &Path, staging: &Path, os_version: &str) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let boot = fs::read(Path::new(GRUB_PC).join("boot.img"))
         .with_context(|| format!("reading {GRUB_PC}/boot.img (grub-pc-bin: see ci/deps)"))?;
@@ -62,7 +63,14 @@ pub fn build(dir: &Path, staging: &Path) -> Result<()> {
     grub_mkimage("x86_64-efi", "/grub", EFI_MODULES, &efi)?;
     let cfg = staging.join("grub.cfg");
     fs::write(&cfg, grub_cfg()).context("writing grub.cfg")?;
-    esp_image(&dir.join(model::install::ESP_IMG), &efi, &cfg)
+    let env = staging.join("grubenv");
+    let vars = [("slot", "a"), ("version_a", os_version)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let block = grubenv::render(&vars).context("the OS version does not fit GRUB's environment")?;
+    fs::write(&env, block).context("writing grubenv")?;
+    esp_image(&dir.join(model::install::ESP_IMG), &efi, &cfg, &env)
 }
 
 fn grub_mkimage(format: &str, prefix: &str, extra: &[&str], out: &Path) -> Result<()> {
@@ -120,6 +128,11 @@ fn core_image(mut core: Vec<u8>) -> Result<Vec<u8>> {
 
 /// The boot menu of the installed disk, for both firmwares: GRUB's root is then the ESP
 /// (`hdN,gpt2`), and the slots are partitions 3 and 4 of the same disk.
+///
+/// A/B: grubenv's `slot` boots. An update sets `try_slot` and `tries`: each boot of the
+/// updated slot takes one try, written back before the kernel starts; with none left GRUB
+/// clears `try_slot` and boots `slot` again — the old system, which then reports the failed
+/// update. The updated system makes itself `slot` once it is healthy (init).
 pub fn grub_cfg() -> String {
     let slot = |name: &str, p: &model::install::Partition| {
         let n = model::install::PARTITIONS
@@ -127,27 +140,44 @@ pub fn grub_cfg() -> String {
             .position(|q| q == p)
             .map_or(0, |i| i + 1);
         format!(
-            "menuentry \"Cairn {version} (slot {name})\" {{\n  \
+            "menuentry \"Cairn (slot {name})\" --id {lower} {{\n  \
                linux ($disk,gpt{n})/vmlinuz {INSTALLED_CMDLINE} cairn.slot={lower}\n  \
                initrd ($disk,gpt{n})/initrd.img\n\
              }}\n",
-            version = model::VERSION,
             lower = name.to_lowercase(),
         )
     };
+    // GRUB has no arithmetic: one branch per try left.
+    let mut tries = String::new();
+    for n in (1..=UPDATE_TRIES).rev() {
+        tries.push_str(&format!(
+            "  {}if [ \"$tries\" = \"{n}\" ]; then\n    set tries={}\n    set default=\"$try_slot\"\n",
+            if n == UPDATE_TRIES { "" } else { "el" },
+            n - 1
+        ));
+    }
     format!(
         "serial --unit=0 --speed=115200\n\
          terminal_input serial console\n\
          terminal_output serial console\n\
          set timeout=1\n\
          regexp --set=1:disk '^(.*),gpt[0-9]+$' \"$root\"\n\
+         set env=($root)/{env}\n\
+         load_env --file $env slot try_slot tries\n\
+         if [ -z \"$slot\" ]; then set slot=a; fi\n\
+         set default=\"$slot\"\n\
+         if [ -n \"$try_slot\" ]; then\n\
+         {tries}  else\n    set try_slot=\n  fi\n  \
+           save_env --file $env try_slot tries\n\
+         fi\n\
          {}{}",
         slot("A", &SLOT_A),
-        slot("B", &SLOT_B)
+        slot("B", &SLOT_B),
+        env = model::install::GRUBENV_PATH,
     )
 }
 
-fn esp_image(out: &Path, efi: &Path, cfg: &Path) -> Result<()> {
+fn esp_image(out: &Path, efi: &Path, cfg: &Path, env: &Path) -> Result<()> {
     let _ = fs::remove_file(out);
     let img = out.display().to_string();
     let mtools = |args: &[&str]| -> Result<()> {
@@ -174,6 +204,14 @@ fn esp_image(out: &Path, efi: &Path, cfg: &Path) -> Result<()> {
     let cfg = cfg.display().to_string();
     mtools(&["mcopy", "-i", &img, &efi, "::/EFI/BOOT/BOOTX64.EFI"])?;
     mtools(&["mcopy", "-i", &img, &cfg, "::/grub/grub.cfg"])?;
+    let env = env.display().to_string();
+    mtools(&[
+        "mcopy",
+        "-i",
+        &img,
+        &env,
+        &format!("::/{}", model::install::GRUBENV_PATH),
+    ])?;
     Ok(())
 }
 
@@ -220,6 +258,15 @@ mod tests {
         assert!(cfg.contains("linux ($disk,gpt3)/vmlinuz"));
         assert!(cfg.contains("initrd ($disk,gpt4)/initrd.img"));
         assert!(cfg.contains("cairn.slot=a") && !cfg.contains("retain_initrd"));
+        assert!(cfg.contains("--id a {") && cfg.contains("--id b {"));
+        assert!(
+            cfg.contains("if [ \"$tries\" = \"2\" ]; then\n    set tries=1\n"),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("elif [ \"$tries\" = \"1\" ]; then\n    set tries=0\n"),
+            "{cfg}"
+        );
     }
 
     /// Against Debian's real GRUB files, when they are installed (ci/deps puts them there).
@@ -228,7 +275,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cairn-grub-{}", std::process::id()));
         let staging = dir.join("staging");
         fs::create_dir_all(&staging).unwrap();
-        build(&dir, &staging).unwrap();
+        build(&dir, &staging, "9.9.9").unwrap();
         let core = fs::read(dir.join("core.img")).unwrap();
         assert_eq!(core.len() % 512, 0);
         let boot = fs::read(dir.join("boot.img")).unwrap();
@@ -236,6 +283,23 @@ mod tests {
         let esp = fs::read(dir.join("esp.img")).unwrap();
         assert_eq!(esp.len() as u64, ESP_FS_SECTORS * 512);
         assert_eq!(&esp[510..512], &[0x55, 0xaa]);
+        let mtype = |path: &str| {
+            let out = Command::new("mtype")
+                .args(["-i"])
+                .arg(dir.join("esp.img"))
+                .arg(format!("::/{path}"))
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "mtype {path}");
+            out.stdout
+        };
+        let env = grubenv::parse(&mtype(model::install::GRUBENV_PATH)).unwrap();
+        assert_eq!(env.get("slot").map(String::as_str), Some("a"));
+        assert_eq!(env.get("version_a").map(String::as_str), Some("9.9.9"));
+        let cfg = String::from_utf8(mtype("grub/grub.cfg")).unwrap();
+        assert_eq!(cfg, grub_cfg());
+        print!("{cfg}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

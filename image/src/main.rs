@@ -6,6 +6,7 @@
 
 mod appliance;
 mod bootloader;
+mod bundle;
 mod cpio;
 mod floor;
 mod guestkit;
@@ -57,6 +58,10 @@ enum Cmd {
         /// tests and development (`image run --shell-socket`). Never in a production image.
         #[arg(long)]
         debug_shell: bool,
+        /// The OS version the image reports and its update bundle carries (default: Cairn's
+        /// version), e.g. to build the "next" image an update test installs.
+        #[arg(long)]
+        os_version: Option<String>,
     },
     /// Boot the built appliance in QEMU and wait until its API answers.
     Run {
@@ -90,6 +95,10 @@ enum Cmd {
         /// `cairn.config=tftp://10.0.2.2/${mac}.toml` (a PXE boot serves its PXE directory).
         #[arg(long)]
         tftp: Option<PathBuf>,
+        /// Let the appliance reboot in place (e.g. through an update's trial boots); by
+        /// default a reboot ends QEMU.
+        #[arg(long)]
+        allow_reboot: bool,
         /// A raw disk image attached as a virtio disk (vda, vdb, … in the order given): a
         /// blank one to install onto, one holding a state partition (`mkfs.ext4 -L
         /// CAIRN-STATE`: what the appliance makes through the API then survives its reboots),
@@ -118,6 +127,13 @@ enum Cmd {
         /// `--boot disk`).
         #[arg(long = "disk", value_name = "IMG")]
         disks: Vec<PathBuf>,
+    },
+    /// Pack the update bundle again from DIR/update/ (after signing update/MANIFEST with
+    /// `minisign -S`): DIR/cairn-<version>.update.
+    Bundle {
+        /// The image directory (default: target/appliance).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Build the boot benchmark's floor: the same kernel and media with a busybox initramfs
     /// that only prints the ready line (default: target/appliance-floor).
@@ -175,6 +191,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             release,
             no_compile,
             debug_shell,
+            os_version,
         } => {
             let opt = appliance::Options {
                 config: (!no_config)
@@ -184,6 +201,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 release,
                 no_compile,
                 debug_shell,
+                os_version: os_version.unwrap_or_else(|| model::VERSION.to_string()),
                 workspace,
                 target_dir,
             };
@@ -200,6 +218,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             append,
             mac,
             tftp,
+            allow_reboot,
             disks,
             guest_kit,
         } => {
@@ -211,6 +230,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             opt.append = append;
             opt.mac = mac;
             opt.tftp = tftp;
+            opt.allow_reboot = allow_reboot;
             opt.disks = disks;
             opt.guest_kit = match guest_kit {
                 None => None,
@@ -219,6 +239,11 @@ fn dispatch(cli: Cli) -> Result<u8> {
             };
             let code = qemu::run(&opt, detach).context("image run")?;
             Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Cmd::Bundle { dir } => {
+            let bundle = bundle::pack(&dir.unwrap_or(default_dir))?;
+            println!("{}", bundle.display());
+            Ok(0)
         }
         Cmd::GuestKit => {
             println!("{}", fetch_guest_kit()?.dir.display());
@@ -272,6 +297,7 @@ impl VmArgs {
             append: None,
             mac: None,
             tftp: None,
+            allow_reboot: false,
             disks: Vec::new(),
         }
     }

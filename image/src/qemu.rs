@@ -69,6 +69,8 @@ pub struct RunOptions {
     /// A unix socket for QEMU's monitor (QMP), so a test can ask a stuck appliance's QEMU
     /// for its state (query-status, `info registers` through human-monitor-command).
     pub qmp_socket: Option<PathBuf>,
+    /// Let the appliance reboot in place (QEMU's default); otherwise a reboot ends QEMU.
+    pub allow_reboot: bool,
     /// The guest kit's kit.img, attached read-only as a virtio disk with serial
     /// [`crate::guestkit::KIT_SERIAL`].
     pub guest_kit: Option<PathBuf>,
@@ -146,13 +148,16 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
     cmd.args(["-accel", &opt.accel, "-cpu", "max"])
         .args(["-m", &opt.memory_mib.to_string()])
         .args(["-smp", &opt.cpus.to_string()])
-        .args(["-nographic", "-no-reboot"])
+        .arg("-nographic")
         // Named threads ("CPU 0/TCG"): a stuck appliance's QEMU then shows which vCPU spins.
         .args(["-name", "cairn,debug-threads=on"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .args(["-monitor", "none"])
         .stdin(Stdio::null());
+    if !opt.allow_reboot {
+        cmd.arg("-no-reboot");
+    }
     let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}");
     // No option ROM unless booting from the network: iPXE's ROM only costs boot time.
     let mut nic = "e1000,netdev=n0,romfile=".to_string();

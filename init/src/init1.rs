@@ -9,6 +9,7 @@ use zbus::fdo;
 
 use crate::install::{InstallError, Installer, Payload};
 use crate::supervisor::{End, Request, RequestError, SharedBoot, Snapshot};
+use crate::update::{UpdateError, Updater};
 
 pub struct Init1 {
     snapshot: Snapshot,
@@ -17,6 +18,8 @@ pub struct Init1 {
     boot: SharedBoot,
     /// None in a sandbox.
     installer: Option<Installer>,
+    /// None in a sandbox.
+    updater: Option<Updater>,
 }
 
 impl Init1 {
@@ -26,6 +29,7 @@ impl Init1 {
         started: Instant,
         boot: SharedBoot,
         installer: Option<Installer>,
+        updater: Option<Updater>,
     ) -> Self {
         Init1 {
             snapshot,
@@ -33,7 +37,14 @@ impl Init1 {
             started,
             boot,
             installer,
+            updater,
         }
+    }
+
+    fn updater(&self) -> Result<&Updater, CairnError> {
+        self.updater
+            .as_ref()
+            .ok_or_else(|| CairnError::Conflict("a sandbox has no OS slots to update".into()))
     }
 
     fn installer(&self) -> Result<&Installer, CairnError> {
@@ -156,9 +167,52 @@ impl Init1 {
             })
     }
 
-    /// JSON `model::install::InstallReport`.
+    /// JSON `model::install::JobReport`.
     async fn install_status(&self) -> Result<String, CairnError> {
         serde_json::to_string(&self.installer()?.report())
+            .map_err(|e| CairnError::Failed(e.to_string()))
+    }
+
+    /// Fetches the bundle at `url`, checks it whole and writes it to the slot that is not
+    /// running, in the background (UpdateStatus follows it); with `reboot`, reboots into it
+    /// once written.
+    async fn update(&self, url: String, reboot: bool) -> Result<(), CairnError> {
+        let updater = self.updater()?.clone();
+        let requests = self.requests.clone();
+        tracing::warn!(%url, reboot, "update requested");
+        tokio::task::spawn_blocking(move || {
+            updater.start(&url, move || {
+                if reboot {
+                    let _ = requests.send(Request::Shutdown(End::Reboot));
+                }
+            })
+        })
+        .await
+        .map_err(|e| CairnError::Failed(format!("starting the update: {e}")))?
+        .map_err(update_error)
+    }
+
+    /// JSON `model::install::JobReport` of this boot's last update.
+    async fn update_status(&self) -> Result<String, CairnError> {
+        serde_json::to_string(&self.updater()?.report())
+            .map_err(|e| CairnError::Failed(e.to_string()))
+    }
+
+    /// Makes the other slot the one that boots and reboots into it.
+    async fn rollback(&self) -> Result<String, CairnError> {
+        let updater = self.updater()?.clone();
+        let what = tokio::task::spawn_blocking(move || updater.rollback())
+            .await
+            .map_err(|e| CairnError::Failed(format!("rolling back: {e}")))?
+            .map_err(update_error)?;
+        self.send(Request::Shutdown(End::Reboot))
+            .map_err(|e| CairnError::Failed(e.to_string()))?;
+        Ok(what)
+    }
+
+    /// JSON `model::update::SlotsInfo`.
+    async fn slots(&self) -> Result<String, CairnError> {
+        serde_json::to_string(&self.updater()?.info())
             .map_err(|e| CairnError::Failed(e.to_string()))
     }
 
@@ -187,5 +241,13 @@ pub async fn services_changed(conn: &zbus::Connection) {
         .await
     {
         tracing::debug!(error = %e, "cannot signal the service table");
+    }
+}
+
+fn update_error(e: UpdateError) -> CairnError {
+    match e {
+        UpdateError::Invalid(_) => CairnError::InvalidArgs(e.to_string()),
+        UpdateError::NotInstalled(_) | UpdateError::Busy(_) => CairnError::Conflict(e.to_string()),
+        UpdateError::Io(_) => CairnError::Failed(e.to_string()),
     }
 }

@@ -16,6 +16,7 @@ mod modules;
 mod sandbox;
 mod supervisor;
 mod tftp;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -168,6 +169,7 @@ fn run(mode: Mode, args: &Args) -> anyhow::Result<()> {
         },
         config_url: chosen.url.clone(),
         install: supervisor::unattended::from_cmdline(&cmdline),
+        cmdline: cmdline.clone(),
         ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
     };
     let end = runtime.block_on(supervisor::run(plan))?;

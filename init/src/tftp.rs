@@ -111,7 +111,7 @@ mod tests {
                 return;
             }
             let blocks: Vec<&[u8]> = data.chunks(BLOCK).collect();
-            let count = if data.len() % BLOCK == 0 {
+            let count = if data.len().is_multiple_of(BLOCK) {
                 blocks.len() + 1
             } else {
                 blocks.len()

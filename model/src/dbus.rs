@@ -97,8 +97,16 @@ pub trait Init1 {
     fn list_disks(&self) -> Result<String, CairnError>;
     /// Starts installing onto `disk` with `config` (empty: none); `host.install`'s errors.
     fn install(&self, disk: &str, config: &str, force: bool) -> Result<(), CairnError>;
-    /// JSON `model::install::InstallReport`.
+    /// JSON `model::install::JobReport`.
     fn install_status(&self) -> Result<String, CairnError>;
+    /// Starts an update from the bundle at `url`; `host.update`'s errors.
+    fn update(&self, url: &str, reboot: bool) -> Result<(), CairnError>;
+    /// JSON `model::install::JobReport` of the last update.
+    fn update_status(&self) -> Result<String, CairnError>;
+    /// Boots the other slot from now on (and reboots); what was done, in words.
+    fn rollback(&self) -> Result<String, CairnError>;
+    /// JSON `model::update::SlotsInfo`.
+    fn slots(&self) -> Result<String, CairnError>;
 }
 
 #[proxy(

@@ -104,10 +104,10 @@ pub struct DiskInfo {
     pub unusable: String,
 }
 
-/// What `host.installStatus` answers.
+/// What `host.installStatus` and `host.updateStatus` answer: a long job of init's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InstallReport {
+pub struct JobReport {
     /// `idle` (none since boot), `running`, `done` or `failed`.
     pub state: String,
     pub disk: String,
@@ -139,3 +139,73 @@ mod tests {
         const { assert!(MIN_DISK_BYTES > STATE.first_lba * SECTOR) };
     }
 }
+
+/// GRUB's environment block (grub-editenv's format): exactly 1024 bytes, a header line, then
+/// `name=value` lines, padded with `#`. The installed disk keeps one on the ESP
+/// ([`GRUBENV_PATH`]): which slot boots, and the boot attempts an updated slot has left.
+pub mod grubenv {
+    use std::collections::BTreeMap;
+
+    pub const SIZE: usize = 1024;
+    const HEADER: &str = "# GRUB Environment Block\n";
+
+    /// The variables of a block; None when `block` is not one.
+    pub fn parse(block: &[u8]) -> Option<BTreeMap<String, String>> {
+        let text = std::str::from_utf8(block).ok()?;
+        let body = text.strip_prefix(HEADER)?;
+        Some(
+            body.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// The block holding `vars`, or None when they do not fit (or a name or value has a
+    /// newline).
+    pub fn render(vars: &BTreeMap<String, String>) -> Option<Vec<u8>> {
+        let mut out = String::from(HEADER);
+        for (k, v) in vars {
+            if k.contains(['\n', '=']) || v.contains('\n') {
+                return None;
+            }
+            out.push_str(&format!("{k}={v}\n"));
+        }
+        if out.len() > SIZE {
+            return None;
+        }
+        let mut bytes = out.into_bytes();
+        bytes.resize(SIZE, b'#');
+        Some(bytes)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_block_round_trips_at_its_fixed_size() {
+            let vars: BTreeMap<String, String> = [("slot", "a"), ("try_slot", ""), ("tries", "2")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let block = render(&vars).unwrap();
+            assert_eq!(block.len(), SIZE);
+            assert!(block.starts_with(b"# GRUB Environment Block\nslot=a\ntries=2\ntry_slot=\n#"));
+            assert_eq!(parse(&block).unwrap(), vars);
+            assert_eq!(parse(b"garbage"), None);
+            let mut big = BTreeMap::new();
+            big.insert("x".to_string(), "y".repeat(2000));
+            assert_eq!(render(&big), None);
+            let mut bad = BTreeMap::new();
+            bad.insert("x".to_string(), "a\nb".into());
+            assert_eq!(render(&bad), None);
+        }
+    }
+}
+
+/// The environment block's path on the ESP (GRUB reads it as `($root)/grub/grubenv`).
+pub const GRUBENV_PATH: &str = "grub/grubenv";
+/// Boot attempts an updated slot gets before GRUB goes back to the one that booted before.
+pub const UPDATE_TRIES: u32 = 2;

@@ -12,6 +12,7 @@ pub mod net;
 pub mod rules;
 pub mod token;
 pub mod units;
+pub mod update;
 pub mod vm;
 pub mod xmlrpc;
 

@@ -232,6 +232,7 @@ pub fn api_host_config(hostname: &str, token_name: &str, token: &str) -> model::
         templates: vec![],
         containers: vec![],
         vms: vec![],
+        update: Default::default(),
     }
 }
 

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use model::api::host::{
-    ApplyConfig, DaemonReport, DiskInfo, Disks, HostInfo, Info, Install, InstallReport,
-    InstallStatus, Management, Poweroff, Reboot, RestartService, Services,
+    ApplyConfig, DaemonReport, DiskInfo, Disks, HostInfo, Info, Install, InstallStatus, JobReport,
+    Management, Poweroff, Reboot, RestartService, Rollback, Services, Update, UpdateStatus,
 };
 use model::dbus::{Init1Proxy, ServiceInfo};
 
@@ -20,6 +20,9 @@ pub fn methods() -> Vec<Method> {
         method::<Disks>(),
         method::<Install>(),
         method::<InstallStatus>(),
+        method::<Update>(),
+        method::<UpdateStatus>(),
+        method::<Rollback>(),
         method::<Reboot>(),
         method::<Poweroff>(),
     ]
@@ -50,6 +53,7 @@ impl Serve for Info {
                 info.mode = Some(mode);
                 info.config_source = Some(source);
                 info.config_problem = Some(problem).filter(|p| !p.is_empty());
+                info.os = init.os;
             }
             Err(e) => info.init_error = Some(e),
         }
@@ -157,7 +161,7 @@ impl Serve for Install {
 }
 
 impl Serve for InstallStatus {
-    async fn serve(self, api: &Api) -> Result<InstallReport, Fault> {
+    async fn serve(self, api: &Api) -> Result<JobReport, Fault> {
         let report = api
             .bus
             .daemon_call(
@@ -167,6 +171,49 @@ impl Serve for InstallStatus {
             )
             .await?;
         answer("init", &report)
+    }
+}
+
+impl Serve for Update {
+    async fn serve(self, api: &Api) -> Result<bool, Fault> {
+        tracing::warn!(url = %self.url, "update requested through the API");
+        let (url, reboot) = (self.url, self.reboot.unwrap_or(false));
+        api.bus
+            .daemon_call(
+                "init",
+                CALL_TIMEOUT,
+                |init: Init1Proxy<'static>| async move { init.update(&url, reboot).await },
+            )
+            .await?;
+        Ok(true)
+    }
+}
+
+impl Serve for UpdateStatus {
+    async fn serve(self, api: &Api) -> Result<JobReport, Fault> {
+        let report = api
+            .bus
+            .daemon_call(
+                "init",
+                CALL_TIMEOUT,
+                |init: Init1Proxy<'static>| async move { init.update_status().await },
+            )
+            .await?;
+        answer("init", &report)
+    }
+}
+
+impl Serve for Rollback {
+    async fn serve(self, api: &Api) -> Result<String, Fault> {
+        tracing::warn!("rollback requested through the API");
+        Ok(api
+            .bus
+            .daemon_call(
+                "init",
+                CALL_TIMEOUT,
+                |init: Init1Proxy<'static>| async move { init.rollback().await },
+            )
+            .await?)
     }
 }
 

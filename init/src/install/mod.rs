@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use model::install::{BIOS_BOOT, DiskInfo, ESP, InstallReport, PARTITIONS, SECTOR, SLOT_A, STATE};
+use model::install::{BIOS_BOOT, DiskInfo, ESP, JobReport, PARTITIONS, SECTOR, SLOT_A, STATE};
 
 pub use payload::Payload;
 
@@ -42,7 +42,7 @@ pub enum InstallError {
 }
 
 /// mke2fs (e2fsprogs) in the image.
-const MKE2FS: &str = "/usr/sbin/mke2fs";
+pub const MKE2FS: &str = "/usr/sbin/mke2fs";
 /// GRUB's boot sector code: the MBR's first 440 bytes (the disk signature and the partition
 /// table follow).
 const BOOT_CODE: usize = 440;
@@ -76,14 +76,14 @@ impl Default for Devices {
 #[derive(Clone)]
 pub struct Installer {
     devices: Devices,
-    report: Arc<Mutex<InstallReport>>,
+    report: Arc<Mutex<JobReport>>,
 }
 
 impl Installer {
     pub fn new(devices: Devices) -> Installer {
         Installer {
             devices,
-            report: Arc::new(Mutex::new(InstallReport {
+            report: Arc::new(Mutex::new(JobReport {
                 state: "idle".into(),
                 ..Default::default()
             })),
@@ -98,7 +98,7 @@ impl Installer {
         )
     }
 
-    pub fn report(&self) -> InstallReport {
+    pub fn report(&self) -> JobReport {
         self.report.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
@@ -127,7 +127,7 @@ impl Installer {
                     r.disk
                 )));
             }
-            *r = InstallReport {
+            *r = JobReport {
                 state: "running".into(),
                 disk: disk.to_string(),
                 step: "reading the live system".into(),
@@ -362,32 +362,49 @@ impl Installer {
         sectors: u64,
         content: &Path,
     ) -> Result<(), InstallError> {
-        let blocks = sectors * SECTOR / 4096;
-        let out = crate::children::run(
-            Command::new(&self.devices.mke2fs)
-                .args([
-                    "-q", "-F", "-F", "-t", "ext4", "-b", "4096", "-L", part.label,
-                ])
-                .arg("-d")
-                .arg(content)
-                .arg("-E")
-                .arg(format!("offset={},nodiscard", part.first_lba * SECTOR))
-                .arg(dev)
-                .arg(blocks.to_string())
-                // No /etc/mke2fs.conf in the image: mke2fs's built-in defaults.
-                .env("MKE2FS_CONFIG", "/dev/null"),
+        make_ext4(
+            &self.devices.mke2fs,
+            dev,
+            part.first_lba * SECTOR,
+            sectors * SECTOR,
+            part.label,
+            content,
         )
-        .map_err(|e| InstallError::Io(format!("running {}: {e}", self.devices.mke2fs.display())))?;
-        if !out.status.success() {
-            return Err(InstallError::Io(format!(
-                "mke2fs for {} failed ({}): {}",
-                part.name,
-                out.status,
-                out.stderr.trim()
-            )));
-        }
-        Ok(())
+        .map_err(|e| InstallError::Io(format!("{} ({}): {e}", part.name, part.label)))
     }
+}
+
+/// mke2fs: an ext4 filesystem of `bytes` labelled `label` holding a copy of `content`, at byte
+/// `offset` of `dev` (a whole disk, a partition or a file).
+pub fn make_ext4(
+    mke2fs: &Path,
+    dev: &Path,
+    offset: u64,
+    bytes: u64,
+    label: &str,
+    content: &Path,
+) -> Result<(), String> {
+    let out = crate::children::run(
+        Command::new(mke2fs)
+            .args(["-q", "-F", "-F", "-t", "ext4", "-b", "4096", "-L", label])
+            .arg("-d")
+            .arg(content)
+            .arg("-E")
+            .arg(format!("offset={offset},nodiscard"))
+            .arg(dev)
+            .arg((bytes / 4096).to_string())
+            // No /etc/mke2fs.conf in the image: mke2fs's built-in defaults.
+            .env("MKE2FS_CONFIG", "/dev/null"),
+    )
+    .map_err(|e| format!("running {}: {e}", mke2fs.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mke2fs failed ({}): {}",
+            out.status,
+            out.stderr.trim()
+        ));
+    }
+    Ok(())
 }
 
 fn file_len(p: &Path) -> u64 {

@@ -50,6 +50,9 @@ impl Supervisor {
         })?;
         tracing::warn!(path = %saved.display(), changes = changes.len(), "config applied; restarting the services with it");
         self.plan.config = saved;
+        if let Some(u) = &self.updater {
+            u.set_config(&self.plan.config);
+        }
         if let Ok(mut boot) = self.boot.lock() {
             boot.mode = "running".into();
             boot.source = source.into();

@@ -47,6 +47,8 @@ pub struct Plan {
     pub config_url: Option<String>,
     /// `cairn.install=`: the disk to install onto unattended (`unattended::install`).
     pub install: Option<String>,
+    /// The kernel command line (empty in a sandbox): `cairn.slot=` says an installed boot.
+    pub cmdline: String,
 }
 
 /// How this boot's config was chosen (`Init1.BootInfo`, `host.info`).
@@ -129,6 +131,8 @@ struct Supervisor {
     bus_gone: bool,
     ready_tx: mpsc::UnboundedSender<Readiness>,
     lost_tx: mpsc::UnboundedSender<liveness::Lost>,
+    /// A/B updates; None in a sandbox.
+    updater: Option<crate::update::Updater>,
 }
 
 pub async fn run(plan: Plan) -> anyhow::Result<End> {
@@ -157,6 +161,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
     // A sandbox runs on a dev machine, whose disks are not ours to write.
     let installer =
         (plan.mode == Mode::Appliance).then(|| crate::install::Installer::new(Default::default()));
+    let updater = (plan.mode == Mode::Appliance)
+        .then(|| crate::update::Updater::new(&plan.state, &plan.config, &plan.cmdline));
     conn.object_server()
         .at(
             model::dbus::INIT_PATH,
@@ -166,6 +172,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
                 std::time::Instant::now(),
                 boot.clone(),
                 installer.clone(),
+                updater.clone(),
             ),
         )
         .await?;
@@ -184,7 +191,29 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
         bus_gone: false,
         ready_tx,
         lost_tx,
+        updater,
     };
+    if let Some(updater) = sup.updater.clone() {
+        let requests = sup.requests.clone();
+        tokio::spawn(async move {
+            let checking = updater.clone();
+            let trial = tokio::task::spawn_blocking(move || checking.on_boot())
+                .await
+                .unwrap_or(false);
+            if !trial {
+                return;
+            }
+            tokio::time::sleep(crate::update::TRIAL_DEADLINE).await;
+            if updater.in_trial() {
+                eprintln!(
+                    "cairn: the updated system is not healthy {} s after boot; rebooting (GRUB \
+                     goes back to the old one when its tries are spent)",
+                    crate::update::TRIAL_DEADLINE.as_secs()
+                );
+                let _ = requests.send(Request::Shutdown(End::Reboot));
+            }
+        });
+    }
     if let Some(url) = sup.plan.config_url.clone() {
         tokio::spawn(apply::fetch_and_apply(
             url,
@@ -381,6 +410,15 @@ impl Supervisor {
             svc.liveness = Some(watcher.abort_handle());
             if svc.bus_name == model::dbus::API_NAME {
                 println!("cairn: api ready");
+                // apid starts last: every service before it is running, and the API is up.
+                if let Some(updater) = self.updater.clone().filter(|u| u.in_trial()) {
+                    let conn = self.conn.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::task::spawn_blocking(move || updater.confirm()).await;
+                        // apid keeps init's view until told it changed.
+                        crate::init1::services_changed(&conn).await;
+                    });
+                }
             }
         } else if let Some(pid) = svc.pid {
             // Treated as a crash: the reaper sees it exit and schedules the restart.
@@ -476,8 +514,16 @@ impl Supervisor {
                 crashes = svc.fast_crashes,
                 "crashed too often in a row; not restarting"
             );
+            let name = svc.name;
             if booting {
                 self.boot_next(index + 1);
+            }
+            if self.updater.as_ref().is_some_and(|u| u.in_trial()) {
+                eprintln!(
+                    "cairn: {name} keeps failing on the updated system; rebooting (GRUB goes \
+                     back to the old one when its tries are spent)"
+                );
+                let _ = self.requests.send(Request::Shutdown(End::Reboot));
             }
         }
     }

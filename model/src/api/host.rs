@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{actions, rpc_type};
 use crate::dbus::ServiceInfo;
-pub use crate::install::{DiskInfo, InstallReport};
+pub use crate::install::{DiskInfo, JobReport};
+pub use crate::update::SlotsInfo;
 
 /// What `host.info` answers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,10 @@ pub struct HostInfo {
     pub config_source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_problem: Option<String>,
+    /// The OS, its slots and the last update (left out in a sandbox or when init does not
+    /// answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<SlotsInfo>,
     /// By daemon name: its version and object counts, or the error that kept it from answering.
     pub daemons: BTreeMap<String, DaemonReport>,
     pub management: Management,
@@ -67,7 +72,7 @@ pub struct Management {
     pub error: Option<String>,
 }
 
-rpc_type!("struct": HostInfo, ServiceInfo, DiskInfo, InstallReport);
+rpc_type!("struct": HostInfo, ServiceInfo, DiskInfo, JobReport, SlotsInfo);
 
 actions! { ACTIONS;
     Info = "host.info", Apid, () -> HostInfo,
@@ -76,7 +81,9 @@ actions! { ACTIONS;
          counts, or {error} when it does not answer) and management ({interface, address, \
          source}: the API's own interface as netd configured it, source static, dhcp or none; \
          or {error}), mode (running, or maintenance when no valid config was found: \
-         config_problem says why), config_source (url, state, medium, label or none). When init does not \
+         config_problem says why), config_source (url, state, medium, label or none), os \
+         ({os_version, slot (a or b; empty on a live system), versions ({a, b}: what each slot \
+         holds), last_update (ok: …, failed: …, rolled back by hand …)}). When init does not \
          answer, uptime, kernel, services and mode are left out and init_error says why.";
     Services = "host.services", Init, () -> Vec<ServiceInfo>,
         "Lists the services init supervises: an array of {name, state, pid, restarts, since, \
@@ -110,10 +117,27 @@ actions! { ACTIONS;
          refused (105) unless force; an unknown disk -> 104; an unusable one, or an install \
          already running -> 105. Returns true once the install has started; \
          host.installStatus shows its progress.";
-    InstallStatus = "host.installStatus", Init, () -> InstallReport,
+    InstallStatus = "host.installStatus", Init, () -> JobReport,
         "The last host.install of this boot: {state, disk, step, done_bytes, total_bytes, \
          error}; state is idle (none yet), running, done or failed (error says why, and the \
          disk holds no partition table: nothing boots from a half-written disk).";
+    Update = "host.update", Init, (url: String, reboot: Option<bool>) -> bool,
+        "host.update(url[, reboot]): fetches the update bundle at url (http://) onto the state \
+         partition, checks it whole — every part's sha256 and size against its MANIFEST, and \
+         the minisign signature when host.toml's [update] public_key pins a key — and only \
+         then writes it to the OS slot that is not running, reads it back and tells GRUB to \
+         try it at the next boot (2 boots; the new system must get every service running and \
+         the API ready, or GRUB goes back to this one, which reports the failed update). With \
+         reboot (default false) the host reboots into it once written. A bad or unsigned \
+         bundle -> 102 and nothing is written; not installed, or an update running -> 105. \
+         Returns true once started; host.updateStatus follows it.";
+    UpdateStatus = "host.updateStatus", Init, () -> JobReport,
+        "The last host.update of this boot: {state (idle, running, done, failed), disk (the \
+         slot written), step, done_bytes, total_bytes (of the download), error}.";
+    Rollback = "host.rollback", Init, () -> String,
+        "Makes the other OS slot the one that boots and reboots into it (after a good update: \
+         back to the version before). Returns what was done, in words. Not installed, or the \
+         other slot holds nothing -> 105.";
     Reboot = "host.reboot", Init, () -> bool,
         "Reboots the host. Returns true once init has accepted the request.";
     Poweroff = "host.poweroff", Init, () -> bool,

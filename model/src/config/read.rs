@@ -16,7 +16,7 @@ use super::names::{
     is_ifname, is_timezone,
 };
 use super::net::{host_address_problem, parse_ipv4_cidr};
-use super::types::{Api, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls};
+use super::types::{Api, ApiToken, Host, HostConfig, Management, MgmtAddress, Tls, Update};
 use super::walk::{At, Field, Problems, Table, describe};
 
 pub(super) const DEFAULT_TIMEZONE: &str = "UTC";
@@ -37,6 +37,7 @@ pub(super) struct Document {
     pub templates: Vec<TemplateDraft>,
     pub containers: Vec<ContainerDraft>,
     pub vms: Vec<VmDraft>,
+    pub update: Option<Update>,
 }
 
 impl Document {
@@ -71,6 +72,7 @@ impl Document {
                 .into_iter()
                 .map(VmDraft::build)
                 .collect::<Option<_>>()?,
+            update: self.update?,
         })
     }
 }
@@ -87,6 +89,7 @@ pub(super) fn read_document(p: &mut Problems, doc: &DeTable<'_>) -> Document {
             "template",
             "container",
             "vm",
+            "update",
         ],
     );
     let mut d = Document::default();
@@ -109,6 +112,10 @@ pub(super) fn read_document(p: &mut Problems, doc: &DeTable<'_>) -> Document {
             tls: Tls::Generate,
             tokens: Vec::new(),
         }),
+    };
+    d.update = match top.opt("update") {
+        Some(f) => f.table(p).and_then(|t| read_update(p, t, f.at())),
+        None => Some(Update::default()),
     };
     d.networks = items(p, &top, "network", read_network);
     d.pools = items(p, &top, "pool", read_pool);
@@ -355,6 +362,31 @@ fn read_management(p: &mut Problems, entries: &DeTable<'_>, at: usize) -> Option
         interface: interface?.to_string(),
         address: MgmtAddress::Static { address, gateway },
     })
+}
+
+fn read_update(p: &mut Problems, entries: &DeTable<'_>, at: usize) -> Option<Update> {
+    let t = Table::new(p, entries, at, "[update]", &["public_key"]);
+    let public_key = match t.opt("public_key") {
+        Some(f) => Some(f.string_matching(
+            p,
+            is_minisign_key,
+            "is not a minisign public key (the base64 line of minisign.pub, \"RW…\", 56 \
+             characters)",
+        )?),
+        None => None,
+    };
+    Some(Update {
+        public_key: public_key.map(str::to_string),
+    })
+}
+
+/// The base64 line of a minisign public key: "Ed", an 8-byte key id and a 32-byte Ed25519 key
+/// (42 bytes, 56 characters, so always starting "RW").
+fn is_minisign_key(s: &str) -> bool {
+    s.len() == 56
+        && s.starts_with("RW")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 fn read_api(

@@ -16,6 +16,15 @@ pub struct HostConfig {
     pub templates: Vec<Template>,
     pub containers: Vec<Container>,
     pub vms: Vec<Vm>,
+    pub update: Update,
+}
+
+/// `[update]`: how the host takes OS updates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Update {
+    /// A minisign public key (the base64 line of `minisign.pub`): when set, only bundles
+    /// whose manifest it signed are taken.
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
