@@ -9,6 +9,7 @@ mod bootloader;
 mod bundle;
 mod cpio;
 mod floor;
+mod fragment;
 mod guestkit;
 mod kernel;
 mod media;
@@ -135,6 +136,9 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Check buildroot-config's kernel fragment: every option set in the Debian kernel config
+    /// the image is built from, every module the image loads marked on one.
+    CheckFragment,
     /// Build the boot benchmark's floor: the same kernel and media with a busybox initramfs
     /// that only prints the ready line (default: target/appliance-floor).
     Floor {
@@ -243,6 +247,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Bundle { dir } => {
             let bundle = bundle::pack(&dir.unwrap_or(default_dir))?;
             println!("{}", bundle.display());
+            Ok(0)
+        }
+        Cmd::CheckFragment => {
+            fragment::check(&workspace)?;
             Ok(0)
         }
         Cmd::GuestKit => {

@@ -393,8 +393,11 @@ pub fn make_ext4(
             .arg(format!("offset={offset},nodiscard"))
             .arg(dev)
             .arg((bytes / 4096).to_string())
-            // No /etc/mke2fs.conf in the image: mke2fs's built-in defaults.
-            .env("MKE2FS_CONFIG", "/dev/null"),
+            // No mke2fs.conf in the image: a path that does not exist makes mke2fs use its
+            // built-in profile, whose ext4 has the journal. (An empty file, e.g. /dev/null,
+            // is a profile without ext4: mke2fs then quietly makes ext2, which a power cut
+            // corrupts.)
+            .env("MKE2FS_CONFIG", "/nonexistent/mke2fs.conf"),
     )
     .map_err(|e| format!("running {}: {e}", mke2fs.display()))?;
     if !out.status.success() {

@@ -156,6 +156,15 @@ fn a_blank_disk_gets_the_whole_layout() {
     assert_eq!(rig.cat(&STATE, "/config/host.toml"), CONFIG.as_bytes());
     rig.fsck(&SLOT_A);
     rig.fsck(&STATE);
+    // ext4 with its journal (s_feature_compat HAS_JOURNAL, s_feature_incompat EXTENTS): the
+    // state must survive a power cut.
+    for p in [&SLOT_A, &STATE] {
+        let sb = rig.read(p.first_lba * SECTOR + 1024, 1024);
+        let compat = u32::from_le_bytes(sb[0x5c..0x60].try_into().unwrap());
+        let incompat = u32::from_le_bytes(sb[0x60..0x64].try_into().unwrap());
+        assert!(compat & 0x4 != 0, "{}: no journal", p.name);
+        assert!(incompat & 0x40 != 0, "{}: no extents", p.name);
+    }
     let head = probe::read_head(&rig.disk(), 1 << 20).unwrap();
     assert_eq!(
         probe::holds(&head).as_deref(),

@@ -27,6 +27,14 @@ pub fn diff(old: &HostConfig, new: &HostConfig) -> Vec<String> {
     if old.api != new.api {
         out.push("api: listener, certificate or tokens changed (apid restarts with them)".into());
     }
+    match (&old.update.public_key, &new.update.public_key) {
+        (None, Some(_)) => {
+            out.push("update: a signing key is pinned (bundles must be signed)".into())
+        }
+        (Some(_), None) => out.push("update: no signing key pinned any more".into()),
+        (Some(a), Some(b)) if a != b => out.push("update: the pinned signing key changed".into()),
+        _ => {}
+    }
     items(
         &mut out,
         "network",
@@ -167,6 +175,34 @@ mod tests {
                 "hostname: \"h\" -> \"other\"",
                 "management: eth0 dhcp -> eth1 dhcp"
             ]
+        );
+    }
+
+    #[test]
+    fn a_pinned_update_key_is_a_change() {
+        let key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        let none = config("");
+        let pinned = config(&format!("[update]\npublic_key = \"{key}\"\n"));
+        assert_eq!(pinned.update.public_key.as_deref(), Some(key));
+        assert_eq!(
+            diff(&none, &pinned),
+            ["update: a signing key is pinned (bundles must be signed)"]
+        );
+        assert_eq!(
+            diff(&pinned, &none),
+            ["update: no signing key pinned any more"]
+        );
+        assert!(diff(&pinned, &pinned).is_empty());
+        let bad = crate::config::parse(
+            "host.toml",
+            "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"eth0\"\ndhcp = true\n\
+             [update]\npublic_key = \"nope\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("host.toml:7:") && bad.contains("minisign public key"),
+            "{bad}"
         );
     }
 }
