@@ -200,6 +200,8 @@ class InstallFromTheIso(ApplianceTestCase):
             if cts.get("keeper", {}).get("state") == "running" or time.monotonic() > deadline:
                 break
             time.sleep(1)
+        self.assertNotIn("EXT4-fs error", self.console_log.read_text(errors="replace"),
+                         "the state filesystem came back damaged from the power cut")
         self.assertEqual(set(cts), {"keeper", "idle"}, "a container record was lost")
         self.assertEqual(cts["keeper"]["state"], "running", cts)
         # An answered write is on the disk (synced before the answer); the one in flight at

@@ -158,9 +158,13 @@ impl Updater {
         let get = |k: &str| vars.get(k).cloned().unwrap_or_default();
         let mut trial = false;
         if get("try_slot") == slot {
+            // The bundle's version (its manifest's), which this system's own may not repeat.
+            let version = Some(get("update_version"))
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| self.os_version.clone());
             println!(
-                "cairn: trying the update to {} on slot {slot} ({} more boot(s) before going back)",
-                self.os_version,
+                "cairn: trying the update to {version} on slot {slot} ({} more boot(s) before \
+                 going back)",
                 get("tries")
             );
             trial = true;
