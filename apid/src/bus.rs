@@ -256,6 +256,15 @@ impl Bus {
     }
 
     /// One call to hostd bounded by `timeout` (see `daemon_call`).
+    /// A call to init (Init1) within `timeout`, its verdict as a fault code.
+    pub async fn init_call<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, BusError>
+    where
+        F: FnOnce(Init1Proxy<'static>) -> Fut,
+        Fut: Future<Output = Result<T, CairnError>>,
+    {
+        self.daemon_call("init", timeout, call).await
+    }
+
     pub async fn hostd_call<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, BusError>
     where
         F: FnOnce(Host1Proxy<'static>) -> Fut,

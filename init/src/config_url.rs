@@ -68,15 +68,7 @@ pub async fn fetch(url: &str) -> Result<String, String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         format!("{url}: only http:// and tftp:// URLs are fetched (not https:// yet)")
     })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let (authority, path, addr) = split(rest, 80);
     let work = async {
         let mut stream = tokio::net::TcpStream::connect(&addr)
             .await
@@ -101,16 +93,28 @@ pub async fn fetch(url: &str) -> Result<String, String> {
     body_of(url, &answer)
 }
 
-/// `tftp://host[:port]/name`.
-async fn fetch_tftp(url: &str, rest: &str) -> Result<String, String> {
-    let (authority, name) = rest
-        .split_once('/')
-        .ok_or_else(|| format!("{url}: no file name"))?;
-    let with_port = if authority.contains(':') {
+/// A URL's `host[:port]/path` after its scheme: the authority, the path (`/` when none) and
+/// the address to connect to (`default_port` when the authority names none).
+pub fn split(rest: &str, default_port: u16) -> (&str, &str, String) {
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') {
         authority.to_string()
     } else {
-        format!("{authority}:69")
+        format!("{authority}:{default_port}")
     };
+    (authority, path, addr)
+}
+
+/// `tftp://host[:port]/name`.
+async fn fetch_tftp(url: &str, rest: &str) -> Result<String, String> {
+    let (authority, path, with_port) = split(rest, 69);
+    let name = path
+        .strip_prefix('/')
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("{url}: no file name"))?;
     let server = tokio::net::lookup_host(&with_port)
         .await
         .map_err(|e| format!("{url}: {e}"))?

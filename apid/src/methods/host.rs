@@ -6,7 +6,7 @@ use model::api::host::{
     ApplyConfig, DaemonReport, DiskInfo, Disks, HostInfo, Info, Install, InstallStatus, JobReport,
     Management, Poweroff, Reboot, RestartService, Rollback, Services, Update, UpdateStatus,
 };
-use model::dbus::{Init1Proxy, ServiceInfo};
+use model::dbus::ServiceInfo;
 
 use super::{Api, Fault, Method, Serve, answer, method};
 use crate::bus::{CALL_TIMEOUT, Daemon};
@@ -133,11 +133,7 @@ impl Serve for Disks {
     async fn serve(self, api: &Api) -> Result<Vec<DiskInfo>, Fault> {
         let list = api
             .bus
-            .daemon_call(
-                "init",
-                CALL_TIMEOUT,
-                |init: Init1Proxy<'static>| async move { init.list_disks().await },
-            )
+            .init_call(CALL_TIMEOUT, |init| async move { init.list_disks().await })
             .await?;
         answer("init", &list)
     }
@@ -152,7 +148,7 @@ impl Serve for Install {
         let (disk, config) = (self.disk, self.config.unwrap_or_default());
         let force = self.force.unwrap_or(false);
         api.bus
-            .daemon_call("init", INSTALL_START_TIMEOUT, |init: Init1Proxy<'static>| async move {
+            .init_call(INSTALL_START_TIMEOUT, |init| async move {
                 init.install(&disk, &config, force).await
             })
             .await?;
@@ -164,10 +160,9 @@ impl Serve for InstallStatus {
     async fn serve(self, api: &Api) -> Result<JobReport, Fault> {
         let report = api
             .bus
-            .daemon_call(
-                "init",
+            .init_call(
                 CALL_TIMEOUT,
-                |init: Init1Proxy<'static>| async move { init.install_status().await },
+                |init| async move { init.install_status().await },
             )
             .await?;
         answer("init", &report)
@@ -179,11 +174,9 @@ impl Serve for Update {
         tracing::warn!(url = %self.url, "update requested through the API");
         let (url, reboot) = (self.url, self.reboot.unwrap_or(false));
         api.bus
-            .daemon_call(
-                "init",
-                CALL_TIMEOUT,
-                |init: Init1Proxy<'static>| async move { init.update(&url, reboot).await },
-            )
+            .init_call(CALL_TIMEOUT, |init| async move {
+                init.update(&url, reboot).await
+            })
             .await?;
         Ok(true)
     }
@@ -193,10 +186,9 @@ impl Serve for UpdateStatus {
     async fn serve(self, api: &Api) -> Result<JobReport, Fault> {
         let report = api
             .bus
-            .daemon_call(
-                "init",
+            .init_call(
                 CALL_TIMEOUT,
-                |init: Init1Proxy<'static>| async move { init.update_status().await },
+                |init| async move { init.update_status().await },
             )
             .await?;
         answer("init", &report)
@@ -208,11 +200,7 @@ impl Serve for Rollback {
         tracing::warn!("rollback requested through the API");
         Ok(api
             .bus
-            .daemon_call(
-                "init",
-                CALL_TIMEOUT,
-                |init: Init1Proxy<'static>| async move { init.rollback().await },
-            )
+            .init_call(CALL_TIMEOUT, |init| async move { init.rollback().await })
             .await?)
     }
 }

@@ -19,15 +19,7 @@ pub fn get(url: &str, to: &Path, mut progress: impl FnMut(u64, u64)) -> Result<u
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| UpdateError::Invalid(format!("{url}: not an http:// URL")))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let (authority, path, addr) = crate::config_url::split(rest, 80);
     let sock = addr
         .to_socket_addrs()
         .map_err(|e| fail(e.to_string()))?
