@@ -1,4 +1,4 @@
-//! HTTPS front: TLS, HTTP/1.1 keep-alive, `POST /RPC2` only, Basic auth with API tokens, and the
+//! HTTPS front: TLS, HTTP/1.1 keep-alive, `POST /RPC2` and `PUT /uploads/NAME`, Basic auth with API tokens, and the
 //! limits that keep one bad or hostile client from hurting the daemon or other clients.
 
 use std::convert::Infallible;
@@ -534,16 +534,29 @@ impl Service {
     }
 
     pub async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        if req.uri().path() != RPC_PATH {
-            return plain(StatusCode::NOT_FOUND, "not found: the API is at POST /RPC2");
+        let path = req.uri().path();
+        let upload = path
+            .strip_prefix(crate::upload::PATH_PREFIX)
+            .map(str::to_string);
+        if path != RPC_PATH && upload.is_none() {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found: the API is at POST /RPC2, uploads at PUT /uploads/NAME",
+            );
         }
-        if req.method() != Method::POST {
+        let allowed = if upload.is_some() {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        if req.method() != allowed {
             let mut resp = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: use POST",
+                &format!("method not allowed: use {allowed}"),
             );
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            if let Ok(v) = HeaderValue::from_str(allowed.as_str()) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
             return resp;
         }
         if !self.authorized(req.headers()) {
@@ -560,12 +573,78 @@ impl Service {
             );
             return resp;
         }
-        let limits = &self.limits;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        match upload {
+            Some(name) => self.upload(req, &name, declared, peer).await,
+            None => self.rpc(req, declared, peer).await,
+        }
+    }
+
+    /// `PUT /uploads/NAME` (see [`crate::upload`]).
+    async fn upload(
+        &self,
+        req: Request<Incoming>,
+        name: &str,
+        declared: Option<u64>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        use crate::upload::UploadError;
+        let Some(uploads) = &self.api.uploads else {
+            return plain(StatusCode::NOT_FOUND, "this API keeps no uploads");
+        };
+        let want = req
+            .headers()
+            .get(crate::upload::SHA256_HEADER)
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        let result = uploads
+            .receive(name, peer.ip(), declared, want.as_deref(), req.into_body())
+            .await;
+        let e = match result {
+            Ok(stored) => {
+                let mut resp = Response::new(Full::new(Bytes::from(stored.to_json() + "\n")));
+                *resp.status_mut() = StatusCode::CREATED;
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return resp;
+            }
+            Err(e) => e,
+        };
+        tracing::info!(%peer, name, error = %e, "upload refused");
+        let status = match e {
+            UploadError::Name(_) | UploadError::BadDigestHeader | UploadError::Missing(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            UploadError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UploadError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            UploadError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+            UploadError::Digest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            UploadError::Read(_) => StatusCode::BAD_REQUEST,
+            UploadError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let resp = plain(status, &e.to_string());
+        // What the client still sends of a refused body is not read: the connection ends.
+        if matches!(e, UploadError::Digest { .. }) {
+            resp
+        } else {
+            closing(resp)
+        }
+    }
+
+    /// `POST /RPC2`: one XML-RPC call.
+    async fn rpc(
+        &self,
+        req: Request<Incoming>,
+        declared: Option<u64>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let limits = &self.limits;
         if declared.is_some_and(|n| n > limits.max_drain as u64) {
             return closing(plain(
                 StatusCode::PAYLOAD_TOO_LARGE,

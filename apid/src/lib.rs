@@ -8,6 +8,7 @@ pub mod methods;
 pub mod state;
 pub mod sys;
 pub mod tls;
+pub mod upload;
 
 /// The raw token digests from host.toml, as the HTTP layer checks them.
 pub fn token_digests(config: &model::config::HostConfig) -> Vec<[u8; 32]> {

@@ -7,8 +7,12 @@ use anyhow::{Context as _, bail};
 use apid::bus::Bus;
 use apid::http::{Limits, Server, Service};
 use apid::methods::Api;
+use apid::upload::Uploads;
 use clap::Parser;
 use model::daemon::{DaemonArgs, StopSignals};
+
+/// An upload that sends nothing for this long is dropped.
+const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Parser)]
 #[command(name = "apid", about = "Cairn's XML-RPC over HTTPS API daemon")]
@@ -73,7 +77,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot open the bus connection that follows the daemons' state")?;
     let api = Api::new(config.host.hostname.clone(), Bus::new(Some(conn)))
-        .follow_state(Bus::new(Some(watcher)));
+        .follow_state(Bus::new(Some(watcher)))
+        .with_uploads(
+            Uploads::new(&args.common.state.join("uploads"), UPLOAD_STALL)
+                .context("cannot set up the uploads directory")?,
+        );
     let service = Service::new(api, tokens, Limits::default());
     let mut stop = StopSignals::install().context("cannot watch SIGTERM/SIGINT")?;
     server

@@ -1,7 +1,8 @@
 //! The real `apid` binary, on a private bus, under hostile traffic from several loopback
 //! addresses (all of 127.0.0.0/8 reaches `lo`, so each test picks its own): a reconnect storm
 //! of idle TCP connections from one address while a client from another keeps working, and a
-//! crowd of stalled uploads whose memory must be bounded while they last and given back after.
+//! crowd of stalled uploads whose memory must be bounded while they last and given back after;
+//! a file upload far larger than apid's memory, from Python's stock http.client.
 //!
 //! apid runs as a child process so that its memory (VmRSS) and its log are its own.
 
@@ -388,4 +389,78 @@ fn stalled_uploads_are_bounded_and_their_memory_comes_back() {
     });
     assert!(apid.alive(), "apid died:\n{}", apid.log_text());
     assert!(apid.logged("no room for a request body"));
+}
+
+/// `PUT /uploads/NAME` of 256 MiB from Python's http.client, generated and hashed on the fly:
+/// stored whole with the client's sha256, while apid's memory stays where it was.
+#[test]
+fn a_large_upload_is_streamed_to_disk() {
+    let _one = one_at_a_time();
+    let apid = Apid::start("upload");
+    let before = apid.rss_kib();
+    let script = r#"
+import hashlib, http.client, json, ssl, sys, base64
+port, cert, token = sys.argv[1:4]
+size = 256 << 20
+ctx = ssl.create_default_context(cafile=cert)
+c = http.client.HTTPSConnection("localhost", int(port), context=ctx)
+h = hashlib.sha256()
+def pieces():
+    for i in range(size >> 20):
+        piece = bytes([i % 251]) * (1 << 20)
+        h.update(piece)
+        yield piece
+auth = base64.b64encode(("x:" + token).encode()).decode()
+c.request("PUT", "/uploads/big.img", body=pieces(), encode_chunked=False,
+          headers={"Authorization": "Basic " + auth, "Content-Length": str(size)})
+r = c.getresponse()
+body = r.read().decode()
+assert r.status == 201, (r.status, body)
+answer = json.loads(body)
+assert answer == {"name": "big.img", "size": size, "sha256": h.hexdigest()}, answer
+print(h.hexdigest())
+"#;
+    let port = apid.addr.port().to_string();
+    let cert = apid.cert.display().to_string();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (peak, done) = (peak.clone(), done.clone());
+        let pid_status = format!("/proc/{}/status", apid.pid());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if let Some(rss) = common::rss_kib_of(&pid_status) {
+                    peak.fetch_max(rss, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &port, &cert, common::TOKEN])
+        .output()
+        .expect("python3 runs");
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        apid.log_text()
+    );
+    let stored = apid.state.join("uploads/big.img");
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), 256 << 20);
+    let peak = peak.load(Ordering::SeqCst);
+    eprintln!(
+        "256 MiB upload: apid VmRSS {} MiB before, peak {} MiB",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak <= before + 16 * 1024,
+        "VmRSS grew by {} MiB during a streamed upload",
+        (peak - before) / 1024
+    );
+    let _ = std::fs::remove_file(stored);
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use apid::bus::Bus;
 use apid::http::{Limits, Server, Service};
 use apid::methods::Api;
+use apid::upload::Uploads;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -26,6 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "s3cret-token";
+/// Short, so that the stalled upload below is dropped quickly.
+const UPLOAD_STALL: Duration = Duration::from_secs(1);
 
 fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -74,7 +77,9 @@ async fn start_following(
         .unwrap();
     let addr = server.local_addr().unwrap();
     let service = Service::new(
-        Api::new(config.host.hostname.clone(), Bus::new(bus)).follow_state(Bus::new(watcher)),
+        Api::new(config.host.hostname.clone(), Bus::new(bus))
+            .follow_state(Bus::new(watcher))
+            .with_uploads(Uploads::new(&state.join("uploads"), UPLOAD_STALL).unwrap()),
         apid::token_digests(&config),
         limits,
     );
@@ -286,6 +291,142 @@ async fn oversized_bodies() {
     assert_eq!(headers["connection"], "close");
     let mut c3 = connect(&r).await;
     still_answers(&mut c3).await;
+}
+
+async fn put(
+    send: &mut SendRequest<Full<Bytes>>,
+    path: &str,
+    sha256: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let mut req = hyper::Request::put(path)
+        .header("host", "localhost")
+        .header("authorization", basic(TOKEN));
+    if let Some(sha) = sha256 {
+        req = req.header("x-cairn-sha256", sha);
+    }
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Names in the uploads directory, the hidden parts of uploads in progress included.
+fn stored(r: &Running) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(r.state.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn uploads_are_stored_whole_or_not_at_all() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let r = start(None, Limits::default()).await;
+    let mut c = connect(&r).await;
+    // 3 MiB and a bit: several pieces and a short last one.
+    let data: Vec<u8> = (0..(3 << 20) + 12345u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let sha = sha256_hex(&data);
+    let (status, text) = put(&mut c, "/uploads/next.update", Some(&sha), data.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["name"], "next.update");
+    assert_eq!(answer["size"], data.len());
+    assert_eq!(answer["sha256"], sha);
+    assert_eq!(
+        std::fs::read(r.state.join("uploads/next.update")).unwrap(),
+        data
+    );
+    still_answers(&mut c).await;
+
+    // A digest that does not match: refused, nothing kept, the old file untouched.
+    let (status, text) = put(
+        &mut c,
+        "/uploads/next.update",
+        Some(&"0".repeat(64)),
+        vec![1; 10],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(text.contains(&sha256_hex(&[1; 10])), "{text}");
+    assert_eq!(stored(&r), ["next.update"]);
+    assert_eq!(
+        std::fs::read(r.state.join("uploads/next.update")).unwrap(),
+        data
+    );
+    still_answers(&mut c).await;
+
+    // Names that would leave the directory, or hide; other methods; no token.
+    for (path, want) in [
+        ("/uploads/..", StatusCode::BAD_REQUEST),
+        ("/uploads/.hidden", StatusCode::BAD_REQUEST),
+        ("/uploads/a%2Fb", StatusCode::BAD_REQUEST),
+        ("/uploads/", StatusCode::BAD_REQUEST),
+    ] {
+        let mut c = connect(&r).await;
+        let (status, text) = put(&mut c, path, None, b"x".to_vec()).await;
+        assert_eq!(status, want, "{path}: {text}");
+    }
+    let mut c = connect(&r).await;
+    let (status, headers, _) = request(&mut c, "POST", "/uploads/x", Some(TOKEN), "x").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "PUT");
+    let (status, _, _) = request(&mut c, "PUT", "/uploads/x", None, "x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = request(&mut c, "PUT", "/uploads/x", Some("wrong"), "x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(stored(&r), ["next.update"]);
+
+    // An upload that stops sending is dropped after the stall time, its part removed.
+    let mut tls = tls_from(&r, lo(1)).await;
+    let head = format!(
+        "PUT /uploads/stalled HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\ncontent-length: {}\r\n\r\n",
+        basic(TOKEN),
+        4 << 20
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&vec![7u8; 2 << 20]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer to a stalled upload");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("the upload stalled"), "{answer}");
+    assert_eq!(stored(&r), ["next.update"]);
+
+    // host.update names uploads; one that is not there is a 104 before init is asked.
+    let mut c = connect(&r).await;
+    match rpc(&mut c, "host.update", vec!["upload:missing.update".into()]).await {
+        MethodResponse::Fault { code, message } => {
+            assert_eq!(code, 104, "{message}");
+            assert!(
+                message.contains("no upload named \"missing.update\""),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match rpc(&mut c, "host.update", vec!["upload:../x".into()]).await {
+        MethodResponse::Fault { code, message } => assert_eq!(code, 102, "{message}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -22,42 +22,68 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 from appliance import api_config, free_port, image_command, pid_alive  # noqa: E402
 
 
+def boot(image_dir, scratch, how, disk, allow_reboot=False):
+    """The appliance in QEMU (detached, one CPU) booted `how` with `disk` attached: its pid,
+    an API proxy and the port."""
+    port = free_port()
+    subprocess.run(image_command() + [
+        "run", "--detach", "--dir", str(image_dir), "--port", str(port), "--cpus", "1",
+        "--boot", how, "--disk", str(disk), "--log", f"{scratch}/console-{how}.log",
+    ] + (["--allow-reboot"] if allow_reboot else []), check=True, capture_output=True)
+    pid = int((Path(image_dir) / "qemu.pid").read_text())
+    token = (Path(image_dir) / "token").read_text().strip()
+    url = f"https://api:{token}@127.0.0.1:{port}/RPC2"
+    return pid, xmlrpc.client.ServerProxy(url, context=ssl._create_unverified_context()), port
+
+
+def install(api, config, force):
+    """host.install onto vda, waited for; its report."""
+    api.host.install("vda", config, force)
+    while api.host.installStatus()["state"] == "running":
+        time.sleep(0.2)
+    report = api.host.installStatus()
+    if report["state"] != "done":
+        raise SystemExit(f"install failed: {report}")
+    return report
+
+
+def stop(api, pid, poweroff=True):
+    """Powers the appliance off (or kills QEMU when it does not go in 60 s)."""
+    try:
+        if poweroff:
+            api.host.poweroff()
+        deadline = time.monotonic() + 60
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def blank_disk(scratch):
+    disk = Path(scratch) / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(2 << 30)
+    return disk
+
+
 def main():
     image_dir, n = Path(sys.argv[1]), int(sys.argv[2])
     token = (image_dir / "token").read_text().strip()
     with tempfile.TemporaryDirectory() as scratch:
-        disk = Path(scratch) / "disk.img"
-        with open(disk, "wb") as f:
-            f.truncate(2 << 30)
-        port = free_port()
-        subprocess.run(image_command() + [
-            "run", "--detach", "--dir", str(image_dir), "--port", str(port), "--cpus", "1",
-            "--boot", "iso", "--disk", str(disk), "--log", f"{scratch}/console.log",
-        ], check=True, capture_output=True)
-        pid = int((image_dir / "qemu.pid").read_text())
-        url = f"https://api:{token}@127.0.0.1:{port}/RPC2"
-        api = xmlrpc.client.ServerProxy(url, context=ssl._create_unverified_context())
+        disk = blank_disk(scratch)
+        pid, api, _ = boot(image_dir, scratch, "iso", disk)
         config = api_config("bench", token)
         times = []
         try:
             for i in range(n):
                 started = time.monotonic()
-                api.host.install("vda", config, i > 0)
-                while api.host.installStatus()["state"] == "running":
-                    time.sleep(0.2)
-                report = api.host.installStatus()
-                if report["state"] != "done":
-                    raise SystemExit(f"install {i + 1} failed: {report}")
+                report = install(api, config, i > 0)
                 times.append(time.monotonic() - started)
                 print(f"install {i + 1}: {times[-1]:.2f}s ({report['total_bytes'] / 2**20:.1f} "
                       "MiB copied)")
-            api.host.poweroff()
-            deadline = time.monotonic() + 60
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.5)
         finally:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            stop(api, pid)
         print(f"install to a blank disk: median {statistics.median(times):.2f}s over {n}")
         print("-- installed disk (BIOS): appliance")
         subprocess.run(image_command() + ["bench", "--dir", str(image_dir), "--boot", "disk",

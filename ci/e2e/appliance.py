@@ -382,6 +382,17 @@ class ApplianceTestCase(unittest.TestCase):
         with xmlrpc.client.ServerProxy(url, context=ssl._create_unverified_context()) as p:
             return getattr(p, method)(*params)
 
+    def cairnctl(self, *args, token=None, timeout=60):
+        """`cairnctl --url … --insecure ARGS` against this appliance (the token from
+        CAIRN_TOKEN); the finished process, output as text."""
+        ctl = ROOT / "target" / "debug" / "cairnctl"
+        if not ctl.is_file():
+            self.fail(f"{ctl} is missing: `cargo build --workspace --bins` builds it")
+        env = dict(os.environ, CAIRN_TOKEN=token or self.token)
+        return subprocess.run([str(ctl), "--url", f"https://127.0.0.1:{self.port}/RPC2",
+                               "--insecure", *args], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+
     def post_raw(self, body: bytes):
         """POSTs `body` as-is (authenticated) and returns (HTTP status, response body)."""
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=60,

@@ -6,15 +6,13 @@ Run: python3 -m unittest -v ci/e2e/test_appliance.py   (the image built first; s
 """
 
 import json
-import os
-import subprocess
 import sys
 import time
 import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ROOT, ApplianceTestCase  # noqa: E402
+from appliance import ApplianceTestCase  # noqa: E402
 
 # Fault codes from model/src/fault.rs (the public API; never renumbered).
 FAULT_PARSE = 100
@@ -93,29 +91,21 @@ class Appliance(ApplianceTestCase):
         self.assertEqual(mgmt, {"interface": "eth0", "address": "10.0.2.15/24", "source": "dhcp"})
 
     def test_8_cairnctl(self):
-        ctl = ROOT / "target" / "debug" / "cairnctl"
-        if not ctl.is_file():
-            self.fail(f"{ctl} is missing: `cargo build --workspace --bins` builds it")
-        base = [str(ctl), "--url", f"https://127.0.0.1:{self.port}/RPC2", "--insecure"]
-        env = dict(os.environ, CAIRN_TOKEN=self.token)
-        p = subprocess.run(base + ["--json", "info"], capture_output=True, text=True, env=env,
-                           timeout=60)
+        p = self.cairnctl("--json", "info")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(json.loads(p.stdout)["hostname"], "cairn-dev")
-        p = subprocess.run(base + ["services"], capture_output=True, text=True, env=env,
-                           timeout=60)
+        p = self.cairnctl("services")
         self.assertEqual(p.returncode, 0, p.stderr)
         rows = [line.split() for line in p.stdout.splitlines()]
         self.assertEqual(rows[0][:2], ["NAME", "STATE"], p.stdout)
         self.assertEqual({r[0]: r[1] for r in rows[1:]},
                          {n: "running" for n in ("netd", "stord", "hostd", "apid")}, p.stdout)
         # The table names the API's own address (QEMU's user network gives 10.0.2.15).
-        p = subprocess.run(base + ["info"], capture_output=True, text=True, env=env, timeout=60)
+        p = self.cairnctl("info")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stdout, r"(?m)^management +eth0 10\.0\.2\.15/\d+ \(dhcp\)$",
                          p.stdout)
-        p = subprocess.run(base + ["info"], capture_output=True, text=True,
-                           env=dict(os.environ, CAIRN_TOKEN="wrong"), timeout=60)
+        p = self.cairnctl("info", token="wrong")
         self.assertEqual(p.returncode, 1)
         self.assertIn("unauthorized", p.stderr)
 

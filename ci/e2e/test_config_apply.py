@@ -8,8 +8,6 @@ it, and `cairnctl config apply --dry-run` of the same file finds nothing to chan
 Run: python3 -m unittest -v ci/e2e/test_config_apply.py   (the image built first)
 """
 
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,7 +15,7 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ROOT, ApplianceTestCase, api_config  # noqa: E402
+from appliance import ApplianceTestCase, api_config  # noqa: E402
 
 FAULT_INVALID = 102
 FAULT_UNAUTHORIZED = 103
@@ -84,14 +82,10 @@ class ApplyFromMaintenance(ApplianceTestCase):
         self.assertEqual(hostname.strip(), "applied-host")
 
     def test_3_cairnctl_finds_nothing_more_to_change(self):
-        ctl = ROOT / "target" / "debug" / "cairnctl"
         with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
             f.write(GOOD)
             f.flush()
-            p = subprocess.run([str(ctl), "--url", f"https://127.0.0.1:{self.port}/RPC2",
-                                "--insecure", "config", "apply", "--dry-run", f.name],
-                               capture_output=True, text=True, timeout=60,
-                               env=dict(os.environ, CAIRN_TOKEN=NEW_TOKEN))
+            p = self.cairnctl("config", "apply", "--dry-run", f.name, token=NEW_TOKEN)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout.strip(), "no changes", p.stdout)
 

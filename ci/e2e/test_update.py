@@ -5,7 +5,8 @@ served over HTTP from this machine's loopback. Checked in order:
 
   - a bundle with one flipped byte is refused and nothing is written to any slot;
   - QEMU killed while the slot is being written: the host boots N, unchanged;
-  - N -> N+1 through host.update: the host reboots into N+1 (slot b), host.info says so and a
+  - N -> N+1 uploaded with `cairnctl update FILE --reboot` (PUT /uploads/NAME, then
+    host.update("upload:NAME")): the host reboots into N+1 (slot b), host.info says so and a
     network made before the update is still there;
   - with [update] public_key pinned, an unsigned bundle and one signed by another key (both
     made with the stock minisign tool) are refused;
@@ -226,11 +227,17 @@ class UpdateAnInstalledHost(ApplianceTestCase):
         self.assertNotIn("trying the update", self.console_log.read_text(errors="replace"))
 
     def test_3_n_to_n_plus_1(self):
+        # Uploaded by cairnctl (PUT /uploads/NAME, streamed), then host.update("upload:…").
         started = time.monotonic()
-        self.assertTrue(self.call("host.update", f"{self.served}/next.update", True))
+        p = self.cairnctl("update", str(Path(self.scratch.name) / "next.update"), "--reboot",
+                          timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("uploaded next.update:", p.stderr)
+        self.assertEqual(p.stdout.strip(), "written; the host reboots into it")
         self.wait_exit()
         self.boot_disk()
-        print(f"\nupdate: first byte fetched -> N+1 answering in {time.monotonic() - started:.1f}s")
+        print(f"\nupdate: first byte uploaded -> N+1 answering in "
+              f"{time.monotonic() - started:.1f}s")
         console = self.console_log.read_text(errors="replace")
         self.assertIn(f"cairn: trying the update to {NEXT_VERSION} on slot b", console)
         deadline = time.monotonic() + 60

@@ -6,6 +6,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::client::conn::http1;
 use hyper::{StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use model::fault::FaultCode;
@@ -107,11 +108,16 @@ impl Client {
             .unwrap_or(Err(CallError::Timeout))
     }
 
-    async fn call_inner(&self, name: &str, params: Vec<Value>) -> Result<Value, CallError> {
+    /// A TLS connection to the API, ready for one request with bodies of type `B`.
+    async fn connect<B>(&self) -> Result<http1::SendRequest<B>, CallError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let ep = &self.endpoint;
-        let target = format!("{}:{}", ep.host, ep.port);
         let connect_err = |message: String| CallError::Connect {
-            target: target.clone(),
+            target: format!("{}:{}", ep.host, ep.port),
             message,
         };
         let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
@@ -123,30 +129,84 @@ impl Client {
             .connect(server_name, tcp)
             .await
             .map_err(|e| connect_err(format!("TLS: {e}")))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (send, conn) = http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         tokio::spawn(conn);
+        Ok(send)
+    }
 
-        let body = xmlrpc::write_call(&MethodCall {
-            name: name.to_string(),
-            params,
-        });
+    /// A request to `path` with the token, Host and User-Agent set.
+    fn request(&self, method: hyper::Method, path: &str) -> hyper::http::request::Builder {
+        let ep = &self.endpoint;
         let auth =
             base64::engine::general_purpose::STANDARD.encode(format!("cairnctl:{}", self.token));
         let host_header = if ep.host.contains(':') {
             format!("[{}]:{}", ep.host, ep.port)
         } else {
-            target.clone()
+            format!("{}:{}", ep.host, ep.port)
         };
-        let req = hyper::Request::post(ep.path.as_str())
+        hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, host_header)
             .header(hyper::header::AUTHORIZATION, format!("Basic {auth}"))
-            .header(hyper::header::CONTENT_TYPE, "text/xml")
             .header(
                 hyper::header::USER_AGENT,
                 concat!("cairnctl/", env!("CARGO_PKG_VERSION")),
             )
+    }
+
+    /// `PUT /uploads/NAME` with `body` (`len` bytes); the server's answer (JSON) on 201.
+    /// No overall deadline: an upload takes as long as its size needs, and the server drops
+    /// one that stalls.
+    pub async fn upload<B>(&self, name: &str, body: B, len: u64) -> Result<String, CallError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut send = tokio::time::timeout(CALL_TIMEOUT, self.connect())
+            .await
+            .unwrap_or(Err(CallError::Timeout))?;
+        let req = self
+            .request(hyper::Method::PUT, &format!("/uploads/{name}"))
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+            .header(hyper::header::CONTENT_LENGTH, len)
+            .body(body)
+            .map_err(|e| CallError::Response(e.to_string()))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| CallError::Response(format!("sending the upload: {e}")))?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), 64 << 10)
+            .collect()
+            .await
+            .map_err(|e| CallError::Response(format!("reading the answer: {e}")))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        match status {
+            StatusCode::CREATED => Ok(text),
+            StatusCode::UNAUTHORIZED => Err(CallError::Unauthorized),
+            status => Err(CallError::Http { status, body: text }),
+        }
+    }
+
+    async fn call_inner(&self, name: &str, params: Vec<Value>) -> Result<Value, CallError> {
+        let ep = &self.endpoint;
+        let connect_err = |message: String| CallError::Connect {
+            target: format!("{}:{}", ep.host, ep.port),
+            message,
+        };
+        let mut send = self.connect().await?;
+        let body = xmlrpc::write_call(&MethodCall {
+            name: name.to_string(),
+            params,
+        });
+        let req = self
+            .request(hyper::Method::POST, &ep.path)
+            .header(hyper::header::CONTENT_TYPE, "text/xml")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| connect_err(e.to_string()))?;
         let resp = send

@@ -8,6 +8,7 @@ mod output;
 mod rate;
 mod size;
 mod tls;
+mod upload;
 mod vm;
 
 use std::io::Write as _;
@@ -107,11 +108,12 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Updates an installed host's OS from a bundle URL (written to the other slot, tried at
-    /// the next boot, rolled back by itself if it does not come up) and follows it.
+    /// Updates an installed host's OS from a bundle (written to the other slot, tried at the
+    /// next boot, rolled back by itself if it does not come up) and follows it.
     Update {
-        /// The bundle's http:// URL, as the host reaches it.
-        url: String,
+        /// The bundle: a local file (`cairn-<version>.update`, uploaded to the host first) or
+        /// an http:// URL the host fetches.
+        bundle: String,
         /// Reboot into the new version once it is written.
         #[arg(long)]
         reboot: bool,
@@ -241,8 +243,8 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             },
             force: Some(*force),
         }),
-        Command::Update { url, reboot, .. } => call(host::Update {
-            url: url.clone(),
+        Command::Update { bundle, reboot, .. } => call(host::Update {
+            url: bundle.clone(),
             reboot: Some(*reboot),
         }),
         Command::Rollback => call(host::Rollback {}),
@@ -289,6 +291,18 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let params = match &cli.command {
+        // A local bundle goes up first; the update then names the upload.
+        Command::Update { bundle, reboot, .. } if !bundle.starts_with("http://") => {
+            let name = runtime.block_on(upload::push(&client, std::path::Path::new(bundle)))?;
+            call(host::Update {
+                url: format!("upload:{name}"),
+                reboot: Some(*reboot),
+            })?
+            .1
+        }
+        _ => params,
+    };
     let mut value = runtime.block_on(client.call(method, params))?;
     let status = match cli.command {
         Command::Install { no_wait: false, .. } => Some("host.installStatus"),

@@ -117,7 +117,10 @@ async fn against_a_real_apid() {
         .unwrap();
     let url = format!("https://127.0.0.1:{}", server.local_addr().unwrap().port());
     let service = Service::new(
-        Api::new("ctlhost".into(), Bus::new(None)),
+        Api::new("ctlhost".into(), Bus::new(None)).with_uploads(
+            apid::upload::Uploads::new(&state.0.join("uploads"), std::time::Duration::from_secs(5))
+                .unwrap(),
+        ),
         apid::token_digests(&config),
         Limits::default(),
     );
@@ -287,6 +290,53 @@ async fn against_a_real_apid() {
     .unwrap();
     assert!(
         stderr(&out).contains("timeout_s = 30 is out of range 0..=20"),
+        "{}",
+        stderr(&out)
+    );
+
+    // update FILE uploads the bundle (under a name the host takes), then asks init, which is
+    // not there; a URL goes to init as it is; a missing file never leaves cairnctl.
+    let bundle = state.0.join("my bundle.update");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&bundle, &data).unwrap();
+    let out = run(base(&[
+        "--token",
+        TOKEN,
+        "update",
+        &bundle.display().to_string(),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("uploaded my_bundle.update: 3000000 bytes"),
+        "{err}"
+    );
+    assert!(err.contains("error: busy (106): "), "{err}");
+    assert_eq!(
+        std::fs::read(state.0.join("uploads/my_bundle.update")).unwrap(),
+        data
+    );
+    let out = run(base(&["--token", TOKEN, "update", "/nonexistent/b.update"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("opening /nonexistent/b.update"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(base(&[
+        "--token",
+        TOKEN,
+        "update",
+        "http://192.0.2.1/b.update",
+    ]))
+    .await
+    .unwrap();
+    assert!(
+        stderr(&out).starts_with("error: busy (106): "),
         "{}",
         stderr(&out)
     );

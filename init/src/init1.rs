@@ -183,6 +183,9 @@ impl Init1 {
         tokio::task::spawn_blocking(move || {
             updater.start(&url, move || {
                 if reboot {
+                    // Runs on the update's own thread: a moment for whoever follows
+                    // host.updateStatus (cairnctl polls every 0.5 s) to see it done.
+                    std::thread::sleep(crate::update::REBOOT_AFTER);
                     let _ = requests.send(Request::Shutdown(End::Reboot));
                 }
             })

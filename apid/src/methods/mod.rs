@@ -22,6 +22,8 @@ pub struct Api {
     pub bus: Bus,
     /// What init and the daemons pushed: `host.info` and `host.services` answer from it.
     pub state: HostState,
+    /// Where `PUT /uploads/NAME` stores files, which `upload:NAME` arguments name.
+    pub uploads: Option<std::sync::Arc<crate::upload::Uploads>>,
 }
 
 impl Api {
@@ -36,7 +38,14 @@ impl Api {
             hostname,
             state: HostState::default(),
             bus,
+            uploads: None,
         }
+    }
+
+    /// Takes uploads (`PUT /uploads/NAME`) into `uploads`.
+    pub fn with_uploads(mut self, uploads: crate::upload::Uploads) -> Api {
+        self.uploads = Some(std::sync::Arc::new(uploads));
+        self
     }
 
     /// Answers host.info and host.services from what the daemons push, followed over

@@ -38,6 +38,8 @@ pub struct Apid {
     pub bus_address: String,
     pub addr: SocketAddr,
     pub cert: PathBuf,
+    /// apid's --state.
+    pub state: PathBuf,
     /// apid's stderr, line by line, with when each line arrived.
     pub log: Arc<Mutex<Vec<(Instant, String)>>>,
     _dir: TempDir,
@@ -116,6 +118,7 @@ sha256 = "{}"
             bus_address: address,
             addr: SocketAddr::new(lo(1), port),
             cert: apid::tls::generated_dir(&state).join("cert.pem"),
+            state,
             log,
             _dir: dir,
         };
@@ -150,12 +153,11 @@ sha256 = "{}"
 
     /// apid's resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        rss_kib_of(&format!("/proc/{}/status", self.pid())).unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
@@ -172,6 +174,15 @@ sha256 = "{}"
                 .with_no_client_auth(),
         )
     }
+}
+
+/// VmRSS in KiB from a `/proc/PID/status` file.
+pub fn rss_kib_of(status: &str) -> Option<u64> {
+    std::fs::read_to_string(status)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 pub async fn tcp_from(src: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {

@@ -25,6 +25,8 @@ pub use boot_env::{BootEnv, Disk};
 /// How long an updated slot has, from init's start, to get every service running and the API
 /// ready before init gives up on it and reboots (a TCG boot of the debug image takes ~25 s).
 pub const TRIAL_DEADLINE: Duration = Duration::from_secs(150);
+/// Between a written update and the reboot asked for with it.
+pub const REBOOT_AFTER: Duration = Duration::from_secs(2);
 /// Where the ESP and a written slot are mounted for a moment.
 const ESP_AT: &str = "/run/cairn/esp";
 const SLOT_AT: &str = "/run/cairn/slot-check";
@@ -262,11 +264,7 @@ impl Updater {
         done: impl FnOnce() + Send + 'static,
     ) -> Result<(), UpdateError> {
         let (slot, _) = self.env()?;
-        if !url.starts_with("http://") {
-            return Err(UpdateError::Invalid(format!(
-                "{url}: bundles are fetched over http:// (or uploaded)"
-            )));
-        }
+        let source = Source::parse(url, &self.state)?;
         {
             let mut r = self
                 .report
@@ -283,11 +281,10 @@ impl Updater {
             };
         }
         let me = self.clone();
-        let url = url.to_string();
         std::thread::Builder::new()
             .name("update".into())
             .spawn(move || {
-                let result = me.run(&url, &slot);
+                let result = me.run(&source, &slot);
                 if let Ok(mut r) = me.report.lock() {
                     match &result {
                         Ok(v) => {
@@ -319,7 +316,7 @@ impl Updater {
         }
     }
 
-    fn run(&self, url: &str, slot: &str) -> Result<String, UpdateError> {
+    fn run(&self, source: &Source, slot: &str) -> Result<String, UpdateError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |e: std::io::Error| UpdateError::Io(format!("{what}: {e}"))
@@ -330,12 +327,23 @@ impl Updater {
         std::fs::create_dir_all(&parts).map_err(io("creating the update directory"))?;
         let bundle = dir.join("bundle");
         let report = self.report.clone();
-        download::get(url, &bundle, |done, total| {
+        let progress = |done, total| {
             if let Ok(mut r) = report.lock() {
                 r.done_bytes = done;
                 r.total_bytes = total;
             }
-        })?;
+        };
+        match source {
+            Source::Http(url) => {
+                download::get(url, &bundle, progress)?;
+            }
+            Source::File(path) => {
+                // An upload apid stored on this filesystem: taken over, not copied.
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                std::fs::rename(path, &bundle).map_err(io("taking over the uploaded bundle"))?;
+                progress(size, size);
+            }
+        }
 
         self.step("checking the bundle");
         let key = self
@@ -381,6 +389,42 @@ impl Updater {
             self.refresh_info(&vars);
         }
         Ok(manifest.version)
+    }
+}
+
+/// Where a bundle comes from.
+#[derive(Debug, PartialEq)]
+enum Source {
+    Http(String),
+    /// A file on the state partition (`file:///…`; apid's uploads are there).
+    File(PathBuf),
+}
+
+impl Source {
+    fn parse(url: &str, state: &Path) -> Result<Source, UpdateError> {
+        if url.starts_with("http://") {
+            return Ok(Source::Http(url.to_string()));
+        }
+        let Some(path) = url.strip_prefix("file://") else {
+            return Err(UpdateError::Invalid(format!(
+                "{url}: bundles are fetched over http:// or uploaded (PUT /uploads/NAME, then \
+                 upload:NAME)"
+            )));
+        };
+        // Only the state partition's files: they are the ones taken over by a rename, and
+        // nothing else on the host is a bundle.
+        let inside = Path::new(path)
+            .canonicalize()
+            .ok()
+            .zip(state.canonicalize().ok())
+            .filter(|(p, s)| p.starts_with(s) && p.is_file());
+        match inside {
+            Some((p, _)) => Ok(Source::File(p)),
+            None => Err(UpdateError::Invalid(format!(
+                "{url}: not a file on the state partition ({})",
+                state.display()
+            ))),
+        }
     }
 }
 

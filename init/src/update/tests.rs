@@ -200,3 +200,35 @@ fn the_slot_comes_from_the_boot_menu() {
     assert_eq!((other("a"), other("b")), ("b", "a"));
     assert_eq!((partition_of("a"), partition_of("b")), (3, 4));
 }
+
+#[test]
+fn bundles_come_over_http_or_from_the_state_partition_only() {
+    let scratch = Scratch::new("source");
+    let state = scratch.0.join("state");
+    std::fs::create_dir_all(state.join("apid/uploads")).unwrap();
+    let upload = state.join("apid/uploads/next.update");
+    std::fs::write(&upload, b"bundle").unwrap();
+    let outside = scratch.0.join("elsewhere.update");
+    std::fs::write(&outside, b"bundle").unwrap();
+    assert_eq!(
+        Source::parse("http://h/b.update", &state).unwrap(),
+        Source::Http("http://h/b.update".into())
+    );
+    assert_eq!(
+        Source::parse(&format!("file://{}", upload.display()), &state).unwrap(),
+        Source::File(upload.canonicalize().unwrap())
+    );
+    for bad in [
+        format!("file://{}", outside.display()),
+        format!(
+            "file://{}/apid/uploads/../../elsewhere.update",
+            state.display()
+        ),
+        format!("file://{}/apid/uploads", state.display()),
+        "file:///etc/passwd".to_string(),
+        "ftp://h/b.update".to_string(),
+    ] {
+        let e = Source::parse(&bad, &state).unwrap_err();
+        assert!(matches!(e, UpdateError::Invalid(_)), "{bad}: {e}");
+    }
+}

@@ -122,8 +122,9 @@ actions! { ACTIONS;
          error}; state is idle (none yet), running, done or failed (error says why, and the \
          disk holds no partition table: nothing boots from a half-written disk).";
     Update = "host.update", Init, (url: String, reboot: Option<bool>) -> bool,
-        "host.update(url[, reboot]): fetches the update bundle at url (http://) onto the state \
-         partition, checks it whole — every part's sha256 and size against its MANIFEST, and \
+        "host.update(url[, reboot]): takes the update bundle at url — http://, fetched onto the \
+         state partition, or upload:NAME, a bundle sent with PUT /uploads/NAME (taken over, so \
+         it is gone afterwards; no such upload -> 104) — checks it whole — every part's sha256 and size against its MANIFEST, and \
          the minisign signature when host.toml's [update] public_key pins a key — and only \
          then writes it to the OS slot that is not running, reads it back and tells GRUB to \
          try it at the next boot (2 boots; the new system must get every service running and \
