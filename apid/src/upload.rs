@@ -183,7 +183,7 @@ impl Uploads {
             self.check_room(piece.len() as u64)?;
             part.write(piece).await?;
         }
-        let sha256 = hex(&hash.finalize());
+        let sha256 = model::hex(&hash.finalize());
         if let Some(want) = want
             && want != sha256
         {
@@ -208,10 +208,6 @@ impl Uploads {
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The hidden file an upload is written to; removed on drop unless kept.

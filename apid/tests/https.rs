@@ -317,10 +317,7 @@ async fn put(
 
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    model::hex(&sha2::Sha256::digest(data))
 }
 
 /// Names in the uploads directory, the hidden parts of uploads in progress included.

@@ -7,7 +7,8 @@ served over HTTP from this machine's loopback. Checked in order:
   - QEMU killed while the slot is being written: the host boots N, unchanged;
   - N -> N+1 uploaded with `cairnctl update FILE --reboot` (PUT /uploads/NAME, then
     host.update("upload:NAME")): the host reboots into N+1 (slot b), host.info says so and a
-    network made before the update is still there;
+    network made before the update is still there; a hardware watchdog (QEMU's i6300esb) was
+    armed for the trial boot and is stopped once the update is confirmed;
   - with [update] public_key pinned, an unsigned bundle and one signed by another key (both
     made with the stock minisign tool) are refused;
   - host.rollback boots N again;
@@ -248,6 +249,12 @@ class UpdateAnInstalledHost(ApplianceTestCase):
         self.assertEqual(os_["versions"], {"a": "0.1.0", "b": NEXT_VERSION})
         self.assertEqual(os_["last_update"], f"ok: {NEXT_VERSION} on slot b")
         self.assertIn("before", {n["name"] for n in self.call("net.list")})
+        # QEMU's i6300esb watched the trial boot, and is stopped once the update is confirmed.
+        console = self.console_log.read_text(errors="replace")
+        self.assertIn("cairn: watchdog i6300ESB timer armed for the trial (60 s)", console)
+        self.assertIn("cairn: watchdog disarmed", console)
+        _, state = self.guest("cat /sys/class/watchdog/watchdog0/state")
+        self.assertEqual(state.strip(), "inactive")
 
     def test_4_a_pinned_key_refuses_what_it_did_not_sign(self):
         changes = self.apply(self.config + f'\n[update]\npublic_key = "{self.key}"\n')

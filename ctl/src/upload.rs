@@ -81,7 +81,7 @@ impl Body for FileBody {
         self.hash.update(&buf);
         self.sent += n as u64;
         if self.sent == self.len {
-            let digest = hex(&std::mem::take(&mut self.hash).finalize());
+            let digest = model::hex(&std::mem::take(&mut self.hash).finalize());
             if let Ok(mut d) = self.digest.lock() {
                 *d = Some(digest);
             }
@@ -110,10 +110,6 @@ impl FileBody {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Uploads `path`; returns the name it is stored under on the host.
 pub async fn push(client: &Client, path: &Path) -> anyhow::Result<String> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -140,7 +136,7 @@ pub async fn push(client: &Client, path: &Path) -> anyhow::Result<String> {
         .map_err(|e| anyhow!("the host's answer to the upload is not JSON ({e}): {answer}"))?;
     let ours = match digest.lock().ok().and_then(|d| d.clone()) {
         Some(d) => d,
-        None if len == 0 => hex(&Sha256::digest(b"")),
+        None if len == 0 => model::hex(&Sha256::digest(b"")),
         None => bail!("{} was not sent whole", path.display()),
     };
     let theirs = stored["sha256"].as_str().unwrap_or_default();

@@ -363,7 +363,7 @@ pub(crate) fn write_manifest(dir: &Path, files: &[&str]) -> Result<()> {
             }
             h.update(&buf[..n]);
         }
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = model::hex(&h.finalize());
         text.push_str(&format!("{hex}  {f}\n"));
     }
     let m = dir.join("MANIFEST");

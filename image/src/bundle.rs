@@ -99,10 +99,7 @@ fn digest(path: &Path) -> Result<(u64, String)> {
         size += n as u64;
         h.update(&buf[..n]);
     }
-    Ok((
-        size,
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-    ))
+    Ok((size, model::hex(&h.finalize())))
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ fn recipe_digest(kernel: &Kernel, busybox: &Path) -> Result<String> {
     let bb = fs::read(busybox)
         .with_context(|| format!("reading {} (package busybox-static)", busybox.display()))?;
     h.update(&bb);
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(model::hex(&h.finalize()))
 }
 
 fn build(kernel: &Kernel, out: &Path) -> Result<()> {

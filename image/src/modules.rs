@@ -59,11 +59,15 @@ pub const WANTED: &[&str] = &[
 
 /// Modules loaded only when needed, by group (modules.d in the image), not at boot: each load
 /// costs ~50 ms of boot under TCG. The filesystems a CAIRN-CONFIG medium may carry (init loads
-/// them when it finds one), and stord's pool kinds: dm-thin, NFS client, iSCSI initiator and
+/// them when it finds one), the watchdogs of a trial boot, and stord's pool kinds: dm-thin, NFS client, iSCSI initiator and
 /// LIO target (issue 12's stord loads them when a pool or export of that kind is made).
 pub const ON_DEMAND: &[(&str, &[&str])] = &[
     ("vfat", &["vfat", "nls_cp437", "nls_ascii", "nls_utf8"]),
     ("iso9660", &["isofs"]),
+    // init arms a watchdog while an updated system is on trial: the hardware ones of QEMU,
+    // Intel and AMD chipsets, and the software one where none binds.
+    ("watchdog", &["i6300esb", "iTCO_wdt", "sp5100_tco"]),
+    ("softdog", &["softdog"]),
     (
         "storage",
         &[

@@ -224,6 +224,9 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         nic.push_str(&format!(",mac={mac}"));
     }
     cmd.args(["-netdev", &netdev, "-device", &nic]);
+    // A hardware watchdog, as servers have (init arms it on a trial boot); it resets the
+    // machine, which ends QEMU under -no-reboot.
+    cmd.args(["-device", "i6300esb"]);
     if let Some(sock) = &opt.shell_socket {
         let _ = fs::remove_file(sock);
         cmd.arg("-serial")

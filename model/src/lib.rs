@@ -18,3 +18,8 @@ pub mod xmlrpc;
 
 /// The Cairn release every daemon reports in `Status()` and `host.info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Lower-case hex of `bytes` (digests as sha256sum prints them).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -8,18 +8,13 @@ use sha2::{Digest, Sha256};
 pub fn generate() -> std::io::Result<String> {
     let mut buf = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hex(&buf))
 }
 
 /// The `sha256:<64 hex>` form of a token, as host.toml stores it.
 pub fn digest(token: &str) -> String {
     let sum = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in sum.iter() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("sha256:{}", crate::hex(&sum))
 }
 
 /// Parses `sha256:<64 hex>` into the 32 raw bytes, or `None` when it is not that form.

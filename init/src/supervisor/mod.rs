@@ -235,9 +235,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
     sup.boot_next(0);
     sup.publish();
 
+    // Pets the trial boot's watchdog from this loop, so that it fires when the loop stops.
+    let mut pet = tokio::time::interval(crate::update::WATCHDOG_PET);
     let end = loop {
         let next_timer = sup.next_timer();
         tokio::select! {
+            _ = pet.tick() => {
+                if let Some(updater) = &sup.updater {
+                    updater.pet_watchdog();
+                }
+            }
             _ = sigchld.recv() => sup.reap(),
             Some(r) = ready_rx.recv() => sup.on_readiness(r),
             Some(lost) = lost_rx.recv() => sup.on_unreachable(lost),

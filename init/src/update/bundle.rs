@@ -126,5 +126,5 @@ fn copy_hashed(from: &mut impl Read, to: &Path) -> Result<String, UpdateError> {
         out.write_all(&buf[..n]).map_err(io)?;
     }
     out.sync_all().map_err(io)?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(model::hex(&h.finalize()))
 }

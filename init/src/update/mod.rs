@@ -10,6 +10,7 @@
 mod boot_env;
 mod bundle;
 mod download;
+mod watchdog;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,10 +22,15 @@ use model::update::{Manifest, SlotsInfo};
 use sha2::{Digest, Sha256};
 
 pub use boot_env::{BootEnv, Disk};
+use watchdog::Watchdog;
 
 /// How long an updated slot has, from init's start, to get every service running and the API
 /// ready before init gives up on it and reboots (a TCG boot of the debug image takes ~25 s).
 pub const TRIAL_DEADLINE: Duration = Duration::from_secs(150);
+/// The trial boot's watchdog: a hang longer than this resets the machine (a try spent).
+const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often init's main loop pets it.
+pub const WATCHDOG_PET: Duration = Duration::from_secs(10);
 /// Between a written update and the reboot asked for with it.
 pub const REBOOT_AFTER: Duration = Duration::from_secs(2);
 /// Where the ESP and a written slot are mounted for a moment.
@@ -72,6 +78,8 @@ pub struct Updater {
     info: Arc<Mutex<SlotsInfo>>,
     /// Set on a trial boot until it is confirmed.
     trial: Arc<Mutex<bool>>,
+    /// Armed while on trial.
+    watchdog: Arc<Mutex<Option<Watchdog>>>,
 }
 
 impl Updater {
@@ -101,6 +109,7 @@ impl Updater {
                 ..Default::default()
             })),
             trial: Arc::new(Mutex::new(false)),
+            watchdog: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -170,6 +179,19 @@ impl Updater {
                 get("tries")
             );
             trial = true;
+            match Watchdog::arm(WATCHDOG_TIMEOUT) {
+                Ok(dog) => {
+                    println!(
+                        "cairn: watchdog {} armed for the trial ({} s)",
+                        dog.identity,
+                        dog.timeout.as_secs()
+                    );
+                    if let Ok(mut w) = self.watchdog.lock() {
+                        *w = Some(dog);
+                    }
+                }
+                Err(e) => eprintln!("cairn: no watchdog for the trial boot: {e}"),
+            }
         } else if !get("update_to").is_empty() && get("update_to") != slot {
             let what = format!(
                 "failed: {} on slot {} did not come up healthy in {UPDATE_TRIES} boots; back on \
@@ -197,6 +219,15 @@ impl Updater {
         self.trial.lock().map(|t| *t).unwrap_or(false)
     }
 
+    /// Called from init's main loop every [`WATCHDOG_PET`]: while it turns, no reset.
+    pub fn pet_watchdog(&self) {
+        if let Ok(w) = self.watchdog.lock()
+            && let Some(dog) = w.as_ref()
+        {
+            dog.pet();
+        }
+    }
+
     /// The trial boot is healthy: this slot boots from now on.
     pub fn confirm(&self) {
         if !self.in_trial() {
@@ -216,6 +247,10 @@ impl Updater {
                     "cairn: update to {} confirmed: slot {slot} boots from now on",
                     self.os_version
                 );
+                if let Some(dog) = self.watchdog.lock().ok().and_then(|mut w| w.take()) {
+                    dog.disarm();
+                    println!("cairn: watchdog disarmed");
+                }
                 if let Ok(mut t) = self.trial.lock() {
                     *t = false;
                 }
@@ -456,10 +491,7 @@ fn verify_slot(dev: &Path, manifest: &Manifest) -> Result<(), UpdateError> {
     .map_err(|e| fail(format!("mount: {e}")))?;
     let result = manifest.parts.iter().try_for_each(|(name, _, sha)| {
         let data = std::fs::read(at.join(name)).map_err(|e| fail(format!("{name}: {e}")))?;
-        let got: String = Sha256::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got = model::hex(&Sha256::digest(&data));
         if &got != sha {
             return Err(fail(format!("{name} differs from the bundle's")));
         }

@@ -27,10 +27,7 @@ impl Drop for Scratch {
 }
 
 fn sha(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    model::hex(&Sha256::digest(data))
 }
 
 /// A bundle of `files` (name, data) in that order, with `manifest` first and `sig` second.
