@@ -255,7 +255,15 @@ impl Bus {
         self.daemon_call("netd", CALL_TIMEOUT, call).await
     }
 
-    /// One call to hostd bounded by `timeout` (see `daemon_call`).
+    /// One call to stord (see `daemon_call`).
+    pub async fn stord_call<T, F, Fut>(&self, call: F) -> Result<T, BusError>
+    where
+        F: FnOnce(Storage1Proxy<'static>) -> Fut,
+        Fut: Future<Output = Result<T, CairnError>>,
+    {
+        self.daemon_call("stord", CALL_TIMEOUT, call).await
+    }
+
     /// A call to init (Init1) within `timeout`, its verdict as a fault code.
     pub async fn init_call<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, BusError>
     where
@@ -265,6 +273,7 @@ impl Bus {
         self.daemon_call("init", timeout, call).await
     }
 
+    /// One call to hostd bounded by `timeout` (see `daemon_call`).
     pub async fn hostd_call<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, BusError>
     where
         F: FnOnce(Host1Proxy<'static>) -> Fut,

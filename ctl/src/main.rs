@@ -7,6 +7,7 @@ mod install;
 mod output;
 mod rate;
 mod size;
+mod storage;
 mod tls;
 mod upload;
 mod vm;
@@ -74,6 +75,16 @@ enum Command {
     Port {
         #[command(subcommand)]
         command: PortCommand,
+    },
+    /// Storage pools (stord): list, info, create, delete.
+    Pool {
+        #[command(subcommand)]
+        command: storage::PoolCommand,
+    },
+    /// Volumes of the pools (stord): list, info, create, delete, grow, snapshot, clone.
+    Volume {
+        #[command(subcommand)]
+        command: storage::VolumeCommand,
     },
     /// OS containers (hostd): list, info, create, start, stop, exec, set limits, ...
     Ct {
@@ -261,6 +272,8 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         } => call(PortDetach {
             name: target.clone(),
         }),
+        Command::Pool { command } => storage::pool_call(command),
+        Command::Volume { command } => storage::volume_call(command),
         Command::Ct { command } => ct::ct_call(command),
         Command::Template { command } => ct::template_call(command),
         Command::Vm { command } => vm::vm_call(command, vm_create),
@@ -362,6 +375,12 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             Command::Port {
                 command: PortCommand::List,
             } => print!("{}", output::ports_table(&value)),
+            Command::Pool {
+                command: storage::PoolCommand::List,
+            } => print!("{}", storage::pools_table(&value)),
+            Command::Volume {
+                command: storage::VolumeCommand::List { .. },
+            } => print!("{}", storage::volumes_table(&value)),
             Command::Ct {
                 command: CtCommand::List,
             } => print!("{}", ct::containers_table(&value)),

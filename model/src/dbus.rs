@@ -299,6 +299,21 @@ pub trait Network1 {
 )]
 pub trait Storage1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
+    /// Makes a pool (JSON `model::storage::PoolSpec`); JSON `PoolInfo`.
+    fn create_pool(&self, spec_json: &str) -> Result<String, CairnError>;
+    fn delete_pool(&self, name: &str) -> Result<(), CairnError>;
+    /// JSON array of `model::storage::PoolInfo`.
+    fn list_pools(&self) -> Result<String, CairnError>;
+    fn pool_info(&self, name: &str) -> Result<String, CairnError>;
+    /// Makes a volume (JSON `model::storage::VolumeSpec`); JSON `VolumeInfo`.
+    fn create_volume(&self, spec_json: &str) -> Result<String, CairnError>;
+    fn delete_volume(&self, volume: &str) -> Result<(), CairnError>;
+    /// JSON array of `model::storage::VolumeInfo`: of one pool, or every pool's ("").
+    fn list_volumes(&self, pool: &str) -> Result<String, CairnError>;
+    fn volume_info(&self, volume: &str) -> Result<String, CairnError>;
+    fn grow_volume(&self, volume: &str, size: &str) -> Result<String, CairnError>;
+    fn snapshot_volume(&self, volume: &str, snapshot: &str) -> Result<String, CairnError>;
+    fn clone_volume(&self, source: &str, volume: &str) -> Result<String, CairnError>;
 }
 
 /// The configuration of Cairn's bus (dbus-daemon), listening on `socket`. The policy is part of

@@ -4,6 +4,7 @@ mod ct;
 mod host;
 mod net;
 mod registry;
+mod storage;
 mod system;
 mod vm;
 
@@ -31,6 +32,7 @@ impl Api {
         let mut methods = system::methods();
         methods.extend(host::methods());
         methods.extend(net::methods());
+        methods.extend(storage::methods());
         methods.extend(ct::methods());
         methods.extend(vm::methods());
         Api {

@@ -63,6 +63,10 @@ async fn list_methods_is_sorted_and_complete() {
             "net.info",
             "net.list",
             "net.setLimits",
+            "pool.create",
+            "pool.delete",
+            "pool.info",
+            "pool.list",
             "port.attach",
             "port.detach",
             "port.list",
@@ -85,6 +89,13 @@ async fn list_methods_is_sorted_and_complete() {
             "vm.snapshot",
             "vm.start",
             "vm.stop",
+            "volume.clone",
+            "volume.create",
+            "volume.delete",
+            "volume.grow",
+            "volume.info",
+            "volume.list",
+            "volume.snapshot",
         ]
     );
 }

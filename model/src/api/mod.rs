@@ -10,6 +10,7 @@
 pub mod ct;
 pub mod host;
 pub mod net;
+pub mod storage;
 pub mod system;
 pub mod vm;
 
@@ -210,6 +211,7 @@ pub fn declarations() -> Vec<&'static Declaration> {
         system::ACTIONS,
         host::ACTIONS,
         net::ACTIONS,
+        storage::ACTIONS,
         ct::ACTIONS,
         vm::ACTIONS,
     ]
@@ -230,6 +232,7 @@ pub fn visit_actions(v: &mut impl ActionVisitor) {
     system::visit_actions(v);
     host::visit_actions(v);
     net::visit_actions(v);
+    storage::visit_actions(v);
     ct::visit_actions(v);
     vm::visit_actions(v);
 }

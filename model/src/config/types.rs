@@ -115,13 +115,7 @@ pub struct Network {
     pub address: Option<Cidr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolKind {
-    Dir,
-    Thin,
-    Nfs,
-    Iscsi,
-}
+pub use crate::storage::PoolKind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pool {

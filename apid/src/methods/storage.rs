@@ -1,0 +1,136 @@
+//! `pool.*` and `volume.*`: storage pools and volumes, served by stord.
+
+use model::api::storage::{
+    PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeClone, VolumeCreate, VolumeDelete,
+    VolumeGrow, VolumeInfoOf, VolumeList, VolumeSnapshot,
+};
+use model::storage::{PoolInfo, VolumeInfo};
+
+use super::{Api, Fault, Method, Serve, answer, json, method};
+
+pub fn methods() -> Vec<Method> {
+    vec![
+        method::<PoolCreate>(),
+        method::<PoolDelete>(),
+        method::<PoolList>(),
+        method::<PoolInfoOf>(),
+        method::<VolumeCreate>(),
+        method::<VolumeDelete>(),
+        method::<VolumeList>(),
+        method::<VolumeInfoOf>(),
+        method::<VolumeGrow>(),
+        method::<VolumeSnapshot>(),
+        method::<VolumeClone>(),
+    ]
+}
+
+impl Serve for PoolCreate {
+    async fn serve(self, api: &Api) -> Result<PoolInfo, Fault> {
+        let spec = json(&self.spec)?;
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.create_pool(&spec).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for PoolDelete {
+    async fn serve(self, api: &Api) -> Result<bool, Fault> {
+        api.bus
+            .stord_call(|s| async move { s.delete_pool(&self.name).await })
+            .await?;
+        Ok(true)
+    }
+}
+
+impl Serve for PoolList {
+    async fn serve(self, api: &Api) -> Result<Vec<PoolInfo>, Fault> {
+        let list = api
+            .bus
+            .stord_call(|s| async move { s.list_pools().await })
+            .await?;
+        answer("stord", &list)
+    }
+}
+
+impl Serve for PoolInfoOf {
+    async fn serve(self, api: &Api) -> Result<PoolInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.pool_info(&self.name).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeCreate {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        let spec = json(&self.spec)?;
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.create_volume(&spec).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeDelete {
+    async fn serve(self, api: &Api) -> Result<bool, Fault> {
+        api.bus
+            .stord_call(|s| async move { s.delete_volume(&self.volume).await })
+            .await?;
+        Ok(true)
+    }
+}
+
+impl Serve for VolumeList {
+    async fn serve(self, api: &Api) -> Result<Vec<VolumeInfo>, Fault> {
+        let pool = self.pool.unwrap_or_default();
+        let list = api
+            .bus
+            .stord_call(|s| async move { s.list_volumes(&pool).await })
+            .await?;
+        answer("stord", &list)
+    }
+}
+
+impl Serve for VolumeInfoOf {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.volume_info(&self.volume).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeGrow {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.grow_volume(&self.volume, &self.size).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeSnapshot {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.snapshot_volume(&self.volume, &self.snapshot).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeClone {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.clone_volume(&self.source, &self.volume).await })
+            .await?;
+        answer("stord", &info)
+    }
+}

@@ -1,0 +1,188 @@
+//! `cairnctl pool …` and `cairnctl volume …`: stord's pools and volumes.
+
+use clap::Subcommand;
+use model::api::storage::{
+    PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeClone, VolumeCreate, VolumeDelete,
+    VolumeGrow, VolumeInfoOf, VolumeList, VolumeSnapshot,
+};
+use model::storage::{PoolKind, PoolSpec, VolumeSpec};
+use model::xmlrpc::{EncodeError, Value};
+
+use crate::call::{Call, call};
+use crate::output::{bytes_cell, member, table, text};
+
+#[derive(Subcommand)]
+pub enum PoolCommand {
+    /// Every pool: capacity, provisioned and allocated bytes, overcommit.
+    List,
+    /// One pool, with its warnings.
+    Info { name: String },
+    /// Makes a dir pool: volumes as sparse files in a directory.
+    Create {
+        name: String,
+        /// The directory (made when missing; it must hold nothing else). Default: in stord's
+        /// state directory.
+        #[arg(long)]
+        path: Option<String>,
+        /// The most provisioned bytes per byte of capacity (e.g. 10); none: no limit.
+        #[arg(long)]
+        overcommit: Option<f64>,
+    },
+    /// Deletes an empty pool made through the API.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// Every volume, or those of POOL.
+    List { pool: Option<String> },
+    /// One volume (POOL/NAME) and its snapshots.
+    Info { volume: String },
+    /// Makes a volume POOL/NAME of --size (thin unless --full).
+    Create {
+        volume: String,
+        /// "10G", "512M", …
+        #[arg(long)]
+        size: String,
+        /// Allocate every byte now.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Deletes a volume and its snapshots.
+    Delete { volume: String },
+    /// Grows a volume to --size.
+    Grow {
+        volume: String,
+        #[arg(long)]
+        size: String,
+    },
+    /// Takes a read-only snapshot NAME of the volume.
+    Snapshot { volume: String, name: String },
+    /// Makes the volume TARGET (same pool) from SOURCE, a volume or POOL/NAME@SNAPSHOT.
+    Clone { source: String, target: String },
+}
+
+pub fn pool_call(command: &PoolCommand) -> Result<Call, EncodeError> {
+    match command {
+        PoolCommand::List => call(PoolList {}),
+        PoolCommand::Info { name } => call(PoolInfoOf { name: name.clone() }),
+        PoolCommand::Create {
+            name,
+            path,
+            overcommit,
+        } => call(PoolCreate {
+            spec: PoolSpec {
+                name: name.clone(),
+                kind: PoolKind::Dir,
+                path: path.clone(),
+                overcommit: *overcommit,
+            },
+        }),
+        PoolCommand::Delete { name } => call(PoolDelete { name: name.clone() }),
+    }
+}
+
+pub fn volume_call(command: &VolumeCommand) -> Result<Call, EncodeError> {
+    match command {
+        VolumeCommand::List { pool } => call(VolumeList { pool: pool.clone() }),
+        VolumeCommand::Info { volume } => call(VolumeInfoOf {
+            volume: volume.clone(),
+        }),
+        VolumeCommand::Create { volume, size, full } => call(VolumeCreate {
+            spec: VolumeSpec {
+                volume: volume.clone(),
+                size: size.clone(),
+                full: Some(*full),
+            },
+        }),
+        VolumeCommand::Delete { volume } => call(VolumeDelete {
+            volume: volume.clone(),
+        }),
+        VolumeCommand::Grow { volume, size } => call(VolumeGrow {
+            volume: volume.clone(),
+            size: size.clone(),
+        }),
+        VolumeCommand::Snapshot { volume, name } => call(VolumeSnapshot {
+            volume: volume.clone(),
+            snapshot: name.clone(),
+        }),
+        VolumeCommand::Clone { source, target } => call(VolumeClone {
+            source: source.clone(),
+            volume: target.clone(),
+        }),
+    }
+}
+
+fn ratio(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Double(d)) => format!("{d:.1}x"),
+        Some(Value::Int(i)) => format!("{i}x"),
+        _ => "-".into(),
+    }
+}
+
+pub fn pools_table(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let p = p.as_struct();
+            vec![
+                text(member(p, "name")),
+                text(member(p, "kind")),
+                bytes_cell(member(p, "capacity_bytes")),
+                bytes_cell(member(p, "used_bytes")),
+                bytes_cell(member(p, "provisioned_bytes")),
+                text(member(p, "volumes")),
+                format!(
+                    "{} (limit {})",
+                    ratio(member(p, "overcommit_ratio")),
+                    ratio(member(p, "overcommit_limit"))
+                ),
+                text(member(p, "path")),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "KIND",
+            "CAPACITY",
+            "USED",
+            "PROVISIONED",
+            "VOLUMES",
+            "OVERCOMMIT",
+            "PATH",
+        ],
+        &rows,
+    )
+}
+
+pub fn volumes_table(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            let v = v.as_struct();
+            let snapshots = member(v, "snapshots")
+                .and_then(Value::as_array)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| text(member(s.as_struct(), "name")))
+                .collect::<Vec<_>>();
+            vec![
+                text(member(v, "volume")),
+                bytes_cell(member(v, "size_bytes")),
+                bytes_cell(member(v, "allocated_bytes")),
+                if snapshots.is_empty() {
+                    "-".into()
+                } else {
+                    snapshots.join(",")
+                },
+            ]
+        })
+        .collect();
+    table(&["VOLUME", "SIZE", "ALLOCATED", "SNAPSHOTS"], &rows)
+}

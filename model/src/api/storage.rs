@@ -1,0 +1,48 @@
+//! `pool.*` and `volume.*`: storage pools and their volumes, served by stord.
+
+use super::{actions, rpc_type};
+use crate::storage::{PoolInfo, PoolSpec, VolumeInfo, VolumeSpec};
+
+rpc_type!("struct": PoolSpec, PoolInfo, VolumeSpec, VolumeInfo);
+
+actions! { ACTIONS;
+    PoolCreate = "pool.create", Stord, (spec: PoolSpec) -> PoolInfo,
+        "Creates a pool from {name, kind, path?, overcommit?}, as a [[pool]] table in host.toml \
+         plus overcommit: the most provisioned bytes per byte of capacity (none: no limit). \
+         kind dir keeps volumes as sparse files in path (made when missing; a directory that \
+         holds files stord did not make is refused); thin, nfs and iscsi are not served yet \
+         (105). Returns the pool as pool.info shows it.";
+    PoolDelete = "pool.delete", Stord, (name: String) -> bool,
+        "Deletes a pool made through the API that holds no volumes; its directory stays (empty \
+         of stord's files, so another pool may take it). A \
+         pool host.toml declares -> 105.";
+    PoolList = "pool.list", Stord, () -> Vec<PoolInfo>,
+        "Every pool, as pool.info describes it.";
+    PoolInfoOf = "pool.info", Stord, (name: String) -> PoolInfo,
+        "One pool: {name, kind, path, declared, capacity_bytes, used_bytes, free_bytes (of its \
+         filesystem), provisioned_bytes (what its volumes may grow to), allocated_bytes (what \
+         they hold), volumes, overcommit_ratio (provisioned / capacity), overcommit_limit?, \
+         warnings (data use past 80 % or 95 %, overcommit past 90 % of its limit)}.";
+    VolumeCreate = "volume.create", Stord, (spec: VolumeSpec) -> VolumeInfo,
+        "Creates a volume from {volume: POOL/NAME, size (\"10G\"), full? (every byte \
+         allocated now; default thin)}. Refused (105) when it exists, or when it would take \
+         the pool past its overcommit limit (or, full, past its free space). Returns it as \
+         volume.info shows it.";
+    VolumeDelete = "volume.delete", Stord, (volume: String) -> bool,
+        "Deletes a volume (POOL/NAME) and its snapshots.";
+    VolumeList = "volume.list", Stord, (pool: Option<String>) -> Vec<VolumeInfo>,
+        "Every volume, or those of one pool, as volume.info describes them.";
+    VolumeInfoOf = "volume.info", Stord, (volume: String) -> VolumeInfo,
+        "One volume: {volume, size_bytes, allocated_bytes, path (the file a guest uses), \
+         snapshots: [{name, allocated_bytes, created}]}.";
+    VolumeGrow = "volume.grow", Stord, (volume: String, size: String) -> VolumeInfo,
+        "Grows a volume to size (never shrinks: a smaller size -> 102); the overcommit limit \
+         applies as at volume.create.";
+    VolumeSnapshot = "volume.snapshot", Stord, (volume: String, snapshot: String) -> VolumeInfo,
+        "Takes a read-only snapshot of POOL/NAME named snapshot: a reflink where the \
+         filesystem shares blocks (xfs, btrfs: instant, no space until either side changes), \
+         else a sparse copy.";
+    VolumeClone = "volume.clone", Stord, (source: String, volume: String) -> VolumeInfo,
+        "Makes the new volume POOL/NAME (same pool) from source, a volume or a snapshot \
+         (POOL/NAME@SNAP), as a reflink where the filesystem has them, else a sparse copy.";
+}

@@ -1,0 +1,156 @@
+//! `org.cairn.Storage1`: stord's pools and volumes, for apid, hostd and tests. Structured
+//! arguments and answers are JSON of `model::storage`'s types (the contract in `model::dbus`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use model::dbus::{CairnError, StatusTuple};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zbus::object_server::SignalEmitter;
+
+use crate::pool::{Pools, StoreError};
+
+pub struct Storage1 {
+    /// One request at a time: a volume made beside a pool's deletion, or two volumes each
+    /// checked against the overcommit limit without the other, would get past the checks.
+    pools: Arc<Mutex<Pools>>,
+}
+
+fn parse<T: DeserializeOwned>(arg: &str, json: &str) -> Result<T, CairnError> {
+    serde_json::from_str(json).map_err(|e| CairnError::InvalidArgs(format!("{arg}: {e}")))
+}
+
+fn to_json<T: Serialize>(t: &T) -> Result<String, CairnError> {
+    serde_json::to_string(t).map_err(|e| CairnError::Failed(e.to_string()))
+}
+
+impl Storage1 {
+    pub fn new(pools: Pools) -> Storage1 {
+        Storage1 {
+            pools: Arc::new(Mutex::new(pools)),
+        }
+    }
+
+    /// Runs `op` on the pools off the bus's thread (file copies and syncs block).
+    async fn with<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Pools) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, CairnError> {
+        let pools = self.pools.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+            op(&mut pools).map_err(CairnError::from)
+        })
+        .await
+        .map_err(|e| CairnError::Failed(format!("stord: {e}")))?
+    }
+
+    async fn changed(&self, emitter: &SignalEmitter<'_>) {
+        if let Err(e) = self.counts_changed(emitter).await {
+            tracing::debug!(error = %e, "cannot signal the new counts");
+        }
+    }
+}
+
+#[zbus::interface(name = "org.cairn.Storage1")]
+impl Storage1 {
+    /// Version and counts of the pools and volumes this daemon manages.
+    async fn status(&self) -> StatusTuple {
+        (model::VERSION.to_string(), self.counts().await)
+    }
+
+    #[zbus(property)]
+    async fn counts(&self) -> HashMap<String, u32> {
+        let (pools, volumes) = self.with(|p| Ok(p.counts())).await.unwrap_or((0, 0));
+        HashMap::from([
+            ("pools".to_string(), pools),
+            ("volumes".to_string(), volumes),
+        ])
+    }
+
+    async fn create_pool(
+        &self,
+        spec_json: &str,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, CairnError> {
+        let spec = parse("spec", spec_json)?;
+        let info = self.with(move |p| p.create_pool(spec)).await?;
+        self.changed(&emitter).await;
+        to_json(&info)
+    }
+
+    async fn delete_pool(
+        &self,
+        name: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), CairnError> {
+        self.with(move |p| p.delete_pool(&name)).await?;
+        self.changed(&emitter).await;
+        Ok(())
+    }
+
+    async fn list_pools(&self) -> Result<String, CairnError> {
+        to_json(&self.with(|p| Ok(p.list_pools())).await?)
+    }
+
+    async fn pool_info(&self, name: String) -> Result<String, CairnError> {
+        to_json(&self.with(move |p| p.pool_info(&name)).await?)
+    }
+
+    async fn create_volume(
+        &self,
+        spec_json: &str,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, CairnError> {
+        let spec = parse("spec", spec_json)?;
+        let info = self.with(move |p| p.create_volume(&spec)).await?;
+        self.changed(&emitter).await;
+        to_json(&info)
+    }
+
+    async fn delete_volume(
+        &self,
+        volume: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), CairnError> {
+        self.with(move |p| p.delete_volume(&volume)).await?;
+        self.changed(&emitter).await;
+        Ok(())
+    }
+
+    async fn list_volumes(&self, pool: String) -> Result<String, CairnError> {
+        to_json(&self.with(move |p| p.list_volumes(&pool)).await?)
+    }
+
+    async fn volume_info(&self, volume: String) -> Result<String, CairnError> {
+        to_json(&self.with(move |p| p.volume_info(&volume)).await?)
+    }
+
+    async fn grow_volume(&self, volume: String, size: String) -> Result<String, CairnError> {
+        to_json(&self.with(move |p| p.grow_volume(&volume, &size)).await?)
+    }
+
+    async fn snapshot_volume(
+        &self,
+        volume: String,
+        snapshot: String,
+    ) -> Result<String, CairnError> {
+        to_json(
+            &self
+                .with(move |p| p.snapshot_volume(&volume, &snapshot))
+                .await?,
+        )
+    }
+
+    async fn clone_volume(
+        &self,
+        source: String,
+        volume: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, CairnError> {
+        let info = self.with(move |p| p.clone_volume(&source, &volume)).await?;
+        self.changed(&emitter).await;
+        to_json(&info)
+    }
+}

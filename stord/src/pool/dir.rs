@@ -1,0 +1,411 @@
+//! A dir pool: volumes as sparse raw files in a directory, snapshots and clones by reflink
+//! where the filesystem has them (xfs, btrfs), else by sparse copy.
+//!
+//! Layout under the pool's path: `.cairn-pool` (the pool's name: a directory is taken by one
+//! pool only), `volumes/NAME.raw`, `snapshots/NAME/SNAP.raw`. Every file is made under a hidden
+//! `.NAME….part` name and renamed into place once whole, so a crash leaves a volume or none,
+//! never half of one; [`DirPool::open`] clears what a crash left.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use model::storage::{PoolInfo, PoolKind, SnapshotInfo, VolumeInfo};
+
+use super::StoreError;
+use super::files::{self, Copied};
+
+const MARKER: &str = ".cairn-pool";
+
+#[derive(Debug, Clone)]
+pub struct DirPool {
+    pub name: String,
+    pub path: PathBuf,
+    pub overcommit: Option<f64>,
+    pub declared: bool,
+}
+
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |e| StoreError::Failed(format!("{what}: {e}"))
+}
+
+impl DirPool {
+    /// Takes the directory for the pool: made when missing, marked as this pool's; a directory
+    /// that holds anything but this pool's files is refused.
+    pub fn open(pool: DirPool) -> Result<DirPool, StoreError> {
+        let path = &pool.path;
+        std::fs::create_dir_all(path).map_err(io(path.display()))?;
+        let marker = path.join(MARKER);
+        match std::fs::read_to_string(&marker) {
+            Ok(owner) if owner.trim() == pool.name => {}
+            Ok(owner) => {
+                return Err(StoreError::Conflict(format!(
+                    "{} belongs to pool {:?}",
+                    path.display(),
+                    owner.trim()
+                )));
+            }
+            Err(_) => {
+                let holds = std::fs::read_dir(path)
+                    .map_err(io(path.display()))?
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>();
+                if !holds.is_empty() {
+                    return Err(StoreError::Conflict(format!(
+                        "{} holds files stord did not make ({}); give an empty directory",
+                        path.display(),
+                        holds.join(", ")
+                    )));
+                }
+                model::files::write_atomic(&marker, pool.name.as_bytes())
+                    .map_err(io(marker.display()))?;
+            }
+        }
+        for dir in ["volumes", "snapshots"] {
+            std::fs::create_dir_all(path.join(dir)).map_err(io(path.join(dir).display()))?;
+        }
+        pool.clear_parts();
+        Ok(pool)
+    }
+
+    /// Gives the directory back (the pool is deleted, or its making is rolled back): its
+    /// marker and empty volume and snapshot directories go, the directory itself stays.
+    pub fn release(&self) {
+        for dir in ["volumes", "snapshots"] {
+            let _ = std::fs::remove_dir(self.path.join(dir));
+        }
+        let _ = std::fs::remove_file(self.path.join(MARKER));
+    }
+
+    /// Removes the hidden parts a crash left behind.
+    fn clear_parts(&self) {
+        let mut dirs = vec![self.path.join("volumes")];
+        if let Ok(snaps) = std::fs::read_dir(self.path.join("snapshots")) {
+            dirs.extend(snaps.flatten().map(|e| e.path()));
+        }
+        for dir in dirs {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".part") {
+                    tracing::info!(file = %entry.path().display(), "removing what a crash left");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
+    pub fn volume_path(&self, name: &str) -> PathBuf {
+        self.path.join("volumes").join(format!("{name}.raw"))
+    }
+
+    fn snapshot_dir(&self, name: &str) -> PathBuf {
+        self.path.join("snapshots").join(name)
+    }
+
+    fn snapshot_path(&self, name: &str, snap: &str) -> PathBuf {
+        self.snapshot_dir(name).join(format!("{snap}.raw"))
+    }
+
+    /// The names of the pool's volumes, sorted.
+    pub fn volume_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path.join("volumes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".raw")
+                    .filter(|n| !n.starts_with('.'))
+                    .map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn volume(&self, name: &str) -> Result<VolumeInfo, StoreError> {
+        let path = self.volume_path(name);
+        let meta = std::fs::metadata(&path)
+            .map_err(|_| StoreError::NotFound(format!("no volume {}/{name}", self.name)))?;
+        let mut snapshots: Vec<SnapshotInfo> = std::fs::read_dir(self.snapshot_dir(name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let snap = file.strip_suffix(".raw").filter(|n| !n.starts_with('.'))?;
+                let created = e
+                    .metadata()
+                    .ok()?
+                    .modified()
+                    .ok()?
+                    .duration_since(UNIX_EPOCH)
+                    .ok()?
+                    .as_secs();
+                Some(SnapshotInfo {
+                    name: snap.to_string(),
+                    allocated_bytes: files::allocated(&e.path()),
+                    created,
+                })
+            })
+            .collect();
+        snapshots.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(VolumeInfo {
+            volume: format!("{}/{name}", self.name),
+            size_bytes: meta.len(),
+            allocated_bytes: files::allocated(&path),
+            path: path.display().to_string(),
+            snapshots,
+        })
+    }
+
+    pub fn info(&self) -> Result<PoolInfo, StoreError> {
+        let (capacity, used, free) = files::space(&self.path).map_err(io(self.path.display()))?;
+        let volumes: Vec<VolumeInfo> = self
+            .volume_names()
+            .iter()
+            .filter_map(|n| self.volume(n).ok())
+            .collect();
+        let provisioned: u64 = volumes.iter().map(|v| v.size_bytes).sum();
+        let allocated: u64 = volumes
+            .iter()
+            .map(|v| v.allocated_bytes + v.snapshots.iter().map(|s| s.allocated_bytes).sum::<u64>())
+            .sum();
+        let ratio = ratio(provisioned, capacity);
+        let mut warnings = Vec::new();
+        let data = ratio_percent(used, capacity);
+        if data >= 95.0 {
+            warnings.push(format!("critical: data {data:.0} % used"));
+        } else if data >= 80.0 {
+            warnings.push(format!("warning: data {data:.0} % used"));
+        }
+        if let Some(limit) = self.overcommit
+            && ratio >= 0.9 * limit
+        {
+            warnings.push(format!(
+                "warning: overcommit {ratio:.1}x is near its limit of {limit}x"
+            ));
+        }
+        Ok(PoolInfo {
+            name: self.name.clone(),
+            kind: PoolKind::Dir,
+            path: self.path.display().to_string(),
+            declared: self.declared,
+            capacity_bytes: capacity,
+            used_bytes: used,
+            free_bytes: free,
+            provisioned_bytes: provisioned,
+            allocated_bytes: allocated,
+            volumes: u32::try_from(volumes.len()).unwrap_or(u32::MAX),
+            overcommit_ratio: ratio,
+            overcommit_limit: self.overcommit,
+            warnings,
+        })
+    }
+
+    /// Refuses `more` provisioned bytes that would take the pool past its overcommit limit.
+    fn check_overcommit(&self, more: u64, what: &str) -> Result<(), StoreError> {
+        let Some(limit) = self.overcommit else {
+            return Ok(());
+        };
+        let info = self.info()?;
+        let after = info.provisioned_bytes.saturating_add(more);
+        let ratio = ratio(after, info.capacity_bytes);
+        if ratio > limit {
+            return Err(StoreError::Conflict(format!(
+                "{what} would take pool {:?} to {} provisioned, {ratio:.1}x its capacity of {}; \
+                 its overcommit limit is {limit}x",
+                self.name,
+                gib(after),
+                gib(info.capacity_bytes)
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn create_volume(
+        &self,
+        name: &str,
+        size: u64,
+        full: bool,
+    ) -> Result<VolumeInfo, StoreError> {
+        let path = self.volume_path(name);
+        if path.exists() {
+            return Err(StoreError::Conflict(format!(
+                "volume {}/{name} exists",
+                self.name
+            )));
+        }
+        self.check_overcommit(size, &format!("a volume of {}", gib(size)))?;
+        let part = part_of(&path);
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .and_then(|f| {
+                if full {
+                    files::preallocate(&f, size)?;
+                } else {
+                    f.set_len(size)?;
+                }
+                f.sync_all()
+            });
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&part);
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOSPC) => StoreError::Conflict(format!(
+                    "pool {:?} has no room for {} allocated now",
+                    self.name,
+                    gib(size)
+                )),
+                _ => StoreError::Failed(format!("{}: {e}", path.display())),
+            });
+        }
+        place(&part, &path)?;
+        self.volume(name)
+    }
+
+    pub fn grow_volume(&self, name: &str, size: u64) -> Result<VolumeInfo, StoreError> {
+        let now = self.volume(name)?;
+        if size < now.size_bytes {
+            return Err(StoreError::InvalidArgs(format!(
+                "volume {}/{name} is {} bytes; volumes grow, they do not shrink (asked {size})",
+                self.name, now.size_bytes
+            )));
+        }
+        self.check_overcommit(
+            size - now.size_bytes,
+            &format!("growing by {}", gib(size - now.size_bytes)),
+        )?;
+        let path = self.volume_path(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                f.set_len(size)?;
+                f.sync_all()
+            })
+            .map_err(io(path.display()))?;
+        self.volume(name)
+    }
+
+    pub fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.volume_path(name);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no volume {}/{name}",
+                self.name
+            )));
+        }
+        // Snapshots first: a crash in between leaves the volume, which can be deleted again.
+        let snaps = self.snapshot_dir(name);
+        if snaps.exists() {
+            std::fs::remove_dir_all(&snaps).map_err(io(snaps.display()))?;
+        }
+        std::fs::remove_file(&path).map_err(io(path.display()))?;
+        model::files::sync_dir_of(&path).map_err(io(path.display()))
+    }
+
+    pub fn snapshot(&self, name: &str, snap: &str) -> Result<(VolumeInfo, Copied), StoreError> {
+        let from = self.volume_path(name);
+        if !from.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no volume {}/{name}",
+                self.name
+            )));
+        }
+        let to = self.snapshot_path(name, snap);
+        if to.exists() {
+            return Err(StoreError::Conflict(format!(
+                "volume {}/{name} has a snapshot {snap:?}",
+                self.name
+            )));
+        }
+        std::fs::create_dir_all(self.snapshot_dir(name))
+            .map_err(io(self.snapshot_dir(name).display()))?;
+        let how = copy_placed(&from, &to)?;
+        // Read-only, so that nothing opens it to write by mistake.
+        let _ = std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o444));
+        Ok((self.volume(name)?, how))
+    }
+
+    /// `source` is (volume, snapshot or None).
+    pub fn clone_volume(
+        &self,
+        source: (&str, Option<&str>),
+        name: &str,
+    ) -> Result<(VolumeInfo, Copied), StoreError> {
+        let from = match source {
+            (vol, None) => self.volume_path(vol),
+            (vol, Some(snap)) => self.snapshot_path(vol, snap),
+        };
+        let shown = match source {
+            (vol, None) => format!("{}/{vol}", self.name),
+            (vol, Some(snap)) => format!("{}/{vol}@{snap}", self.name),
+        };
+        let size = std::fs::metadata(&from)
+            .map_err(|_| StoreError::NotFound(format!("no volume or snapshot {shown}")))?
+            .len();
+        let to = self.volume_path(name);
+        if to.exists() {
+            return Err(StoreError::Conflict(format!(
+                "volume {}/{name} exists",
+                self.name
+            )));
+        }
+        self.check_overcommit(size, &format!("a clone of {}", gib(size)))?;
+        let how = copy_placed(&from, &to)?;
+        let _ = std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        Ok((self.volume(name)?, how))
+    }
+}
+
+fn part_of(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.part"))
+}
+
+/// Renames a whole part into place and syncs the directory.
+fn place(part: &Path, path: &Path) -> Result<(), StoreError> {
+    std::fs::rename(part, path)
+        .and_then(|()| model::files::sync_dir_of(path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(part);
+            StoreError::Failed(format!("{}: {e}", path.display()))
+        })
+}
+
+fn copy_placed(from: &Path, to: &Path) -> Result<Copied, StoreError> {
+    let part = part_of(to);
+    let _ = std::fs::remove_file(&part);
+    let how = files::copy(from, &part).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOSPC) => {
+            StoreError::Conflict(format!("no room for a copy of {}", from.display()))
+        }
+        _ => StoreError::Failed(format!(
+            "copying {} to {}: {e}",
+            from.display(),
+            to.display()
+        )),
+    })?;
+    place(&part, to)?;
+    Ok(how)
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn ratio_percent(part: u64, whole: u64) -> f64 {
+    ratio(part, whole) * 100.0
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}

@@ -1,0 +1,211 @@
+//! Dir pools on whatever filesystem the temporary directory is (tmpfs or ext4 here: no
+//! reflinks, so copies are sparse copies); the xfs reflink path is stord/tests/dir_pool.rs's.
+
+use std::os::unix::fs::FileExt as _;
+
+use super::*;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("stord-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config() -> HostConfig {
+    model::config::parse(
+        "host.toml",
+        "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"lo\"\ndhcp = true\n",
+    )
+    .unwrap()
+}
+
+fn spec(name: &str, path: &Path, overcommit: Option<f64>) -> PoolSpec {
+    PoolSpec {
+        name: name.into(),
+        kind: PoolKind::Dir,
+        path: Some(path.display().to_string()),
+        overcommit,
+    }
+}
+
+fn volume(name: &str, size: &str) -> VolumeSpec {
+    VolumeSpec {
+        volume: name.into(),
+        size: size.into(),
+        full: None,
+    }
+}
+
+#[test]
+fn volumes_are_sparse_snapshots_keep_the_past_and_clones_copy_it() {
+    let s = Scratch::new("volumes");
+    let mut pools = Pools::load(&config(), &s.0.join("state"));
+    pools.create_pool(spec("p", &s.0.join("p"), None)).unwrap();
+    let v = pools.create_volume(&volume("p/a", "1G")).unwrap();
+    assert_eq!(v.size_bytes, 1 << 30);
+    assert!(
+        v.allocated_bytes < 1 << 20,
+        "a thin volume allocates nothing: {v:?}"
+    );
+
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&v.path)
+        .unwrap();
+    file.write_all_at(b"before", 512 << 20).unwrap();
+    pools.snapshot_volume("p/a", "one").unwrap();
+    file.write_all_at(b"after!", 512 << 20).unwrap();
+    let info = pools.volume_info("p/a").unwrap();
+    assert_eq!(info.snapshots.len(), 1);
+    assert_eq!(info.snapshots[0].name, "one");
+    assert!(
+        info.snapshots[0].allocated_bytes < 1 << 20,
+        "sparse copy: {info:?}"
+    );
+
+    let clone = pools.clone_volume("p/a@one", "p/b").unwrap();
+    let mut buf = [0u8; 6];
+    std::fs::File::open(&clone.path)
+        .unwrap()
+        .read_exact_at(&mut buf, 512 << 20)
+        .unwrap();
+    assert_eq!(&buf, b"before");
+    let now = pools.clone_volume("p/a", "p/c").unwrap();
+    std::fs::File::open(&now.path)
+        .unwrap()
+        .read_exact_at(&mut buf, 512 << 20)
+        .unwrap();
+    assert_eq!(&buf, b"after!");
+    assert_eq!(now.size_bytes, 1 << 30);
+
+    let grown = pools.grow_volume("p/a", "2G").unwrap();
+    assert_eq!(grown.size_bytes, 2 << 30);
+    let e = pools.grow_volume("p/a", "1G").unwrap_err();
+    assert!(e.to_string().contains("do not shrink"), "{e}");
+
+    let info = pools.pool_info("p").unwrap();
+    assert_eq!((info.volumes, info.provisioned_bytes), (3, 4 << 30));
+    pools.delete_volume("p/a").unwrap();
+    assert!(
+        !s.0.join("p/snapshots/a").exists(),
+        "its snapshots go with it"
+    );
+    assert_eq!(pools.list_volumes("p").unwrap().len(), 2);
+}
+
+#[test]
+fn bad_requests_change_nothing() {
+    let s = Scratch::new("bad");
+    let mut pools = Pools::load(&config(), &s.0.join("state"));
+    let foreign = s.0.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("data.img"), b"x").unwrap();
+    let e = pools.create_pool(spec("f", &foreign, None)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("holds files stord did not make (data.img)"),
+        "{e}"
+    );
+    assert!(!foreign.join(".cairn-pool").exists());
+
+    for (bad, want) in [
+        (
+            PoolSpec {
+                name: "Bad".into(),
+                ..spec("x", &s.0.join("x"), None)
+            },
+            "pool name",
+        ),
+        (
+            PoolSpec {
+                path: Some("rel".into()),
+                ..spec("x", &s.0.join("x"), None)
+            },
+            "not absolute",
+        ),
+        (spec("x", &s.0.join("x"), Some(0.0)), "not a ratio above 0"),
+        (
+            PoolSpec {
+                kind: PoolKind::Thin,
+                ..spec("x", &s.0.join("x"), None)
+            },
+            "not served yet",
+        ),
+    ] {
+        let e = pools.create_pool(bad).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    assert!(pools.list_pools().is_empty());
+
+    pools
+        .create_pool(spec("p", &s.0.join("p"), Some(2.0)))
+        .unwrap();
+    let e = pools
+        .create_pool(spec("q", &s.0.join("p"), None))
+        .unwrap_err();
+    assert!(e.to_string().contains("is pool \"p\"'s"), "{e}");
+    for (v, want) in [
+        (volume("p/a", "0"), "size 0"),
+        (volume("p/a", "ten"), "size \"ten\""),
+        (volume("nope/a", "1M"), "no pool \"nope\""),
+        (volume("p", "1M"), "no '/'"),
+    ] {
+        let e = pools.create_volume(&v).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    // Past twice the capacity of the filesystem holding the pool.
+    let capacity = pools.pool_info("p").unwrap().capacity_bytes;
+    let e = pools
+        .create_volume(&volume("p/huge", &format!("{}", capacity * 2 + 4096)))
+        .unwrap_err();
+    assert!(e.to_string().contains("its overcommit limit is 2x"), "{e}");
+    assert!(pools.list_volumes("p").unwrap().is_empty());
+
+    pools.create_volume(&volume("p/a", "1M")).unwrap();
+    let e = pools.create_volume(&volume("p/a", "1M")).unwrap_err();
+    assert!(e.to_string().contains("exists"), "{e}");
+    let e = pools.delete_pool("p").unwrap_err();
+    assert!(e.to_string().contains("holds 1 volume(s): a"), "{e}");
+    let e = pools.snapshot_volume("p/a", "Bad").unwrap_err();
+    assert!(e.to_string().contains("snapshot name"), "{e}");
+    let e = pools.clone_volume("p/a", "other/b").unwrap_err();
+    assert!(e.to_string().contains("stays in its source's pool"), "{e}");
+}
+
+#[test]
+fn pools_made_through_the_api_come_back_and_a_crash_leaves_no_half_volume() {
+    let s = Scratch::new("records");
+    let state = s.0.join("state");
+    let mut pools = Pools::load(&config(), &state);
+    pools
+        .create_pool(spec("p", &s.0.join("p"), Some(50.0)))
+        .unwrap();
+    pools.create_volume(&volume("p/a", "1M")).unwrap();
+    // What a crash in the middle of a copy leaves.
+    std::fs::write(s.0.join("p/volumes/.b.raw.part"), b"half").unwrap();
+    drop(pools);
+
+    let mut pools = Pools::load(&config(), &state);
+    let info = pools.pool_info("p").unwrap();
+    assert_eq!((info.volumes, info.overcommit_limit), (1, Some(50.0)));
+    assert!(!s.0.join("p/volumes/.b.raw.part").exists());
+    assert_eq!(pools.counts(), (1, 1));
+    pools.delete_volume("p/a").unwrap();
+    pools.delete_pool("p").unwrap();
+    let pools = Pools::load(&config(), &state);
+    assert!(
+        pools.list_pools().is_empty(),
+        "a deleted pool stays deleted"
+    );
+}
