@@ -31,9 +31,10 @@ pub enum HostError {
     /// the kernel's.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
-    /// netd answered a request hostd made for a guest; its verdict keeps its kind.
+    /// A peer daemon (netd, stord) answered a request hostd made for a guest; its verdict
+    /// keeps its kind.
     #[error("{what}: {source}")]
-    Netd {
+    Peer {
         what: String,
         #[source]
         source: CairnError,
@@ -46,9 +47,9 @@ impl HostError {
         HostError::Failed(format!("{what}: {e}"))
     }
 
-    /// netd's answer to `what`, kind kept.
-    pub fn netd(what: impl std::fmt::Display) -> impl FnOnce(CairnError) -> HostError {
-        move |source| HostError::Netd {
+    /// A peer daemon's answer to `what` (netd's, stord's), kind kept.
+    pub fn peer(what: impl std::fmt::Display) -> impl FnOnce(CairnError) -> HostError {
+        move |source| HostError::Peer {
             what: what.to_string(),
             source,
         }
@@ -72,7 +73,7 @@ impl From<HostError> for CairnError {
                 | CgroupError::BadName(_)),
             ) => CairnError::InvalidArgs(format!("resources: {e}")),
             HostError::Cgroup(e) => CairnError::Failed(e.to_string()),
-            HostError::Netd { what, source } => match source {
+            HostError::Peer { what, source } => match source {
                 CairnError::InvalidArgs(m) => CairnError::InvalidArgs(format!("{what}: {m}")),
                 CairnError::NotFound(m) => CairnError::NotFound(format!("{what}: {m}")),
                 CairnError::Conflict(m) => CairnError::Conflict(format!("{what}: {m}")),

@@ -11,4 +11,5 @@ pub mod error;
 pub mod guest;
 pub mod netd;
 pub mod reconcile;
+pub mod stord;
 pub mod vm;

@@ -1,5 +1,5 @@
 //! hostd as netd's client: the networks guests join, and the ports of containers (veth) and
-//! VMs (tap). netd's verdicts come back as [`HostError::Netd`], their kind kept.
+//! VMs (tap). netd's verdicts come back as [`HostError::Peer`], their kind kept.
 
 use model::dbus::{CairnError, Network1Proxy};
 use model::net::{NetworkSpec, PortInfo, PortSpec};
@@ -22,7 +22,7 @@ pub async fn network_spec(bus: Option<&zbus::Connection>, name: &str) -> HostRes
         .await?
         .network_spec(name)
         .await
-        .map_err(HostError::netd(format_args!("network {name:?}")))?;
+        .map_err(HostError::peer(format_args!("network {name:?}")))?;
     serde_json::from_str(&json)
         .map_err(|e| HostError::Failed(format!("network {name:?}: netd's answer: {e}")))
 }
@@ -31,7 +31,7 @@ pub async fn network_spec(bus: Option<&zbus::Connection>, name: &str) -> HostRes
 pub fn is_not_found(e: &HostError) -> bool {
     matches!(
         e,
-        HostError::Netd {
+        HostError::Peer {
             source: CairnError::NotFound(_),
             ..
         }
@@ -45,7 +45,7 @@ pub async fn attach_port(bus: Option<&zbus::Connection>, spec: &PortSpec) -> Hos
         .await?
         .attach_port(&json)
         .await
-        .map_err(HostError::netd(format_args!(
+        .map_err(HostError::peer(format_args!(
             "network port on {:?}",
             spec.network
         )))?;
@@ -56,7 +56,7 @@ pub async fn attach_port(bus: Option<&zbus::Connection>, spec: &PortSpec) -> Hos
 pub async fn try_detach_port(bus: Option<&zbus::Connection>, port: &str) -> HostResult<()> {
     match proxy(bus).await?.detach_port(port).await {
         Ok(()) | Err(CairnError::NotFound(_)) => Ok(()),
-        Err(e) => Err(HostError::netd(format_args!("detaching port {port}"))(e)),
+        Err(e) => Err(HostError::peer(format_args!("detaching port {port}"))(e)),
     }
 }
 
@@ -67,7 +67,7 @@ pub async fn detach_owner(bus: Option<&zbus::Connection>, owner: &str) -> HostRe
         .await?
         .detach_owner(owner)
         .await
-        .map_err(HostError::netd(format_args!(
+        .map_err(HostError::peer(format_args!(
             "detaching the ports of {owner}"
         )))
 }
@@ -86,5 +86,5 @@ pub async fn keep_owners(
         .await?
         .keep_owners(&OWNER_PREFIXES, &owners)
         .await
-        .map_err(HostError::netd("the ports of guests that do not run"))
+        .map_err(HostError::peer("the ports of guests that do not run"))
 }

@@ -23,26 +23,45 @@ pub async fn release_stale_ports(
     vms: &Arc<Mutex<VmManager>>,
     bus: &zbus::Connection,
 ) {
+    until_answered("stale ports", || async {
+        let m = manager.lock().await;
+        let v = vms.lock().await;
+        let mut owners = m.port_owners();
+        owners.extend(v.port_owners());
+        crate::netd::keep_owners(Some(bus), &owners).await
+    })
+    .await;
+}
+
+/// Tells stord which VMs exist, so that the volume holds of VMs deleted while hostd was away
+/// (a crash between the delete and the release) are released. Tried until stord answers.
+pub async fn release_stale_volume_holds(vms: &Arc<Mutex<VmManager>>, bus: &zbus::Connection) {
+    until_answered("stale volume holds", || async {
+        let v = vms.lock().await;
+        crate::stord::keep_holders(Some(bus), &v.volume_holders()).await
+    })
+    .await;
+}
+
+/// Runs a sweep (`what`) once a second until its daemon answers, logging what it released.
+async fn until_answered<F, Fut>(what: &str, mut sweep: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, HostError>>,
+{
     let mut tries = 0u32;
     loop {
-        let result = {
-            let m = manager.lock().await;
-            let v = vms.lock().await;
-            let mut owners = m.port_owners();
-            owners.extend(v.port_owners());
-            crate::netd::keep_owners(Some(bus), &owners).await
-        };
-        match result {
+        match sweep().await {
             Ok(gone) => {
                 if !gone.is_empty() {
-                    tracing::info!(ports = ?gone, "detached the ports of guests that do not run");
+                    tracing::info!(released = ?gone, "swept {what}");
                 }
                 return;
             }
             Err(e) => {
                 tries += 1;
                 if tries == 1 || tries.is_multiple_of(60) {
-                    tracing::warn!(error = %e, tries, "cannot sweep stale ports yet; retrying");
+                    tracing::warn!(error = %e, tries, "cannot sweep {what} yet; retrying");
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }

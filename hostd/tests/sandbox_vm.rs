@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{TempDir, skip};
-use model::dbus::{CairnError, Host1Proxy};
+use model::dbus::{CairnError, Host1Proxy, Storage1Proxy};
+use model::storage::VolumeInfo;
 use model::vm::{VmInfo, VmState};
 use testkit::guest::{build_test_guest, last_tick};
 use testkit::sandbox::{Sandbox, bin_dir};
@@ -163,8 +164,8 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
             "more than the host",
         ),
         (
-            serde_json::json!({"name": "b", "memory_mib": 32, "kernel": k, "disks": [{"volume": "vol9"}]}),
-            "unknown volume",
+            serde_json::json!({"name": "b", "memory_mib": 32, "kernel": k, "disks": [{"volume": "nopool/vol9"}]}),
+            "\"nopool/vol9\": no such volume",
         ),
         (
             serde_json::json!({"name": "b", "memory_mib": 32, "kernel": k, "nics": [{"network": "nonet"}]}),
@@ -461,6 +462,98 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
     let mounts =
         std::fs::read_to_string(format!("/proc/{}/mountinfo", sb.pid())).unwrap_or_default();
     assert!(!mounts.contains("/vm/t1/"), "jail mounts left: {mounts}");
+}
+
+/// A VM's disk on a stord volume (a dir pool): the guest reads and writes it, the VM holds
+/// it from vm.create to vm.delete (stord refuses to delete it meanwhile), and a VM on a
+/// volume that does not exist is refused with nothing held.
+#[tokio::test(flavor = "current_thread")]
+async fn a_vm_on_a_stord_volume_holds_it() {
+    let test = "sandbox_vm::a_vm_on_a_stord_volume_holds_it";
+    if !testkit::is_root() {
+        return skip(test, "jails and the sandbox need root");
+    }
+    if let Err(why) = probe_kvm() {
+        return skip(test, &why.to_string());
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(test, &why.to_string()),
+    };
+    let scratch = TempDir::new("hostd-sbx-volume");
+    let kernel = match build_test_guest(&scratch.0) {
+        Ok(k) => k,
+        Err(why) => return skip(test, &why.to_string()),
+    };
+    let mut sb = Sandbox::start(
+        "vm-volume",
+        &testkit::sandbox_config("vm-volume", None),
+        &bins,
+    );
+    let (conn, _) = sb.ready().await;
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let storage = Storage1Proxy::new(&conn).await.unwrap();
+    let pool = serde_json::json!({"name": "p", "kind": "dir", "path": scratch.0.join("pool")});
+    storage.create_pool(&pool.to_string()).await.unwrap();
+    let made: VolumeInfo = serde_json::from_str(
+        &storage
+            .create_volume(&serde_json::json!({"volume": "p/boot", "size": "1M"}).to_string())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&made.path)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, SECTOR0.as_bytes(), 0).unwrap();
+
+    let k = kernel.to_str().unwrap();
+    let spec = serde_json::json!({
+        "name": "onvol", "memory_mib": 32, "kernel": k, "cmdline": "cairn.test=blk,ticks",
+        "disks": [{"volume": "p/boot"}],
+    });
+    host.create_vm(&spec.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    let held: VolumeInfo =
+        serde_json::from_str(&storage.volume_info("p/boot").await.unwrap()).unwrap();
+    assert_eq!(held.used_by, ["vm:onvol"]);
+    let e = storage.delete_volume("p/boot").await.unwrap_err();
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("in use by vm:onvol")),
+        "{e}"
+    );
+
+    host.start_vm("onvol")
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+    let out = wait_console(&sb, &host, "onvol", "tick 2\n", Duration::from_secs(30)).await;
+    assert!(out.contains(&format!("blk: sector0={SECTOR0}")), "{out}");
+    assert!(
+        out.contains("blk: wrote 8 sectors, flushed, read back ok"),
+        "{out}"
+    );
+    let written = std::fs::read(&made.path).unwrap();
+    assert!(
+        written[512..].starts_with(b"cairn-guest-sector-1\n"),
+        "sector 1 not on the volume"
+    );
+
+    host.stop_vm("onvol", 1).await.unwrap();
+    host.delete_vm("onvol").await.unwrap();
+    let free: VolumeInfo =
+        serde_json::from_str(&storage.volume_info("p/boot").await.unwrap()).unwrap();
+    assert!(free.used_by.is_empty(), "{free:?}");
+    storage.delete_volume("p/boot").await.unwrap();
+
+    // A VM on a volume that is not there: refused, nothing held, nothing made.
+    let e = host.create_vm(&spec.to_string()).await.unwrap_err();
+    assert!(
+        matches!(e, CairnError::InvalidArgs(ref m) if m.contains("no such volume")),
+        "{e}"
+    );
+    assert_eq!(host.list_vms().await.unwrap(), "[]");
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -314,6 +314,15 @@ pub trait Storage1 {
     fn grow_volume(&self, volume: &str, size: &str) -> Result<String, CairnError>;
     fn snapshot_volume(&self, volume: &str, snapshot: &str) -> Result<String, CairnError>;
     fn clone_volume(&self, source: &str, volume: &str) -> Result<String, CairnError>;
+    /// `holder` (`vm:NAME`) uses `volume` from now on (until released): it cannot be deleted.
+    /// Returns JSON `VolumeInfo` (its `path` is what the guest opens). Idempotent.
+    fn open_volume(&self, volume: &str, holder: &str) -> Result<String, CairnError>;
+    /// `holder` no longer uses `volume` (one already released, or gone, is fine).
+    fn release_volume(&self, volume: &str, holder: &str) -> Result<(), CairnError>;
+    /// The holders starting with `prefix` that still exist are `holders`: every other one's
+    /// holds are released (hostd at start: what was deleted while it was away). Returns
+    /// what was released, as `VOLUME by HOLDER`.
+    fn keep_holders(&self, prefix: &str, holders: &[&str]) -> Result<Vec<String>, CairnError>;
 }
 
 /// The configuration of Cairn's bus (dbus-daemon), listening on `socket`. The policy is part of

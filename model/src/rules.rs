@@ -144,8 +144,15 @@ fn name_rule(s: &str, max: usize, what: &str) -> Rule {
     }
 }
 
+/// A stord volume: `POOL/NAME`, each part a name.
 pub fn volume_name(s: &str) -> Rule {
-    name_rule(s, NAME_MAX, "volume")
+    match s.split_once('/') {
+        Some((pool, name)) if is_name(pool, NAME_MAX) && is_name(name, NAME_MAX) => Ok(()),
+        _ => Err(format!(
+            "is not a volume; expected POOL/NAME, each of lowercase letters, digits and hyphens, \
+             starting with a letter or digit, at most {NAME_MAX} characters"
+        )),
+    }
 }
 
 pub fn network_name(s: &str) -> Rule {

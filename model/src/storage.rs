@@ -106,6 +106,9 @@ pub struct VolumeInfo {
     pub path: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotInfo>,
+    /// The guests that use it (`vm:NAME`); a volume in use cannot be deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
 }
 
 /// `POOL/NAME[@SNAP]`, parsed.

@@ -249,7 +249,7 @@ cpu_weight = 300
 path = "/var/lib/cairn/disks/deb.raw"
 
 [[vm.disk]]
-volume = "deb-data"
+volume = "local/deb-data"
 read_only = true
 
 [[vm.nic]]
@@ -278,7 +278,7 @@ autostart = false
             "initrd": "/var/lib/cairn/kernels/initrd.img",
             "cmdline": "reboot=k panic=1",
             "disks": [{"path": "/var/lib/cairn/disks/deb.raw"},
-                      {"volume": "deb-data", "read_only": true}],
+                      {"volume": "local/deb-data", "read_only": true}],
             "nics": [{"network": "lan", "mac": "52:54:00:12:34:56"}, {"network": "lan"}],
             "resources": {"cpu_limit": 150, "cpu_weight": 300},
             "autostart": true,

@@ -143,6 +143,22 @@ impl Storage1 {
         )
     }
 
+    async fn open_volume(&self, volume: String, holder: String) -> Result<String, CairnError> {
+        to_json(&self.with(move |p| p.open_volume(&volume, &holder)).await?)
+    }
+
+    async fn release_volume(&self, volume: String, holder: String) -> Result<(), CairnError> {
+        self.with(move |p| p.release_volume(&volume, &holder)).await
+    }
+
+    async fn keep_holders(
+        &self,
+        prefix: String,
+        holders: Vec<String>,
+    ) -> Result<Vec<String>, CairnError> {
+        self.with(move |p| p.keep_holders(&prefix, &holders)).await
+    }
+
     async fn clone_volume(
         &self,
         source: String,

@@ -253,10 +253,10 @@ impl VmManager {
             ));
         }
         for (i, d) in spec.disks.iter().enumerate() {
-            if let Some(v) = &d.volume {
-                problems.push(format!(
-                    "disks[{i}].volume {v:?}: unknown volume (stord has no volumes yet)"
-                ));
+            if let Some(v) = &d.volume
+                && crate::stord::volume(self.bus.as_ref(), v).await?.is_none()
+            {
+                problems.push(format!("disks[{i}].volume {v:?}: no such volume"));
             }
             if let Some(p) = &d.path {
                 match std::fs::metadata(p) {
@@ -333,19 +333,54 @@ impl VmManager {
             )));
         }
         self.check_host(&spec, containers).await?;
+        self.hold_volumes(&spec).await?;
         let dir = self.state.join(&spec.name);
-        std::fs::create_dir_all(&dir).map_err(|e| HostError::io(dir.display(), e))?;
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| HostError::Failed(e.to_string()))?;
         let path = dir.join("spec.json");
-        if let Err(e) = std::fs::write(&path, json) {
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(|e| HostError::io(dir.display(), e))
+            .and_then(|()| {
+                std::fs::write(&path, json).map_err(|e| HostError::io(path.display(), e))
+            });
+        if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(HostError::io(path.display(), e));
+            self.release_volumes(&spec).await;
+            return Err(e);
         }
         let name = spec.name.clone();
         self.vms.insert(name.clone(), Record::new(spec));
         tracing::info!(vm = name, "VM created");
         self.info(&name)
+    }
+
+    /// The VM holds its volumes (stord refuses to delete them) until it is deleted; all or
+    /// none.
+    async fn hold_volumes(&self, spec: &VmSpec) -> HostResult<()> {
+        let holder = owner(&spec.name);
+        let mut held = Vec::new();
+        for v in spec.disks.iter().filter_map(|d| d.volume.as_deref()) {
+            if let Err(e) = crate::stord::open(self.bus.as_ref(), v, &holder).await {
+                for v in held {
+                    crate::stord::release(self.bus.as_ref(), v, &holder).await;
+                }
+                return Err(e);
+            }
+            held.push(v);
+        }
+        Ok(())
+    }
+
+    async fn release_volumes(&self, spec: &VmSpec) {
+        let holder = owner(&spec.name);
+        for v in spec.disks.iter().filter_map(|d| d.volume.as_deref()) {
+            crate::stord::release(self.bus.as_ref(), v, &holder).await;
+        }
+    }
+
+    /// The names stord knows the VMs' holds by.
+    pub fn volume_holders(&self) -> Vec<String> {
+        self.vms.keys().map(|n| owner(n)).collect()
     }
 
     async fn attach_ports(&self, spec: &VmSpec) -> HostResult<Vec<String>> {
@@ -486,7 +521,16 @@ impl VmManager {
         }
         let mut disks = Vec::new();
         for (i, d) in spec.disks.iter().enumerate() {
-            if let Some(p) = &d.path {
+            let path = match (&d.volume, &d.path) {
+                // Held since vm.create; opening again (idempotent) gives its file.
+                (Some(v), _) => Some(
+                    crate::stord::open(self.bus.as_ref(), v, &owner(name))
+                        .await?
+                        .path,
+                ),
+                (None, p) => p.clone(),
+            };
+            if let Some(p) = &path {
                 files.push((PathBuf::from(p), format!("disk{i}"), d.read_only));
                 disks.push(DiskConfig {
                     path: PathBuf::from(format!("/disk{i}")),
@@ -719,7 +763,9 @@ impl VmManager {
         let dir = self.state.join(name);
         std::fs::remove_dir_all(&dir).map_err(|e| HostError::io(dir.display(), e))?;
         let _ = std::fs::remove_dir_all(self.run_dir(name));
-        self.vms.remove(name);
+        if let Some(r) = self.vms.remove(name) {
+            self.release_volumes(&r.spec).await;
+        }
         tracing::info!(vm = name, "VM deleted");
         Ok(())
     }

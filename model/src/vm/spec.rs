@@ -223,7 +223,7 @@ mod tests {
                     read_only: false,
                 },
                 DiskSpec {
-                    volume: Some("data".into()),
+                    volume: Some("local/data".into()),
                     path: None,
                     read_only: true,
                 },

@@ -155,6 +155,7 @@ impl DirPool {
             allocated_bytes: files::allocated(&path),
             path: path.display().to_string(),
             snapshots,
+            used_by: Vec::new(),
         })
     }
 

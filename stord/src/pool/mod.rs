@@ -5,7 +5,7 @@
 mod dir;
 mod files;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use model::config::{HostConfig, NAME_MAX, is_name};
@@ -16,6 +16,8 @@ pub use dir::DirPool;
 pub use files::Copied;
 
 const RECORDS: &str = "pools.json";
+/// Which guests use which volumes: `{"POOL/NAME": ["vm:deb"]}`.
+const HOLDERS: &str = "holders.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +47,7 @@ pub struct Pools {
     pools: BTreeMap<String, DirPool>,
     /// The API-made pools' specs, as recorded.
     made: Vec<PoolSpec>,
+    holders: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn volume_ref(s: &str, snapshot_ok: bool) -> Result<VolumeRef, StoreError> {
@@ -59,6 +62,10 @@ impl Pools {
             state: state.to_path_buf(),
             pools: BTreeMap::new(),
             made: Vec::new(),
+            holders: std::fs::read(state.join(HOLDERS))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
         };
         for p in &config.pools {
             if p.kind != PoolKind::Dir {
@@ -119,11 +126,96 @@ impl Pools {
     }
 
     fn save(&self) -> Result<(), StoreError> {
+        self.record(RECORDS, &self.made)
+    }
+
+    fn save_holders(&self) -> Result<(), StoreError> {
+        self.record(HOLDERS, &self.holders)
+    }
+
+    fn record(&self, file: &str, what: &impl serde::Serialize) -> Result<(), StoreError> {
         let json =
-            serde_json::to_vec_pretty(&self.made).map_err(|e| StoreError::Failed(e.to_string()))?;
+            serde_json::to_vec_pretty(what).map_err(|e| StoreError::Failed(e.to_string()))?;
         std::fs::create_dir_all(&self.state)
-            .and_then(|()| model::files::write_atomic(&self.state.join(RECORDS), &json))
-            .map_err(|e| StoreError::Failed(format!("recording the pools: {e}")))
+            .and_then(|()| model::files::write_atomic(&self.state.join(file), &json))
+            .map_err(|e| StoreError::Failed(format!("recording {file}: {e}")))
+    }
+
+    /// A volume with the guests that hold it.
+    fn held(&self, mut info: VolumeInfo) -> VolumeInfo {
+        info.used_by = self
+            .holders
+            .get(&info.volume)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        info
+    }
+
+    pub fn open_volume(&mut self, volume: &str, holder: &str) -> Result<VolumeInfo, StoreError> {
+        let v = volume_ref(volume, false)?;
+        if holder.is_empty() || holder.len() > 128 || holder.chars().any(char::is_whitespace) {
+            return Err(StoreError::InvalidArgs(format!(
+                "holder {holder:?} is not KIND:NAME"
+            )));
+        }
+        let info = self.pool(&v.pool)?.volume(&v.name)?;
+        let key = v.to_string();
+        if self.holders.get(&key).is_some_and(|h| h.contains(holder)) {
+            return Ok(self.held(info));
+        }
+        self.holders
+            .entry(key.clone())
+            .or_default()
+            .insert(holder.to_string());
+        if let Err(e) = self.save_holders() {
+            self.forget(&key, holder);
+            return Err(e);
+        }
+        tracing::info!(volume = %key, holder, "volume in use");
+        Ok(self.held(info))
+    }
+
+    fn forget(&mut self, volume: &str, holder: &str) -> bool {
+        let Some(h) = self.holders.get_mut(volume) else {
+            return false;
+        };
+        let was = h.remove(holder);
+        if h.is_empty() {
+            self.holders.remove(volume);
+        }
+        was
+    }
+
+    pub fn release_volume(&mut self, volume: &str, holder: &str) -> Result<(), StoreError> {
+        let v = volume_ref(volume, false)?;
+        if self.forget(&v.to_string(), holder) {
+            self.save_holders()?;
+            tracing::info!(volume = %v, holder, "volume released");
+        }
+        Ok(())
+    }
+
+    pub fn keep_holders(
+        &mut self,
+        prefix: &str,
+        holders: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let gone: Vec<(String, String)> = self
+            .holders
+            .iter()
+            .flat_map(|(v, hs)| hs.iter().map(move |h| (v.clone(), h.clone())))
+            .filter(|(_, h)| h.starts_with(prefix) && !holders.contains(h))
+            .collect();
+        for (v, h) in &gone {
+            self.forget(v, h);
+        }
+        if !gone.is_empty() {
+            self.save_holders()?;
+        }
+        Ok(gone
+            .into_iter()
+            .map(|(v, h)| format!("{v} by {h}"))
+            .collect())
     }
 
     fn pool(&self, name: &str) -> Result<&DirPool, StoreError> {
@@ -242,6 +334,12 @@ impl Pools {
 
     pub fn delete_volume(&self, volume: &str) -> Result<(), StoreError> {
         let v = volume_ref(volume, false)?;
+        if let Some(h) = self.holders.get(&v.to_string()) {
+            return Err(StoreError::Conflict(format!(
+                "volume {v} is in use by {}",
+                h.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
         self.pool(&v.pool)?.delete_volume(&v.name)?;
         tracing::info!(volume = %v, "volume deleted");
         Ok(())
@@ -261,12 +359,13 @@ impl Pools {
                     .filter_map(|n| p.volume(&n).ok())
                     .collect::<Vec<_>>()
             })
+            .map(|v| self.held(v))
             .collect())
     }
 
     pub fn volume_info(&self, volume: &str) -> Result<VolumeInfo, StoreError> {
         let v = volume_ref(volume, false)?;
-        self.pool(&v.pool)?.volume(&v.name)
+        Ok(self.held(self.pool(&v.pool)?.volume(&v.name)?))
     }
 
     pub fn grow_volume(&self, volume: &str, size: &str) -> Result<VolumeInfo, StoreError> {

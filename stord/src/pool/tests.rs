@@ -209,3 +209,38 @@ fn pools_made_through_the_api_come_back_and_a_crash_leaves_no_half_volume() {
         "a deleted pool stays deleted"
     );
 }
+
+#[test]
+fn a_volume_in_use_is_not_deleted_and_holds_outlive_a_restart() {
+    let s = Scratch::new("holders");
+    let state = s.0.join("state");
+    let mut pools = Pools::load(&config(), &state);
+    pools.create_pool(spec("p", &s.0.join("p"), None)).unwrap();
+    pools.create_volume(&volume("p/a", "1M")).unwrap();
+    pools.create_volume(&volume("p/b", "1M")).unwrap();
+    let a = pools.open_volume("p/a", "vm:deb").unwrap();
+    assert_eq!(a.used_by, ["vm:deb"]);
+    assert!(a.path.ends_with("/p/volumes/a.raw"), "{}", a.path);
+    assert_eq!(
+        pools.open_volume("p/a", "vm:deb").unwrap().used_by,
+        ["vm:deb"]
+    );
+    pools.open_volume("p/b", "vm:old").unwrap();
+    let e = pools.open_volume("p/zz", "vm:deb").unwrap_err();
+    assert!(e.to_string().contains("no volume p/zz"), "{e}");
+    let e = pools.open_volume("p/a", "").unwrap_err();
+    assert!(e.to_string().contains("holder"), "{e}");
+
+    let e = pools.delete_volume("p/a").unwrap_err();
+    assert!(e.to_string().contains("is in use by vm:deb"), "{e}");
+    drop(pools);
+
+    let mut pools = Pools::load(&config(), &state);
+    assert_eq!(pools.volume_info("p/b").unwrap().used_by, ["vm:old"]);
+    let released = pools.keep_holders("vm:", &["vm:deb".to_string()]).unwrap();
+    assert_eq!(released, ["p/b by vm:old"]);
+    pools.delete_volume("p/b").unwrap();
+    pools.release_volume("p/a", "vm:deb").unwrap();
+    pools.release_volume("p/a", "vm:deb").unwrap();
+    pools.delete_volume("p/a").unwrap();
+}
