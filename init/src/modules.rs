@@ -38,6 +38,11 @@ pub fn load_listed(list: &Path) {
         let path = base.join(rel);
         match load_one(&path) {
             Ok(()) => loaded += 1,
+            // A driver for hardware this machine does not have (a watchdog of another
+            // chipset): expected where lists name several.
+            Err(LoadError::Kernel(Errno::ENODEV)) => {
+                tracing::info!(module = %path.display(), "no such hardware here; module not loaded");
+            }
             Err(e) => {
                 failed += 1;
                 tracing::warn!(module = %path.display(), error = %e, "module not loaded");
@@ -52,10 +57,18 @@ pub fn load_listed(list: &Path) {
     );
 }
 
-fn load_one(path: &Path) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("{0}")]
+    Open(std::io::Error),
+    #[error("{}", .0.desc())]
+    Kernel(Errno),
+}
+
+fn load_one(path: &Path) -> Result<(), LoadError> {
+    let file = File::open(path).map_err(LoadError::Open)?;
     match finit_module(&file, c"", ModuleInitFlags::empty()) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(e.desc().to_string()),
+        Err(e) => Err(LoadError::Kernel(e)),
     }
 }

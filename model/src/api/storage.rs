@@ -29,12 +29,14 @@ actions! { ACTIONS;
          the pool past its overcommit limit (or, full, past its free space). Returns it as \
          volume.info shows it.";
     VolumeDelete = "volume.delete", Stord, (volume: String) -> bool,
-        "Deletes a volume (POOL/NAME) and its snapshots.";
+        "Deletes a volume (POOL/NAME) and its snapshots. A volume a VM uses (see used_by) \
+         -> 105.";
     VolumeList = "volume.list", Stord, (pool: Option<String>) -> Vec<VolumeInfo>,
         "Every volume, or those of one pool, as volume.info describes them.";
     VolumeInfoOf = "volume.info", Stord, (volume: String) -> VolumeInfo,
         "One volume: {volume, size_bytes, allocated_bytes, path (the file a guest uses), \
-         snapshots: [{name, allocated_bytes, created}]}.";
+         snapshots: [{name, allocated_bytes, created}], used_by (the VMs whose disk it is: \
+         vm:NAME)}.";
     VolumeGrow = "volume.grow", Stord, (volume: String, size: String) -> VolumeInfo,
         "Grows a volume to size (never shrinks: a smaller size -> 102); the overcommit limit \
          applies as at volume.create.";

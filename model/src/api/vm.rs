@@ -8,8 +8,8 @@ rpc_type!("struct": VmSpec, VmInfo);
 actions! { ACTIONS;
     VmCreate = "vm.create", Hostd, (spec: VmSpec) -> VmInfo,
         "Creates (does not start) a VM from {name, vcpus? (1-8, default 1), memory_mib, kernel \
-         (host path of an ELF vmlinux or a bzImage), initrd?, cmdline?, disks?: [{volume | \
-         path, read_only?}], nics?: [{network, mac?, addresses? (the guest's addr/prefix on \
+         (host path of an ELF vmlinux or a bzImage), initrd?, cmdline?, disks?: [{volume (a \
+         stord volume, POOL/NAME, held by the VM until vm.delete) | path, read_only?}], nics?: [{network, mac?, addresses? (the guest's addr/prefix on \
          the network: port security lets the NIC send from these only, and they are held as \
          a container's are)}], resources?: {cpu_limit?, cpu_weight?, \
          cpuset?}, autostart?}. Returns the VM as vm.info shows it.";
