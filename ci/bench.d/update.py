@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-from appliance import ROOT, api_config, image_command  # noqa: E402
+from appliance import ROOT, api_config, console_tail, image_command  # noqa: E402
 from install import blank_disk, boot, install, stop  # noqa: E402
 from test_update import bundle, newc  # noqa: E402
 
@@ -87,6 +87,8 @@ def main():
             install(api, api_config("bench", token), False)
         finally:
             stop(api, pid)
+            shutil.copy(Path(scratch) / "console-iso.log",
+                        Path(tempfile.gettempdir()) / "cairn-bench-update-console-iso.log")
         pid, api, port = boot(image_dir, scratch, "disk", disk, allow_reboot=True)
         totals, written = [], []
         try:
@@ -113,7 +115,15 @@ def main():
                   f"{info['os_version']} on slot {info['slot']})")
         finally:
             stop(api, pid)
+            for log in Path(scratch).glob("console-*.log"):
+                shutil.copy(log, Path(tempfile.gettempdir()) / f"cairn-bench-update-{log.name}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException:
+        # The scratch directory is gone by now; the consoles were copied out first.
+        for log in sorted(Path(tempfile.gettempdir()).glob("cairn-bench-update-console-*.log")):
+            print(f"--- {log.name}\n{console_tail(log, 30)}", file=sys.stderr)
+        raise

@@ -44,6 +44,12 @@ pub enum CtCommand {
         /// Start it whenever the host boots.
         #[arg(long)]
         autostart: bool,
+        /// Keep the writable layer on a volume of this stord pool (with --disk).
+        #[arg(long, requires = "disk")]
+        pool: Option<String>,
+        /// The writable layer's size, a hard quota (with --pool): 64M, 10G.
+        #[arg(long, value_parser = size::parse, requires = "pool")]
+        disk: Option<u64>,
         #[command(flatten)]
         resources: ResourceArgs,
         /// PID 1 and its arguments (default: the template's /sbin/init), after `--`.
@@ -164,6 +170,8 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
             hostname,
             privileged,
             autostart,
+            pool,
+            disk,
             resources,
             command,
         } => call(CtCreate {
@@ -177,6 +185,8 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
                 command: (!command.is_empty()).then(|| command.clone()),
                 privileged: *privileged,
                 autostart: *autostart,
+                pool: pool.clone(),
+                disk: *disk,
                 resources: resources.resources(),
             },
         }),

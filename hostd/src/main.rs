@@ -91,7 +91,7 @@ async fn daemon() -> anyhow::Result<()> {
     let (sweeping, sweeping_vms, sweep_bus) = (manager.clone(), vms.clone(), bus.clone());
     tokio::spawn(async move {
         hostd::reconcile::release_stale_ports(&sweeping, &sweeping_vms, &sweep_bus).await;
-        hostd::reconcile::release_stale_volume_holds(&sweeping_vms, &sweep_bus).await;
+        hostd::reconcile::release_stale_volume_holds(&sweeping, &sweeping_vms, &sweep_bus).await;
     });
     let (applying, server) = (manager.clone(), bus.object_server().clone());
     let applying_vms = vms.clone();

@@ -33,12 +33,19 @@ pub async fn release_stale_ports(
     .await;
 }
 
-/// Tells stord which VMs exist, so that the volume holds of VMs deleted while hostd was away
+/// Tells stord which guests exist, so that the volume holds of guests deleted while hostd was away
 /// (a crash between the delete and the release) are released. Tried until stord answers.
-pub async fn release_stale_volume_holds(vms: &Arc<Mutex<VmManager>>, bus: &zbus::Connection) {
+pub async fn release_stale_volume_holds(
+    manager: &Arc<Mutex<Manager>>,
+    vms: &Arc<Mutex<VmManager>>,
+    bus: &zbus::Connection,
+) {
     until_answered("stale volume holds", || async {
+        let m = manager.lock().await;
         let v = vms.lock().await;
-        crate::stord::keep_holders(Some(bus), &v.volume_holders()).await
+        let mut gone = crate::stord::keep_holders(Some(bus), "vm:", &v.volume_holders()).await?;
+        gone.extend(crate::stord::keep_holders(Some(bus), "ct:", &m.volume_holders()).await?);
+        Ok(gone)
     })
     .await;
 }
@@ -151,6 +158,8 @@ pub fn spec(c: &Container) -> ContainerSpec {
         command: None,
         privileged: false,
         autostart: c.autostart,
+        pool: c.pool.clone(),
+        disk: c.disk,
         resources: Resources {
             cpu_limit: c.cpu_limit,
             cpu_weight: c.cpu_weight,

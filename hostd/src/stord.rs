@@ -61,15 +61,40 @@ pub async fn release(bus: Option<&zbus::Connection>, volume: &str, holder: &str)
     }
 }
 
-/// Tells stord which VMs exist: the holds of every other `vm:` are released.
+/// Tells stord which guests of a kind (`prefix`: `vm:`, `ct:`) exist: the holds of every
+/// other one are released.
 pub async fn keep_holders(
     bus: Option<&zbus::Connection>,
+    prefix: &str,
     holders: &[String],
 ) -> HostResult<Vec<String>> {
     let holders: Vec<&str> = holders.iter().map(String::as_str).collect();
     proxy(bus)
         .await?
-        .keep_holders("vm:", &holders)
+        .keep_holders(prefix, &holders)
         .await
-        .map_err(HostError::peer("the volumes of VMs that are gone"))
+        .map_err(HostError::peer("the volumes of guests that are gone"))
+}
+
+/// Makes a thin volume of `size` bytes (a container's layer).
+pub async fn create(
+    bus: Option<&zbus::Connection>,
+    volume: &str,
+    size: u64,
+) -> HostResult<VolumeInfo> {
+    let spec = serde_json::json!({"volume": volume, "size": size.to_string()}).to_string();
+    let json = proxy(bus)
+        .await?
+        .create_volume(&spec)
+        .await
+        .map_err(HostError::peer(format_args!("volume {volume}")))?;
+    parse(&json)
+}
+
+pub async fn delete(bus: Option<&zbus::Connection>, volume: &str) -> HostResult<()> {
+    proxy(bus)
+        .await?
+        .delete_volume(volume)
+        .await
+        .map_err(HostError::peer(format_args!("deleting volume {volume}")))
 }

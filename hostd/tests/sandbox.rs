@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::{TempDir, busybox_tarball, containers_possible, skip};
 use futures_util::future::join_all;
 use model::ct::{ContainerInfo, ContainerState};
-use model::dbus::{CairnError, Container1Proxy, Host1Proxy};
+use model::dbus::{CairnError, Container1Proxy, Host1Proxy, Storage1Proxy};
+use model::storage::VolumeInfo;
 use testkit::sandbox::{Sandbox, bin_dir};
 
 const TEST: &str = "sandbox::fifty_containers_ping_survive_hostd_and_leave_nothing";
@@ -783,5 +784,81 @@ async fn a_container_that_died_while_hostd_was_down_leaves_no_port() {
     assert!(
         !links.contains(&port[0]),
         "the port's link was left behind: {links}"
+    );
+}
+
+const DISK: &str = "sandbox::a_container_on_a_pool_cannot_write_past_its_disk";
+
+/// A container whose writable layer is a 64 MiB volume of a dir pool: a write of 100 MiB
+/// inside fails with ENOSPC at the quota, the volume is held while the container exists, and
+/// deleting the container deletes its volume and leaves no mount behind.
+#[tokio::test(flavor = "current_thread")]
+async fn a_container_on_a_pool_cannot_write_past_its_disk() {
+    let Some(Running { sb, conn, host, .. }) =
+        one_running_container(DISK, "disk", "plain", None).await
+    else {
+        return;
+    };
+    let storage = Storage1Proxy::new(&conn).await.unwrap();
+    let scratch = TempDir::new("hostd-sbx-disk-pool");
+    let pool = serde_json::json!({"name": "p", "kind": "dir", "path": scratch.0.join("pool")});
+    storage.create_pool(&pool.to_string()).await.unwrap();
+    let bad =
+        serde_json::json!({"name": "q", "template": "busybox", "pool": "nopool", "disk": 64 << 20});
+    let e = host.create_container(&bad.to_string()).await.unwrap_err();
+    assert!(e.to_string().contains("no pool \"nopool\""), "{e}");
+    let spec =
+        serde_json::json!({"name": "q", "template": "busybox", "pool": "p", "disk": 64 << 20});
+    host.create_container(&spec.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    let volume: VolumeInfo =
+        serde_json::from_str(&storage.volume_info("p/ct-q").await.unwrap()).unwrap();
+    assert_eq!(
+        (volume.size_bytes, volume.used_by.clone()),
+        (64 << 20, vec!["ct:q".to_string()])
+    );
+    host.start_container("q")
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+    wait_running(&sb, &host, "q").await;
+
+    let fill = vec![
+        "sh".into(),
+        "-c".into(),
+        "dd if=/dev/zero of=/fill bs=1M count=100 2>&1; wc -c < /fill".into(),
+    ];
+    let (_, out, _) = host.exec("q", fill, 60).await.unwrap();
+    assert!(out.contains("No space left on device"), "{out}");
+    let written: u64 = out
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(u64::MAX);
+    assert!(
+        written < 64 << 20,
+        "wrote {written} bytes into a 64 MiB layer:\n{out}"
+    );
+    // The host is not the one that filled up: the volume holds at most its size.
+    let volume: VolumeInfo =
+        serde_json::from_str(&storage.volume_info("p/ct-q").await.unwrap()).unwrap();
+    assert!(volume.allocated_bytes <= 64 << 20, "{volume:?}");
+    let e = storage.delete_volume("p/ct-q").await.unwrap_err();
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("in use by ct:q")),
+        "{e}"
+    );
+
+    host.stop_container("q", 5).await.unwrap();
+    host.delete_container("q").await.unwrap();
+    let e = storage.volume_info("p/ct-q").await.unwrap_err();
+    assert!(matches!(e, CairnError::NotFound(_)), "{e}");
+    let mounts =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", sb.pid())).unwrap_or_default();
+    assert!(
+        !mounts.contains("/containers/q/"),
+        "the layer's mount is left: {mounts}"
     );
 }

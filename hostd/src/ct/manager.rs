@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use vmm::launcher::{self, LAUNCH_FILE, LaunchRecord, MonitorState};
 
+use super::disk;
 use super::paths::Paths;
 use super::ports::{self, PortReleaser};
 use super::runtime::{Launch, idmap};
@@ -286,22 +287,35 @@ impl Manager {
             // Left by a crash between mkdir and saving the record: nobody owns it.
             let _ = std::fs::remove_dir_all(&d.dir);
         }
+        // The upper layer belongs to container root: overlayfs mounted in the user namespace
+        // writes there as that uid.
+        let root = (!record.spec.privileged).then(|| idmap::host_base(slot));
+        let on_volume = record.spec.pool.is_some();
         let made = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(&d.dir)?;
-            for dir in [d.upper(), d.work(), d.merged(), d.lower()] {
+            for dir in [d.merged(), d.lower()] {
                 std::fs::create_dir(&dir)?;
             }
-            if !record.spec.privileged {
-                // The upper layer belongs to container root: overlayfs mounted in the user
-                // namespace writes there as that uid.
-                let root = idmap::host_base(slot);
+            if !on_volume {
                 for dir in [d.upper(), d.work()] {
-                    std::os::unix::fs::chown(&dir, Some(root), Some(root))?;
+                    std::fs::create_dir(&dir)?;
+                    if let Some(uid) = root {
+                        std::os::unix::fs::chown(&dir, Some(uid), Some(uid))?;
+                    }
                 }
             }
-            store::save(&self.paths, &record)
+            Ok(())
         })();
         if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&d.dir);
+            return Err(HostError::io(format!("creating {}", d.dir.display()), e));
+        }
+        if let Err(e) = disk::make(self.bus.as_ref(), &record.spec, &d, root).await {
+            let _ = std::fs::remove_dir_all(&d.dir);
+            return Err(e);
+        }
+        if let Err(e) = store::save(&self.paths, &record) {
+            disk::remove(self.bus.as_ref(), &record.spec, &d).await;
             let _ = std::fs::remove_dir_all(&d.dir);
             return Err(HostError::io(format!("creating {}", d.dir.display()), e));
         }
@@ -400,6 +414,7 @@ impl Manager {
         let r = self.record(name)?.clone();
         let spec = &r.spec;
         let d = store::dirs(&self.paths, name);
+        disk::ensure_mounted(self.bus.as_ref(), spec, &d).await?;
         let run = self.paths.run_dir(name);
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).map_err(|e| HostError::io(run.display(), e))?;
@@ -658,6 +673,10 @@ impl Manager {
             )));
         }
         self.teardown(name).await;
+        if let Some(r) = self.records.get(name) {
+            let spec = r.spec.clone();
+            disk::remove(self.bus.as_ref(), &spec, &store::dirs(&self.paths, name)).await;
+        }
         let dir = self.paths.ct_dir(name);
         // Rename first: a half-deleted container is never loaded as a container again (the
         // store skips dot names). The name is this deletion's own, so the same name may be
@@ -675,6 +694,15 @@ impl Manager {
         remove_in_background(doomed);
         tracing::info!(ct = name, "container deleted");
         Ok(())
+    }
+
+    /// The names stord knows the containers' volume holds by (`ct:NAME`).
+    pub fn volume_holders(&self) -> Vec<String> {
+        self.records
+            .values()
+            .filter(|r| r.spec.pool.is_some())
+            .map(|r| format!("ct:{}", r.spec.name))
+            .collect()
     }
 
     pub async fn list(&mut self) -> Vec<ContainerInfo> {

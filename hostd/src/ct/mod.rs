@@ -2,7 +2,9 @@
 //! behind org.cairn.Host1's container methods.
 
 pub mod console;
+pub mod disk;
 pub mod exec;
+mod loopdev;
 pub mod manager;
 pub mod monitor;
 pub mod paths;

@@ -53,7 +53,17 @@ pub struct ContainerSpec {
     /// Started when the host boots (as host.toml's `autostart`; Proxmox's onboot).
     #[serde(default, skip_serializing_if = "is_false")]
     pub autostart: bool,
+    /// A stord pool for the container's writable layer: a volume of `disk` bytes
+    /// (`POOL/ct-NAME`, ext4), so `disk` is a real quota. Both or neither; without, the layer
+    /// is a directory on the state partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
+
+/// The smallest writable layer on a volume: ext4's journal and metadata need a few MiB.
+pub const MIN_DISK: u64 = 16 << 20;
 
 /// `[a-z0-9][a-z0-9-]*`, at most `max` bytes: the rule host.toml applies to names.
 pub fn is_ct_name(s: &str) -> bool {
@@ -168,6 +178,18 @@ impl ContainerSpec {
         if let Err(problems) = self.resources.validate() {
             p.extend(problems.into_iter().map(|m| format!("resources.{m}")));
         }
+        match (&self.pool, self.disk) {
+            (Some(pool), _) if !is_ct_name(pool) => {
+                p.push(format!("pool {pool:?} is not a valid pool name"))
+            }
+            (Some(_), Some(d)) if d < MIN_DISK => p.push(format!(
+                "disk {d} is less than the {} MiB a writable layer needs",
+                MIN_DISK >> 20
+            )),
+            (Some(_), None) => p.push("pool needs disk: the size of the container's volume".into()),
+            (None, Some(_)) => p.push("disk needs pool: the stord pool its volume is in".into()),
+            _ => {}
+        }
         if p.is_empty() {
             Ok(())
         } else {
@@ -192,6 +214,8 @@ mod tests {
             privileged: false,
             autostart: false,
             resources: Resources::default(),
+            pool: None,
+            disk: None,
         }
     }
 
@@ -230,6 +254,8 @@ mod tests {
                 cpu_weight: Some(0),
                 ..Resources::default()
             },
+            pool: Some("fast".into()),
+            disk: Some(1 << 20),
         };
         let p = s.validate().unwrap_err().problems;
         for field in [
@@ -240,6 +266,7 @@ mod tests {
             "hostname ",
             "command[0]",
             "resources.cpu_weight",
+            "disk 1048576 is less than the 16 MiB",
         ] {
             assert!(p.iter().any(|m| m.starts_with(field)), "{field}: {p:?}");
         }
@@ -247,5 +274,13 @@ mod tests {
         s.gateway = Some("192.168.9.1".into());
         let p = s.validate().unwrap_err().problems;
         assert!(p[0].starts_with("gateway"), "{p:?}");
+        let mut s = spec();
+        s.pool = Some("fast".into());
+        assert_eq!(
+            s.validate().unwrap_err().problems,
+            ["pool needs disk: the size of the container's volume"]
+        );
+        s.disk = Some(64 << 20);
+        assert_eq!(s.validate(), Ok(()));
     }
 }
