@@ -45,11 +45,13 @@ name = \"t\"
 [[container]]
 name = \"a\"
 template = \"t\"
+pool = \"p\"
 memory = \"256MB\"
 disk = \"12GB\"
 [[container]]
 name = \"b\"
 template = \"t\"
+pool = \"p\"
 memory = \"512m\"
 disk = \"20GiB\"
 [[vm]]

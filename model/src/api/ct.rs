@@ -28,9 +28,11 @@ actions! { ACTIONS;
         "Deletes a template that no container uses and host.toml does not declare.";
     CtCreate = "ct.create", Hostd, (spec: ContainerSpec) -> ContainerInfo,
         "Creates (does not start) a container from {name, template, network?, addresses?, \
-         gateway?, hostname?, command?, privileged?, resources?}; resources: {cpu_limit? (% of \
-         one CPU), cpu_weight?, cpuset?, memory? (bytes), swap?, pids?, io_weight?}. Returns the \
-         container as ct.info shows it.";
+         gateway?, hostname?, command?, privileged?, resources?, pool?, disk?}; resources: \
+         {cpu_limit? (% of one CPU), cpu_weight?, cpuset?, memory? (bytes), swap?, pids?, \
+         io_weight?}; pool and disk (bytes, at least 16 MiB; both or neither) put the writable \
+         layer on a volume POOL/ct-NAME of that size: a hard quota. Returns the container as \
+         ct.info shows it.";
     CtStart = "ct.start", Hostd, (name: String) -> bool,
         "Starts a created or stopped container.";
     CtStop = "ct.stop", Hostd, (name: String) -> bool,

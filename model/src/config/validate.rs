@@ -38,6 +38,32 @@ pub(super) fn check(p: &mut Problems, d: &Document, lines: &LineIndex<'_>) {
         resolve(p, &who, "template", c.template.as_ref(), &template_names);
         resolve(p, &who, "network", c.network.as_ref(), &network_names);
         resolve(p, &who, "pool", c.pool.as_ref(), &pool_names);
+        // One rule with ct.create's (model::ct::ContainerSpec): the layer's volume needs both.
+        match (&c.pool, c.disk) {
+            (Some(pool), None) => p.at(
+                pool.at,
+                format!(
+                    "{who} has pool {:?} but no disk (the size of its volume)",
+                    pool.value
+                ),
+            ),
+            (Some(pool), Some(d)) if d < crate::ct::MIN_DISK => p.at(
+                pool.at,
+                format!(
+                    "{who} disk {d} is less than the {} MiB a writable layer needs",
+                    crate::ct::MIN_DISK >> 20
+                ),
+            ),
+            (None, Some(_)) => {
+                if let Some(name) = &c.name {
+                    p.at(
+                        name.at,
+                        format!("{who} has a disk but no pool to keep it in"),
+                    );
+                }
+            }
+            _ => {}
+        }
     }
     for v in &d.vms {
         let who = guest_label("vm", v.name.as_ref());

@@ -8,4 +8,6 @@ mod spec;
 
 pub use info::{ContainerInfo, ContainerState, TemplateInfo};
 pub use resources::{Resources, Usage};
-pub use spec::{CONTAINER_NAME_MAX, ContainerSpec, DEFAULT_INIT, InvalidContainer, is_ct_name};
+pub use spec::{
+    CONTAINER_NAME_MAX, ContainerSpec, DEFAULT_INIT, InvalidContainer, MIN_DISK, is_ct_name,
+};
