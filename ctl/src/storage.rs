@@ -2,8 +2,8 @@
 
 use clap::Subcommand;
 use model::api::storage::{
-    PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeClone, VolumeCreate, VolumeDelete,
-    VolumeGrow, VolumeInfoOf, VolumeList, VolumeSnapshot,
+    PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeBackup, VolumeClone, VolumeCreate,
+    VolumeDelete, VolumeGrow, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
 };
 use model::storage::{PoolKind, PoolSpec, VolumeSpec};
 use model::xmlrpc::{EncodeError, Value};
@@ -60,6 +60,11 @@ pub enum VolumeCommand {
     Snapshot { volume: String, name: String },
     /// Makes the volume TARGET (same pool) from SOURCE, a volume or POOL/NAME@SNAPSHOT.
     Clone { source: String, target: String },
+    /// Backs the volume up into POOL's backups, live (its guests held still only for the
+    /// snapshot); prints the backup file and its sha256.
+    Backup { volume: String, pool: String },
+    /// Makes the volume TARGET from a backup file (checked against its sha256 first).
+    Restore { backup: String, target: String },
 }
 
 pub fn pool_call(command: &PoolCommand) -> Result<Call, EncodeError> {
@@ -108,6 +113,14 @@ pub fn volume_call(command: &VolumeCommand) -> Result<Call, EncodeError> {
         }),
         VolumeCommand::Clone { source, target } => call(VolumeClone {
             source: source.clone(),
+            volume: target.clone(),
+        }),
+        VolumeCommand::Backup { volume, pool } => call(VolumeBackup {
+            volume: volume.clone(),
+            pool: pool.clone(),
+        }),
+        VolumeCommand::Restore { backup, target } => call(VolumeRestore {
+            backup: backup.clone(),
             volume: target.clone(),
         }),
     }

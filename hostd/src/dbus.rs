@@ -215,6 +215,16 @@ impl Host1 {
         restart(&self.manager, name, timeout_s).await
     }
 
+    async fn quiesce(&self, holder: &str, freeze: bool) -> Result<bool, CairnError> {
+        match holder.split_once(':') {
+            Some(("ct", name)) => Ok(self.manager.lock().await.quiesce(name, freeze).await?),
+            Some(("vm", name)) => Ok(self.vms.lock().await.quiesce(name, freeze).await?),
+            _ => Err(CairnError::InvalidArgs(format!(
+                "holder {holder:?} is not ct:NAME or vm:NAME"
+            ))),
+        }
+    }
+
     async fn pause_container(&self, name: &str) -> Result<(), CairnError> {
         Ok(self.manager.lock().await.pause(name).await?)
     }

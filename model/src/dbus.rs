@@ -124,6 +124,11 @@ pub trait Host1 {
         tarball: &str,
         sha256: &str,
     ) -> Result<String, CairnError>;
+    /// Holds a volume's user still (`freeze`) for a snapshot, or lets it go on: `holder` is
+    /// `ct:NAME` (its processes frozen and its layer's filesystem frozen, flushed) or
+    /// `vm:NAME` (paused). A guest that is not running needs nothing; one paused by someone
+    /// else stays paused. Returns whether it was held still by this call.
+    fn quiesce(&self, holder: &str, freeze: bool) -> Result<bool, CairnError>;
     /// JSON array of `model::ct::TemplateInfo`.
     fn list_templates(&self) -> Result<String, CairnError>;
     fn delete_template(&self, name: &str) -> Result<(), CairnError>;
@@ -314,6 +319,10 @@ pub trait Storage1 {
     fn grow_volume(&self, volume: &str, size: &str) -> Result<String, CairnError>;
     fn snapshot_volume(&self, volume: &str, snapshot: &str) -> Result<String, CairnError>;
     fn clone_volume(&self, source: &str, volume: &str) -> Result<String, CairnError>;
+    /// JSON `model::storage::BackupInfo` of a backup of `volume` into `pool`.
+    fn backup_volume(&self, volume: &str, pool: &str) -> Result<String, CairnError>;
+    /// JSON `VolumeInfo` of the volume made from `backup`.
+    fn restore_volume(&self, backup: &str, volume: &str) -> Result<String, CairnError>;
     /// `holder` (`vm:NAME`) uses `volume` from now on (until released): it cannot be deleted.
     /// Returns JSON `VolumeInfo` (its `path` is what the guest opens). Idempotent.
     fn open_volume(&self, volume: &str, holder: &str) -> Result<String, CairnError>;

@@ -111,6 +111,27 @@ pub struct VolumeInfo {
     pub used_by: Vec<String>,
 }
 
+/// A backup `volume.backup` made: a file in the target pool's `backups/` directory, with its
+/// sha256 beside it (`FILE.sha256`, as `sha256sum` writes it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupInfo {
+    /// The backup file, which `volume.restore` takes.
+    pub backup: String,
+    /// The volume it is of (`POOL/NAME`).
+    pub volume: String,
+    pub size_bytes: u64,
+    /// What it holds on its pool's storage (holes stay holes).
+    pub allocated_bytes: u64,
+    /// Of every byte of the volume, holes as zeros.
+    pub sha256: String,
+    /// The guests that were frozen (containers) or paused (VMs) for the snapshot, and for how
+    /// long, in milliseconds; the copy into the backup ran after they went on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quiesced: Vec<String>,
+    pub quiesced_ms: u64,
+}
+
 /// `POOL/NAME[@SNAP]`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeRef {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use model::dbus::{CairnError, StatusTuple};
+use model::dbus::{CairnError, Host1Proxy, StatusTuple};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zbus::object_server::SignalEmitter;
@@ -141,6 +141,83 @@ impl Storage1 {
                 .with(move |p| p.snapshot_volume(&volume, &snapshot))
                 .await?,
         )
+    }
+
+    /// A live backup: the volume's guests held still (hostd's Quiesce) only while the
+    /// snapshot is taken, then the copy, hashed, into the target pool.
+    async fn backup_volume(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        volume: String,
+        pool: String,
+    ) -> Result<String, CairnError> {
+        let holders = {
+            let (v, p) = (volume.clone(), pool.clone());
+            self.with(move |pools| pools.backup_holders(&v, &p)).await?
+        };
+        let host = if holders.is_empty() {
+            None
+        } else {
+            Some(
+                Host1Proxy::new(conn)
+                    .await
+                    .map_err(|e| CairnError::Failed(format!("hostd: {e}")))?,
+            )
+        };
+        let started = std::time::Instant::now();
+        let mut held = Vec::new();
+        let mut quiesced = Vec::new();
+        let mut failed = None;
+        if let Some(host) = &host {
+            for h in &holders {
+                match host.quiesce(h, true).await {
+                    Ok(stilled) => {
+                        held.push(h.clone());
+                        if stilled {
+                            quiesced.push(h.clone());
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(CairnError::Failed(format!("holding {h} still: {e}")));
+                        break;
+                    }
+                }
+            }
+        }
+        let snapshot = match failed {
+            Some(e) => Err(e),
+            None => {
+                let v = volume.clone();
+                self.with(move |pools| pools.backup_snapshot(&v)).await
+            }
+        };
+        // Always let them go on, whatever happened.
+        if let Some(host) = &host {
+            for h in &held {
+                if let Err(e) = host.quiesce(h, false).await {
+                    tracing::error!(holder = %h, error = %e, "cannot let a guest go on after a snapshot");
+                }
+            }
+        }
+        let quiesced_ms = started.elapsed().as_millis() as u64;
+        let snapshot = snapshot?;
+        let mut info = self
+            .with(move |pools| pools.store_backup(&snapshot, &volume, &pool))
+            .await?;
+        info.quiesced = quiesced;
+        info.quiesced_ms = quiesced_ms;
+        to_json(&info)
+    }
+
+    async fn restore_volume(
+        &self,
+        backup: String,
+        volume: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, CairnError> {
+        let info = self.with(move |p| p.restore(&backup, &volume)).await?;
+        self.changed(&emitter).await;
+        to_json(&info)
     }
 
     async fn open_volume(&self, volume: String, holder: String) -> Result<String, CairnError> {

@@ -1,10 +1,10 @@
 //! `pool.*` and `volume.*`: storage pools and volumes, served by stord.
 
 use model::api::storage::{
-    PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeClone, VolumeCreate, VolumeDelete,
-    VolumeGrow, VolumeInfoOf, VolumeList, VolumeSnapshot,
+    PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeBackup, VolumeClone, VolumeCreate,
+    VolumeDelete, VolumeGrow, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
 };
-use model::storage::{PoolInfo, VolumeInfo};
+use model::storage::{BackupInfo, PoolInfo, VolumeInfo};
 
 use super::{Api, Fault, Method, Serve, answer, json, method};
 
@@ -21,6 +21,8 @@ pub fn methods() -> Vec<Method> {
         method::<VolumeGrow>(),
         method::<VolumeSnapshot>(),
         method::<VolumeClone>(),
+        method::<VolumeBackup>(),
+        method::<VolumeRestore>(),
     ]
 }
 
@@ -130,6 +132,26 @@ impl Serve for VolumeClone {
         let info = api
             .bus
             .stord_call(|s| async move { s.clone_volume(&self.source, &self.volume).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeBackup {
+    async fn serve(self, api: &Api) -> Result<BackupInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.backup_volume(&self.volume, &self.pool).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeRestore {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.restore_volume(&self.backup, &self.volume).await })
             .await?;
         answer("stord", &info)
     }

@@ -89,12 +89,14 @@ async fn list_methods_is_sorted_and_complete() {
             "vm.snapshot",
             "vm.start",
             "vm.stop",
+            "volume.backup",
             "volume.clone",
             "volume.create",
             "volume.delete",
             "volume.grow",
             "volume.info",
             "volume.list",
+            "volume.restore",
             "volume.snapshot",
         ]
     );

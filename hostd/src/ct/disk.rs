@@ -111,6 +111,42 @@ pub async fn ensure_mounted(
         .map_err(|e| HostError::io(format!("mounting the volume {volume}"), e))
 }
 
+nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
+nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
+
+/// Freezes (flushes, holds every write) or thaws the container's layer filesystem, when it
+/// has one on a volume; freezing a frozen one or thawing a thawed one is fine.
+pub fn fsfreeze(d: &CtDirs, freeze: bool) -> HostResult<()> {
+    let at = mount_point(d);
+    if !loopdev::is_mounted(&at) {
+        return Ok(());
+    }
+    let dir = std::fs::File::open(&at).map_err(|e| HostError::io(at.display(), e))?;
+    let mut unused: libc::c_int = 0;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    // SAFETY: an open directory of the mounted filesystem; the argument is not used.
+    let done = unsafe {
+        if freeze {
+            fifreeze(fd, &mut unused)
+        } else {
+            fithaw(fd, &mut unused)
+        }
+    };
+    match done {
+        Ok(_) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) if freeze => Ok(()),
+        Err(nix::errno::Errno::EINVAL) if !freeze => Ok(()),
+        Err(e) => Err(HostError::io(
+            format!(
+                "{} {}",
+                if freeze { "freezing" } else { "thawing" },
+                at.display()
+            ),
+            e,
+        )),
+    }
+}
+
 /// Unmounts, releases and deletes the volume of a container being deleted.
 pub async fn remove(bus: Option<&zbus::Connection>, spec: &ContainerSpec, d: &CtDirs) {
     let Some(volume) = volume_of(spec) else {

@@ -61,6 +61,8 @@ pub struct Manager {
     ports: PortReleaser,
     /// host.toml's templates and containers, which the API may not delete.
     declared: Declared,
+    /// Containers frozen for a volume snapshot (`quiesce`), to be thawed after it.
+    quiesced: std::collections::BTreeSet<String>,
 }
 
 impl Manager {
@@ -79,6 +81,7 @@ impl Manager {
             exe,
             ports,
             declared: Declared::default(),
+            quiesced: Default::default(),
         };
         for name in m.records.keys() {
             match m.live(name) {
@@ -659,6 +662,37 @@ impl Manager {
             _ => Err(HostError::Conflict(format!(
                 "container {name:?} is not paused"
             ))),
+        }
+    }
+
+    /// Holds the container still for a snapshot of its volume (`freeze`): its processes
+    /// frozen when it runs, and its layer's filesystem frozen (flushed, consistent on the
+    /// volume); or lets it go on. A container paused by its user stays paused. Returns
+    /// whether this call froze or thawed its processes.
+    pub async fn quiesce(&mut self, name: &str, freeze: bool) -> HostResult<bool> {
+        self.record(name)?;
+        self.settle(name).await;
+        let d = store::dirs(&self.paths, name);
+        if freeze {
+            let running = matches!(self.live(name), Live::Running(_));
+            if running {
+                self.freeze(name, true).await?;
+                self.quiesced.insert(name.to_string());
+            }
+            if let Err(e) = disk::fsfreeze(&d, true) {
+                if self.quiesced.remove(name) {
+                    let _ = self.freeze(name, false).await;
+                }
+                return Err(e);
+            }
+            Ok(running)
+        } else {
+            let thawed = disk::fsfreeze(&d, false);
+            let resumed = self.quiesced.remove(name);
+            if resumed {
+                self.freeze(name, false).await?;
+            }
+            thawed.map(|()| resumed)
         }
     }
 

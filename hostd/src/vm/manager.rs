@@ -66,6 +66,8 @@ pub struct VmManager {
     vms: BTreeMap<String, Record>,
     /// host.toml's VMs, which the API may not delete.
     declared: Declared,
+    /// VMs paused for a volume snapshot (`quiesce`), to be resumed after it.
+    quiesced: std::collections::BTreeSet<String>,
 }
 
 /// The MACs of a VM's NICs: given ones, else 52:54:00 plus three bytes of a hash of the
@@ -141,6 +143,7 @@ impl VmManager {
             bus: None,
             declared: Declared::default(),
             vms,
+            quiesced: Default::default(),
         };
         m.readopt();
         m
@@ -658,6 +661,27 @@ impl VmManager {
             r.paused = false;
         }
         Ok(())
+    }
+
+    /// Pauses a running VM for a snapshot of its volume (`freeze`: its disk writes are
+    /// synchronous, so paused means the volume is as the guest left it), or resumes it. A VM
+    /// paused by its user stays paused. Returns whether this call paused or resumed it.
+    pub async fn quiesce(&mut self, name: &str, freeze: bool) -> HostResult<bool> {
+        let running = self.running_state(name).is_some();
+        let paused = self.record(name)?.paused;
+        if freeze {
+            if running && !paused {
+                self.pause(name).await?;
+                self.quiesced.insert(name.to_string());
+                return Ok(true);
+            }
+            Ok(false)
+        } else if self.quiesced.remove(name) {
+            self.resume(name).await?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
     }
 
     pub async fn console_input(&self, name: &str, data: &str) -> HostResult<()> {

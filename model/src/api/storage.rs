@@ -1,9 +1,9 @@
 //! `pool.*` and `volume.*`: storage pools and their volumes, served by stord.
 
 use super::{actions, rpc_type};
-use crate::storage::{PoolInfo, PoolSpec, VolumeInfo, VolumeSpec};
+use crate::storage::{BackupInfo, PoolInfo, PoolSpec, VolumeInfo, VolumeSpec};
 
-rpc_type!("struct": PoolSpec, PoolInfo, VolumeSpec, VolumeInfo);
+rpc_type!("struct": PoolSpec, PoolInfo, VolumeSpec, VolumeInfo, BackupInfo);
 
 actions! { ACTIONS;
     PoolCreate = "pool.create", Stord, (spec: PoolSpec) -> PoolInfo,
@@ -44,6 +44,17 @@ actions! { ACTIONS;
         "Takes a read-only snapshot of POOL/NAME named snapshot: a reflink where the \
          filesystem shares blocks (xfs, btrfs: instant, no space until either side changes), \
          else a sparse copy.";
+    VolumeBackup = "volume.backup", Stord, (volume: String, pool: String) -> BackupInfo,
+        "Backs a volume up into pool (its backups/ directory), live: the guests using it are \
+         frozen (containers, their layer's filesystem too) or paused (VMs) only while a \
+         snapshot is taken, then the snapshot is copied — holes stay holes, the sha256 of \
+         every byte computed on the way and written beside it — and dropped. Returns \
+         {backup (the file), volume, size_bytes, allocated_bytes, sha256, quiesced (the guests \
+         held still), quiesced_ms}.";
+    VolumeRestore = "volume.restore", Stord, (backup: String, volume: String) -> VolumeInfo,
+        "Makes the new volume POOL/NAME from backup (a file volume.backup made, in a pool's \
+         backups/ directory), after checking it against its sha256; a backup that does not \
+         match -> 102 and nothing is made.";
     VolumeClone = "volume.clone", Stord, (source: String, volume: String) -> VolumeInfo,
         "Makes the new volume POOL/NAME (same pool) from source, a volume or a snapshot \
          (POOL/NAME@SNAP), as a reflink where the filesystem has them, else a sparse copy.";

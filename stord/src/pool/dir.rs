@@ -9,12 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use model::storage::{PoolInfo, PoolKind, SnapshotInfo, VolumeInfo};
+use model::storage::{BackupInfo, PoolInfo, PoolKind, SnapshotInfo, VolumeInfo, VolumeRef};
 
 use super::StoreError;
 use super::files::{self, Copied};
 
 const MARKER: &str = ".cairn-pool";
+/// The hidden snapshot a backup copies from (in `snapshots/NAME/`), dropped after.
+const BACKUP_SNAPSHOT: &str = ".backup-";
 
 #[derive(Debug, Clone)]
 pub struct DirPool {
@@ -77,20 +79,105 @@ impl DirPool {
         let _ = std::fs::remove_file(self.path.join(MARKER));
     }
 
-    /// Removes the hidden parts a crash left behind.
+    /// Removes the hidden parts a crash left behind (copies being made, a backup's snapshot).
     fn clear_parts(&self) {
-        let mut dirs = vec![self.path.join("volumes")];
+        let mut dirs = vec![self.path.join("volumes"), self.backups_dir()];
         if let Ok(snaps) = std::fs::read_dir(self.path.join("snapshots")) {
             dirs.extend(snaps.flatten().map(|e| e.path()));
         }
         for dir in dirs {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if entry.file_name().to_string_lossy().ends_with(".part") {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".part") || name.starts_with(BACKUP_SNAPSHOT) {
                     tracing::info!(file = %entry.path().display(), "removing what a crash left");
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
+    }
+
+    pub fn backups_dir(&self) -> PathBuf {
+        self.path.join("backups")
+    }
+
+    /// The snapshot a backup of `name` copies from: hidden from volume.info, removed by the
+    /// backup when done (or at the next start after a crash).
+    pub fn backup_snapshot(&self, name: &str) -> Result<PathBuf, StoreError> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let from = self.volume_path(name);
+        if !from.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no volume {}/{name}",
+                self.name
+            )));
+        }
+        let dir = self.snapshot_dir(name);
+        std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let to = dir.join(format!("{BACKUP_SNAPSHOT}{}-{n}.raw", std::process::id()));
+        copy_placed(&from, &to)?;
+        Ok(to)
+    }
+
+    /// Copies `snapshot` (of volume `of`, `POOL/NAME`) into this pool's backups, hashed on
+    /// the way; the sha256 goes beside it (`FILE.sha256`).
+    pub fn store_backup(&self, snapshot: &Path, of: &VolumeRef) -> Result<BackupInfo, StoreError> {
+        let dir = self.backups_dir();
+        std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut file = format!("{}-{}-{secs}.raw", of.pool, of.name);
+        let mut n = 1;
+        while dir.join(&file).exists() {
+            n += 1;
+            file = format!("{}-{}-{secs}-{n}.raw", of.pool, of.name);
+        }
+        let to = dir.join(&file);
+        let part = part_of(&to);
+        let _ = std::fs::remove_file(&part);
+        let sha256 = files::copy_hashed(snapshot, &part).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => StoreError::Conflict(format!(
+                "pool {:?} has no room for the backup of {of}",
+                self.name
+            )),
+            _ => StoreError::Failed(format!("backing {of} up to {}: {e}", to.display())),
+        })?;
+        let sidecar = dir.join(format!("{file}.sha256"));
+        if let Err(e) =
+            model::files::write_atomic(&sidecar, format!("{sha256}  {file}\n").as_bytes())
+        {
+            let _ = std::fs::remove_file(&part);
+            return Err(StoreError::Failed(format!("{}: {e}", sidecar.display())));
+        }
+        place(&part, &to)?;
+        Ok(BackupInfo {
+            backup: to.display().to_string(),
+            volume: of.to_string(),
+            size_bytes: std::fs::metadata(&to).map_or(0, |m| m.len()),
+            allocated_bytes: files::allocated(&to),
+            sha256,
+            quiesced: Vec::new(),
+            quiesced_ms: 0,
+        })
+    }
+
+    /// Makes volume `name` from a backup file (checked against its sha256 by the caller).
+    pub fn restore(&self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError> {
+        let to = self.volume_path(name);
+        if to.exists() {
+            return Err(StoreError::Conflict(format!(
+                "volume {}/{name} exists",
+                self.name
+            )));
+        }
+        let size = std::fs::metadata(backup)
+            .map_err(io(backup.display()))?
+            .len();
+        self.check_overcommit(size, &format!("a restore of {}", gib(size)))?;
+        copy_placed(backup, &to)?;
+        let _ = std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        self.volume(name)
     }
 
     pub fn volume_path(&self, name: &str) -> PathBuf {

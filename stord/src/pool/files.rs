@@ -8,6 +8,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::unistd::{Whence, lseek};
+use sha2::{Digest, Sha256};
 
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 
@@ -47,6 +48,28 @@ fn copy_into(src: &File, dst: &File) -> std::io::Result<Copied> {
         Err(e) => return Err(e.into()),
     }
     let len = src.metadata()?.len();
+    walk(src, |at, piece| match piece {
+        Piece::Data(bytes) => std::os::unix::fs::FileExt::write_all_at(dst, bytes, at),
+        Piece::Hole(_) => Ok(()),
+    })?;
+    dst.set_len(len)?;
+    Ok(Copied::Sparse)
+}
+
+/// A stretch of a file, as [`walk`] finds it.
+enum Piece<'a> {
+    Data(&'a [u8]),
+    /// That many bytes of hole (zeros, with no storage behind them).
+    Hole(u64),
+}
+
+/// Calls `f` with every stretch of `src` in order: its data (in pieces of at most 1 MiB) and
+/// its holes, found with SEEK_DATA/SEEK_HOLE, so a sparse file costs what it holds.
+fn walk(
+    src: &File,
+    mut f: impl FnMut(u64, Piece<'_>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let len = src.metadata()?.len();
     let mut at = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     while at < len {
@@ -54,9 +77,15 @@ fn copy_into(src: &File, dst: &File) -> std::io::Result<Copied> {
         let data = match lseek(src, offset, Whence::SeekData) {
             Ok(d) => d as u64,
             // No data after `at`: the rest is a hole.
-            Err(Errno::ENXIO) => break,
+            Err(Errno::ENXIO) => len,
             Err(e) => return Err(e.into()),
         };
+        if data > at {
+            f(at, Piece::Hole(data - at))?;
+        }
+        if data >= len {
+            break;
+        }
         let hole = lseek(src, data as i64, Whence::SeekHole).map_err(std::io::Error::from)? as u64;
         let mut pos = data;
         while pos < hole {
@@ -65,13 +94,63 @@ fn copy_into(src: &File, dst: &File) -> std::io::Result<Copied> {
             if n == 0 {
                 break;
             }
-            std::os::unix::fs::FileExt::write_all_at(dst, &buf[..n], pos)?;
+            f(pos, Piece::Data(&buf[..n]))?;
             pos += n as u64;
         }
         at = hole;
     }
-    dst.set_len(len)?;
-    Ok(Copied::Sparse)
+    Ok(())
+}
+
+/// The sha256 of every byte of `src` (holes as zeros), as `sha256sum` prints it.
+pub fn sha256(src: &Path) -> std::io::Result<String> {
+    let file = File::open(src)?;
+    let mut hash = Sha256::new();
+    walk(&file, |_, piece| {
+        hash_piece(&mut hash, &piece);
+        Ok(())
+    })?;
+    Ok(model::hex(&hash.finalize()))
+}
+
+fn hash_piece(hash: &mut Sha256, piece: &Piece<'_>) {
+    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    match piece {
+        Piece::Data(bytes) => hash.update(bytes),
+        Piece::Hole(len) => {
+            let mut n = *len;
+            while n > 0 {
+                let k = n.min(ZEROS.len() as u64) as usize;
+                hash.update(&ZEROS[..k]);
+                n -= k as u64;
+            }
+        }
+    }
+}
+
+/// Copies `from` into the new file `to`, sparse (holes stay holes), and returns the sha256
+/// of every byte; `to` is synced, and removed on an error.
+pub fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<String> {
+    let src = File::open(from)?;
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    let mut hash = Sha256::new();
+    let result = walk(&src, |at, piece| {
+        hash_piece(&mut hash, &piece);
+        match piece {
+            Piece::Data(bytes) => std::os::unix::fs::FileExt::write_all_at(&dst, bytes, at),
+            Piece::Hole(_) => Ok(()),
+        }
+    })
+    .and_then(|()| dst.set_len(src.metadata()?.len()))
+    .and_then(|()| dst.sync_all());
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(to);
+        return Err(e);
+    }
+    Ok(model::hex(&hash.finalize()))
 }
 
 /// Allocates every byte of `file` up to `len` (a fully provisioned volume).

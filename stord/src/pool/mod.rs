@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use model::config::{HostConfig, NAME_MAX, is_name};
 use model::dbus::CairnError;
-use model::storage::{PoolInfo, PoolKind, PoolSpec, VolumeInfo, VolumeRef, VolumeSpec};
+use model::storage::{BackupInfo, PoolInfo, PoolKind, PoolSpec, VolumeInfo, VolumeRef, VolumeSpec};
 
 pub use dir::DirPool;
 pub use files::Copied;
@@ -401,6 +401,79 @@ impl Pools {
             .clone_volume((&from.name, from.snapshot.as_deref()), &to.name)?;
         tracing::info!(%from, %to, ?how, "volume cloned");
         Ok(info)
+    }
+}
+
+impl Pools {
+    /// The guests using `volume`, which a backup holds still for its snapshot; checks that
+    /// the volume and the target pool are there first.
+    pub fn backup_holders(&self, volume: &str, pool: &str) -> Result<Vec<String>, StoreError> {
+        let v = volume_ref(volume, false)?;
+        self.pool(&v.pool)?.volume(&v.name)?;
+        self.pool(pool)?;
+        Ok(self
+            .holders
+            .get(&v.to_string())
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    pub fn backup_snapshot(&self, volume: &str) -> Result<PathBuf, StoreError> {
+        let v = volume_ref(volume, false)?;
+        self.pool(&v.pool)?.backup_snapshot(&v.name)
+    }
+
+    /// Copies the snapshot into `pool`'s backups, then drops it (also when the copy fails).
+    pub fn store_backup(
+        &self,
+        snapshot: &Path,
+        volume: &str,
+        pool: &str,
+    ) -> Result<BackupInfo, StoreError> {
+        let v = volume_ref(volume, false)?;
+        let stored = self.pool(pool).and_then(|p| p.store_backup(snapshot, &v));
+        let _ = std::fs::remove_file(snapshot);
+        let info = stored?;
+        tracing::info!(volume = %v, backup = %info.backup, sha256 = %info.sha256, "backup stored");
+        Ok(info)
+    }
+
+    /// Makes `volume` from `backup`, a file in a pool's backups whose sha256 still matches.
+    pub fn restore(&self, backup: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
+        let v = volume_ref(volume, false)?;
+        let target = self.pool(&v.pool)?;
+        let file = Path::new(backup)
+            .canonicalize()
+            .map_err(|e| StoreError::NotFound(format!("backup {backup}: {e}")))?;
+        let in_a_pool = self.pools.values().any(|p| {
+            p.backups_dir()
+                .canonicalize()
+                .is_ok_and(|dir| file.parent() == Some(dir.as_path()))
+        });
+        if !in_a_pool || !file.is_file() {
+            return Err(StoreError::InvalidArgs(format!(
+                "{backup} is not a backup (a file in a pool's backups/ directory)"
+            )));
+        }
+        let sidecar = PathBuf::from(format!("{}.sha256", file.display()));
+        let want = std::fs::read_to_string(&sidecar)
+            .ok()
+            .and_then(|t| t.split_whitespace().next().map(str::to_string))
+            .ok_or_else(|| {
+                StoreError::InvalidArgs(format!(
+                    "{backup} has no sha256 beside it ({})",
+                    sidecar.display()
+                ))
+            })?;
+        let got = files::sha256(&file).map_err(|e| StoreError::Failed(format!("{backup}: {e}")))?;
+        if got != want {
+            return Err(StoreError::InvalidArgs(format!(
+                "{backup} is damaged: its sha256 is {got}, not the {want} recorded when it was made"
+            )));
+        }
+        let info = target.restore(&file, &v.name)?;
+        tracing::info!(volume = %v, backup, "volume restored");
+        Ok(self.held(info))
     }
 }
 
