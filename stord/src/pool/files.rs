@@ -114,7 +114,7 @@ pub fn sha256(src: &Path) -> std::io::Result<String> {
 }
 
 fn hash_piece(hash: &mut Sha256, piece: &Piece<'_>) {
-    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     match piece {
         Piece::Data(bytes) => hash.update(bytes),
         Piece::Hole(len) => {
