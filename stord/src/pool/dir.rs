@@ -104,13 +104,7 @@ impl DirPool {
     /// backup when done (or at the next start after a crash).
     pub fn backup_snapshot(&self, name: &str) -> Result<PathBuf, StoreError> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let from = self.volume_path(name);
-        if !from.exists() {
-            return Err(StoreError::NotFound(format!(
-                "no volume {}/{name}",
-                self.name
-            )));
-        }
+        let from = self.existing(name)?;
         let dir = self.snapshot_dir(name);
         std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -178,6 +172,18 @@ impl DirPool {
         copy_placed(backup, &to)?;
         let _ = std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o644));
         self.volume(name)
+    }
+
+    /// The file of volume `name`, which must exist.
+    fn existing(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let path = self.volume_path(name);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no volume {}/{name}",
+                self.name
+            )));
+        }
+        Ok(path)
     }
 
     pub fn volume_path(&self, name: &str) -> PathBuf {
@@ -377,13 +383,7 @@ impl DirPool {
     }
 
     pub fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
-        let path = self.volume_path(name);
-        if !path.exists() {
-            return Err(StoreError::NotFound(format!(
-                "no volume {}/{name}",
-                self.name
-            )));
-        }
+        let path = self.existing(name)?;
         // Snapshots first: a crash in between leaves the volume, which can be deleted again.
         let snaps = self.snapshot_dir(name);
         if snaps.exists() {
@@ -394,13 +394,7 @@ impl DirPool {
     }
 
     pub fn snapshot(&self, name: &str, snap: &str) -> Result<(VolumeInfo, Copied), StoreError> {
-        let from = self.volume_path(name);
-        if !from.exists() {
-            return Err(StoreError::NotFound(format!(
-                "no volume {}/{name}",
-                self.name
-            )));
-        }
+        let from = self.existing(name)?;
         let to = self.snapshot_path(name, snap);
         if to.exists() {
             return Err(StoreError::Conflict(format!(
