@@ -244,3 +244,25 @@ fn a_volume_in_use_is_not_deleted_and_holds_outlive_a_restart() {
     pools.release_volume("p/a", "vm:deb").unwrap();
     pools.delete_volume("p/a").unwrap();
 }
+
+#[test]
+fn a_sparse_copy_hashes_as_its_every_byte_and_keeps_its_holes() {
+    use sha2::Digest as _;
+    let s = Scratch::new("hash");
+    let src = s.0.join("src.raw");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len(8 << 20).unwrap();
+    f.write_all_at(b"middle", 3 << 20).unwrap();
+    f.write_all_at(b"end", (8 << 20) - 3).unwrap();
+    let mut dense = vec![0u8; 8 << 20];
+    dense[3 << 20..(3 << 20) + 6].copy_from_slice(b"middle");
+    dense[(8 << 20) - 3..].copy_from_slice(b"end");
+    let want = model::hex(&sha2::Sha256::digest(&dense));
+    assert_eq!(files::sha256(&src).unwrap(), want);
+    let dst = s.0.join("dst.raw");
+    assert_eq!(files::copy_hashed(&src, &dst).unwrap(), want);
+    assert_eq!(std::fs::read(&dst).unwrap(), dense);
+    assert!(files::allocated(&dst) < 1 << 20, "the holes were written");
+    let e = files::copy_hashed(&src, &dst).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+}
