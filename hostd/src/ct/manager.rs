@@ -313,14 +313,15 @@ impl Manager {
             let _ = std::fs::remove_dir_all(&d.dir);
             return Err(HostError::io(format!("creating {}", d.dir.display()), e));
         }
+        // The record before the volume: a hostd killed in between leaves a container that
+        // says its volume is missing and can be deleted, never a volume nobody knows of.
+        if let Err(e) = store::save(&self.paths, &record) {
+            let _ = std::fs::remove_dir_all(&d.dir);
+            return Err(HostError::io(format!("creating {}", d.dir.display()), e));
+        }
         if let Err(e) = disk::make(self.bus.as_ref(), &record.spec, &d, root).await {
             let _ = std::fs::remove_dir_all(&d.dir);
             return Err(e);
-        }
-        if let Err(e) = store::save(&self.paths, &record) {
-            disk::remove(self.bus.as_ref(), &record.spec, &d).await;
-            let _ = std::fs::remove_dir_all(&d.dir);
-            return Err(HostError::io(format!("creating {}", d.dir.display()), e));
         }
         let name = record.spec.name.clone();
         tracing::info!(
