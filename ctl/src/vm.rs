@@ -47,8 +47,8 @@ pub enum VmCommand {
         /// Disks are attached in command-line order, --disk and --volume mixed.
         #[arg(long = "disk", value_name = "PATH[:ro]", value_parser = parse_disk)]
         disks: Vec<(String, bool)>,
-        /// A stord volume as a virtio disk, NAME or NAME:ro; repeat for more.
-        #[arg(long = "volume", value_name = "NAME[:ro]", value_parser = parse_disk)]
+        /// A stord volume as a virtio disk, POOL/NAME or POOL/NAME:ro; repeat for more.
+        #[arg(long = "volume", value_name = "POOL/NAME[:ro]", value_parser = parse_disk)]
         volumes: Vec<(String, bool)>,
         /// A NIC on a network: NETWORK, NETWORK=MAC, and the guest's addresses after commas
         /// (`lan=52:54:00:12:34:56,10.0.0.5/24`: port security lets it send from these only);
@@ -364,11 +364,11 @@ mod tests {
             "--cmdline",
             "console=ttyS0 reboot=k panic=1",
             "--volume",
-            "root",
+            "fast/root",
             "--disk",
             "/d/deb.raw",
             "--volume",
-            "iso:ro",
+            "fast/iso:ro",
             "--disk",
             "/d/seed.raw:ro",
             "--nic",
@@ -388,9 +388,9 @@ mod tests {
                 "kernel": "/k/vmlinux", "initrd": "/k/initrd.img",
                 "cmdline": "console=ttyS0 reboot=k panic=1",
                 "disks": [
-                    {"volume": "root"},
+                    {"volume": "fast/root"},
                     {"path": "/d/deb.raw"},
-                    {"volume": "iso", "read_only": true},
+                    {"volume": "fast/iso", "read_only": true},
                     {"path": "/d/seed.raw", "read_only": true},
                 ],
                 "nics": [{"network": "lan"}, {"network": "dmz", "mac": "52:54:00:12:34:56",

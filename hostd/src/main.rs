@@ -87,6 +87,9 @@ async fn daemon() -> anyhow::Result<()> {
         .context("cannot own org.cairn.Host1 on the bus")?;
     manager.lock().await.set_bus(bus.clone());
     vms.lock().await.set_bus(bus.clone());
+    // A snapshot a killed hostd never let go of: the guests go on now.
+    manager.lock().await.release_quiesced().await;
+    vms.lock().await.release_quiesced().await;
     tracing::info!(state = %common.state.display(), "hostd ready");
     let (sweeping, sweeping_vms, sweep_bus) = (manager.clone(), vms.clone(), bus.clone());
     tokio::spawn(async move {

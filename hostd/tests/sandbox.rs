@@ -871,8 +871,13 @@ const BACKUP: &str = "sandbox::a_live_backup_of_a_writing_container_restores_cle
 /// the backup, and a damaged backup is refused.
 #[tokio::test(flavor = "current_thread")]
 async fn a_live_backup_of_a_writing_container_restores_clean() {
-    let Some(Running { sb, conn, host, .. }) =
-        one_running_container(BACKUP, "backup", "plain", None).await
+    let Some(Running {
+        sb,
+        conn,
+        host,
+        hostd_pid,
+        ..
+    }) = one_running_container(BACKUP, "backup", "plain", None).await
     else {
         return;
     };
@@ -994,6 +999,31 @@ async fn a_live_backup_of_a_writing_container_restores_clean() {
     assert!(
         matches!(e, CairnError::InvalidArgs(ref m) if m.contains("is not a backup")),
         "{e}"
+    );
+
+    // A hostd killed while a snapshot holds the container still: the next hostd lets it go.
+    assert!(host.quiesce("ct:w", true).await.unwrap());
+    let info: ContainerInfo =
+        serde_json::from_str(&host.container_info("w").await.unwrap()).unwrap();
+    assert_eq!(info.state, ContainerState::Paused);
+    // SAFETY: a pid from the sandbox's own table; kill(2) has no memory effects here.
+    unsafe { libc::kill(hostd_pid as i32, libc::SIGKILL) };
+    sb.wait_services(&conn, Duration::from_secs(20), |t| {
+        t.iter()
+            .any(|s| s.name == "hostd" && s.state == "running" && s.pid != hostd_pid)
+    })
+    .await;
+    let host = Host1Proxy::new(&conn).await.unwrap();
+    let info = wait_running(&sb, &host, "w").await;
+    assert_eq!(info.state, ContainerState::Running);
+    let (code, out, _) = host
+        .exec("w", sh("echo again > /again && cat /again"), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "again\n"),
+        "the layer is still frozen"
     );
 
     host.stop_container("w", 5).await.unwrap();

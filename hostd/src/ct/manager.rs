@@ -61,9 +61,11 @@ pub struct Manager {
     ports: PortReleaser,
     /// host.toml's templates and containers, which the API may not delete.
     declared: Declared,
-    /// Containers frozen for a volume snapshot (`quiesce`), to be thawed after it.
-    quiesced: std::collections::BTreeSet<String>,
 }
+
+/// In a guest's run directory while a volume snapshot holds it still: a hostd killed before
+/// letting it go finds it at its next start and lets it go then.
+pub const QUIESCED: &str = "quiesced";
 
 impl Manager {
     pub fn new(state: &Path, exe: PathBuf) -> Manager {
@@ -81,7 +83,6 @@ impl Manager {
             exe,
             ports,
             declared: Declared::default(),
-            quiesced: Default::default(),
         };
         for name in m.records.keys() {
             match m.live(name) {
@@ -674,14 +675,18 @@ impl Manager {
         self.record(name)?;
         self.settle(name).await;
         let d = store::dirs(&self.paths, name);
+        let marker = self.paths.run_dir(name).join(QUIESCED);
         if freeze {
             let running = matches!(self.live(name), Live::Running(_));
             if running {
-                self.freeze(name, true).await?;
-                self.quiesced.insert(name.to_string());
+                std::fs::write(&marker, b"").map_err(|e| HostError::io(marker.display(), e))?;
+                if let Err(e) = self.freeze(name, true).await {
+                    let _ = std::fs::remove_file(&marker);
+                    return Err(e);
+                }
             }
             if let Err(e) = disk::fsfreeze(&d, true) {
-                if self.quiesced.remove(name) {
+                if std::fs::remove_file(&marker).is_ok() {
                     let _ = self.freeze(name, false).await;
                 }
                 return Err(e);
@@ -689,11 +694,27 @@ impl Manager {
             Ok(running)
         } else {
             let thawed = disk::fsfreeze(&d, false);
-            let resumed = self.quiesced.remove(name);
+            let resumed = std::fs::remove_file(&marker).is_ok();
             if resumed {
                 self.freeze(name, false).await?;
             }
             thawed.map(|()| resumed)
+        }
+    }
+
+    /// Lets go of the containers a killed hostd left held still for a snapshot.
+    pub async fn release_quiesced(&mut self) {
+        let names: Vec<String> = self
+            .records
+            .keys()
+            .filter(|n| self.paths.run_dir(n).join(QUIESCED).exists())
+            .cloned()
+            .collect();
+        for name in names {
+            match self.quiesce(&name, false).await {
+                Ok(_) => tracing::warn!(ct = %name, "let go of a container a snapshot held still"),
+                Err(e) => tracing::error!(ct = %name, error = %e, "cannot let a held container go"),
+            }
         }
     }
 

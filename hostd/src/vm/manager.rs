@@ -66,8 +66,6 @@ pub struct VmManager {
     vms: BTreeMap<String, Record>,
     /// host.toml's VMs, which the API may not delete.
     declared: Declared,
-    /// VMs paused for a volume snapshot (`quiesce`), to be resumed after it.
-    quiesced: std::collections::BTreeSet<String>,
 }
 
 /// The MACs of a VM's NICs: given ones, else 52:54:00 plus three bytes of a hash of the
@@ -143,7 +141,6 @@ impl VmManager {
             bus: None,
             declared: Declared::default(),
             vms,
-            quiesced: Default::default(),
         };
         m.readopt();
         m
@@ -669,18 +666,38 @@ impl VmManager {
     pub async fn quiesce(&mut self, name: &str, freeze: bool) -> HostResult<bool> {
         let running = self.running_state(name).is_some();
         let paused = self.record(name)?.paused;
+        let marker = self.run_dir(name).join(crate::ct::manager::QUIESCED);
         if freeze {
             if running && !paused {
-                self.pause(name).await?;
-                self.quiesced.insert(name.to_string());
+                std::fs::write(&marker, b"").map_err(|e| HostError::io(marker.display(), e))?;
+                if let Err(e) = self.pause(name).await {
+                    let _ = std::fs::remove_file(&marker);
+                    return Err(e);
+                }
                 return Ok(true);
             }
             Ok(false)
-        } else if self.quiesced.remove(name) {
+        } else if std::fs::remove_file(&marker).is_ok() {
             self.resume(name).await?;
             Ok(true)
         } else {
             Ok(false)
+        }
+    }
+
+    /// Resumes the VMs a killed hostd left paused for a snapshot.
+    pub async fn release_quiesced(&mut self) {
+        let names: Vec<String> = self
+            .vms
+            .keys()
+            .filter(|n| self.run_dir(n).join(crate::ct::manager::QUIESCED).exists())
+            .cloned()
+            .collect();
+        for name in names {
+            match self.quiesce(&name, false).await {
+                Ok(_) => tracing::warn!(vm = %name, "resumed a VM a snapshot held still"),
+                Err(e) => tracing::error!(vm = %name, error = %e, "cannot resume a held VM"),
+            }
         }
     }
 
