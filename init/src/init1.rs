@@ -55,10 +55,19 @@ impl Init1 {
         })
     }
 
-    fn send(&self, req: Request) -> fdo::Result<()> {
-        self.requests
-            .send(req)
-            .map_err(|_| fdo::Error::Failed("init is shutting down".into()))
+    /// Reboots or powers off after [`crate::supervisor::ANSWER_GRACE`]: the caller's answer
+    /// (apid's, over HTTPS) must leave before apid is stopped, or the client sees its
+    /// connection reset and retries against a host going down.
+    fn end_soon(&self, end: End) -> fdo::Result<()> {
+        if self.requests.is_closed() {
+            return Err(fdo::Error::Failed("init is shutting down".into()));
+        }
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::supervisor::ANSWER_GRACE).await;
+            let _ = requests.send(Request::Shutdown(end));
+        });
+        Ok(())
     }
 }
 
@@ -97,11 +106,11 @@ impl Init1 {
 
     /// Returns at once; the orderly shutdown runs in the control loop.
     async fn reboot(&self) -> fdo::Result<()> {
-        self.send(Request::Shutdown(End::Reboot))
+        self.end_soon(End::Reboot)
     }
 
     async fn poweroff(&self) -> fdo::Result<()> {
-        self.send(Request::Shutdown(End::Poweroff))
+        self.end_soon(End::Poweroff)
     }
 
     /// This boot's mode (`running` or `maintenance`), its config's source (`state`, `medium`,
@@ -208,7 +217,7 @@ impl Init1 {
             .await
             .map_err(|e| CairnError::Failed(format!("rolling back: {e}")))?
             .map_err(update_error)?;
-        self.send(Request::Shutdown(End::Reboot))
+        self.end_soon(End::Reboot)
             .map_err(|e| CairnError::Failed(e.to_string()))?;
         Ok(what)
     }

@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use super::{Request, RequestError, Supervisor};
 
-/// Time for apid to send the answer before it is restarted with the new config.
-const RESTART_AFTER: Duration = Duration::from_secs(1);
-
 impl Supervisor {
     /// The changes `text` makes to the running config; unless `dry_run`, also saves and
     /// applies it. A config with errors changes nothing and answers every error.
@@ -63,7 +60,7 @@ impl Supervisor {
         }
         let requests = self.requests.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(RESTART_AFTER).await;
+            tokio::time::sleep(super::ANSWER_GRACE).await;
             let _ = requests.send(Request::RestartAll);
         });
         Ok(changes)

@@ -30,6 +30,9 @@ use service::{Service, State};
 
 /// How long a daemon has to exit after SIGTERM before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(5);
+/// Time for apid to send a request's answer before init stops or restarts it for that request
+/// (host.poweroff, host.reboot, host.rollback, host.applyConfig).
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// How long an unreachable daemon (lost its bus name, answers no Ping) has to exit after
 /// SIGTERM before it is killed: short, because nobody can reach it meanwhile, and a stuck one
 /// will not act on SIGTERM anyway.
