@@ -228,6 +228,21 @@ impl Init1 {
             .map_err(|e| CairnError::Failed(e.to_string()))
     }
 
+    /// Loads the image's module group `group` (modules.d: `storage` for stord's pool kinds and
+    /// exports); the modules that failed, each with why. Init alone loads modules, so the
+    /// daemons ask it rather than each carrying a loader. No such group (a sandbox has none) →
+    /// NotFound.
+    async fn load_modules(&self, group: String) -> Result<Vec<String>, CairnError> {
+        if !crate::modules::has_group(&group) {
+            return Err(CairnError::NotFound(format!(
+                "no module group {group:?} in this image"
+            )));
+        }
+        tokio::task::spawn_blocking(move || crate::modules::load_group(&group))
+            .await
+            .map_err(|e| CairnError::Failed(format!("loading modules: {e}")))
+    }
+
     /// Seconds since init started, and the kernel release.
     async fn system_info(&self) -> (u64, String) {
         let release = nix::sys::utsname::uname()

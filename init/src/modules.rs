@@ -12,23 +12,34 @@ pub const LIST_PATH: &str = "/etc/cairn/modules";
 /// the filesystem type they mount: `vfat`, `iso9660`).
 pub const GROUPS_DIR: &str = "/etc/cairn/modules.d";
 
-/// Loads a group of [`GROUPS_DIR`] (a second load of a module is a no-op).
-pub fn load_group(name: &str) {
-    load_listed(&Path::new(GROUPS_DIR).join(name));
+/// Loads a group of [`GROUPS_DIR`] (a second load of a module is a no-op); the modules that
+/// failed, each with why.
+pub fn load_group(name: &str) -> Vec<String> {
+    load_listed(&Path::new(GROUPS_DIR).join(name))
+}
+
+/// Whether the image has module group `name`.
+pub fn has_group(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && Path::new(GROUPS_DIR).join(name).is_file()
 }
 
 /// Loads every listed module. A module that fails is logged and skipped: the daemons report
 /// the missing feature where it is used, which says more than a boot that stops here.
-pub fn load_listed(list: &Path) {
+/// Returns the failures ("MODULE: why").
+pub fn load_listed(list: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(list) else {
         tracing::info!(list = %list.display(), "no module list; loading none");
-        return;
+        return Vec::new();
     };
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     let base = Path::new("/lib/modules").join(release);
-    let (mut loaded, mut failed) = (0, 0);
+    let (mut loaded, mut failed) = (0, Vec::new());
     let started = std::time::Instant::now();
     for rel in text
         .lines()
@@ -44,17 +55,18 @@ pub fn load_listed(list: &Path) {
                 tracing::info!(module = %path.display(), "no such hardware here; module not loaded");
             }
             Err(e) => {
-                failed += 1;
                 tracing::warn!(module = %path.display(), error = %e, "module not loaded");
+                failed.push(format!("{rel}: {e}"));
             }
         }
     }
     tracing::info!(
         loaded,
-        failed,
+        failed = failed.len(),
         ms = started.elapsed().as_millis() as u64,
         "kernel modules"
     );
+    failed
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -107,6 +107,9 @@ pub trait Init1 {
     fn rollback(&self) -> Result<String, CairnError>;
     /// JSON `model::update::SlotsInfo`.
     fn slots(&self) -> Result<String, CairnError>;
+    /// Loads the image's module group (modules.d, e.g. `storage`); the modules that failed
+    /// ("PATH: why"). No such group (a sandbox) → NotFound.
+    fn load_modules(&self, group: &str) -> Result<Vec<String>, CairnError>;
 }
 
 #[proxy(
