@@ -17,13 +17,20 @@ pub enum PoolCommand {
     List,
     /// One pool, with its warnings.
     Info { name: String },
-    /// Makes a dir pool: volumes as sparse files in a directory.
+    /// Makes a pool: dir (volumes as sparse files in a directory) or thin (dm-thin on a block
+    /// device).
     Create {
         name: String,
-        /// The directory (made when missing; it must hold nothing else). Default: in stord's
-        /// state directory.
+        /// dir or thin.
+        #[arg(long, default_value = "dir", value_parser = parse_kind)]
+        kind: PoolKind,
+        /// dir: the directory (made when missing; it must hold nothing else; default: in
+        /// stord's state directory). thin: the block device (/dev/vdb, a partition).
         #[arg(long)]
         path: Option<String>,
+        /// thin: take a device that holds data all the same, destroying it.
+        #[arg(long)]
+        force: bool,
         /// The most provisioned bytes per byte of capacity (e.g. 10); none: no limit.
         #[arg(long)]
         overcommit: Option<f64>,
@@ -67,20 +74,28 @@ pub enum VolumeCommand {
     Restore { backup: String, target: String },
 }
 
+fn parse_kind(s: &str) -> Result<PoolKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not a pool kind (dir, thin, nfs, iscsi)"))
+}
+
 pub fn pool_call(command: &PoolCommand) -> Result<Call, EncodeError> {
     match command {
         PoolCommand::List => call(PoolList {}),
         PoolCommand::Info { name } => call(PoolInfoOf { name: name.clone() }),
         PoolCommand::Create {
             name,
+            kind,
             path,
+            force,
             overcommit,
         } => call(PoolCreate {
             spec: PoolSpec {
                 name: name.clone(),
-                kind: PoolKind::Dir,
+                kind: *kind,
                 path: path.clone(),
                 overcommit: *overcommit,
+                force: force.then_some(true),
             },
         }),
         PoolCommand::Delete { name } => call(PoolDelete { name: name.clone() }),

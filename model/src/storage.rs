@@ -42,6 +42,10 @@ pub struct PoolSpec {
     /// capacity); a volume that would take the pool past it is refused. None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overcommit: Option<f64>,
+    /// thin: make the pool on a device that holds data (a partition table, a filesystem)
+    /// all the same, destroying it. Without it such a device is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
 }
 
 /// A pool as stord finds it (sizes read from the filesystem, not remembered).

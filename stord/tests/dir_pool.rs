@@ -149,6 +149,7 @@ fn a_dir_pool_on_xfs() {
             kind: PoolKind::Dir,
             path: Some(at.join("pool").display().to_string()),
             overcommit: Some(limit),
+            force: None,
         };
         let info: PoolInfo = json(
             p.create_pool(&serde_json::to_string(&spec).unwrap())

@@ -11,8 +11,8 @@ use std::time::UNIX_EPOCH;
 
 use model::storage::{BackupInfo, PoolInfo, PoolKind, SnapshotInfo, VolumeInfo, VolumeRef};
 
-use super::StoreError;
 use super::files::{self, Copied};
+use super::{Backend, StoreError};
 
 const MARKER: &str = ".cairn-pool";
 /// The hidden snapshot a backup copies from (in `snapshots/NAME/`), dropped after.
@@ -70,18 +70,13 @@ impl DirPool {
         Ok(pool)
     }
 
-    /// Gives the directory back (the pool is deleted, or its making is rolled back): its
-    /// marker and empty volume and snapshot directories go, the directory itself stays.
-    pub fn release(&self) {
-        for dir in ["volumes", "snapshots"] {
-            let _ = std::fs::remove_dir(self.path.join(dir));
-        }
-        let _ = std::fs::remove_file(self.path.join(MARKER));
+    fn backups_dir(&self) -> PathBuf {
+        self.path.join("backups")
     }
 
     /// Removes the hidden parts a crash left behind (copies being made, a backup's snapshot).
     fn clear_parts(&self) {
-        let mut dirs = vec![self.path.join("volumes"), self.backups_dir()];
+        let mut dirs = vec![self.path.join("volumes"), DirPool::backups_dir(self)];
         if let Ok(snaps) = std::fs::read_dir(self.path.join("snapshots")) {
             dirs.extend(snaps.flatten().map(|e| e.path()));
         }
@@ -96,13 +91,80 @@ impl DirPool {
         }
     }
 
-    pub fn backups_dir(&self) -> PathBuf {
-        self.path.join("backups")
+    /// The file of volume `name`, which must exist.
+    fn existing(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let path = self.volume_path(name);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no volume {}/{name}",
+                self.name
+            )));
+        }
+        Ok(path)
+    }
+
+    pub fn volume_path(&self, name: &str) -> PathBuf {
+        self.path.join("volumes").join(format!("{name}.raw"))
+    }
+
+    fn snapshot_dir(&self, name: &str) -> PathBuf {
+        self.path.join("snapshots").join(name)
+    }
+
+    fn snapshot_path(&self, name: &str, snap: &str) -> PathBuf {
+        self.snapshot_dir(name).join(format!("{snap}.raw"))
+    }
+
+    /// Refuses `more` provisioned bytes that would take the pool past its overcommit limit.
+    fn check_overcommit(&self, more: u64, what: &str) -> Result<(), StoreError> {
+        let Some(limit) = self.overcommit else {
+            return Ok(());
+        };
+        let info = self.info()?;
+        let after = info.provisioned_bytes.saturating_add(more);
+        let ratio = ratio(after, info.capacity_bytes);
+        if ratio > limit {
+            return Err(StoreError::Conflict(format!(
+                "{what} would take pool {:?} to {} provisioned, {ratio:.1}x its capacity of {}; \
+                 its overcommit limit is {limit}x",
+                self.name,
+                gib(after),
+                gib(info.capacity_bytes)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for DirPool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn declared(&self) -> bool {
+        self.declared
+    }
+
+    fn location(&self) -> &Path {
+        &self.path
+    }
+
+    /// Gives the directory back (the pool is deleted, or its making is rolled back): its
+    /// marker and empty volume and snapshot directories go, the directory itself stays.
+    fn release(&self) {
+        for dir in ["volumes", "snapshots"] {
+            let _ = std::fs::remove_dir(self.path.join(dir));
+        }
+        let _ = std::fs::remove_file(self.path.join(MARKER));
+    }
+
+    fn backups_dir(&self) -> Option<PathBuf> {
+        Some(self.backups_dir())
     }
 
     /// The snapshot a backup of `name` copies from: hidden from volume.info, removed by the
     /// backup when done (or at the next start after a crash).
-    pub fn backup_snapshot(&self, name: &str) -> Result<PathBuf, StoreError> {
+    fn backup_snapshot(&mut self, name: &str) -> Result<PathBuf, StoreError> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let from = self.existing(name)?;
         let dir = self.snapshot_dir(name);
@@ -113,10 +175,14 @@ impl DirPool {
         Ok(to)
     }
 
+    fn drop_backup_snapshot(&mut self, snapshot: &Path) {
+        let _ = std::fs::remove_file(snapshot);
+    }
+
     /// Copies `snapshot` (of volume `of`, `POOL/NAME`) into this pool's backups, hashed on
     /// the way; the sha256 goes beside it (`FILE.sha256`).
-    pub fn store_backup(&self, snapshot: &Path, of: &VolumeRef) -> Result<BackupInfo, StoreError> {
-        let dir = self.backups_dir();
+    fn store_backup(&self, snapshot: &Path, of: &VolumeRef) -> Result<BackupInfo, StoreError> {
+        let dir = DirPool::backups_dir(self);
         std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
         let secs = std::time::SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -157,7 +223,7 @@ impl DirPool {
     }
 
     /// Makes volume `name` from a backup file (checked against its sha256 by the caller).
-    pub fn restore(&self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError> {
+    fn restore(&mut self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError> {
         let to = self.volume_path(name);
         if to.exists() {
             return Err(StoreError::Conflict(format!(
@@ -174,32 +240,8 @@ impl DirPool {
         self.volume(name)
     }
 
-    /// The file of volume `name`, which must exist.
-    fn existing(&self, name: &str) -> Result<PathBuf, StoreError> {
-        let path = self.volume_path(name);
-        if !path.exists() {
-            return Err(StoreError::NotFound(format!(
-                "no volume {}/{name}",
-                self.name
-            )));
-        }
-        Ok(path)
-    }
-
-    pub fn volume_path(&self, name: &str) -> PathBuf {
-        self.path.join("volumes").join(format!("{name}.raw"))
-    }
-
-    fn snapshot_dir(&self, name: &str) -> PathBuf {
-        self.path.join("snapshots").join(name)
-    }
-
-    fn snapshot_path(&self, name: &str, snap: &str) -> PathBuf {
-        self.snapshot_dir(name).join(format!("{snap}.raw"))
-    }
-
     /// The names of the pool's volumes, sorted.
-    pub fn volume_names(&self) -> Vec<String> {
+    fn volume_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path.join("volumes"))
             .into_iter()
             .flatten()
@@ -215,7 +257,7 @@ impl DirPool {
         names
     }
 
-    pub fn volume(&self, name: &str) -> Result<VolumeInfo, StoreError> {
+    fn volume(&self, name: &str) -> Result<VolumeInfo, StoreError> {
         let path = self.volume_path(name);
         let meta = std::fs::metadata(&path)
             .map_err(|_| StoreError::NotFound(format!("no volume {}/{name}", self.name)))?;
@@ -252,7 +294,7 @@ impl DirPool {
         })
     }
 
-    pub fn info(&self) -> Result<PoolInfo, StoreError> {
+    fn info(&self) -> Result<PoolInfo, StoreError> {
         let (capacity, used, free) = files::space(&self.path).map_err(io(self.path.display()))?;
         let volumes: Vec<VolumeInfo> = self
             .volume_names()
@@ -296,28 +338,8 @@ impl DirPool {
         })
     }
 
-    /// Refuses `more` provisioned bytes that would take the pool past its overcommit limit.
-    fn check_overcommit(&self, more: u64, what: &str) -> Result<(), StoreError> {
-        let Some(limit) = self.overcommit else {
-            return Ok(());
-        };
-        let info = self.info()?;
-        let after = info.provisioned_bytes.saturating_add(more);
-        let ratio = ratio(after, info.capacity_bytes);
-        if ratio > limit {
-            return Err(StoreError::Conflict(format!(
-                "{what} would take pool {:?} to {} provisioned, {ratio:.1}x its capacity of {}; \
-                 its overcommit limit is {limit}x",
-                self.name,
-                gib(after),
-                gib(info.capacity_bytes)
-            )));
-        }
-        Ok(())
-    }
-
-    pub fn create_volume(
-        &self,
+    fn create_volume(
+        &mut self,
         name: &str,
         size: u64,
         full: bool,
@@ -358,7 +380,7 @@ impl DirPool {
         self.volume(name)
     }
 
-    pub fn grow_volume(&self, name: &str, size: u64) -> Result<VolumeInfo, StoreError> {
+    fn grow_volume(&mut self, name: &str, size: u64) -> Result<VolumeInfo, StoreError> {
         let now = self.volume(name)?;
         if size < now.size_bytes {
             return Err(StoreError::InvalidArgs(format!(
@@ -382,7 +404,7 @@ impl DirPool {
         self.volume(name)
     }
 
-    pub fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
+    fn delete_volume(&mut self, name: &str) -> Result<(), StoreError> {
         let path = self.existing(name)?;
         // Snapshots first: a crash in between leaves the volume, which can be deleted again.
         let snaps = self.snapshot_dir(name);
@@ -393,7 +415,11 @@ impl DirPool {
         model::files::sync_dir_of(&path).map_err(io(path.display()))
     }
 
-    pub fn snapshot(&self, name: &str, snap: &str) -> Result<(VolumeInfo, Copied), StoreError> {
+    fn snapshot(
+        &mut self,
+        name: &str,
+        snap: &str,
+    ) -> Result<(VolumeInfo, &'static str), StoreError> {
         let from = self.existing(name)?;
         let to = self.snapshot_path(name, snap);
         if to.exists() {
@@ -407,15 +433,15 @@ impl DirPool {
         let how = copy_placed(&from, &to)?;
         // Read-only, so that nothing opens it to write by mistake.
         let _ = std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o444));
-        Ok((self.volume(name)?, how))
+        Ok((self.volume(name)?, how.as_str()))
     }
 
     /// `source` is (volume, snapshot or None).
-    pub fn clone_volume(
-        &self,
+    fn clone_volume(
+        &mut self,
         source: (&str, Option<&str>),
         name: &str,
-    ) -> Result<(VolumeInfo, Copied), StoreError> {
+    ) -> Result<(VolumeInfo, &'static str), StoreError> {
         let from = match source {
             (vol, None) => self.volume_path(vol),
             (vol, Some(snap)) => self.snapshot_path(vol, snap),
@@ -437,7 +463,7 @@ impl DirPool {
         self.check_overcommit(size, &format!("a clone of {}", gib(size)))?;
         let how = copy_placed(&from, &to)?;
         let _ = std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        Ok((self.volume(name)?, how))
+        Ok((self.volume(name)?, how.as_str()))
     }
 }
 

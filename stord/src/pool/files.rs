@@ -21,6 +21,15 @@ pub enum Copied {
     Sparse,
 }
 
+impl Copied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Copied::Reflink => "reflink",
+            Copied::Sparse => "sparse copy",
+        }
+    }
+}
+
 /// Copies `from` to the new file `to` (which must not exist): a reflink where the filesystem
 /// has them, else a sparse copy. `to` is synced; on an error it is removed.
 pub fn copy(from: &Path, to: &Path) -> std::io::Result<Copied> {

@@ -15,6 +15,60 @@ use model::storage::{BackupInfo, PoolInfo, PoolKind, PoolSpec, VolumeInfo, Volum
 pub use dir::DirPool;
 pub use files::Copied;
 
+/// What every kind of pool does. [`Pools`] checks names, holders and its records, then asks
+/// the pool; each kind keeps its volumes its own way (files, dm-thin devices, LUNs).
+pub trait Backend: Send {
+    fn name(&self) -> &str;
+    /// Declared in host.toml rather than made through the API.
+    fn declared(&self) -> bool;
+    /// The directory or device the pool takes: two pools never share one.
+    fn location(&self) -> &Path;
+    fn info(&self) -> Result<PoolInfo, StoreError>;
+    /// The names of its volumes, sorted.
+    fn volume_names(&self) -> Vec<String>;
+    fn volume(&self, name: &str) -> Result<VolumeInfo, StoreError>;
+    fn create_volume(
+        &mut self,
+        name: &str,
+        size: u64,
+        full: bool,
+    ) -> Result<VolumeInfo, StoreError>;
+    fn grow_volume(&mut self, name: &str, size: u64) -> Result<VolumeInfo, StoreError>;
+    /// Deletes a volume and its snapshots.
+    fn delete_volume(&mut self, name: &str) -> Result<(), StoreError>;
+    /// A read-only snapshot; also says how it was made (for the log).
+    fn snapshot(
+        &mut self,
+        name: &str,
+        snap: &str,
+    ) -> Result<(VolumeInfo, &'static str), StoreError>;
+    /// `source` is (volume, snapshot or None).
+    fn clone_volume(
+        &mut self,
+        source: (&str, Option<&str>),
+        name: &str,
+    ) -> Result<(VolumeInfo, &'static str), StoreError>;
+    /// A point-in-time copy of volume `name` a backup reads from (a file or a block device),
+    /// hidden from volume.info; [`Backend::drop_backup_snapshot`] removes it.
+    fn backup_snapshot(&mut self, name: &str) -> Result<PathBuf, StoreError>;
+    fn drop_backup_snapshot(&mut self, snapshot: &Path);
+    /// Where this pool keeps backups; None: it holds no files (thin, iscsi).
+    fn backups_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// Copies `snapshot` (of volume `of`) into this pool's backups, with its sha256.
+    fn store_backup(&self, _snapshot: &Path, of: &VolumeRef) -> Result<BackupInfo, StoreError> {
+        Err(StoreError::Conflict(format!(
+            "pool {:?} holds no files: back {of} up into a dir or nfs pool",
+            self.name()
+        )))
+    }
+    /// Makes volume `name` from a backup file (checked against its sha256 by the caller).
+    fn restore(&mut self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError>;
+    /// Gives the pool's storage back (the pool is deleted or its making rolled back).
+    fn release(&self);
+}
+
 const RECORDS: &str = "pools.json";
 /// Which guests use which volumes: `{"POOL/NAME": ["vm:deb"]}`.
 const HOLDERS: &str = "holders.json";
@@ -44,7 +98,7 @@ impl From<StoreError> for CairnError {
 
 pub struct Pools {
     state: PathBuf,
-    pools: BTreeMap<String, DirPool>,
+    pools: BTreeMap<String, Box<dyn Backend>>,
     /// The API-made pools' specs, as recorded.
     made: Vec<PoolSpec>,
     holders: BTreeMap<String, BTreeSet<String>>,
@@ -68,20 +122,14 @@ impl Pools {
                 .unwrap_or_default(),
         };
         for p in &config.pools {
-            if p.kind != PoolKind::Dir {
-                tracing::warn!(pool = %p.name, kind = p.kind.as_str(), "pool kind not served yet");
-                continue;
-            }
-            let pool = DirPool {
+            let spec = PoolSpec {
                 name: p.name.clone(),
-                path: p
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| pools.default_path(&p.name)),
+                kind: p.kind,
+                path: p.path.as_ref().map(|p| p.display().to_string()),
                 overcommit: None,
-                declared: true,
+                force: None,
             };
-            pools.add(pool);
+            pools.add(&spec, true);
         }
         let recorded: Vec<PoolSpec> = std::fs::read(state.join(RECORDS))
             .ok()
@@ -92,20 +140,29 @@ impl Pools {
                 tracing::warn!(pool = %spec.name, "recorded pool is now declared in host.toml");
                 continue;
             }
-            let pool = pools.dir_pool(&spec);
+            pools.add(&spec, false);
             pools.made.push(spec);
-            pools.add(pool);
         }
         pools
     }
 
-    fn add(&mut self, pool: DirPool) {
-        let name = pool.name.clone();
-        match DirPool::open(pool) {
+    fn add(&mut self, spec: &PoolSpec, declared: bool) {
+        match self.open(spec, declared) {
             Ok(p) => {
-                self.pools.insert(name, p);
+                self.pools.insert(spec.name.clone(), p);
             }
-            Err(e) => tracing::error!(pool = %name, error = %e, "pool left out"),
+            Err(e) => tracing::error!(pool = %spec.name, error = %e, "pool left out"),
+        }
+    }
+
+    /// Opens (or, the first time, makes) the pool `spec` describes.
+    fn open(&self, spec: &PoolSpec, declared: bool) -> Result<Box<dyn Backend>, StoreError> {
+        match spec.kind {
+            PoolKind::Dir => Ok(Box::new(DirPool::open(self.dir_pool(spec, declared))?)),
+            kind => Err(StoreError::Conflict(format!(
+                "pool kind {} is not served yet",
+                kind.as_str()
+            ))),
         }
     }
 
@@ -113,7 +170,7 @@ impl Pools {
         self.state.join("pools").join(name)
     }
 
-    fn dir_pool(&self, spec: &PoolSpec) -> DirPool {
+    fn dir_pool(&self, spec: &PoolSpec, declared: bool) -> DirPool {
         DirPool {
             name: spec.name.clone(),
             path: spec
@@ -121,7 +178,7 @@ impl Pools {
                 .as_ref()
                 .map_or_else(|| self.default_path(&spec.name), PathBuf::from),
             overcommit: spec.overcommit,
-            declared: false,
+            declared,
         }
     }
 
@@ -218,10 +275,18 @@ impl Pools {
             .collect())
     }
 
-    fn pool(&self, name: &str) -> Result<&DirPool, StoreError> {
+    fn pool(&self, name: &str) -> Result<&dyn Backend, StoreError> {
         self.pools
             .get(name)
+            .map(|p| p.as_ref())
             .ok_or_else(|| StoreError::NotFound(format!("no pool {name:?}")))
+    }
+
+    fn pool_mut(&mut self, name: &str) -> Result<&mut dyn Backend, StoreError> {
+        match self.pools.get_mut(name) {
+            Some(p) => Ok(p.as_mut()),
+            None => Err(StoreError::NotFound(format!("no pool {name:?}"))),
+        }
     }
 
     pub fn counts(&self) -> (u32, u32) {
@@ -237,12 +302,6 @@ impl Pools {
             return Err(StoreError::InvalidArgs(format!(
                 "pool name {:?} is not [a-z0-9][a-z0-9-]* of at most {NAME_MAX}",
                 spec.name
-            )));
-        }
-        if spec.kind != PoolKind::Dir {
-            return Err(StoreError::Conflict(format!(
-                "pool kind {} is not served yet (dir is)",
-                spec.kind.as_str()
             )));
         }
         if let Some(path) = &spec.path
@@ -262,15 +321,18 @@ impl Pools {
         if self.pools.contains_key(&spec.name) {
             return Err(StoreError::Conflict(format!("pool {:?} exists", spec.name)));
         }
-        let pool = self.dir_pool(&spec);
-        if let Some(other) = self.pools.values().find(|p| p.path == pool.path) {
+        if let Some(path) = spec.path.as_deref()
+            && let Some(other) = self
+                .pools
+                .values()
+                .find(|p| p.location() == Path::new(path))
+        {
             return Err(StoreError::Conflict(format!(
-                "{} is pool {:?}'s",
-                pool.path.display(),
-                other.name
+                "{path} is pool {:?}'s",
+                other.name()
             )));
         }
-        let pool = DirPool::open(pool)?;
+        let pool = self.open(&spec, false)?;
         self.made.push(spec.clone());
         if let Err(e) = self.save() {
             self.made.pop();
@@ -284,7 +346,7 @@ impl Pools {
 
     pub fn delete_pool(&mut self, name: &str) -> Result<(), StoreError> {
         let pool = self.pool(name)?;
-        if pool.declared {
+        if pool.declared() {
             return Err(StoreError::Conflict(format!(
                 "pool {name:?} is declared in host.toml; remove it there"
             )));
@@ -317,7 +379,7 @@ impl Pools {
         self.pool(name)?.info()
     }
 
-    pub fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo, StoreError> {
+    pub fn create_volume(&mut self, spec: &VolumeSpec) -> Result<VolumeInfo, StoreError> {
         let v = volume_ref(&spec.volume, false)?;
         let size = model::units::parse_size(&spec.size)
             .map_err(|e| StoreError::InvalidArgs(format!("size {:?}: {e}", spec.size)))?;
@@ -326,13 +388,13 @@ impl Pools {
                 "size 0: a volume holds at least a byte".into(),
             ));
         }
-        let pool = self.pool(&v.pool)?;
+        let pool = self.pool_mut(&v.pool)?;
         let info = pool.create_volume(&v.name, size, spec.full.unwrap_or(false))?;
         tracing::info!(volume = %v, size, "volume created");
         Ok(info)
     }
 
-    pub fn delete_volume(&self, volume: &str) -> Result<(), StoreError> {
+    pub fn delete_volume(&mut self, volume: &str) -> Result<(), StoreError> {
         let v = volume_ref(volume, false)?;
         if let Some(h) = self.holders.get(&v.to_string()) {
             return Err(StoreError::Conflict(format!(
@@ -340,14 +402,14 @@ impl Pools {
                 h.iter().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
-        self.pool(&v.pool)?.delete_volume(&v.name)?;
+        self.pool_mut(&v.pool)?.delete_volume(&v.name)?;
         tracing::info!(volume = %v, "volume deleted");
         Ok(())
     }
 
     pub fn list_volumes(&self, pool: &str) -> Result<Vec<VolumeInfo>, StoreError> {
-        let pools: Vec<&DirPool> = if pool.is_empty() {
-            self.pools.values().collect()
+        let pools: Vec<&dyn Backend> = if pool.is_empty() {
+            self.pools.values().map(|p| p.as_ref()).collect()
         } else {
             vec![self.pool(pool)?]
         };
@@ -368,26 +430,30 @@ impl Pools {
         Ok(self.held(self.pool(&v.pool)?.volume(&v.name)?))
     }
 
-    pub fn grow_volume(&self, volume: &str, size: &str) -> Result<VolumeInfo, StoreError> {
+    pub fn grow_volume(&mut self, volume: &str, size: &str) -> Result<VolumeInfo, StoreError> {
         let v = volume_ref(volume, false)?;
         let bytes = model::units::parse_size(size)
             .map_err(|e| StoreError::InvalidArgs(format!("size {size:?}: {e}")))?;
-        self.pool(&v.pool)?.grow_volume(&v.name, bytes)
+        self.pool_mut(&v.pool)?.grow_volume(&v.name, bytes)
     }
 
-    pub fn snapshot_volume(&self, volume: &str, snapshot: &str) -> Result<VolumeInfo, StoreError> {
+    pub fn snapshot_volume(
+        &mut self,
+        volume: &str,
+        snapshot: &str,
+    ) -> Result<VolumeInfo, StoreError> {
         let v = volume_ref(volume, false)?;
         if !is_name(snapshot, NAME_MAX) {
             return Err(StoreError::InvalidArgs(format!(
                 "snapshot name {snapshot:?} is not [a-z0-9][a-z0-9-]* of at most {NAME_MAX}"
             )));
         }
-        let (info, how) = self.pool(&v.pool)?.snapshot(&v.name, snapshot)?;
-        tracing::info!(volume = %v, snapshot, ?how, "snapshot taken");
+        let (info, how) = self.pool_mut(&v.pool)?.snapshot(&v.name, snapshot)?;
+        tracing::info!(volume = %v, snapshot, how, "snapshot taken");
         Ok(info)
     }
 
-    pub fn clone_volume(&self, source: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
+    pub fn clone_volume(&mut self, source: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
         let from = volume_ref(source, true)?;
         let to = volume_ref(volume, false)?;
         if from.pool != to.pool {
@@ -397,9 +463,9 @@ impl Pools {
             )));
         }
         let (info, how) = self
-            .pool(&to.pool)?
+            .pool_mut(&to.pool)?
             .clone_volume((&from.name, from.snapshot.as_deref()), &to.name)?;
-        tracing::info!(%from, %to, ?how, "volume cloned");
+        tracing::info!(%from, %to, how, "volume cloned");
         Ok(info)
     }
 }
@@ -418,37 +484,39 @@ impl Pools {
             .unwrap_or_default())
     }
 
-    pub fn backup_snapshot(&self, volume: &str) -> Result<PathBuf, StoreError> {
+    pub fn backup_snapshot(&mut self, volume: &str) -> Result<PathBuf, StoreError> {
         let v = volume_ref(volume, false)?;
-        self.pool(&v.pool)?.backup_snapshot(&v.name)
+        self.pool_mut(&v.pool)?.backup_snapshot(&v.name)
     }
 
     /// Copies the snapshot into `pool`'s backups, then drops it (also when the copy fails).
     pub fn store_backup(
-        &self,
+        &mut self,
         snapshot: &Path,
         volume: &str,
         pool: &str,
     ) -> Result<BackupInfo, StoreError> {
         let v = volume_ref(volume, false)?;
         let stored = self.pool(pool).and_then(|p| p.store_backup(snapshot, &v));
-        let _ = std::fs::remove_file(snapshot);
+        if let Ok(from) = self.pool_mut(&v.pool) {
+            from.drop_backup_snapshot(snapshot);
+        }
         let info = stored?;
         tracing::info!(volume = %v, backup = %info.backup, sha256 = %info.sha256, "backup stored");
         Ok(info)
     }
 
     /// Makes `volume` from `backup`, a file in a pool's backups whose sha256 still matches.
-    pub fn restore(&self, backup: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
+    pub fn restore(&mut self, backup: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
         let v = volume_ref(volume, false)?;
-        let target = self.pool(&v.pool)?;
+        self.pool(&v.pool)?;
         let file = Path::new(backup)
             .canonicalize()
             .map_err(|e| StoreError::NotFound(format!("backup {backup}: {e}")))?;
         let in_a_pool = self.pools.values().any(|p| {
             p.backups_dir()
-                .canonicalize()
-                .is_ok_and(|dir| file.parent() == Some(dir.as_path()))
+                .and_then(|d| d.canonicalize().ok())
+                .is_some_and(|dir| file.parent() == Some(dir.as_path()))
         });
         if !in_a_pool || !file.is_file() {
             return Err(StoreError::InvalidArgs(format!(
@@ -471,7 +539,7 @@ impl Pools {
                 "{backup} is damaged: its sha256 is {got}, not the {want} recorded when it was made"
             )));
         }
-        let info = target.restore(&file, &v.name)?;
+        let info = self.pool_mut(&v.pool)?.restore(&file, &v.name)?;
         tracing::info!(volume = %v, backup, "volume restored");
         Ok(self.held(info))
     }

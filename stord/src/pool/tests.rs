@@ -36,6 +36,7 @@ fn spec(name: &str, path: &Path, overcommit: Option<f64>) -> PoolSpec {
         kind: PoolKind::Dir,
         path: Some(path.display().to_string()),
         overcommit,
+        force: None,
     }
 }
 
