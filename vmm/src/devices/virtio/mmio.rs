@@ -23,6 +23,10 @@ pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
 pub const VIRTIO_RING_F_INDIRECT_DESC: u64 =
     1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 
+/// VIRTIO_RING_F_EVENT_IDX: a device that offers it suppresses notifications and interrupts
+/// through the rings' event indices (virtio-queue keeps them once the queue is told).
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
 /// "virt" in little endian.
 const MAGIC_VALUE: u32 = 0x7472_6976;
 const MMIO_VERSION: u32 = 2;
@@ -411,6 +415,10 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) {
+        let event_idx = self.acked_features & VIRTIO_RING_F_EVENT_IDX != 0;
+        for q in &mut self.queues {
+            q.set_event_idx(event_idx);
+        }
         let result = self
             .check_queues()
             .and_then(|()| self.device.activate(&self.mem, self.acked_features));
@@ -426,16 +434,27 @@ impl MmioTransport {
         self.activated = true;
         // Buffers the driver made available before DRIVER_OK (against the rules, but cheap to
         // honour) or RX input already waiting would otherwise sit until the next notify.
-        let mut used = false;
+        let mut signal = false;
         for index in 0..self.queues.len() {
-            if self.queues[index].ready() {
-                used |= self
+            if self.queues[index].ready()
+                && self
                     .device
-                    .process_queue(index, &mut self.queues, &self.mem);
+                    .process_queue(index, &mut self.queues, &self.mem)
+            {
+                signal |= self.wants_interrupt(index);
             }
         }
-        if used {
+        if signal {
             self.signal_used_queue();
+        }
+    }
+
+    /// After buffers of queue `index` were used: whether the driver asked to be interrupted
+    /// for them (always, without EVENT_IDX; when in doubt, yes).
+    fn wants_interrupt(&mut self, index: usize) -> bool {
+        match self.queues.get_mut(index) {
+            Some(q) => q.needs_notification(&self.mem).unwrap_or(true),
+            None => true,
         }
     }
 
@@ -449,6 +468,7 @@ impl MmioTransport {
                 if self
                     .device
                     .process_queue(index, &mut self.queues, &self.mem)
+                    && self.wants_interrupt(index)
                 {
                     self.signal_used_queue();
                 }
