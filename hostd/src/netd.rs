@@ -72,6 +72,22 @@ pub async fn detach_owner(bus: Option<&zbus::Connection>, owner: &str) -> HostRe
         )))
 }
 
+/// Guest `owner` (`ct:NAME`, `vm:NAME`) is deleted: netd detaches its ports and drops the
+/// limits it kept for its next ones, so a new guest of that name starts unlimited. Logged, not
+/// returned: a deletion does not fail on it.
+pub async fn forget_owner(bus: Option<&zbus::Connection>, owner: &str) {
+    let result = match proxy(bus).await {
+        Ok(p) => p
+            .forget_owner(owner)
+            .await
+            .map_err(HostError::peer(format_args!("forgetting {owner}'s ports"))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(owner, error = %e, "netd keeps the deleted guest's port limits");
+    }
+}
+
 /// The owners of hostd's ports: containers and VMs.
 pub const OWNER_PREFIXES: [&str; 2] = ["ct:", "vm:"];
 

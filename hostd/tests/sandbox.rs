@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::{TempDir, busybox_tarball, containers_possible, skip};
 use futures_util::future::join_all;
 use model::ct::{ContainerInfo, ContainerState};
-use model::dbus::{CairnError, Container1Proxy, Host1Proxy, Storage1Proxy};
+use model::dbus::{CairnError, Container1Proxy, Host1Proxy, Network1Proxy, Storage1Proxy};
+use model::net::PortInfo;
 use model::storage::{BackupInfo, VolumeInfo};
 use testkit::sandbox::{Sandbox, bin_dir};
 
@@ -785,6 +786,72 @@ async fn a_container_that_died_while_hostd_was_down_leaves_no_port() {
         !links.contains(&port[0]),
         "the port's link was left behind: {links}"
     );
+}
+
+const KEPT_LIMITS: &str = "sandbox::a_restarted_container_keeps_its_port_limits_until_deleted";
+
+/// net.setLimits on a container's port (by its owner, `ct:NAME`) outlives the port: hostd
+/// detaches it at every stop and attaches a new one at start, which used to come back
+/// unlimited. Deleting the container forgets them: a new one of that name is unlimited.
+#[tokio::test(flavor = "current_thread")]
+async fn a_restarted_container_keeps_its_port_limits_until_deleted() {
+    let Some(Running { sb, conn, host, .. }) =
+        one_running_container(KEPT_LIMITS, "kept", "kl", Some("10.63.0")).await
+    else {
+        return;
+    };
+    let net = Network1Proxy::new(&conn).await.unwrap();
+    net.set_limits("ct:kl", r#"{"ingress":{"rate_bps":10000000}}"#)
+        .await
+        .unwrap_or_else(|e| panic!("SetLimits by owner: {e}\n{}", sb.log()));
+    // The port and what tc has on its link: one htb class at the rate.
+    let port = || async {
+        let mine: Vec<PortInfo> = testkit::sandbox::ports(&conn)
+            .await
+            .into_iter()
+            .filter(|p| p.owner == "ct:kl")
+            .collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        let p = mine.into_iter().next().unwrap();
+        let tc = sb.nsenter(&["tc", "class", "show", "dev", &p.name]);
+        (p, tc)
+    };
+    let (before, tc) = port().await;
+    assert!(tc.contains("rate 10Mbit"), "{tc}");
+    host.stop_container("kl", 1).await.unwrap();
+    host.start_container("kl")
+        .await
+        .unwrap_or_else(|e| panic!("start again: {e}\n{}", sb.log()));
+    wait_running(&sb, &host, "kl").await;
+    let (after, tc) = port().await;
+    assert_ne!(after.ifindex, before.ifindex, "a new port for the new run");
+    assert_eq!(
+        after.limits.and_then(|l| l.ingress).map(|r| r.rate_bps),
+        Some(10_000_000),
+        "{after:?}"
+    );
+    assert!(tc.contains("rate 10Mbit"), "the new port is shaped: {tc}");
+
+    host.stop_container("kl", 1).await.unwrap();
+    host.delete_container("kl")
+        .await
+        .unwrap_or_else(|e| panic!("delete: {e}\n{}", sb.log()));
+    let spec = serde_json::json!({
+        "name": "kl", "template": "busybox", "network": "lan", "addresses": ["10.63.0.10/24"],
+    });
+    host.create_container(&spec.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("create again: {e}\n{}", sb.log()));
+    host.start_container("kl").await.unwrap();
+    wait_running(&sb, &host, "kl").await;
+    let (fresh, tc) = port().await;
+    assert_eq!(
+        fresh.limits, None,
+        "a new container of the same name: {fresh:?}"
+    );
+    assert!(!tc.contains("rate"), "{tc}");
+    host.stop_container("kl", 1).await.unwrap();
+    host.delete_container("kl").await.unwrap();
 }
 
 const DISK: &str = "sandbox::a_container_on_a_pool_cannot_write_past_its_disk";

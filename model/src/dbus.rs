@@ -289,6 +289,10 @@ pub trait Network1 {
     /// Detaches every port of `owner` (`ct:NAME`, `vm:NAME`), whatever the owner remembers of
     /// them; returns their names.
     fn detach_owner(&self, owner: &str) -> Result<Vec<String>, CairnError>;
+    /// The owner is gone for good (hostd: its guest was deleted): its ports are detached and
+    /// the limits netd keeps for its next ports (what `SetLimits` gave its port) dropped;
+    /// returns the detached ports' names.
+    fn forget_owner(&self, owner: &str) -> Result<Vec<String>, CairnError>;
     /// An owner of ports says which of its guests run: every port whose owner starts with one
     /// of `prefixes` and is not in `owners` is detached (hostd at start: what died while it was
     /// away); returns their names.
@@ -296,7 +300,8 @@ pub trait Network1 {
     /// JSON array of `model::net::PortInfo`.
     fn list_ports(&self) -> Result<String, CairnError>;
     /// Sets the limits (JSON `model::net::Limits`) of a port, or the aggregate of a network,
-    /// live: the port keeps its link and its traffic.
+    /// live: the port keeps its link and its traffic. A port's limits are kept for its owner:
+    /// the owner's next port on that network gets them (a guest's restart).
     fn set_limits(&self, target: &str, limits_json: &str) -> Result<(), CairnError>;
 }
 

@@ -158,6 +158,18 @@ impl Network1 {
         Ok(gone)
     }
 
+    async fn forget_owner(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        owner: &str,
+    ) -> Result<Vec<String>, CairnError> {
+        let gone = self.nets.lock().await.forget_owner(owner).await?;
+        if !gone.is_empty() {
+            self.changed(&emitter).await;
+        }
+        Ok(gone)
+    }
+
     async fn keep_owners(
         &self,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,

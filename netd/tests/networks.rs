@@ -1163,6 +1163,116 @@ fn ports_of_guests_that_died_unseen_are_forgotten_or_swept_by_owner() {
     d.stop();
 }
 
+/// A guest's port is detached when it stops and attached anew when it starts: the limits
+/// net.setLimits gave it are kept for its owner and come back on the new port (through a netd
+/// restart too), until the owner is forgotten (its guest deleted). Before, a restarted
+/// container's port came back unlimited.
+#[test]
+fn port_limits_outlive_the_port_until_the_owner_is_forgotten() {
+    let t = "port_limits_outlive_the_port_until_the_owner_is_forgotten";
+    if !can_run(t, true) {
+        return;
+    }
+    let host = Netns::new("netd-klh");
+    let mut d = Daemon::start(&host, "net-kept-limits");
+    let rt = runtime();
+    // The ingress class rates tc reads back on `port`'s link.
+    let rates = async |c: &Network1Proxy<'static>, port: &str| -> Vec<u64> {
+        let info: NetworkInfo =
+            serde_json::from_str(&c.network_info("br-k").await.expect("NetworkInfo"))
+                .expect("json");
+        info.qdiscs
+            .iter()
+            .filter(|q| q["dev"] == port && q["object"] == "class")
+            .filter_map(|q| q["rate_bps"].as_u64())
+            .collect()
+    };
+    // One run of the guest: a fresh namespace and a port without limits, as hostd attaches it.
+    let start = async |c: &Network1Proxy<'static>, ns: &Netns| -> PortInfo {
+        port(
+            &c.attach_port(&veth("br-k", "ct:k", ns, &[]))
+                .await
+                .expect("AttachPort"),
+        )
+    };
+    let ns = Netns::new("netd-klg1");
+    let first = rt.block_on(async {
+        let c = d.client().await;
+        c.create_network(r#"{"name":"br-k","kind":"bridged"}"#)
+            .await
+            .expect("CreateNetwork");
+        let p = start(&c, &ns).await;
+        assert_eq!(p.limits, None);
+        c.set_limits("ct:k", r#"{"ingress":{"rate_bps":10000000}}"#)
+            .await
+            .expect("SetLimits by owner");
+        c.set_limits("ct:k", r#"{"egress":{"rate_bps":20000000}}"#)
+            .await
+            .expect("SetLimits of the other direction");
+        assert_eq!(rates(&c, &p.name).await, [10_000_000]);
+        // The guest stops (hostd detaches by owner) and starts again.
+        assert_eq!(
+            c.detach_owner("ct:k").await.expect("DetachOwner"),
+            std::slice::from_ref(&p.name)
+        );
+        p
+    });
+    drop(ns);
+    let ns = Netns::new("netd-klg2");
+    let want = |p: &PortInfo| {
+        let l = p.limits.expect("the new port's limits");
+        (l.ingress.map(|r| r.rate_bps), l.egress.map(|r| r.rate_bps))
+    };
+    rt.block_on(async {
+        let c = d.client().await;
+        let p = start(&c, &ns).await;
+        assert_eq!(p.name, first.name);
+        assert_eq!(want(&p), (Some(10_000_000), Some(20_000_000)), "{p:?}");
+        assert_eq!(rates(&c, &p.name).await, [10_000_000], "shaped again");
+        c.detach_owner("ct:k").await.expect("DetachOwner");
+    });
+    // netd restarts while the guest is stopped: the kept limits are on the state partition.
+    d.stop();
+    d.spawn(&host);
+    drop(ns);
+    let ns = Netns::new("netd-klg3");
+    rt.block_on(async {
+        let c = d.client().await;
+        let p = start(&c, &ns).await;
+        assert_eq!(want(&p), (Some(10_000_000), Some(20_000_000)), "{p:?}");
+        assert_eq!(
+            rates(&c, &p.name).await,
+            [10_000_000],
+            "shaped after a restart"
+        );
+        // Lifting both directions leaves nothing to keep.
+        c.set_limits(
+            "ct:k",
+            r#"{"ingress":{"rate_bps":0},"egress":{"rate_bps":0}}"#,
+        )
+        .await
+        .expect("SetLimits 0");
+        c.detach_owner("ct:k").await.expect("DetachOwner");
+        let p = start(&c, &ns).await;
+        assert_eq!(p.limits, None, "{p:?}");
+        // Limited again, then the guest is deleted: the owner is forgotten with its port.
+        c.set_limits("ct:k", r#"{"ingress":{"rate_bps":10000000}}"#)
+            .await
+            .expect("SetLimits");
+        assert_eq!(
+            c.forget_owner("ct:k").await.expect("ForgetOwner"),
+            std::slice::from_ref(&p.name)
+        );
+        assert!(!link_names(&host).contains(&p.name));
+        let p = start(&c, &ns).await;
+        assert_eq!(p.limits, None, "a new guest of the same name: {p:?}");
+        assert!(rates(&c, &p.name).await.is_empty());
+        c.forget_owner("ct:k").await.expect("ForgetOwner");
+        c.delete_network("br-k").await.expect("DeleteNetwork");
+    });
+    d.stop();
+}
+
 /// Whether this kernel can make bonds (the bonding module); checked in a scratch namespace.
 fn has_bonding() -> bool {
     let ns = Netns::new("netd-bondprobe");

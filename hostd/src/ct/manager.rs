@@ -744,7 +744,11 @@ impl Manager {
             .containers()
             .join(format!(".{name}.deleting.{}.{n}", std::process::id()));
         std::fs::rename(&dir, &doomed).map_err(|e| HostError::io(dir.display(), e))?;
-        self.records.remove(name);
+        if let Some(r) = self.records.remove(name)
+            && r.spec.network.is_some()
+        {
+            crate::netd::forget_owner(self.bus.as_ref(), &ports::owner(name)).await;
+        }
         // The container is gone now; removing its files is the disk's time (several ms of
         // ext4 metadata work for the overlay's dirs), not the caller's, and not the runtime's.
         remove_in_background(doomed);

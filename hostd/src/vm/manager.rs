@@ -806,6 +806,9 @@ impl VmManager {
         let _ = std::fs::remove_dir_all(self.run_dir(name));
         if let Some(r) = self.vms.remove(name) {
             self.release_volumes(&r.spec).await;
+            if !r.spec.nics.is_empty() {
+                crate::netd::forget_owner(self.bus.as_ref(), &owner(name)).await;
+            }
         }
         tracing::info!(vm = name, "VM deleted");
         Ok(())

@@ -21,7 +21,9 @@ actions! { ACTIONS;
         "Changes the limits of a port (by its name or its owner's) or the aggregate of a \
          network (by its name), live: {egress?: {rate_bps, burst_bytes?}, ingress?: {…}, police?}, from the \
          guest's view. Only the members given change (at least one), as with ct.set; a \
-         direction with rate_bps 0 becomes unlimited.";
+         direction with rate_bps 0 becomes unlimited. A port's limits are kept for its owner: \
+         the port a container or VM gets when it starts again has them, until the guest is \
+         deleted.";
     PortAttach = "port.attach", Netd, (spec: PortSpec) -> PortInfo,
         "Attaches a port: {network, owner, kind: veth|tap, netns? (a network namespace file for \
          the veth's guest end), guest_ifname?, mac?, vlan?, tagged_vlans?, addresses?, limits?, \

@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use model::config::Cidr;
-use model::net::{NetworkKind, NetworkSpec, PortKind};
+use model::net::{Limits, NetworkKind, NetworkSpec, PortKind};
 
 use super::bridge_vlan::{self, PortVlan};
 use super::error::NetError;
 use super::kernel::{self, KLink, Kernel};
 use super::mark::{self, Mark};
 use super::naming;
-use super::store::{Pending, PortRecord, Store};
+use super::store::{OwnerLimits, Pending, PortRecord, Store};
 use super::sysctl;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,8 @@ pub struct Reconciler {
     pub(crate) networks: BTreeMap<String, Network>,
     /// Ports by host-side link name.
     pub(crate) ports: BTreeMap<String, PortRecord>,
+    /// The limits set on an owner's port, by (network, owner): what its next port gets.
+    pub(crate) owner_limits: BTreeMap<(String, String), Limits>,
     /// Networks whose last apply failed, with the error.
     pub(crate) failed: BTreeMap<String, String>,
 }
@@ -125,6 +127,7 @@ impl Reconciler {
             store,
             networks: BTreeMap::new(),
             ports: BTreeMap::new(),
+            owner_limits: BTreeMap::new(),
             failed: BTreeMap::new(),
         };
         for n in config {
@@ -161,6 +164,18 @@ impl Reconciler {
             Ok(ports) => r.ports = ports.into_iter().map(|p| (p.name.clone(), p)).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot load ports");
+                r.failed.insert("state".into(), e.to_string());
+            }
+        }
+        match r.store.owner_limits() {
+            Ok(kept) => {
+                r.owner_limits = kept
+                    .into_iter()
+                    .map(|k| ((k.network, k.owner), k.limits))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the owners' limits");
                 r.failed.insert("state".into(), e.to_string());
             }
         }
@@ -339,6 +354,20 @@ impl Reconciler {
     pub(crate) fn prepare_ports(&self) -> Result<Pending, NetError> {
         self.store
             .prepare_ports(&self.ports.values().collect::<Vec<_>>())
+    }
+
+    /// The owners' limits as `self.owner_limits` has them now, written aside (see `store`).
+    pub(crate) fn prepare_owner_limits(&self) -> Result<Pending, NetError> {
+        let kept: Vec<OwnerLimits> = self
+            .owner_limits
+            .iter()
+            .map(|((network, owner), limits)| OwnerLimits {
+                network: network.clone(),
+                owner: owner.clone(),
+                limits: *limits,
+            })
+            .collect();
+        self.store.prepare_owner_limits(&kept)
     }
 
     /// The runtime networks as `self.networks` has them now, written aside (see `store`).

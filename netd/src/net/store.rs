@@ -1,5 +1,6 @@
 //! What netd keeps under its --state directory: the networks created at runtime (host.toml's
-//! are re-derived on every start) and the ports, so both survive a restart. Each file is
+//! are re-derived on every start), the ports, and the limits their owners were given, so all
+//! survive a restart (and an owner's limits its next port). Each file is
 //! replaced atomically (write + rename), so a crash leaves the old or the new version.
 //!
 //! A runtime change is persisted in two halves around the kernel change, so that a call either
@@ -11,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use model::net::{NetworkSpec, PortSpec};
+use model::net::{Limits, NetworkSpec, PortSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -32,12 +33,24 @@ pub struct PortRecord {
     pub guest_addresses: Vec<String>,
 }
 
+/// The limits `net.setLimits` gave the port of `owner` on `network`. They outlive the port: a
+/// guest's port is detached when it stops and attached anew when it starts, and the new port
+/// gets them again, until the owner is forgotten (its guest deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerLimits {
+    pub network: String,
+    pub owner: String,
+    pub limits: Limits,
+}
+
 pub struct Store {
     dir: Option<PathBuf>,
 }
 
 const NETWORKS: &str = "networks.json";
 const PORTS: &str = "ports.json";
+const OWNER_LIMITS: &str = "owner_limits.json";
 
 impl Store {
     /// `None`: keep nothing (unit tests, benchmarks).
@@ -69,6 +82,15 @@ impl Store {
 
     pub fn save_ports(&self, ports: &[&PortRecord]) -> Result<(), NetError> {
         self.write(PORTS, &ports)
+    }
+
+    pub fn owner_limits(&self) -> Result<Vec<OwnerLimits>, NetError> {
+        self.read(OWNER_LIMITS)
+    }
+
+    /// The owner limits file's next version, written aside; `commit` puts it in place.
+    pub fn prepare_owner_limits(&self, kept: &[OwnerLimits]) -> Result<Pending, NetError> {
+        self.prepare(OWNER_LIMITS, &kept)
     }
 
     fn read<T: DeserializeOwned>(&self, file: &str) -> Result<Vec<T>, NetError> {

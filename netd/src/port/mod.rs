@@ -18,10 +18,19 @@ use crate::net::{NetError, Reconciler, Snapshot, Tx, mark, naming, sysctl};
 
 impl Reconciler {
     /// Creates a port and returns it as read back. On any failure the links this call made are
-    /// deleted again and the error names the step.
-    pub async fn attach_port(&mut self, spec: PortSpec) -> Result<PortInfo, NetError> {
+    /// deleted again and the error names the step. A spec without limits gets those its owner
+    /// was last given on this network (`set_limits`): a guest's port is made anew at each start.
+    pub async fn attach_port(&mut self, mut spec: PortSpec) -> Result<PortInfo, NetError> {
         spec.validate()
             .map_err(|e| NetError::Invalid(e.to_string()))?;
+        if spec.limits.is_none()
+            && let Some(kept) = self
+                .owner_limits
+                .get(&(spec.network.clone(), spec.owner.clone()))
+        {
+            tracing::info!(owner = %spec.owner, network = %spec.network, "the owner's limits apply to its new port");
+            spec.limits = Some(*kept);
+        }
         let net = self
             .network(&spec.network)
             .ok_or_else(|| NetError::NotFound(format!("network {} does not exist", spec.network)))?
@@ -676,6 +685,27 @@ impl Reconciler {
         self.detach_where(|o| o == owner).await
     }
 
+    /// The owner is gone for good (its guest deleted): its ports are detached and the limits
+    /// kept for its next ports dropped; returns the detached ports' names. Nothing is
+    /// forgotten when a port cannot be detached.
+    pub async fn forget_owner(&mut self, owner: &str) -> Result<Vec<String>, NetError> {
+        let gone = self.detach_owner(owner).await?;
+        if self.owner_limits.keys().any(|(_, o)| o == owner) {
+            let before = std::mem::take(&mut self.owner_limits);
+            self.owner_limits = before
+                .iter()
+                .filter(|((_, o), _)| o != owner)
+                .map(|(k, l)| (k.clone(), *l))
+                .collect();
+            if let Err(e) = self.prepare_owner_limits().and_then(Pending::commit) {
+                self.owner_limits = before;
+                return Err(e);
+            }
+            tracing::info!(owner, "forgot the owner's limits");
+        }
+        Ok(gone)
+    }
+
     /// An owner of ports (hostd) says which of its guests run: every port whose owner starts
     /// with one of `prefixes` and is not in `keep` is detached; returns their names.
     pub async fn keep_owners(
@@ -769,20 +799,31 @@ impl Reconciler {
         {
             let target = port.as_str();
             let limits = change.apply(rec.spec.limits);
+            let owner = (rec.spec.network.clone(), rec.spec.owner.clone());
             let link =
                 self.k.link(target).await?.ok_or_else(|| {
                     NetError::NotFound(format!("port link {target} does not exist"))
                 })?;
-            // Record aside, tc, record in place; a record that cannot be put in place
-            // puts the old limits back.
+            // Records aside (the port's, and its owner's for its next port), tc, records in
+            // place; a record that cannot be put in place puts the old limits back.
             let old = self.ports.get(target).and_then(|r| r.spec.limits);
-            let pending = self.with_port_limits(target, limits, Self::prepare_ports);
-            let pending = pending?;
+            let pending = self.with_port_limits(target, limits, Self::prepare_ports)?;
+            let kept = self.with_owner_limits(&owner, limits, Self::prepare_owner_limits)?;
             let l = limits.unwrap_or_default();
             crate::tc::apply_port_limits(self.k.handle(), link.index, &link.name, &l)
                 .await
                 .map_err(|e| NetError::tc(format!("limits of port {target}"), e))?;
-            if let Err(e) = pending.commit() {
+            let mut committed = pending.commit();
+            if committed.is_ok()
+                && let Err(e) = kept.commit()
+            {
+                // The port's record has the new limits already: the old one goes back.
+                if let Err(again) = self.save_ports() {
+                    tracing::error!(port = target, error = %again, "cannot restore the port's record");
+                }
+                committed = Err(e);
+            }
+            if let Err(e) = committed {
                 let back = old.unwrap_or_default();
                 if let Err(again) =
                     crate::tc::apply_port_limits(self.k.handle(), link.index, &link.name, &back)
@@ -795,6 +836,10 @@ impl Reconciler {
             if let Some(rec) = self.ports.get_mut(target) {
                 rec.spec.limits = limits;
             }
+            match limits {
+                Some(l) => self.owner_limits.insert(owner, l),
+                None => self.owner_limits.remove(&owner),
+            };
             return Ok(());
         }
         if let Some(net) = self.networks.get(target) {
@@ -855,6 +900,25 @@ impl Reconciler {
         if let (Some(old), Some(r)) = (old, self.ports.get_mut(target)) {
             r.spec.limits = old;
         }
+        out
+    }
+
+    /// `f` run with `owner`'s kept limits set to `limits`, then put back.
+    fn with_owner_limits<T>(
+        &mut self,
+        owner: &(String, String),
+        limits: Option<Limits>,
+        f: impl FnOnce(&Self) -> T,
+    ) -> T {
+        let old = match limits {
+            Some(l) => self.owner_limits.insert(owner.clone(), l),
+            None => self.owner_limits.remove(owner),
+        };
+        let out = f(self);
+        match old {
+            Some(l) => self.owner_limits.insert(owner.clone(), l),
+            None => self.owner_limits.remove(owner),
+        };
         out
     }
 
