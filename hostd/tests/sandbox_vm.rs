@@ -449,6 +449,18 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
         other => panic!("console input past the queue: {other:?}"),
     }
     host.stop_vm("echo", 1).await.unwrap();
+    // A snapshot of a VM that does not run is refused before anything is made; the parents
+    // of its directory were left behind (only the directory itself was removed).
+    let deep = scratch.0.join("deep");
+    let e = host
+        .snapshot_vm("echo", deep.join("er/snap").to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CairnError::Conflict(ref m) if m.contains("not running")),
+        "{e}"
+    );
+    assert!(!deep.exists(), "a refused snapshot left directories behind");
     host.delete_vm("echo").await.unwrap();
 
     // Stop + delete: nothing left.

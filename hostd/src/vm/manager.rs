@@ -727,25 +727,28 @@ impl VmManager {
             )));
         }
         self.record(name)?;
-        let made = !path.exists();
-        std::fs::create_dir_all(path).map_err(|e| HostError::io(dir, e))?;
-        let fd = std::fs::OpenOptions::new()
+        // Refused before anything is made: a VM that does not run has nothing to snapshot.
+        if self.running_state(name).is_none() {
+            return Err(HostError::Conflict(format!("VM {name:?} is not running")));
+        }
+        let made = make_dirs(path).map_err(|e| HostError::io(dir, e))?;
+        let result = match std::fs::OpenOptions::new()
             .read(true)
             .custom_flags_dir()
             .open(path)
-            .map_err(|e| HostError::io(dir, e))?;
-        let result = self
-            .ask(name, Request::Snapshot, Some(fd))
-            .await
-            .map(|_| ());
+        {
+            Ok(fd) => self
+                .ask(name, Request::Snapshot, Some(fd))
+                .await
+                .map(|_| ()),
+            Err(e) => Err(HostError::io(dir, e)),
+        };
         if result.is_err() {
-            // No half-written snapshot stays behind: its files, and the directory if we made it.
+            // No half-written snapshot stays behind: its files, and the directories we made.
             for f in [SNAPSHOT_STATE, SNAPSHOT_MEMORY] {
                 let _ = std::fs::remove_file(path.join(f));
             }
-            if made {
-                let _ = std::fs::remove_dir(path);
-            }
+            remove_dirs(&made);
         }
         result
     }
@@ -928,5 +931,56 @@ impl DirOpen for std::fs::OpenOptions {
 fn remove_cgroup(cg: Option<Cgroup>) {
     if let Some(cg) = cg {
         let _ = cg.remove();
+    }
+}
+
+/// `create_dir_all` that answers which directories it made, the deepest last; what it made
+/// before a failure is removed again.
+fn make_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing: Vec<PathBuf> = path
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    let mut made = Vec::new();
+    for d in missing {
+        match std::fs::create_dir(&d) {
+            Ok(()) => made.push(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => {
+                remove_dirs(&made);
+                return Err(e);
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// Removes directories `make_dirs` made, deepest first; one that is not empty stays.
+fn remove_dirs(made: &[PathBuf]) {
+    for d in made.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{make_dirs, remove_dirs};
+
+    #[test]
+    fn made_directories_are_the_missing_ones_and_only_they_go() {
+        let base = std::env::temp_dir().join(format!("hostd-make-dirs-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let leaf = base.join("a/b/c");
+        let made = make_dirs(&leaf).unwrap();
+        assert_eq!(made, [base.join("a"), base.join("a/b"), leaf.clone()]);
+        assert!(
+            make_dirs(&leaf).unwrap().is_empty(),
+            "nothing to make twice"
+        );
+        remove_dirs(&made);
+        assert!(!base.join("a").exists() && base.exists());
+        std::fs::remove_dir(&base).unwrap();
     }
 }

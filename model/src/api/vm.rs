@@ -24,8 +24,9 @@ actions! { ACTIONS;
         "Lets a paused VM's vCPUs run again.";
     VmSnapshot = "vm.snapshot", Hostd, (name: String, dir: String) -> bool,
         "vm.snapshot(name, dir): writes the VM's memory, vCPU and device state into dir, a new \
-         directory on the host (absolute path). The VM is paused for the copy and left as it \
-         was. Must finish within 25 s.";
+         directory on the host (absolute path; missing parents are made). The VM is paused for the \
+         copy and left as it was. Must finish within 25 s. A VM that does not run -> 105; a \
+         failed snapshot removes what it wrote and the directories it made.";
     VmRestore = "vm.restore", Hostd, (name: String, dir: String) -> bool,
         "vm.restore(name, dir): runs a stopped (or created) VM from the snapshot in dir \
          (absolute path on the host) instead of booting it.";
