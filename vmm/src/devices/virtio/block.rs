@@ -89,7 +89,8 @@ impl Block {
     /// A disk over `file` (its length rounded down to whole sectors); `id` is what GET_ID
     /// returns (truncated to 20 bytes).
     pub fn new(file: File, read_only: bool, id: String) -> Result<Block, VirtioError> {
-        let len = file.metadata().map_err(VirtioError::Disk)?.len();
+        // Seeking to the end measures a block device (a thin volume) too: its metadata says 0.
+        let len = io::Seek::seek(&mut &file, io::SeekFrom::End(0)).map_err(VirtioError::Disk)?;
         let capacity = len / SECTOR_SIZE;
         let mut features = VIRTIO_F_VERSION_1
             | (1 << VIRTIO_BLK_F_FLUSH)
