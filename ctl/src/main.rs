@@ -3,6 +3,7 @@
 mod call;
 mod client;
 mod ct;
+mod export;
 mod install;
 mod output;
 mod rate;
@@ -85,6 +86,12 @@ enum Command {
     Volume {
         #[command(subcommand)]
         command: storage::VolumeCommand,
+    },
+    /// Volumes exported as iSCSI LUNs (stord, the kernel's LIO target): list, info, create,
+    /// delete.
+    Export {
+        #[command(subcommand)]
+        command: export::ExportCommand,
     },
     /// OS containers (hostd): list, info, create, start, stop, exec, set limits, ...
     Ct {
@@ -274,6 +281,7 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         }),
         Command::Pool { command } => storage::pool_call(command),
         Command::Volume { command } => storage::volume_call(command),
+        Command::Export { command } => export::export_call(command),
         Command::Ct { command } => ct::ct_call(command),
         Command::Template { command } => ct::template_call(command),
         Command::Vm { command } => vm::vm_call(command, vm_create),
@@ -381,6 +389,9 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             Command::Volume {
                 command: storage::VolumeCommand::List { .. },
             } => print!("{}", storage::volumes_table(&value)),
+            Command::Export {
+                command: export::ExportCommand::List,
+            } => print!("{}", export::exports_table(&value)),
             Command::Ct {
                 command: CtCommand::List,
             } => print!("{}", ct::containers_table(&value)),

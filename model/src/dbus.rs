@@ -340,6 +340,12 @@ pub trait Storage1 {
     /// holds are released (hostd at start: what was deleted while it was away). Returns
     /// what was released, as `VOLUME by HOLDER`.
     fn keep_holders(&self, prefix: &str, holders: &[&str]) -> Result<Vec<String>, CairnError>;
+    /// Exports a volume as an iSCSI LUN (JSON `model::export::ExportSpec`); JSON `ExportInfo`.
+    fn create_export(&self, spec_json: &str) -> Result<String, CairnError>;
+    fn delete_export(&self, name: &str) -> Result<(), CairnError>;
+    /// JSON array of `model::export::ExportInfo`.
+    fn list_exports(&self) -> Result<String, CairnError>;
+    fn export_info(&self, name: &str) -> Result<String, CairnError>;
 }
 
 /// The configuration of Cairn's bus (dbus-daemon), listening on `socket`. The policy is part of

@@ -6,6 +6,7 @@ pub mod config;
 pub mod ct;
 pub mod daemon;
 pub mod dbus;
+pub mod export;
 pub mod fault;
 pub mod files;
 pub mod install;

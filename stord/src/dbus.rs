@@ -9,12 +9,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zbus::object_server::SignalEmitter;
 
+use crate::export::Exports;
 use crate::pool::{Pools, StoreError};
 
 pub struct Storage1 {
     /// One request at a time: a volume made beside a pool's deletion, or two volumes each
     /// checked against the overcommit limit without the other, would get past the checks.
     pools: Arc<Mutex<Pools>>,
+    /// Taken before `pools` (an export holds its volume), never after.
+    exports: Arc<Mutex<Exports>>,
 }
 
 fn parse<T: DeserializeOwned>(arg: &str, json: &str) -> Result<T, CairnError> {
@@ -26,10 +29,23 @@ fn to_json<T: Serialize>(t: &T) -> Result<String, CairnError> {
 }
 
 impl Storage1 {
-    pub fn new(pools: Pools) -> Storage1 {
-        Storage1 {
-            pools: Arc::new(Mutex::new(pools)),
-        }
+    pub fn new(pools: Arc<Mutex<Pools>>, exports: Arc<Mutex<Exports>>) -> Storage1 {
+        Storage1 { pools, exports }
+    }
+
+    /// Runs `op` on the exports and the pools off the bus's thread (configfs writes block).
+    async fn with_exports<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Exports, &mut Pools) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, CairnError> {
+        let (exports, pools) = (self.exports.clone(), self.pools.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut exports = exports.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+            op(&mut exports, &mut pools).map_err(CairnError::from)
+        })
+        .await
+        .map_err(|e| CairnError::Failed(format!("stord: {e}")))?
     }
 
     /// Runs `op` on the pools off the bus's thread (file copies and syncs block).
@@ -245,5 +261,37 @@ impl Storage1 {
         let info = self.with(move |p| p.clone_volume(&source, &volume)).await?;
         self.changed(&emitter).await;
         to_json(&info)
+    }
+
+    /// Exports a volume as an iSCSI LUN (JSON `model::export::ExportSpec`); JSON `ExportInfo`.
+    async fn create_export(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        spec_json: &str,
+    ) -> Result<String, CairnError> {
+        let spec: model::export::ExportSpec = parse("spec", spec_json)?;
+        // A bad request is told so, not that the kernel lacks the target.
+        let vetted = spec.clone();
+        self.with_exports(move |e, p| e.precheck(&vetted, p))
+            .await?;
+        let root = self
+            .exports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .configfs_root();
+        crate::export::prepare_kernel(conn, &root).await?;
+        to_json(&self.with_exports(move |e, p| e.create(&spec, p)).await?)
+    }
+
+    async fn delete_export(&self, name: String) -> Result<(), CairnError> {
+        self.with_exports(move |e, p| e.delete(&name, p)).await
+    }
+
+    async fn list_exports(&self) -> Result<String, CairnError> {
+        to_json(&self.with_exports(|e, _| Ok(e.list())).await?)
+    }
+
+    async fn export_info(&self, name: String) -> Result<String, CairnError> {
+        to_json(&self.with_exports(move |e, _| e.get(&name)).await?)
     }
 }

@@ -3,4 +3,5 @@
 //! backups, guests on volumes.
 
 pub mod dbus;
+pub mod export;
 pub mod pool;

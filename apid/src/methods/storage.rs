@@ -1,9 +1,11 @@
 //! `pool.*` and `volume.*`: storage pools and volumes, served by stord.
 
 use model::api::storage::{
-    PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeBackup, VolumeClone, VolumeCreate,
-    VolumeDelete, VolumeGrow, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
+    ExportCreate, ExportDelete, ExportInfoOf, ExportList, PoolCreate, PoolDelete, PoolInfoOf,
+    PoolList, VolumeBackup, VolumeClone, VolumeCreate, VolumeDelete, VolumeGrow, VolumeInfoOf,
+    VolumeList, VolumeRestore, VolumeSnapshot,
 };
+use model::export::ExportInfo;
 use model::storage::{BackupInfo, PoolInfo, VolumeInfo};
 
 use super::{Api, Fault, Method, Serve, answer, json, method};
@@ -23,6 +25,10 @@ pub fn methods() -> Vec<Method> {
         method::<VolumeClone>(),
         method::<VolumeBackup>(),
         method::<VolumeRestore>(),
+        method::<ExportCreate>(),
+        method::<ExportDelete>(),
+        method::<ExportList>(),
+        method::<ExportInfoOf>(),
     ]
 }
 
@@ -152,6 +158,46 @@ impl Serve for VolumeRestore {
         let info = api
             .bus
             .stord_call(|s| async move { s.restore_volume(&self.backup, &self.volume).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for ExportCreate {
+    async fn serve(self, api: &Api) -> Result<ExportInfo, Fault> {
+        let spec = json(&self.spec)?;
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.create_export(&spec).await })
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for ExportDelete {
+    async fn serve(self, api: &Api) -> Result<bool, Fault> {
+        api.bus
+            .stord_call(|s| async move { s.delete_export(&self.name).await })
+            .await?;
+        Ok(true)
+    }
+}
+
+impl Serve for ExportList {
+    async fn serve(self, api: &Api) -> Result<Vec<ExportInfo>, Fault> {
+        let list = api
+            .bus
+            .stord_call(|s| async move { s.list_exports().await })
+            .await?;
+        answer("stord", &list)
+    }
+}
+
+impl Serve for ExportInfoOf {
+    async fn serve(self, api: &Api) -> Result<ExportInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.export_info(&self.name).await })
             .await?;
         answer("stord", &info)
     }

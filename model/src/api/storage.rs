@@ -1,9 +1,11 @@
-//! `pool.*` and `volume.*`: storage pools and their volumes, served by stord.
+//! `pool.*` and `volume.*`: storage pools and their volumes, and `export.*`: volumes as
+//! iSCSI LUNs; all served by stord.
 
 use super::{actions, rpc_type};
+use crate::export::{ExportInfo, ExportSpec};
 use crate::storage::{BackupInfo, PoolInfo, PoolSpec, VolumeInfo, VolumeSpec};
 
-rpc_type!("struct": PoolSpec, PoolInfo, VolumeSpec, VolumeInfo, BackupInfo);
+rpc_type!("struct": PoolSpec, PoolInfo, VolumeSpec, VolumeInfo, BackupInfo, ExportSpec, ExportInfo);
 
 actions! { ACTIONS;
     PoolCreate = "pool.create", Stord, (spec: PoolSpec) -> PoolInfo,
@@ -58,4 +60,24 @@ actions! { ACTIONS;
     VolumeClone = "volume.clone", Stord, (source: String, volume: String) -> VolumeInfo,
         "Makes the new volume POOL/NAME (same pool) from source, a volume or a snapshot \
          (POOL/NAME@SNAP), as a reflink where the filesystem has them, else a sparse copy.";
+    ExportCreate = "export.create", Stord, (spec: ExportSpec) -> ExportInfo,
+        "Exports a volume as an iSCSI LUN through the kernel's LIO target, from {volume: \
+         POOL/NAME, name? (default: the volume's name), initiators: [{iqn, chap_user?, \
+         chap_secret? (12 to 16 characters)}], port? (default 3260)}. One target per export \
+         (iqn.2026-12.org.cairn:HOST:NAME), LUN 0, a portal on every address; only the listed \
+         initiators get in (with CHAP when given: all of them or none); thin provisioning is \
+         advertised (UNMAP, WRITE SAME, LBPME) where the backstore frees blocks. The volume is \
+         in use (export:NAME) until export.delete. A bad IQN or secret -> 102, an unknown \
+         volume -> 104, a name or volume already exported -> 105; nothing is left half-made. \
+         Returns it as export.info shows it.";
+    ExportDelete = "export.delete", Stord, (name: String) -> bool,
+        "Stops exporting: initiators' sessions end, the target and backstore go, the volume is \
+         free again.";
+    ExportList = "export.list", Stord, () -> Vec<ExportInfo>,
+        "Every export, as export.info describes it.";
+    ExportInfoOf = "export.info", Stord, (name: String) -> ExportInfo,
+        "One export: {name, volume, iqn (the target's), portal, lun, initiators: [{iqn, \
+         chap_user?}] (secrets are never answered), thin, backstore (fileio for a file \
+         volume, iblock for a block device), active (false: recorded but not served now; \
+         stord's log says why)}.";
 }
