@@ -246,10 +246,16 @@ pub fn networks_table(networks: &Value) -> String {
                     .unwrap_or_else(|| "0".into())
             };
             let addresses = joined(s, "addresses");
-            vec![get("name"), get("kind"), list("links"), addresses]
+            vec![
+                get("name"),
+                get("kind"),
+                list("links"),
+                addresses,
+                limits(s.and_then(|s| s.get("limits"))),
+            ]
         })
         .collect();
-    table(&["NAME", "KIND", "LINKS", "ADDRESSES"], &rows)
+    table(&["NAME", "KIND", "LINKS", "ADDRESSES", "LIMITS"], &rows)
 }
 
 /// `port.list`: one row per port.
@@ -357,6 +363,32 @@ mod tests {
             "{out}"
         );
         assert!(lines[2].contains(" - "), "{out}");
+    }
+
+    #[test]
+    fn networks_show_their_aggregate_limits() {
+        let rate = |bps: i64| Value::structure([("rate_bps", Value::I8(bps))]);
+        let network = |name: &str, limits: Option<Value>| {
+            let mut members = vec![
+                ("name", Value::from(name)),
+                ("kind", Value::from("bridged")),
+                ("links", Value::Array(Vec::new())),
+                ("addresses", Value::Array(vec![Value::from("10.0.0.1/24")])),
+            ];
+            members.extend(limits.map(|l| ("limits", l)));
+            Value::structure(members)
+        };
+        let out = networks_table(&Value::Array(vec![
+            network(
+                "lan",
+                Some(Value::structure([("ingress", rate(200_000_000))])),
+            ),
+            network("dmz", None),
+        ]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("LIMITS"), "{out}");
+        assert!(lines[1].ends_with("in 200M"), "{out}");
+        assert!(lines[2].trim_end().ends_with('-'), "{out}");
     }
 
     #[test]

@@ -917,6 +917,11 @@ fn port_and_network_limits_go_through_tc_and_read_back() {
         let info = r.network_info("shaped").await.expect("info");
         assert_eq!(rates(&info, &p.name), [10_000_000], "{:?}", info.qdiscs);
         assert_eq!(rates(&info, "shaped"), [200_000_000], "{:?}", info.qdiscs);
+        // net.info answers the aggregate as limits too, not only as raw qdiscs.
+        assert_eq!(
+            info.limits.and_then(|l| l.ingress).map(|r| r.rate_bps),
+            Some(200_000_000)
+        );
         let idx = p.ifindex;
         let change = |json: &str| -> model::net::LimitsChange {
             serde_json::from_str(json).expect("limits change")

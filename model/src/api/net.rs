@@ -16,7 +16,7 @@ actions! { ACTIONS;
         "Every network, as net.info describes it.";
     NetInfo = "net.info", Netd, (name: String) -> NetworkInfo,
         "One network as read back from the kernel: links, VLAN table, addresses, routes and \
-         qdiscs.";
+         qdiscs, with its aggregate limits (absent when unlimited).";
     NetSetLimits = "net.setLimits", Netd, (target: String, limits: LimitsChange) -> bool,
         "Changes the limits of a port (by its name or its owner's) or the aggregate of a \
          network (by its name), live: {egress?: {rate_bps, burst_bytes?}, ingress?: {…}, police?}, from the \

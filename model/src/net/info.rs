@@ -89,4 +89,8 @@ pub struct NetworkInfo {
     pub routes: Vec<RouteEntry>,
     /// The shaping in place on the network's bridge, as netd's tc module reads it back.
     pub qdiscs: Vec<serde_json::Value>,
+    /// The network's aggregate limits (bridged networks), as net.setLimits or net.create set
+    /// them; absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }

@@ -127,6 +127,7 @@ impl Reconciler {
             addresses,
             routes,
             qdiscs,
+            limits: net.spec.limits,
         })
     }
 
