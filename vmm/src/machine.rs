@@ -16,7 +16,7 @@ use kvm_bindings::{
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
     kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -29,6 +29,7 @@ use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN, I8042State, KBD_GSI};
 use crate::devices::serial::{
     COM1, COM1_GSI, COM1_LEN, ConsoleBuffer, SerialDevice, SerialSnapshot,
 };
+use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
 use crate::devices::virtio::{Block, MmioTransport, Net, TransportState, VirtioDevice};
 use crate::devices::{Bus, SharedDevice};
 use crate::exit::{ExitSignal, VmExit};
@@ -66,6 +67,42 @@ fn setup(what: &'static str) -> impl Fn(std::io::Error) -> VmError {
 struct VirtioSlot {
     transport: Arc<Mutex<MmioTransport>>,
     base: u64,
+}
+
+/// A queue whose notifies KVM catches in an ioeventfd, for the device thread to serve.
+struct QueueNotifier {
+    /// Index into the VM's virtio slots.
+    device: usize,
+    queue: u32,
+    evt: EventFd,
+}
+
+/// Registers an ioeventfd on QueueNotify for every queue of the devices that are served off
+/// the vCPU: a 32-bit write of the queue's index then only signals the eventfd (no exit to
+/// user space). Other writes there still reach the transport through the bus.
+fn queue_notifiers(vm: &VmFd, virtio: &[VirtioSlot]) -> Result<Vec<QueueNotifier>, VmError> {
+    let mut notifiers = Vec::new();
+    for (device, slot) in virtio.iter().enumerate() {
+        let (off_vcpu, queues) = {
+            let t = slot.transport.lock().map_err(|_| poisoned("virtio"))?;
+            (t.notify_off_vcpu(), t.queue_count())
+        };
+        if !off_vcpu {
+            continue;
+        }
+        for queue in 0..queues as u32 {
+            let evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .map_err(setup("queue notify eventfd"))?;
+            vm.register_ioevent(
+                &evt,
+                &IoEventAddress::Mmio(slot.base + REG_QUEUE_NOTIFY),
+                queue,
+            )
+            .map_err(kvm_err("KVM_IOEVENTFD"))?;
+            notifiers.push(QueueNotifier { device, queue, evt });
+        }
+    }
+    Ok(notifiers)
 }
 
 /// Everything a snapshot directory's `state.json` holds.
@@ -589,7 +626,13 @@ impl Prepared {
             mmio,
             exit: exit.clone(),
         };
-        let events = spawn_event_loop(reset_evt, &virtio, exit.clone())?;
+        let notifiers = queue_notifiers(&vm, &virtio)?;
+        // A restored guest may have made buffers available whose notify the old VMM had not
+        // served yet: one look at every queue catches them (an idle queue costs nothing).
+        for n in &notifiers {
+            n.evt.write(1).map_err(setup("queue notify eventfd"))?;
+        }
+        let events = spawn_event_loop(reset_evt, &virtio, notifiers, exit.clone())?;
 
         let msr_indices = Arc::new(
             kvm.get_msr_index_list()
@@ -707,15 +750,13 @@ impl Vmm {
                 .map_err(kvm_err("KVM_GET_IRQCHIP"))?;
             Ok(c)
         };
-        let mut virtio_states = Vec::new();
+        // The device thread serves queues while the vCPUs are paused: hold every transport
+        // until memory is written, so rings, buffers and queue indices agree in the snapshot.
+        let mut transports = Vec::new();
         for slot in &self.virtio {
-            virtio_states.push(
-                slot.transport
-                    .lock()
-                    .map_err(|_| poisoned("virtio"))?
-                    .save(),
-            );
+            transports.push(slot.transport.lock().map_err(|_| poisoned("virtio"))?);
         }
+        let virtio_states = transports.iter().map(|t| t.save()).collect();
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
             vcpus,
@@ -742,6 +783,7 @@ impl Vmm {
                     reason: e.to_string(),
                 })?;
         }
+        drop(transports);
         mem_file
             .sync_all()
             .map_err(setup("syncing the snapshot memory"))?;
@@ -862,11 +904,15 @@ pub fn open_snapshot(dir: &Path) -> Result<(Vec<u8>, File), VmError> {
 
 const TOKEN_STOP: u64 = u64::MAX;
 const TOKEN_RESET: u64 = u64::MAX - 1;
+/// Tokens from here on are queue notifiers (their index added); below are virtio slots.
+const TOKEN_NOTIFY: u64 = 1 << 32;
 
-/// The device thread: the i8042's reset line and the net devices' taps.
+/// The device thread: the i8042's reset line, the net devices' taps and the queue notifies of
+/// the devices served off the vCPU (block).
 fn spawn_event_loop(
     reset_evt: EventFd,
     virtio: &[VirtioSlot],
+    notifiers: Vec<QueueNotifier>,
     exit: Arc<ExitSignal>,
 ) -> Result<(JoinHandle<()>, EventFd), VmError> {
     let epoll = Epoll::new().map_err(setup("epoll"))?;
@@ -878,7 +924,8 @@ fn spawn_event_loop(
                 ControlOperation::Add,
                 fd,
                 EpollEvent::new(
-                    if token >= TOKEN_RESET {
+                    if token >= TOKEN_NOTIFY {
+                        // Eventfds, read (cleared) whenever they fire.
                         EventSet::IN
                     } else {
                         // Edge-triggered: frames the guest has no buffers for wait in the tap
@@ -904,6 +951,9 @@ fn spawn_event_loop(
         }
         sources.push(slot.transport.clone());
     }
+    for (k, n) in notifiers.iter().enumerate() {
+        add(n.evt.as_raw_fd(), TOKEN_NOTIFY + k as u64)?;
+    }
     let stop_clone = stop.try_clone().map_err(setup("stop eventfd"))?;
     let handle = std::thread::Builder::new()
         .name("vmm-events".into())
@@ -926,6 +976,18 @@ fn spawn_event_loop(
                         TOKEN_RESET => {
                             let _ = reset_evt.read();
                             exit.signal(VmExit::Reset("i8042 reset line".into()));
+                        }
+                        t if t >= TOKEN_NOTIFY => {
+                            let Some(n) = notifiers.get((t - TOKEN_NOTIFY) as usize) else {
+                                continue;
+                            };
+                            // Clear first: a notify after this read fires the fd again.
+                            let _ = n.evt.read();
+                            if let Some(dev) = sources.get(n.device)
+                                && let Ok(mut dev) = dev.lock()
+                            {
+                                dev.queue_notified(n.queue);
+                            }
                         }
                         i => {
                             if let Some(t) = sources.get(i as usize)

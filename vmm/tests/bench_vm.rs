@@ -1,7 +1,8 @@
 //! Figures for ci/bench.d/vm_bench.sh (printed, never asserted), with the test guest, the VMM
 //! in-process: KVM_CREATE_VM → first serial line p50/p99, VMs booted to their end per second
 //! (sequential, so per core), and virtio-blk throughput as the guest sees it beside the host
-//! writing and reading the same file (dd-like, same run). The jailed VMM process under hostd
+//! writing and reading the same file (dd-like, alternating rounds in the same run: medians and
+//! guest/host ratios; VM_BENCH_BLK_ROUNDS, default 7). The jailed VMM process under hostd
 //! is hostd/tests/bench_vm_hostd.rs. `--ignored`; N from VM_BENCH_N (default 100).
 
 use std::io::{Read, Seek, Write};
@@ -63,13 +64,25 @@ fn figures() {
     );
 
     // 2. virtio-blk as the guest sees it, beside the host on the same file.
+    blk_figures(&kernel, &dir);
+}
+
+/// Guest and host each write then read the same 64 MiB of the same file in 64 KiB requests,
+/// alternating, VM_BENCH_BLK_ROUNDS times (default 7); prints the medians and the guest/host
+/// ratios.
+fn blk_figures(kernel: &std::path::Path, dir: &TempDir) {
+    let rounds: usize = std::env::var("VM_BENCH_BLK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(7);
     let disk = dir.0.join("bench.raw");
     let mib = 64u64;
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len((mib + 2) << 20))
         .expect("bench disk");
     let mut config = VmConfig::new(
-        &kernel,
+        kernel,
         &format!("cairn.test=bench-blk cairn.bench_mib={mib}"),
         64,
     );
@@ -77,27 +90,57 @@ fn figures() {
         path: disk.clone(),
         read_only: false,
     });
-    let vmm = Vmm::boot(&config).expect("boot the bench guest");
-    let _ = vmm.wait(Duration::from_secs(60));
-    let out = vmm.console_tail(1 << 16);
-    drop(vmm);
-    for line in out.lines().filter(|l| l.starts_with("bench:")) {
-        let ms: f64 = line
-            .split_whitespace()
-            .rev()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        println!(
-            "cairn-vm: guest {line} ({:.0} MiB/s)",
-            mib_per_s(mib as f64, ms)
-        );
+    let (mut guest_w, mut guest_r, mut host_w, mut host_r) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let vmm = Vmm::boot(&config).expect("boot the bench guest");
+        let _ = vmm.wait(Duration::from_secs(60));
+        let out = vmm.console_tail(1 << 16);
+        drop(vmm);
+        for line in out.lines().filter(|l| l.starts_with("bench:")) {
+            let ms: Option<f64> = line
+                .split_whitespace()
+                .rev()
+                .nth(1)
+                .and_then(|v| v.parse().ok());
+            match (line.split_whitespace().nth(1), ms) {
+                (Some("write"), Some(ms)) => guest_w.push(mib_per_s(mib as f64, ms)),
+                (Some("read"), Some(ms)) => guest_r.push(mib_per_s(mib as f64, ms)),
+                _ => println!("cairn-vm: guest {line}"),
+            }
+        }
+        let (w, r) = host_write_read(&disk, mib);
+        host_w.push(mib_per_s(mib as f64, w));
+        host_r.push(mib_per_s(mib as f64, r));
     }
+    if guest_w.is_empty() || guest_r.is_empty() {
+        println!("cairn-vm: virtio-blk: the guest printed no figures");
+        return;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        pct(v, 0.5)
+    };
+    let (gw, gr, hw, hr) = (
+        median(&mut guest_w),
+        median(&mut guest_r),
+        median(&mut host_w),
+        median(&mut host_r),
+    );
+    println!(
+        "cairn-vm: virtio-blk, {mib} MiB in 64 KiB requests, medians of {rounds} rounds: guest write {gw:.0} MiB/s, host write {hw:.0} MiB/s (guest/host {:.2}); guest read {gr:.0} MiB/s, host read {hr:.0} MiB/s (guest/host {:.2})",
+        gw / hw,
+        gr / hr
+    );
+}
+
+/// The host writes (then fdatasyncs) and reads the guest's range of `disk` in 64 KiB
+/// requests, dd-like; returns (write ms, read ms).
+fn host_write_read(disk: &std::path::Path, mib: u64) -> (f64, f64) {
     let buf = vec![0x5au8; 64 << 10];
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(&disk)
+        .open(disk)
         .expect("open");
     let t = Instant::now();
     f.seek(std::io::SeekFrom::Start(1 << 20)).expect("seek");
@@ -112,10 +155,5 @@ fn figures() {
     for _ in 0..(mib << 4) {
         f.read_exact(&mut rbuf).expect("read");
     }
-    let r = t.elapsed().as_secs_f64() * 1e3;
-    println!(
-        "cairn-vm: host peer, same file, 64 KiB writes then reads: write {mib} MiB in {w:.0} ms ({:.0} MiB/s), read in {r:.0} ms ({:.0} MiB/s)",
-        mib_per_s(mib as f64, w),
-        mib_per_s(mib as f64, r)
-    );
+    (w, t.elapsed().as_secs_f64() * 1e3)
 }

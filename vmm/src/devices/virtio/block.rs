@@ -1,4 +1,5 @@
-//! virtio-blk over a raw disk image, one request queue, served synchronously.
+//! virtio-blk over a raw disk image, one request queue, served on the VMM's device thread
+//! (the transport's owner catches QueueNotify with an ioeventfd), one request at a time.
 //!
 //! Each request is `header (readable) | data (readable for OUT, writable for IN/GET_ID) | status
 //! byte (the last writable byte)`. Data may span any number of descriptors. It moves straight
@@ -473,6 +474,11 @@ impl VirtioDevice for Block {
         Ok(())
     }
 
+    fn notify_off_vcpu(&self) -> bool {
+        // Disk I/O is the slow part of a request: the vCPU should not wait for it.
+        true
+    }
+
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {
         let Some(queue) = queues.get_mut(index) else {
             return false;
@@ -513,7 +519,7 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
-        // Requests are finished synchronously: nothing is in flight.
+        // Requests are finished under the transport's lock: nothing is in flight.
         self.segments.clear();
     }
 

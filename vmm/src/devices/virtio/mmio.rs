@@ -1,8 +1,10 @@
 //! The virtio-mmio transport, register layout "version 2" (virtio 1.x, section 4.2.2).
 //!
 //! All device work happens under the device's bus lock: a QueueNotify is processed right there
-//! on the vCPU thread that wrote it, and input from the device's own fd (tap RX) on the event
-//! loop thread through [`MmioTransport::handle_event`]. Interrupts are edges on an eventfd that
+//! on the vCPU thread that wrote it, or, for a device that asks for it
+//! ([`MmioTransport::notify_off_vcpu`]), caught by an ioeventfd and processed on the event loop
+//! thread through [`MmioTransport::queue_notified`]; input from the device's own fd (tap RX) on
+//! the event loop thread through [`MmioTransport::handle_event`]. Interrupts are edges on an eventfd that
 //! the VMM core registers as a KVM irqfd.
 
 use std::os::fd::RawFd;
@@ -45,7 +47,8 @@ const REG_QUEUE_SEL: u64 = 0x030;
 const REG_QUEUE_NUM_MAX: u64 = 0x034;
 const REG_QUEUE_NUM: u64 = 0x038;
 const REG_QUEUE_READY: u64 = 0x044;
-const REG_QUEUE_NOTIFY: u64 = 0x050;
+/// QueueNotify: where an ioeventfd catches a driver's notify.
+pub const REG_QUEUE_NOTIFY: u64 = 0x050;
 const REG_INTERRUPT_STATUS: u64 = 0x060;
 const REG_INTERRUPT_ACK: u64 = 0x064;
 const REG_STATUS: u64 = 0x070;
@@ -192,6 +195,22 @@ impl MmioTransport {
             self.signal_used_queue();
         }
         used
+    }
+
+    /// Whether QueueNotify should be caught with an ioeventfd and passed to
+    /// [`queue_notified`](Self::queue_notified) from the device thread.
+    pub fn notify_off_vcpu(&self) -> bool {
+        self.device.notify_off_vcpu()
+    }
+
+    /// How many queues the device has (the values QueueNotify takes).
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The driver notified queue `index` (caught by an ioeventfd instead of a register write).
+    pub fn queue_notified(&mut self, index: u32) {
+        self.notify(index);
     }
 
     /// Whether the driver has set DRIVER_OK and the device is running.

@@ -2,8 +2,9 @@
 //!
 //! [`MmioTransport`] is the [`BusDevice`](super::BusDevice) the guest's driver talks to; it owns
 //! the virtqueues (so that reset and snapshots see one consistent copy of their indices) and lends
-//! them to a [`VirtioDevice`] ([`Block`], [`Net`]) whenever there is work: synchronously on the
-//! vCPU thread for a QueueNotify, or on the VMM's event loop for a device's own fd (tap RX).
+//! them to a [`VirtioDevice`] ([`Block`], [`Net`]) whenever there is work: on the VMM's event
+//! loop for a QueueNotify the VMM caught with an ioeventfd (block) or for a device's own fd
+//! (tap RX), otherwise synchronously on the vCPU thread that wrote QueueNotify (net TX).
 
 pub mod block;
 pub mod mmio;
@@ -66,6 +67,12 @@ pub trait VirtioDevice: Send {
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool;
     /// The device went back to its initial state (the driver wrote 0 to Status).
     fn reset(&mut self);
+    /// Whether the VMM should serve this device's queue notifies on its device thread (an
+    /// ioeventfd, so a notify costs the vCPU no exit to user space and the vCPU runs on while
+    /// the device works) rather than synchronously on the vCPU that wrote QueueNotify.
+    fn notify_off_vcpu(&self) -> bool {
+        false
+    }
     /// An fd the VMM's event loop must watch for input from outside (edge-triggered), if any.
     fn event_fd(&self) -> Option<RawFd> {
         None
