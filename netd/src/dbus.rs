@@ -29,6 +29,14 @@ impl Network1 {
         }
     }
 
+    /// The ports a call detached, after the counts were signalled if there were any.
+    async fn detached(&self, emitter: &SignalEmitter<'_>, gone: Vec<String>) -> Vec<String> {
+        if !gone.is_empty() {
+            self.changed(emitter).await;
+        }
+        gone
+    }
+
     pub fn new(mgmt: watch::Receiver<MgmtStatus>, nets: Arc<Mutex<Reconciler>>) -> Self {
         Network1 { mgmt, nets }
     }
@@ -152,10 +160,7 @@ impl Network1 {
         owner: &str,
     ) -> Result<Vec<String>, CairnError> {
         let gone = self.nets.lock().await.detach_owner(owner).await?;
-        if !gone.is_empty() {
-            self.changed(&emitter).await;
-        }
-        Ok(gone)
+        Ok(self.detached(&emitter, gone).await)
     }
 
     async fn forget_owner(
@@ -164,10 +169,7 @@ impl Network1 {
         owner: &str,
     ) -> Result<Vec<String>, CairnError> {
         let gone = self.nets.lock().await.forget_owner(owner).await?;
-        if !gone.is_empty() {
-            self.changed(&emitter).await;
-        }
-        Ok(gone)
+        Ok(self.detached(&emitter, gone).await)
     }
 
     async fn keep_owners(
@@ -178,10 +180,7 @@ impl Network1 {
     ) -> Result<Vec<String>, CairnError> {
         let keep = owners.into_iter().collect();
         let gone = self.nets.lock().await.keep_owners(&prefixes, &keep).await?;
-        if !gone.is_empty() {
-            self.changed(&emitter).await;
-        }
-        Ok(gone)
+        Ok(self.detached(&emitter, gone).await)
     }
 
     async fn list_ports(&self) -> Result<String, CairnError> {
