@@ -313,6 +313,10 @@ class ApplianceTestCase(unittest.TestCase):
     tftp = None
     # True: a reboot of the appliance reboots it in place instead of ending QEMU.
     allow_reboot = False
+    # Guest TCP ports forwarded to free loopback ports here (`image run --forward`), beside
+    # the API's; setUpClass maps each to its port here in `forwarded` ({guest: host}).
+    forward_ports = ()
+    forwarded = {}
     # The appliance kernel's _text (KASLR moves it each boot), if a class recorded it while
     # the debug shell still answered: rig_evidence then gives kernel addresses as offsets.
     kernel_text = None
@@ -327,6 +331,7 @@ class ApplianceTestCase(unittest.TestCase):
         socket.setdefaulttimeout(60)
         image_dir = APPLIANCE if cls.configured else unconfigured_image()
         cls.port = free_port()
+        cls.forwarded = {guest: free_port() for guest in cls.forward_ports}
         cls.console_log = image_dir / f"{cls.name}-console.log"
         cls.shell_socket = image_dir / f"{cls.name}-shell.sock"
         cls.qmp_socket = image_dir / f"{cls.name}-qmp.sock"
@@ -340,6 +345,8 @@ class ApplianceTestCase(unittest.TestCase):
             + (["--mac", cls.mac] if cls.mac else []) \
             + (["--tftp", str(cls.tftp)] if cls.tftp else []) \
             + (["--allow-reboot"] if cls.allow_reboot else []) \
+            + [a for guest, host in cls.forwarded.items()
+               for a in ("--forward", f"{host}:{guest}")] \
             + [a for d in ([cls.state_disk] if cls.state_disk else []) + list(cls.disks)
                for a in ("--disk", str(d))]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,

@@ -111,6 +111,10 @@ enum Cmd {
         /// first use), or the kit.img given as --guest-kit=PATH.
         #[arg(long, num_args = 0..=1, require_equals = true, value_name = "KIT_IMG")]
         guest_kit: Option<Option<PathBuf>>,
+        /// Forward a loopback TCP port of this machine to one of the appliance's, beside the
+        /// API's (e.g. 3261:3260 for its iSCSI target). Repeat for more.
+        #[arg(long = "forward", value_name = "HOSTPORT:GUESTPORT", value_parser = qemu::parse_forward)]
+        forwards: Vec<(u16, u16)>,
     },
     /// Build (or reuse from the cache) the guest kit and print its directory: vmlinux,
     /// initrd.img, disk.img, test-guest, and kit.img holding all four.
@@ -225,6 +229,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             allow_reboot,
             disks,
             guest_kit,
+            forwards,
         } => {
             let mut opt = vm.options(default_dir);
             opt.port = port;
@@ -236,6 +241,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             opt.tftp = tftp;
             opt.allow_reboot = allow_reboot;
             opt.disks = disks;
+            opt.forwards = forwards;
             opt.guest_kit = match guest_kit {
                 None => None,
                 Some(Some(path)) => Some(path),
@@ -307,6 +313,7 @@ impl VmArgs {
             tftp: None,
             allow_reboot: false,
             disks: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 }

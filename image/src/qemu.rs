@@ -74,6 +74,20 @@ pub struct RunOptions {
     /// The guest kit's kit.img, attached read-only as a virtio disk with serial
     /// [`crate::guestkit::KIT_SERIAL`].
     pub guest_kit: Option<PathBuf>,
+    /// More TCP forwards (loopback port here, port in the guest), beside the API's.
+    pub forwards: Vec<(u16, u16)>,
+}
+
+/// `HOSTPORT:GUESTPORT` of `image run --forward`.
+pub fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    let (host, guest) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOSTPORT:GUESTPORT"))?;
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{p:?} in {s:?} is not a TCP port (1-65535)")),
+    };
+    Ok((port(host)?, port(guest)?))
 }
 
 pub struct Booted {
@@ -159,6 +173,9 @@ pub fn boot(opt: &RunOptions, detach: bool) -> Result<Booted> {
         cmd.arg("-no-reboot");
     }
     let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}");
+    for (host, guest) in &opt.forwards {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
     // No option ROM unless booting from the network: iPXE's ROM only costs boot time.
     let mut nic = "e1000,netdev=n0,romfile=".to_string();
     let extra = opt

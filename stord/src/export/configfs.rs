@@ -24,6 +24,8 @@ pub const LUN: &str = "lun_0";
 /// In a simulated tree: marks a directory `mkdir` made (configfs refuses to remove those while
 /// they hold made directories or links; its own default groups and attributes go with them).
 const MADE: &str = ".made";
+/// In a simulated tree: marks a default group (configfs makes and removes those itself).
+const DEFAULT: &str = ".default";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what} {}: {source}", path.display())]
@@ -171,6 +173,10 @@ impl Configfs {
 
     fn rmdir(&self, path: &Path) -> std::io::Result<()> {
         if self.simulated {
+            // configfs refuses to remove a default group (EPERM) and a group holding made ones.
+            if path.join(DEFAULT).exists() {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
             if holds_made(path)? {
                 return Err(std::io::Error::from_raw_os_error(libc::ENOTEMPTY));
             }
@@ -227,7 +233,11 @@ impl Configfs {
         if let Some(target) = iqn.map(|iqn| format!("iscsi/{iqn}"))
             && self.path(&target).is_dir()
         {
+            // Only the TPGs: the target's default groups (fabric_statistics) go with it.
             for tpg in self.entries(&target) {
+                if !tpg.starts_with("tpgt_") {
+                    continue;
+                }
                 let tpg = format!("{target}/{tpg}");
                 if self.read_attr(&format!("{tpg}/enable")).as_deref() == Some("1") {
                     note(self.write_checked(&format!("{tpg}/enable"), "0"));
@@ -402,21 +412,21 @@ impl<'a> Steps<'a> {
         std::fs::create_dir(&path).map_err(|e| Self::err("mkdir", path.clone(), e))?;
         self.undo.push(Undo::Rmdir(path.clone()));
         if self.fs.simulated {
-            // The default groups configfs gives a TPG.
-            let groups: &[&str] = if rel
-                .rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with("tpgt_"))
-            {
-                &["lun", "np", "acls"]
+            // Default groups configfs gives a target and a TPG (they go with them).
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            let groups: &[&str] = if name.starts_with("tpgt_") {
+                &["lun", "np", "acls", "attrib"]
+            } else if rel.starts_with("iscsi/") && rel.matches('/').count() == 1 {
+                &["fabric_statistics"]
             } else {
                 &[]
             };
             std::fs::write(path.join(MADE), b"")
                 .and_then(|()| {
-                    groups
-                        .iter()
-                        .try_for_each(|g| std::fs::create_dir(path.join(g)))
+                    groups.iter().try_for_each(|g| {
+                        std::fs::create_dir(path.join(g))
+                            .and_then(|()| std::fs::write(path.join(g).join(DEFAULT), b""))
+                    })
                 })
                 .map_err(|e| Self::err("mkdir", path, e))?;
         }

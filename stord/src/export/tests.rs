@@ -30,7 +30,7 @@ fn tree(root: &Path) -> Vec<String> {
         for e in entries.flatten() {
             let path = e.path();
             let rel = path.strip_prefix(root).unwrap().display().to_string();
-            if rel.ends_with(".made") {
+            if rel.ends_with(".made") || rel.ends_with(".default") {
                 continue;
             }
             let t = e.file_type().unwrap();
