@@ -361,15 +361,34 @@ async fn test_guest_in_a_jailed_vmm_under_hostd() {
         .await
         .unwrap();
     let at_snapshot = last_tick(&console(&host, "t1").await);
+    // Limits given to the VM's tap (by its owner) come back on the tap of its next run.
+    let net = model::dbus::Network1Proxy::new(&conn).await.unwrap();
+    net.set_limits("vm:t1", r#"{"egress":{"rate_bps":20000000}}"#)
+        .await
+        .unwrap_or_else(|e| panic!("SetLimits by owner: {e}\n{}", sb.log()));
+    let egress = || async {
+        testkit::sandbox::ports(&conn)
+            .await
+            .into_iter()
+            .filter(|p| p.owner == "vm:t1")
+            .map(|p| p.limits.and_then(|l| l.egress).map(|r| r.rate_bps))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(egress().await, [Some(20_000_000)]);
     host.stop_vm("t1", 1).await.unwrap();
     let stopped = info(&host, "t1").await;
     assert_eq!(stopped.state, VmState::Stopped, "{stopped:?}");
     assert!(!alive(pid));
+    assert!(
+        egress().await.is_empty(),
+        "the stopped VM's tap is detached"
+    );
     host.restore_vm("t1", snap2.to_str().unwrap())
         .await
         .unwrap_or_else(|e| panic!("restore: {e}\n{}", sb.log()));
     let restored = info(&host, "t1").await;
     assert_eq!(restored.state, VmState::Running);
+    assert_eq!(egress().await, [Some(20_000_000)], "the new tap's limits");
     assert_ne!(restored.pid, Some(pid), "a new VMM process");
     let out = wait_console(
         &sb,
