@@ -37,6 +37,9 @@ pub const QUEUE_SIZE: u16 = 256;
 const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Size of the request header: type u32, reserved u32, sector u64.
 const HEADER_LEN: usize = 16;
+/// Requests served per round before the transport may interrupt the guest: a guest waiting
+/// for the first of several batches hears of it while the device serves the next.
+const ROUND: usize = 8;
 /// iovecs per preadv/pwritev (the kernel's UIO_MAXIOV); an indirect table may hold more.
 const IOV_MAX: usize = 1024;
 
@@ -484,23 +487,32 @@ impl VirtioDevice for Block {
             return false;
         };
         let mut used = false;
-        // Serve until the ring is empty with notifications back on: a buffer the driver adds
-        // while they are off is caught by enable_notification's second look.
+        // Serve until the ring is empty with notifications back on (a buffer the driver adds
+        // while they are off is caught by enable_notification's second look), or ROUND
+        // requests, after which the transport calls again.
+        let mut served = 0;
         loop {
             if let Err(e) = queue.disable_notification(mem) {
                 debug!(error = %e, "virtio-blk: cannot suppress notifications");
             }
             loop {
+                if served == ROUND {
+                    return true;
+                }
                 let chain = match queue.iter(mem) {
                     Ok(mut iter) => iter.next(),
                     Err(e) => {
+                        // Notifications back on, or a guest that repairs its ring is never
+                        // heard again.
                         debug!(error = %e, "virtio-blk: cannot read the available ring");
+                        let _ = queue.enable_notification(mem);
                         return used;
                     }
                 };
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
                 let len = self.handle_chain(mem, chain);
+                served += 1;
                 match queue.add_used(mem, head, len) {
                     Ok(()) => used = true,
                     Err(e) => debug!(error = %e, head, "virtio-blk: cannot return a buffer"),

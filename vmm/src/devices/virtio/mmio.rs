@@ -453,18 +453,24 @@ impl MmioTransport {
         self.activated = true;
         // Buffers the driver made available before DRIVER_OK (against the rules, but cheap to
         // honour) or RX input already waiting would otherwise sit until the next notify.
-        let mut signal = false;
         for index in 0..self.queues.len() {
-            if self.queues[index].ready()
-                && self
-                    .device
-                    .process_queue(index, &mut self.queues, &self.mem)
-            {
-                signal |= self.wants_interrupt(index);
+            if self.queues[index].ready() {
+                self.serve_queue(index);
             }
         }
-        if signal {
-            self.signal_used_queue();
+    }
+
+    /// Lets the device serve queue `index` until it has nothing left, interrupting the driver
+    /// between rounds whenever it asked to be: a device that stops after a few buffers lets
+    /// the driver refill what was used while it serves the rest.
+    fn serve_queue(&mut self, index: usize) {
+        while self
+            .device
+            .process_queue(index, &mut self.queues, &self.mem)
+        {
+            if self.wants_interrupt(index) {
+                self.signal_used_queue();
+            }
         }
     }
 
@@ -483,15 +489,7 @@ impl MmioTransport {
         }
         let index = index as usize;
         match self.queues.get(index) {
-            Some(q) if q.ready() => {
-                if self
-                    .device
-                    .process_queue(index, &mut self.queues, &self.mem)
-                    && self.wants_interrupt(index)
-                {
-                    self.signal_used_queue();
-                }
-            }
+            Some(q) if q.ready() => self.serve_queue(index),
             _ => debug!(queue = index, "virtio-mmio: notify for a queue not enabled"),
         }
     }

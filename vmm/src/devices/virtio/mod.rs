@@ -63,7 +63,9 @@ pub trait VirtioDevice: Send {
     /// The driver set DRIVER_OK with `features` negotiated; the queues are valid from now on.
     fn activate(&mut self, mem: &GuestMemoryMmap, features: u64) -> Result<(), VirtioError>;
     /// Processes available buffers of queue `index`; true when any buffer was used (the
-    /// transport then interrupts the guest).
+    /// transport then interrupts the guest if it asked for it, and calls again: a device may
+    /// stop after some buffers so the guest hears of them early, and must have re-enabled
+    /// notifications by the time it returns false).
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool;
     /// The device went back to its initial state (the driver wrote 0 to Status).
     fn reset(&mut self);
