@@ -852,6 +852,22 @@ async fn a_restarted_container_keeps_its_port_limits_until_deleted() {
     assert!(!tc.contains("rate"), "{tc}");
     host.stop_container("kl", 1).await.unwrap();
     host.delete_container("kl").await.unwrap();
+
+    // Limits netd kept for an owner hostd does not know (as when a delete could not reach
+    // netd) are dropped when a guest of that name is created.
+    let tap = r#"{"network":"lan","owner":"ct:kl","kind":"tap","mac":"52:54:00:00:00:63"}"#;
+    net.attach_port(tap).await.unwrap();
+    net.set_limits("ct:kl", r#"{"ingress":{"rate_bps":10000000}}"#)
+        .await
+        .unwrap();
+    net.detach_port("ct:kl").await.unwrap();
+    host.create_container(&spec.to_string()).await.unwrap();
+    host.start_container("kl").await.unwrap();
+    wait_running(&sb, &host, "kl").await;
+    let (fresh, _) = port().await;
+    assert_eq!(fresh.limits, None, "stale limits were applied: {fresh:?}");
+    host.stop_container("kl", 1).await.unwrap();
+    host.delete_container("kl").await.unwrap();
 }
 
 const DISK: &str = "sandbox::a_container_on_a_pool_cannot_write_past_its_disk";

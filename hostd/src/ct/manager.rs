@@ -264,6 +264,9 @@ impl Manager {
             let mut held = self.held_addresses();
             held.extend(vms.held.iter().cloned());
             addresses::check("addresses", &spec.addresses, &info, &held)?;
+            // Port limits netd still keeps for a deleted container of this name (its delete
+            // could not reach netd) are not this one's.
+            crate::netd::forget_owner(self.bus.as_ref(), &ports::owner(&spec.name)).await;
         }
         let t_network = t0.elapsed();
         let slot = if spec.privileged {

@@ -348,6 +348,11 @@ impl VmManager {
             self.release_volumes(&spec).await;
             return Err(e);
         }
+        if !spec.nics.is_empty() {
+            // Port limits netd still keeps for a deleted VM of this name (its delete could
+            // not reach netd) are not this one's.
+            crate::netd::forget_owner(self.bus.as_ref(), &owner(&spec.name)).await;
+        }
         let name = spec.name.clone();
         self.vms.insert(name.clone(), Record::new(spec));
         tracing::info!(vm = name, "VM created");
