@@ -193,7 +193,14 @@ class Exports(ApplianceTestCase):
         self.assertIn(f'"iqn": "{self.target}"', p.stdout)
         self.assertNotIn(CHAP_SECRET, p.stdout)
 
-    def test_7_stord_restart_keeps_serving(self):
+    def test_7_stord_restart_mends_the_kernel_from_the_records(self):
+        # What a crash halfway or a reboot leaves: the export not whole (its TPG disabled),
+        # and a target of Cairn's that no record names.
+        tpg = f"{CONFIGFS}/iscsi/{self.target}/tpgt_1"
+        stale = f"{CONFIGFS}/iscsi/iqn.2026-12.org.cairn:gone:old"
+        self.guest(f"echo 0 > {tpg}/enable && mkdir {stale}")
+        rc, out = self.iscsi("iscsi-inq", "-i", INITIATOR, self.iscsi_url(self.target))
+        self.assertNotEqual(rc, 0, out)
         self.call("host.restartService", "stord")
         self.assert_services_running(within=60)
         deadline = time.monotonic() + 60
@@ -208,6 +215,9 @@ class Exports(ApplianceTestCase):
             time.sleep(1)
         rc, out = self.iscsi("iscsi-inq", "-i", INITIATOR, self.iscsi_url(self.target))
         self.assertEqual(rc, 0, out)
+        _, left = self.guest(f"cat {tpg}/enable; ls {CONFIGFS}/iscsi")
+        self.assertEqual(left.split()[0], "1")
+        self.assertNotIn("gone:old", left)
 
     def test_8_delete_takes_it_all_down(self):
         self.assertIn(EXPORT, self.configfs())
