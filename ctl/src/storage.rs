@@ -17,8 +17,8 @@ pub enum PoolCommand {
     List,
     /// One pool, with its warnings.
     Info { name: String },
-    /// Makes a pool: dir (volumes as sparse files in a directory) or thin (dm-thin on a block
-    /// device).
+    /// Makes a pool: dir (volumes as sparse files in a directory), thin (dm-thin on a block
+    /// device), nfs (a NAS export, volumes as files) or iscsi (a SAN target's LUNs).
     Create {
         name: String,
         /// dir or thin.
@@ -34,6 +34,12 @@ pub enum PoolCommand {
         /// The most provisioned bytes per byte of capacity (e.g. 10); none: no limit.
         #[arg(long)]
         overcommit: Option<f64>,
+        /// nfs: SERVER:/EXPORT. iscsi: iscsi://[USER%SECRET@]PORTAL[,PORTAL…]/IQN[/LUN].
+        #[arg(long)]
+        source: Option<String>,
+        /// nfs: mount options, e.g. vers=3 or vers=4.2,port=2049.
+        #[arg(long)]
+        options: Option<String>,
     },
     /// Deletes an empty pool made through the API.
     Delete { name: String },
@@ -89,6 +95,8 @@ pub fn pool_call(command: &PoolCommand) -> Result<Call, EncodeError> {
             path,
             force,
             overcommit,
+            source,
+            options,
         } => call(PoolCreate {
             spec: PoolSpec {
                 name: name.clone(),
@@ -96,6 +104,8 @@ pub fn pool_call(command: &PoolCommand) -> Result<Call, EncodeError> {
                 path: path.clone(),
                 overcommit: *overcommit,
                 force: force.then_some(true),
+                source: source.clone(),
+                options: options.clone(),
             },
         }),
         PoolCommand::Delete { name } => call(PoolDelete { name: name.clone() }),

@@ -46,6 +46,14 @@ pub struct PoolSpec {
     /// all the same, destroying it. Without it such a device is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+    /// nfs: the export, `server:/export` (a name or an address; `[v6]:/export`).
+    /// iscsi: the target, `iscsi://[USER%SECRET@]PORTAL[,PORTAL…]/IQN[/LUN]` (libiscsi's URL,
+    /// with CHAP's user and secret; a LUN number takes only that LUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// nfs: mount options added to stord's, as mount(8)'s -o takes them ("vers=3,port=2049").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
 }
 
 /// A pool as stord finds it (sizes read from the filesystem, not remembered).

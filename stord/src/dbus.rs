@@ -87,10 +87,14 @@ impl Storage1 {
 
     async fn create_pool(
         &self,
+        #[zbus(connection)] conn: &zbus::Connection,
         spec_json: &str,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, CairnError> {
-        let spec = parse("spec", spec_json)?;
+        let spec: model::storage::PoolSpec = parse("spec", spec_json)?;
+        if crate::pool::kernel::needs_modules(spec.kind) {
+            crate::pool::kernel::load_modules(conn, spec.kind).await;
+        }
         let info = self.with(move |p| p.create_pool(spec)).await?;
         self.changed(&emitter).await;
         to_json(&info)

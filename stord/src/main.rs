@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot make {}", common.state.display()))?;
     let state = common.state.clone();
     let host = config.host.hostname.clone();
+    stord::pool::kernel::load_modules_for(&config, &state).await;
     let pools = tokio::task::spawn_blocking(move || Pools::load(&config, &state)).await?;
     let exports = Exports::load(&common.state, &host, Configfs::kernel());
     let needs_kernel = exports.needs_kernel();

@@ -150,6 +150,8 @@ fn a_dir_pool_on_xfs() {
             path: Some(at.join("pool").display().to_string()),
             overcommit: Some(limit),
             force: None,
+            source: None,
+            options: None,
         };
         let info: PoolInfo = json(
             p.create_pool(&serde_json::to_string(&spec).unwrap())

@@ -5,8 +5,10 @@ use model::api::storage::{
     PoolList, VolumeBackup, VolumeClone, VolumeCreate, VolumeDelete, VolumeGrow, VolumeInfoOf,
     VolumeList, VolumeRestore, VolumeSnapshot,
 };
+use model::dbus::Storage1Proxy;
 use model::export::ExportInfo;
 use model::storage::{BackupInfo, PoolInfo, VolumeInfo};
+use std::time::Duration;
 
 use super::{Api, Fault, Method, Serve, answer, json, method};
 
@@ -32,12 +34,21 @@ pub fn methods() -> Vec<Method> {
     ]
 }
 
+/// Making or deleting an nfs or iscsi pool talks to a NAS or SAN (stord bounds each step:
+/// a probe, the mount or the logins) and may load the storage modules first: more than
+/// CALL_TIMEOUT, less than a request's 30 s.
+const POOL_TIMEOUT: Duration = Duration::from_secs(28);
+
 impl Serve for PoolCreate {
     async fn serve(self, api: &Api) -> Result<PoolInfo, Fault> {
         let spec = json(&self.spec)?;
         let info = api
             .bus
-            .stord_call(|s| async move { s.create_pool(&spec).await })
+            .daemon_call(
+                "stord",
+                POOL_TIMEOUT,
+                |s: Storage1Proxy<'static>| async move { s.create_pool(&spec).await },
+            )
             .await?;
         answer("stord", &info)
     }
@@ -46,7 +57,11 @@ impl Serve for PoolCreate {
 impl Serve for PoolDelete {
     async fn serve(self, api: &Api) -> Result<bool, Fault> {
         api.bus
-            .stord_call(|s| async move { s.delete_pool(&self.name).await })
+            .daemon_call(
+                "stord",
+                POOL_TIMEOUT,
+                |s: Storage1Proxy<'static>| async move { s.delete_pool(&self.name).await },
+            )
             .await?;
         Ok(true)
     }

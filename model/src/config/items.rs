@@ -352,6 +352,7 @@ pub(super) struct PoolDraft {
     pub path: Option<PathBuf>,
     pub size: Option<u64>,
     pub source: Option<String>,
+    pub options: Option<String>,
 }
 
 pub(super) fn read_pool(p: &mut Problems, t: Table<'_, '_>) -> PoolDraft {
@@ -402,12 +403,22 @@ pub(super) fn read_pool(p: &mut Problems, t: Table<'_, '_>) -> PoolDraft {
         // No source, or a kind already reported as wrong: nothing more to say.
         _ => source_field.as_ref().and_then(|f| f.string(p)),
     };
+    // Mount options: stord checks each against the ones it lets through.
+    let options = match (kind, t.opt("options")) {
+        (Some(PoolKind::Nfs), Some(f)) => f.string(p).map(str::to_string),
+        (_, Some(f)) => {
+            f.bad(p, f.shown(), "is only used by nfs pools");
+            None
+        }
+        (_, None) => None,
+    };
     PoolDraft {
         name,
         kind,
         path,
         size,
         source: source.map(str::to_string),
+        options,
     }
 }
 
@@ -429,6 +440,7 @@ impl PoolDraft {
             path: self.path,
             size: self.size,
             source: self.source,
+            options: self.options,
         })
     }
 }

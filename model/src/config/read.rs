@@ -159,7 +159,7 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
             "subnet",
             "address",
         ],
-        "pool" => &["name", "kind", "path", "size", "source"],
+        "pool" => &["name", "kind", "path", "size", "source", "options"],
         "template" => &["name", "source", "sha256"],
         "container" => &[
             "name",

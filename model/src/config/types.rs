@@ -126,6 +126,8 @@ pub struct Pool {
     pub size: Option<u64>,
     /// `server:/export` for nfs, `iscsi://portal/iqn/lun` for iscsi.
     pub source: Option<String>,
+    /// nfs: mount options ("vers=3").
+    pub options: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,6 +4,8 @@
 
 mod dir;
 mod files;
+pub mod kernel;
+mod nfs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use model::storage::{BackupInfo, PoolInfo, PoolKind, PoolSpec, VolumeInfo, Volum
 
 pub use dir::DirPool;
 pub use files::Copied;
+pub use nfs::NfsPool;
 
 /// What every kind of pool does. [`Pools`] checks names, holders and its records, then asks
 /// the pool; each kind keeps its volumes its own way (files, dm-thin devices, LUNs).
@@ -83,6 +86,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Failed(String),
+    /// A NAS or SAN peer that does not answer: worth a retry later.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl From<StoreError> for CairnError {
@@ -92,6 +98,7 @@ impl From<StoreError> for CairnError {
             StoreError::NotFound(m) => CairnError::NotFound(m),
             StoreError::Conflict(m) => CairnError::Conflict(m),
             StoreError::Failed(m) => CairnError::Failed(m),
+            StoreError::Unreachable(m) => CairnError::Busy(m),
         }
     }
 }
@@ -128,6 +135,8 @@ impl Pools {
                 path: p.path.as_ref().map(|p| p.display().to_string()),
                 overcommit: None,
                 force: None,
+                source: p.source.clone(),
+                options: p.options.clone(),
             };
             pools.add(&spec, true);
         }
@@ -159,6 +168,11 @@ impl Pools {
     fn open(&self, spec: &PoolSpec, declared: bool) -> Result<Box<dyn Backend>, StoreError> {
         match spec.kind {
             PoolKind::Dir => Ok(Box::new(DirPool::open(self.dir_pool(spec, declared))?)),
+            PoolKind::Nfs => Ok(Box::new(NfsPool::open(
+                spec,
+                declared,
+                self.state.join("mnt").join(&spec.name),
+            )?)),
             kind => Err(StoreError::Conflict(format!(
                 "pool kind {} is not served yet",
                 kind.as_str()

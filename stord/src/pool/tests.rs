@@ -37,6 +37,8 @@ fn spec(name: &str, path: &Path, overcommit: Option<f64>) -> PoolSpec {
         path: Some(path.display().to_string()),
         overcommit,
         force: None,
+        source: None,
+        options: None,
     }
 }
 

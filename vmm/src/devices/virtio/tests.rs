@@ -125,6 +125,19 @@ impl TestQueue {
     }
 }
 
+/// Writes an indirect descriptor table at `table`: entry i chains to i + 1 where it has NEXT.
+fn write_table(mem: &GuestMemoryMmap, table: u64, entries: &[(u64, u32, u16)]) {
+    for (i, (addr, len, flags)) in entries.iter().enumerate() {
+        let mut e = [0u8; 16];
+        e[..8].copy_from_slice(&addr.to_le_bytes());
+        e[8..12].copy_from_slice(&len.to_le_bytes());
+        e[12..14].copy_from_slice(&flags.to_le_bytes());
+        e[14..16].copy_from_slice(&(i as u16 + 1).to_le_bytes());
+        mem.write_slice(&e, GuestAddress(table + 16 * i as u64))
+            .unwrap();
+    }
+}
+
 /// A guest driver in front of one transport.
 struct Driver {
     t: MmioTransport,
@@ -437,16 +450,7 @@ fn block_request_through_an_indirect_table() {
         (BUF, 512, F_NEXT | F_WRITE),
         (STATUS, 1, F_WRITE),
     ];
-    for (i, (addr, len, flags)) in entries.iter().enumerate() {
-        let mut e = [0u8; 16];
-        e[..8].copy_from_slice(&addr.to_le_bytes());
-        e[8..12].copy_from_slice(&len.to_le_bytes());
-        e[12..14].copy_from_slice(&flags.to_le_bytes());
-        e[14..16].copy_from_slice(&(i as u16 + 1).to_le_bytes());
-        d.mem
-            .write_slice(&e, GuestAddress(table + 16 * i as u64))
-            .unwrap();
-    }
+    write_table(&d.mem, table, &entries);
     let idx = d.q[0].next_desc;
     d.q[0].write_desc(&d.mem, idx, table, 48, F_INDIRECT, 0);
     d.q[0].next_desc = idx + 1;
@@ -628,16 +632,7 @@ fn block_data_goes_straight_between_guest_memory_and_the_disk() {
     let mut entries = vec![(HDR, 16u32, F_NEXT)];
     entries.extend((0..segs).map(|i| (buf + 16 * i, 16, F_NEXT | F_WRITE)));
     entries.push((STATUS, 1, F_WRITE));
-    for (i, (addr, len, flags)) in entries.iter().enumerate() {
-        let mut e = [0u8; 16];
-        e[..8].copy_from_slice(&addr.to_le_bytes());
-        e[8..12].copy_from_slice(&len.to_le_bytes());
-        e[12..14].copy_from_slice(&flags.to_le_bytes());
-        e[14..16].copy_from_slice(&(i as u16 + 1).to_le_bytes());
-        d.mem
-            .write_slice(&e, GuestAddress(table + 16 * i as u64))
-            .unwrap();
-    }
+    write_table(&d.mem, table, &entries);
     let idx = d.q[0].next_desc;
     d.q[0].write_desc(&d.mem, idx, table, 16 * entries.len() as u32, F_INDIRECT, 0);
     d.q[0].next_desc = idx + 1;
@@ -756,19 +751,7 @@ fn block_event_idx_batches_interrupts_and_asks_for_notifies() {
         for i in 0..10u64 {
             let table = DATA + 0x8000 + 0x40 * i;
             let status = DATA + 0x200 + i;
-            for (j, (addr, len, flags)) in [(HDR, 16u32, F_NEXT), (status, 1, F_WRITE)]
-                .into_iter()
-                .enumerate()
-            {
-                let mut e = [0u8; 16];
-                e[..8].copy_from_slice(&addr.to_le_bytes());
-                e[8..12].copy_from_slice(&len.to_le_bytes());
-                e[12..14].copy_from_slice(&flags.to_le_bytes());
-                e[14..16].copy_from_slice(&1u16.to_le_bytes());
-                d.mem
-                    .write_slice(&e, GuestAddress(table + 16 * j as u64))
-                    .unwrap();
-            }
+            write_table(&d.mem, table, &[(HDR, 16, F_NEXT), (status, 1, F_WRITE)]);
             let idx = d.q[0].next_desc;
             d.q[0].write_desc(&d.mem, idx, table, 32, F_INDIRECT, 0);
             d.q[0].next_desc = (idx + 1) % QSIZE;

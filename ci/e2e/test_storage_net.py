@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Appliance e2e for stord's network pools (issue 12): an nfs pool (NAS) mounted from
+nfs-ganesha running on this host, and an iscsi pool (SAN in) logged in to tgt running on this
+host; both reached from the appliance through QEMU's user network, where 10.0.2.2 is this
+host's loopback.
+
+The peers are real daemons started here and stopped at the end, also when a test fails:
+rpcbind + ganesha.nfsd (VFS FSAL) serving two directories over NFSv3 and v4, tgtd serving a
+target with two LUNs (one with CHAP). What the appliance writes is read back on this host
+through the peers' own protocol (libnfs's nfs-cat, libiscsi's iscsi-ls/iscsi-readcapacity16).
+
+Run: python3 -m unittest -v ci/e2e/test_storage_net.py   (the image built with --debug-shell)
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import xmlrpc.client
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from appliance import ApplianceTestCase, free_port  # noqa: E402
+
+FAULT_BAD_PARAMS = 102
+FAULT_NOT_FOUND = 104
+FAULT_CONFLICT = 105
+FAULT_BUSY = 106
+
+# This host as the appliance sees it through QEMU's user network.
+HOST = "10.0.2.2"
+IQN = "iqn.2026-12.org.cairn.test:san"
+CHAP_IQN = "iqn.2026-12.org.cairn.test:chap"
+CHAP_USER, CHAP_SECRET = "cairn", "0123456789abcd"
+# The LUNs of IQN (number, MiB) and of CHAP_IQN.
+LUNS = ((1, 48), (2, 24))
+CHAP_LUNS = ((1, 16),)
+
+
+def running(name):
+    """Whether a process called `name` runs (rpcbind is one per host: started only if none)."""
+    return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
+
+
+def wait_port(port, within=20):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True,
+                          text=True).stdout.strip():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on port {port} after {within} s")
+
+
+class Peers:
+    """The NAS and SAN peers on this host, each stopped by stop() whatever happened."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="cairn-storage-net-"))
+        self.procs = []
+        self.tgt_targets = []
+        self.tgt_control = None
+
+    def start(self, name, cmd):
+        log = open(self.dir / f"{name}.log", "w")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.procs.append((name, p))
+        return p
+
+    def start_nas(self):
+        """ganesha on free ports, exporting v4/ and v3/ (pseudo paths /v4 and /v3 for both
+        versions), root not squashed, no grace period (a fresh server lets opens through)."""
+        self.nfs_port, self.mount_port = free_port(), free_port()
+        for export in ("v4", "v3"):
+            (self.dir / export).mkdir()
+        if not running("rpcbind"):
+            # ganesha registers its v3 programs with rpcbind and will not start without one.
+            self.start("rpcbind", ["rpcbind", "-f", "-w"])
+            wait_port(111)
+        exports = "".join(f"""
+EXPORT {{
+    Export_Id = {n}; Path = {self.dir / export}; Pseudo = /{export};
+    Access_Type = RW; Squash = No_Root_Squash; SecType = sys;
+    Protocols = 3, 4; Transports = TCP;
+    FSAL {{ Name = VFS; }}
+}}""" for n, export in ((1, "v4"), (2, "v3")))
+        (self.dir / "recovery").mkdir()
+        (self.dir / "ganesha.conf").write_text(f"""
+NFS_CORE_PARAM {{
+    NFS_Port = {self.nfs_port};
+    MNT_Port = {self.mount_port};
+    NLM_Port = {free_port()};
+    Rquota_Port = {free_port()};
+    Enable_NLM = false;
+    Enable_RQUOTA = false;
+    Protocols = 3, 4;
+    Mount_Path_Pseudo = true;
+}}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; }}
+NFS_KRB5 {{ Active_krb5 = false; }}
+LOG {{ Default_Log_Level = WARN; }}
+{exports}
+""")
+        self.start("ganesha", ["ganesha.nfsd", "-F", "-f", str(self.dir / "ganesha.conf"),
+                               "-L", str(self.dir / "ganesha.nfsd.log"),
+                               "-p", str(self.dir / "ganesha.pid")])
+        wait_port(self.nfs_port)
+        wait_port(self.mount_port)
+
+    def nfs_url(self, path, version):
+        """A libnfs URL of `path` (under the exports) as this host reads it."""
+        if version == 4:
+            return f"nfs://127.0.0.1{path}?version=4&nfsport={self.nfs_port}"
+        return f"nfs://127.0.0.1{path}?nfsport={self.nfs_port}&mountport={self.mount_port}"
+
+    def start_san(self):
+        """tgtd on a free portal port (and its own control port, beside any other tgtd) with
+        two targets: IQN (LUNS, no CHAP) and CHAP_IQN (CHAP_LUNS, CHAP user CHAP_USER)."""
+        self.iscsi_port = free_port()
+        self.tgt_control = str(1000 + os.getpid() % 20000)
+        self.start("tgtd", ["tgtd", "-f", "-C", self.tgt_control, "--iscsi",
+                            f"portal=127.0.0.1:{self.iscsi_port}"])
+        wait_port(self.iscsi_port)
+        for tid, iqn, luns in ((1, IQN, LUNS), (2, CHAP_IQN, CHAP_LUNS)):
+            self.tgtadm("--op", "new", "--mode", "target", "--tid", str(tid), "-T", iqn)
+            self.tgt_targets.append(tid)
+            for lun, mib in luns:
+                backing = self.lun_file(tid, lun)
+                with open(backing, "wb") as f:
+                    f.truncate(mib << 20)
+                self.tgtadm("--op", "new", "--mode", "logicalunit", "--tid", str(tid),
+                            "--lun", str(lun), "-b", str(backing))
+            self.tgtadm("--op", "bind", "--mode", "target", "--tid", str(tid), "-I", "ALL")
+        self.tgtadm("--op", "new", "--mode", "account", "--user", CHAP_USER,
+                    "--password", CHAP_SECRET)
+        self.tgtadm("--op", "bind", "--mode", "account", "--tid", "2", "--user", CHAP_USER)
+
+    def lun_file(self, tid, lun):
+        return self.dir / f"t{tid}-lun{lun}.img"
+
+    def tgtadm(self, *args, check=True):
+        p = subprocess.run(["tgtadm", "-C", self.tgt_control, "--lld", "iscsi", *args],
+                           capture_output=True, text=True, timeout=30)
+        if check and p.returncode != 0:
+            raise AssertionError(f"tgtadm {' '.join(args)}: {p.stderr}")
+        return p
+
+    def stop(self):
+        # tgtd ignores SIGTERM while it has targets: remove them, then the daemon itself.
+        for tid in self.tgt_targets:
+            self.tgtadm("--op", "delete", "--mode", "target", "--tid", str(tid), "--force",
+                        check=False)
+        if self.tgt_control:
+            self.tgtadm("--op", "delete", "--mode", "system", check=False)
+        for name, p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+        self.procs.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class StorageNet(ApplianceTestCase):
+    name = "e2e-storage-net"
+    mount_dir = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.peers = Peers()
+        # Class cleanups run also when setUpClass fails, unlike tearDownClass.
+        cls.addClassCleanup(cls.peers.stop)
+        cls.peers.start_nas()
+        super().setUpClass()
+
+    def fault(self, code, method, *params):
+        with self.assertRaises(xmlrpc.client.Fault) as cm:
+            self.call(method, *params)
+        self.assertEqual(cm.exception.faultCode, code, cm.exception.faultString)
+        return cm.exception.faultString
+
+    def guest_mounts(self):
+        return self.guest("cat /proc/self/mountinfo")[1]
+
+    def host(self, *cmd):
+        p = subprocess.run(list(cmd), capture_output=True, timeout=120)
+        self.assertEqual(p.returncode, 0, f"{cmd}: {p.stderr.decode(errors='replace')}")
+        return p.stdout
+
+    def write_pattern(self, path, mib):
+        """Random bytes into the first `mib` MiB of `path` in the guest; their sha256 and the
+        whole file's."""
+        _, out = self.guest(
+            f"dd if=/dev/urandom of={path} bs=1M count={mib} conv=notrunc,fsync 2>/dev/null"
+            f" && sha256sum {path}", timeout=120)
+        return out.split()[0]
+
+    def test_10_nfs_v4_pool_read_back_from_the_nas(self):
+        info = self.call("pool.create", {"name": "nas4", "kind": "nfs",
+                                         "source": f"{HOST}:/v4",
+                                         "options": f"port={self.peers.nfs_port}"})
+        self.assertEqual(info["kind"], "nfs")
+        # Where stord mounts its nfs pools (test_12 checks a failed create leaves none there).
+        type(self).mount_dir = str(Path(info["path"]).parent)
+        self.assertGreater(info["capacity_bytes"], 0)
+        mount = [l for l in self.guest_mounts().splitlines() if info["path"] in l]
+        self.assertEqual(len(mount), 1, self.guest_mounts())
+        self.assertIn(" nfs4 ", mount[0])
+        self.assertIn("vers=4.1", mount[0])
+        self.assertIn(f"addr={HOST}", mount[0])
+
+        vol = self.call("volume.create", {"volume": "nas4/disk", "size": "16M"})
+        self.assertEqual(vol["size_bytes"], 16 << 20)
+        digest = self.write_pattern(vol["path"], 4)
+        listing = self.host("nfs-ls", self.peers.nfs_url("/v4/volumes", 4)).decode()
+        self.assertIn("disk.raw", listing)
+        data = self.host("nfs-cat", self.peers.nfs_url("/v4/volumes/disk.raw", 4))
+        self.assertEqual(len(data), 16 << 20)
+        self.assertEqual(hashlib.sha256(data).hexdigest(), digest)
+
+        # A pool that holds volumes stays; emptied, it goes and leaves the export as found.
+        why = self.fault(FAULT_CONFLICT, "pool.delete", "nas4")
+        self.assertIn("disk", why)
+        self.assertTrue(self.call("volume.delete", "nas4/disk"))
+        self.assertTrue(self.call("pool.delete", "nas4"))
+        self.assertNotIn(info["path"], self.guest_mounts())
+        self.assertEqual(os.listdir(self.peers.dir / "v4"), [])
+
+    def test_11_nfs_v3_pool_through_cairnctl(self):
+        p = self.cairnctl("pool", "create", "nas3", "--kind", "nfs", "--source",
+                          f"{HOST}:/v3", "--options",
+                          f"vers=3,port={self.peers.nfs_port},"
+                          f"mountport={self.peers.mount_port}")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        mount = [l for l in self.guest_mounts().splitlines() if "/v3 " in l]
+        self.assertEqual(len(mount), 1, self.guest_mounts())
+        self.assertIn("vers=3", mount[0])
+        self.assertIn("nolock", mount[0])
+        p = self.cairnctl("volume", "create", "nas3/data", "--size", "8M")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        path = self.call("volume.info", "nas3/data")["path"]
+        digest = self.write_pattern(path, 2)
+        data = self.host("nfs-cat", self.peers.nfs_url("/v3/volumes/data.raw", 3))
+        self.assertEqual(hashlib.sha256(data).hexdigest(), digest)
+        self.assertTrue(self.call("volume.delete", "nas3/data"))
+        p = self.cairnctl("pool", "delete", "nas3")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("/v3 ", self.guest_mounts())
+
+    def test_12_nfs_bad_input(self):
+        before = self.guest_mounts()
+        for spec, code, says in [
+            ({"source": "nas"}, FAULT_BAD_PARAMS, "not an NFS export"),
+            ({"source": f"{HOST}:/v4", "path": "/tmp/x"}, FAULT_BAD_PARAMS, "path is not taken"),
+            ({}, FAULT_BAD_PARAMS, "needs source"),
+            ({"source": f"{HOST}:/v4", "options": "addr=1.2.3.4"}, FAULT_BAD_PARAMS,
+             "stord's to set"),
+            ({"source": f"{HOST}:/v4", "options": "vers=3;rm"}, FAULT_BAD_PARAMS, "not one of"),
+            # Nothing listens on that port of this host.
+            ({"source": f"{HOST}:/v4", "options": f"port={free_port()}"}, FAULT_BUSY,
+             "does not answer"),
+            # An address nobody answers from (TEST-NET-1).
+            ({"source": "192.0.2.1:/x"}, FAULT_BUSY, "does not answer"),
+            ({"source": f"{HOST}:/nope", "options": f"port={self.peers.nfs_port}"},
+             FAULT_NOT_FOUND, "no such export"),
+        ]:
+            started = time.monotonic()
+            why = self.fault(code, "pool.create", {"name": "bad", "kind": "nfs", **spec})
+            self.assertIn(says, why, spec)
+            # Bounded: the probe's 5 s, the mount's own soft timeouts; never a hang.
+            self.assertLess(time.monotonic() - started, 60, spec)
+        self.assertNotIn("bad", [p["name"] for p in self.call("pool.list")])
+        self.assertEqual(self.guest_mounts().count(" nfs"), before.count(" nfs"))
+        self.guest(f"! test -e {getattr(self, 'mount_dir', '/nonexistent')}/bad")
+
+
+if __name__ == "__main__":
+    unittest.main()
