@@ -4,8 +4,8 @@
 //! on the vCPU thread that wrote it, or, for a device that asks for it
 //! ([`MmioTransport::notify_off_vcpu`]), caught by an ioeventfd and processed on the event loop
 //! thread through [`MmioTransport::queue_notified`]; input from the device's own fd (tap RX) on
-//! the event loop thread through [`MmioTransport::handle_event`]. Interrupts are edges on an eventfd that
-//! the VMM core registers as a KVM irqfd.
+//! the event loop thread through [`MmioTransport::handle_event`]. Interrupts are edges on an
+//! eventfd that the VMM core registers as a KVM irqfd.
 
 use std::os::fd::RawFd;
 
