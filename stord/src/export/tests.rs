@@ -86,7 +86,7 @@ fn an_export_is_made_in_lios_order_and_taken_down_whole() {
     let t = TempDir::new("export-order");
     kernel_root(t.path());
     let fs = Configfs::simulated(t.path());
-    assert_eq!(fs.make(&sample_plan(true)).unwrap(), true, "a file is thin");
+    assert!(fs.make(&sample_plan(true)).unwrap(), "a file is thin");
     let made = tree(t.path());
     let tpg = "iscsi/iqn.2026-12.org.cairn:h:db/tpgt_1";
     let object = "core/fileio_3260/db";
