@@ -1016,7 +1016,55 @@ impl std::fmt::Debug for Vmm {
 
 #[cfg(test)]
 mod tests {
-    use super::lock_disk;
+    use super::*;
+
+    #[test]
+    fn block_queues_are_caught_by_an_ioeventfd_and_net_queues_are_not() {
+        const TEST: &str = "machine::tests::block_queues_are_caught_by_an_ioeventfd";
+        let vm = match Kvm::new()
+            .map_err(|e| e.to_string())
+            .and_then(|k| k.create_vm().map_err(|e| e.to_string()))
+        {
+            Ok(vm) => vm,
+            Err(why) => return testkit::skip(TEST, &why),
+        };
+        let mem = memory::create(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let dir = testkit::TempDir::new("vmm-ioeventfd");
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, [0u8; 4096]).unwrap();
+        let disk = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let (tap, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let devices: Vec<Box<dyn VirtioDevice>> = vec![
+            Box::new(Net::new(std::os::fd::OwnedFd::from(tap), [2, 0, 0, 0, 0, 1]).unwrap()),
+            Box::new(Block::new(disk, false, "d".into()).unwrap()),
+        ];
+        let virtio: Vec<VirtioSlot> = devices
+            .into_iter()
+            .enumerate()
+            .map(|(i, dev)| VirtioSlot {
+                transport: Arc::new(Mutex::new(MmioTransport::new(
+                    dev,
+                    mem.clone(),
+                    EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+                ))),
+                base: VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE,
+            })
+            .collect();
+        let notifiers = queue_notifiers(&vm, &virtio).unwrap();
+        // The block device's one queue, nothing of the net device's two.
+        assert_eq!(notifiers.len(), 1);
+        assert_eq!((notifiers[0].device, notifiers[0].queue), (1, 0));
+        // KVM holds it: the same address and value cannot be claimed twice.
+        let notify = IoEventAddress::Mmio(virtio[1].base + REG_QUEUE_NOTIFY);
+        let again = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        assert!(vm.register_ioevent(&again, &notify, 0u32).is_err());
+        let net_notify = IoEventAddress::Mmio(virtio[0].base + REG_QUEUE_NOTIFY);
+        vm.register_ioevent(&again, &net_notify, 0u32).unwrap();
+    }
 
     #[test]
     fn a_disk_is_written_by_one_vmm_at_a_time() {
