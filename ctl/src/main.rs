@@ -173,9 +173,10 @@ enum NetCommand {
     },
     /// Deletes a network without ports.
     Delete { name: String },
-    /// Changes the live limits of a port or a network's aggregate: only the directions given
-    /// change, 0 removes one; rates in bit/s with an optional K, M, G or T suffix, any case,
-    /// optionally followed by "bit" (decimal, as network rates are: 100M = 100mbit =
+    /// Changes the live limits of a port (by its name or its owner's: ct:web1, vm:deb) or a
+    /// network's aggregate: only the directions given change, 0 removes one; a guest's port
+    /// keeps them through restarts. Rates in bit/s with an optional K, M, G or T suffix, any
+    /// case, optionally followed by "bit" (decimal, as network rates are: 100M = 100mbit =
     /// 100 000 000 bit/s); fractions when whole: 1.5G.
     Limits {
         target: String,
