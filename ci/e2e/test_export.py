@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xmlrpc.client
 from pathlib import Path
@@ -34,6 +35,10 @@ INITIATOR_2 = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2"
 CHAP_USER = "cairn"
 CHAP_SECRET = "s3cret-for-lio"  # 14 characters: LIO takes 12 to 16
 CONFIGFS = "/sys/kernel/config/target"
+# A thin pool (dm-thin) on the appliance's first virtio disk: its volumes are block devices,
+# exported through LIO's iblock (UNMAP becomes a discard that frees the pool's blocks).
+THIN_DEVICE = "/dev/vda"
+THIN_DISK_MIB = 256
 # The suites the issue names. Each runs on its own so a failure is named by its suite.
 SUITES = ["Inquiry", "ReadCapacity10", "ReadCapacity16", "Read10", "Read16", "Write10",
           "Write16", "Unmap", "GetLBAStatus", "TestUnitReady"]
@@ -54,8 +59,22 @@ class Exports(ApplianceTestCase):
 
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
+        cls.scratch = tempfile.TemporaryDirectory(prefix="cairn-export-")
+        disk = Path(cls.scratch.name) / "thin.img"
+        with open(disk, "wb") as f:
+            f.truncate(THIN_DISK_MIB << 20)
+        cls.disks = (disk,)
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.scratch.cleanup()
+            raise
         cls.iscsi_port = cls.forwarded[ISCSI_PORT]
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.scratch.cleanup()
 
     def iscsi_url(self, iqn, user=CHAP_USER, secret=CHAP_SECRET, lun=0):
         auth = f"{user}%{secret}@" if user else ""
@@ -229,6 +248,38 @@ class Exports(ApplianceTestCase):
         self.assertNotEqual(rc, 0, out)
         self.assertEqual(self.call("volume.info", VOLUME).get("used_by", []), [])
         self.assertTrue(self.call("volume.delete", VOLUME))
+
+    def test_9_a_thin_volume_through_iblock(self):
+        self.call("pool.create", {"name": "tp", "kind": "thin", "path": THIN_DEVICE})
+        self.call("volume.create", {"volume": "tp/blk", "size": "64M"})
+        chap = {"chap_user": CHAP_USER, "chap_secret": CHAP_SECRET}
+        info = self.call("export.create", {
+            "volume": "tp/blk",
+            "initiators": [dict(iqn=INITIATOR, **chap), dict(iqn=INITIATOR_2, **chap)],
+        })
+        self.assertEqual((info["backstore"], info["thin"], info["active"]),
+                         ("iblock", True, True), info)
+        url = self.iscsi_url(info["iqn"])
+        rc, out = self.iscsi("iscsi-readcapacity16", "-i", INITIATOR, url)
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"(?i)lbpme\s*[:=]\s*1")
+        failures = {}
+        for suite in ("Write16", "Unmap", "GetLBAStatus", "Read16"):
+            rc, out = self.iscsi("iscsi-test-cu", "--dataloss", "--normal",
+                                 "-i", INITIATOR, "-I", INITIATOR_2,
+                                 "-t", f"SCSI.{suite}", url, timeout=900)
+            run = re.search(r"tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", out)
+            self.assertIsNotNone(run, f"{suite}: no CUnit summary (exit {rc}):\n{out[-3000:]}")
+            print(f"\nthin {suite}: {run.group(2)} ran, {run.group(3)} passed, "
+                  f"{run.group(4)} failed")
+            if int(run.group(4)) or not int(run.group(2)):
+                failures[suite] = re.findall(r"Test: (\S+) \.\.\.\s*FAILED", out) or out[-2000:]
+        self.assertEqual(failures, {})
+        self.assertTrue(self.call("export.delete", info["name"]))
+        self.assertNotIn("blk", self.configfs() + self.guest(f"ls {CONFIGFS}/core/iblock_3260 "
+                                                            "2>/dev/null; true")[1])
+        self.assertTrue(self.call("volume.delete", "tp/blk"))
+        self.assertTrue(self.call("pool.delete", "tp"))
 
 
 if __name__ == "__main__":

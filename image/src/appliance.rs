@@ -33,6 +33,9 @@ const HOST_BINARIES: &[(&str, &str)] = &[
     ("/usr/bin/dbus-daemon", "/usr/bin/dbus-daemon"),
     // The installer's filesystems (OS slot, state partition).
     ("/sbin/mke2fs", "/usr/sbin/mke2fs"),
+    // stord's iscsi pools: the initiator's daemon and its client (package open-iscsi).
+    ("/usr/sbin/iscsid", "/usr/sbin/iscsid"),
+    ("/usr/sbin/iscsiadm", "/usr/sbin/iscsiadm"),
 ];
 
 /// The debug shell's tools (`--debug-shell`): busybox for the shell and its applets, iproute2
@@ -121,6 +124,9 @@ pub fn build(opt: &Options) -> Result<()> {
         tree.dir(d);
     }
     tree.dir_mode("/tmp", 0o1777);
+    // open-iscsi keeps its node records and initiator name in /etc/iscsi, which it names
+    // itself; the root is read-only: stord makes them in /run (sessions last one boot).
+    tree.symlink("/etc/iscsi", "/run/iscsi");
     // The kernel opens /dev/console for /init's stdio before /init can mount devtmpfs; without
     // the node init starts with no console at all.
     tree.char_dev("/dev/console", 0o600, 5, 1);

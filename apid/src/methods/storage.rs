@@ -178,12 +178,20 @@ impl Serve for VolumeRestore {
     }
 }
 
+/// The first export loads the storage modules (LIO among them: ~6 s under TCG) and mounts
+/// configfs before its configfs writes.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(28);
+
 impl Serve for ExportCreate {
     async fn serve(self, api: &Api) -> Result<ExportInfo, Fault> {
         let spec = json(&self.spec)?;
         let info = api
             .bus
-            .stord_call(|s| async move { s.create_export(&spec).await })
+            .daemon_call(
+                "stord",
+                EXPORT_TIMEOUT,
+                |s: Storage1Proxy<'static>| async move { s.create_export(&spec).await },
+            )
             .await?;
         answer("stord", &info)
     }

@@ -9,14 +9,25 @@ rpc_type!("struct": PoolSpec, PoolInfo, VolumeSpec, VolumeInfo, BackupInfo, Expo
 
 actions! { ACTIONS;
     PoolCreate = "pool.create", Stord, (spec: PoolSpec) -> PoolInfo,
-        "Creates a pool from {name, kind, path?, overcommit?}, as a [[pool]] table in host.toml \
-         plus overcommit: the most provisioned bytes per byte of capacity (none: no limit). \
-         kind dir keeps volumes as sparse files in path (made when missing; a directory that \
-         holds files stord did not make is refused); thin, nfs and iscsi are not served yet \
-         (105). Returns the pool as pool.info shows it.";
+        "Creates a pool from {name, kind, path?, overcommit?, source?, options?}, as a \
+         [[pool]] table in host.toml plus overcommit: the most provisioned bytes per byte of \
+         capacity (none: no limit). kind dir keeps volumes as sparse files in path (made when \
+         missing; a directory that holds files stord did not make is refused); thin is not \
+         served yet (105). kind nfs mounts source, \
+         SERVER:/EXPORT, with the kernel's NFS client (options: mount options such as \
+         vers=3, port=, mountport=, hard; default vers=4.1, TCP, soft, timeo=30, retrans=2, \
+         and nolock for v3) and keeps volumes as files in it, as dir; a server that does not \
+         answer within 5 s -> 106, an export it does not have -> 104. kind iscsi logs in to \
+         source, iscsi://[USER%SECRET@]PORTAL[,PORTAL...]/IQN[/LUN] (CHAP when USER%SECRET \
+         is given; through each portal that answers; only LUN when given), and serves the \
+         target's LUNs as its volumes lunN (volume.create, grow and delete of them -> 105: \
+         the SAN makes LUNs); a portal that does not answer -> 106, a target it does not \
+         offer -> 104, a refused login -> 102. \
+         Returns the pool as pool.info shows it.";
     PoolDelete = "pool.delete", Stord, (name: String) -> bool,
-        "Deletes a pool made through the API that holds no volumes; its directory stays (empty \
-         of stord's files, so another pool may take it). A \
+        "Deletes a pool made through the API that holds no volumes (an iscsi pool: none in \
+         use; its sessions are logged out; an nfs pool is unmounted); its directory stays \
+         (empty of stord's files, so another pool may take it). A \
          pool host.toml declares -> 105.";
     PoolList = "pool.list", Stord, () -> Vec<PoolInfo>,
         "Every pool, as pool.info describes it.";

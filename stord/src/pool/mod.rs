@@ -4,6 +4,7 @@
 
 mod dir;
 mod files;
+mod iscsi;
 pub mod kernel;
 mod nfs;
 
@@ -16,6 +17,7 @@ use model::storage::{BackupInfo, PoolInfo, PoolKind, PoolSpec, VolumeInfo, Volum
 
 pub use dir::DirPool;
 pub use files::Copied;
+pub use iscsi::IscsiPool;
 pub use nfs::NfsPool;
 
 /// What every kind of pool does. [`Pools`] checks names, holders and its records, then asks
@@ -70,6 +72,11 @@ pub trait Backend: Send {
     fn restore(&mut self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError>;
     /// Gives the pool's storage back (the pool is deleted or its making rolled back).
     fn release(&self);
+    /// False: its volumes come and go with the pool (a SAN's LUNs), which may then be deleted
+    /// while it has some, as long as none is in use.
+    fn makes_volumes(&self) -> bool {
+        true
+    }
 }
 
 const RECORDS: &str = "pools.json";
@@ -173,6 +180,7 @@ impl Pools {
                 declared,
                 self.state.join("mnt").join(&spec.name),
             )?)),
+            PoolKind::Iscsi => Ok(Box::new(IscsiPool::open(spec, declared)?)),
             kind => Err(StoreError::Conflict(format!(
                 "pool kind {} is not served yet",
                 kind.as_str()
@@ -365,7 +373,10 @@ impl Pools {
                 "pool {name:?} is declared in host.toml; remove it there"
             )));
         }
-        let volumes = pool.volume_names();
+        let mut volumes = pool.volume_names();
+        if !pool.makes_volumes() {
+            volumes.retain(|v| self.holders.contains_key(&format!("{name}/{v}")));
+        }
         if !volumes.is_empty() {
             return Err(StoreError::Conflict(format!(
                 "pool {name:?} holds {} volume(s): {}",
