@@ -225,6 +225,24 @@ impl Host1 {
         }
     }
 
+    async fn hold(&self, holder: &str, hold: bool) -> Result<bool, CairnError> {
+        match holder.split_once(':') {
+            Some(("ct", name)) => Ok(self.manager.lock().await.hold(name, hold).await?),
+            Some(("vm", name)) => {
+                let mut vms = self.vms.lock().await;
+                let r = if hold {
+                    vms.pause(name).await
+                } else {
+                    vms.resume(name).await
+                };
+                Ok(r.is_ok())
+            }
+            _ => Err(CairnError::InvalidArgs(format!(
+                "holder {holder:?} is not ct:NAME or vm:NAME"
+            ))),
+        }
+    }
+
     async fn pause_container(&self, name: &str) -> Result<(), CairnError> {
         Ok(self.manager.lock().await.pause(name).await?)
     }

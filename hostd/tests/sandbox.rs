@@ -1109,6 +1109,32 @@ async fn a_live_backup_of_a_writing_container_restores_clean() {
         "the layer is still frozen"
     );
 
+    // Held while its pool is full (stord's watch): paused at once, let go after; a container
+    // its user paused is neither held nor let go.
+    let state = |host: Host1Proxy<'static>| async move {
+        let info: ContainerInfo =
+            serde_json::from_str(&host.container_info("w").await.unwrap()).unwrap();
+        info.state
+    };
+    assert!(host.hold("ct:w", true).await.unwrap());
+    assert_eq!(state(host.clone()).await, ContainerState::Paused);
+    assert!(!host.hold("ct:w", true).await.unwrap(), "held twice");
+    assert!(host.hold("ct:w", false).await.unwrap());
+    assert_eq!(state(host.clone()).await, ContainerState::Running);
+    host.pause_container("w").await.unwrap();
+    assert!(!host.hold("ct:w", true).await.unwrap());
+    assert!(!host.hold("ct:w", false).await.unwrap());
+    assert_eq!(
+        state(host.clone()).await,
+        ContainerState::Paused,
+        "the user's pause kept"
+    );
+    host.resume_container("w").await.unwrap();
+    assert!(matches!(
+        host.hold("w", true).await,
+        Err(CairnError::InvalidArgs(_))
+    ));
+
     host.stop_container("w", 5).await.unwrap();
     host.delete_container("w").await.unwrap();
 }

@@ -47,6 +47,11 @@ pub fn load_listed(list: &Path) -> Vec<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
         let path = base.join(rel);
+        // Loaded already (by an earlier group): reading and decompressing it again to hear
+        // EEXIST costs ~0.2 s a module under TCG.
+        if is_loaded(rel) {
+            continue;
+        }
         match load_one(&path) {
             Ok(()) => loaded += 1,
             // A driver for hardware this machine does not have (a watchdog of another
@@ -69,6 +74,18 @@ pub fn load_listed(list: &Path) -> Vec<String> {
     failed
 }
 
+/// Whether the module at `rel` (`kernel/drivers/md/dm-mod.ko.xz`) is in the kernel: its name
+/// (the file's, `-` read as `_`) is under /sys/module.
+fn is_loaded(rel: &str) -> bool {
+    module_name(rel).is_some_and(|n| Path::new("/sys/module").join(n).join("initstate").exists())
+}
+
+fn module_name(rel: &str) -> Option<String> {
+    let file = Path::new(rel).file_name()?.to_str()?;
+    let stem = file.split(".ko").next()?;
+    Some(stem.replace('-', "_"))
+}
+
 #[derive(Debug, thiserror::Error)]
 enum LoadError {
     #[error("{0}")]
@@ -82,5 +99,20 @@ fn load_one(path: &Path) -> Result<(), LoadError> {
     match finit_module(&file, c"", ModuleInitFlags::empty()) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(LoadError::Kernel(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn module_names_are_read_from_their_files() {
+        assert_eq!(
+            super::module_name("kernel/drivers/md/dm-thin-pool.ko.xz").as_deref(),
+            Some("dm_thin_pool")
+        );
+        assert_eq!(
+            super::module_name("kernel/fs/nfs/nfsv4.ko").as_deref(),
+            Some("nfsv4")
+        );
     }
 }

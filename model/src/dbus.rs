@@ -132,6 +132,11 @@ pub trait Host1 {
     /// `vm:NAME` (paused). A guest that is not running needs nothing; one paused by someone
     /// else stays paused. Returns whether it was held still by this call.
     fn quiesce(&self, holder: &str, freeze: bool) -> Result<bool, CairnError>;
+    /// Holds a guest (`ct:NAME`, `vm:NAME`) while the thin pool under its disk is full — a
+    /// container's processes frozen as they leave the kernel, a VM paused — or lets it go on
+    /// (`hold` false) once the pool has room. Whether this call held or released it (a guest
+    /// not running, or paused by its user, is left alone).
+    fn hold(&self, holder: &str, hold: bool) -> Result<bool, CairnError>;
     /// JSON array of `model::ct::TemplateInfo`.
     fn list_templates(&self) -> Result<String, CairnError>;
     fn delete_template(&self, name: &str) -> Result<(), CairnError>;
@@ -340,6 +345,10 @@ pub trait Storage1 {
     /// holds are released (hostd at start: what was deleted while it was away). Returns
     /// what was released, as `VOLUME by HOLDER`.
     fn keep_holders(&self, prefix: &str, holders: &[&str]) -> Result<Vec<String>, CairnError>;
+    /// A thin pool filled (`full`: its writes wait, `guests` were held) or has room again
+    /// (`guests` went on).
+    #[zbus(signal)]
+    fn pool_space(&self, pool: &str, full: bool, guests: Vec<String>) -> zbus::Result<()>;
     /// Exports a volume as an iSCSI LUN (JSON `model::export::ExportSpec`); JSON `ExportInfo`.
     fn create_export(&self, spec_json: &str) -> Result<String, CairnError>;
     fn delete_export(&self, name: &str) -> Result<(), CairnError>;

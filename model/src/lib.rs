@@ -12,6 +12,7 @@ pub mod files;
 pub mod install;
 pub mod net;
 pub mod rules;
+pub mod signature;
 pub mod storage;
 pub mod token;
 pub mod units;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use model::dbus::{CairnError, Host1Proxy, StatusTuple};
+use model::storage::PoolSpec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zbus::object_server::SignalEmitter;
@@ -76,6 +77,16 @@ impl Storage1 {
         (model::VERSION.to_string(), self.counts().await)
     }
 
+    /// A thin pool filled (`full`: its writes wait, `guests` were held) or has room again
+    /// (`guests` went on).
+    #[zbus(signal)]
+    pub async fn pool_space(
+        emitter: &SignalEmitter<'_>,
+        pool: &str,
+        full: bool,
+        guests: &[String],
+    ) -> zbus::Result<()>;
+
     #[zbus(property)]
     async fn counts(&self) -> HashMap<String, u32> {
         let (pools, volumes) = self.with(|p| Ok(p.counts())).await.unwrap_or((0, 0));
@@ -91,7 +102,7 @@ impl Storage1 {
         spec_json: &str,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, CairnError> {
-        let spec: model::storage::PoolSpec = parse("spec", spec_json)?;
+        let spec: PoolSpec = parse("spec", spec_json)?;
         if crate::pool::kernel::needs_modules(spec.kind) {
             crate::pool::kernel::load_modules(conn, spec.kind).await;
         }

@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .await
         .context("cannot own org.cairn.Storage1 on the bus")?;
+    tokio::spawn(stord::watch::run(bus.clone(), pools.clone()));
     reconcile_exports(&bus, pools, exports, needs_kernel).await;
     tracing::info!(state = %common.state.display(), "stord ready");
     let signal = stop.wait().await;

@@ -283,6 +283,12 @@ impl Cgroup {
         self.wait_for(want, |g| Ok(g.event("frozen")? == Some(wanted)))
     }
 
+    /// Asks the kernel to freeze (or thaw) the group without waiting: a process blocked in
+    /// the kernel (on a write to a full thin pool) freezes when it leaves it.
+    pub fn request_freeze(&self, frozen: bool) -> Result<()> {
+        self.write("cgroup.freeze", if frozen { "1" } else { "0" })
+    }
+
     /// What the group used: CPU time, memory, pids, io bytes and OOM kills. Counters whose
     /// controller the hierarchy lacks read as 0 (the group exists anyway for freezing).
     pub fn usage(&self) -> Result<Usage> {

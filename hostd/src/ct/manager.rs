@@ -35,6 +35,8 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TICK: Duration = Duration::from_millis(500);
 const PORT_FILE: &str = "port";
 const PAUSED_FILE: &str = "paused";
+/// In a container's run directory while stord holds it for a full pool (`hold`).
+const HELD_FOR_SPACE: &str = "held-for-space";
 
 /// What the kernel says about a container right now.
 #[derive(Debug, Clone)]
@@ -667,6 +669,38 @@ impl Manager {
             _ => Err(HostError::Conflict(format!(
                 "container {name:?} is not paused"
             ))),
+        }
+    }
+
+    /// Holds a running container while the thin pool under its disk is full (`hold`), or lets
+    /// it go on once the pool has room; a container paused by its user is left alone. Its
+    /// processes are frozen as each leaves the kernel — one blocked on a write to the full
+    /// pool freezes when the write completes — so this does not wait for "frozen" as `pause`
+    /// does. Returns whether this call held or released it.
+    pub async fn hold(&mut self, name: &str, hold: bool) -> HostResult<bool> {
+        self.record(name)?;
+        let marker = self.paths.run_dir(name).join(HELD_FOR_SPACE);
+        if hold {
+            if !matches!(self.live(name), Live::Running(_)) {
+                return Ok(false);
+            }
+            std::fs::write(&marker, b"").map_err(|e| HostError::io(marker.display(), e))?;
+            let owned = name.to_string();
+            tokio::task::spawn_blocking(move || {
+                Cgroup::open(Kind::Container, &owned).and_then(|cg| cg.request_freeze(true))
+            })
+            .await
+            .map_err(|e| HostError::Failed(e.to_string()))?
+            .map_err(HostError::from)?;
+            let flag = self.paths.run_dir(name).join(PAUSED_FILE);
+            std::fs::write(&flag, b"").map_err(|e| HostError::io(flag.display(), e))?;
+            Ok(true)
+        } else {
+            if std::fs::remove_file(&marker).is_err() {
+                return Ok(false);
+            }
+            self.freeze(name, false).await?;
+            Ok(true)
         }
     }
 

@@ -9,11 +9,16 @@ rpc_type!("struct": PoolSpec, PoolInfo, VolumeSpec, VolumeInfo, BackupInfo, Expo
 
 actions! { ACTIONS;
     PoolCreate = "pool.create", Stord, (spec: PoolSpec) -> PoolInfo,
-        "Creates a pool from {name, kind, path?, overcommit?, source?, options?}, as a \
-         [[pool]] table in host.toml plus overcommit: the most provisioned bytes per byte of \
-         capacity (none: no limit). kind dir keeps volumes as sparse files in path (made when \
-         missing; a directory that holds files stord did not make is refused); thin is not \
-         served yet (105). kind nfs mounts source, \
+        "Creates a pool from {name, kind, path?, overcommit?, force?, source?, options?}, as a \
+         [[pool]] table in host.toml plus overcommit: the most provisioned bytes per byte of capacity (none: no \
+         limit). kind dir keeps volumes as sparse files in path (made when missing; a \
+         directory that holds files stord did not make is refused). kind thin makes a dm-thin \
+         pool on path, a block device (a disk, a partition, a LUN): its first MiB holds the \
+         pool's records, then dm-thin's metadata (sized for four times the device), then the \
+         data in 64 KiB blocks; a device that holds anything (a filesystem, a partition table, \
+         any data in its first MiB) -> 105 unless force, and a device that grows later grows \
+         the pool. When a thin pool fills, writes to it wait (nothing fails), the guests using \
+         it are paused and pool.info says so, until the device grows. kind nfs mounts source, \
          SERVER:/EXPORT, with the kernel's NFS client (options: mount options such as \
          vers=3, port=, mountport=, hard; default vers=4.1, TCP, soft, timeo=30, retrans=2, \
          and nolock for v3) and keeps volumes as files in it, as dir; a server that does not \
@@ -35,28 +40,31 @@ actions! { ACTIONS;
         "One pool: {name, kind, path, declared, capacity_bytes, used_bytes, free_bytes (of its \
          filesystem), provisioned_bytes (what its volumes may grow to), allocated_bytes (what \
          they hold), volumes, overcommit_ratio (provisioned / capacity), overcommit_limit?, \
-         warnings (data use past 80 % or 95 %, overcommit past 90 % of its limit)}.";
+         warnings (data or, thin, metadata use past 80 % or 95 %, overcommit past 90 % of its \
+         limit, a thin pool out of space and the guests paused for it)}.";
     VolumeCreate = "volume.create", Stord, (spec: VolumeSpec) -> VolumeInfo,
         "Creates a volume from {volume: POOL/NAME, size (\"10G\"), full? (every byte \
-         allocated now; default thin)}. Refused (105) when it exists, or when it would take \
-         the pool past its overcommit limit (or, full, past its free space). Returns it as \
-         volume.info shows it.";
+         allocated now; default thin; a thin pool's volumes are always thin: full -> 102)}. \
+         Refused (105) when it exists, or when it would take the pool past its overcommit \
+         limit (or, full, past its free space). Returns it as volume.info shows it.";
     VolumeDelete = "volume.delete", Stord, (volume: String) -> bool,
         "Deletes a volume (POOL/NAME) and its snapshots. A volume a VM uses (see used_by) \
          -> 105.";
     VolumeList = "volume.list", Stord, (pool: Option<String>) -> Vec<VolumeInfo>,
         "Every volume, or those of one pool, as volume.info describes them.";
     VolumeInfoOf = "volume.info", Stord, (volume: String) -> VolumeInfo,
-        "One volume: {volume, size_bytes, allocated_bytes, path (the file a guest uses), \
-         snapshots: [{name, allocated_bytes, created}], used_by (the VMs whose disk it is: \
-         vm:NAME)}.";
+        "One volume: {volume, size_bytes, allocated_bytes, path (the file or, thin, the block \
+         device a guest uses), snapshots: [{name, allocated_bytes (0 for a thin snapshot: \
+         what it shares is counted in its volume), created}], used_by (the guests and \
+         exports using it: vm:NAME, ct:NAME, export:NAME)}.";
     VolumeGrow = "volume.grow", Stord, (volume: String, size: String) -> VolumeInfo,
         "Grows a volume to size (never shrinks: a smaller size -> 102); the overcommit limit \
          applies as at volume.create.";
     VolumeSnapshot = "volume.snapshot", Stord, (volume: String, snapshot: String) -> VolumeInfo,
         "Takes a read-only snapshot of POOL/NAME named snapshot: a reflink where the \
          filesystem shares blocks (xfs, btrfs: instant, no space until either side changes), \
-         else a sparse copy.";
+         else a sparse copy; in a thin pool a dm-thin snapshot (instant, blocks shared; the \
+         volume's filesystem is flushed and frozen for it).";
     VolumeBackup = "volume.backup", Stord, (volume: String, pool: String) -> BackupInfo,
         "Backs a volume up into pool (its backups/ directory), live: the guests using it are \
          frozen (containers, their layer's filesystem too) or paused (VMs) only while a \
@@ -70,7 +78,8 @@ actions! { ACTIONS;
          match -> 102 and nothing is made.";
     VolumeClone = "volume.clone", Stord, (source: String, volume: String) -> VolumeInfo,
         "Makes the new volume POOL/NAME (same pool) from source, a volume or a snapshot \
-         (POOL/NAME@SNAP), as a reflink where the filesystem has them, else a sparse copy.";
+         (POOL/NAME@SNAP), as a reflink where the filesystem has them, else a sparse copy; in \
+         a thin pool a dm-thin snapshot, writable (instant, blocks shared until written).";
     ExportCreate = "export.create", Stord, (spec: ExportSpec) -> ExportInfo,
         "Exports a volume as an iSCSI LUN through the kernel's LIO target, from {volume: \
          POOL/NAME, name? (default: the volume's name), initiators: [{iqn, chap_user?, \

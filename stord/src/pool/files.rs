@@ -56,13 +56,46 @@ fn copy_into(src: &File, dst: &File) -> std::io::Result<Copied> {
         Err(Errno::EOPNOTSUPP | Errno::ENOTTY | Errno::EXDEV | Errno::EINVAL) => {}
         Err(e) => return Err(e.into()),
     }
-    let len = src.metadata()?.len();
+    let len = length(src)?;
     walk(src, |at, piece| match piece {
-        Piece::Data(bytes) => std::os::unix::fs::FileExt::write_all_at(dst, bytes, at),
+        Piece::Data(bytes) => write_nonzero(dst, bytes, at),
         Piece::Hole(_) => Ok(()),
     })?;
     dst.set_len(len)?;
     Ok(Copied::Sparse)
+}
+
+/// Writes the data of `from` (a file or a block device) into `to` at the same offsets,
+/// leaving out holes and blocks of zeros: `to` is a new thin volume or a sparse file, which
+/// read as zeros where nothing was written.
+pub fn copy_data(from: &Path, to: &File) -> std::io::Result<()> {
+    let src = File::open(from)?;
+    walk(&src, |at, piece| match piece {
+        Piece::Data(bytes) => write_nonzero(to, bytes, at),
+        Piece::Hole(_) => Ok(()),
+    })?;
+    to.sync_all()
+}
+
+/// Writes `bytes` at `at`, skipping the 64 KiB blocks that are all zeros (a block device
+/// reads as data everywhere: this keeps copies of it sparse).
+fn write_nonzero(dst: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    const BLOCK: usize = 64 << 10;
+    let mut off = 0;
+    while off < bytes.len() {
+        let piece = &bytes[off..(off + BLOCK).min(bytes.len())];
+        if piece.iter().any(|&b| b != 0) {
+            std::os::unix::fs::FileExt::write_all_at(dst, piece, at + off as u64)?;
+        }
+        off += piece.len();
+    }
+    Ok(())
+}
+
+/// The length of a file or a block device (whose metadata says 0).
+fn length(file: &File) -> std::io::Result<u64> {
+    let mut f = file;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
 }
 
 /// A stretch of a file, as [`walk`] finds it.
@@ -78,7 +111,7 @@ fn walk(
     src: &File,
     mut f: impl FnMut(u64, Piece<'_>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let len = src.metadata()?.len();
+    let len = length(src)?;
     let mut at = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     while at < len {
@@ -87,6 +120,8 @@ fn walk(
             Ok(d) => d as u64,
             // No data after `at`: the rest is a hole.
             Err(Errno::ENXIO) => len,
+            // A block device knows no holes: all of it is data (the copies skip its zeros).
+            Err(Errno::EINVAL) => at,
             Err(e) => return Err(e.into()),
         };
         if data > at {
@@ -95,7 +130,11 @@ fn walk(
         if data >= len {
             break;
         }
-        let hole = lseek(src, data as i64, Whence::SeekHole).map_err(std::io::Error::from)? as u64;
+        let hole = match lseek(src, data as i64, Whence::SeekHole) {
+            Ok(h) => h as u64,
+            Err(Errno::EINVAL) => len,
+            Err(e) => return Err(e.into()),
+        };
         let mut pos = data;
         while pos < hole {
             let want = usize::try_from((hole - pos).min(buf.len() as u64)).unwrap_or(buf.len());
@@ -149,11 +188,11 @@ pub fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<String> {
     let result = walk(&src, |at, piece| {
         hash_piece(&mut hash, &piece);
         match piece {
-            Piece::Data(bytes) => std::os::unix::fs::FileExt::write_all_at(&dst, bytes, at),
+            Piece::Data(bytes) => write_nonzero(&dst, bytes, at),
             Piece::Hole(_) => Ok(()),
         }
     })
-    .and_then(|()| dst.set_len(src.metadata()?.len()))
+    .and_then(|()| dst.set_len(length(&src)?))
     .and_then(|()| dst.sync_all());
     if let Err(e) = result {
         let _ = std::fs::remove_file(to);

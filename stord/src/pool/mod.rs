@@ -7,6 +7,7 @@ mod files;
 mod iscsi;
 pub mod kernel;
 mod nfs;
+mod thin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use dir::DirPool;
 pub use files::Copied;
 pub use iscsi::IscsiPool;
 pub use nfs::NfsPool;
+pub use thin::ThinPool;
 
 /// What every kind of pool does. [`Pools`] checks names, holders and its records, then asks
 /// the pool; each kind keeps its volumes its own way (files, dm-thin devices, LUNs).
@@ -77,6 +79,19 @@ pub trait Backend: Send {
     fn makes_volumes(&self) -> bool {
         true
     }
+    /// For pools that can fill (thin): one look — grown into a grown device, and whether it
+    /// is full now. None: nothing to watch.
+    fn watch(&mut self) -> Result<Option<bool>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A watched pool's state: whether it is full, and the guests that use its volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpace {
+    pub pool: String,
+    pub full: bool,
+    pub guests: Vec<String>,
 }
 
 const RECORDS: &str = "pools.json";
@@ -116,6 +131,8 @@ pub struct Pools {
     /// The API-made pools' specs, as recorded.
     made: Vec<PoolSpec>,
     holders: BTreeMap<String, BTreeSet<String>>,
+    /// The guests held (paused) because their pool is full, by pool.
+    held: BTreeMap<String, Vec<String>>,
 }
 
 fn volume_ref(s: &str, snapshot_ok: bool) -> Result<VolumeRef, StoreError> {
@@ -134,6 +151,7 @@ impl Pools {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default(),
+            held: BTreeMap::new(),
         };
         for p in &config.pools {
             let spec = PoolSpec {
@@ -156,8 +174,9 @@ impl Pools {
                 tracing::warn!(pool = %spec.name, "recorded pool is now declared in host.toml");
                 continue;
             }
+            // Recorded first: a recorded thin pool is opened, never made again.
+            pools.made.push(spec.clone());
             pools.add(&spec, false);
-            pools.made.push(spec);
         }
         pools
     }
@@ -175,16 +194,41 @@ impl Pools {
     fn open(&self, spec: &PoolSpec, declared: bool) -> Result<Box<dyn Backend>, StoreError> {
         match spec.kind {
             PoolKind::Dir => Ok(Box::new(DirPool::open(self.dir_pool(spec, declared))?)),
+            PoolKind::Thin => {
+                let device = spec.path.as_deref().map(Path::new).ok_or_else(|| {
+                    StoreError::InvalidArgs(format!(
+                        "thin pool {:?} needs path: the block device it takes",
+                        spec.name
+                    ))
+                })?;
+                let mut pool = if declared {
+                    // host.toml names a device once: the first start makes the pool on it
+                    // (an empty device only), the next ones open it.
+                    match ThinPool::open(&spec.name, device, spec.overcommit, true) {
+                        Err(StoreError::NotFound(_)) => {
+                            ThinPool::create(&spec.name, device, spec.overcommit, false)?
+                        }
+                        other => other?,
+                    }
+                } else if self.made.iter().any(|m| m.name == spec.name) {
+                    ThinPool::open(&spec.name, device, spec.overcommit, false)?
+                } else {
+                    ThinPool::create(
+                        &spec.name,
+                        device,
+                        spec.overcommit,
+                        spec.force.unwrap_or(false),
+                    )?
+                };
+                pool.set_declared(declared);
+                Ok(Box::new(pool))
+            }
             PoolKind::Nfs => Ok(Box::new(NfsPool::open(
                 spec,
                 declared,
                 self.state.join("mnt").join(&spec.name),
             )?)),
             PoolKind::Iscsi => Ok(Box::new(IscsiPool::open(spec, declared)?)),
-            kind => Err(StoreError::Conflict(format!(
-                "pool kind {} is not served yet",
-                kind.as_str()
-            ))),
         }
     }
 
@@ -397,11 +441,65 @@ impl Pools {
     }
 
     pub fn list_pools(&self) -> Vec<PoolInfo> {
-        self.pools.values().filter_map(|p| p.info().ok()).collect()
+        self.pools
+            .values()
+            .filter_map(|p| p.info().ok())
+            .map(|i| self.with_held(i))
+            .collect()
     }
 
     pub fn pool_info(&self, name: &str) -> Result<PoolInfo, StoreError> {
-        self.pool(name)?.info()
+        Ok(self.with_held(self.pool(name)?.info()?))
+    }
+
+    fn with_held(&self, mut info: PoolInfo) -> PoolInfo {
+        if let Some(guests) = self.held.get(&info.name)
+            && !guests.is_empty()
+        {
+            info.warnings.push(format!(
+                "critical: paused until the pool has room: {}",
+                guests.join(", ")
+            ));
+        }
+        info
+    }
+
+    /// Looks at every pool that can fill: grows those whose device grew, and says which are
+    /// full and who uses them.
+    pub fn watch(&mut self) -> Vec<PoolSpace> {
+        let mut out = Vec::new();
+        for (name, pool) in &mut self.pools {
+            match pool.watch() {
+                Ok(Some(full)) => {
+                    let prefix = format!("{name}/");
+                    let guests = self
+                        .holders
+                        .iter()
+                        .filter(|(v, _)| v.starts_with(&prefix))
+                        .flat_map(|(_, h)| h.iter().cloned())
+                        // Guests only: an export's initiators wait for the space as they are.
+                        .filter(|h| h.starts_with("ct:") || h.starts_with("vm:"))
+                        .collect();
+                    out.push(PoolSpace {
+                        pool: name.clone(),
+                        full,
+                        guests,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(pool = %name, error = %e, "cannot look at the pool"),
+            }
+        }
+        out
+    }
+
+    /// Records the guests held for `pool`'s space (pool.info shows them).
+    pub fn set_held(&mut self, pool: &str, guests: Vec<String>) {
+        if guests.is_empty() {
+            self.held.remove(pool);
+        } else {
+            self.held.insert(pool.to_string(), guests);
+        }
     }
 
     pub fn create_volume(&mut self, spec: &VolumeSpec) -> Result<VolumeInfo, StoreError> {

@@ -122,6 +122,7 @@ fn bad_requests_change_nothing() {
     );
     assert!(!foreign.join(".cairn-pool").exists());
 
+    std::fs::write(s.0.join("file"), b"not a disk").unwrap();
     for (bad, want) in [
         (
             PoolSpec {
@@ -141,9 +142,17 @@ fn bad_requests_change_nothing() {
         (
             PoolSpec {
                 kind: PoolKind::Thin,
+                ..spec("x", &s.0.join("file"), None)
+            },
+            "is not a block device",
+        ),
+        (
+            PoolSpec {
+                kind: PoolKind::Thin,
+                path: None,
                 ..spec("x", &s.0.join("x"), None)
             },
-            "not served yet",
+            "needs path",
         ),
     ] {
         let e = pools.create_pool(bad).unwrap_err();
