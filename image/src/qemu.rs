@@ -496,6 +496,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn forwards_are_two_ports() {
+        assert_eq!(parse_forward("3261:3260"), Ok((3261, 3260)));
+        for bad in ["3260", "0:3260", "3261:x", "70000:1", ":3260"] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn median_of_odd_and_even() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
