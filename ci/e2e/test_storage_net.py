@@ -432,6 +432,41 @@ class StorageNet(ApplianceTestCase):
             line = f"cairn-guest-sector-{n}\n".encode()
             self.assertEqual(sector[:504], (line * 24)[:504], f"sector {n}")
 
+    def test_30_pools_come_back_after_a_stord_restart(self):
+        """stord's records: after a restart the nfs pool is found mounted (not mounted again)
+        and the iscsi pool logged in (its session kept), their volumes as they were."""
+        self.call("pool.create", {"name": "back4", "kind": "nfs", "source": f"{HOST}:/v4",
+                                  "options": f"port={self.peers.nfs_port}"})
+        self.call("volume.create", {"volume": "back4/keep", "size": "4M"})
+        self.call("pool.create", {"name": "backsan", "kind": "iscsi",
+                                  "source": self.san_source()})
+        luns = {v["volume"]: v["path"] for v in self.call("volume.list", "backsan")}
+        sessions = self.sessions()
+        self.call("host.restartService", "stord")
+        self.assert_services_running(within=60)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                names = [p["name"] for p in self.call("pool.list")]
+                if {"back4", "backsan"} <= set(names):
+                    break
+            except xmlrpc.client.Fault as f:
+                # 106 while the new stord is not on the bus yet.
+                self.assertEqual(f.faultCode, FAULT_BUSY, f.faultString)
+            self.assertLess(time.monotonic(), deadline, "the pools did not come back")
+            time.sleep(1)
+        self.assertEqual(self.call("volume.info", "back4/keep")["size_bytes"], 4 << 20)
+        self.assertEqual({v["volume"]: v["path"] for v in self.call("volume.list", "backsan")},
+                         luns)
+        self.assertEqual(self.sessions(), sessions)
+        mounts = [l for l in self.guest_mounts().splitlines() if "/back4 " in l]
+        self.assertEqual(len(mounts), 1, mounts)
+        self.assertTrue(self.call("volume.delete", "back4/keep"))
+        self.assertTrue(self.call("pool.delete", "back4"))
+        self.assertTrue(self.call("pool.delete", "backsan"))
+        self.assertNotIn("/back4 ", self.guest_mounts())
+        self.assertNotIn(IQN, self.sessions())
+
 
 if __name__ == "__main__":
     unittest.main()
