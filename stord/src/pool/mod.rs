@@ -249,7 +249,12 @@ impl Pools {
     }
 
     fn save(&self) -> Result<(), StoreError> {
-        self.record(RECORDS, &self.made)
+        self.record(RECORDS, &self.made)?;
+        // An iscsi pool's source holds its CHAP secret: the records are root's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let file = self.state.join(RECORDS);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Failed(format!("{}: {e}", file.display())))
     }
 
     fn save_holders(&self) -> Result<(), StoreError> {
