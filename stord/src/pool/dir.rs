@@ -12,7 +12,7 @@ use std::time::UNIX_EPOCH;
 use model::storage::{BackupInfo, PoolInfo, PoolKind, SnapshotInfo, VolumeInfo, VolumeRef};
 
 use super::files::{self, Copied};
-use super::{Backend, StoreError};
+use super::{Backend, StoreError, gib};
 
 const MARKER: &str = ".cairn-pool";
 /// The hidden snapshot a backup copies from (in `snapshots/NAME/`), dropped after.
@@ -117,22 +117,12 @@ impl DirPool {
 
     /// Refuses `more` provisioned bytes that would take the pool past its overcommit limit.
     fn check_overcommit(&self, more: u64, what: &str) -> Result<(), StoreError> {
-        let Some(limit) = self.overcommit else {
+        if self.overcommit.is_none() {
             return Ok(());
-        };
-        let info = self.info()?;
-        let after = info.provisioned_bytes.saturating_add(more);
-        let ratio = ratio(after, info.capacity_bytes);
-        if ratio > limit {
-            return Err(StoreError::Conflict(format!(
-                "{what} would take pool {:?} to {} provisioned, {ratio:.1}x its capacity of {}; \
-                 its overcommit limit is {limit}x",
-                self.name,
-                gib(after),
-                gib(info.capacity_bytes)
-            )));
         }
-        Ok(())
+        let info = self.info()?;
+        let now = (info.provisioned_bytes, info.capacity_bytes);
+        super::check_overcommit(&self.name, now, more, self.overcommit, what)
     }
 }
 
@@ -307,20 +297,11 @@ impl Backend for DirPool {
             .map(|v| v.allocated_bytes + v.snapshots.iter().map(|s| s.allocated_bytes).sum::<u64>())
             .sum();
         let ratio = ratio(provisioned, capacity);
-        let mut warnings = Vec::new();
-        let data = ratio_percent(used, capacity);
-        if data >= 95.0 {
-            warnings.push(format!("critical: data {data:.0} % used"));
-        } else if data >= 80.0 {
-            warnings.push(format!("warning: data {data:.0} % used"));
-        }
-        if let Some(limit) = self.overcommit
-            && ratio >= 0.9 * limit
-        {
-            warnings.push(format!(
-                "warning: overcommit {ratio:.1}x is near its limit of {limit}x"
-            ));
-        }
+        let warnings = super::space_warnings(
+            &[("data", ratio_percent(used, capacity))],
+            ratio,
+            self.overcommit,
+        );
         Ok(PoolInfo {
             name: self.name.clone(),
             kind: PoolKind::Dir,
@@ -512,8 +493,4 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 fn ratio_percent(part: u64, whole: u64) -> f64 {
     ratio(part, whole) * 100.0
-}
-
-fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }

@@ -86,6 +86,58 @@ pub trait Backend: Send {
     }
 }
 
+/// What needs a look in a pool: each use (data, metadata: percent of its room) past 80 %
+/// (warning) or 95 % (critical), and overcommit (provisioned / capacity) past 90 % of its
+/// limit.
+pub(crate) fn space_warnings(uses: &[(&str, f64)], ratio: f64, limit: Option<f64>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (what, p) in uses {
+        if *p >= 95.0 {
+            warnings.push(format!("critical: {what} {p:.0} % used"));
+        } else if *p >= 80.0 {
+            warnings.push(format!("warning: {what} {p:.0} % used"));
+        }
+    }
+    if let Some(limit) = limit
+        && ratio >= 0.9 * limit
+    {
+        warnings.push(format!(
+            "warning: overcommit {ratio:.1}x is near its limit of {limit}x"
+        ));
+    }
+    warnings
+}
+
+/// Refuses `more` provisioned bytes that would take pool `pool` (`provisioned` of `capacity`)
+/// past its overcommit `limit`.
+pub(crate) fn check_overcommit(
+    pool: &str,
+    (provisioned, capacity): (u64, u64),
+    more: u64,
+    limit: Option<f64>,
+    what: &str,
+) -> Result<(), StoreError> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let after = provisioned.saturating_add(more);
+    let ratio = after as f64 / capacity.max(1) as f64;
+    if ratio > limit {
+        return Err(StoreError::Conflict(format!(
+            "{what} would take pool {pool:?} to {} provisioned, {ratio:.1}x its capacity of {}; \
+             its overcommit limit is {limit}x",
+            gib(after),
+            gib(capacity)
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes as GiB with one decimal, for messages.
+pub(crate) fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
 /// A watched pool's state: whether it is full, and the guests that use its volumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpace {
@@ -291,6 +343,18 @@ impl Pools {
         if self.holders.get(&key).is_some_and(|h| h.contains(holder)) {
             return Ok(self.held(info));
         }
+        // A LUN initiators write to is no guest's disk too (nor the other way round: an export
+        // refuses a volume a guest holds): two writers who do not know of each other.
+        if let Some(export) = self
+            .holders
+            .get(&key)
+            .and_then(|h| h.iter().find(|h| h.starts_with("export:")))
+            && !holder.starts_with("export:")
+        {
+            return Err(StoreError::Conflict(format!(
+                "volume {key} is exported as an iSCSI LUN ({export}); export.delete it first"
+            )));
+        }
         self.holders
             .entry(key.clone())
             .or_default()
@@ -431,6 +495,16 @@ impl Pools {
                 "pool {name:?} holds {} volume(s): {}",
                 volumes.len(),
                 volumes.join(", ")
+            )));
+        }
+        // hostd keeps templates in a dir or nfs pool's directory (template.import): an nfs
+        // pool's unmount would pull containers' lower layers away, and a dir pool's forgotten
+        // templates would stay behind as files no one deletes.
+        let templates = templates_in(pool.location());
+        if !templates.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "pool {name:?} keeps template(s) {}; delete them with template.delete first",
+                templates.join(", ")
             )));
         }
         let kept = self.made.clone();
@@ -675,3 +749,16 @@ impl Pools {
 
 #[cfg(test)]
 mod tests;
+
+/// The templates hostd keeps in the pool at `location` (none for a pool of block devices).
+fn templates_in(location: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(location.join(model::ct::POOL_TEMPLATES_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}

@@ -242,6 +242,13 @@ fn a_volume_in_use_is_not_deleted_and_holds_outlive_a_restart() {
     assert!(e.to_string().contains("no volume p/zz"), "{e}");
     let e = pools.open_volume("p/a", "").unwrap_err();
     assert!(e.to_string().contains("holder"), "{e}");
+    // An exported volume is no guest's disk.
+    pools.create_volume(&volume("p/lun", "1M")).unwrap();
+    pools.open_volume("p/lun", "export:lun").unwrap();
+    let e = pools.open_volume("p/lun", "vm:deb").unwrap_err();
+    assert!(e.to_string().contains("exported as an iSCSI LUN"), "{e}");
+    pools.release_volume("p/lun", "export:lun").unwrap();
+    pools.delete_volume("p/lun").unwrap();
 
     let e = pools.delete_volume("p/a").unwrap_err();
     assert!(e.to_string().contains("is in use by vm:deb"), "{e}");

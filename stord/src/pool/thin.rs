@@ -543,22 +543,9 @@ impl ThinPool {
     }
 
     fn check_overcommit(&self, more: u64, what: &str) -> Result<(), StoreError> {
-        let Some(limit) = self.overcommit else {
-            return Ok(());
-        };
         let provisioned: u64 = self.rec.volumes.values().map(|v| v.size).sum();
-        let after = provisioned.saturating_add(more);
-        let ratio = after as f64 / self.rec.data_len.max(1) as f64;
-        if ratio > limit {
-            return Err(StoreError::Conflict(format!(
-                "{what} would take pool {:?} to {} MiB provisioned, {ratio:.1}x its {} MiB; \
-                 its overcommit limit is {limit}x",
-                self.name,
-                after >> 20,
-                self.rec.data_len >> 20
-            )));
-        }
-        Ok(())
+        let now = (provisioned, self.rec.data_len);
+        super::check_overcommit(&self.name, now, more, self.overcommit, what)
     }
 
     /// A new thin volume `name` of `size` whose id comes from `make` (a new thin device or a
@@ -750,8 +737,8 @@ impl Backend for ThinPool {
         let used = u.data_used * BLOCK_LEN;
         let provisioned: u64 = self.rec.volumes.values().map(|v| v.size).sum();
         let ratio = provisioned as f64 / capacity.max(1) as f64;
-        let mut warnings = Vec::new();
         let pct = |a: u64, b: u64| a as f64 * 100.0 / b.max(1) as f64;
+        let mut warnings = Vec::new();
         if u.failed {
             warnings.push("critical: dm-thin failed the pool or made it read-only".into());
         } else if u.full {
@@ -761,23 +748,14 @@ impl Backend for ThinPool {
                     .into(),
             );
         }
-        for (what, p) in [
-            ("data", pct(u.data_used, u.data_total)),
-            ("metadata", pct(u.meta_used, u.meta_total)),
-        ] {
-            if p >= 95.0 {
-                warnings.push(format!("critical: {what} {p:.0} % used"));
-            } else if p >= 80.0 {
-                warnings.push(format!("warning: {what} {p:.0} % used"));
-            }
-        }
-        if let Some(limit) = self.overcommit
-            && ratio >= 0.9 * limit
-        {
-            warnings.push(format!(
-                "warning: overcommit {ratio:.1}x is near its limit of {limit}x"
-            ));
-        }
+        warnings.extend(super::space_warnings(
+            &[
+                ("data", pct(u.data_used, u.data_total)),
+                ("metadata", pct(u.meta_used, u.meta_total)),
+            ],
+            ratio,
+            self.overcommit,
+        ));
         Ok(PoolInfo {
             name: self.name.clone(),
             kind: PoolKind::Thin,
@@ -845,7 +823,7 @@ impl Backend for ThinPool {
             )));
         }
         let size = size.div_ceil(512) * 512;
-        self.check_overcommit(size, &format!("a volume of {} MiB", size >> 20))?;
+        self.check_overcommit(size, &format!("a volume of {}", super::gib(size)))?;
         self.add_volume(name, size, |pool, ctl, id| {
             pool.pool_message(ctl, &format!("create_thin {id}"))
         })
@@ -962,7 +940,7 @@ impl Backend for ThinPool {
                 (snap.id, v.size, None)
             }
         };
-        self.check_overcommit(size, &format!("a clone of {} MiB", size >> 20))?;
+        self.check_overcommit(size, &format!("a clone of {}", super::gib(size)))?;
         let info = self.add_volume(name, size, |pool, ctl, id| {
             pool.snap(ctl, id, origin, live.as_deref())
         })?;
