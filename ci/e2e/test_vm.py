@@ -42,6 +42,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import xmlrpc.client
@@ -69,6 +70,8 @@ RELIABILITY_BOOTS = int(os.environ.get("CAIRN_VM_BOOTS", "10"))
 CONSOLE_BYTES = 262144
 # Writable storage in the appliance for the guest's disk (the kit drive is read-only).
 WORK_DIR = "/var/lib/cairn/test-vm"
+THIN_DISK_MIB = 128
+THIN_VM = "thinvm"
 # The test guest's starts: timer interrupts through the nested irqchip (ticks), then its reset.
 TINY = "tiny"
 TINY_CMDLINE = "cairn.test=ticks cairn.ticks=3"
@@ -105,6 +108,13 @@ class NestedVm(ApplianceTestCase):
 
     @classmethod
     def setUpClass(cls):
+        # A blank disk for the thin pool test_7 boots a guest from (/dev/vda: disks come
+        # before the kit, which is found by its serial).
+        cls.scratch = tempfile.TemporaryDirectory(prefix="cairn-vm-")
+        blank = Path(cls.scratch.name) / "thin.img"
+        with open(blank, "wb") as f:
+            f.truncate(THIN_DISK_MIB << 20)
+        cls.disks = (blank,)
         super().setUpClass()
         try:
             self = cls("run")  # the helpers are instance methods; any instance will do
@@ -253,6 +263,7 @@ class NestedVm(ApplianceTestCase):
         cls.cleanups = []
         cls.vm_ready = False
         super().tearDownClass()
+        cls.scratch.cleanup()
 
     def console(self, name=VM):
         return self.call("vm.console", name, CONSOLE_BYTES)
@@ -445,6 +456,33 @@ class NestedVm(ApplianceTestCase):
         _, gone = self.guest(f"test -e {cg} && echo left || echo gone")
         self.assertEqual(gone.strip(), "gone", "the VM's cgroup outlived it")
 
+
+    def test_7_nested_guest_boots_from_a_thin_volume(self):
+        """The guest's disk on a thin volume of a pool on the appliance's blank virtio disk
+        (dm-thin, made by stord): the kit's disk image written into the volume, the VM given
+        the volume by name, and the guest reads its text from it."""
+        self.setup_vm()  # the network
+        self.call("pool.create", {"name": "vmthin", "kind": "thin", "path": "/dev/vda"})
+        self.cleanups += [("pool.delete", "vmthin")]
+        _, size = self.guest(f"stat -c %s {self.kit}/disk.img")
+        mib = -(-int(size.strip()) // (1 << 20))
+        vol = self.call("volume.create", {"volume": "vmthin/root", "size": f"{mib}M"})
+        self.cleanups += [("volume.delete", "vmthin/root")]
+        self.guest(f"dd if={self.kit}/disk.img of={vol['path']} bs=1M conv=fsync 2>/dev/null")
+        self.call("vm.create", {
+            "name": THIN_VM, "vcpus": 1, "memory_mib": 256,
+            "kernel": f"{self.kit}/vmlinux", "initrd": f"{self.kit}/initrd.img",
+            "cmdline": CMDLINE,
+            "disks": [{"volume": "vmthin/root"}],
+            "nics": [{"network": NET}],
+        })
+        self.cleanups += [("vm.delete", THIN_VM), ("vm.stop", THIN_VM, 0)]
+        self.assertEqual(self.call("volume.info", "vmthin/root")["used_by"], [f"vm:{THIN_VM}"])
+        self.call("vm.start", THIN_VM)
+        boot, text, stopped = self.wait_done(THIN_VM)
+        self.assertIsNotNone(boot, f"the guest on a thin volume did not finish: {stopped}\n"
+                                   f"{text[-3000:]}")
+        self.assertIn(f"cairn-guest: disk says {DISK_TEXT}", text)
 
 if __name__ == "__main__":
     unittest.main()
