@@ -12,6 +12,7 @@ through the peers' own protocol (libnfs's nfs-cat, libiscsi's iscsi-ls/iscsi-rea
 Run: python3 -m unittest -v ci/e2e/test_storage_net.py   (the image built with --debug-shell)
 """
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -47,6 +48,13 @@ def running(name):
     return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
 
 
+def die_with_parent():
+    """In a peer's child before exec: SIGKILL when this test process dies, so that a run
+    killed before its cleanups (a timeout, ^C twice) leaves no NFS server or target behind."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def wait_port(port, within=20):
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -68,7 +76,8 @@ class Peers:
 
     def start(self, name, cmd):
         log = open(self.dir / f"{name}.log", "w")
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
+                             preexec_fn=die_with_parent)
         self.procs.append((name, p))
         return p
 
