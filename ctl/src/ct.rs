@@ -150,8 +150,11 @@ pub enum TemplateCommand {
         path: String,
         /// sha256:<hex>
         sha256: String,
+        /// Keep the template in this stord pool (dir or nfs) instead of hostd's state.
+        #[arg(long)]
+        pool: Option<String>,
     },
-    /// Deletes a template no container uses.
+    /// Deletes a template no container uses (and its files in its pool).
     Delete { name: String },
 }
 
@@ -222,10 +225,16 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
 pub fn template_call(command: &TemplateCommand) -> Result<Call, EncodeError> {
     match command {
         TemplateCommand::List => call(TemplateList {}),
-        TemplateCommand::Import { name, path, sha256 } => call(TemplateImport {
+        TemplateCommand::Import {
+            name,
+            path,
+            sha256,
+            pool,
+        } => call(TemplateImport {
             name: name.clone(),
             path: path.clone(),
             sha256: sha256.clone(),
+            pool: pool.clone(),
         }),
         TemplateCommand::Delete { name } => call(TemplateDelete { name: name.clone() }),
     }
@@ -323,11 +332,12 @@ pub fn templates_table(list: &Value) -> String {
                 text(member(t, "name")),
                 text(member(t, "version")),
                 bytes_cell(member(t, "size_bytes")),
+                text(member(t, "pool")),
                 text(member(t, "sha256")),
             ]
         })
         .collect();
-    table(&["NAME", "VERSION", "SIZE", "SHA256"], &rows)
+    table(&["NAME", "VERSION", "SIZE", "POOL", "SHA256"], &rows)
 }
 
 #[cfg(test)]
@@ -394,6 +404,28 @@ mod tests {
         assert_eq!(parse(&["stop", "web1"]).0, "ct.stop");
         assert!(Cli::try_parse_from(["ct", "exec", "web1"]).is_err());
         assert!(Cli::try_parse_from(["ct", "set", "web1", "--memory", "lots"]).is_err());
+    }
+
+    #[test]
+    fn template_import_takes_a_pool() {
+        #[derive(Parser)]
+        struct TemplateCli {
+            #[command(subcommand)]
+            template: TemplateCommand,
+        }
+        let call_of = |args: &[&str]| {
+            let cli = TemplateCli::try_parse_from(
+                std::iter::once("template").chain(args.iter().copied()),
+            )
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            template_call(&cli.template).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        };
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let (m, p) = call_of(&["import", "deb", "/t.tar", &digest, "--pool", "shared"]);
+        assert_eq!(m, "template.import");
+        assert_eq!(p, vec![s("deb"), s("/t.tar"), s(&digest), s("shared")]);
+        let (_, p) = call_of(&["import", "deb", "/t.tar", &digest]);
+        assert_eq!(p.len(), 3, "no pool: the call is the one made before pools");
     }
 
     /// --memory and --swap read sizes with model's parser, as host.toml does.

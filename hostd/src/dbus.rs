@@ -10,6 +10,7 @@ use tokio::sync::Mutex;
 
 use crate::addresses::Others;
 use crate::ct::manager::{self, Manager};
+use crate::ct::template::{PoolDir, Templates};
 use crate::vm::manager::VmManager;
 
 pub struct Host1 {
@@ -158,13 +159,33 @@ impl Host1 {
         tarball: &str,
         sha256: &str,
     ) -> Result<String, CairnError> {
+        self.import_template_in_pool(name, tarball, sha256, "")
+            .await
+    }
+
+    async fn import_template_in_pool(
+        &self,
+        name: &str,
+        tarball: &str,
+        sha256: &str,
+        pool: &str,
+    ) -> Result<String, CairnError> {
+        let tarball = std::path::PathBuf::from(tarball);
+        Templates::check(name, &tarball, sha256)?;
+        let (templates, bus) = {
+            let m = self.manager.lock().await;
+            (m.templates_handle(), m.bus())
+        };
+        let pool = match pool {
+            "" => None,
+            pool => Some(PoolDir::of(bus.as_ref(), pool).await?),
+        };
         // Unpacking takes seconds for a distribution: done on a blocking thread and without
         // the manager's lock. Import unpacks under a temporary name and renames, so a
         // concurrent list never sees half a template.
-        let templates = self.manager.lock().await.templates_handle();
-        let (name, tarball, sha256) = (name.to_string(), tarball.to_string(), sha256.to_string());
+        let (name, sha256) = (name.to_string(), sha256.to_string());
         let info = tokio::task::spawn_blocking(move || {
-            templates.import(&name, std::path::Path::new(&tarball), &sha256)
+            templates.import_into(&name, &tarball, &sha256, pool.as_ref())
         })
         .await
         .map_err(|e| CairnError::Failed(format!("template import task: {e}")))??;

@@ -138,10 +138,19 @@ async fn template(manager: &Arc<Mutex<Manager>>, t: &Template) -> Result<(), Hos
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
+    let pool = match &t.pool {
+        Some(pool) => {
+            let bus = manager.lock().await.bus();
+            Some(crate::ct::template::PoolDir::of(bus.as_ref(), pool).await?)
+        }
+        None => None,
+    };
     let (name, tarball) = (t.name.clone(), std::path::PathBuf::from(source));
-    let info = tokio::task::spawn_blocking(move || templates.import(&name, &tarball, &sha256))
-        .await
-        .map_err(|e| HostError::Failed(format!("template import task: {e}")))??;
+    let info = tokio::task::spawn_blocking(move || {
+        templates.import_into(&name, &tarball, &sha256, pool.as_ref())
+    })
+    .await
+    .map_err(|e| HostError::Failed(format!("template import task: {e}")))??;
     tracing::info!(template = %info.name, "imported host.toml's template");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! back as [`HostError::Peer`], their kind kept.
 
 use model::dbus::{CairnError, Storage1Proxy};
-use model::storage::VolumeInfo;
+use model::storage::{PoolInfo, VolumeInfo};
 
 use crate::error::{HostError, HostResult};
 
@@ -30,6 +30,16 @@ pub async fn volume(
         Err(CairnError::NotFound(_)) => Ok(None),
         Err(e) => Err(HostError::peer(format_args!("volume {volume}"))(e)),
     }
+}
+
+/// The pool of that name, as stord describes it (its kind and directory).
+pub async fn pool(bus: Option<&zbus::Connection>, pool: &str) -> HostResult<PoolInfo> {
+    let json = proxy(bus)
+        .await?
+        .pool_info(pool)
+        .await
+        .map_err(HostError::peer(format_args!("pool {pool}")))?;
+    serde_json::from_str(&json).map_err(|e| HostError::Failed(format!("stord's PoolInfo: {e}")))
 }
 
 /// `holder` uses `volume` from now on; returns the volume (its path is what the VMM opens).

@@ -127,6 +127,15 @@ pub trait Host1 {
         tarball: &str,
         sha256: &str,
     ) -> Result<String, CairnError>;
+    /// As `import_template`, kept in stord pool `pool` (a dir or nfs pool) under its
+    /// directory's `templates/NAME/`; `pool` empty: hostd's state, as `import_template`.
+    fn import_template_in_pool(
+        &self,
+        name: &str,
+        tarball: &str,
+        sha256: &str,
+        pool: &str,
+    ) -> Result<String, CairnError>;
     /// Holds a volume's user still (`freeze`) for a snapshot, or lets it go on: `holder` is
     /// `ct:NAME` (its processes frozen and its layer's filesystem frozen, flushed) or
     /// `vm:NAME` (paused). A guest that is not running needs nothing; one paused by someone

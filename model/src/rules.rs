@@ -5,6 +5,7 @@
 use std::fmt::Display;
 
 use crate::config::{Cidr, NAME_MAX, NETWORK_NAME_MAX, is_name};
+use crate::storage::PoolKind;
 use crate::vm::{CMDLINE_MAX, MAX_MEMORY_MIB, MAX_VCPUS, VM_NAME_MAX, is_mac};
 
 /// `Err` holds what is wrong and what is expected: "is out of range; expected 1 to 8".
@@ -155,6 +156,23 @@ pub fn volume_name(s: &str) -> Rule {
     }
 }
 
+pub fn pool_name(s: &str) -> Rule {
+    name_rule(s, NAME_MAX, "pool")
+}
+
+const HOLDS_NO_FILES: &str =
+    "which holds block devices, not files; expected a dir or nfs pool for a template";
+
+/// A template is files (its tarball and unpacked rootfs): only pools that hold files (dir,
+/// nfs) can keep one; thin and iscsi pools hold block devices.
+pub fn template_pool_kind(kind: PoolKind) -> Rule {
+    match kind {
+        PoolKind::Dir | PoolKind::Nfs => Ok(()),
+        PoolKind::Thin => Err(format!("is a thin pool, {HOLDS_NO_FILES}")),
+        PoolKind::Iscsi => Err(format!("is an iscsi pool, {HOLDS_NO_FILES}")),
+    }
+}
+
 pub fn network_name(s: &str) -> Rule {
     name_rule(s, NETWORK_NAME_MAX, "network")
 }
@@ -238,5 +256,16 @@ mod tests {
         assert!(vm_memory_mib(0).is_err() && vm_memory_mib(MAX_MEMORY_MIB + 1).is_err());
         assert!(ct_memory(CT_MEMORY_MIN - 1).is_err() && ct_memory(CT_MEMORY_MIN).is_ok());
         assert_eq!(cmdline_shown(&"x".repeat(CMDLINE_MAX + 1)), "(2048 bytes)");
+        assert!(pool_name("fast").is_ok() && pool_name("../x").is_err());
+        assert!(template_pool_kind(PoolKind::Dir).is_ok());
+        assert!(template_pool_kind(PoolKind::Nfs).is_ok());
+        assert_eq!(
+            problem("pool", "\"t\"", template_pool_kind(PoolKind::Thin)).as_deref(),
+            Some(
+                "pool \"t\" is a thin pool, which holds block devices, not files; expected a dir \
+                 or nfs pool for a template"
+            )
+        );
+        assert!(template_pool_kind(PoolKind::Iscsi).is_err());
     }
 }

@@ -105,6 +105,8 @@ fn full_example_values_are_typed() {
         .expect("vlan20");
     assert_eq!(vlan20.vlan, Some(20));
     assert!(c.templates[1].sha256.is_some());
+    assert_eq!(c.templates[0].pool, None, "no pool: hostd's state keeps it");
+    assert_eq!(c.templates[1].pool.as_deref(), Some("nas"));
 }
 
 #[test]

@@ -61,8 +61,13 @@ impl Serve for TemplateImport {
         let info = api
             .bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
-                h.import_template(&self.name, &self.path, &self.sha256)
-                    .await
+                h.import_template_in_pool(
+                    &self.name,
+                    &self.path,
+                    &self.sha256,
+                    self.pool.as_deref().unwrap_or(""),
+                )
+                .await
             })
             .await?;
         answer("hostd", &info)

@@ -201,6 +201,11 @@ impl Manager {
         Templates::new(self.paths.templates())
     }
 
+    /// The bus connection, for calls made without the manager's lock.
+    pub fn bus(&self) -> Option<zbus::Connection> {
+        self.bus.clone()
+    }
+
     pub fn list_templates(&self) -> Vec<TemplateInfo> {
         self.templates.list()
     }

@@ -1,12 +1,18 @@
 //! OS templates: a read-only rootfs directory under STATE/templates/NAME/rootfs plus meta.json.
 //! Containers use the rootfs as their overlay's lower layer, so it is never written after
 //! import. Import verifies the tarball's sha256 before unpacking anything.
+//!
+//! A template imported into a stord pool (dir or nfs) keeps its files in the pool's directory,
+//! POOL/templates/NAME/ (the tarball, rootfs/ and meta.json), so hosts sharing the pool share
+//! them; STATE/templates/NAME then holds meta.json and `rootfs`, a link to the pool's copy, so
+//! listing never needs stord.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
-use model::ct::{TemplateInfo, is_ct_name};
+use model::ct::{POOL_TEMPLATES_DIR, TemplateInfo, is_ct_name};
+use model::storage::PoolInfo;
 use sha2::{Digest, Sha256};
 
 use crate::error::{HostError, HostResult};
@@ -17,13 +23,55 @@ pub struct Templates {
     dir: PathBuf,
 }
 
+/// A stord pool that holds files, as `Storage1.PoolInfo` names it.
+#[derive(Debug, Clone)]
+pub struct PoolDir {
+    pub name: String,
+    /// The pool's directory (a dir pool's path, an nfs pool's mount point).
+    pub path: PathBuf,
+}
+
+impl PoolDir {
+    /// Asks stord for pool `name`: one that holds files (dir, nfs), or a refusal saying why.
+    pub async fn of(bus: Option<&zbus::Connection>, name: &str) -> HostResult<PoolDir> {
+        if let Some(problem) =
+            model::rules::problem("pool", format!("{name:?}"), model::rules::pool_name(name))
+        {
+            return Err(HostError::InvalidArgs(problem));
+        }
+        Self::from_info(&crate::stord::pool(bus, name).await?)
+    }
+
+    /// The pool stord describes, if it holds files; thin and iscsi pools are refused (105).
+    pub fn from_info(info: &PoolInfo) -> HostResult<PoolDir> {
+        if let Some(problem) = model::rules::problem(
+            "pool",
+            format!("{:?}", info.name),
+            model::rules::template_pool_kind(info.kind),
+        ) {
+            return Err(HostError::Conflict(problem));
+        }
+        Ok(PoolDir {
+            name: info.name.clone(),
+            path: PathBuf::from(&info.path),
+        })
+    }
+
+    fn templates(&self) -> PathBuf {
+        self.path.join(POOL_TEMPLATES_DIR)
+    }
+}
+
 impl Templates {
     pub fn new(dir: PathBuf) -> Templates {
         Templates { dir }
     }
 
+    /// The directory containers overlay: a pool's template is its pool's copy itself, never
+    /// the link to it (an overlay's lowerdir and the idmapped mount take the real directory).
     pub fn rootfs(&self, name: &str) -> PathBuf {
-        self.dir.join(name).join("rootfs")
+        let entry = self.dir.join(name).join("rootfs");
+        std::fs::read_link(&entry).unwrap_or(entry)
     }
 
     pub fn get(&self, name: &str) -> HostResult<TemplateInfo> {
@@ -53,9 +101,8 @@ impl Templates {
         out
     }
 
-    /// Imports `tarball` (plain or gzip tar of a rootfs) as template `name`. The digest is
-    /// checked first; a mismatch or a broken archive leaves nothing behind.
-    pub fn import(&self, name: &str, tarball: &Path, sha256: &str) -> HostResult<TemplateInfo> {
+    /// Checks an import's arguments on their own, before anything is looked up or made.
+    pub fn check(name: &str, tarball: &Path, sha256: &str) -> HostResult<String> {
         if !is_ct_name(name) {
             return Err(HostError::InvalidArgs(format!(
                 "name {name:?} is not a valid template name; expected lowercase letters, digits \
@@ -77,9 +124,39 @@ impl Templates {
                 tarball.display()
             )));
         }
+        Ok(want)
+    }
+
+    /// Imports `tarball` (plain or gzip tar of a rootfs) as template `name` into hostd's
+    /// state. The digest is checked first; a mismatch or a broken archive leaves nothing
+    /// behind.
+    pub fn import(&self, name: &str, tarball: &Path, sha256: &str) -> HostResult<TemplateInfo> {
+        self.import_into(name, tarball, sha256, None)
+    }
+
+    /// As [`Templates::import`], into `pool`'s directory when given: the tarball is copied
+    /// there (its copy checked against the digest again, then unpacked), so the pool holds
+    /// everything the template is.
+    pub fn import_into(
+        &self,
+        name: &str,
+        tarball: &Path,
+        sha256: &str,
+        pool: Option<&PoolDir>,
+    ) -> HostResult<TemplateInfo> {
+        let want = Self::check(name, tarball, sha256)?;
         if self.dir.join(name).exists() {
             return Err(HostError::Conflict(format!(
                 "template {name:?} exists already"
+            )));
+        }
+        if let Some(pool) = pool
+            && !pool.path.is_dir()
+        {
+            return Err(HostError::Failed(format!(
+                "pool {:?}'s directory {} is not there",
+                pool.name,
+                pool.path.display()
             )));
         }
         let mut file = File::open(tarball)
@@ -104,45 +181,146 @@ impl Templates {
                 "template {name:?} exists already"
             )));
         }
-        // Unpack beside the final place and rename: a crash or a broken archive never leaves a
-        // half template under its real name.
-        let tmp = self.dir.join(format!(".{name}.importing"));
+        let info = match pool {
+            None => self.unpack_into(&self.dir, name, file, tarball, &got, None)?,
+            Some(pool) => self.import_to_pool(name, file, tarball, &got, pool)?,
+        };
+        tracing::info!(
+            template = name,
+            sha256 = %info.sha256,
+            pool = info.pool.as_deref().unwrap_or("-"),
+            "template imported"
+        );
+        Ok(info)
+    }
+
+    /// Copies the tarball into the pool, unpacks that copy beside it, then records the
+    /// template in the state with a link to the pool's rootfs. A failed step takes the pool's
+    /// copy away again.
+    fn import_to_pool(
+        &self,
+        name: &str,
+        file: File,
+        tarball: &Path,
+        digest: &str,
+        pool: &PoolDir,
+    ) -> HostResult<TemplateInfo> {
+        let pool_templates = pool.templates();
+        let copy_dir = pool_templates.join(name);
+        if copy_dir.exists() {
+            return Err(HostError::Conflict(format!(
+                "pool {:?} holds a template {name:?} already ({}); delete it there first",
+                pool.name,
+                copy_dir.display()
+            )));
+        }
+        let tmp = pool_templates.join(format!(".{name}.importing"));
         let _ = std::fs::remove_dir_all(&tmp);
+        let in_pool = |e: io::Error| {
+            HostError::Failed(format!(
+                "pool {:?} ({}): {e}",
+                pool.name,
+                pool.path.display()
+            ))
+        };
+        std::fs::create_dir_all(&tmp).map_err(in_pool)?;
+        let file_name = tarball
+            .file_name()
+            .map_or_else(|| "rootfs.tar".into(), |n| n.to_os_string());
+        // The pool keeps the tarball itself; what is unpacked is that copy, hashed as it is
+        // written, so a tarball changed after its check never gets in.
+        let copied = copy_hashed(file, &tmp.join(&file_name)).and_then(|copied_digest| {
+            if copied_digest == digest {
+                File::open(tmp.join(&file_name))
+            } else {
+                Err(io::Error::other(format!(
+                    "tarball {} changed while it was copied (sha256:{copied_digest})",
+                    tarball.display()
+                )))
+            }
+        });
+        let copy = match copied {
+            Ok(copy) => copy,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                remove_if_empty(&pool_templates);
+                return Err(in_pool(e));
+            }
+        };
+        let mut info =
+            self.unpack_into(&pool_templates, name, copy, tarball, digest, Some(pool))?;
+        let entry_tmp = self.dir.join(format!(".{name}.importing"));
+        let _ = std::fs::remove_dir_all(&entry_tmp);
+        let recorded = (|| {
+            std::fs::create_dir_all(&entry_tmp)?;
+            std::os::unix::fs::symlink(copy_dir.join("rootfs"), entry_tmp.join("rootfs"))?;
+            let json = serde_json::to_vec_pretty(&info).map_err(io::Error::other)?;
+            std::fs::write(entry_tmp.join(META), json)?;
+            std::fs::rename(&entry_tmp, self.dir.join(name))
+        })();
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_dir_all(&entry_tmp);
+            let _ = std::fs::remove_dir_all(&copy_dir);
+            remove_if_empty(&pool_templates);
+            return Err(HostError::io(self.dir.display(), e));
+        }
+        info.pool = Some(pool.name.clone());
+        Ok(info)
+    }
+
+    /// Unpacks `file` as `dir/name` (rootfs and meta.json) through a temporary directory
+    /// beside it: a crash or a broken archive never leaves a half template under its real
+    /// name.
+    fn unpack_into(
+        &self,
+        dir: &Path,
+        name: &str,
+        file: File,
+        tarball: &Path,
+        digest: &str,
+        pool: Option<&PoolDir>,
+    ) -> HostResult<TemplateInfo> {
+        let tmp = dir.join(format!(".{name}.importing"));
+        if pool.is_none() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
         let result = unpack(file, &tmp.join("rootfs")).and_then(|()| {
             let info = TemplateInfo {
                 name: name.to_string(),
                 version: read_version(&tmp.join("rootfs")),
-                sha256: format!("sha256:{got}"),
+                sha256: format!("sha256:{digest}"),
                 size_bytes: du(&tmp.join("rootfs")),
+                pool: pool.map(|p| p.name.clone()),
             };
             let json = serde_json::to_vec_pretty(&info).map_err(io::Error::other)?;
             std::fs::write(tmp.join(META), json)?;
-            std::fs::rename(&tmp, self.dir.join(name))?;
+            std::fs::rename(&tmp, dir.join(name))?;
             Ok(info)
         });
-        match result {
-            Ok(info) => {
-                tracing::info!(template = name, sha256 = %info.sha256, "template imported");
-                Ok(info)
+        result.map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if pool.is_some() {
+                remove_if_empty(dir);
             }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                // A full disk is the host's trouble, not the tarball's: say so.
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-                ) {
-                    return Err(HostError::Failed(format!(
-                        "no space left on the state filesystem while unpacking {}: {e}",
-                        tarball.display()
-                    )));
-                }
-                Err(HostError::InvalidArgs(format!(
-                    "tarball {} cannot be unpacked: {e}",
+            let place = match pool {
+                Some(p) => format!("pool {:?}", p.name),
+                None => "the state filesystem".to_string(),
+            };
+            // A full disk is the host's trouble, not the tarball's: say so.
+            if matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            ) {
+                return HostError::Failed(format!(
+                    "no space left on {place} while unpacking {}: {e}",
                     tarball.display()
-                )))
+                ));
             }
-        }
+            HostError::InvalidArgs(format!(
+                "tarball {} cannot be unpacked into {place}: {e}",
+                tarball.display()
+            ))
+        })
     }
 
     /// The import lock of template `name`; another holder makes it a conflict.
@@ -164,15 +342,73 @@ impl Templates {
         )
     }
 
-    /// Deletes a template; the caller checks that no container uses it.
+    /// Deletes a template, and its files in the pool that keeps it; the caller checks that
+    /// no container uses it.
     pub fn delete(&self, name: &str) -> HostResult<()> {
-        self.get(name)?;
+        let info = self.get(name)?;
         let dir = self.dir.join(name);
+        // The pool's copy is where the entry's rootfs link points: found without stord, so a
+        // template goes even when its pool is gone from stord.
+        let copy = info
+            .pool
+            .as_ref()
+            .and_then(|_| std::fs::read_link(dir.join("rootfs")).ok())
+            .and_then(|rootfs| rootfs.parent().map(Path::to_path_buf));
         // Rename first so that a half-deleted template is never listed.
         let tmp = self.dir.join(format!(".{name}.deleting"));
         std::fs::rename(&dir, &tmp).map_err(|e| HostError::io(dir.display(), e))?;
+        if let Some(copy) = copy
+            && let Some(pool_templates) = copy.parent()
+        {
+            let doomed = pool_templates.join(format!(".{name}.deleting"));
+            match std::fs::rename(&copy, &doomed) {
+                Ok(()) => {
+                    std::fs::remove_dir_all(&doomed)
+                        .map_err(|e| HostError::io(doomed.display(), e))?;
+                    remove_if_empty(pool_templates);
+                }
+                // An nfs pool not mounted now: its copy is out of reach and stays there.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => tracing::warn!(
+                    template = name,
+                    copy = %copy.display(),
+                    "the pool's copy of the template is not there; nothing removed in the pool"
+                ),
+                Err(e) => {
+                    let _ = std::fs::rename(&tmp, &dir);
+                    return Err(HostError::io(copy.display(), e));
+                }
+            }
+        }
         std::fs::remove_dir_all(&tmp).map_err(|e| HostError::io(tmp.display(), e))
     }
+}
+
+/// Removes a pool's `templates/` once it holds nothing, so the pool's directory is left as
+/// stord made it.
+fn remove_if_empty(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Copies `from` to a new file `to`, flushed to disk; the copy's sha256 (hex).
+fn copy_hashed(mut from: File, to: &Path) -> io::Result<String> {
+    use std::io::Write;
+    let mut out = File::options().write(true).create_new(true).open(to)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    out.sync_all()?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unpack(file: File, dest: &Path) -> io::Result<()> {
@@ -286,10 +522,7 @@ fn sha256_reader(r: &mut impl Read) -> io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>())
+    Ok(hex(&h.finalize()))
 }
 
 /// `sha256:<hex>` of a file.
@@ -300,6 +533,8 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use model::storage::PoolKind;
+
     use super::*;
 
     #[test]
@@ -344,6 +579,65 @@ mod tests {
         ));
         t.delete("deb").unwrap();
         assert!(t.list().is_empty());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_pool_keeps_the_tarball_and_rootfs_and_loses_them_with_the_template() {
+        let base = std::env::temp_dir().join(format!("cairn-tpl-pool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let src = base.join("src");
+        std::fs::create_dir_all(src.join("etc")).unwrap();
+        std::fs::write(src.join("hello"), "hi").unwrap();
+        let tarball = base.join("t.tar");
+        let digest = testkit::template::tar_dir(&src, &tarball).unwrap();
+        let pool_path = base.join("pool");
+        std::fs::create_dir_all(&pool_path).unwrap();
+        let info = |kind| PoolInfo {
+            name: "p".into(),
+            kind,
+            path: pool_path.display().to_string(),
+            declared: false,
+            capacity_bytes: 0,
+            used_bytes: 0,
+            free_bytes: 0,
+            provisioned_bytes: 0,
+            allocated_bytes: 0,
+            volumes: 0,
+            overcommit_ratio: 0.0,
+            overcommit_limit: None,
+            warnings: vec![],
+        };
+        for kind in [PoolKind::Thin, PoolKind::Iscsi] {
+            let e = PoolDir::from_info(&info(kind)).unwrap_err();
+            assert!(
+                matches!(e, HostError::Conflict(ref m) if m.contains("not files")),
+                "{e}"
+            );
+        }
+        let pool = PoolDir::from_info(&info(PoolKind::Dir)).unwrap();
+        let t = Templates::new(base.join("templates"));
+        let zero = format!("sha256:{}", "0".repeat(64));
+        assert!(t.import_into("deb", &tarball, &zero, Some(&pool)).is_err());
+        assert!(
+            !pool_path.join("templates").exists(),
+            "a refused import made files"
+        );
+        let got = t
+            .import_into("deb", &tarball, &digest, Some(&pool))
+            .unwrap();
+        assert_eq!(got.pool.as_deref(), Some("p"));
+        let copy = pool_path.join("templates/deb");
+        assert_eq!(t.rootfs("deb"), copy.join("rootfs"));
+        assert_eq!(
+            std::fs::read_to_string(copy.join("rootfs/hello")).unwrap(),
+            "hi"
+        );
+        assert_eq!(sha256_file(&copy.join("t.tar")).unwrap(), digest);
+        assert_eq!(t.list(), vec![got]);
+        t.delete("deb").unwrap();
+        assert!(t.list().is_empty());
+        assert!(!pool_path.join("templates").exists());
         let _ = std::fs::remove_dir_all(&base);
     }
 

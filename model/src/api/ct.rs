@@ -17,15 +17,20 @@ pub struct ExecOutput {
 rpc_type!("struct": ContainerSpec, ContainerInfo, Resources, TemplateInfo, ExecOutput);
 
 actions! { ACTIONS;
-    TemplateImport = "template.import", Hostd, (name: String, path: String, sha256: String)
-        -> TemplateInfo,
-        "Imports an OS template: template.import(name, path, sha256) unpacks the rootfs tarball \
-         at path (on the host) once its digest matches sha256 (\"sha256:<hex>\"). Returns {name, \
-         version?, sha256, size_bytes}. Unpacking may take up to 25 s.";
+    TemplateImport = "template.import", Hostd,
+        (name: String, path: String, sha256: String, pool: Option<String>) -> TemplateInfo,
+        "Imports an OS template: template.import(name, path, sha256, pool?) unpacks the rootfs \
+         tarball at path (on the host) once its digest matches sha256 (\"sha256:<hex>\"). With \
+         pool (a dir or nfs pool; thin and iscsi pools hold no files: 105), the tarball and its \
+         rootfs are kept in the pool's directory under templates/NAME/ and containers made from \
+         the template overlay that copy; without, hostd's state keeps it. Returns {name, \
+         version?, sha256, size_bytes, pool?}. Unpacking may take up to 25 s.";
     TemplateList = "template.list", Hostd, () -> Vec<TemplateInfo>,
-        "Every template: {name, version?, sha256, size_bytes}.";
+        "Every template: {name, version?, sha256, size_bytes, pool? (the pool that keeps it)}.";
     TemplateDelete = "template.delete", Hostd, (name: String) -> bool,
-        "Deletes a template that no container uses and host.toml does not declare.";
+        "Deletes a template that no container uses and host.toml does not declare, with its \
+         files in the pool that kept it. While a pool keeps templates, pool.delete refuses it \
+         (105).";
     CtCreate = "ct.create", Hostd, (spec: ContainerSpec) -> ContainerInfo,
         "Creates (does not start) a container from {name, template, network?, addresses?, \
          gateway?, hostname?, command?, privileged?, resources?, pool?, disk?}; resources: \

@@ -33,7 +33,8 @@ actions! { ACTIONS;
         "Deletes a pool made through the API that holds no volumes (an iscsi pool: none in \
          use; its sessions are logged out; an nfs pool is unmounted); its directory stays \
          (empty of stord's files, so another pool may take it). A \
-         pool host.toml declares -> 105.";
+         pool host.toml declares, or one that keeps templates (template.import's pool; \
+         template.delete them first) -> 105.";
     PoolList = "pool.list", Stord, () -> Vec<PoolInfo>,
         "Every pool, as pool.info describes it.";
     PoolInfoOf = "pool.info", Stord, (name: String) -> PoolInfo,

@@ -450,6 +450,7 @@ pub(super) struct TemplateDraft {
     pub name: Option<At<String>>,
     pub source: Option<String>,
     pub sha256: Option<[u8; 32]>,
+    pub pool: Option<At<String>>,
 }
 
 pub(super) fn read_template(p: &mut Problems, t: Table<'_, '_>) -> TemplateDraft {
@@ -471,6 +472,7 @@ pub(super) fn read_template(p: &mut Problems, t: Table<'_, '_>) -> TemplateDraft
         name,
         source: source.map(str::to_string),
         sha256,
+        pool: read_ref(p, &t, "pool"),
     }
 }
 
@@ -480,6 +482,7 @@ impl TemplateDraft {
             name: self.name?.value,
             source: self.source,
             sha256: self.sha256,
+            pool: self.pool.map(|n| n.value),
         })
     }
 }

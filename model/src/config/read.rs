@@ -160,7 +160,7 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
             "address",
         ],
         "pool" => &["name", "kind", "path", "size", "source", "options"],
-        "template" => &["name", "source", "sha256"],
+        "template" => &["name", "source", "sha256", "pool"],
         "container" => &[
             "name",
             "template",

@@ -135,6 +135,8 @@ pub struct Template {
     pub name: String,
     pub source: Option<String>,
     pub sha256: Option<[u8; 32]>,
+    /// The dir or nfs pool that keeps the template; hostd's state when absent.
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -65,6 +65,20 @@ pub(super) fn check(p: &mut Problems, d: &Document, lines: &LineIndex<'_>) {
             _ => {}
         }
     }
+    for t in &d.templates {
+        let who = guest_label("template", t.name.as_ref());
+        resolve(p, &who, "pool", t.pool.as_ref(), &pool_names);
+        // One rule with template.import's: only a pool of files can keep a template.
+        let Some(pool) = &t.pool else { continue };
+        let kind = d
+            .pools
+            .iter()
+            .find(|q| q.name.as_ref().is_some_and(|n| n.value == pool.value))
+            .and_then(|q| q.kind);
+        if let Some(Err(problem)) = kind.map(rules::template_pool_kind) {
+            p.at(pool.at, format!("pool {:?} in {who} {problem}", pool.value));
+        }
+    }
     for v in &d.vms {
         let who = guest_label("vm", v.name.as_ref());
         for (i, nic) in v.nics.iter().enumerate() {

@@ -68,6 +68,10 @@ pub struct TemplateInfo {
     pub sha256: String,
     /// Bytes of file data in the unpacked rootfs.
     pub size_bytes: u64,
+    /// The stord pool (dir or nfs) whose directory holds the template under `templates/NAME/`;
+    /// absent: hostd's state holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 #[cfg(test)]

@@ -7,6 +7,10 @@ mod resources;
 mod spec;
 
 pub use info::{ContainerInfo, ContainerState, TemplateInfo};
+
+/// The directory of a dir or nfs pool where hostd keeps the templates imported into it
+/// (`templates/NAME/`); stord refuses to delete a pool while it holds any.
+pub const POOL_TEMPLATES_DIR: &str = "templates";
 pub use resources::{Resources, Usage};
 pub use spec::{
     CONTAINER_NAME_MAX, ContainerSpec, DEFAULT_INIT, InvalidContainer, MIN_DISK, is_ct_name,
