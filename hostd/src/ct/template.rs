@@ -391,19 +391,24 @@ fn remove_if_empty(dir: &Path) {
 
 /// Copies `from` to a new file `to`, flushed to disk; the copy's sha256 (hex).
 fn copy_hashed(mut from: File, to: &Path) -> io::Result<String> {
-    use std::io::Write;
     let mut out = File::options().write(true).create_new(true).open(to)?;
+    let digest = hash_through(&mut from, &mut out)?;
+    out.sync_all()?;
+    Ok(digest)
+}
+
+/// Reads `r` to its end, writing what it reads to `out`; the sha256 (hex) of it all.
+fn hash_through(r: &mut impl Read, out: &mut impl io::Write) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = from.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
         out.write_all(&buf[..n])?;
     }
-    out.sync_all()?;
     Ok(hex(&h.finalize()))
 }
 
@@ -513,16 +518,7 @@ pub fn du(dir: &Path) -> u64 {
 }
 
 fn sha256_reader(r: &mut impl Read) -> io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    hash_through(r, &mut io::sink())
 }
 
 /// `sha256:<hex>` of a file.
