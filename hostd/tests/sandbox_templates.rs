@@ -166,3 +166,61 @@ async fn wait_running(sb: &Sandbox, host: &Host1Proxy<'_>, name: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+const CONFIG_TEST: &str = "sandbox_templates::a_host_toml_template_goes_into_its_pool";
+
+/// host.toml's `[[template]] pool = "…"`: hostd imports it into the declared dir pool at start
+/// and the declared container made from it runs on the pool's copy.
+#[tokio::test(flavor = "current_thread")]
+async fn a_host_toml_template_goes_into_its_pool() {
+    if !containers_possible(CONFIG_TEST) {
+        return;
+    }
+    let bins = match bin_dir() {
+        Ok(b) => b,
+        Err(why) => return skip(CONFIG_TEST, &why),
+    };
+    let scratch = TempDir::new("hostd-sbx-tpl-pool-cfg");
+    let (tarball, digest) = busybox_tarball(&scratch.0);
+    let pool_dir = scratch.0.join("pool");
+    std::fs::create_dir_all(&pool_dir).expect("pool dir");
+    let config = testkit::sandbox_config("tpl-pool-cfg", None)
+        + &format!(
+            r#"
+[[pool]]
+name = "p"
+kind = "dir"
+path = "{}"
+
+[[template]]
+name = "bb"
+source = "{}"
+sha256 = "{digest}"
+pool = "p"
+
+[[container]]
+name = "cfg-c"
+template = "bb"
+"#,
+            pool_dir.display(),
+            tarball.display()
+        );
+    let mut sb = Sandbox::start("tpl-pool-cfg", &config, &bins);
+    let (conn, _) = sb.ready().await;
+    let host = Host1Proxy::new(&conn).await.expect("Host1 proxy");
+    wait_running(&sb, &host, "cfg-c").await;
+    let listed = list(&host).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].pool.as_deref(), Some("p"), "{listed:?}");
+    assert_eq!(listed[0].sha256, digest);
+    assert!(
+        pool_dir.join("templates/bb/rootfs/bin/busybox").exists(),
+        "the template is not in the pool:\n{}",
+        sb.log()
+    );
+    let (code, out, err) = host
+        .exec("cfg-c", vec!["ls".into(), "/bin/busybox".into()], 10)
+        .await
+        .unwrap_or_else(|e| panic!("exec: {e}\n{}", sb.log()));
+    assert_eq!(code, 0, "{out}{err}");
+}
