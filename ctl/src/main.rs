@@ -325,7 +325,14 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         }
         _ => params,
     };
-    let mut value = runtime.block_on(client.call(method, params))?;
+    let mut value = match &cli.command {
+        Command::Volume {
+            command: storage::VolumeCommand::Backup { volume, .. },
+        } => runtime.block_on(storage::backup_with_progress(
+            &client, method, params, volume,
+        ))?,
+        _ => runtime.block_on(client.call(method, params))?,
+    };
     let status = match cli.command {
         Command::Install { no_wait: false, .. } => Some("host.installStatus"),
         Command::Update { no_wait: false, .. } => Some("host.updateStatus"),

@@ -224,3 +224,46 @@ pub fn volumes_table(list: &Value) -> String {
         .collect();
     table(&["VOLUME", "SIZE", "ALLOCATED", "SNAPSHOTS"], &rows)
 }
+
+/// Runs a volume.backup call, drawing the copy's progress (volume.info's `copy`, asked twice
+/// a second) on stderr meanwhile when it is a terminal.
+pub async fn backup_with_progress(
+    client: &crate::client::Client,
+    method: &str,
+    params: Vec<model::xmlrpc::Value>,
+    volume: &str,
+) -> anyhow::Result<model::xmlrpc::Value> {
+    use crate::output::member;
+    use model::xmlrpc::Value;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let call = client.call(method, params);
+    tokio::pin!(call);
+    let mut drawn = false;
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                if drawn {
+                    eprintln!();
+                }
+                return Ok(result?);
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)), if tty => {
+                let info = client
+                    .call("volume.info", vec![Value::String(volume.to_string())])
+                    .await;
+                let copy = info.ok().and_then(|i| member(i.as_struct(), "copy").cloned());
+                if let Some(copy) = copy {
+                    let int = |k: &str| {
+                        member(copy.as_struct(), k)
+                            .and_then(Value::as_i64)
+                            .and_then(|n| u64::try_from(n).ok())
+                            .unwrap_or(0)
+                    };
+                    let line = crate::install::bar(int("done_bytes"), int("total_bytes"), "backup");
+                    eprint!("\r\x1b[K{line}");
+                    drawn = true;
+                }
+            }
+        }
+    }
+}

@@ -121,6 +121,19 @@ pub struct VolumeInfo {
     /// The guests that use it (`vm:NAME`); a volume in use cannot be deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
+    /// A copy running from it now (a backup being written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyProgress>,
+}
+
+/// How far a copy of a volume has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyProgress {
+    /// `backup`.
+    pub what: String,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// A backup `volume.backup` made: a file in the target pool's `backups/` directory, with its

@@ -1,11 +1,11 @@
 //! `org.cairn.Storage1`: stord's pools and volumes, for apid, hostd and tests. Structured
 //! arguments and answers are JSON of `model::storage`'s types (the contract in `model::dbus`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use model::dbus::{CairnError, Host1Proxy, StatusTuple};
-use model::storage::PoolSpec;
+use model::storage::{CopyProgress, PoolSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zbus::object_server::SignalEmitter;
@@ -19,6 +19,9 @@ pub struct Storage1 {
     pools: Arc<Mutex<Pools>>,
     /// Taken before `pools` (an export holds its volume), never after.
     exports: Arc<Mutex<Exports>>,
+    /// The backups being copied, by volume: volume.info shows how far each has come. The
+    /// copy runs without `pools`' lock, so the rest of the API answers meanwhile.
+    copies: Arc<Mutex<BTreeMap<String, CopyProgress>>>,
 }
 
 fn parse<T: DeserializeOwned>(arg: &str, json: &str) -> Result<T, CairnError> {
@@ -30,8 +33,54 @@ fn to_json<T: Serialize>(t: &T) -> Result<String, CairnError> {
 }
 
 impl Storage1 {
+    /// Copies a backup's snapshot into `dir` off the bus's thread and without the pools'
+    /// lock, with its progress in `copies` for volume.info.
+    async fn copy_backup(
+        &self,
+        dir: std::path::PathBuf,
+        snapshot: std::path::PathBuf,
+        volume: String,
+    ) -> Result<model::storage::BackupInfo, CairnError> {
+        let of =
+            model::storage::VolumeRef::parse(&volume, false).map_err(CairnError::InvalidArgs)?;
+        let total = {
+            let mut f = std::fs::File::open(&snapshot)
+                .map_err(|e| CairnError::Failed(format!("{}: {e}", snapshot.display())))?;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+                .map_err(|e| CairnError::Failed(format!("{}: {e}", snapshot.display())))?
+        };
+        let copies = self.copies.clone();
+        let set = move |done: u64| {
+            copies.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                volume.clone(),
+                CopyProgress {
+                    what: "backup".into(),
+                    done_bytes: done,
+                    total_bytes: total,
+                },
+            );
+        };
+        set(0);
+        let key = of.to_string();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::pool::store_backup(&dir, &snapshot, &of, &set)
+        })
+        .await;
+        self.copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        result
+            .map_err(|e| CairnError::Failed(format!("stord: {e}")))?
+            .map_err(CairnError::from)
+    }
+
     pub fn new(pools: Arc<Mutex<Pools>>, exports: Arc<Mutex<Exports>>) -> Storage1 {
-        Storage1 { pools, exports }
+        Storage1 {
+            pools,
+            exports,
+            copies: Arc::default(),
+        }
     }
 
     /// Runs `op` on the exports and the pools off the bus's thread (configfs writes block).
@@ -155,7 +204,14 @@ impl Storage1 {
     }
 
     async fn volume_info(&self, volume: String) -> Result<String, CairnError> {
-        to_json(&self.with(move |p| p.volume_info(&volume)).await?)
+        let mut info = self.with(move |p| p.volume_info(&volume)).await?;
+        info.copy = self
+            .copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&info.volume)
+            .cloned();
+        to_json(&info)
     }
 
     async fn grow_volume(&self, volume: String, size: String) -> Result<String, CairnError> {
@@ -232,9 +288,27 @@ impl Storage1 {
         }
         let quiesced_ms = started.elapsed().as_millis() as u64;
         let snapshot = snapshot?;
-        let mut info = self
-            .with(move |pools| pools.store_backup(&snapshot, &volume, &pool))
+        let target = {
+            let (v, p) = (volume.clone(), pool.clone());
+            self.with(move |pools| pools.backup_target(&v, &p)).await
+        };
+        let stored = match target {
+            Ok(dir) => {
+                self.copy_backup(dir, snapshot.clone(), volume.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        {
+            let v = volume.clone();
+            self.with(move |pools| {
+                pools.drop_backup_snapshot(&v, &snapshot);
+                Ok(())
+            })
             .await?;
+        }
+        let mut info = stored?;
+        tracing::info!(volume = %volume, backup = %info.backup, sha256 = %info.sha256, "backup stored");
         info.quiesced = quiesced;
         info.quiesced_ms = quiesced_ms;
         to_json(&info)

@@ -1,7 +1,8 @@
 //! The real stord on a private bus, with a dir pool on a loop-mounted 1 GiB xfs (reflinks on):
 //! 100 volumes of 10 GiB (1000x overcommitted, and reported so), data written and read back,
 //! a snapshot that shares the volume's blocks, a reflink clone, refusal past the overcommit
-//! limit, and everything still there after stord restarts.
+//! limit, and everything still there after stord restarts; and a backup whose progress
+//! volume.info shows while the rest of the API answers.
 
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
@@ -244,4 +245,70 @@ fn a_dir_pool_on_xfs() {
     });
     let _ = bus.kill();
     let _ = bus.wait();
+}
+
+#[test]
+fn a_backup_shows_its_progress_and_the_api_answers_while_it_copies() {
+    let dir = TempDir::new("stord-progress");
+    let (mut bus, address) = testkit::start_private_bus(dir.path(), Stdio::null()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let _daemon = stord(dir.path(), &address);
+        let p = proxy(&address).await;
+        for name in ["src", "bk"] {
+            let spec = PoolSpec {
+                name: name.into(),
+                kind: PoolKind::Dir,
+                path: Some(dir.path().join(name).display().to_string()),
+                overcommit: None,
+                force: None,
+                source: None,
+                options: None,
+            };
+            p.create_pool(&serde_json::to_string(&spec).unwrap())
+                .await
+                .unwrap();
+        }
+        let big = volume(&p, "src/big", "512M").await.unwrap();
+        let data = pattern(7, 4 << 20);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&big.path)
+            .unwrap();
+        for i in 0..64u64 {
+            f.write_all_at(&data, i * (8 << 20)).unwrap();
+        }
+        f.sync_all().unwrap();
+        drop(f);
+
+        let backup = p.backup_volume("src/big", "bk");
+        tokio::pin!(backup);
+        let mut seen = Vec::new();
+        let mut answered_meanwhile = false;
+        let info = loop {
+            tokio::select! {
+                done = &mut backup => break done.unwrap(),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {
+                    let v: VolumeInfo = json(p.volume_info("src/big").await.unwrap());
+                    if let Some(copy) = v.copy {
+                        assert_eq!((copy.what.as_str(), copy.total_bytes), ("backup", 512 << 20));
+                        seen.push(copy.done_bytes);
+                        // Another call, answered while the copy runs.
+                        answered_meanwhile |= p.list_pools().await.is_ok();
+                    }
+                }
+            }
+        };
+        assert!(!seen.is_empty(), "volume.info never showed the copy");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(answered_meanwhile);
+        let info: model::storage::BackupInfo = json(info);
+        assert_eq!(info.size_bytes, 512 << 20);
+        let v: VolumeInfo = json(p.volume_info("src/big").await.unwrap());
+        assert_eq!(v.copy, None, "the copy is gone from volume.info once done");
+    });
+    let _ = bus.kill();
 }

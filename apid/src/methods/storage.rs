@@ -158,11 +158,21 @@ impl Serve for VolumeClone {
     }
 }
 
+/// A backup or a restore copies a whole volume (volume.info shows a backup's progress
+/// meanwhile): as long as a request may take. Longer copies wait for tasks (issue 13).
+const COPY_TIMEOUT: Duration = POOL_TIMEOUT;
+
 impl Serve for VolumeBackup {
     async fn serve(self, api: &Api) -> Result<BackupInfo, Fault> {
         let info = api
             .bus
-            .stord_call(|s| async move { s.backup_volume(&self.volume, &self.pool).await })
+            .daemon_call(
+                "stord",
+                COPY_TIMEOUT,
+                |s: Storage1Proxy<'static>| async move {
+                    s.backup_volume(&self.volume, &self.pool).await
+                },
+            )
             .await?;
         answer("stord", &info)
     }
@@ -172,7 +182,13 @@ impl Serve for VolumeRestore {
     async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
         let info = api
             .bus
-            .stord_call(|s| async move { s.restore_volume(&self.backup, &self.volume).await })
+            .daemon_call(
+                "stord",
+                COPY_TIMEOUT,
+                |s: Storage1Proxy<'static>| async move {
+                    s.restore_volume(&self.backup, &self.volume).await
+                },
+            )
             .await?;
         answer("stord", &info)
     }

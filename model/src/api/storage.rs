@@ -57,7 +57,8 @@ actions! { ACTIONS;
         "One volume: {volume, size_bytes, allocated_bytes, path (the file or, thin, the block \
          device a guest uses), snapshots: [{name, allocated_bytes (0 for a thin snapshot: \
          what it shares is counted in its volume), created}], used_by (the guests and \
-         exports using it: vm:NAME, ct:NAME, export:NAME)}.";
+         exports using it: vm:NAME, ct:NAME, export:NAME), copy? ({what: backup, \
+         done_bytes, total_bytes} while a backup of it is being copied)}.";
     VolumeGrow = "volume.grow", Stord, (volume: String, size: String) -> VolumeInfo,
         "Grows a volume to size (never shrinks: a smaller size -> 102); the overcommit limit \
          applies as at volume.create.";
@@ -72,7 +73,9 @@ actions! { ACTIONS;
          snapshot is taken, then the snapshot is copied — holes stay holes, the sha256 of \
          every byte computed on the way and written beside it — and dropped. Returns \
          {backup (the file), volume, size_bytes, allocated_bytes, sha256, quiesced (the guests \
-         held still), quiesced_ms}.";
+         held still), quiesced_ms}. While it copies, volume.info of the volume shows its \
+         progress (copy) and the rest of the API answers; the whole call must finish within \
+         28 s (longer copies wait for tasks).";
     VolumeRestore = "volume.restore", Stord, (backup: String, volume: String) -> VolumeInfo,
         "Makes the new volume POOL/NAME from backup (a file volume.backup made, in a pool's \
          backups/ directory), after checking it against its sha256; a backup that does not \

@@ -169,49 +169,6 @@ impl Backend for DirPool {
         let _ = std::fs::remove_file(snapshot);
     }
 
-    /// Copies `snapshot` (of volume `of`, `POOL/NAME`) into this pool's backups, hashed on
-    /// the way; the sha256 goes beside it (`FILE.sha256`).
-    fn store_backup(&self, snapshot: &Path, of: &VolumeRef) -> Result<BackupInfo, StoreError> {
-        let dir = DirPool::backups_dir(self);
-        std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
-        let secs = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut file = format!("{}-{}-{secs}.raw", of.pool, of.name);
-        let mut n = 1;
-        while dir.join(&file).exists() {
-            n += 1;
-            file = format!("{}-{}-{secs}-{n}.raw", of.pool, of.name);
-        }
-        let to = dir.join(&file);
-        let part = part_of(&to);
-        let _ = std::fs::remove_file(&part);
-        let sha256 = files::copy_hashed(snapshot, &part).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSPC) => StoreError::Conflict(format!(
-                "pool {:?} has no room for the backup of {of}",
-                self.name
-            )),
-            _ => StoreError::Failed(format!("backing {of} up to {}: {e}", to.display())),
-        })?;
-        let sidecar = dir.join(format!("{file}.sha256"));
-        if let Err(e) =
-            model::files::write_atomic(&sidecar, format!("{sha256}  {file}\n").as_bytes())
-        {
-            let _ = std::fs::remove_file(&part);
-            return Err(StoreError::Failed(format!("{}: {e}", sidecar.display())));
-        }
-        place(&part, &to)?;
-        Ok(BackupInfo {
-            backup: to.display().to_string(),
-            volume: of.to_string(),
-            size_bytes: std::fs::metadata(&to).map_or(0, |m| m.len()),
-            allocated_bytes: files::allocated(&to),
-            sha256,
-            quiesced: Vec::new(),
-            quiesced_ms: 0,
-        })
-    }
-
     /// Makes volume `name` from a backup file (checked against its sha256 by the caller).
     fn restore(&mut self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError> {
         let to = self.volume_path(name);
@@ -281,6 +238,7 @@ impl Backend for DirPool {
             path: path.display().to_string(),
             snapshots,
             used_by: Vec::new(),
+            copy: None,
         })
     }
 
@@ -493,4 +451,51 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 fn ratio_percent(part: u64, whole: u64) -> f64 {
     ratio(part, whole) * 100.0
+}
+
+/// Copies `snapshot` (of volume `of`, `POOL/NAME`) into `dir`, a pool's backups, hashed on
+/// the way (`progress` told the bytes done); the sha256 goes beside it (`FILE.sha256`). Runs
+/// without the pools' lock: `dir` is only ever added to.
+pub fn store_backup(
+    dir: &Path,
+    snapshot: &Path,
+    of: &VolumeRef,
+    progress: &dyn Fn(u64),
+) -> Result<BackupInfo, StoreError> {
+    std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut file = format!("{}-{}-{secs}.raw", of.pool, of.name);
+    let mut n = 1;
+    while dir.join(&file).exists() {
+        n += 1;
+        file = format!("{}-{}-{secs}-{n}.raw", of.pool, of.name);
+    }
+    let to = dir.join(&file);
+    let part = part_of(&to);
+    let _ = std::fs::remove_file(&part);
+    let sha256 =
+        files::copy_hashed(snapshot, &part, progress).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => StoreError::Conflict(format!(
+                "{} has no room for the backup of {of}",
+                dir.display()
+            )),
+            _ => StoreError::Failed(format!("backing {of} up to {}: {e}", to.display())),
+        })?;
+    let sidecar = dir.join(format!("{file}.sha256"));
+    if let Err(e) = model::files::write_atomic(&sidecar, format!("{sha256}  {file}\n").as_bytes()) {
+        let _ = std::fs::remove_file(&part);
+        return Err(StoreError::Failed(format!("{}: {e}", sidecar.display())));
+    }
+    place(&part, &to)?;
+    Ok(BackupInfo {
+        backup: to.display().to_string(),
+        volume: of.to_string(),
+        size_bytes: std::fs::metadata(&to).map_or(0, |m| m.len()),
+        allocated_bytes: files::allocated(&to),
+        sha256,
+        quiesced: Vec::new(),
+        quiesced_ms: 0,
+    })
 }

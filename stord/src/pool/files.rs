@@ -177,8 +177,9 @@ fn hash_piece(hash: &mut Sha256, piece: &Piece<'_>) {
 }
 
 /// Copies `from` into the new file `to`, sparse (holes stay holes), and returns the sha256
-/// of every byte; `to` is synced, and removed on an error.
-pub fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<String> {
+/// of every byte; `to` is synced, and removed on an error. `progress` is told the bytes
+/// gone through (data and holes) after each piece.
+pub fn copy_hashed(from: &Path, to: &Path, progress: &dyn Fn(u64)) -> std::io::Result<String> {
     let src = File::open(from)?;
     let dst = std::fs::OpenOptions::new()
         .write(true)
@@ -187,10 +188,15 @@ pub fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<String> {
     let mut hash = Sha256::new();
     let result = walk(&src, |at, piece| {
         hash_piece(&mut hash, &piece);
-        match piece {
-            Piece::Data(bytes) => write_nonzero(&dst, bytes, at),
-            Piece::Hole(_) => Ok(()),
-        }
+        let done = match piece {
+            Piece::Data(bytes) => {
+                write_nonzero(&dst, bytes, at)?;
+                at + bytes.len() as u64
+            }
+            Piece::Hole(len) => at + len,
+        };
+        progress(done);
+        Ok(())
     })
     .and_then(|()| dst.set_len(length(&src)?))
     .and_then(|()| dst.sync_all());

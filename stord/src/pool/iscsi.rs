@@ -789,6 +789,7 @@ impl Backend for IscsiPool {
             path: path.display().to_string(),
             snapshots: Vec::new(),
             used_by: Vec::new(),
+            copy: None,
         })
     }
 

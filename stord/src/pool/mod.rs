@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use model::config::{HostConfig, NAME_MAX, is_name};
 use model::dbus::CairnError;
-use model::storage::{BackupInfo, PoolInfo, PoolKind, PoolSpec, VolumeInfo, VolumeRef, VolumeSpec};
+use model::storage::{PoolInfo, PoolKind, PoolSpec, VolumeInfo, VolumeRef, VolumeSpec};
 
-pub use dir::DirPool;
+pub use dir::{DirPool, store_backup};
 pub use files::Copied;
 pub use iscsi::IscsiPool;
 pub use nfs::NfsPool;
@@ -62,13 +62,6 @@ pub trait Backend: Send {
     /// Where this pool keeps backups; None: it holds no files (thin, iscsi).
     fn backups_dir(&self) -> Option<PathBuf> {
         None
-    }
-    /// Copies `snapshot` (of volume `of`) into this pool's backups, with its sha256.
-    fn store_backup(&self, _snapshot: &Path, of: &VolumeRef) -> Result<BackupInfo, StoreError> {
-        Err(StoreError::Conflict(format!(
-            "pool {:?} holds no files: back {of} up into a dir or nfs pool",
-            self.name()
-        )))
     }
     /// Makes volume `name` from a backup file (checked against its sha256 by the caller).
     fn restore(&mut self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError>;
@@ -691,21 +684,23 @@ impl Pools {
         self.pool_mut(&v.pool)?.backup_snapshot(&v.name)
     }
 
-    /// Copies the snapshot into `pool`'s backups, then drops it (also when the copy fails).
-    pub fn store_backup(
-        &mut self,
-        snapshot: &Path,
-        volume: &str,
-        pool: &str,
-    ) -> Result<BackupInfo, StoreError> {
+    /// Where a backup of `volume` into `pool` goes: the pool's backups directory.
+    pub fn backup_target(&self, volume: &str, pool: &str) -> Result<PathBuf, StoreError> {
         let v = volume_ref(volume, false)?;
-        let stored = self.pool(pool).and_then(|p| p.store_backup(snapshot, &v));
-        if let Ok(from) = self.pool_mut(&v.pool) {
+        self.pool(pool)?.backups_dir().ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "pool {pool:?} holds no files: back {v} up into a dir or nfs pool"
+            ))
+        })
+    }
+
+    /// Drops the snapshot a backup of `volume` copied from (also when the copy failed).
+    pub fn drop_backup_snapshot(&mut self, volume: &str, snapshot: &Path) {
+        if let Ok(v) = volume_ref(volume, false)
+            && let Ok(from) = self.pool_mut(&v.pool)
+        {
             from.drop_backup_snapshot(snapshot);
         }
-        let info = stored?;
-        tracing::info!(volume = %v, backup = %info.backup, sha256 = %info.sha256, "backup stored");
-        Ok(info)
     }
 
     /// Makes `volume` from `backup`, a file in a pool's backups whose sha256 still matches.

@@ -279,9 +279,15 @@ fn a_sparse_copy_hashes_as_its_every_byte_and_keeps_its_holes() {
     let want = model::hex(&sha2::Sha256::digest(&dense));
     assert_eq!(files::sha256(&src).unwrap(), want);
     let dst = s.0.join("dst.raw");
-    assert_eq!(files::copy_hashed(&src, &dst).unwrap(), want);
+    let seen = std::cell::Cell::new(0);
+    let progress = |done: u64| {
+        assert!(done >= seen.get(), "progress goes forward");
+        seen.set(done);
+    };
+    assert_eq!(files::copy_hashed(&src, &dst, &progress).unwrap(), want);
+    assert_eq!(seen.get(), 8 << 20, "the progress ends at the whole length");
     assert_eq!(std::fs::read(&dst).unwrap(), dense);
     assert!(files::allocated(&dst) < 1 << 20, "the holes were written");
-    let e = files::copy_hashed(&src, &dst).unwrap_err();
+    let e = files::copy_hashed(&src, &dst, &|_| {}).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
 }

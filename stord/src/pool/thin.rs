@@ -806,6 +806,7 @@ impl Backend for ThinPool {
                 })
                 .collect(),
             used_by: Vec::new(),
+            copy: None,
         })
     }
 
