@@ -273,7 +273,9 @@ class StorageNet(ApplianceTestCase):
         before = self.guest_mounts()
         for spec, code, says in [
             ({"source": "nas"}, FAULT_BAD_PARAMS, "not an NFS export"),
-            ({"source": f"{HOST}:/v4", "path": "/tmp/x"}, FAULT_BAD_PARAMS, "path is not taken"),
+            # A mount point given that something else is mounted on.
+            ({"source": f"{HOST}:/v4", "options": f"port={self.peers.nfs_port}",
+              "path": "/run"}, FAULT_CONFLICT, "tmpfs tmpfs mounted on it"),
             ({}, FAULT_BAD_PARAMS, "needs source"),
             ({"source": f"{HOST}:/v4", "options": "addr=1.2.3.4"}, FAULT_BAD_PARAMS,
              "stord's to set"),

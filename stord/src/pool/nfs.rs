@@ -301,14 +301,23 @@ pub fn kernel_options(opts: &MountOptions, server: IpAddr, client: Option<IpAddr
     text
 }
 
-/// Whether `path` is a mount point now (its entry in /proc/self/mountinfo, octal escapes and
-/// all).
-fn mounted(path: &Path) -> bool {
+/// What is mounted on `path` now, topmost: (filesystem type, source), from the text of
+/// /proc/self/mountinfo (octal escapes and all).
+pub fn mounted_on(mountinfo: &str, path: &Path) -> Option<(String, String)> {
     let want = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
-        info.lines()
-            .any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == want))
-    })
+    mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == want))
+        .filter_map(|l| {
+            let (_, after) = l.split_once(" - ")?;
+            let mut f = after.split(' ');
+            Some((f.next()?.to_string(), unescape(f.next()?)))
+        })
+        .next_back()
+}
+
+fn mounted(path: &Path) -> Option<(String, String)> {
+    mounted_on(&std::fs::read_to_string("/proc/self/mountinfo").ok()?, path)
 }
 
 fn unescape(field: &str) -> String {
@@ -342,6 +351,8 @@ fn unmount(path: &Path) {
 pub struct NfsPool {
     dir: DirPool,
     source: NfsSource,
+    /// The mount point is stord's (in its state), removed with the pool.
+    own_dir: bool,
 }
 
 impl NfsPool {
@@ -358,19 +369,28 @@ impl NfsPool {
                 spec.name
             ))
         })?;
-        if spec.path.is_some() {
-            return Err(StoreError::InvalidArgs(format!(
-                "nfs pool {:?}: path is not taken (stord mounts the source at {})",
-                spec.name,
-                mountpoint.display()
-            )));
-        }
+        // path: where to mount it (a directory stord leaves in place); default its own.
+        let own_dir = spec.path.is_none();
+        let mountpoint = spec.path.as_ref().map_or(mountpoint, PathBuf::from);
         let source = parse_source(source)?;
         let opts = mount_options(spec.options.as_deref())?;
-        let fresh = !mounted(&mountpoint);
-        if fresh {
-            mount(&source, &opts, &mountpoint)?;
-        }
+        let fresh = match mounted(&mountpoint) {
+            None => {
+                mount(&source, &opts, &mountpoint, own_dir)?;
+                true
+            }
+            // Mounted by stord before it was restarted.
+            Some((fstype, from)) if fstype.starts_with("nfs") && from == source.to_string() => {
+                false
+            }
+            Some((fstype, from)) => {
+                return Err(StoreError::Conflict(format!(
+                    "{} has {fstype} {from} mounted on it; give a directory nothing is \
+                     mounted on",
+                    mountpoint.display()
+                )));
+            }
+        };
         let dir = DirPool {
             name: spec.name.clone(),
             path: mountpoint.clone(),
@@ -380,11 +400,17 @@ impl NfsPool {
         match DirPool::open(dir) {
             Ok(dir) => {
                 tracing::info!(pool = %spec.name, %source, at = %mountpoint.display(), fresh, "nfs pool mounted");
-                Ok(NfsPool { dir, source })
+                Ok(NfsPool {
+                    dir,
+                    source,
+                    own_dir,
+                })
             }
             Err(e) => {
                 unmount(&mountpoint);
-                let _ = std::fs::remove_dir(&mountpoint);
+                if own_dir {
+                    let _ = std::fs::remove_dir(&mountpoint);
+                }
                 Err(e)
             }
         }
@@ -395,7 +421,14 @@ impl NfsPool {
     }
 }
 
-fn mount(source: &NfsSource, opts: &MountOptions, at: &Path) -> Result<(), StoreError> {
+/// Mounts `source` on `at`, made when missing (and removed again if the mount fails and
+/// `own_dir` says the directory is stord's).
+fn mount(
+    source: &NfsSource,
+    opts: &MountOptions,
+    at: &Path,
+    own_dir: bool,
+) -> Result<(), StoreError> {
     let server = resolve(&source.server)?;
     for port in &opts.probe_ports {
         let addr = SocketAddr::new(server, *port);
@@ -435,7 +468,9 @@ fn mount(source: &NfsSource, opts: &MountOptions, at: &Path) -> Result<(), Store
         .map_err(|e| StoreError::Failed(format!("cannot start the mount: {e}")))?;
     drop(spawned);
     let failed = |why: String| {
-        let _ = std::fs::remove_dir(at);
+        if own_dir {
+            let _ = std::fs::remove_dir(at);
+        }
         format!("mounting {source} (options {options}): {why}")
     };
     match rx.recv_timeout(MOUNT_WAIT) {
@@ -563,7 +598,9 @@ impl Backend for NfsPool {
         self.dir.release();
         let at = self.dir.location();
         unmount(at);
-        let _ = std::fs::remove_dir(at);
+        if self.own_dir {
+            let _ = std::fs::remove_dir(at);
+        }
     }
 }
 
@@ -661,7 +698,21 @@ mod tests {
     fn mountinfo_escapes() {
         assert_eq!(unescape("/run/a\\040b"), "/run/a b");
         assert_eq!(unescape("/plain"), "/plain");
-        assert!(mounted(Path::new("/")) || !Path::new("/proc/self/mountinfo").exists());
-        assert!(!mounted(Path::new("/surely/not/a/mount/point")));
+        let info = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                    40 30 0:50 / /var/lib/cairn/stord/mnt/nas4 rw,nosuid shared:1 - nfs4 \
+                    10.0.2.2:/v4 rw,vers=4.1,addr=10.0.2.2\n\
+                    41 30 0:51 / /srv/my\\040pool rw - tmpfs tmpfs rw\n\
+                    42 41 0:52 / /srv/my\\040pool rw - nfs nas:/x rw,vers=3\n";
+        assert_eq!(
+            mounted_on(info, Path::new("/var/lib/cairn/stord/mnt/nas4")),
+            Some(("nfs4".into(), "10.0.2.2:/v4".into()))
+        );
+        // The topmost of two mounts on one directory.
+        assert_eq!(
+            mounted_on(info, Path::new("/srv/my pool")),
+            Some(("nfs".into(), "nas:/x".into()))
+        );
+        assert_eq!(mounted_on(info, Path::new("/srv")), None);
+        assert!(mounted(Path::new("/")).is_some() || !Path::new("/proc/self/mountinfo").exists());
     }
 }
