@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use model::storage::{BackupInfo, PoolInfo, PoolKind, PoolSpec, VolumeInfo, VolumeRef};
+use model::storage::{PoolInfo, PoolKind, PoolSpec, VolumeInfo};
 use nix::mount::{MntFlags, MsFlags};
 
 use super::{Backend, DirPool, StoreError};
@@ -582,10 +582,6 @@ impl Backend for NfsPool {
 
     fn backups_dir(&self) -> Option<PathBuf> {
         Backend::backups_dir(&self.dir)
-    }
-
-    fn store_backup(&self, snapshot: &Path, of: &VolumeRef) -> Result<BackupInfo, StoreError> {
-        self.dir.store_backup(snapshot, of)
     }
 
     fn restore(&mut self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError> {
