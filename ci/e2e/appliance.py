@@ -35,7 +35,11 @@ BOOT_TIMEOUT = int(os.environ.get("CAIRN_E2E_BOOT_TIMEOUT", "300"))
 # Fault codes from model/src/fault.rs (the public API; never renumbered).
 FAULT_PARSE = 100
 FAULT_UNKNOWN_METHOD = 101
+FAULT_BAD_PARAMS = 102
 FAULT_UNAUTHORIZED = 103
+FAULT_NOT_FOUND = 104
+FAULT_CONFLICT = 105
+FAULT_BUSY = 106
 
 
 def free_port():

@@ -13,11 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ApplianceTestCase  # noqa: E402
-
-# Fault codes from model/src/fault.rs (the public API; never renumbered).
-FAULT_PARSE = 100
-FAULT_UNKNOWN_METHOD = 101
-FAULT_UNAUTHORIZED = 103
+from appliance import FAULT_PARSE, FAULT_UNAUTHORIZED, FAULT_UNKNOWN_METHOD  # noqa: E402
 
 
 class Appliance(ApplianceTestCase):

@@ -16,9 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ApplianceTestCase, api_config  # noqa: E402
+from appliance import FAULT_BAD_PARAMS, FAULT_UNAUTHORIZED  # noqa: E402
 
-FAULT_INVALID = 102
-FAULT_UNAUTHORIZED = 103
 NEW_TOKEN = "applied-config-token"
 GOOD = api_config("applied-host", NEW_TOKEN, """
 [[network]]
@@ -38,7 +37,7 @@ class ApplyFromMaintenance(ApplianceTestCase):
         bad = GOOD.replace('kind = "bridged"', 'kind = "bridged"\nuplink = 5', 1)
         with self.assertRaises(xmlrpc.client.Fault) as cm:
             self.call("host.applyConfig", bad)  # dry_run left out: false
-        self.assertEqual(cm.exception.faultCode, FAULT_INVALID, cm.exception.faultString)
+        self.assertEqual(cm.exception.faultCode, FAULT_BAD_PARAMS, cm.exception.faultString)
         self.assertIn("host.toml:", cm.exception.faultString)
         self.assertEqual(self.call("host.info")["mode"], "maintenance")
 

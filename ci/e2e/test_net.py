@@ -12,8 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ApplianceTestCase  # noqa: E402
-
-FAULT_BAD_PARAMS = 102
+from appliance import FAULT_BAD_PARAMS  # noqa: E402
 
 
 class Networks(ApplianceTestCase):

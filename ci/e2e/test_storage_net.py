@@ -27,11 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ApplianceTestCase, free_port  # noqa: E402
+from appliance import FAULT_BAD_PARAMS, FAULT_BUSY, FAULT_CONFLICT, FAULT_NOT_FOUND  # noqa: E402
 
-FAULT_BAD_PARAMS = 102
-FAULT_NOT_FOUND = 104
-FAULT_CONFLICT = 105
-FAULT_BUSY = 106
 
 # This host as the appliance sees it through QEMU's user network.
 HOST = "10.0.2.2"

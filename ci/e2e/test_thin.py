@@ -18,10 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ApplianceTestCase, Qmp  # noqa: E402
+from appliance import FAULT_BAD_PARAMS, FAULT_CONFLICT, FAULT_NOT_FOUND  # noqa: E402
 
-FAULT_BAD_PARAMS = 102
-FAULT_NOT_FOUND = 104
-FAULT_CONFLICT = 105
 
 DISK_MIB = 256
 GROWN_MIB = 512
