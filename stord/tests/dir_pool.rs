@@ -88,6 +88,20 @@ async fn volume(p: &Storage1Proxy<'_>, name: &str, size: &str) -> Result<VolumeI
         .map_err(|e| e.to_string())
 }
 
+/// pool.create's argument for a dir pool at `path`.
+fn dir_pool(name: &str, path: &Path, overcommit: Option<f64>) -> String {
+    serde_json::to_string(&PoolSpec {
+        name: name.into(),
+        kind: PoolKind::Dir,
+        path: Some(path.display().to_string()),
+        overcommit,
+        force: None,
+        source: None,
+        options: None,
+    })
+    .unwrap()
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -145,20 +159,8 @@ fn a_dir_pool_on_xfs() {
         let capacity = nix::sys::statvfs::statvfs(&at).unwrap();
         let capacity = capacity.blocks() * capacity.fragment_size();
         let limit = (1005u64 << 30) as f64 / capacity as f64;
-        let spec = PoolSpec {
-            name: "fast".into(),
-            kind: PoolKind::Dir,
-            path: Some(at.join("pool").display().to_string()),
-            overcommit: Some(limit),
-            force: None,
-            source: None,
-            options: None,
-        };
-        let info: PoolInfo = json(
-            p.create_pool(&serde_json::to_string(&spec).unwrap())
-                .await
-                .unwrap(),
-        );
+        let spec = dir_pool("fast", &at.join("pool"), Some(limit));
+        let info: PoolInfo = json(p.create_pool(&spec).await.unwrap());
         assert_eq!(info.capacity_bytes, capacity);
 
         for i in 0..100 {
@@ -259,16 +261,7 @@ fn a_backup_shows_its_progress_and_the_api_answers_while_it_copies() {
         let _daemon = stord(dir.path(), &address);
         let p = proxy(&address).await;
         for name in ["src", "bk"] {
-            let spec = PoolSpec {
-                name: name.into(),
-                kind: PoolKind::Dir,
-                path: Some(dir.path().join(name).display().to_string()),
-                overcommit: None,
-                force: None,
-                source: None,
-                options: None,
-            };
-            p.create_pool(&serde_json::to_string(&spec).unwrap())
+            p.create_pool(&dir_pool(name, &dir.path().join(name), None))
                 .await
                 .unwrap();
         }
@@ -311,4 +304,5 @@ fn a_backup_shows_its_progress_and_the_api_answers_while_it_copies() {
         assert_eq!(v.copy, None, "the copy is gone from volume.info once done");
     });
     let _ = bus.kill();
+    let _ = bus.wait();
 }
