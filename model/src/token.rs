@@ -41,9 +41,53 @@ pub fn matches(token: &str, expected: &[u8; 32]) -> bool {
         == 0
 }
 
+/// A server certificate's fingerprint as Cairn prints and pins it: `SHA256:` and the lowercase
+/// hex of the sha256 of the DER certificate (what the console, `ci/appliance` and cairnctl's
+/// pinning show alike).
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    format!("SHA256:{}", crate::hex(&Sha256::digest(der)))
+}
+
+/// [`cert_fingerprint`] of the first `CERTIFICATE` block of a PEM file's text (the leaf, as a
+/// chain file lists it first), or `None` when it holds none.
+pub fn pem_cert_fingerprint(pem: &str) -> Option<String> {
+    use base64::Engine as _;
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let start = pem.find(begin)? + begin.len();
+    let len = pem[start..].find("-----END CERTIFICATE-----")?;
+    let b64: String = pem[start..start + len]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    Some(cert_fingerprint(&der))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_of_der_and_pem_agree() {
+        // Any bytes stand for a DER certificate here: the fingerprint is their digest.
+        let der = b"\x30\x03\x02\x01\x05";
+        let fp = cert_fingerprint(der);
+        assert_eq!(fp, format!("SHA256:{}", crate::hex(&Sha256::digest(der))));
+        assert_eq!(fp.len(), 7 + 64);
+        assert!(
+            fp[7..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_cert_fingerprint(pem).as_deref(), Some(fp.as_str()));
+        assert_eq!(
+            pem_cert_fingerprint("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"),
+            None
+        );
+        assert_eq!(pem_cert_fingerprint("no pem"), None);
+    }
 
     #[test]
     fn digest_round_trips_and_matches() {

@@ -106,6 +106,11 @@ fn full_example_values_are_typed() {
     assert_eq!(vlan20.vlan, Some(20));
     assert!(c.templates[1].sha256.is_some());
     assert_eq!(c.templates[0].pool, None, "no pool: hostd's state keeps it");
+    assert_eq!(c.templates[0].source.as_deref(), Some("bundled:busybox"));
+    assert_eq!(
+        c.templates[0].sha256, None,
+        "a bundled template needs no digest"
+    );
     assert_eq!(c.templates[1].pool.as_deref(), Some("nas"));
 }
 

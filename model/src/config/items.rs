@@ -463,8 +463,10 @@ pub(super) fn read_template(p: &mut Problems, t: Table<'_, '_>) -> TemplateDraft
                     || ["http://", "https://"]
                         .iter()
                         .any(|scheme| s.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()))
+                    || crate::ct::bundled_name(s).is_some_and(crate::ct::is_bundled_name)
             },
-            "is not a path or URL; expected an absolute path or an http(s):// URL",
+            "is not a path, URL or bundled template; expected an absolute path, an http(s):// \
+             URL or bundled:NAME (a template the image carries, e.g. bundled:busybox)",
         )
     });
     let sha256 = t.opt("sha256").and_then(|f| f.digest(p));

@@ -2,10 +2,14 @@
 //! asks for (`ContainerSpec`, validated here before hostd acts), what hostd reports
 //! (`ContainerInfo`, `TemplateInfo`), and the resource limits and usage.
 
+mod bundled;
 mod info;
 mod resources;
 mod spec;
 
+pub use bundled::{
+    BUNDLED_SCHEME, BUNDLED_TEMPLATES_DIR, bundled_files, bundled_name, is_bundled_name,
+};
 pub use info::{ContainerInfo, ContainerState, TemplateInfo};
 
 /// The directory of a dir or nfs pool where hostd keeps the templates imported into it
