@@ -118,26 +118,27 @@ async fn template(manager: &Arc<Mutex<Manager>>, t: &Template) -> Result<(), Hos
             t.name
         )));
     };
-    if !source.starts_with('/') {
-        return Err(HostError::Failed(format!(
-            "template {:?}: source {source:?}: downloading templates from URLs is not supported \
-             yet; download the tarball and give its absolute path",
-            t.name
-        )));
-    }
-    let Some(digest) = t.sha256 else {
-        return Err(HostError::InvalidArgs(format!(
-            "template {:?}: sha256 is required to import {source:?}",
-            t.name
-        )));
+    let given = t.sha256.map(|d| format!("sha256:{}", model::hex(&d)));
+    // The import resolves bundled:NAME to the image's tarball and the digest beside it.
+    let (tarball, sha256) = match model::ct::bundled_name(source) {
+        Some(_) => (std::path::PathBuf::from(source), given.unwrap_or_default()),
+        None => {
+            if !source.starts_with('/') {
+                return Err(HostError::Failed(format!(
+                    "template {:?}: source {source:?}: downloading templates from URLs is not \
+                     supported yet; download the tarball and give its absolute path",
+                    t.name
+                )));
+            }
+            let Some(sha256) = given else {
+                return Err(HostError::InvalidArgs(format!(
+                    "template {:?}: sha256 is required to import {source:?}",
+                    t.name
+                )));
+            };
+            (std::path::PathBuf::from(source), sha256)
+        }
     };
-    let sha256 = format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
     let pool = match &t.pool {
         Some(pool) => {
             let bus = manager.lock().await.bus();
@@ -145,7 +146,7 @@ async fn template(manager: &Arc<Mutex<Manager>>, t: &Template) -> Result<(), Hos
         }
         None => None,
     };
-    let (name, tarball) = (t.name.clone(), std::path::PathBuf::from(source));
+    let name = t.name.clone();
     let info = tokio::task::spawn_blocking(move || {
         templates.import_into(&name, &tarball, &sha256, pool.as_ref())
     })

@@ -1,6 +1,7 @@
 //! OS containers: templates, the runtime that starts them, their monitors, and the lifecycle
 //! behind org.cairn.Host1's container methods.
 
+pub mod bundled;
 pub mod console;
 pub mod disk;
 pub mod exec;

@@ -102,6 +102,8 @@ impl Templates {
     }
 
     /// Checks an import's arguments on their own, before anything is looked up or made.
+    /// `bundled:NAME` (a template the image carries) stands for its tarball, and its digest
+    /// for an empty `sha256`.
     pub fn check(name: &str, tarball: &Path, sha256: &str) -> HostResult<String> {
         if !is_ct_name(name) {
             return Err(HostError::InvalidArgs(format!(
@@ -109,6 +111,11 @@ impl Templates {
                  and hyphens"
             )));
         }
+        let bundled = Self::bundled(tarball, sha256)?;
+        let (tarball, sha256) = match &bundled {
+            Some((t, d)) => (t.as_path(), d.as_str()),
+            None => (tarball, sha256),
+        };
         let want = sha256
             .strip_prefix("sha256:")
             .unwrap_or(sha256)
@@ -125,6 +132,16 @@ impl Templates {
             )));
         }
         Ok(want)
+    }
+
+    /// The image's own tarball and digest when `tarball` reads `bundled:NAME`.
+    fn bundled(tarball: &Path, sha256: &str) -> HostResult<Option<(PathBuf, String)>> {
+        match tarball.to_str() {
+            Some(source) => {
+                super::bundled::resolve(Path::new(model::ct::BUNDLED_TEMPLATES_DIR), source, sha256)
+            }
+            None => Ok(None),
+        }
     }
 
     /// Imports `tarball` (plain or gzip tar of a rootfs) as template `name` into hostd's
@@ -145,6 +162,8 @@ impl Templates {
         pool: Option<&PoolDir>,
     ) -> HostResult<TemplateInfo> {
         let want = Self::check(name, tarball, sha256)?;
+        let bundled = Self::bundled(tarball, sha256)?;
+        let tarball = bundled.as_ref().map_or(tarball, |(t, _)| t.as_path());
         if self.dir.join(name).exists() {
             return Err(HostError::Conflict(format!(
                 "template {name:?} exists already"
