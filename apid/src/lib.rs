@@ -7,6 +7,7 @@ pub mod http;
 pub mod methods;
 pub mod state;
 pub mod sys;
+pub mod task;
 pub mod tls;
 pub mod upload;
 

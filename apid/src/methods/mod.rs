@@ -6,6 +6,7 @@ mod net;
 mod registry;
 mod storage;
 mod system;
+mod task;
 mod vm;
 
 pub use registry::{Fault, Method, MethodFuture, MethodResult, Registry, Serve, method};
@@ -16,7 +17,8 @@ use model::xmlrpc::{MethodCall, MethodResponse, Value};
 use crate::bus::Bus;
 use crate::state::HostState;
 
-/// Everything a method handler may use.
+/// Everything a method handler may use. Cheap to clone (a task holds its own).
+#[derive(Clone)]
 pub struct Api {
     registry: Registry,
     pub hostname: String,
@@ -25,6 +27,8 @@ pub struct Api {
     pub state: HostState,
     /// Where `PUT /uploads/NAME` stores files, which `upload:NAME` arguments name.
     pub uploads: Option<std::sync::Arc<crate::upload::Uploads>>,
+    /// The methods running in the background (`task.*`).
+    pub tasks: std::sync::Arc<crate::task::Tasks>,
 }
 
 impl Api {
@@ -35,12 +39,14 @@ impl Api {
         methods.extend(storage::methods());
         methods.extend(ct::methods());
         methods.extend(vm::methods());
+        methods.extend(task::methods());
         Api {
             registry: Registry::new(methods),
             hostname,
             state: HostState::default(),
             bus,
             uploads: None,
+            tasks: std::sync::Arc::new(crate::task::Tasks::new()),
         }
     }
 
@@ -70,6 +76,18 @@ impl Api {
             ));
         };
         method.call(self, params).await
+    }
+
+    /// Checks a call as `call` would before serving it: the method is known, its parameters
+    /// decode.
+    pub fn check(&self, name: &str, params: &[Value]) -> Result<(), Fault> {
+        match self.registry.find(name) {
+            Some(method) => method.check(params),
+            None => Err(Fault::new(
+                FaultCode::UnknownMethod,
+                format!("no method {name:?}; system.listMethods lists them"),
+            )),
+        }
     }
 
     pub async fn handle(&self, call: MethodCall) -> MethodResponse {

@@ -51,6 +51,7 @@ impl From<crate::bus::BusError> for Fault {
 pub type MethodResult = Result<Value, Fault>;
 pub type MethodFuture<'a> = Pin<Box<dyn Future<Output = MethodResult> + Send + 'a>>;
 type Handler = for<'a> fn(&'a Api, Vec<Value>) -> MethodFuture<'a>;
+type Check = fn(&[Value]) -> Result<(), Fault>;
 
 /// How apid answers one action: the routing to its owner, and the API's own limits (deadlines
 /// within the 30 s method budget). The action's shape was checked when it was decoded.
@@ -58,9 +59,11 @@ pub trait Serve: Action {
     fn serve(self, api: &Api) -> impl Future<Output = Result<Self::Result, Fault>> + Send;
 }
 
+#[derive(Clone)]
 pub struct Method {
     pub decl: &'static Declaration,
     handler: Handler,
+    check: Check,
 }
 
 /// The table entry of action `A`.
@@ -68,7 +71,14 @@ pub fn method<A: Serve>() -> Method {
     Method {
         decl: &A::DECL,
         handler: run::<A>,
+        check: check::<A>,
     }
+}
+
+fn check<A: Serve>(params: &[Value]) -> Result<(), Fault> {
+    A::from_params(params.to_vec())
+        .map(drop)
+        .map_err(Fault::bad_params)
 }
 
 fn run<A: Serve>(api: &Api, params: Vec<Value>) -> MethodFuture<'_> {
@@ -83,8 +93,14 @@ impl Method {
     pub fn call<'a>(&self, api: &'a Api, params: Vec<Value>) -> MethodFuture<'a> {
         (self.handler)(api, params)
     }
+
+    /// Whether `params` decode into the action's parameters (nothing is served).
+    pub fn check(&self, params: &[Value]) -> Result<(), Fault> {
+        (self.check)(params)
+    }
 }
 
+#[derive(Clone)]
 pub struct Registry {
     methods: Vec<Method>,
 }

@@ -12,6 +12,7 @@ pub mod host;
 pub mod net;
 pub mod storage;
 pub mod system;
+pub mod task;
 pub mod vm;
 
 use serde::Serialize;
@@ -214,6 +215,7 @@ pub fn declarations() -> Vec<&'static Declaration> {
         storage::ACTIONS,
         ct::ACTIONS,
         vm::ACTIONS,
+        task::ACTIONS,
     ]
     .concat();
     all.sort_by_key(|d| d.name);
@@ -235,6 +237,7 @@ pub fn visit_actions(v: &mut impl ActionVisitor) {
     storage::visit_actions(v);
     ct::visit_actions(v);
     vm::visit_actions(v);
+    task::visit_actions(v);
 }
 
 /// The declaration of `name`, if there is one.
