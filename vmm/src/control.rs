@@ -136,6 +136,53 @@ pub fn request(
     Ok(resp)
 }
 
+/// Attaches to the VM's console: sends [`Request::Attach`] and reads the answer a byte at a
+/// time (what follows it on the stream is already the guest's output), then hands back the
+/// connection — its reads are the console's output, its writes the console's input. The VMM
+/// keeps one attached client: a newer one replaces it.
+pub fn attach(socket: &Path, timeout: Duration) -> Result<UnixStream, ControlError> {
+    use std::io::Read;
+    let io = |reason: String| ControlError::Io {
+        path: socket.display().to_string(),
+        reason,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|e| io(format!("connect: {e}")))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| io(e.to_string()))?;
+    let mut line = serde_json::to_vec(&Request::Attach).map_err(|e| io(e.to_string()))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| io(format!("send: {e}")))?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(io("the VMM closed the connection without answering".into())),
+            Ok(_) if answer.len() >= 4096 => return Err(io("an answer line too long".into())),
+            Ok(_) => answer.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(format!("read: {e}"))),
+        }
+    }
+    let resp: Response = serde_json::from_slice(&answer).map_err(|e| {
+        io(format!(
+            "bad answer {:?}: {e}",
+            String::from_utf8_lossy(&answer)
+        ))
+    })?;
+    if !resp.ok {
+        return Err(ControlError::Refused(
+            resp.error.unwrap_or_else(|| "no reason given".into()),
+        ));
+    }
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| io(e.to_string()))?;
+    Ok(stream)
+}
+
 /// Writes one response line.
 pub fn respond(mut stream: &UnixStream, resp: &Response) {
     if let Ok(mut line) = serde_json::to_vec(resp) {

@@ -195,6 +195,15 @@ fn serve(mut vmm: Vmm, listener: &UnixListener, mut reason: Reporter<VmExit>) ->
                     Handled::Done => {}
                     Handled::Stop => return finish(vmm, &mut reason),
                     Handled::Attach => {
+                        // One attached client: the one before is let go (its output side
+                        // by `attach`, its input side here).
+                        for (_, old) in std::mem::take(&mut clients) {
+                            let _ = epoll.ctl(
+                                ControlOperation::Delete,
+                                old.as_raw_fd(),
+                                EpollEvent::default(),
+                            );
+                        }
                         let attached = stream.try_clone().and_then(|out| {
                             vmm.console()
                                 .lock()

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use vmm::launcher::console::Console;
+use vmm::launcher::console::{CONSOLE_SOCKET, Console};
 use vmm::launcher::monitor::{self, Guest, Reporter};
 use vmm::launcher::{LaunchRecord, StartError};
 
@@ -20,7 +20,7 @@ use super::runtime::{Launch, idmap, namespaces, rootfs, seccomp};
 /// detached); the detached monitor itself exits when its container's init has been reaped.
 pub fn main(launch_path: &Path) -> i32 {
     monitor::main(launch_path, |launch: LaunchRecord<Launch>| {
-        plan(launch.guest)
+        plan(launch.guest, &launch.run_dir)
     })
 }
 
@@ -57,7 +57,7 @@ impl Guest for CtGuest {
     }
 }
 
-fn plan(launch: Launch) -> Result<CtGuest, StartError> {
+fn plan(launch: Launch, run_dir: &Path) -> Result<CtGuest, StartError> {
     let fail = StartError::failure;
     // Unprivileged: the template's files must look owned by the container's root, not by an
     // unmapped host root (which container root could not write through the overlay): the
@@ -105,7 +105,12 @@ fn plan(launch: Launch) -> Result<CtGuest, StartError> {
     let filter = seccomp::program().map_err(|e| fail(format!("seccomp filter: {e}")))?;
     // The container writes to a pty, its monitor keeps the log (rotated: a guest that
     // floods its console leaves a bounded log, not a host file of any size).
-    let console = Console::open(&launch.console).map_err(|e| fail(e.to_string()))?;
+    let mut console = Console::open(&launch.console).map_err(|e| fail(e.to_string()))?;
+    // `cairnctl ct console` attaches here (through hostd): in the root-only run directory.
+    let sock = run_dir.join(CONSOLE_SOCKET);
+    console
+        .listen(&sock)
+        .map_err(|e| fail(format!("console socket {}: {e}", sock.display())))?;
     let guest_end = console
         .guest_end()
         .try_clone()

@@ -39,15 +39,20 @@ pub struct ConsoleBuffer {
     /// Bytes ever written (the tail may have dropped its start).
     pub total: u64,
     pub first_line_at: Option<Instant>,
-    /// Attached clients (non-blocking sockets); one that cannot keep up is dropped rather
-    /// than stalling the guest's UART.
+    /// The attached client (a non-blocking socket), as a container's monitor has one (see
+    /// `launcher::attach`): output it cannot take at once is dropped for it rather than
+    /// stalling the guest's UART; a newer client replaces it.
     attached: Vec<std::os::unix::net::UnixStream>,
 }
 
 impl ConsoleBuffer {
-    /// Streams everything the guest prints from now on to `client` (made non-blocking).
+    /// Streams everything the guest prints from now on to `client` (made non-blocking),
+    /// instead of to the client attached before, which is told so and let go.
     pub fn attach(&mut self, client: std::os::unix::net::UnixStream) -> io::Result<()> {
         client.set_nonblocking(true)?;
+        for mut old in self.attached.drain(..) {
+            let _ = old.write(crate::launcher::attach::TAKEN_OVER);
+        }
         self.attached.push(client);
         Ok(())
     }
@@ -112,7 +117,11 @@ impl Write for ConsoleOut {
                 b.first_line_at = Some(Instant::now());
             }
             b.total += buf.len() as u64;
-            b.attached.retain_mut(|c| c.write_all(buf).is_ok());
+            // A full socket (a slow reader) loses this output; a closed one is let go.
+            b.attached.retain_mut(|c| match c.write(buf) {
+                Ok(_) => true,
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            });
             b.tail.extend_from_slice(buf);
             // Trimmed when twice the size, not at every byte past it: a drain per byte moved
             // the whole megabyte each time (a guest printing 3 MiB took 80 s).

@@ -6,20 +6,31 @@
 //! The guest depends on its monitor for its console: if the monitor dies, the pty's master
 //! closes and the guest's console writes fail with EIO (and a session with it as controlling
 //! terminal gets SIGHUP). That is accepted: a monitor that died has no one to write for.
+//!
+//! A container's monitor also listens on [`CONSOLE_SOCKET`] in the guest's run directory
+//! (root's alone: the socket is 0600 in a 0700 directory): one client at a time is attached
+//! (see [`super::attach`]) — it gets the output from then on and its bytes are the guest's
+//! input. A VM's console input goes to its VMM's serial port instead (`vmm.sock`'s `attach`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+
+use super::attach::Attach;
 
 /// The size at which a console log is rotated: at most twice this stays on disk per guest.
 pub const CONSOLE_LOG_CAP: u64 = 1 << 20;
 
 /// What a read of the pty's master takes at once.
 const READ_CHUNK: usize = 64 << 10;
+
+/// The console's attach socket in a guest's run directory.
+pub const CONSOLE_SOCKET: &str = "console.sock";
 
 /// Where `log` goes when it is rotated: `console.log` → `console.log.1`.
 pub fn rotated_path(log: &Path) -> PathBuf {
@@ -193,6 +204,8 @@ pub struct Console {
     /// opens it or between two programs that do.
     slave: OwnedFd,
     log: PathBuf,
+    /// Where attach clients connect, once [`Console::listen`] bound it.
+    listener: Option<UnixListener>,
 }
 
 impl Console {
@@ -235,7 +248,22 @@ impl Console {
             master,
             slave,
             log: log.to_path_buf(),
+            listener: None,
         })
+    }
+
+    /// Binds the attach socket at `path` (a stale one from an earlier run is replaced), 0600
+    /// from the start: the umask is tightened around the bind, which runs while the monitor is
+    /// still single-threaded (before the guest's clone).
+    pub fn listen(&mut self, path: &Path) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = bound?;
+        listener.set_nonblocking(true)?;
+        self.listener = Some(listener);
+        Ok(())
     }
 
     /// The pty's guest end (its /dev/console, its init's stdio).
@@ -250,9 +278,14 @@ impl Console {
         let thread = std::thread::Builder::new()
             .name("console".into())
             .spawn(move || {
-                let Console { master, slave, log } = self;
+                let Console {
+                    master,
+                    slave,
+                    log,
+                    listener,
+                } = self;
                 let log = RotatingLog::open(&log, CONSOLE_LOG_CAP);
-                let dropped = copy(File::from(master), &stop_r, log);
+                let dropped = copy(File::from(master), &stop_r, log, listener);
                 drop(slave);
                 dropped
             })?;
@@ -279,17 +312,40 @@ impl Pump {
     }
 }
 
-/// Copies the master into `log` until `stop` is readable and the master has nothing left.
-/// Reading never waits on the disk's goodwill: a write that fails is dropped, so the guest's
-/// writes to its console only ever wait for this loop to come round.
-fn copy(mut master: File, stop: &OwnedFd, mut log: RotatingLog) -> u64 {
+/// Copies the master into `log` (and to an attached client, see [`Attach`]) until `stop` is
+/// readable, then takes what the master still has. Reading never waits on the disk's goodwill
+/// nor on a client: a write that fails is dropped, so the guest's writes to its console only
+/// ever wait for this loop to come round.
+fn copy(
+    mut master: File,
+    stop: &OwnedFd,
+    mut log: RotatingLog,
+    listener: Option<UnixListener>,
+) -> u64 {
     let mut buf = vec![0u8; READ_CHUNK];
+    // Input to the pty must never block the loop: the master goes non-blocking (its own open
+    // file description: the guest's end is not affected). Without that, no attaching.
+    let mut attach = listener.and_then(|l| match set_nonblocking(&master) {
+        Ok(()) => Some(Attach::new(l)),
+        Err(e) => {
+            eprintln!("cairn monitor: console pty: {e}; console attach is off");
+            None
+        }
+    });
     let mut master_open = true;
     loop {
+        let mut master_events = libc::POLLIN;
+        if attach.as_ref().is_some_and(Attach::has_input) {
+            master_events |= libc::POLLOUT;
+        }
+        let (client_fd, client_events) = attach
+            .as_ref()
+            .and_then(Attach::client_poll)
+            .unwrap_or((-1, 0));
         let mut fds = [
             libc::pollfd {
                 fd: if master_open { master.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
+                events: master_events,
                 revents: 0,
             },
             libc::pollfd {
@@ -297,30 +353,44 @@ fn copy(mut master: File, stop: &OwnedFd, mut log: RotatingLog) -> u64 {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: attach.as_ref().map_or(-1, Attach::listener_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: client_fd,
+                events: client_events,
+                revents: 0,
+            },
         ];
-        // SAFETY: fds is a valid array of two pollfds for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: fds is a valid array of pollfds for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if rc < 0 {
             if Errno::last() == Errno::EINTR {
                 continue;
             }
             break;
         }
-        if fds[0].revents != 0 {
-            match master.read(&mut buf) {
-                Ok(0) => master_open = false,
-                Ok(n) => {
-                    log.write(&buf[..n]);
-                    // Take everything there is before looking at the stop pipe.
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // EIO: no guest end open (cannot happen while we hold one, but a master that
-                // only hangs up must not spin this loop).
-                Err(_) => master_open = false,
+        if let Some(attach) = attach.as_mut() {
+            if fds[0].revents & libc::POLLOUT != 0 {
+                attach.write_input(&mut master);
+            }
+            if fds[2].revents != 0 {
+                attach.accept();
+            }
+            if fds[3].revents != 0 {
+                attach.read_client();
             }
         }
+        if fds[0].revents & !libc::POLLOUT != 0 {
+            master_open = read_once(&mut master, &mut buf, &mut log, attach.as_mut());
+        }
         if fds[1].revents != 0 {
+            // The guest is gone: take what it left in the pty.
+            while master_open && readable_now(&master) {
+                master_open = read_once(&mut master, &mut buf, &mut log, attach.as_mut());
+            }
             break;
         }
     }
@@ -333,9 +403,58 @@ fn copy(mut master: File, stop: &OwnedFd, mut log: RotatingLog) -> u64 {
     log.dropped()
 }
 
+/// One read of the master into the log and the attached client; false once the master has
+/// nothing more to give (EOF, or EIO: no guest end open — cannot happen while we hold one, but
+/// a master that only hangs up must not spin the loop).
+fn read_once(
+    master: &mut File,
+    buf: &mut [u8],
+    log: &mut RotatingLog,
+    attach: Option<&mut Attach>,
+) -> bool {
+    match master.read(buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            log.write(&buf[..n]);
+            if let Some(a) = attach {
+                a.output(&buf[..n]);
+            }
+            true
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether `f` has something to read right now.
+fn readable_now(f: &File) -> bool {
+    let mut fd = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; no waiting.
+    let rc = unsafe { libc::poll(&mut fd, 1, 0) };
+    rc > 0 && fd.revents & libc::POLLIN != 0
+}
+
+fn set_nonblocking(f: &File) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL)?);
+    fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launcher::attach::TAKEN_OVER;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("vmm-console-{name}-{}", std::process::id()));
@@ -431,6 +550,93 @@ mod tests {
         let mut got = std::fs::read(rotated_path(&path)).unwrap_or_default();
         got.extend(std::fs::read(&path).unwrap());
         assert_eq!(got, want);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn read_until(client: &mut std::os::unix::net::UnixStream, want: &[u8]) -> Vec<u8> {
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(want.len()).any(|w| w == want) {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("reading the console: {e}; got {got:?}"),
+            }
+        }
+        got
+    }
+
+    /// A real pty and socket: the attached client gets the output and its bytes reach the
+    /// guest's end; a second client takes over (the first is told, then closed); detaching
+    /// leaves the log going; a client that never reads does not hold the guest up.
+    #[test]
+    fn an_attached_client_gets_the_output_and_gives_the_input() {
+        use std::os::unix::net::UnixStream;
+        let dir = scratch("attach");
+        let path = dir.join("console.log");
+        let sock = dir.join(CONSOLE_SOCKET);
+        let mut console = Console::open(&path).unwrap();
+        console.listen(&sock).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&sock).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let mut guest = File::from(console.guest_end().try_clone().unwrap());
+        let pump = console.pump().unwrap();
+
+        let mut first = UnixStream::connect(&sock).unwrap();
+        // Attached once the monitor accepted: what the guest writes from then on arrives.
+        let mut seen = Vec::new();
+        for i in 0.. {
+            guest.write_all(format!("tick {i}\n").as_bytes()).unwrap();
+            first
+                .set_read_timeout(Some(std::time::Duration::from_millis(20)))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = first.read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+                break;
+            }
+            assert!(i < 250, "nothing reached the attached client");
+        }
+        guest.write_all(b"hello client\n").unwrap();
+        read_until(&mut first, b"hello client\n");
+        first.write_all(b"typed by the client\n").unwrap();
+        let mut got = vec![0u8; 64];
+        let n = guest.read(&mut got).unwrap();
+        assert_eq!(&got[..n], b"typed by the client\n");
+
+        // A second client takes over: the first reads why, then the end of its stream.
+        let mut second = UnixStream::connect(&sock).unwrap();
+        let told = read_until(&mut first, TAKEN_OVER);
+        assert!(told.ends_with(TAKEN_OVER), "{told:?}");
+        let mut rest = Vec::new();
+        first.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        guest.write_all(b"for the second\n").unwrap();
+        read_until(&mut second, b"for the second\n");
+        second.write_all(b"x").unwrap();
+        let n = guest.read(&mut got).unwrap();
+        assert_eq!(&got[..n], b"x");
+
+        // A client that never reads: the guest floods 8 MiB and is never held up; the log
+        // keeps the newest output.
+        let flood = vec![b'f'; 64 << 10];
+        for _ in 0..128 {
+            guest.write_all(&flood).unwrap();
+        }
+        guest.write_all(b"after the flood\n").unwrap();
+
+        // Detached: the guest writes on and its output still reaches the log.
+        drop(second);
+        guest.write_all(b"after the detach\n").unwrap();
+        drop(guest);
+        assert_eq!(pump.finish(), 0);
+        let log = std::fs::read(&path).unwrap();
+        assert!(log.ends_with(b"after the flood\nafter the detach\n"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,6 +16,7 @@
 //! is a launcher guest, and hostd's container runtime is another (`hostd/src/ct/monitor.rs`),
 //! so neither crate needs the other's internals.
 
+pub mod attach;
 pub mod console;
 pub mod handshake;
 pub mod monitor;
