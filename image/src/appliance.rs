@@ -71,6 +71,8 @@ pub struct Options {
     /// None: no host.toml in the image (maintenance mode at boot).
     pub config: Option<PathBuf>,
     pub token: Option<String>,
+    /// A file holding the token to reuse, or to keep a new one in (`--token-file`).
+    pub token_file: Option<PathBuf>,
     pub out: PathBuf,
     pub release: bool,
     /// Skip `cargo build` (the binaries are already built, e.g. by the caller).
@@ -83,33 +85,48 @@ pub struct Options {
     pub target_dir: PathBuf,
 }
 
+/// One line per phase of the build, with the time since it began: a first build takes
+/// minutes (the kernel package, cargo, zstd, the ISO), which must not pass in silence.
+struct Progress(Instant);
+
+impl Progress {
+    fn step(&self, what: &str) {
+        println!("image: [{:5.1}s] {what}", self.0.elapsed().as_secs_f64());
+        // Shown now even when stdout is a pipe (ci/appliance's callers, tests).
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
+}
+
 pub fn build(opt: &Options) -> Result<()> {
     let started = Instant::now();
+    let progress = Progress(started);
     // The config and its token, unless the image is to boot into maintenance mode.
     let configured = match &opt.config {
         Some(path) => {
+            progress.step(&format!("reading the config {}", path.display()));
             let text = fs::read_to_string(path)
                 .with_context(|| format!("reading the config {}", path.display()))?;
-            let tok = match &opt.token {
-                Some(t) => {
-                    token::check(t)?;
-                    t.clone()
-                }
-                None => token::generate()?,
-            };
-            let image_config = token::with_single_token(&text, &model::token::digest(&tok));
-            validate(path, &image_config)?;
+            let tok = token::obtain(opt.token.as_deref(), opt.token_file.as_deref())?;
+            let image_config = token::with_build_token(&text, &model::token::digest(&tok));
+            let names = validate(path, &image_config)?;
+            progress.step(&format!(
+                "API tokens in the image: {} (\"{}\" is this build's)",
+                names.join(", "),
+                token::BUILD_TOKEN_NAME
+            ));
             Some((image_config, tok))
         }
         None => None,
     };
 
     if !opt.no_compile {
+        progress.step("building Cairn's binaries (cargo build --workspace --bins)");
         compile(opt).context("building Cairn's binaries")?;
     }
     let profile = if opt.release { "release" } else { "debug" };
     let bin_dir = opt.target_dir.join(profile);
 
+    progress.step("fetching Debian's kernel package (cached in ~/.cache/cairn after the first)");
     let kernel = kernel::fetch()?;
 
     fs::create_dir_all(&opt.out).with_context(|| format!("creating {}", opt.out.display()))?;
@@ -132,6 +149,10 @@ pub fn build(opt: &Options) -> Result<()> {
     tree.char_dev("/dev/console", 0o600, 5, 1);
     tree.char_dev("/dev/null", 0o666, 1, 3);
 
+    progress.step(&format!(
+        "adding Cairn's binaries from {}",
+        bin_dir.display()
+    ));
     for (name, dest) in BINARIES {
         rootfs::add_binary(&mut tree, dest, &bin_dir.join(name), &staging).with_context(|| {
             format!("adding {name} (built by cargo into {})", bin_dir.display())
@@ -152,9 +173,15 @@ pub fn build(opt: &Options) -> Result<()> {
         }
         // init starts the shell on ttyS1 when this file exists.
         tree.bytes("/etc/cairn/debug-shell", 0o644, "");
-        add_busybox_template(&mut tree, &staging)?;
     }
+    let bundled = if opt.debug_shell {
+        progress.step("making the bundled busybox template");
+        Some(add_busybox_template(&mut tree, &staging)?)
+    } else {
+        None
+    };
 
+    progress.step(&format!("collecting kernel {}'s modules", kernel.release));
     let mods = modules::collect(&kernel, &staging).context("collecting kernel modules")?;
     let mod_root = format!("/lib/modules/{}", kernel.release);
     for m in &mods {
@@ -175,6 +202,7 @@ pub fn build(opt: &Options) -> Result<()> {
     }
 
     // What host.install writes besides this initramfs: GRUB for both firmwares and the kernel.
+    progress.step("building the installer's boot loader (GRUB for BIOS and UEFI)");
     let install = staging.join("install");
     bootloader::build(&install, &staging, &opt.os_version)
         .context("building the installer's boot loader")?;
@@ -209,8 +237,10 @@ pub fn build(opt: &Options) -> Result<()> {
     let initrd = opt.out.join("initrd.img");
     let initrd_tmp = opt.out.join("initrd.img.tmp");
     let cpio = staging.join("initrd.cpio");
+    progress.step("writing the initramfs");
     tree.write_cpio(&cpio).context("writing the initramfs")?;
     let unpacked = media::size(&cpio)?;
+    progress.step("compressing the initramfs (zstd -9)");
     compress(&cpio, &initrd_tmp)?;
     fs::rename(&initrd_tmp, &initrd)
         .with_context(|| format!("renaming {}", initrd_tmp.display()))?;
@@ -231,8 +261,11 @@ pub fn build(opt: &Options) -> Result<()> {
     fs::write(opt.out.join("KERNEL"), format!("{}\n", kernel.pin))
         .with_context(|| format!("writing {}", opt.out.join("KERNEL").display()))?;
     fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    progress.step("making the ISO (BIOS and UEFI)");
     let iso = media::iso(&opt.out).context("making the ISO")?;
+    progress.step("making the PXE directory");
     let pxe = media::pxe(&opt.out).context("making the PXE directory")?;
+    progress.step("making the update bundle");
     let update =
         crate::bundle::write(&opt.out, &opt.os_version).context("making the update bundle")?;
     let iso_name = media::iso_name();
@@ -271,6 +304,13 @@ pub fn build(opt: &Options) -> Result<()> {
         opt.out.display(),
         crate::bundle::DIR
     );
+    write_bundled_list(&opt.out, bundled.as_ref())?;
+    if let Some((name, digest)) = &bundled {
+        println!(
+            "image: bundled template {name} {digest} (host.toml: source = \"bundled:{name}\"; \
+             template.import NAME bundled:{name})"
+        );
+    }
     match &configured {
         Some(_) => println!("image: token in {}", token_file.display()),
         None => println!(
@@ -300,35 +340,60 @@ pub(crate) fn compress(cpio: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A busybox container template for the appliance tests: `template.import` takes it from
-/// /usr/lib/cairn/debug/busybox-rootfs.tar, checked against the digest beside it.
-fn add_busybox_template(tree: &mut Tree, staging: &Path) -> Result<()> {
+/// The bundled templates' list in the image directory: `NAME sha256:<hex>` lines, which
+/// `image run` prints. No list when the image bundles none.
+pub const BUNDLED_LIST: &str = "bundled-templates";
+
+/// The busybox container template an image built with `--debug-shell` bundles:
+/// `bundled:busybox` (host.toml's `[[template]] source`, `template.import`'s path) names it,
+/// the digest beside it is checked. The appliance tests' older path leads to the same files.
+/// Returns the template's name and digest.
+fn add_busybox_template(tree: &mut Tree, staging: &Path) -> Result<(String, String)> {
     let rootfs = staging.join("busybox-rootfs");
     testkit::template::busybox_rootfs(&rootfs)
         .with_context(|| format!("making a busybox rootfs in {}", rootfs.display()))?;
     let tar = staging.join("busybox-rootfs.tar");
     let digest = testkit::template::tar_dir(&rootfs, &tar)
         .with_context(|| format!("writing {}", tar.display()))?;
-    tree.host_file("/usr/lib/cairn/debug/busybox-rootfs.tar", 0o644, tar);
-    tree.bytes(
-        "/usr/lib/cairn/debug/busybox-rootfs.tar.sha256",
-        0o644,
-        format!("{digest}\n"),
+    let name = "busybox";
+    let (in_image, sum) =
+        model::ct::bundled_files(Path::new(model::ct::BUNDLED_TEMPLATES_DIR), name);
+    let (in_image, sum) = (in_image.display().to_string(), sum.display().to_string());
+    tree.host_file(&in_image, 0o644, tar);
+    tree.bytes(&sum, 0o644, format!("{digest}\n"));
+    tree.symlink("/usr/lib/cairn/debug/busybox-rootfs.tar", &in_image);
+    tree.symlink("/usr/lib/cairn/debug/busybox-rootfs.tar.sha256", &sum);
+    let digest = format!(
+        "sha256:{}",
+        digest.strip_prefix("sha256:").unwrap_or(&digest)
     );
-    Ok(())
+    Ok((name.to_string(), digest))
+}
+
+fn write_bundled_list(out: &Path, bundled: Option<&(String, String)>) -> Result<()> {
+    let path = out.join(BUNDLED_LIST);
+    match bundled {
+        Some((name, digest)) => fs::write(&path, format!("{name} {digest}\n"))
+            .with_context(|| format!("writing {}", path.display())),
+        None => match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        },
+    }
 }
 
 /// Validates the image's host.toml with the same parser init uses, so a bad config fails the
-/// build rather than the boot.
-fn validate(source: &Path, text: &str) -> Result<()> {
+/// build rather than the boot. Returns the names of the API tokens it holds.
+fn validate(source: &Path, text: &str) -> Result<Vec<String>> {
     let name = format!("{} (with the image token)", source.display());
     match model::config::parse(&name, text) {
-        Ok(_) => Ok(()),
+        Ok(config) => Ok(config.api.tokens.iter().map(|t| t.name.clone()).collect()),
         // model's parser is still being written; until it lands a stub says so, and refusing
         // every build over that would block everyone. Any other diagnostic is a real error.
         Err(e) if e.0.len() == 1 && e.0[0].message.contains("parser not written yet") => {
             eprintln!("image: warning: host.toml not validated: {e}");
-            Ok(())
+            Ok(Vec::new())
         }
         Err(e) => bail!("the config is invalid:\n{e}"),
     }

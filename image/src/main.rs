@@ -16,6 +16,7 @@ mod media;
 mod modules;
 mod qemu;
 mod rootfs;
+mod tlsprobe;
 mod token;
 
 use std::path::PathBuf;
@@ -43,9 +44,14 @@ enum Cmd {
         /// NIC and a one-time API token printed on its console.
         #[arg(long)]
         no_config: bool,
-        /// The API token (default: a new random one). Only its sha256 goes into the image.
+        /// The API token (default: a new random one). Only its sha256 goes into the image,
+        /// as the token named "image", beside the config's own [[api.token]] entries.
         #[arg(long)]
         token: Option<String>,
+        /// Reuse the token in this file (0600), or keep the new one there when it does not
+        /// exist yet: one token across rebuilds. The image directory's `token` gets it too.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// Output directory (default: target/appliance).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -195,6 +201,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             config,
             no_config,
             token,
+            token_file,
             out,
             release,
             no_compile,
@@ -205,6 +212,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 config: (!no_config)
                     .then(|| config.unwrap_or_else(|| workspace.join("examples/dev.toml"))),
                 token,
+                token_file,
                 out: out.unwrap_or(default_dir),
                 release,
                 no_compile,

@@ -375,7 +375,7 @@ pub fn tls_answers(port: u16) -> bool {
 }
 
 /// A minimal TLS 1.2 ClientHello with the suites rustls offers (ECDHE + AES-GCM/ChaCha20).
-fn client_hello() -> Vec<u8> {
+pub(crate) fn client_hello() -> Vec<u8> {
     fn ext(out: &mut Vec<u8>, ty: u16, body: &[u8]) {
         out.extend_from_slice(&ty.to_be_bytes());
         out.extend_from_slice(&(body.len() as u16).to_be_bytes());
@@ -435,8 +435,41 @@ pub fn run(opt: &RunOptions, detach: bool) -> Result<i32> {
         "none in the image (maintenance mode: the console shows a one-time token)".into()
     });
     let mut b = boot(opt, detach)?;
-    println!("API: https://127.0.0.1:{}/RPC2", b.port);
-    println!("token: {token}");
+    let url = format!("https://127.0.0.1:{}", b.port);
+    println!("API: {url}/RPC2");
+    println!("token: {token} (in {})", opt.dir.join("token").display());
+    // What a client pins (cairnctl, curl): apid made the certificate at the first boot.
+    let fingerprint = match crate::tlsprobe::server_certificate(b.port) {
+        Ok(der) => {
+            let fp = model::token::cert_fingerprint(&der);
+            println!("certificate: {fp}");
+            Some(fp)
+        }
+        Err(e) => {
+            println!("certificate: not read ({e:#})");
+            None
+        }
+    };
+    for line in fs::read_to_string(opt.dir.join(crate::appliance::BUNDLED_LIST))
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some((name, digest)) = line.split_once(' ') {
+            println!("bundled template: {name} {digest} (source bundled:{name})");
+        }
+    }
+    let env = opt.dir.join(ENV_FILE);
+    write_env(
+        &env,
+        &url,
+        read_token(&opt.dir).ok().as_deref(),
+        fingerprint.as_deref(),
+    )?;
+    println!(
+        "environment for cairnctl: {} (`. {}`)",
+        env.display(),
+        env.display()
+    );
     println!("ready in {:.1}s", b.ready_after.as_secs_f64());
     println!("console log: {}", b.log.display());
     if detach {
@@ -450,6 +483,29 @@ pub fn run(opt: &RunOptions, detach: bool) -> Result<i32> {
     let status = b.child.wait().context("waiting for QEMU")?;
     println!("QEMU exited: {status}");
     Ok(status.code().unwrap_or(1))
+}
+
+/// The file `image run` leaves in the image directory for a shell to source: the running
+/// appliance's CAIRN_URL, CAIRN_TOKEN and CAIRN_FINGERPRINT (the one booted last).
+pub const ENV_FILE: &str = "env";
+
+/// Writes the environment file whole (a temporary file renamed over it), readable by its owner
+/// only: it holds the token.
+fn write_env(path: &Path, url: &str, token: Option<&str>, fingerprint: Option<&str>) -> Result<()> {
+    let mut text = format!(
+        "# The appliance `image run` booted last (source this file: `. {}`).\n\
+         export CAIRN_URL={url}\n",
+        path.display()
+    );
+    if let Some(t) = token {
+        text.push_str(&format!("export CAIRN_TOKEN={t}\n"));
+    }
+    if let Some(f) = fingerprint {
+        text.push_str(&format!("export CAIRN_FINGERPRINT={f}\n"));
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    crate::token::save(&tmp, text.trim_end())?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
 }
 
 /// `image bench`: `n` cold boots, boot → API-ready each, and the median.

@@ -13,71 +13,110 @@ pub fn generate() -> Result<String> {
     model::token::generate().context("reading /dev/urandom")
 }
 
-/// Rewrites the `[[api.token]]` tables of a host.toml so the image knows one token, "admin",
-/// with `digest`. The first token table keeps its layout (whatever key names the schema uses)
-/// with the name set to "admin" and every `sha256:` digest replaced; further token tables are
-/// dropped so a developer's token from the example cannot open a built image. With no token
-/// table at all, one is appended.
-pub fn with_single_token(config: &str, digest: &str) -> String {
-    let mut out = String::with_capacity(config.len() + 128);
-    let mut in_token = false;
-    let mut seen_token = false;
-    let mut dropping = false;
+/// The name of the token `image build` adds to a host.toml.
+pub const BUILD_TOKEN_NAME: &str = "image";
+
+/// A host.toml that opens with the build's token (`digest`) beside the tokens it names itself,
+/// which are kept as they are: an operator's own tokens must keep working in the image they
+/// build. The build's token is the `[[api.token]]` table named [`BUILD_TOKEN_NAME`]: a table of
+/// that name (a former build's, say) gets the new digest, else one is appended.
+pub fn with_build_token(config: &str, digest: &str) -> String {
+    // Each table from its header line to the next; the lines before the first header first.
+    let mut blocks: Vec<Vec<&str>> = vec![Vec::new()];
     for line in config.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            let header: String = t
-                .split('#')
-                .next()
-                .unwrap_or("")
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
-            in_token = header == "[[api.token]]";
-            dropping = in_token && seen_token;
-            if in_token && !seen_token {
-                // Comments in the source (e.g. naming the dev token) no longer apply.
-                out.push_str(line);
-                out.push_str(
-                    "\n# Set by `image build`: the plain token is in the build's token file.\n",
-                );
-                seen_token = true;
-                continue;
-            }
+        if header(line).is_some() {
+            blocks.push(Vec::new());
         }
-        if dropping {
-            continue;
+        if let Some(block) = blocks.last_mut() {
+            block.push(line);
         }
-        if in_token
-            && !t.starts_with('[')
-            && let Some(rewritten) = rewrite_token_line(line, digest)
-        {
-            out.push_str(&rewritten);
-            out.push('\n');
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
     }
-    if !seen_token {
+    let mut replaced = false;
+    let mut out = String::with_capacity(config.len() + 128);
+    for block in &blocks {
+        let is_build_token = block.first().and_then(|l| header(l)).as_deref()
+            == Some("[[api.token]]")
+            && block
+                .iter()
+                .any(|l| value_of(l, "name") == Some(&format!("\"{BUILD_TOKEN_NAME}\"")));
+        for line in block {
+            match value_of(line, "sha256") {
+                Some(_) if is_build_token => {
+                    let key = line.split('=').next().unwrap_or("sha256 ");
+                    out.push_str(&format!("{key}= \"{digest}\""));
+                    replaced = true;
+                }
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+    }
+    if !replaced {
         out.push_str(&format!(
-            "\n[[api.token]]\nname = \"admin\"\nsha256 = \"{digest}\"\n"
+            "\n# Added by `image build`: the plain token is in the build's token file.\n\
+             [[api.token]]\nname = \"{BUILD_TOKEN_NAME}\"\nsha256 = \"{digest}\"\n"
         ));
     }
     out
 }
 
-/// `name = "…"` → `name = "admin"`; any `"sha256:…"` value → `digest`.
-fn rewrite_token_line(line: &str, digest: &str) -> Option<String> {
-    let (key, value) = line.split_once('=')?;
-    let value = value.trim();
-    if key.trim() == "name" {
-        return Some(format!("{key}= \"admin\""));
+/// A table header (`[x]`, `[[x]]`) without blanks or comment, or `None` for any other line.
+fn header(line: &str) -> Option<String> {
+    let t = line.trim();
+    if !t.starts_with('[') {
+        return None;
     }
-    if value.starts_with("\"sha256:") {
-        return Some(format!("{key}= \"{digest}\""));
+    Some(
+        t.split('#')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect(),
+    )
+}
+
+/// The value of `key = value` on this line (comment removed, trimmed), if the line sets `key`.
+fn value_of<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let (k, v) = line.split_once('=')?;
+    if k.trim() != key {
+        return None;
     }
-    None
+    Some(v.split('#').next().unwrap_or("").trim())
+}
+
+/// The token a build uses: the one in `file` when it exists (so runs can reuse one token), else
+/// `given` or a new one, saved to `file` when one is named.
+pub fn obtain(given: Option<&str>, file: Option<&Path>) -> Result<String> {
+    if let Some(path) = file
+        && path.exists()
+    {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        let tok = text.trim().to_string();
+        check(&tok).with_context(|| format!("the token in {}", path.display()))?;
+        if given.is_some_and(|g| g != tok) {
+            bail!(
+                "--token differs from the token in {}; give one of them",
+                path.display()
+            );
+        }
+        return Ok(tok);
+    }
+    let tok = match given {
+        Some(t) => {
+            check(t)?;
+            t.to_string()
+        }
+        None => generate()?,
+    };
+    if let Some(path) = file {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        save(path, &tok)?;
+    }
+    Ok(tok)
 }
 
 /// Writes the plain token readable by its owner only.
@@ -119,22 +158,65 @@ mod tests {
     const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
     #[test]
-    fn first_token_is_rewritten_and_others_dropped() {
+    fn the_configs_own_tokens_are_kept_and_the_builds_is_added() {
         let cfg = "[host]\nhostname = \"h\"\n\n[[api.token]]\nname = \"dev\"\nsha256 = \"sha256:abc\"\n\n[[ api.token ]] # ops\nname = \"ops\"\nsha256 = \"sha256:def\"\n\n[[network]]\nname = \"lan\"\n";
-        let out = with_single_token(cfg, D);
-        assert!(out.contains(&format!("sha256 = \"{D}\"")), "{out}");
-        assert!(out.contains("name = \"admin\""), "{out}");
-        assert!(!out.contains("ops") && !out.contains("dev\""), "{out}");
-        assert!(out.contains("[[network]]\nname = \"lan\""), "{out}");
-        assert_eq!(out.matches("[[api.token]]").count(), 1);
+        let out = with_build_token(cfg, D);
+        assert!(
+            out.starts_with(cfg),
+            "the config comes through unchanged: {out}"
+        );
+        assert!(out.ends_with(&format!(
+            "[[api.token]]\nname = \"image\"\nsha256 = \"{D}\"\n"
+        )));
+        assert_eq!(out.matches("[[api.token]]").count(), 2);
+    }
+
+    #[test]
+    fn a_former_builds_token_gets_the_new_digest() {
+        let cfg = "[api]\nport = 8443\n[[api.token]]\nname = \"admin\"\nsha256 = \"sha256:abc\"\n[[api.token]]\nname = \"image\" # the build's\nsha256 = \"sha256:old\"\n[[network]]\nname = \"lan\"\nsha256 = \"not a token\"\n";
+        let out = with_build_token(cfg, D);
+        assert!(
+            out.contains("name = \"admin\"\nsha256 = \"sha256:abc\"\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("# the build's\nsha256 = \"{D}\"\n")),
+            "{out}"
+        );
+        assert!(!out.contains("sha256:old"), "{out}");
+        assert!(
+            out.contains("sha256 = \"not a token\""),
+            "only the token table: {out}"
+        );
+        assert_eq!(out.matches("[[api.token]]").count(), 2);
     }
 
     #[test]
     fn a_token_is_appended_when_there_is_none() {
-        let out = with_single_token("[host]\nhostname = \"h\"\n", D);
+        let out = with_build_token("[host]\nhostname = \"h\"\n", D);
         assert!(out.ends_with(&format!(
-            "[[api.token]]\nname = \"admin\"\nsha256 = \"{D}\"\n"
+            "[[api.token]]\nname = \"image\"\nsha256 = \"{D}\"\n"
         )));
+    }
+
+    #[test]
+    fn a_token_file_is_made_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("cairn-token-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let file = dir.join("sub/token");
+        let first = obtain(None, Some(&file)).unwrap();
+        assert_eq!(obtain(None, Some(&file)).unwrap(), first);
+        assert_eq!(obtain(Some(&first), Some(&file)).unwrap(), first);
+        assert!(obtain(Some("another-token"), Some(&file)).is_err());
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::write(&file, "bad token\n").unwrap();
+        assert!(obtain(None, Some(&file)).is_err());
+        assert_eq!(obtain(Some("given-token"), None).unwrap(), "given-token");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
