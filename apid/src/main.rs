@@ -57,6 +57,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "listening");
+    // On the console for whoever stands at it: where the API is and the certificate to pin.
+    println!("{}", apid::tls::banner(&config, &args.common.state));
 
     // Only now take the bus name: init reads "apid owns its name" as "the API answers".
     let conn = model::dbus::bus_builder()

@@ -4,6 +4,7 @@
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,35 @@ pub fn server_config(config: &HostConfig, state: &Path) -> Result<Arc<ServerConf
     // handshake, as rustls refuses a client whose ALPN list has nothing in common with ours.
     server.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Arc::new(server))
+}
+
+/// The console's line about the API, once its certificate is in place: where it listens and
+/// the certificate's fingerprint (`SHA256:<hex>`, what `cairnctl` and `ci/appliance` show), so
+/// an operator at the console can pin the certificate a client is shown.
+pub fn banner(config: &HostConfig, state: &Path) -> String {
+    let port = config.api.port;
+    let url = match (&config.host.management.address, config.api.listen) {
+        (_, ip) if !ip.is_unspecified() => format!("https://{}/RPC2", SocketAddr::new(ip, port)),
+        (MgmtAddress::Static { address, .. }, _) => {
+            format!(
+                "https://{}/RPC2",
+                SocketAddr::new(address.addr.into(), port)
+            )
+        }
+        _ => format!(
+            "https://<{}'s address>:{port}/RPC2",
+            config.host.management.interface
+        ),
+    };
+    let cert = match &config.api.tls {
+        Tls::Files { cert, .. } => cert.clone(),
+        Tls::Generate => generated_dir(state).join("cert.pem"),
+    };
+    let fingerprint = std::fs::read_to_string(&cert)
+        .ok()
+        .and_then(|pem| model::token::pem_cert_fingerprint(&pem))
+        .unwrap_or_else(|| format!("unknown ({} unreadable)", cert.display()));
+    format!("cairn: API {url} certificate {fingerprint}")
 }
 
 /// The names a client may reach this host by, as far as host.toml tells. A client that uses
@@ -139,4 +169,42 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_mgmt: &str, api: &str) -> HostConfig {
+        let text = format!(
+            "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"eth0\"\n{extra_mgmt}\n\
+             [api]\nport = 8443\n{api}\n"
+        );
+        model::config::parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_banner_names_the_url_and_the_generated_certificates_fingerprint() {
+        let state = std::env::temp_dir().join(format!("cairn-banner-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&state);
+        let dhcp = config("dhcp = true", "tls = \"generate\"");
+        let line = banner(&dhcp, &state);
+        assert!(
+            line.starts_with("cairn: API https://<eth0's address>:8443/RPC2 certificate unknown"),
+            "{line}"
+        );
+        let (certs, _) = load_or_generate(&generated_dir(&state), vec!["h".into()]).unwrap();
+        let want = model::token::cert_fingerprint(certs[0].as_ref());
+        assert!(line.len() > 10);
+        let line = banner(&dhcp, &state);
+        assert!(line.ends_with(&format!("certificate {want}")), "{line}");
+        let fixed = config(
+            "address = \"192.0.2.10/24\"\ngateway = \"192.0.2.1\"",
+            "tls = \"generate\"",
+        );
+        assert!(banner(&fixed, &state).starts_with("cairn: API https://192.0.2.10:8443/RPC2 "));
+        let listen = config("dhcp = true", "listen = \"192.0.2.7\"\ntls = \"generate\"");
+        assert!(banner(&listen, &state).starts_with("cairn: API https://192.0.2.7:8443/RPC2 "));
+        fs::remove_dir_all(&state).unwrap();
+    }
 }

@@ -460,6 +460,7 @@ mod tests {
             "ping ok",
             "ping failed",
             "done (boot",
+            "staying up",
         ] {
             assert!(INIT.contains(line), "guest/init.sh lacks {line}");
         }

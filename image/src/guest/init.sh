@@ -26,11 +26,13 @@ say "init reached (boot $boot)"
 mmio_args=""
 ip=""
 peer=""
+stay=""
 for w in $(cat /proc/cmdline); do
   case "$w" in
     virtio_mmio.device=*) mmio_args="$mmio_args device=${w#virtio_mmio.device=}" ;;
     cairn.ip=*) ip=${w#cairn.ip=} ;;
     cairn.peer=*) peer=${w#cairn.peer=} ;;
+    cairn.stay) stay=1 ;;
   esac
 done
 
@@ -85,6 +87,14 @@ fi
 
 say "done (boot $boot)"
 sync
+# cairn.stay (the README's walkthrough): the guest keeps running with a shell on its console
+# (`cairnctl vm console`) instead of resetting; a shell that exits is started again.
+if [ -n "$stay" ]; then
+  say "staying up: a shell on this console"
+  while :; do
+    sh </dev/console >/dev/console 2>&1
+  done
+fi
 reboot -f
 # Should reboot -f return, make the kernel reset the machine.
 sleep 5
