@@ -239,6 +239,8 @@ impl Bus {
         Fut: Future<Output = Result<T, CairnError>>,
     {
         let proxy = self.proxy::<P>(what).await?;
+        // In a task the request's budget does not apply: the work may take as long as it takes.
+        let timeout = crate::task::budget(timeout);
         match tokio::time::timeout(timeout, call(proxy)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(BusError::from_cairn(what, e)),

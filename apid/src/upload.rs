@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
 use crate::admission::{Held, Refusal, Shares};
@@ -130,14 +129,19 @@ impl Uploads {
     }
 
     /// Stores `body` as `name`. `declared` is its Content-Length, `want` the announced sha256.
-    pub async fn receive(
+    /// `body` is a request's (an upload) or a response's (a download, `crate::fetch`).
+    pub async fn receive<B>(
         &self,
         name: &str,
         peer: IpAddr,
         declared: Option<u64>,
         want: Option<&str>,
-        mut body: Incoming,
-    ) -> Result<Stored, UploadError> {
+        mut body: B,
+    ) -> Result<Stored, UploadError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         if !valid_name(name) {
             return Err(UploadError::Name(name.to_string()));
         }

@@ -310,6 +310,26 @@ impl Host1 {
         Ok(manager::exec(&exe, name, pid, &argv, timeout_s).await?)
     }
 
+    async fn exec_tagged(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        timeout_s: u32,
+        tag: &str,
+    ) -> Result<(i32, String, String), CairnError> {
+        if argv.first().is_none_or(String::is_empty) || tag.is_empty() || tag.len() > 128 {
+            return Err(CairnError::InvalidArgs(
+                "argv must hold the command to run, and tag 1 to 128 bytes".into(),
+            ));
+        }
+        let (pid, exe) = self.manager.lock().await.exec_target(name).await?;
+        Ok(manager::exec_tagged(&exe, name, pid, &argv, timeout_s, Some(tag)).await?)
+    }
+
+    async fn kill_exec(&self, tag: &str) -> Result<bool, CairnError> {
+        Ok(crate::ct::exec::kill(tag))
+    }
+
     async fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {
         Ok(self.manager.lock().await.console_log(name, max_bytes)?)
     }

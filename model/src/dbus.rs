@@ -176,6 +176,17 @@ pub trait Host1 {
         argv: Vec<String>,
         timeout_s: u32,
     ) -> Result<(i32, String, String), CairnError>;
+    /// As `exec`, known by `tag` (1 to 128 bytes, unique among running execs: 105) until it
+    /// ends, so that `kill_exec` can stop it.
+    fn exec_tagged(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        timeout_s: u32,
+        tag: &str,
+    ) -> Result<(i32, String, String), CairnError>;
+    /// Kills the exec tagged `tag`, its whole process group (it answers 137); whether one ran.
+    fn kill_exec(&self, tag: &str) -> Result<bool, CairnError>;
     /// The last `max_bytes` (1 to 1 MiB) of the container's console log.
     fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
     /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,

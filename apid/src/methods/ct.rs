@@ -11,6 +11,7 @@ use model::api::ct::{
     CtStart, CtStop, CtStopTimeout, ExecOutput, TemplateDelete, TemplateImport, TemplateList,
 };
 use model::ct::{ContainerInfo, TemplateInfo};
+use model::fault::FaultCode;
 
 use super::{Api, Fault, Method, Serve, answer, json, method};
 use crate::bus::CALL_TIMEOUT;
@@ -21,6 +22,8 @@ pub const DEFAULT_STOP_GRACE_S: u32 = 10;
 pub const MAX_STOP_GRACE_S: u32 = 20;
 /// `ct.exec`'s deadline for the command; hostd kills it after that.
 pub const EXEC_TIMEOUT_S: u32 = 20;
+/// `ct.exec`'s deadline when it runs as a task (`task.start`).
+pub const TASK_EXEC_TIMEOUT_S: u32 = 3600;
 /// `ct.console` answers the last this many bytes of the console log.
 pub const CONSOLE_BYTES: u32 = 64 * 1024;
 
@@ -58,12 +61,18 @@ pub fn methods() -> Vec<Method> {
 
 impl Serve for TemplateImport {
     async fn serve(self, api: &Api) -> Result<TemplateInfo, Fault> {
+        // An http(s) URL is fetched here first (apid is the one on the network); hostd then
+        // imports the file as any other, and it goes once imported (Fetched's drop).
+        let fetched = fetch_template(api, &self).await?;
+        let path = fetched
+            .as_ref()
+            .map_or(self.path.clone(), |f| f.path.display().to_string());
         let info = api
             .bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
                 h.import_template_in_pool(
                     &self.name,
-                    &self.path,
+                    &path,
                     &self.sha256,
                     self.pool.as_deref().unwrap_or(""),
                 )
@@ -72,6 +81,34 @@ impl Serve for TemplateImport {
             .await?;
         answer("hostd", &info)
     }
+}
+
+/// `template.import`'s URL, downloaded into the uploads directory (None: not a URL).
+async fn fetch_template(
+    api: &Api,
+    import: &TemplateImport,
+) -> Result<Option<crate::fetch::Fetched>, Fault> {
+    if !crate::fetch::is_url(&import.path) {
+        return Ok(None);
+    }
+    let hex = import
+        .sha256
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            Fault::bad_params("template.import: sha256 must be \"sha256:\" and 64 hex digits")
+        })?;
+    let uploads = api.uploads.as_ref().ok_or_else(|| {
+        Fault::new(
+            FaultCode::Conflict,
+            "this API keeps no uploads: cannot download",
+        )
+    })?;
+    let fetched = crate::fetch::fetch(uploads, &import.path, hex).await?;
+    if crate::task::current().is_some_and(|t| t.is_cancelled()) {
+        return Err(Fault::new(FaultCode::Conflict, "cancelled"));
+    }
+    Ok(Some(fetched))
 }
 
 impl Serve for TemplateList {
@@ -230,18 +267,50 @@ impl Serve for CtSet {
 
 impl Serve for CtExec {
     async fn serve(self, api: &Api) -> Result<ExecOutput, Fault> {
-        let (exit_code, stdout, stderr) = api
-            .bus
-            .hostd_call(secs(EXEC_TIMEOUT_S) + SLACK, |h| async move {
-                h.exec(&self.name, self.argv, EXEC_TIMEOUT_S).await
-            })
-            .await?;
+        let (exit_code, stdout, stderr) = match crate::task::current() {
+            None => {
+                api.bus
+                    .hostd_call(secs(EXEC_TIMEOUT_S) + SLACK, |h| async move {
+                        h.exec(&self.name, self.argv, EXEC_TIMEOUT_S).await
+                    })
+                    .await?
+            }
+            Some(task) => exec_in_task(api, &task, self).await?,
+        };
         Ok(ExecOutput {
             exit_code,
             stdout,
             stderr,
         })
     }
+}
+
+/// `ct.exec` as a task: [`TASK_EXEC_TIMEOUT_S`] instead of 20 s, tagged with the task's id so
+/// that a cancel kills it (and what it started) in hostd.
+async fn exec_in_task(
+    api: &Api,
+    task: &crate::task::Ctx,
+    exec: CtExec,
+) -> Result<(i32, String, String), Fault> {
+    let tag = task.id().to_string();
+    let bus = api.bus.clone();
+    let kill_tag = tag.clone();
+    task.on_cancel(Box::pin(async move {
+        let t = kill_tag.clone();
+        let killed = bus
+            .hostd_call(CALL_TIMEOUT, |h| async move { h.kill_exec(&t).await })
+            .await;
+        if let Err(e) = killed {
+            tracing::warn!(task = %kill_tag, error = %e, "cannot kill a cancelled exec");
+        }
+    }));
+    Ok(api
+        .bus
+        .hostd_call(secs(TASK_EXEC_TIMEOUT_S) + SLACK, |h| async move {
+            h.exec_tagged(&exec.name, exec.argv, TASK_EXEC_TIMEOUT_S, &tag)
+                .await
+        })
+        .await?)
 }
 
 impl Serve for CtConsole {

@@ -164,17 +164,42 @@ const COPY_TIMEOUT: Duration = POOL_TIMEOUT;
 
 impl Serve for VolumeBackup {
     async fn serve(self, api: &Api) -> Result<BackupInfo, Fault> {
-        let info = api
-            .bus
-            .daemon_call(
+        let volume = self.volume.clone();
+        let backup =
+            api.bus.daemon_call(
                 "stord",
                 COPY_TIMEOUT,
                 |s: Storage1Proxy<'static>| async move {
                     s.backup_volume(&self.volume, &self.pool).await
                 },
-            )
-            .await?;
+            );
+        let info = match crate::task::current() {
+            None => backup.await?,
+            // In a task, the copy's progress (volume.info's copy) becomes the task's.
+            Some(task) => tokio::select! {
+                info = backup => info?,
+                () = copy_progress(api, &volume, &task) => unreachable!("reports until the copy ends"),
+            },
+        };
         answer("stord", &info)
+    }
+}
+
+/// Follows a backup's copy of `volume` into the task's progress, until dropped.
+async fn copy_progress(api: &Api, volume: &str, task: &crate::task::Ctx) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.volume_info(volume).await })
+            .await;
+        if let Some(copy) = info
+            .ok()
+            .and_then(|i| serde_json::from_str::<VolumeInfo>(&i).ok())
+            .and_then(|i| i.copy)
+        {
+            task.progress(copy.done_bytes, copy.total_bytes, "bytes");
+        }
     }
 }
 

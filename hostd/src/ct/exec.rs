@@ -5,7 +5,10 @@
 //! exits with the command's code (128+signal when killed), or 125 with a `cairn-exec:` line
 //! on stderr when it could not get in.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -20,11 +23,69 @@ pub const HELPER_FAILED: i32 = 125;
 pub const HELPER_PREFIX: &str = "cairn-exec:";
 /// The code of a command killed at its deadline (as timeout(1)).
 pub const TIMED_OUT: i32 = 124;
+/// The code of a command killed by a cancel (`kill`): 128 + SIGKILL.
+pub const CANCELLED: i32 = 137;
 /// The most output (stdout and stderr together) an exec answers with. The answer is one D-Bus
 /// message, and dbus-daemon drops the connection of a peer that sends one over its 32 MiB
 /// limit (`max_message_size`): a command writing 40 MiB would cut hostd off the bus. Half of it
 /// leaves room for the rest of the message and for invalid UTF-8 replaced by U+FFFD.
 pub const OUTPUT_CAP: usize = 16 << 20;
+
+/// Execs started with a tag (a caller's name for it, e.g. apid's task id), by tag: the helper's
+/// pid, so that `kill` can stop it before its deadline.
+static TAGGED: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+
+/// A tagged exec's entry in [`TAGGED`], removed when the exec ends.
+pub struct Tagged(Option<String>);
+
+impl Tagged {
+    /// Records `tag` (if any) for the helper `pid`; a tag in use by a running exec is refused.
+    pub fn register(tag: Option<&str>, pid: u32) -> Result<Tagged, String> {
+        let Some(tag) = tag.filter(|t| !t.is_empty()) else {
+            return Ok(Tagged(None));
+        };
+        let mut all = TAGGED.lock().unwrap_or_else(|p| p.into_inner());
+        if all.contains_key(tag) {
+            return Err(format!("an exec tagged {tag:?} is running"));
+        }
+        all.insert(tag.to_string(), pid);
+        Ok(Tagged(Some(tag.to_string())))
+    }
+}
+
+impl Drop for Tagged {
+    fn drop(&mut self) {
+        if let Some(tag) = &self.0 {
+            TAGGED.lock().unwrap_or_else(|p| p.into_inner()).remove(tag);
+        }
+    }
+}
+
+/// Stops the exec tagged `tag`: its helper kills the command's whole process group and ends
+/// with 137. Whether one was running.
+pub fn kill(tag: &str) -> bool {
+    let pid = TAGGED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tag)
+        .copied();
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) else {
+        return false;
+    };
+    // The entry is removed only after the helper was reaped, so the pid is still the helper's.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .is_ok()
+}
+
+/// Set by SIGTERM in the helper: the command is to be killed now.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
 
 /// What the helper wrote on its pipes, at most `cap` bytes of it kept.
 #[derive(Debug, Default)]
@@ -139,6 +200,8 @@ fn helper(args: &[String]) -> Result<i32, String> {
     let filter = seccomp::program().map_err(|e| format!("seccomp filter: {e}"))?;
     // Everything from the host is opened before the first setns.
     let ns = Namespaces::open(pid).map_err(|e| e.to_string())?;
+    // SAFETY: a handler that only stores to an atomic; the command's exec resets it.
+    unsafe { libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t) };
     Cgroup::open(Kind::Container, name)
         .and_then(|cg| cg.add_pid(std::process::id()))
         .map_err(|e| format!("joining the container's cgroup: {e}"))?;
@@ -156,6 +219,9 @@ fn helper(args: &[String]) -> Result<i32, String> {
             // without this, `yes | head` in a container spins on EPIPE instead of ending.
             // SAFETY: signal(2) with SIG_DFL in the single-threaded child, before exec.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            // A process group of its own: a kill reaches what the command started too.
+            // SAFETY: setpgid(2) in the single-threaded child.
+            unsafe { libc::setpgid(0, 0) };
             let _ = nix::unistd::chdir("/");
             if let Err(e) = caps::drop_bounding() {
                 eprintln!("{HELPER_PREFIX} dropping capabilities: {e}");
@@ -175,7 +241,17 @@ fn helper(args: &[String]) -> Result<i32, String> {
             // SAFETY: as above; 127 is the shell's "command not found".
             unsafe { libc::_exit(127) };
         }
-        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Parent { child }) => {
+            // Also here, so that a kill right after the fork finds the group.
+            // SAFETY: setpgid(2) on our own child.
+            unsafe { libc::setpgid(child.as_raw(), child.as_raw()) };
+            child
+        }
+    };
+    let kill_group = || {
+        let _ = nix::sys::signal::killpg(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
     };
     let deadline = Instant::now() + timeout;
     loop {
@@ -186,9 +262,13 @@ fn helper(args: &[String]) -> Result<i32, String> {
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("waitpid: {e}")),
         }
+        if STOP.load(Ordering::SeqCst) {
+            kill_group();
+            eprintln!("{HELPER_PREFIX} cancelled");
+            return Ok(CANCELLED);
+        }
         if Instant::now() >= deadline {
-            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-            let _ = waitpid(child, None);
+            kill_group();
             eprintln!("{HELPER_PREFIX} timed out after {} s", timeout.as_secs());
             return Ok(TIMED_OUT);
         }

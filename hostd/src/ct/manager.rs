@@ -1041,6 +1041,18 @@ pub async fn exec(
     argv: &[String],
     timeout_s: u32,
 ) -> HostResult<(i32, String, String)> {
+    exec_tagged(exe, name, pid, argv, timeout_s, None).await
+}
+
+/// [`exec`], known by `tag` while it runs: `exec::kill(tag)` stops it before its deadline.
+pub async fn exec_tagged(
+    exe: &Path,
+    name: &str,
+    pid: u32,
+    argv: &[String],
+    timeout_s: u32,
+    tag: Option<&str>,
+) -> HostResult<(i32, String, String)> {
     if argv.is_empty() {
         return Err(HostError::InvalidArgs(
             "argv is empty; give the program to run".into(),
@@ -1070,6 +1082,8 @@ pub async fn exec(
     let mut child = cmd
         .spawn()
         .map_err(|e| HostError::io(format!("starting {}", exe.display()), e))?;
+    let _tagged =
+        super::exec::Tagged::register(tag, child.id().unwrap_or(0)).map_err(HostError::Conflict)?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(HostError::Failed(
             "exec helper: its output pipes are missing".into(),

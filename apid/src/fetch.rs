@@ -1,0 +1,450 @@
+//! Downloads the appliance makes itself: `template.import` from an `http://` or `https://` URL.
+//! apid is the network-facing daemon, so it fetches; the file goes through the same writer as
+//! a streamed upload ([`crate::upload::Uploads::receive`]: pieces, sha256 on the way, whole or
+//! nothing, the state filesystem's reserve kept) and the method then names its path.
+//!
+//! Bounded: the upload's size limit and stall timeout, [`CONNECT_TIMEOUT`] for the connection
+//! and the answer's head, [`MAX_REDIRECTS`] redirects, a URL of at most [`MAX_URL`] bytes.
+//! https is checked against the Mozilla roots (webpki-roots). Progress goes to the task the
+//! download runs in, and a cancelled task stops it, its partial file removed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use model::fault::FaultCode;
+use rustls_pki_types::ServerName;
+
+use crate::methods::Fault;
+use crate::upload::{UploadError, Uploads};
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const MAX_REDIRECTS: usize = 5;
+pub const MAX_URL: usize = 2048;
+/// The upload slot downloads are counted under (they have no client of their own).
+const SELF: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Url(String),
+    #[error("{url}: {message}")]
+    Net { url: String, message: String },
+    #[error("{url}: the server answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: {error}")]
+    Store { url: String, error: UploadError },
+    #[error("the download was cancelled")]
+    Cancelled,
+}
+
+impl From<FetchError> for Fault {
+    fn from(e: FetchError) -> Fault {
+        let code = match &e {
+            FetchError::Url(_) => FaultCode::BadParams,
+            FetchError::Status {
+                status: 404 | 410, ..
+            } => FaultCode::NotFound,
+            FetchError::Net { .. } | FetchError::Status { .. } => FaultCode::Busy,
+            FetchError::Store { error, .. } => match error {
+                UploadError::Digest { .. } => FaultCode::BadParams,
+                UploadError::TooLarge => FaultCode::TooLarge,
+                UploadError::Io(_) => FaultCode::Internal,
+                _ => FaultCode::Busy,
+            },
+            FetchError::Cancelled => FaultCode::Conflict,
+        };
+        Fault::new(code, e.to_string())
+    }
+}
+
+/// An `http(s)://` URL, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    /// The path and query, `/` at least.
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(url: &str) -> Result<Url, FetchError> {
+        let bad = |why: &str| FetchError::Url(format!("bad URL {url:?}: {why}"));
+        if url.len() > MAX_URL {
+            return Err(bad("longer than 2048 bytes"));
+        }
+        if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(bad("spaces and control characters must be %-encoded"));
+        }
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad("not http:// or https://"));
+        };
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        // The fragment is the client's alone.
+        let path = path.split('#').next().unwrap_or_default();
+        let path = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        if authority.contains('@') {
+            return Err(bad("credentials in URLs are not taken"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, rest) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            (h, rest.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("bad port"))?,
+        };
+        Ok(Url {
+            https,
+            host: host.to_string(),
+            port,
+            path,
+        })
+    }
+
+    /// Where a redirect's `Location` leads from here.
+    fn join(&self, location: &str) -> Result<Url, FetchError> {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return Url::parse(location);
+        }
+        if location.starts_with('/') && !location.starts_with("//") {
+            let mut next = self.clone();
+            next.path = location.to_string();
+            return Ok(next);
+        }
+        Err(FetchError::Url(format!(
+            "{self}: a redirect to {location:?}, which is not an absolute URL or path"
+        )))
+    }
+
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.https, self.port) {
+            (true, 443) | (false, 80) => host,
+            _ => format!("{host}:{}", self.port),
+        }
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.host_header(), self.path)
+    }
+}
+
+/// Whether `arg` names something to download.
+pub fn is_url(arg: &str) -> bool {
+    arg.starts_with("http://") || arg.starts_with("https://")
+}
+
+fn tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+                // ring's default provider supports the default versions: not reached.
+                .unwrap_or_else(|_| {
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                });
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// The answer's head for GET `url`, its body left to read.
+async fn get_once(url: &Url) -> Result<hyper::Response<Incoming>, FetchError> {
+    let net = |message: String| FetchError::Net {
+        url: url.to_string(),
+        message,
+    };
+    let head = async {
+        let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| net(format!("connect: {e}")))?;
+        let request = hyper::Request::builder()
+            .uri(url.path.as_str())
+            .header(hyper::header::HOST, url.host_header())
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("cairn-apid/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| FetchError::Url(format!("{url}: {e}")))?;
+        if url.https {
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|_| net("not a valid host name for TLS".into()))?;
+            let stream = tokio_rustls::TlsConnector::from(tls())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| net(format!("TLS: {e}")))?;
+            send(TokioIo::new(stream), request, &net).await
+        } else {
+            send(TokioIo::new(tcp), request, &net).await
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, head)
+        .await
+        .map_err(|_| net(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+}
+
+async fn send<S>(
+    io: S,
+    request: hyper::Request<http_body_util::Empty<Bytes>>,
+    net: &impl Fn(String) -> FetchError,
+) -> Result<hyper::Response<Incoming>, FetchError>
+where
+    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| net(e.to_string()))?;
+    // The connection is driven here; it ends when the response's body is dropped.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| net(e.to_string()))
+}
+
+/// GETs `url`, following up to [`MAX_REDIRECTS`] redirects, to a 200 answer.
+async fn get(url: &str) -> Result<(Url, hyper::Response<Incoming>), FetchError> {
+    let mut url = Url::parse(url)?;
+    for _ in 0..=MAX_REDIRECTS {
+        let resp = get_once(&url).await?;
+        let status = resp.status().as_u16();
+        if matches!(status, 301 | 302 | 303 | 307 | 308) {
+            let location = resp
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .ok_or(FetchError::Status {
+                    url: url.to_string(),
+                    status,
+                })?;
+            url = url.join(location)?;
+            continue;
+        }
+        if status != 200 {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status,
+            });
+        }
+        return Ok((url, resp));
+    }
+    Err(FetchError::Net {
+        url: url.to_string(),
+        message: format!("more than {MAX_REDIRECTS} redirects"),
+    })
+}
+
+/// A body that counts what passes through it into the task's progress.
+struct Counted<B> {
+    inner: B,
+    done: Arc<AtomicU64>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.done.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+/// A downloaded file, removed when dropped (the method that asked for it has used it).
+pub struct Fetched {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Downloads `url` into `uploads` when its bytes have `sha256` (hex); reports progress to the
+/// calling task and stops (nothing kept) when it is cancelled.
+pub async fn fetch(uploads: &Uploads, url: &str, sha256: &str) -> Result<Fetched, FetchError> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "fetch-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let task = crate::task::current();
+    let work = async {
+        let (url, resp) = get(url).await?;
+        let total = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let done = Arc::new(AtomicU64::new(0));
+        let body = Counted {
+            inner: resp.into_body(),
+            done: done.clone(),
+        };
+        let store = uploads.receive(&name, SELF, total, Some(sha256), body);
+        let report = async {
+            let Some(task) = &task else {
+                return std::future::pending().await;
+            };
+            loop {
+                task.progress(done.load(Ordering::Relaxed), total.unwrap_or(0), "bytes");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        let stored = tokio::select! {
+            stored = store => stored,
+            () = report => unreachable!("reports until the download ends"),
+        };
+        let stored = stored.map_err(|error| FetchError::Store {
+            url: url.to_string(),
+            error,
+        })?;
+        if let Some(task) = &task {
+            task.progress(stored.size, stored.size, "bytes");
+        }
+        let path = uploads
+            .resolve(&format!("{}{}", crate::upload::SCHEME, stored.name))
+            .and_then(Result::ok)
+            .ok_or_else(|| FetchError::Store {
+                url: url.to_string(),
+                error: UploadError::Missing(stored.name.clone()),
+            })?;
+        tracing::info!(%url, size = stored.size, "downloaded");
+        Ok(Fetched {
+            path,
+            size: stored.size,
+            sha256: stored.sha256,
+        })
+    };
+    match &task {
+        // Dropping the download removes its partial file (the writer's part).
+        Some(task) => tokio::select! {
+            fetched = work => fetched,
+            () = task.cancelled() => Err(FetchError::Cancelled),
+        },
+        None => work.await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_and_bad_ones_say_why() {
+        let u = Url::parse("http://10.0.2.2:8000/t/debian.tar?x=1#frag").unwrap();
+        assert_eq!(
+            u,
+            Url {
+                https: false,
+                host: "10.0.2.2".into(),
+                port: 8000,
+                path: "/t/debian.tar?x=1".into()
+            }
+        );
+        assert_eq!(u.to_string(), "http://10.0.2.2:8000/t/debian.tar?x=1");
+        let u = Url::parse("https://[fd00::1]/a").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("fd00::1", 443));
+        assert_eq!(u.host_header(), "[fd00::1]");
+        assert_eq!(Url::parse("https://example.org").unwrap().path, "/");
+        for bad in [
+            "ftp://h/x",
+            "http://",
+            "http://user:pw@h/x",
+            "http://h:0/x",
+            "http://h:99999/x",
+            "http://h/a b",
+            "http://[::1/x",
+        ] {
+            assert!(matches!(Url::parse(bad), Err(FetchError::Url(_))), "{bad}");
+        }
+        assert!(Url::parse(&format!("http://h/{}", "a".repeat(MAX_URL))).is_err());
+    }
+
+    #[test]
+    fn redirects_stay_absolute() {
+        let u = Url::parse("https://h:8443/a/b").unwrap();
+        assert_eq!(u.join("/c").unwrap().to_string(), "https://h:8443/c");
+        assert_eq!(
+            u.join("http://other/d").unwrap().to_string(),
+            "http://other/d"
+        );
+        assert!(u.join("relative").is_err());
+        assert!(u.join("//host/x").is_err());
+    }
+
+    #[test]
+    fn the_mozilla_roots_make_a_client() {
+        let config = tls();
+        assert!(!webpki_roots::TLS_SERVER_ROOTS.is_empty());
+        assert!(Arc::strong_count(&config) >= 2);
+    }
+}
