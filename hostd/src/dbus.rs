@@ -330,6 +330,22 @@ impl Host1 {
         Ok(crate::ct::exec::kill(tag))
     }
 
+    /// A connected socket to the console of guest `name` (`kind` "ct" or "vm"): what it reads
+    /// is the console's output from now on, what is written to it the console's input. One
+    /// attached client per guest: a newer one takes over.
+    async fn console_attach(&self, kind: &str, name: &str) -> Result<zbus::OwnedFd, CairnError> {
+        let stream = match kind {
+            "ct" => self.manager.lock().await.console_attach(name).await?,
+            "vm" => self.vms.lock().await.console_attach(name).await?,
+            _ => {
+                return Err(CairnError::InvalidArgs(format!(
+                    "kind {kind:?} is not a guest kind; expected \"ct\" or \"vm\""
+                )));
+            }
+        };
+        Ok(std::os::fd::OwnedFd::from(stream).into())
+    }
+
     async fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {
         Ok(self.manager.lock().await.console_log(name, max_bytes)?)
     }

@@ -189,6 +189,9 @@ pub trait Host1 {
     fn kill_exec(&self, tag: &str) -> Result<bool, CairnError>;
     /// The last `max_bytes` (1 to 1 MiB) of the container's console log.
     fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError>;
+    /// A connected socket to the console of guest `name` (`kind` "ct" or "vm"): reads are its
+    /// output from now on, writes its input; one attached client per guest, the newest wins.
+    fn console_attach(&self, kind: &str, name: &str) -> Result<zbus::OwnedFd, CairnError>;
     /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,
     /// initrd, disks, networks and memory; returns JSON `model::vm::VmInfo`.
     fn create_vm(&self, spec_json: &str) -> Result<String, CairnError>;

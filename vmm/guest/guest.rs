@@ -1788,6 +1788,18 @@ fn task_flood(ctx: &Ctx) {
 /// 1024 bytes) and prints it back as `echo: <line> (<n> bytes)`.
 fn task_echo() {
     puts(b"echo: ready\n");
+    echo_line();
+}
+
+/// `echoes`: as `echo`, for every line, for good (an attached console types several).
+fn task_echoes() -> ! {
+    puts(b"echo: ready\n");
+    loop {
+        echo_line();
+    }
+}
+
+fn echo_line() {
     let mut line = [0u8; 1024];
     let mut n = 0;
     loop {
@@ -1920,6 +1932,7 @@ extern "C" fn cairn_main(boot_params: u64) -> ! {
             b"bench-blk" => task_bench(&mut ctx),
             b"flood" => task_flood(&ctx),
             b"echo" => task_echo(),
+            b"echoes" => task_echoes(),
             // Touches an unmapped address: exercises the exception path (#PF, vector 14).
             b"fault" => {
                 r32(0x80_0000_0000);

@@ -77,6 +77,21 @@ pub fn bus_text(bytes: &[u8]) -> String {
     }
 }
 
+/// A connection to the console of the container whose monitor runs in `run_dir`: reads are the
+/// console's output from now on, writes its input (`vmm::launcher::attach`: one client at a
+/// time, a newer one takes over).
+pub fn attach(run_dir: &Path) -> HostResult<std::os::unix::net::UnixStream> {
+    let sock = run_dir.join(vmm::launcher::console::CONSOLE_SOCKET);
+    std::os::unix::net::UnixStream::connect(&sock).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => HostError::Failed(format!(
+            "{} is missing: the container's monitor started before console attach existed; \
+             restart the container",
+            sock.display()
+        )),
+        _ => HostError::io(sock.display(), e),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

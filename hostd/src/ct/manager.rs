@@ -433,6 +433,9 @@ impl Manager {
         let run = self.paths.run_dir(name);
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).map_err(|e| HostError::io(run.display(), e))?;
+        // Root's alone: the console's attach socket is in it.
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| HostError::io(run.display(), e))?;
         // The cgroup first: a limit this host cannot enforce fails the start before any
         // process exists.
         let cg = match Cgroup::create(Kind::Container, name) {
@@ -916,6 +919,21 @@ impl Manager {
             ))),
             _ => Err(HostError::Conflict(format!(
                 "container {name:?} is not running; start it to exec"
+            ))),
+        }
+    }
+
+    /// A connection to the console of running (or paused) container `name`.
+    pub async fn console_attach(
+        &mut self,
+        name: &str,
+    ) -> HostResult<std::os::unix::net::UnixStream> {
+        self.record(name)?;
+        self.settle(name).await;
+        match self.live(name) {
+            Live::Running(_) | Live::Paused(_) => super::console::attach(&self.paths.run_dir(name)),
+            _ => Err(HostError::Conflict(format!(
+                "container {name:?} is not running; start it to attach its console"
             ))),
         }
     }

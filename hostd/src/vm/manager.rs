@@ -440,6 +440,9 @@ impl VmManager {
         // Whatever a previous run left (a crash before cleanup) goes first.
         let _ = jail::teardown_root(&root);
         std::fs::create_dir_all(&run).map_err(|e| HostError::io(run.display(), e))?;
+        // Root's alone: the VMM's control socket (console attach included) is in it.
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| HostError::io(run.display(), e))?;
         let _ = std::fs::remove_file(run.join(EXIT_FILE));
         // Each run's console starts empty (the monitor rotates it while the VM runs).
         let console = run.join(CONSOLE_LOG);
@@ -820,6 +823,22 @@ impl VmManager {
         }
         tracing::info!(vm = name, "VM deleted");
         Ok(())
+    }
+
+    /// A connection to the serial console of running VM `name`: reads are its output from
+    /// now on, writes its input (the VMM keeps one attached client; a newer one takes over).
+    pub async fn console_attach(&self, name: &str) -> HostResult<std::os::unix::net::UnixStream> {
+        self.record(name)?;
+        if self.running_state(name).is_none() {
+            return Err(HostError::Conflict(format!(
+                "VM {name:?} is not running; start it to attach its console"
+            )));
+        }
+        let sock = self.run_dir(name).join("root").join(SOCKET);
+        tokio::task::spawn_blocking(move || control::attach(&sock, Duration::from_secs(5)))
+            .await
+            .map_err(|e| HostError::Failed(e.to_string()))?
+            .map_err(|e| HostError::Failed(e.to_string()))
     }
 
     pub fn console(&self, name: &str, max_bytes: u32) -> HostResult<String> {
