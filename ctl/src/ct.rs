@@ -144,12 +144,13 @@ impl ResourceArgs {
 pub enum TemplateCommand {
     /// Every template.
     List,
-    /// Imports a rootfs tarball (a path on the host) whose digest must match.
+    /// Imports a rootfs tarball (a path on the host) whose digest must match, or a template
+    /// the image bundles (PATH bundled:NAME, e.g. bundled:busybox).
     Import {
         name: String,
         path: String,
-        /// sha256:<hex>
-        sha256: String,
+        /// sha256:<hex>; may be left out for bundled:NAME (the image's own digest is checked).
+        sha256: Option<String>,
         /// Keep the template in this stord pool (dir or nfs) instead of hostd's state.
         #[arg(long)]
         pool: Option<String>,
@@ -233,7 +234,7 @@ pub fn template_call(command: &TemplateCommand) -> Result<Call, EncodeError> {
         } => call(TemplateImport {
             name: name.clone(),
             path: path.clone(),
-            sha256: sha256.clone(),
+            sha256: sha256.clone().unwrap_or_default(),
             pool: pool.clone(),
         }),
         TemplateCommand::Delete { name } => call(TemplateDelete { name: name.clone() }),

@@ -116,6 +116,12 @@ impl Templates {
             Some((t, d)) => (t.as_path(), d.as_str()),
             None => (tarball, sha256),
         };
+        if sha256.is_empty() {
+            return Err(HostError::InvalidArgs(format!(
+                "sha256 is required to import {}; only a bundled:NAME path may leave it out",
+                tarball.display()
+            )));
+        }
         let want = sha256
             .strip_prefix("sha256:")
             .unwrap_or(sha256)
