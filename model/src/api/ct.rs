@@ -23,7 +23,11 @@ actions! { ACTIONS;
          tarball at path (on the host) once its digest matches sha256 (\"sha256:<hex>\"). With \
          pool (a dir or nfs pool; thin and iscsi pools hold no files: 105), the tarball and its \
          rootfs are kept in the pool's directory under templates/NAME/ and containers made from \
-         the template overlay that copy; without, hostd's state keeps it. Returns {name, \
+         the template overlay that copy; without, hostd's state keeps it. path may also be an \
+         http:// or https:// URL (https checked against the Mozilla roots): apid downloads it \
+         first (streamed, its sha256 checked on the way, at most 5 redirects; nothing kept \
+         when it does not match: 102); run it as a task (task.start) to see the download's \
+         progress and to have more than a request's 30 s. Returns {name, \
          version?, sha256, size_bytes, pool?}. Unpacking may take up to 25 s.";
     TemplateList = "template.list", Hostd, () -> Vec<TemplateInfo>,
         "Every template: {name, version?, sha256, size_bytes, pool? (the pool that keeps it)}.";
@@ -66,7 +70,8 @@ actions! { ACTIONS;
         "Changes a container's limits live, without a restart: {cpu_limit?, cpu_weight?, \
          cpuset?, memory?, swap?, pids?, io_weight?}; only the members given change.";
     CtExec = "ct.exec", Hostd, (name: String, argv: Vec<String>) -> ExecOutput,
-        "ct.exec(name, argv): runs argv inside a running container, killed after 20 s. Returns \
+        "ct.exec(name, argv): runs argv inside a running container, killed after 20 s (after \
+         1 h when run as a task; task.cancel kills it and what it started: 137). Returns \
          {exit_code, stdout, stderr}.";
     CtConsole = "ct.console", Hostd, (name: String) -> String,
         "The last 64 KiB of a container's console log.";

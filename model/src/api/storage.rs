@@ -74,8 +74,8 @@ actions! { ACTIONS;
          every byte computed on the way and written beside it — and dropped. Returns \
          {backup (the file), volume, size_bytes, allocated_bytes, sha256, quiesced (the guests \
          held still), quiesced_ms}. While it copies, volume.info of the volume shows its \
-         progress (copy) and the rest of the API answers; the whole call must finish within \
-         28 s (longer copies wait for tasks).";
+         progress (copy) and the rest of the API answers; a request must finish within 28 s: \
+         run a longer copy as a task (task.start), whose progress is the copy's.";
     VolumeRestore = "volume.restore", Stord, (backup: String, volume: String) -> VolumeInfo,
         "Makes the new volume POOL/NAME from backup (a file volume.backup made, in a pool's \
          backups/ directory), after checking it against its sha256; a backup that does not \
