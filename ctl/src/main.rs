@@ -9,6 +9,7 @@ mod output;
 mod rate;
 mod size;
 mod storage;
+mod task;
 mod tls;
 mod upload;
 mod vm;
@@ -107,6 +108,11 @@ enum Command {
     Vm {
         #[command(subcommand)]
         command: VmCommand,
+    },
+    /// Background tasks (long work beyond a request's 30 s): list, info, wait, cancel.
+    Task {
+        #[command(subcommand)]
+        command: task::TaskCommand,
     },
     /// The host's disks: size, what each holds, whether Cairn can be installed on it.
     Disks,
@@ -286,6 +292,7 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Ct { command } => ct::ct_call(command),
         Command::Template { command } => ct::template_call(command),
         Command::Vm { command } => vm::vm_call(command, vm_create),
+        Command::Task { command } => task::task_call(command),
     }?;
     let url = cli
         .url
@@ -326,11 +333,24 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         _ => params,
     };
     let mut value = match &cli.command {
+        // Long work runs as a task (no 30 s budget), its progress drawn.
         Command::Volume {
-            command: storage::VolumeCommand::Backup { volume, .. },
-        } => runtime.block_on(storage::backup_with_progress(
-            &client, method, params, volume,
-        ))?,
+            command: storage::VolumeCommand::Backup { .. },
+        } => runtime.block_on(task::run(&client, method, params, "backup"))?,
+        Command::Vm {
+            command: VmCommand::Snapshot { .. },
+        } => runtime.block_on(task::run(&client, method, params, "snapshot"))?,
+        Command::Template {
+            command: TemplateCommand::Import { path, .. },
+        } if path.starts_with("http://") || path.starts_with("https://") => {
+            runtime.block_on(task::run(&client, method, params, "download"))?
+        }
+        Command::Task {
+            command: task::TaskCommand::Wait { id },
+        } => runtime
+            .block_on(task::follow(&client, id, "task"))
+            .map(|_| ())
+            .and_then(|()| Ok(runtime.block_on(client.call(method, params))?))?,
         _ => runtime.block_on(client.call(method, params))?,
     };
     let status = match cli.command {
@@ -397,6 +417,9 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             Command::Volume {
                 command: storage::VolumeCommand::List { .. },
             } => print!("{}", storage::volumes_table(&value)),
+            Command::Task {
+                command: task::TaskCommand::List,
+            } => print!("{}", task::tasks_table(&value)),
             Command::Export {
                 command: export::ExportCommand::List,
             } => print!("{}", export::exports_table(&value)),
