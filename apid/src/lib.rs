@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod bus;
+pub mod events;
 pub mod fetch;
 pub mod http;
 pub mod methods;

@@ -90,6 +90,8 @@ impl InitView {
 pub struct DaemonView {
     pub status: StatusTuple,
     pub management: Option<Result<(String, String, String), String>>,
+    /// host.toml's items the daemon could not apply: (item, why).
+    pub config_failures: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +114,8 @@ pub struct HostState {
     next_generation: Arc<std::sync::atomic::AtomicU64>,
     /// Whether a follower keeps the slots current; without one every request asks.
     followed: bool,
+    /// Where a config failure that appears becomes an event.
+    events: Option<Arc<crate::events::Events>>,
 }
 
 impl HostState {
@@ -119,12 +123,13 @@ impl HostState {
     /// connection carries only the follower's signals and questions, so a daemon that hangs on
     /// one of them can never hold up the connection that serves API calls and answers init's
     /// liveness Pings.
-    pub fn follow(watcher: Bus) -> HostState {
+    pub fn follow(watcher: Bus, events: Arc<crate::events::Events>) -> HostState {
         let Some(conn) = watcher.connection().cloned() else {
             return HostState::default();
         };
         let state = HostState {
             followed: true,
+            events: Some(events),
             ..HostState::default()
         };
         tokio::spawn(follow(watcher, conn, state.clone()));
@@ -172,13 +177,25 @@ impl HostState {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let answer = ask(bus, source).await.map_err(|e| e.to_string());
+        let mut appeared = Vec::new();
         if let Ok(mut slots) = self.slots.write() {
             let slot = &mut slots[source.index()];
             if generation > slot.generation {
+                appeared = new_failures(slot.answer.as_ref(), &answer);
                 *slot = Slot {
                     answer: Some(answer.clone()),
                     generation,
                 };
+            }
+        }
+        if let (Some(events), Source::Daemon(daemon)) = (&self.events, source) {
+            for (item, why) in appeared {
+                events.push(
+                    "config",
+                    "failed",
+                    &item,
+                    &format!("{}: {why}", daemon.name()),
+                );
             }
         }
         answer
@@ -211,9 +228,56 @@ async fn ask(bus: &Bus, source: Source) -> Result<View, BusError> {
                 Daemon::Netd => Some(bus.management_address().await.map_err(|e| e.to_string())),
                 _ => None,
             };
-            Ok(View::Daemon(DaemonView { status, management }))
+            let config_failures = config_failures(bus, daemon).await;
+            Ok(View::Daemon(DaemonView {
+                status,
+                management,
+                config_failures,
+            }))
         }
     }
+}
+
+/// The config failures in `new` that `old` did not list.
+fn new_failures(
+    old: Option<&Result<View, String>>,
+    new: &Result<View, String>,
+) -> Vec<(String, String)> {
+    let failures = |v: Option<&Result<View, String>>| match v {
+        Some(Ok(View::Daemon(d))) => d.config_failures.clone(),
+        _ => Vec::new(),
+    };
+    let before = failures(old);
+    failures(Some(new))
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect()
+}
+
+/// The daemon's `ConfigFailures`: hostd's and netd's host.toml items they could not apply
+/// (stord keeps none). A daemon that cannot say has none to show; its `Status` error says why.
+async fn config_failures(bus: &Bus, daemon: Daemon) -> Vec<(String, String)> {
+    use model::dbus::{Host1Proxy, Network1Proxy};
+    let answer = match daemon {
+        Daemon::Hostd => {
+            bus.daemon_call(
+                "hostd",
+                crate::bus::CALL_TIMEOUT,
+                |p: Host1Proxy<'static>| async move { p.config_failures().await },
+            )
+            .await
+        }
+        Daemon::Netd => {
+            bus.daemon_call(
+                "netd",
+                crate::bus::CALL_TIMEOUT,
+                |p: Network1Proxy<'static>| async move { p.config_failures().await },
+            )
+            .await
+        }
+        Daemon::Stord => return Vec::new(),
+    };
+    answer.unwrap_or_default()
 }
 
 /// Follows the daemons' signals for as long as apid runs.

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use crate::addresses::Others;
 use crate::ct::manager::{self, Manager};
 use crate::ct::template::{PoolDir, Templates};
+use crate::events::{self, Kind};
 use crate::vm::manager::VmManager;
 
 pub struct Host1 {
@@ -52,9 +53,26 @@ pub async fn unexport_container(server: &zbus::ObjectServer, name: &str) {
 /// Stop, with the manager's lock released while the init shuts down, so that other requests
 /// (and other stops) go on.
 async fn stop(manager: &Mutex<Manager>, name: &str, timeout_s: u32) -> Result<(), CairnError> {
-    let plan = manager.lock().await.stop_begin(name).await?;
+    events::expect_stop(Kind::Ct, name).await;
+    let plan = manager.lock().await.stop_begin(name).await;
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            events::after_ct(manager, name).await;
+            return Err(e.into());
+        }
+    };
     manager::wait_stopped(&plan, timeout_s).await;
-    Ok(manager.lock().await.stop_finish(name).await?)
+    let result = manager.lock().await.stop_finish(name).await;
+    events::after_ct(manager, name).await;
+    Ok(result?)
+}
+
+/// Start, then the event it makes.
+async fn start(manager: &Mutex<Manager>, name: &str) -> Result<(), CairnError> {
+    let result = manager.lock().await.start(name).await;
+    events::after_ct(manager, name).await;
+    Ok(result?)
 }
 
 /// Restart: a stop that releases the lock as [`stop`] does, then a start. A start by another
@@ -63,7 +81,7 @@ async fn restart(manager: &Mutex<Manager>, name: &str, timeout_s: u32) -> Result
     if manager.lock().await.is_up(name).await? {
         stop(manager, name, timeout_s).await?;
     }
-    Ok(manager.lock().await.start(name).await?)
+    start(manager, name).await
 }
 
 #[zbus::interface(name = "org.cairn.Container1")]
@@ -88,7 +106,7 @@ impl Container1 {
     }
 
     async fn start(&self) -> Result<(), CairnError> {
-        Ok(self.manager.lock().await.start(&self.name).await?)
+        start(&self.manager, &self.name).await
     }
 
     async fn stop(&self, timeout_s: u32) -> Result<(), CairnError> {
@@ -144,6 +162,11 @@ impl Host1 {
             model::VERSION.to_string(),
             counts(&self.manager, &self.vms).await,
         )
+    }
+
+    /// host.toml's items hostd could not apply: (item, why).
+    async fn config_failures(&self) -> Vec<(String, String)> {
+        self.manager.lock().await.config_failures()
     }
 
     /// The counts of `Status`, as a property whose changes are signalled (hostd looks each
@@ -221,11 +244,12 @@ impl Host1 {
             .create_among(spec_json, &vms)
             .await?;
         export_container(server, &self.manager, &info.name).await;
+        events::after_ct(&self.manager, &info.name).await;
         json(&info)
     }
 
     async fn start_container(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.manager.lock().await.start(name).await?)
+        start(&self.manager, name).await
     }
 
     async fn stop_container(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
@@ -265,11 +289,15 @@ impl Host1 {
     }
 
     async fn pause_container(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.manager.lock().await.pause(name).await?)
+        let result = self.manager.lock().await.pause(name).await;
+        events::after_ct(&self.manager, name).await;
+        Ok(result?)
     }
 
     async fn resume_container(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.manager.lock().await.resume(name).await?)
+        let result = self.manager.lock().await.resume(name).await;
+        events::after_ct(&self.manager, name).await;
+        Ok(result?)
     }
 
     async fn delete_container(
@@ -279,6 +307,7 @@ impl Host1 {
     ) -> Result<(), CairnError> {
         self.manager.lock().await.delete(name).await?;
         unexport_container(server, name).await;
+        events::after_ct(&self.manager, name).await;
         Ok(())
     }
 
@@ -360,30 +389,39 @@ impl Host1 {
                 held: m.held_addresses(),
             }
         };
-        json(
-            &self
-                .vms
-                .lock()
-                .await
-                .create_among(spec_json, &containers)
-                .await?,
-        )
+        let info = self
+            .vms
+            .lock()
+            .await
+            .create_among(spec_json, &containers)
+            .await?;
+        events::after_vm(&self.vms, &info.name).await;
+        json(&info)
     }
 
     async fn start_vm(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.vms.lock().await.start(name).await?)
+        let result = self.vms.lock().await.start(name).await;
+        events::after_vm(&self.vms, name).await;
+        Ok(result?)
     }
 
     async fn stop_vm(&self, name: &str, timeout_s: u32) -> Result<(), CairnError> {
-        Ok(self.vms.lock().await.stop(name, timeout_s).await?)
+        events::expect_stop(Kind::Vm, name).await;
+        let result = self.vms.lock().await.stop(name, timeout_s).await;
+        events::after_vm(&self.vms, name).await;
+        Ok(result?)
     }
 
     async fn pause_vm(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.vms.lock().await.pause(name).await?)
+        let result = self.vms.lock().await.pause(name).await;
+        events::after_vm(&self.vms, name).await;
+        Ok(result?)
     }
 
     async fn resume_vm(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.vms.lock().await.resume(name).await?)
+        let result = self.vms.lock().await.resume(name).await;
+        events::after_vm(&self.vms, name).await;
+        Ok(result?)
     }
 
     async fn snapshot_vm(&self, name: &str, dir: &str) -> Result<(), CairnError> {
@@ -391,11 +429,15 @@ impl Host1 {
     }
 
     async fn restore_vm(&self, name: &str, dir: &str) -> Result<(), CairnError> {
-        Ok(self.vms.lock().await.restore(name, dir).await?)
+        let result = self.vms.lock().await.restore(name, dir).await;
+        events::after_vm(&self.vms, name).await;
+        Ok(result?)
     }
 
     async fn delete_vm(&self, name: &str) -> Result<(), CairnError> {
-        Ok(self.vms.lock().await.delete(name).await?)
+        let result = self.vms.lock().await.delete(name).await;
+        events::after_vm(&self.vms, name).await;
+        Ok(result?)
     }
 
     async fn list_vms(&self) -> Result<String, CairnError> {

@@ -8,6 +8,7 @@ pub mod ct;
 pub mod dbus;
 pub mod declared;
 pub mod error;
+pub mod events;
 pub mod guest;
 pub mod netd;
 pub mod reconcile;

@@ -65,6 +65,8 @@ async fn daemon() -> anyhow::Result<()> {
     let declared = hostd::declared::Declared::of(&config);
     manager.lock().await.set_declared(declared.clone());
     vms.lock().await.set_declared(declared);
+    // The guests as they are now are no events of this run.
+    hostd::events::prime(&manager, &vms).await;
     let mut builder = model::dbus::bus_builder()?.name(HOST_NAME).serve_at(
         HOST_PATH,
         Host1 {
@@ -87,6 +89,7 @@ async fn daemon() -> anyhow::Result<()> {
         .context("cannot own org.cairn.Host1 on the bus")?;
     manager.lock().await.set_bus(bus.clone());
     vms.lock().await.set_bus(bus.clone());
+    hostd::events::set_bus(bus.clone());
     // A snapshot a killed hostd never let go of: the guests go on now.
     manager.lock().await.release_quiesced().await;
     vms.lock().await.release_quiesced().await;
@@ -116,6 +119,7 @@ async fn daemon() -> anyhow::Result<()> {
             every.tick().await;
             housekeeping.lock().await.tick().await;
             housekeeping_vms.lock().await.tick().await;
+            hostd::events::scan(&housekeeping, &housekeeping_vms).await;
             hostd::dbus::push_counts(&server, &mut counts).await;
         }
     });

@@ -146,6 +146,27 @@ impl Init1 {
         }
     }
 
+    /// JSON `model::api::event::LogPage`: the lines kept of `service` ("" for all) at
+    /// `min_level` ("" for info) or above after `since`, at most `max`; with none yet, waits
+    /// up to `wait_s` (at most 25) for one. Unknown service or level: InvalidArgs.
+    async fn logs(
+        &self,
+        service: String,
+        min_level: String,
+        since: u64,
+        max: u32,
+        wait_s: u32,
+    ) -> Result<String, CairnError> {
+        use crate::supervisor::logs::{LOGS, level_arg};
+        let level = level_arg(&min_level).map_err(|e| CairnError::InvalidArgs(e.to_string()))?;
+        let wait = std::time::Duration::from_secs(wait_s.min(model::api::event::MAX_WAIT_S).into());
+        let page = LOGS
+            .wait_page(&service, level, since, max as usize, wait)
+            .await
+            .map_err(|e| CairnError::InvalidArgs(e.to_string()))?;
+        serde_json::to_string(&page).map_err(|e| CairnError::Failed(e.to_string()))
+    }
+
     /// JSON array of `model::install::DiskInfo`.
     async fn list_disks(&self) -> Result<String, CairnError> {
         let installer = self.installer()?.clone();

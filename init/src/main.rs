@@ -64,7 +64,8 @@ fn main() -> ExitCode {
         Args::parse()
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        // To stderr, and into host.log's ring as service `init`.
+        .with_writer(|| supervisor::logs::InitWriter)
         .with_ansi(model::daemon::colours_on_stderr())
         .with_target(false)
         .init();

@@ -79,6 +79,11 @@ impl Network1 {
         counts
     }
 
+    /// host.toml's networks netd could not apply: (item, why).
+    async fn config_failures(&self) -> Vec<(String, String)> {
+        self.nets.lock().await.failures()
+    }
+
     /// `ManagementAddress` as a property whose changes (a DHCP lease) are signalled.
     #[zbus(property)]
     async fn management(&self) -> (String, String, String) {

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use model::api::host::{
-    ApplyConfig, DaemonReport, DiskInfo, Disks, HostInfo, Info, Install, InstallStatus, JobReport,
-    Management, Poweroff, Reboot, RestartService, Rollback, Services, Update, UpdateStatus,
+    ApplyConfig, ConfigFailure, DaemonReport, DiskInfo, Disks, HostInfo, Info, Install,
+    InstallStatus, JobReport, Management, Poweroff, Reboot, RestartService, Rollback, Services,
+    Update, UpdateStatus,
 };
 use model::dbus::ServiceInfo;
 use model::fault::FaultCode;
@@ -77,6 +78,18 @@ impl Serve for Info {
             Ok(None) => Management::default(),
         };
         for (daemon, view) in Daemon::ALL.into_iter().zip([netd, stord, hostd]) {
+            if let Ok(view) = &view {
+                info.config_failures
+                    .extend(
+                        view.config_failures
+                            .iter()
+                            .map(|(item, reason)| ConfigFailure {
+                                daemon: daemon.name().to_string(),
+                                item: item.clone(),
+                                reason: reason.clone(),
+                            }),
+                    );
+            }
             let report = match view {
                 Ok(view) => {
                     let (version, counts) = view.status;

@@ -1,6 +1,7 @@
 //! The API's methods and their dispatch.
 
 mod ct;
+mod event;
 mod host;
 mod net;
 mod registry;
@@ -29,6 +30,8 @@ pub struct Api {
     pub uploads: Option<std::sync::Arc<crate::upload::Uploads>>,
     /// The methods running in the background (`task.*`).
     pub tasks: std::sync::Arc<crate::task::Tasks>,
+    /// The host's recent events (`event.list`).
+    pub events: std::sync::Arc<crate::events::Events>,
 }
 
 impl Api {
@@ -40,6 +43,7 @@ impl Api {
         methods.extend(ct::methods());
         methods.extend(vm::methods());
         methods.extend(task::methods());
+        methods.extend(event::methods());
         Api {
             registry: Registry::new(methods),
             hostname,
@@ -47,6 +51,7 @@ impl Api {
             bus,
             uploads: None,
             tasks: std::sync::Arc::new(crate::task::Tasks::new()),
+            events: Default::default(),
         }
     }
 
@@ -59,7 +64,10 @@ impl Api {
     /// Answers host.info and host.services from what the daemons push, followed over
     /// `watcher`'s own connection (see `crate::state`); without it every request asks.
     pub fn follow_state(mut self, watcher: Bus) -> Api {
-        self.state = HostState::follow(watcher);
+        if let Some(conn) = watcher.connection().cloned() {
+            tokio::spawn(crate::events::follow(conn, self.events.clone()));
+        }
+        self.state = HostState::follow(watcher, self.events.clone());
         self
     }
 

@@ -978,6 +978,27 @@ impl Manager {
         self.config_failed.len()
     }
 
+    /// host.toml's entries hostd could not apply, with why (`ConfigFailures`).
+    pub fn config_failures(&self) -> Vec<(String, String)> {
+        self.config_failed
+            .iter()
+            .map(|(what, why)| (what.clone(), why.clone()))
+            .collect()
+    }
+
+    /// A container's state, init pid and last exit code as the kernel shows them now, without
+    /// cleaning up after an ended one (events look at every tick); None when there is none.
+    pub fn state_of(&self, name: &str) -> Option<(ContainerState, Option<u32>, Option<i32>)> {
+        let r = self.records.get(name)?;
+        Some(match self.live(name) {
+            Live::Running(s) => (ContainerState::Running, Some(s.guest_pid), None),
+            Live::Paused(s) => (ContainerState::Paused, Some(s.guest_pid), None),
+            Live::Ended(code) => (ContainerState::Stopped, None, code.or(Some(255))),
+            Live::Down if r.started.is_some() => (ContainerState::Stopped, None, r.last_exit),
+            Live::Down => (ContainerState::Created, None, None),
+        })
+    }
+
     /// (containers, running, templates).
     pub fn counts(&self) -> (usize, usize, usize) {
         let running = self

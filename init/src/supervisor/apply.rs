@@ -46,6 +46,12 @@ impl Supervisor {
             ))
         })?;
         tracing::warn!(path = %saved.display(), changes = changes.len(), "config applied; restarting the services with it");
+        super::events::emit(
+            "config",
+            "applied",
+            "",
+            format!("{} changes; the services restart with it", changes.len()),
+        );
         self.plan.config = saved;
         if let Some(u) = &self.updater {
             u.set_config(&self.plan.config);

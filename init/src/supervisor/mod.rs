@@ -5,7 +5,9 @@
 //! snapshot and sends commands into this loop.
 
 mod apply;
+mod events;
 mod liveness;
+pub mod logs;
 mod service;
 pub mod unattended;
 
@@ -180,6 +182,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<End> {
         )
         .await?;
     conn.request_name(model::dbus::INIT_NAME).await?;
+    events::start(conn.clone());
 
     let mut sup = Supervisor {
         plan,
@@ -372,6 +375,7 @@ impl Supervisor {
                 tracing::error!(service = svc.name, error = %format!("{e:#}"), "cannot start");
                 svc.last_error = format!("cannot start: {e:#}");
                 svc.set_state(State::Failed);
+                events::emit("service", "failed", svc.name, svc.last_error.clone());
                 return false;
             }
         };
@@ -387,6 +391,7 @@ impl Supervisor {
         svc.generation += 1;
         svc.set_state(State::Starting);
         tracing::info!(service = svc.name, pid, "started");
+        events::emit("service", "started", svc.name, format!("pid {pid}"));
         tokio::spawn(watch_readiness(
             self.conn.clone(),
             svc.bus_name,
@@ -409,6 +414,7 @@ impl Supervisor {
         if r.ready {
             svc.set_state(State::Running);
             tracing::info!(service = svc.name, pid = svc.pid, "ready");
+            events::emit("service", "ready", svc.name, "");
             // From now on its reachability is checked, not assumed.
             let watcher = tokio::spawn(liveness::watch(
                 self.conn.clone(),
@@ -507,6 +513,7 @@ impl Supervisor {
             svc.pid = None;
             svc.kill_reason = None;
             svc.set_state(State::Stopped);
+            events::emit("service", "stopped", svc.name, describe_exit(status));
             if std::mem::take(&mut svc.start_after_stop) {
                 self.start(index);
             }
@@ -518,7 +525,14 @@ impl Supervisor {
             None => describe_exit(status),
         };
         svc.crashed(Instant::now());
+        events::emit("service", "crashed", svc.name, svc.last_error.clone());
         if svc.state == State::Failed {
+            events::emit(
+                "service",
+                "failed",
+                svc.name,
+                format!("crashed {} times in a row; not restarted", svc.fast_crashes),
+            );
             tracing::error!(
                 service = svc.name,
                 crashes = svc.fast_crashes,
@@ -719,14 +733,26 @@ fn spawn_daemon(
         .arg(state_dir)
         .env(BUS_ADDRESS_ENV, bus_address)
         .stdin(Stdio::null());
+    // Its stdout and stderr go through a pipe init reads (`logs`): on to the console or the
+    // sandbox's log file as before, and into host.log's ring. Close-on-exec, so that only this
+    // child (which gets it as fds 1 and 2) and its own children hold the write end.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("cannot make the pipe for its output")?;
+    cmd.stdout(Stdio::from(write.try_clone()?))
+        .stderr(Stdio::from(write));
+    let console = match plan.mode {
+        Mode::Sandbox => {
+            let dir = plan.state.join("log");
+            std::fs::create_dir_all(&dir)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{name}.log")))?;
+            logs::Console::File(Arc::new(Mutex::new(file)))
+        }
+        Mode::Appliance => logs::Console::Stdout,
+    };
     if plan.mode == Mode::Sandbox {
-        let logs = plan.state.join("log");
-        std::fs::create_dir_all(&logs)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logs.join(format!("{name}.log")))?;
-        cmd.stdout(log.try_clone()?).stderr(log);
         // SAFETY: prctl is async-signal-safe. A sandbox's daemons must not outlive it, even
         // when init itself is killed.
         unsafe {
@@ -749,6 +775,17 @@ fn spawn_daemon(
     let child = cmd
         .spawn()
         .with_context(|| format!("spawn {}", exe.display()))?;
+    // Our copies of the write end go with `cmd`: the reader sees the end of the pipe once the
+    // daemon and whatever it started are gone.
+    drop(cmd);
+    let service = model::dbus::SERVICES
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| *n == name)
+        .unwrap_or("other");
+    if let Err(e) = logs::follow(service, read, console) {
+        tracing::error!(service = name, error = %e, "cannot read its output; it may block on it");
+    }
     // The supervisor reaps with waitpid(-1); the std handle would only wait on this one pid.
     Ok(child.id())
 }

@@ -42,6 +42,20 @@ pub struct HostInfo {
     /// By daemon name: its version and object counts, or the error that kept it from answering.
     pub daemons: BTreeMap<String, DaemonReport>,
     pub management: Management,
+    /// host.toml's items a daemon could not apply, with why; left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_failures: Vec<ConfigFailure>,
+}
+
+/// One host.toml item a daemon could not apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFailure {
+    /// `hostd` or `netd`.
+    pub daemon: String,
+    /// What it is, as `container web1`, `vm deb`, `template alpine`, `network lan`.
+    pub item: String,
+    pub reason: String,
 }
 
 /// One daemon as `host.info` shows it.
@@ -72,7 +86,7 @@ pub struct Management {
     pub error: Option<String>,
 }
 
-rpc_type!("struct": HostInfo, ServiceInfo, DiskInfo, JobReport, SlotsInfo);
+rpc_type!("struct": HostInfo, ServiceInfo, DiskInfo, JobReport, SlotsInfo, ConfigFailure);
 
 actions! { ACTIONS;
     Info = "host.info", Apid, () -> HostInfo,
@@ -83,8 +97,11 @@ actions! { ACTIONS;
          or {error}), mode (running, or maintenance when no valid config was found: \
          config_problem says why), config_source (url, state, medium, label or none), os \
          ({os_version, slot (a or b; empty on a live system), versions ({a, b}: what each slot \
-         holds), last_update (ok: …, failed: …, rolled back by hand …)}). When init does not \
-         answer, uptime, kernel, services and mode are left out and init_error says why.";
+         holds), last_update (ok: …, failed: …, rolled back by hand …)}), config_failures \
+         ([{daemon, item, reason}]: host.toml's items hostd or netd could not apply and why, \
+         e.g. {hostd, container web1, no template named …}; left out when none). When init \
+         does not answer, uptime, kernel, services and mode are left out and init_error says \
+         why.";
     Services = "host.services", Init, () -> Vec<ServiceInfo>,
         "Lists the services init supervises: an array of {name, state, pid, restarts, since, \
          last_error} structs; pid is 0 when the service has no process, since is the Unix time \

@@ -8,6 +8,7 @@
 //! trailing parameter).
 
 pub mod ct;
+pub mod event;
 pub mod host;
 pub mod net;
 pub mod storage;
@@ -215,6 +216,7 @@ pub fn declarations() -> Vec<&'static Declaration> {
         storage::ACTIONS,
         ct::ACTIONS,
         vm::ACTIONS,
+        event::ACTIONS,
         task::ACTIONS,
     ]
     .concat();
@@ -237,6 +239,7 @@ pub fn visit_actions(v: &mut impl ActionVisitor) {
     storage::visit_actions(v);
     ct::visit_actions(v);
     vm::visit_actions(v);
+    event::visit_actions(v);
     task::visit_actions(v);
 }
 

@@ -203,6 +203,14 @@ impl Reconciler {
         self.failed.len()
     }
 
+    /// host.toml's networks that could not be applied, with why (`ConfigFailures`).
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.failed
+            .iter()
+            .map(|(name, why)| (format!("network {name}"), why.clone()))
+            .collect()
+    }
+
     pub fn network(&self, name: &str) -> Option<&Network> {
         self.networks.get(name)
     }
