@@ -283,12 +283,17 @@ async fn connection(
     let activity = Arc::new(Activity::new());
     let requests = activity.clone();
     let linger_bytes = limits.max_body;
+    // Set when a request was answered with 101: the stream then takes the connection over.
+    let upgrade = crate::stream::Upgrade::default();
+    let upgraded = upgrade.clone();
+    let streams_bus = service.api.bus.clone();
     let svc = hyper::service::service_fn(move |req| {
         let service = service.clone();
         let busy = requests.begin();
+        let upgrade = upgrade.clone();
         // Boxed, so that the connection is Unpin and can hand its stream back at the end.
         Box::pin(async move {
-            let response = service.respond(req, peer).await;
+            let response = service.respond_upgrading(req, peer, &upgrade).await;
             drop(busy);
             Ok::<_, Infallible>(response)
         })
@@ -330,7 +335,15 @@ async fn connection(
         }
     };
     match ended {
-        Ok(()) => linger_close(conn.into_parts().io.into_inner(), linger_bytes).await,
+        Ok(()) => {
+            let parts = conn.into_parts();
+            if let Some(kind) = upgraded.take() {
+                let (io, read) = (parts.io.into_inner(), parts.read_buf.to_vec());
+                crate::stream::serve(kind, io, read, streams_bus).await;
+                return;
+            }
+            linger_close(parts.io.into_inner(), linger_bytes).await
+        }
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
     }
 }
@@ -533,6 +546,51 @@ impl Service {
             .fold(false, |ok, t| model::token::matches(&password, t) | ok)
     }
 
+    /// `GET /streams/…` (see [`crate::stream`]): authorized as every request, then answered
+    /// with 101 and noted in `upgrade` for the connection to hand over; the rest is
+    /// [`Service::respond`]'s.
+    pub async fn respond_upgrading(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        upgrade: &crate::stream::Upgrade,
+    ) -> Response<Full<Bytes>> {
+        if !req.uri().path().starts_with(model::stream::PATH_PREFIX) {
+            return self.respond(req, peer).await;
+        }
+        let Some(kind) = crate::stream::Kind::from_path(req.uri().path()) else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("not found: the streams are {}", crate::stream::Kind::PATHS),
+            );
+        };
+        if !self.authorized(req.headers()) {
+            return self.unauthorized(peer);
+        }
+        match crate::stream::ws::check_upgrade(req.method(), req.headers()) {
+            Ok(accept) => {
+                upgrade.set(kind);
+                crate::stream::ws::switching(&accept)
+            }
+            Err(crate::stream::ws::Refused(status, why)) => closing(plain(status, &why)),
+        }
+    }
+
+    fn unauthorized(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if self.refused_requests.allow() {
+            tracing::info!(%peer, "request without a valid token");
+        }
+        let mut resp = plain(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: wrong or missing API token",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"cairn\""),
+        );
+        resp
+    }
+
     pub async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         let upload = path
@@ -560,18 +618,7 @@ impl Service {
             return resp;
         }
         if !self.authorized(req.headers()) {
-            if self.refused_requests.allow() {
-                tracing::info!(%peer, "request without a valid token");
-            }
-            let mut resp = plain(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized: wrong or missing API token",
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"cairn\""),
-            );
-            return resp;
+            return self.unauthorized(peer);
         }
         let declared = req
             .headers()

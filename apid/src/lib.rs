@@ -3,11 +3,11 @@
 
 pub mod admission;
 pub mod bus;
-pub mod events;
 pub mod fetch;
 pub mod http;
 pub mod methods;
 pub mod state;
+pub mod stream;
 pub mod sys;
 pub mod task;
 pub mod tls;

@@ -19,10 +19,6 @@ pub const STORAGE_PATH: &str = "/org/cairn/Storage1";
 /// apid has no interface of its own yet; it owns this name so that init can tell it is ready.
 pub const API_NAME: &str = "org.cairn.Api1";
 
-/// The signal init and hostd send for each event (`event.list`): `(what, kind, name, detail)`,
-/// e.g. `("ct", "started", "web1", "")`, `("service", "crashed", "hostd", "killed by SIGKILL")`.
-pub const EVENT_SIGNAL: &str = "Event";
-
 /// The environment variable that carries the bus address to every daemon.
 pub const BUS_ADDRESS_ENV: &str = "DBUS_SYSTEM_BUS_ADDRESS";
 
@@ -114,17 +110,6 @@ pub trait Init1 {
     /// Loads the image's module group (modules.d, e.g. `storage`); the modules that failed
     /// ("PATH: why"). No such group (a sandbox) → NotFound.
     fn load_modules(&self, group: &str) -> Result<Vec<String>, CairnError>;
-    /// JSON `model::api::event::LogPage`: the lines kept of `service` ("" for all) at
-    /// `min_level` or above after `since`, at most `max`; waits up to `wait_s` (at most 25)
-    /// for one when none is there yet. Unknown service or level: InvalidArgs.
-    fn logs(
-        &self,
-        service: &str,
-        min_level: &str,
-        since: u64,
-        max: u32,
-        wait_s: u32,
-    ) -> Result<String, CairnError>;
 }
 
 #[proxy(
@@ -134,8 +119,6 @@ pub trait Init1 {
 )]
 pub trait Host1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
-    /// host.toml's items hostd could not apply: (item, why).
-    fn config_failures(&self) -> Result<Vec<(String, String)>, CairnError>;
     /// Imports a template from a rootfs tarball (a path on the host) whose sha256 must match
     /// (`sha256:<hex>`); returns JSON `model::ct::TemplateInfo`.
     fn import_template(
@@ -209,6 +192,24 @@ pub trait Host1 {
     /// A connected socket to the console of guest `name` (`kind` "ct" or "vm"): reads are its
     /// output from now on, writes its input; one attached client per guest, the newest wins.
     fn console_attach(&self, kind: &str, name: &str) -> Result<zbus::OwnedFd, CairnError>;
+    /// Starts `argv` in running container `name` on a new pty of `rows` x `cols` (the command
+    /// is a session leader with the pty as its controlling terminal; `env_json` is a JSON object
+    /// of variables added to PATH, container=cairn and TERM=xterm): (exec id, the pty's master).
+    /// The command ends by itself, or gets SIGHUP when the last copy of the master is closed.
+    fn exec_tty(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        env_json: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(u64, zbus::OwnedFd), CairnError>;
+    /// Waits for exec `id` (of `exec_tty`) to end: its exit code (128+N when killed by signal
+    /// N). The code is kept for a minute after the end for a late waiter; an unknown id is
+    /// NotFound.
+    fn exec_wait(&self, id: u64) -> Result<i32, CairnError>;
+    /// Sends signal `signal` (1 to 64) to exec `id`'s command (its foreground process group).
+    fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CairnError>;
     /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,
     /// initrd, disks, networks and memory; returns JSON `model::vm::VmInfo`.
     fn create_vm(&self, spec_json: &str) -> Result<String, CairnError>;
@@ -315,8 +316,6 @@ impl CairnError {
 )]
 pub trait Network1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
-    /// host.toml's networks netd could not apply: (item, why).
-    fn config_failures(&self) -> Result<Vec<(String, String)>, CairnError>;
     /// (interface, "a.b.c.d/len" or "", "static" | "dhcp" | "none").
     fn management_address(&self) -> zbus::Result<(String, String, String)>;
     /// Creates a network from a JSON `model::net::NetworkSpec`.

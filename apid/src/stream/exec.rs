@@ -1,0 +1,150 @@
+//! `GET /streams/exec`: a command on a pty in a container. The first TEXT frame says what to
+//! run (`model::stream::ExecStart`); hostd starts it and hands apid the pty's master
+//! (Host1.ExecTty), which [`super::bridge`] joins to the WebSocket. A resize is TIOCSWINSZ on
+//! that master, a signal goes to hostd (Host1.ExecSignal), and the exit code (Host1.ExecWait)
+//! ends the stream as `{"exit":N}`. A client that goes away closes the master: the kernel hangs
+//! the terminal up and the command gets SIGHUP, as an ssh session's would.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use model::fault::FaultCode;
+use model::stream::{Control, ExecStart, ServerMessage};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::{ControlFuture, Ended, Fault, ws};
+use crate::bus::{Bus, CALL_TIMEOUT};
+
+/// The first message must arrive within this after the upgrade.
+const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);
+/// An interactive command runs as long as it runs: the wait for its end has no deadline worth
+/// the name.
+const RUNS_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// After the pty closed (the command and everything it started let go of it), the exit code
+/// is due at once; this only bounds a hostd that does not answer.
+const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(30);
+
+/// Reads the first message: an [`ExecStart`].
+async fn first<S>(ws: &mut WebSocketStream<S>) -> Result<ExecStart, Fault>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bad = |m: &str| Fault::new(FaultCode::BadParams, m);
+    loop {
+        let msg = tokio::time::timeout(FIRST_MESSAGE_WITHIN, ws.next())
+            .await
+            .map_err(|_| {
+                bad("the first message (a TEXT frame with the exec request) did not come within 10 s")
+            })?;
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                return ExecStart::parse(text.as_str())
+                    .map_err(|e| Fault::new(FaultCode::BadParams, e.0));
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(_)) => {
+                return Err(bad(
+                    "the first message must be a TEXT frame with the exec request (JSON)",
+                ));
+            }
+            Some(Err(_)) | None => {
+                return Err(bad("the connection ended before the exec request"));
+            }
+        }
+    }
+}
+
+/// Sets a pty's window size (the kernel then sends SIGWINCH to its foreground group).
+pub fn resize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> std::io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn bus_fault(e: crate::bus::BusError) -> Fault {
+    Fault::new(e.fault_code(), e.to_string())
+}
+
+pub async fn serve<S>(ws: &mut WebSocketStream<S>, bus: &Bus)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = match first(ws).await {
+        Ok(s) => s,
+        Err(f) => return ws::fail(ws, f.code, f.message).await,
+    };
+    let env_json = serde_json::to_string(&start.env).unwrap_or_else(|_| "{}".into());
+    let (name, argv, rows, cols) = (start.ct.clone(), start.argv.clone(), start.rows, start.cols);
+    let started = bus
+        .hostd_call(CALL_TIMEOUT, |h| async move {
+            h.exec_tty(&name, argv, &env_json, rows, cols).await
+        })
+        .await;
+    let (id, fd) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            let f = bus_fault(e);
+            return ws::fail(ws, f.code, f.message).await;
+        }
+    };
+    tracing::info!(ct = %start.ct, id, argv0 = %start.argv[0], "exec -t started");
+    let on_control = |c: Control, fd: BorrowedFd<'_>| -> ControlFuture {
+        match c {
+            Control::Resize { rows, cols } => {
+                let done = resize(fd, rows, cols).map_err(|e| {
+                    Fault::new(FaultCode::Internal, format!("resizing the terminal: {e}"))
+                });
+                Box::pin(std::future::ready(done))
+            }
+            Control::Signal(n) => {
+                let bus = bus.clone();
+                Box::pin(async move {
+                    bus.hostd_call(CALL_TIMEOUT, |h| async move { h.exec_signal(id, n).await })
+                        .await
+                        .map_err(bus_fault)
+                })
+            }
+        }
+    };
+    let wait = |within| {
+        let bus = bus.clone();
+        async move {
+            bus.hostd_call(within, |h| async move { h.exec_wait(id).await })
+                .await
+        }
+    };
+    let ended = super::bridge(ws, fd.into(), on_control, wait(RUNS_FOR)).await;
+    let code = match ended {
+        Ended::Finished(code) => code,
+        Ended::FdClosed => wait(EXIT_AFTER_CLOSE).await,
+        Ended::ClientGone => {
+            tracing::info!(ct = %start.ct, id, "exec -t: the client went away; the terminal is hung up");
+            return;
+        }
+        Ended::Refused(f) => return ws::fail(ws, f.code, f.message).await,
+    };
+    match code {
+        Ok(code) => {
+            tracing::info!(ct = %start.ct, id, code, "exec -t ended");
+            if ws::send_text(ws, ServerMessage::Exit(code).to_json()).await {
+                ws::close_with(ws, CloseCode::Normal).await;
+            }
+        }
+        Err(e) => {
+            let f = bus_fault(e);
+            ws::fail(ws, f.code, f.message).await;
+        }
+    }
+}
