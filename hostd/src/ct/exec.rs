@@ -197,6 +197,13 @@ fn helper(args: &[String]) -> Result<i32, String> {
     .iter()
     .filter_map(|s| CString::new(*s).ok())
     .collect();
+    // Started by exec_tty: stdin is a pty the command takes as its terminal.
+    let tty = super::exec_tty::helper_has_tty();
+    let env = if tty {
+        super::exec_tty::helper_env(env)
+    } else {
+        env
+    };
     let filter = seccomp::program().map_err(|e| format!("seccomp filter: {e}"))?;
     // Everything from the host is opened before the first setns.
     let ns = Namespaces::open(pid).map_err(|e| e.to_string())?;
@@ -220,8 +227,17 @@ fn helper(args: &[String]) -> Result<i32, String> {
             // SAFETY: signal(2) with SIG_DFL in the single-threaded child, before exec.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             // A process group of its own: a kill reaches what the command started too.
-            // SAFETY: setpgid(2) in the single-threaded child.
-            unsafe { libc::setpgid(0, 0) };
+            if tty {
+                // A session of its own instead (a group too), with the pty as its terminal.
+                if let Err(e) = super::exec_tty::take_terminal() {
+                    eprintln!("{HELPER_PREFIX} {e}");
+                    // SAFETY: leaving the forked child without running the helper's destructors.
+                    unsafe { libc::_exit(HELPER_FAILED) };
+                }
+            } else {
+                // SAFETY: setpgid(2) in the single-threaded child.
+                unsafe { libc::setpgid(0, 0) };
+            }
             let _ = nix::unistd::chdir("/");
             if let Err(e) = caps::drop_bounding() {
                 eprintln!("{HELPER_PREFIX} dropping capabilities: {e}");
@@ -243,8 +259,11 @@ fn helper(args: &[String]) -> Result<i32, String> {
         }
         Ok(ForkResult::Parent { child }) => {
             // Also here, so that a kill right after the fork finds the group.
-            // SAFETY: setpgid(2) on our own child.
-            unsafe { libc::setpgid(child.as_raw(), child.as_raw()) };
+            // Not for a tty: a group leader could no longer make itself a session (setsid).
+            if !tty {
+                // SAFETY: setpgid(2) on our own child.
+                unsafe { libc::setpgid(child.as_raw(), child.as_raw()) };
+            }
             child
         }
     };
