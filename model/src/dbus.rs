@@ -192,6 +192,28 @@ pub trait Host1 {
     /// A connected socket to the console of guest `name` (`kind` "ct" or "vm"): reads are its
     /// output from now on, writes its input; one attached client per guest, the newest wins.
     fn console_attach(&self, kind: &str, name: &str) -> Result<zbus::OwnedFd, CairnError>;
+    /// Container `name`'s regular file `path` (absolute, no . or ..), opened by hostd inside
+    /// the container's root (running or stopped): (fd, permission bits, size).
+    fn file_open_read(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<(zbus::OwnedFd, u32, u64), CairnError>;
+    /// Starts writing container `name`'s `path`: a hidden temporary beside it, `mode` its
+    /// permission bits, `uid`/`gid` its owner as the container sees them; (fd to write the
+    /// bytes to, token). Nothing shows at `path` until `file_commit(token)`.
+    fn file_open_write(
+        &self,
+        name: &str,
+        path: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(zbus::OwnedFd, String), CairnError>;
+    /// Renames the written file into place (synced first); its size.
+    fn file_commit(&self, token: &str) -> Result<u64, CairnError>;
+    /// Drops an uncommitted write; whether there was one.
+    fn file_abort(&self, token: &str) -> Result<bool, CairnError>;
     /// Starts `argv` in running container `name` on a new pty of `rows` x `cols` (the command
     /// is a session leader with the pty as its controlling terminal; `env_json` is a JSON object
     /// of variables added to PATH, container=cairn and TERM=xterm): (exec id, the pty's master).

@@ -923,6 +923,36 @@ impl Manager {
         }
     }
 
+    /// Where container `name`'s files are (`super::files`): its init's root while it runs,
+    /// else the layers of its overlay (a layer on a volume mounted again when it is not).
+    pub async fn file_target(&mut self, name: &str) -> HostResult<super::files::Target> {
+        use super::files::{Layers, Root, Target};
+        self.record(name)?;
+        self.settle(name).await;
+        let r = self.record(name)?.clone();
+        let id_base = (!r.spec.privileged).then(|| idmap::host_base(r.slot));
+        let root = match self.live(name) {
+            Live::Running(s) | Live::Paused(s) => Root::Running { pid: s.guest_pid },
+            _ => {
+                let d = store::dirs(&self.paths, name);
+                disk::ensure_mounted(self.bus.as_ref(), &r.spec, &d).await?;
+                Root::Stopped(Layers {
+                    lower: self.templates.rootfs(&r.spec.template),
+                    lower_mount: d.lower(),
+                    upper: d.upper(),
+                    work: d.work(),
+                    merged: d.merged(),
+                    slot: (!r.spec.privileged).then_some(r.slot),
+                })
+            }
+        };
+        Ok(Target {
+            name: name.to_string(),
+            root,
+            id_base,
+        })
+    }
+
     /// A connection to the console of running (or paused) container `name`.
     pub async fn console_attach(
         &mut self,
