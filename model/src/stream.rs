@@ -109,6 +109,37 @@ pub fn check_size(rows: u16, cols: u16) -> Result<(), StreamError> {
     Ok(())
 }
 
+/// The first message of `/streams/console` (a TEXT frame): the guest whose console to attach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleStart {
+    /// "ct" or "vm".
+    pub kind: String,
+    pub name: String,
+}
+
+impl ConsoleStart {
+    /// Parses and checks the whole first message; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<ConsoleStart, StreamError> {
+        let start: ConsoleStart = serde_json::from_str(text)
+            .map_err(|e| StreamError(format!("the first message (console request): {e}")))?;
+        if start.kind != "ct" && start.kind != "vm" {
+            return Err(StreamError(format!(
+                "kind: {:?} is not a guest kind; expected \"ct\" or \"vm\"",
+                start.kind
+            )));
+        }
+        if start.name.is_empty() {
+            return Err(StreamError("name: give the guest's name".into()));
+        }
+        Ok(start)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "kind": self.kind, "name": self.name }).to_string()
+    }
+}
+
 /// A TEXT frame from the client after the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -227,6 +258,23 @@ mod tests {
             ("not json", "first message"),
         ] {
             let e = ExecStart::parse(bad).unwrap_err();
+            assert!(e.0.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn console_start_is_checked() {
+        let s = ConsoleStart::parse(r#"{"kind":"vm","name":"deb"}"#).unwrap();
+        assert_eq!((s.kind.as_str(), s.name.as_str()), ("vm", "deb"));
+        assert_eq!(ConsoleStart::parse(&s.to_json()).unwrap(), s);
+        for (bad, says) in [
+            (r#"{"kind":"pod","name":"a"}"#, "kind:"),
+            (r#"{"kind":"ct","name":""}"#, "name:"),
+            (r#"{"kind":"ct"}"#, "console request"),
+            (r#"{"kind":"ct","name":"a","tail":1}"#, "unknown field"),
+            ("[]", "console request"),
+        ] {
+            let e = ConsoleStart::parse(bad).unwrap_err();
             assert!(e.0.contains(says), "{bad}: {e}");
         }
     }

@@ -1,9 +1,10 @@
 //! WebSocket streams on the HTTPS port (docs/api.md, "Streams"): `GET /streams/exec` (a
-//! command on a pty in a container). http.rs authenticates the request and answers the upgrade;
+//! command on a pty in a container) and `GET /streams/console` (a guest's console). http.rs authenticates the request and answers the upgrade;
 //! the connection then comes here. A stream is a WebSocket bridged to a file descriptor a
 //! daemon handed apid over D-Bus ([`bridge`]): BINARY frames carry bytes both ways, TEXT frames
 //! JSON control (`model::stream`).
 
+pub mod console;
 pub mod exec;
 pub mod ws;
 
@@ -27,15 +28,17 @@ use crate::bus::Bus;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Exec,
+    Console,
 }
 
 impl Kind {
     /// For the answer to an unknown `/streams/…` path.
-    pub const PATHS: &str = "GET /streams/exec";
+    pub const PATHS: &str = "GET /streams/exec, GET /streams/console";
 
     pub fn from_path(path: &str) -> Option<Kind> {
         match path {
             model::stream::EXEC_PATH => Some(Kind::Exec),
+            model::stream::CONSOLE_PATH => Some(Kind::Console),
             _ => None,
         }
     }
@@ -65,6 +68,7 @@ where
     let mut socket = ws::server(io, read).await;
     match kind {
         Kind::Exec => exec::serve(&mut socket, &bus).await,
+        Kind::Console => console::serve(&mut socket, &bus).await,
     }
 }
 
