@@ -1,8 +1,8 @@
 //! WebSocket streams on the HTTPS port (docs/api.md, "Streams"): `GET /streams/exec` (a
-//! command on a pty in a container) and `GET /streams/console` (a guest's console). http.rs authenticates the request and answers the upgrade;
-//! the connection then comes here. A stream is a WebSocket bridged to a file descriptor a
-//! daemon handed apid over D-Bus ([`bridge`]): BINARY frames carry bytes both ways, TEXT frames
-//! JSON control (`model::stream`).
+//! command on a pty in a container) and `GET /streams/console` (a guest's console). http.rs
+//! authenticates the request and answers the upgrade; the connection then comes here. A stream
+//! is a WebSocket bridged to a file descriptor a daemon handed apid over D-Bus ([`bridge`]):
+//! BINARY frames carry bytes both ways, TEXT frames JSON control (`model::stream`).
 
 pub mod console;
 pub mod exec;
