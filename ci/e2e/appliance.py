@@ -64,6 +64,17 @@ def pid_alive(pid):
         return False
 
 
+def stop_qemu(pid):
+    """Ends a QEMU this test started, if it still runs: SIGTERM, then SIGKILL after 10 s."""
+    if pid and pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def image_command():
     """The built `image` binary when present (ci/test just built it), else `cargo run`."""
     built = ROOT / "target" / "debug" / "image"
@@ -379,13 +390,7 @@ class ApplianceTestCase(unittest.TestCase):
             cls._shell = None
         cls.guest_kit_dir = None
         # If poweroff did not stop it (or a test failed first), do not leave a VM behind.
-        if cls.pid and pid_alive(cls.pid):
-            os.kill(cls.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while pid_alive(cls.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if pid_alive(cls.pid):
-                os.kill(cls.pid, signal.SIGKILL)
+        stop_qemu(cls.pid)
 
     def call(self, method, *params, token=None):
         """One XML-RPC call on its own connection, closed afterwards."""

@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ROOT, free_port, pid_alive  # noqa: E402
+from appliance import ROOT, free_port, stop_qemu  # noqa: E402
 
 HEADING = "## Walkthrough"
 IMAGE_DIR = Path(os.environ.get("CAIRN_WALKTHROUGH_DIR",
@@ -138,13 +137,7 @@ class WalkthroughTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.pid and pid_alive(cls.pid):
-            os.kill(cls.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while pid_alive(cls.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if pid_alive(cls.pid):
-                os.kill(cls.pid, signal.SIGKILL)
+        stop_qemu(cls.pid)
         cls.tmp.cleanup()
 
     def call(self, method, *params):
