@@ -441,6 +441,168 @@ mod tests {
         assert!(u.join("//host/x").is_err());
     }
 
+    /// A one-connection-at-a-time HTTP/1.1 server on loopback: `/file` answers `body` in
+    /// 64 KiB pieces `pause` apart, `/moved` redirects to it, `/loop` to itself, anything
+    /// else 404. Answers its base URL.
+    async fn serve(body: Vec<u8>, pause: Duration) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = Arc::new(body);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let answer = match path.as_str() {
+                        "/file" => {
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                        }
+                        "/moved" => {
+                            "HTTP/1.1 302 Found\r\nLocation: /file\r\nContent-Length: 0\r\n\r\n"
+                                .into()
+                        }
+                        "/loop" => {
+                            "HTTP/1.1 301 Moved\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n"
+                                .into()
+                        }
+                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+                    };
+                    if sock.write_all(answer.as_bytes()).await.is_err() || path != "/file" {
+                        return;
+                    }
+                    for piece in body.chunks(64 << 10) {
+                        if sock.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn scratch(tag: &str) -> (PathBuf, Uploads) {
+        let dir = std::env::temp_dir().join(format!("cairn-fetch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let uploads = Uploads::new(&dir, Duration::from_secs(10)).unwrap();
+        (dir, uploads)
+    }
+
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect()
+    }
+
+    fn sha(data: &[u8]) -> String {
+        use sha2::Digest as _;
+        model::hex(&sha2::Sha256::digest(data))
+    }
+
+    #[tokio::test]
+    async fn a_download_is_stored_whole_checked_and_removed_after_use() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let base = serve(body.clone(), Duration::ZERO).await;
+        let (dir, uploads) = scratch("ok");
+        let fetched = fetch(&uploads, &format!("{base}/moved"), &sha(&body))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&fetched.path).unwrap(), body);
+        assert_eq!(
+            (fetched.size, fetched.sha256.clone()),
+            (300_000, sha(&body))
+        );
+        drop(fetched);
+        assert!(files(&dir).is_empty(), "used, then removed");
+
+        let wrong = fetch(&uploads, &format!("{base}/file"), &"0".repeat(64)).await;
+        let e = wrong.err().unwrap();
+        assert!(
+            matches!(
+                &e,
+                FetchError::Store {
+                    error: UploadError::Digest { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(Fault::from(e).code, FaultCode::BadParams);
+        assert!(files(&dir).is_empty(), "nothing kept of a mismatch");
+
+        let missing = fetch(&uploads, &format!("{base}/nope"), &sha(&body)).await;
+        assert_eq!(
+            Fault::from(missing.err().unwrap()).code,
+            FaultCode::NotFound
+        );
+        let looped = fetch(&uploads, &format!("{base}/loop"), &sha(&body)).await;
+        let e = looped.err().unwrap();
+        assert!(e.to_string().contains("redirects"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_download_stops_and_leaves_nothing() {
+        // 64 KiB every 100 ms: 6 s for the whole, cancelled long before.
+        let body = vec![7u8; 60 * (64 << 10)];
+        let base = serve(body.clone(), Duration::from_millis(100)).await;
+        let (dir, uploads) = scratch("cancel");
+        let uploads = Arc::new(uploads);
+        let tasks = Arc::new(crate::task::Tasks::new());
+        let (u, url, want) = (uploads.clone(), format!("{base}/file"), sha(&body));
+        let id = tasks
+            .start(
+                "template.import",
+                &[model::xmlrpc::Value::String("t".into())],
+                move || {
+                    Box::pin(async move {
+                        fetch(&u, &url, &want).await?;
+                        Ok(model::xmlrpc::Value::Bool(true))
+                    })
+                },
+                Arc::new(|_, _| Box::pin(async { Ok(model::xmlrpc::Value::Bool(true)) })),
+            )
+            .unwrap();
+        let mut progress = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            progress = tasks.info(&id).unwrap().progress;
+            if progress.as_ref().is_some_and(|p| p.done > 0) {
+                break;
+            }
+        }
+        let progress = progress.expect("the download reports progress");
+        assert_eq!(
+            (progress.total, progress.unit.as_str()),
+            (body.len() as u64, "bytes")
+        );
+        assert!(!files(&dir).is_empty(), "a partial file while it downloads");
+        assert!(tasks.cancel(&id).unwrap());
+        let info = tasks.wait(&id, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(info.state, model::api::task::TaskState::Cancelled);
+        assert!(
+            files(&dir).is_empty(),
+            "the partial file went: {:?}",
+            files(&dir)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn the_mozilla_roots_make_a_client() {
         let config = tls();
