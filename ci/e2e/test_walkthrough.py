@@ -98,6 +98,52 @@ class WalkthroughExtractionTest(unittest.TestCase):
             self.assertIn(needed, joined)
 
 
+class CiApplianceOptionsTest(unittest.TestCase):
+    """ci/appliance's own options, without building or booting (--dry-run, --help, --env)."""
+
+    def run_it(self, *args, env_dir=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+        if env_dir is not None:
+            env["CAIRN_APPLIANCE_DIR"] = str(env_dir)
+        return subprocess.run(["ci/appliance", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    def test_dry_run_shows_where_each_option_goes(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = self.run_it("--dry-run", "--config", "examples/full.toml",
+                            f"--token-file={d}/t", "--port", "8443", "--detach",
+                            env_dir=f"{d}/img")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            lines = p.stdout.splitlines()
+            self.assertEqual(lines[0], "ci/deps")
+            self.assertIn(f"build --debug-shell --out {d}/img --config examples/full.toml "
+                          f"--token-file {d}/t", lines[1])
+            self.assertIn(f"run --dir {d}/img --port 8443 --detach", lines[2])
+            self.assertFalse(Path(f"{d}/t").exists(), "a dry run makes nothing")
+
+    def test_bad_options_are_refused_before_any_work(self):
+        p = self.run_it("--config", "/nonexistent/host.toml", "--dry-run")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--config /nonexistent/host.toml: no such file", p.stderr)
+        p = self.run_it("--token-file")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--token-file needs a FILE", p.stderr)
+
+    def test_help_and_env(self):
+        p = self.run_it("--help")
+        self.assertEqual(p.returncode, 0)
+        for option in ("--config FILE", "--token-file FILE", "--env", "--dry-run"):
+            self.assertIn(option, p.stdout)
+        with tempfile.TemporaryDirectory() as d:
+            p = self.run_it("--env", env_dir=d)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("no appliance booted", p.stderr)
+            Path(d, "env").write_text("export CAIRN_URL=https://127.0.0.1:1\n")
+            p = self.run_it("--env", env_dir=d)
+            self.assertEqual((p.returncode, p.stdout),
+                             (0, "export CAIRN_URL=https://127.0.0.1:1\n"))
+
+
 class WalkthroughTest(unittest.TestCase):
     pid = None
 
