@@ -5,6 +5,8 @@ mod client;
 mod ct;
 mod export;
 mod install;
+mod logs;
+mod monitor;
 mod output;
 mod rate;
 mod size;
@@ -109,6 +111,10 @@ enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// Follows the host's events (guests, services, config) as they happen, like `incus monitor`.
+    Monitor(monitor::MonitorArgs),
+    /// The recent log lines of the services (all, or one), by level; -f follows them.
+    Logs(logs::LogsArgs),
     /// Background tasks (long work beyond a request's 30 s): list, info, wait, cancel.
     Task {
         #[command(subcommand)]
@@ -293,6 +299,8 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Template { command } => ct::template_call(command),
         Command::Vm { command } => vm::vm_call(command, vm_create),
         Command::Task { command } => task::task_call(command),
+        // These follow with calls of their own (below).
+        Command::Monitor(_) | Command::Logs(_) => call(host::Info {}),
     }?;
     let url = cli
         .url
@@ -332,6 +340,17 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         }
         _ => params,
     };
+    match &cli.command {
+        Command::Monitor(args) => {
+            runtime.block_on(monitor::run(&client, args, cli.json))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Logs(args) => {
+            runtime.block_on(logs::run(&client, args, cli.json))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let mut value = match &cli.command {
         // Long work runs as a task (no 30 s budget), its progress drawn.
         Command::Volume {

@@ -189,6 +189,22 @@ pub fn info(v: &Value) -> String {
         .collect();
     out.push('\n');
     out.push_str(&table(&["DAEMON", "VERSION", "DETAILS"], &daemon_rows));
+    let failures: Vec<Vec<String>> = s
+        .get("config_failures")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            let f = f.as_struct();
+            ["daemon", "item", "reason"]
+                .map(|k| text(member(f, k)))
+                .to_vec()
+        })
+        .collect();
+    if !failures.is_empty() {
+        out.push_str("\nhost.toml items not applied:\n");
+        out.push_str(&table(&["DAEMON", "ITEM", "REASON"], &failures));
+    }
     if let Some(services) = s.get("services") {
         out.push('\n');
         out.push_str(&services_table(services));
