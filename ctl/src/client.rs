@@ -14,6 +14,8 @@ use model::xmlrpc::{self, MethodCall, MethodResponse, Value};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use crate::tls::Pin;
+
 /// The whole call — connect, TLS, request, response — must finish within this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Responses larger than this are not read.
@@ -35,6 +37,21 @@ pub enum CallError {
     Response(String),
     #[error("no answer within {} s", CALL_TIMEOUT.as_secs())]
     Timeout,
+    /// The server presented another certificate than the pinned one: said loudly, as ssh does,
+    /// since it is either an attack or a reinstalled host, and only the user can tell which.
+    #[error(
+        "THE SERVER'S CERTIFICATE HAS CHANGED ({target})\n  \
+         pinned:    {expected}\n  presented: {presented}\n\
+         Someone may be intercepting the connection, or the host got a new certificate (a \
+         reinstall, a new [api] certificate in host.toml). Compare with the fingerprint the \
+         host's console prints; only if it is the host's, pin it again: {hint}"
+    )]
+    CertificateChanged {
+        target: String,
+        expected: String,
+        presented: String,
+        hint: String,
+    },
 }
 
 fn fault_name(code: i32) -> &'static str {
@@ -91,6 +108,8 @@ pub struct Client {
     endpoint: Endpoint,
     token: String,
     tls: Arc<rustls::ClientConfig>,
+    /// The pinned fingerprint `tls` checks, if any, and how to re-pin (for the error).
+    pin: Option<(Arc<Pin>, String)>,
 }
 
 impl Client {
@@ -99,13 +118,54 @@ impl Client {
             endpoint,
             token,
             tls,
+            pin: None,
         }
+    }
+
+    /// A client whose `tls` checks `pin`; `hint` tells the user how to pin anew when the
+    /// server's certificate changed.
+    pub fn with_pin(mut self, pin: Arc<Pin>, hint: String) -> Client {
+        self.pin = Some((pin, hint));
+        self
     }
 
     pub async fn call(&self, name: &str, params: Vec<Value>) -> Result<Value, CallError> {
         tokio::time::timeout(CALL_TIMEOUT, self.call_inner(name, params))
             .await
             .unwrap_or(Err(CallError::Timeout))
+    }
+
+    /// A TLS connection to the API with the server checked as the user asked (for a request
+    /// of one's own, e.g. a WebSocket upgrade: see [`Client::request`]).
+    pub async fn tls_stream(
+        &self,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, CallError> {
+        let ep = &self.endpoint;
+        let target = format!("{}:{}", ep.host, ep.port);
+        let connect_err = |message: String| CallError::Connect {
+            target: target.clone(),
+            message,
+        };
+        let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let server_name = ServerName::try_from(ep.host.clone())
+            .map_err(|_| connect_err("not a valid host name".into()))?;
+        tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| match &self.pin {
+                Some((pin, hint)) => match pin.mismatch() {
+                    Some(presented) => CallError::CertificateChanged {
+                        target: target.clone(),
+                        expected: pin.expected.clone(),
+                        presented: presented.clone(),
+                        hint: hint.replace("{presented}", &presented),
+                    },
+                    None => connect_err(format!("TLS: {e}")),
+                },
+                None => connect_err(format!("TLS: {e}")),
+            })
     }
 
     /// A TLS connection to the API, ready for one request with bodies of type `B`.
@@ -120,15 +180,7 @@ impl Client {
             target: format!("{}:{}", ep.host, ep.port),
             message,
         };
-        let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        let server_name = ServerName::try_from(ep.host.clone())
-            .map_err(|_| connect_err("not a valid host name".into()))?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| connect_err(format!("TLS: {e}")))?;
+        let tls = self.tls_stream().await?;
         let (send, conn) = http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| connect_err(e.to_string()))?;
@@ -137,7 +189,7 @@ impl Client {
     }
 
     /// A request to `path` with the token, Host and User-Agent set.
-    fn request(&self, method: hyper::Method, path: &str) -> hyper::http::request::Builder {
+    pub fn request(&self, method: hyper::Method, path: &str) -> hyper::http::request::Builder {
         let ep = &self.endpoint;
         let auth =
             base64::engine::general_purpose::STANDARD.encode(format!("cairnctl:{}", self.token));

@@ -20,11 +20,14 @@ pub enum CtCommand {
     List,
     /// One container, with its usage read now.
     Info {
+        /// The container's name.
         name: String,
     },
     /// Creates (does not start) a container from a template.
     Create {
+        /// The new container's name, unique among the host's containers.
         name: String,
+        /// The template its root filesystem comes from (`cairnctl template list`).
         #[arg(long)]
         template: String,
         /// The network (netd) eth0 joins; none = loopback only.
@@ -33,6 +36,7 @@ pub enum CtCommand {
         /// eth0's address as addr/prefix; repeat for more.
         #[arg(long = "address")]
         addresses: Vec<String>,
+        /// The default route's next hop, e.g. 10.0.0.1.
         #[arg(long)]
         gateway: Option<String>,
         /// The container's hostname (default: its name).
@@ -56,44 +60,57 @@ pub enum CtCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Starts a created or stopped container.
     Start {
+        /// The container's name.
         name: String,
     },
     /// Signals the container's init, waits, then kills what is left.
     Stop {
+        /// The container's name.
         name: String,
         /// Grace period in seconds before the kill, 0..=20 (default 10).
         #[arg(long)]
         timeout: Option<u32>,
     },
+    /// Stops the container (as `stop` does) and starts it again.
     Restart {
+        /// The container's name.
         name: String,
     },
     /// Freezes every process of the container.
     Pause {
+        /// The container's name.
         name: String,
     },
+    /// Thaws a paused container.
     Resume {
+        /// The container's name.
         name: String,
     },
     /// Deletes a stopped container.
     Delete {
+        /// The container's name.
         name: String,
     },
     /// Runs a command inside the container; prints its output and exits with its status.
     Exec {
+        /// The container's name.
         name: String,
+        /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Changes limits live; only the ones given change.
     Set {
+        /// The container's name.
         name: String,
         #[command(flatten)]
         resources: ResourceArgs,
     },
     /// The last 64 KiB of the container's console.
     Console {
+        /// The container's name.
         name: String,
     },
 }
@@ -147,7 +164,9 @@ pub enum TemplateCommand {
     /// Imports a rootfs tarball (a path on the host) whose digest must match, or a template
     /// the image bundles (PATH bundled:NAME, e.g. bundled:busybox).
     Import {
+        /// The template's name, as `ct create --template` takes it.
         name: String,
+        /// A tarball's path on the host, an http(s):// URL the host downloads, or bundled:NAME.
         path: String,
         /// sha256:<hex>; may be left out for bundled:NAME (the image's own digest is checked).
         sha256: Option<String>,
@@ -156,7 +175,10 @@ pub enum TemplateCommand {
         pool: Option<String>,
     },
     /// Deletes a template no container uses (and its files in its pool).
-    Delete { name: String },
+    Delete {
+        /// The template's name.
+        name: String,
+    },
 }
 
 /// The call of a `ct` subcommand.

@@ -13,12 +13,15 @@ pub enum ExportCommand {
     /// Every export: its target, portal, initiators.
     List,
     /// One export.
-    Info { name: String },
+    Info {
+        /// The export's name.
+        name: String,
+    },
     /// Exports the volume POOL/NAME as LUN 0 of its own iSCSI target.
     Create {
+        /// The volume, POOL/NAME.
         volume: String,
         /// The export's name, the end of its target's IQN (default: the volume's NAME).
-        #[arg(long)]
         name: Option<String>,
         /// An initiator let in: IQN, or IQN,USER,SECRET with CHAP (the secret 12 to 16
         /// characters). Commas, not colons: an IQN holds colons itself. Repeat for more.
@@ -29,7 +32,10 @@ pub enum ExportCommand {
         port: Option<u16>,
     },
     /// Stops exporting: sessions end, the volume is free again.
-    Delete { name: String },
+    Delete {
+        /// The export's name.
+        name: String,
+    },
 }
 
 /// `IQN` or `IQN,USER,SECRET` (the secret may hold commas itself).

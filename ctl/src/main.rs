@@ -2,13 +2,16 @@
 
 mod call;
 mod client;
+mod config;
 mod ct;
 mod export;
 mod install;
 mod logs;
 mod monitor;
 mod output;
+mod prompt;
 mod rate;
+mod remote;
 mod size;
 mod storage;
 mod task;
@@ -30,35 +33,59 @@ use model::xmlrpc::{EncodeError, Value};
 
 use crate::call::{Call, call};
 
-use crate::client::{Client, Endpoint};
 use crate::ct::{CtCommand, TemplateCommand};
-use crate::tls::Trust;
 use crate::vm::VmCommand;
 
 #[derive(Parser)]
 #[command(
     name = "cairnctl",
     version,
-    about = "Control a Cairn host through its XML-RPC API"
+    about = "Control a Cairn host through its XML-RPC API",
+    long_about = "Control a Cairn host through its XML-RPC API.\n\n\
+        Which host: --url (or CAIRN_URL) with --token (or CAIRN_TOKEN), or a remote saved \
+        with `cairnctl remote add` (--remote NAME, else the default remote). Tables by \
+        default, --json for scripts."
 )]
 struct Cli {
-    /// The API, e.g. https://192.0.2.10:8443 (path defaults to /RPC2).
-    #[arg(long, global = true)]
-    url: Option<String>,
-    /// An API token; defaults to the CAIRN_TOKEN environment variable.
-    #[arg(long, global = true)]
-    token: Option<String>,
-    /// Trust this PEM certificate: the host's own (its STATE/tls/cert.pem) or its CA.
-    #[arg(long, global = true, conflicts_with = "insecure")]
-    ca_cert: Option<PathBuf>,
-    /// Accept any server certificate (encrypted, but not authenticated).
-    #[arg(long, global = true)]
-    insecure: bool,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The options every command takes, shown apart from each command's own.
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// The API, e.g. https://192.0.2.10:8443 (path defaults to /RPC2); default: CAIRN_URL,
+    /// else the remote's.
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// An API token; default: CAIRN_TOKEN, else the remote's.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Talk to this remote of the config file (`cairnctl remote list`) instead of the default.
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        value_name = "NAME",
+        conflicts_with = "url"
+    )]
+    pub remote: Option<String>,
+    /// Trust this PEM certificate: the host's own (its STATE/tls/cert.pem) or its CA.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca_cert: Option<PathBuf>,
+    /// Trust the server whose certificate has this fingerprint (SHA256:<hex>, as the host's
+    /// console prints it); default: CAIRN_FINGERPRINT.
+    #[arg(long, global = true, value_name = "FP", conflicts_with = "insecure")]
+    pub accept_fingerprint: Option<String>,
+    /// Accept any server certificate (encrypted, but not authenticated).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +180,12 @@ enum Command {
     },
     /// Boots the other OS slot (the version before the last update) and reboots into it.
     Rollback,
+    /// The hosts cairnctl knows (its config file): add (pinning the certificate), list,
+    /// remove, switch the default.
+    Remote {
+        #[command(subcommand)]
+        command: remote::RemoteCommand,
+    },
     /// Work with host.toml files locally.
     Config {
         #[command(subcommand)]
@@ -165,35 +198,50 @@ enum NetCommand {
     /// Every network.
     List,
     /// One network as read back from the kernel.
-    Info { name: String },
+    Info {
+        /// The network's name.
+        name: String,
+    },
     /// Creates a network (the fields of a [[network]] table in host.toml).
     Create {
+        /// The new network's name.
         name: String,
+        /// bridged (a Linux bridge), routed (host routes per port) or vlan (an 802.1Q link).
         #[arg(long, value_parser = parse_kind)]
         kind: NetworkKind,
+        /// A NIC, or a vlan network, the bridge is attached to (bridged); the NIC (vlan).
         #[arg(long)]
         uplink: Option<String>,
+        /// The 802.1Q id of a vlan network, 1..=4094.
         #[arg(long)]
         vlan: Option<u16>,
         /// A VLAN-aware bridge (ports carry access/tagged VLANs).
         #[arg(long)]
         vlan_aware: bool,
+        /// The network's subnet, ADDR/PREFIX: its guests' addresses lie in it.
         #[arg(long)]
         subnet: Option<String>,
+        /// The host's own address on the network, ADDR/PREFIX.
         #[arg(long)]
         address: Option<String>,
     },
     /// Deletes a network without ports.
-    Delete { name: String },
+    Delete {
+        /// The network's name.
+        name: String,
+    },
     /// Changes the live limits of a port (by its name or its owner's: ct:web1, vm:deb) or a
     /// network's aggregate: only the directions given change, 0 removes one; a guest's port
     /// keeps them through restarts. Rates in bit/s with an optional K, M, G or T suffix, any
     /// case, optionally followed by "bit" (decimal, as network rates are: 100M = 100mbit =
     /// 100 000 000 bit/s); fractions when whole: 1.5G.
     Limits {
+        /// A network, a port's link name, or a guest's port: ct:NAME, vm:NAME.
         target: String,
+        /// The rate out of the guest or network, e.g. 100M; 0 removes it.
         #[arg(long, value_parser = rate::parse)]
         egress: Option<u64>,
+        /// The rate into the guest or network, e.g. 1G; 0 removes it.
         #[arg(long, value_parser = rate::parse)]
         ingress: Option<u64>,
     },
@@ -202,7 +250,10 @@ enum NetCommand {
 #[derive(Subcommand)]
 enum ServicesCommand {
     /// Stops a service and starts it again; also revives a failed one.
-    Restart { name: String },
+    Restart {
+        /// The service, as `cairnctl services` lists it (netd, stord, hostd, apid, ...).
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,17 +261,24 @@ enum PortCommand {
     /// Every port, with its limits and the frames its anti-spoofing dropped.
     List,
     /// Detaches a port, named by its link or by its owner (`ct:web1`, `vm:deb`).
-    Detach { target: String },
+    Detach {
+        /// The port's link name, or its owner: ct:NAME, vm:NAME.
+        target: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validates a host.toml without contacting any host.
-    Check { file: PathBuf },
+    Check {
+        /// The host.toml to check.
+        file: PathBuf,
+    },
     /// Sends a host.toml to the host, which validates it whole, saves it and applies it
     /// without a reboot (a host in maintenance mode starts running with it); prints what
     /// changes. The host's tokens are then the new file's.
     Apply {
+        /// The host.toml to send.
         file: PathBuf,
         /// Only print what would change.
         #[arg(long)]
@@ -248,7 +306,11 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
     let (method, params) = match &cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => return Ok(config_check(file)),
+        } => return Ok(config_check(file, cli.global.json)),
+        Command::Remote { command } => {
+            remote::run(command, &cli.global)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Config {
             command: ConfigCommand::Apply { file, dry_run },
         } => call(host::ApplyConfig {
@@ -302,32 +364,8 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         // These follow with calls of their own (below).
         Command::Monitor(_) | Command::Logs(_) => call(host::Info {}),
     }?;
-    let url = cli
-        .url
-        .as_deref()
-        .ok_or_else(|| anyhow!("pass --url https://HOST:PORT"))?;
-    let endpoint = Endpoint::parse(url)?;
-    let token = match cli.token.clone() {
-        Some(t) => t,
-        None => std::env::var("CAIRN_TOKEN")
-            .map_err(|_| anyhow!("no API token: pass --token or set CAIRN_TOKEN"))?,
-    };
-    let trust = match (&cli.ca_cert, cli.insecure) {
-        (Some(path), _) => Trust::CaFile(path),
-        (None, true) => Trust::Insecure,
-        (None, false) => {
-            return Err(anyhow!(
-                "Cairn hosts serve a self-signed certificate: pass --ca-cert FILE (the host's \
-                 STATE/tls/cert.pem, or the CA of the certificate in host.toml) or --insecure"
-            ));
-        }
-    };
-    let tls = tls::client_config(trust)?;
-    let client = Client::new(endpoint, token, tls);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let client = remote::connect(&cli.global)?;
+    let runtime = remote::runtime()?;
     let params = match &cli.command {
         // A local bundle goes up first; the update then names the upload.
         Command::Update { bundle, reboot, .. } if !bundle.starts_with("http://") => {
@@ -342,11 +380,11 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
     };
     match &cli.command {
         Command::Monitor(args) => {
-            runtime.block_on(monitor::run(&client, args, cli.json))?;
+            runtime.block_on(monitor::run(&client, args, cli.global.json))?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Logs(args) => {
-            runtime.block_on(logs::run(&client, args, cli.json))?;
+            runtime.block_on(logs::run(&client, args, cli.global.json))?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -384,12 +422,12 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             .and_then(|r| r.get("state"))
             .and_then(Value::as_str)
             != Some("done");
-        if failed && !cli.json {
+        if failed && !cli.global.json {
             let error = value.as_struct().and_then(|r| r.get("error"));
             return Err(anyhow!("it failed: {}", output::text(error)));
         }
     }
-    if cli.json {
+    if cli.global.json {
         println!("{}", serde_json::to_string_pretty(&value.to_json())?);
     } else {
         match cli.command {
@@ -543,8 +581,23 @@ fn parse_kind(s: &str) -> Result<NetworkKind, String> {
     model::xmlrpc::from_value(Value::from(s)).map_err(|e| e.to_string())
 }
 
-fn config_check(file: &std::path::Path) -> ExitCode {
-    match model::config::load(file) {
+fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
+    let result = model::config::load(file);
+    if json {
+        let errors: Vec<String> = match &result {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(|d| d.to_string()).collect(),
+        };
+        let answer = serde_json::json!({
+            "file": file.display().to_string(), "ok": errors.is_empty(), "errors": errors,
+        });
+        println!("{answer:#}");
+        return match errors.is_empty() {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
+    }
+    match result {
         Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
@@ -561,3 +614,6 @@ fn config_check(file: &std::path::Path) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,12 +16,16 @@ pub enum PoolCommand {
     /// Every pool: capacity, provisioned and allocated bytes, overcommit.
     List,
     /// One pool, with its warnings.
-    Info { name: String },
+    Info {
+        /// The pool's name.
+        name: String,
+    },
     /// Makes a pool: dir (volumes as sparse files in a directory), thin (dm-thin on a block
     /// device), nfs (a NAS export, volumes as files) or iscsi (a SAN target's LUNs).
     Create {
+        /// The new pool's name.
         name: String,
-        /// dir or thin.
+        /// dir, thin, nfs or iscsi.
         #[arg(long, default_value = "dir", value_parser = parse_kind)]
         kind: PoolKind,
         /// dir: the directory (made when missing; it must hold nothing else; default: in
@@ -42,19 +46,29 @@ pub enum PoolCommand {
         options: Option<String>,
     },
     /// Deletes an empty pool made through the API.
-    Delete { name: String },
+    Delete {
+        /// The pool's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
     /// Every volume, or those of POOL.
-    List { pool: Option<String> },
+    List {
+        /// Only this pool's volumes.
+        pool: Option<String>,
+    },
     /// One volume (POOL/NAME) and its snapshots.
-    Info { volume: String },
+    Info {
+        /// The volume, POOL/NAME.
+        volume: String,
+    },
     /// Makes a volume POOL/NAME of --size (thin unless --full).
     Create {
+        /// The new volume, POOL/NAME.
         volume: String,
-        /// "10G", "512M", …
+        /// Its size: 10G, 512M, … (1024-based).
         #[arg(long)]
         size: String,
         /// Allocate every byte now.
@@ -62,22 +76,47 @@ pub enum VolumeCommand {
         full: bool,
     },
     /// Deletes a volume and its snapshots.
-    Delete { volume: String },
+    Delete {
+        /// The volume, POOL/NAME.
+        volume: String,
+    },
     /// Grows a volume to --size.
     Grow {
+        /// The volume, POOL/NAME.
         volume: String,
+        /// The new size, larger than the current one: 20G, …
         #[arg(long)]
         size: String,
     },
     /// Takes a read-only snapshot NAME of the volume.
-    Snapshot { volume: String, name: String },
+    Snapshot {
+        /// The volume, POOL/NAME.
+        volume: String,
+        /// The snapshot's name (then POOL/NAME@SNAPSHOT names it).
+        name: String,
+    },
     /// Makes the volume TARGET (same pool) from SOURCE, a volume or POOL/NAME@SNAPSHOT.
-    Clone { source: String, target: String },
+    Clone {
+        /// A volume POOL/NAME or a snapshot POOL/NAME@SNAPSHOT.
+        source: String,
+        /// The new volume, POOL/NAME in the source's pool.
+        target: String,
+    },
     /// Backs the volume up into POOL's backups, live (its guests held still only for the
     /// snapshot); prints the backup file and its sha256.
-    Backup { volume: String, pool: String },
+    Backup {
+        /// The volume, POOL/NAME.
+        volume: String,
+        /// The pool (dir or nfs) whose backups directory receives the file.
+        pool: String,
+    },
     /// Makes the volume TARGET from a backup file (checked against its sha256 first).
-    Restore { backup: String, target: String },
+    Restore {
+        /// The backup file, as `volume backup` printed it.
+        backup: String,
+        /// The new volume, POOL/NAME.
+        target: String,
+    },
 }
 
 fn parse_kind(s: &str) -> Result<PoolKind, String> {

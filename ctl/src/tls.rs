@@ -1,9 +1,10 @@
 //! How cairnctl decides to trust the appliance. The appliance usually serves a self-signed
 //! certificate, so the default (the system's CA roots) would only ever fail; the user says
-//! instead which certificate to trust (`--ca-cert`) or that anything goes (`--insecure`).
+//! instead which certificate to trust: by its fingerprint (`--accept-fingerprint`, a remote's
+//! pin, as ssh pins host keys), a PEM file (`--ca-cert`), or that anything goes (`--insecure`).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::DigitallySignedStruct;
 use rustls::client::WebPkiServerVerifier;
@@ -20,9 +21,70 @@ pub enum TlsError {
     Empty { path: String },
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error(
+        "{0:?} is not a certificate fingerprint: give SHA256: and 64 hex digits, as the host's \
+         console prints it"
+    )]
+    Fingerprint(String),
+}
+
+/// A fingerprint as the user may give it — `SHA256:<hex>` (any case), the hex alone, or hex
+/// with colons as `openssl x509 -fingerprint` prints it — in the one form Cairn prints and
+/// pins ([`model::token::cert_fingerprint`]'s).
+pub fn normalize_fingerprint(given: &str) -> Result<String, TlsError> {
+    let t = given.trim();
+    let hex = match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("sha256:") => &t[7..],
+        _ => t,
+    };
+    let hex: String = hex
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TlsError::Fingerprint(given.to_string()));
+    }
+    Ok(format!("SHA256:{hex}"))
+}
+
+/// A pinned fingerprint and what the server presented instead, when it did: the verifier
+/// can only answer the handshake with an error, so the caller asks here why it failed.
+#[derive(Debug)]
+pub struct Pin {
+    pub expected: String,
+    presented: Mutex<Option<String>>,
+}
+
+impl Pin {
+    /// `expected` as [`normalize_fingerprint`] gives it.
+    pub fn new(expected: String) -> Arc<Pin> {
+        Arc::new(Pin {
+            expected,
+            presented: Mutex::new(None),
+        })
+    }
+
+    /// The fingerprint the server presented when it was not the pinned one.
+    pub fn mismatch(&self) -> Option<String> {
+        self.presented.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn check(&self, der: &[u8]) -> bool {
+        let seen = model::token::cert_fingerprint(der);
+        if seen == self.expected {
+            return true;
+        }
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(seen);
+        }
+        false
+    }
 }
 
 pub enum Trust<'a> {
+    /// Trust exactly the certificate with this fingerprint, whatever name it carries.
+    Fingerprint(Arc<Pin>),
     /// Trust the certificates in this PEM file: as the exact server certificate (pinning, which
     /// works whatever name or address the host is reached by), or as a CA that signed it.
     CaFile(&'a Path),
@@ -39,6 +101,7 @@ pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, TlsE
     let algorithms = provider.signature_verification_algorithms;
     let policy = match trust {
         Trust::Insecure => Policy::AcceptAnything,
+        Trust::Fingerprint(pin) => Policy::Fingerprint(pin),
         Trust::CaFile(path) => {
             let name = path.display().to_string();
             let read_err = |e: rustls_pki_types::pem::Error| TlsError::Read {
@@ -74,10 +137,46 @@ pub fn client_config(trust: Trust<'_>) -> Result<Arc<rustls::ClientConfig>, TlsE
     Ok(Arc::new(config))
 }
 
+/// The fingerprint of the certificate the server at `host:port` presents, trusting nothing:
+/// what `remote add` shows before it pins one.
+pub async fn fetch_fingerprint(host: &str, port: u16) -> Result<String, String> {
+    let record = Arc::new(Mutex::new(None));
+    let provider = provider();
+    let verifier = Arc::new(Verifier {
+        algorithms: provider.signature_verification_algorithms,
+        policy: Policy::Record(record.clone()),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_string()).map_err(|_| "not a valid host name")?;
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), work)
+        .await
+        .map_err(|_| "no TLS handshake within 15 s".to_string())??;
+    let seen = record.lock().ok().and_then(|r| r.clone());
+    seen.ok_or_else(|| "the server presented no certificate".to_string())
+}
+
 #[derive(Debug)]
 enum Policy {
     /// `--insecure`.
     AcceptAnything,
+    /// Anything, noting the certificate's fingerprint ([`fetch_fingerprint`]).
+    Record(Arc<Mutex<Option<String>>>),
+    /// A remote's pin or `--accept-fingerprint`: that certificate only.
+    Fingerprint(Arc<Pin>),
     /// `--ca-cert`: the exact certificate, or one a certificate in the file signed.
     Pinned {
         certs: Vec<CertificateDer<'static>>,
@@ -102,6 +201,20 @@ impl ServerCertVerifier for Verifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let (certs, webpki) = match &self.policy {
             Policy::AcceptAnything => return Ok(ServerCertVerified::assertion()),
+            Policy::Record(seen) => {
+                if let Ok(mut seen) = seen.lock() {
+                    *seen = Some(model::token::cert_fingerprint(end_entity));
+                }
+                return Ok(ServerCertVerified::assertion());
+            }
+            Policy::Fingerprint(pin) => {
+                return match pin.check(end_entity) {
+                    true => Ok(ServerCertVerified::assertion()),
+                    false => Err(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::ApplicationVerificationFailure,
+                    )),
+                };
+            }
             Policy::Pinned { certs, webpki } => (certs, webpki),
         };
         if certs.iter().any(|c| c.as_ref() == end_entity.as_ref()) {

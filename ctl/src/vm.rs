@@ -21,11 +21,12 @@ pub enum VmCommand {
     List,
     /// One VM: state, process, taps and its spec.
     Info {
+        /// The VM's name.
         name: String,
     },
     /// Creates (does not start) a VM.
     Create {
-        #[arg(long)]
+        /// The new VM's name, unique among the host's VMs.
         name: String,
         /// vCPUs, 1..=8.
         #[arg(long, default_value_t = 1)]
@@ -64,10 +65,12 @@ pub enum VmCommand {
     },
     /// Boots a created or stopped VM.
     Start {
+        /// The VM's name.
         name: String,
     },
     /// Asks the guest to power off, waits, then kills the VMM.
     Stop {
+        /// The VM's name.
         name: String,
         /// Seconds to wait for the guest before the kill, 0..=20 (default 20).
         #[arg(long)]
@@ -75,27 +78,36 @@ pub enum VmCommand {
     },
     /// Stops the vCPUs; memory and devices are kept.
     Pause {
+        /// The VM's name.
         name: String,
     },
+    /// Runs the vCPUs of a paused VM again.
     Resume {
+        /// The VM's name.
         name: String,
     },
     /// Deletes a VM that is not running (its disk images and volumes stay).
     Delete {
+        /// The VM's name.
         name: String,
     },
     /// Writes the VM's memory and device state into DIR, a new directory on the host.
     Snapshot {
+        /// The VM's name.
         name: String,
+        /// The snapshot's directory on the host; it must not exist yet.
         dir: String,
     },
     /// Runs a stopped VM from the snapshot in DIR (on the host).
     Restore {
+        /// The VM's name.
         name: String,
+        /// A directory `vm snapshot` wrote, on the host.
         dir: String,
     },
     /// Prints the VM's serial console log (the last 64 KiB unless --bytes says otherwise).
     Console {
+        /// The VM's name.
         name: String,
         /// How much of the end of the log, 1..=1048576 bytes.
         #[arg(long)]
@@ -351,7 +363,6 @@ mod tests {
     fn create_builds_the_spec() {
         let (m, p) = parse(&[
             "create",
-            "--name",
             "deb",
             "--vcpus",
             "2",
@@ -403,9 +414,7 @@ mod tests {
             serde_json::from_value(p[0].to_json()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.validate(), Ok(()));
 
-        let (_, p) = parse(&[
-            "create", "--name", "a", "--memory", "512M", "--kernel", "/k",
-        ]);
+        let (_, p) = parse(&["create", "a", "--memory", "512M", "--kernel", "/k"]);
         assert_eq!(
             p[0].to_json(),
             serde_json::json!({"name": "a", "vcpus": 1, "memory_mib": 512, "kernel": "/k"})
@@ -417,29 +426,23 @@ mod tests {
             ("2GiB", 2048),
             ("1048576000B", 1000),
         ] {
-            let (_, p) = parse(&["create", "--name", "a", "--memory", given, "--kernel", "/k"]);
+            let (_, p) = parse(&["create", "a", "--memory", given, "--kernel", "/k"]);
             assert_eq!(p[0].to_json()["memory_mib"], mib, "{given}");
         }
     }
 
     #[test]
     fn bad_command_lines() {
-        assert!(fails(&["create", "--name", "a", "--kernel", "/k"]).contains("--memory"));
-        let e = fails(&[
-            "create", "--name", "a", "--memory", "1000K", "--kernel", "/k",
-        ]);
+        assert!(fails(&["create", "a", "--kernel", "/k"]).contains("--memory"));
+        let e = fails(&["create", "a", "--memory", "1000K", "--kernel", "/k"]);
         assert!(e.contains("whole number of MiB"), "{e}");
-        let e = fails(&[
-            "create", "--name", "a", "--memory", "lots", "--kernel", "/k",
-        ]);
+        let e = fails(&["create", "a", "--memory", "lots", "--kernel", "/k"]);
         assert!(e.contains("does not start with a number"), "{e}");
         // Decimal units are the same bytes as in host.toml: 512MB is not whole MiB.
-        let e = fails(&[
-            "create", "--name", "a", "--memory", "512MB", "--kernel", "/k",
-        ]);
+        let e = fails(&["create", "a", "--memory", "512MB", "--kernel", "/k"]);
         assert!(e.contains("whole number of MiB"), "{e}");
         let e = fails(&[
-            "create", "--name", "a", "--memory", "1G", "--kernel", "/k", "--disk", ":ro",
+            "create", "a", "--memory", "1G", "--kernel", "/k", "--disk", ":ro",
         ]);
         assert!(e.contains("give a path"), "{e}");
         fails(&["snapshot", "deb"]);

@@ -35,10 +35,19 @@ impl Drop for TempDir {
     }
 }
 
+/// cairnctl with nothing from the environment of whoever runs the tests: no CAIRN_* variables
+/// and a config directory of its own (none of the user's remotes).
 fn cairnctl(args: &[&str]) -> Output {
+    cairnctl_in(args, &std::env::temp_dir().join("cairnctl-test-no-config"))
+}
+
+fn cairnctl_in(args: &[&str], config_home: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cairnctl"))
         .args(args)
         .env_remove("CAIRN_TOKEN")
+        .env_remove("CAIRN_URL")
+        .env_remove("CAIRN_FINGERPRINT")
+        .env("XDG_CONFIG_HOME", config_home)
         .output()
         .expect("cairnctl runs")
 }
@@ -199,6 +208,10 @@ async fn against_a_real_apid() {
             Command::new(env!("CARGO_BIN_EXE_cairnctl"))
                 .args(["--url", &url, "--insecure", "info"])
                 .env("CAIRN_TOKEN", TOKEN)
+                .env(
+                    "XDG_CONFIG_HOME",
+                    std::env::temp_dir().join("cairnctl-test-no-config"),
+                )
                 .output()
                 .unwrap()
         }
@@ -234,7 +247,6 @@ async fn against_a_real_apid() {
         TOKEN,
         "vm",
         "create",
-        "--name",
         "deb",
         "--vcpus",
         "9",
@@ -254,7 +266,6 @@ async fn against_a_real_apid() {
         &[
             "vm",
             "create",
-            "--name",
             "deb",
             "--memory",
             "1G",
