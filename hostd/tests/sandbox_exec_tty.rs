@@ -134,10 +134,8 @@ async fn a_shell_on_a_pty_in_a_container() {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads one winsize from a pointer that lives across the call.
-    assert_eq!(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
-        0
-    );
+    let set = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(set, 0);
     master.write_all(b"stty size\n").unwrap();
     read_until(&mut master, "42 123", Duration::from_secs(20)).unwrap();
     master.write_all(b"tty; echo term=$TERM\n").unwrap();
