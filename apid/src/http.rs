@@ -293,9 +293,9 @@ async fn connection(
         let upgrade = upgrade.clone();
         // Boxed, so that the connection is Unpin and can hand its stream back at the end.
         Box::pin(async move {
-            let response = service.respond_upgrading(req, peer, &upgrade).await;
-            drop(busy);
-            Ok::<_, Infallible>(response)
+            let response = service.respond_files(req, peer, &upgrade).await;
+            // A streamed answer keeps the connection busy until its last byte is out.
+            Ok::<_, Infallible>(response.map(|body| crate::files::guarded(body, busy)))
         })
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -544,6 +544,26 @@ impl Service {
         self.tokens
             .iter()
             .fold(false, |ok, t| model::token::matches(&password, t) | ok)
+    }
+
+    /// `PUT|GET /ct/NAME/files` (see [`crate::files`]), whose answers may stream; the rest is
+    /// [`Service::respond_upgrading`]'s.
+    pub async fn respond_files(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        upgrade: &crate::stream::Upgrade,
+    ) -> Response<crate::files::AnyBody> {
+        if !req.uri().path().starts_with(crate::files::PATH_PREFIX) {
+            return self
+                .respond_upgrading(req, peer, upgrade)
+                .await
+                .map(crate::files::full);
+        }
+        if !self.authorized(req.headers()) {
+            return self.unauthorized(peer).map(crate::files::full);
+        }
+        crate::files::serve(&self.api, req, peer).await
     }
 
     /// `GET /streams/…` (see [`crate::stream`]): authorized as every request, then answered

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod bus;
 pub mod fetch;
+pub mod files;
 pub mod http;
 pub mod methods;
 pub mod state;

@@ -114,6 +114,17 @@ impl Uploads {
         })
     }
 
+    /// One of the uploads' slots, for another stream of a file (`crate::files`): files in and
+    /// out of containers share the uploads' caps.
+    pub fn hold_stream(&self, peer: IpAddr) -> Result<Held, UploadError> {
+        self.running.hold(peer, 1).map_err(UploadError::Busy)
+    }
+
+    /// How long a stream may send nothing before it is dropped.
+    pub fn stall(&self) -> Duration {
+        self.stall
+    }
+
     /// The file an `upload:NAME` argument names, when it names one that is there.
     pub fn resolve(&self, arg: &str) -> Option<Result<PathBuf, UploadError>> {
         let name = arg.strip_prefix(SCHEME)?;
@@ -211,6 +222,25 @@ impl Uploads {
             });
         }
         Ok(())
+    }
+}
+
+/// A path argument that may name an upload (`upload:NAME`): the uploaded file's host path,
+/// else the argument as given. An upload that is not there -> 104, a bad name -> 102.
+pub fn host_path(uploads: Option<&Uploads>, arg: &str) -> Result<String, crate::methods::Fault> {
+    use crate::methods::Fault;
+    use model::fault::FaultCode;
+    match uploads.and_then(|u| u.resolve(arg)) {
+        Some(Ok(path)) => Ok(path.display().to_string()),
+        Some(Err(e @ UploadError::Missing(_))) => {
+            Err(Fault::new(FaultCode::NotFound, e.to_string()))
+        }
+        Some(Err(e)) => Err(Fault::new(FaultCode::BadParams, e.to_string())),
+        None if arg.starts_with(SCHEME) => Err(Fault::new(
+            FaultCode::Conflict,
+            format!("{arg}: this API keeps no uploads"),
+        )),
+        None => Ok(arg.to_string()),
     }
 }
 

@@ -64,9 +64,13 @@ impl Serve for TemplateImport {
         // An http(s) URL is fetched here first (apid is the one on the network); hostd then
         // imports the file as any other, and it goes once imported (Fetched's drop).
         let fetched = fetch_template(api, &self).await?;
-        let path = fetched
-            .as_ref()
-            .map_or(self.path.clone(), |f| f.path.display().to_string());
+        // An uploaded tarball (`upload:NAME`) is consumed by the import that takes it.
+        let upload = self.path.starts_with(crate::upload::SCHEME);
+        let path = match &fetched {
+            Some(f) => f.path.display().to_string(),
+            None => crate::upload::host_path(api.uploads.as_deref(), &self.path)?,
+        };
+        let consumed = upload.then(|| path.clone());
         let info = api
             .bus
             .hostd_call(DISK_TIMEOUT, |h| async move {
@@ -79,6 +83,11 @@ impl Serve for TemplateImport {
                 .await
             })
             .await?;
+        if let Some(consumed) = consumed
+            && let Err(e) = std::fs::remove_file(&consumed)
+        {
+            tracing::warn!(path = consumed, error = %e, "cannot remove an imported upload");
+        }
         answer("hostd", &info)
     }
 }

@@ -8,11 +8,9 @@ use model::api::host::{
     Update, UpdateStatus,
 };
 use model::dbus::ServiceInfo;
-use model::fault::FaultCode;
 
 use super::{Api, Fault, Method, Serve, answer, method};
 use crate::bus::{CALL_TIMEOUT, Daemon};
-use crate::upload::UploadError;
 
 pub fn methods() -> Vec<Method> {
     vec![
@@ -189,14 +187,11 @@ impl Serve for Update {
         tracing::warn!(url = %self.url, "update requested through the API");
         let (mut url, reboot) = (self.url, self.reboot.unwrap_or(false));
         // An uploaded bundle: init takes the file itself, from the state partition.
-        let upload = api.uploads.as_ref().and_then(|u| u.resolve(&url));
-        match upload {
-            Some(Ok(path)) => url = format!("file://{}", path.display()),
-            Some(Err(e @ UploadError::Missing(_))) => {
-                return Err(Fault::new(FaultCode::NotFound, e.to_string()));
-            }
-            Some(Err(e)) => return Err(Fault::new(FaultCode::BadParams, e.to_string())),
-            None => {}
+        if url.starts_with(crate::upload::SCHEME) {
+            url = format!(
+                "file://{}",
+                crate::upload::host_path(api.uploads.as_deref(), &url)?
+            );
         }
         api.bus
             .init_call(CALL_TIMEOUT, |init| async move {

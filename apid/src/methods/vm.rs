@@ -61,7 +61,19 @@ fn in_range(
 }
 
 impl Serve for VmCreate {
-    async fn serve(self, api: &Api) -> Result<VmInfo, Fault> {
+    async fn serve(mut self, api: &Api) -> Result<VmInfo, Fault> {
+        // Uploaded files (`upload:NAME`) are used where they are: the VM reads them from there.
+        let uploads = api.uploads.as_deref();
+        let spec = &mut self.spec;
+        spec.kernel = crate::upload::host_path(uploads, &spec.kernel)?;
+        if let Some(initrd) = &spec.initrd {
+            spec.initrd = Some(crate::upload::host_path(uploads, initrd)?);
+        }
+        for disk in &mut spec.disks {
+            if let Some(path) = &disk.path {
+                disk.path = Some(crate::upload::host_path(uploads, path)?);
+            }
+        }
         let spec = json(&self.spec)?;
         let info = api
             .bus
