@@ -66,10 +66,14 @@ pub fn banner(config: &HostConfig, state: &Path) -> String {
                 SocketAddr::new(address.addr.into(), port)
             )
         }
-        _ => format!(
-            "https://<{}'s address>:{port}/RPC2",
-            config.host.management.interface
-        ),
+        // DHCP: the address the lease gave, when netd has it by now (it starts before apid).
+        _ => {
+            let iface = &config.host.management.interface;
+            match ipv4_of(iface) {
+                Some(ip) => format!("https://{}/RPC2", SocketAddr::new(ip.into(), port)),
+                None => format!("https://<{iface}>:{port}/RPC2"),
+            }
+        }
     };
     let cert = match &config.api.tls {
         Tls::Files { cert, .. } => cert.clone(),
@@ -80,6 +84,14 @@ pub fn banner(config: &HostConfig, state: &Path) -> String {
         .and_then(|pem| model::token::pem_cert_fingerprint(&pem))
         .unwrap_or_else(|| format!("unknown ({} unreadable)", cert.display()));
     format!("cairn: API {url} certificate {fingerprint}")
+}
+
+/// The first IPv4 address of interface `name`, if it has one.
+fn ipv4_of(name: &str) -> Option<std::net::Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == name)
+        .find_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
 }
 
 /// The names a client may reach this host by, as far as host.toml tells. A client that uses
@@ -175,9 +187,9 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 mod tests {
     use super::*;
 
-    fn config(extra_mgmt: &str, api: &str) -> HostConfig {
+    fn config(iface: &str, extra_mgmt: &str, api: &str) -> HostConfig {
         let text = format!(
-            "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"eth0\"\n{extra_mgmt}\n\
+            "[host]\nhostname = \"h\"\n[host.management]\ninterface = \"{iface}\"\n{extra_mgmt}\n\
              [api]\nport = 8443\n{api}\n"
         );
         model::config::parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"))
@@ -187,23 +199,36 @@ mod tests {
     fn the_banner_names_the_url_and_the_generated_certificates_fingerprint() {
         let state = std::env::temp_dir().join(format!("cairn-banner-{}", std::process::id()));
         let _ = fs::remove_dir_all(&state);
-        let dhcp = config("dhcp = true", "tls = \"generate\"");
+        let generate = "tls = \"generate\"";
+        // DHCP on an interface without an address (yet): the URL says which interface.
+        let dhcp = config("cairnnone0", "dhcp = true", generate);
         let line = banner(&dhcp, &state);
         assert!(
-            line.starts_with("cairn: API https://<eth0's address>:8443/RPC2 certificate unknown"),
+            line.starts_with("cairn: API https://<cairnnone0>:8443/RPC2 certificate unknown"),
             "{line}"
         );
         let (certs, _) = load_or_generate(&generated_dir(&state), vec!["h".into()]).unwrap();
         let want = model::token::cert_fingerprint(certs[0].as_ref());
-        assert!(line.len() > 10);
         let line = banner(&dhcp, &state);
         assert!(line.ends_with(&format!("certificate {want}")), "{line}");
+        // DHCP on an interface with an address: the URL names it.
+        let lo = config("lo", "dhcp = true", generate);
+        let line = banner(&lo, &state);
+        assert!(
+            line.starts_with("cairn: API https://127.0.0.1:8443/RPC2 "),
+            "{line}"
+        );
         let fixed = config(
+            "eth0",
             "address = \"192.0.2.10/24\"\ngateway = \"192.0.2.1\"",
-            "tls = \"generate\"",
+            generate,
         );
         assert!(banner(&fixed, &state).starts_with("cairn: API https://192.0.2.10:8443/RPC2 "));
-        let listen = config("dhcp = true", "listen = \"192.0.2.7\"\ntls = \"generate\"");
+        let listen = config(
+            "eth0",
+            "dhcp = true",
+            "listen = \"192.0.2.7\"\ntls = \"generate\"",
+        );
         assert!(banner(&listen, &state).starts_with("cairn: API https://192.0.2.7:8443/RPC2 "));
         fs::remove_dir_all(&state).unwrap();
     }

@@ -210,6 +210,8 @@ class WalkthroughTest(unittest.TestCase):
         self.assertIn(f"export CAIRN_FINGERPRINT={fingerprint}\n", env)
         banner = re.search(r"cairn: API (\S+) certificate (\S+)", self.console_log())
         self.assertIsNotNone(banner, "no API banner on the console")
+        # QEMU's user network leases 10.0.2.15; apid starts after netd has the lease.
+        self.assertEqual(banner.group(1), "https://10.0.2.15:8443/RPC2")
         self.assertEqual(banner.group(2), fingerprint, "the console shows the same certificate")
 
         bundled = re.search(r"bundled template: busybox (sha256:[0-9a-f]{64})", out)
