@@ -138,6 +138,9 @@ pub enum Cancel {
     Undo(&'static str, Vec<Value>),
     /// The method stops where it can, and what it made by then is undone by this call.
     StopsThenUndo(&'static str, Vec<Value>),
+    /// The method runs to its end; then this call, given the result's member of that name
+    /// (what it made is named only in its answer), undoes it.
+    UndoResult(&'static str, &'static str),
     Refused,
 }
 
@@ -165,6 +168,7 @@ pub fn undo_of(method: &str, params: &[Value]) -> Cancel {
             other => other,
         },
         "volume.create" => one("volume.delete", member(params.first(), "volume")),
+        "volume.backup" => Cancel::UndoResult("volume.deleteBackup", "backup"),
         "volume.clone" | "volume.restore" => one("volume.delete", string(params.get(1))),
         "ct.create" => one("ct.delete", member(params.first(), "name")),
         "vm.create" => one("vm.delete", member(params.first(), "name")),
@@ -341,7 +345,14 @@ impl Tasks {
             .iter()
             .find(|e| e.ctx.id() == ctx.id())
             .map(|e| e.cancel.clone());
-        if let Some(Cancel::Undo(m, p) | Cancel::StopsThenUndo(m, p)) = undo {
+        let undo = match (undo, &result) {
+            (Some(Cancel::UndoResult(m, key)), Ok(v)) => {
+                member(Some(v), key).map(|arg| (m, vec![Value::String(arg)]))
+            }
+            (Some(Cancel::Undo(m, p) | Cancel::StopsThenUndo(m, p)), _) => Some((m, p)),
+            _ => None,
+        };
+        if let Some((m, p)) = undo {
             // Undone also when the method failed: it may have made part of it (a template
             // unpacked when its answer was lost); an undo that finds nothing is not an error.
             let undone = call(m, p).await;

@@ -325,6 +325,10 @@ impl Storage1 {
         to_json(&info)
     }
 
+    async fn delete_backup(&self, backup: String) -> Result<(), CairnError> {
+        self.with(move |p| p.delete_backup(&backup)).await
+    }
+
     async fn open_volume(&self, volume: String, holder: String) -> Result<String, CairnError> {
         to_json(&self.with(move |p| p.open_volume(&volume, &holder)).await?)
     }

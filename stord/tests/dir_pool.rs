@@ -302,6 +302,26 @@ fn a_backup_shows_its_progress_and_the_api_answers_while_it_copies() {
         assert_eq!(info.size_bytes, 512 << 20);
         let v: VolumeInfo = json(p.volume_info("src/big").await.unwrap());
         assert_eq!(v.copy, None, "the copy is gone from volume.info once done");
+
+        // A backup is deleted with the sha256 beside it; nothing else is taken for one.
+        let sidecar = format!("{}.sha256", info.backup);
+        assert!(std::path::Path::new(&sidecar).is_file());
+        let not_one = p.delete_backup(&big.path).await.unwrap_err();
+        assert!(not_one.to_string().contains("not a backup"), "{not_one}");
+        let not_one = p.delete_backup(&sidecar).await.unwrap_err();
+        assert!(not_one.to_string().contains("not a backup"), "{not_one}");
+        p.delete_backup(&info.backup).await.unwrap();
+        assert!(!std::path::Path::new(&info.backup).exists());
+        assert!(!std::path::Path::new(&sidecar).exists());
+        assert!(
+            std::path::Path::new(&big.path).is_file(),
+            "the volume stays"
+        );
+        let gone = p.delete_backup(&info.backup).await.unwrap_err();
+        assert!(
+            matches!(gone, model::dbus::CairnError::NotFound(_)),
+            "{gone}"
+        );
     });
     let _ = bus.kill();
     let _ = bus.wait();

@@ -2,8 +2,8 @@
 
 use model::api::storage::{
     ExportCreate, ExportDelete, ExportInfoOf, ExportList, PoolCreate, PoolDelete, PoolInfoOf,
-    PoolList, VolumeBackup, VolumeClone, VolumeCreate, VolumeDelete, VolumeGrow, VolumeInfoOf,
-    VolumeList, VolumeRestore, VolumeSnapshot,
+    PoolList, VolumeBackup, VolumeClone, VolumeCreate, VolumeDelete, VolumeDeleteBackup,
+    VolumeGrow, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
 };
 use model::dbus::Storage1Proxy;
 use model::export::ExportInfo;
@@ -27,6 +27,7 @@ pub fn methods() -> Vec<Method> {
         method::<VolumeClone>(),
         method::<VolumeBackup>(),
         method::<VolumeRestore>(),
+        method::<VolumeDeleteBackup>(),
         method::<ExportCreate>(),
         method::<ExportDelete>(),
         method::<ExportList>(),
@@ -200,6 +201,15 @@ async fn copy_progress(api: &Api, volume: &str, task: &crate::task::Ctx) {
         {
             task.progress(copy.done_bytes, copy.total_bytes, "bytes");
         }
+    }
+}
+
+impl Serve for VolumeDeleteBackup {
+    async fn serve(self, api: &Api) -> Result<bool, Fault> {
+        api.bus
+            .stord_call(|s| async move { s.delete_backup(&self.backup).await })
+            .await?;
+        Ok(true)
     }
 }
 

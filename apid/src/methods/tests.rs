@@ -104,6 +104,7 @@ async fn list_methods_is_sorted_and_complete() {
             "volume.clone",
             "volume.create",
             "volume.delete",
+            "volume.deleteBackup",
             "volume.grow",
             "volume.info",
             "volume.list",

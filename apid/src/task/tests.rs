@@ -142,9 +142,9 @@ async fn ended_tasks_are_bounded() {
 #[tokio::test]
 async fn a_method_that_can_neither_stop_nor_be_undone_is_not_cancelled() {
     let tasks = Arc::new(Tasks::new());
-    let params = [Value::String("p/v".into()), Value::String("p".into())];
+    let params = [Value::String("deb".into()), Value::String("/x".into())];
     let id = tasks
-        .start("volume.backup", &params, until_cancelled(), no_undo())
+        .start("vm.snapshot", &params, until_cancelled(), no_undo())
         .unwrap();
     assert_eq!(tasks.cancel(&id).unwrap_err().code, FaultCode::Conflict);
     assert_eq!(tasks.info(&id).unwrap().state, TaskState::Running);
@@ -189,6 +189,49 @@ async fn cancelled_work_that_finished_is_undone_by_its_inverse() {
     assert_eq!(
         *undone.lock().unwrap(),
         vec![("template.delete", vec![Value::String("debian".into())])]
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_backup_is_deleted_by_the_name_in_its_answer() {
+    let tasks = Arc::new(Tasks::new());
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let seen = undone.clone();
+    let call: Call = Arc::new(move |m, p| {
+        seen.lock().unwrap().push((m, p));
+        Box::pin(async { Ok(Value::Bool(true)) })
+    });
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let answer: model::xmlrpc::Struct = [(
+        "backup".to_string(),
+        Value::String("/p/backups/v-1.raw".into()),
+    )]
+    .into_iter()
+    .collect();
+    let params = [Value::String("p/v".into()), Value::String("p".into())];
+    let id = tasks
+        .start(
+            "volume.backup",
+            &params,
+            move || {
+                Box::pin(async move {
+                    let _ = go_rx.await;
+                    Ok(Value::Struct(answer))
+                })
+            },
+            call,
+        )
+        .unwrap();
+    assert!(tasks.cancel(&id).unwrap());
+    go_tx.send(()).unwrap();
+    let info = tasks.wait(&id, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(info.state, TaskState::Cancelled);
+    assert_eq!(
+        *undone.lock().unwrap(),
+        vec![(
+            "volume.deleteBackup",
+            vec![Value::String("/p/backups/v-1.raw".into())]
+        )]
     );
 }
 

@@ -76,6 +76,9 @@ actions! { ACTIONS;
          held still), quiesced_ms}. While it copies, volume.info of the volume shows its \
          progress (copy) and the rest of the API answers; a request must finish within 28 s: \
          run a longer copy as a task (task.start), whose progress is the copy's.";
+    VolumeDeleteBackup = "volume.deleteBackup", Stord, (backup: String) -> bool,
+        "Deletes backup (a file volume.backup made, in a pool's backups/ directory) and the \
+         sha256 beside it. Anything else -> 102, a file that is not there -> 104.";
     VolumeRestore = "volume.restore", Stord, (backup: String, volume: String) -> VolumeInfo,
         "Makes the new volume POOL/NAME from backup (a file volume.backup made, in a pool's \
          backups/ directory), after checking it against its sha256; a backup that does not \

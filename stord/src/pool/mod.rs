@@ -703,10 +703,8 @@ impl Pools {
         }
     }
 
-    /// Makes `volume` from `backup`, a file in a pool's backups whose sha256 still matches.
-    pub fn restore(&mut self, backup: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
-        let v = volume_ref(volume, false)?;
-        self.pool(&v.pool)?;
+    /// `backup` as the file it names, when that is a file in a pool's backups directory.
+    fn backup_file(&self, backup: &str) -> Result<PathBuf, StoreError> {
         let file = Path::new(backup)
             .canonicalize()
             .map_err(|e| StoreError::NotFound(format!("backup {backup}: {e}")))?;
@@ -715,11 +713,30 @@ impl Pools {
                 .and_then(|d| d.canonicalize().ok())
                 .is_some_and(|dir| file.parent() == Some(dir.as_path()))
         });
-        if !in_a_pool || !file.is_file() {
+        if !in_a_pool || !file.is_file() || file.extension().is_some_and(|e| e == "sha256") {
             return Err(StoreError::InvalidArgs(format!(
                 "{backup} is not a backup (a file in a pool's backups/ directory)"
             )));
         }
+        Ok(file)
+    }
+
+    /// Deletes `backup` (a file volume.backup made) and the sha256 beside it.
+    pub fn delete_backup(&mut self, backup: &str) -> Result<(), StoreError> {
+        let file = self.backup_file(backup)?;
+        let sidecar = PathBuf::from(format!("{}.sha256", file.display()));
+        std::fs::remove_file(&file)
+            .map_err(|e| StoreError::Failed(format!("deleting {}: {e}", file.display())))?;
+        let _ = std::fs::remove_file(&sidecar);
+        tracing::info!(backup = %file.display(), "backup deleted");
+        Ok(())
+    }
+
+    /// Makes `volume` from `backup`, a file in a pool's backups whose sha256 still matches.
+    pub fn restore(&mut self, backup: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
+        let v = volume_ref(volume, false)?;
+        self.pool(&v.pool)?;
+        let file = self.backup_file(backup)?;
         let sidecar = PathBuf::from(format!("{}.sha256", file.display()));
         let want = std::fs::read_to_string(&sidecar)
             .ok()
