@@ -453,6 +453,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_stuck_console_never_holds_the_reader_up() {
+        let logs = Logs::new(1 << 22);
+        let file = Arc::new(Mutex::new(tempfile_in_target()));
+        let console = Console::File(file.clone());
+        // The console thread blocks on this lock while the test holds it: its queue fills.
+        let held = file.lock().unwrap();
+        let n = CONSOLE_QUEUE * 5;
+        let input: Vec<u8> = (0..n)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let started = std::time::Instant::now();
+        read_lines("apid", &input[..], &console, &logs);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(held);
+        // Every line is in the ring even though most never reached the console.
+        let page = logs.page("apid", Level::Trace, 0, MAX_LINES).unwrap();
+        assert_eq!(page.lines.len(), MAX_LINES);
+        assert_eq!(page.lost, None);
+        let last = logs.page("apid", Level::Trace, (n - 1) as u64, 10).unwrap();
+        assert_eq!(last.lines[0].text, format!("line {}", n - 1));
+    }
+
     fn tempfile_in_target() -> File {
         let path = std::env::temp_dir().join(format!("cairn-logs-test-{}", std::process::id()));
         let f = File::create(&path).unwrap();
