@@ -135,6 +135,11 @@ impl Client {
             .unwrap_or(Err(CallError::Timeout))
     }
 
+    /// `HOST:PORT` of the API, for messages.
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+    }
+
     /// A TLS connection to the API with the server checked as the user asked (for a request
     /// of one's own, e.g. a WebSocket upgrade: see [`Client::request`]).
     pub async fn tls_stream(

@@ -5,6 +5,7 @@ mod client;
 mod config;
 mod ct;
 mod export;
+mod generate;
 mod install;
 mod logs;
 mod monitor;
@@ -186,6 +187,30 @@ enum Command {
         #[command(subcommand)]
         command: remote::RemoteCommand,
     },
+    /// Powers the host off (its guests are stopped first); asks on a terminal unless --yes.
+    Poweroff {
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Reboots the host (its guests are stopped first); asks on a terminal unless --yes.
+    Reboot {
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Prints a completion script for a shell, e.g. `cairnctl completion bash >
+    /// /etc/bash_completion.d/cairnctl`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Writes man pages into DIR: cairnctl.1 and cairnctl-COMMAND-SUBCOMMAND.1 for each command.
+    Man {
+        /// The directory, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
     /// Work with host.toml files locally.
     Config {
         #[command(subcommand)]
@@ -311,6 +336,17 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             remote::run(command, &cli.global)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Completion { shell } => {
+            generate::completion(*shell);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => {
+            let n = generate::man(dir)?;
+            eprintln!("wrote {n} man pages into {}", dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Poweroff { .. } => call(host::Poweroff {}),
+        Command::Reboot { .. } => call(host::Reboot {}),
         Command::Config {
             command: ConfigCommand::Apply { file, dry_run },
         } => call(host::ApplyConfig {
@@ -365,6 +401,17 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Monitor(_) | Command::Logs(_) => call(host::Info {}),
     }?;
     let client = remote::connect(&cli.global)?;
+    if let Command::Poweroff { yes: false } | Command::Reboot { yes: false } = &cli.command {
+        let what = match &cli.command {
+            Command::Poweroff { .. } => "Power off",
+            _ => "Reboot",
+        };
+        match prompt::confirm(&format!("{what} the host at {}?", client.target())) {
+            Some(true) => {}
+            Some(false) => return Err(anyhow!("not done")),
+            None => return Err(anyhow!("{what}: pass --yes (there is no terminal to ask)")),
+        }
+    }
     let runtime = remote::runtime()?;
     let params = match &cli.command {
         // A local bundle goes up first; the update then names the upload.

@@ -14,11 +14,20 @@ pub enum TaskCommand {
     /// Tasks running and recently ended.
     List,
     /// One task: its state, progress, result or fault.
-    Info { id: String },
+    Info {
+        /// The task's id, as task.start or `task list` gave it.
+        id: String,
+    },
     /// Waits until the task ends (polling the API), drawing its progress on a terminal.
-    Wait { id: String },
+    Wait {
+        /// The task's id.
+        id: String,
+    },
     /// Cancels a running task; what it made is removed (see docs/api.md, Tasks).
-    Cancel { id: String },
+    Cancel {
+        /// The task's id.
+        id: String,
+    },
 }
 
 pub fn task_call(command: &TaskCommand) -> Result<Call, EncodeError> {
