@@ -94,12 +94,23 @@ pub enum CtCommand {
         name: String,
     },
     /// Runs a command inside the container; prints its output and exits with its status.
+    /// With -t, the command runs on a terminal joined to this one (interactive; window size,
+    /// Ctrl-C and the exit code carried through).
     Exec {
         /// The container's name.
         name: String,
+        /// Run the command on a terminal (a pty in the container), interactively.
+        #[arg(short = 't', long)]
+        tty: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// A login shell in the container on this terminal (bash if it has one, else sh), as
+    /// `pct enter`; exits with the shell's status.
+    Enter {
+        /// The container's name.
+        name: String,
     },
     /// Changes limits live; only the ones given change.
     Set {
@@ -232,7 +243,7 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
         CtCommand::Pause { name: n } => call(CtPause { name: name(n) }),
         CtCommand::Resume { name: n } => call(CtResume { name: name(n) }),
         CtCommand::Delete { name: n } => call(CtDelete { name: name(n) }),
-        CtCommand::Exec { name: n, command } => call(CtExec {
+        CtCommand::Exec { name: n, command, .. } => call(CtExec {
             name: name(n),
             argv: command.clone(),
         }),
@@ -240,7 +251,23 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
             name: name(n),
             resources: resources.resources(),
         }),
+        // A stream (terminal_exec, served before any call); this names the container only.
+        CtCommand::Enter { name: n } => call(CtInfo { name: name(n) }),
         CtCommand::Console { name: n } => call(CtConsole { name: name(n) }),
+    }
+}
+
+/// The container and command of a `ct` subcommand that runs on a terminal (`exec -t`,
+/// `enter`): a stream (crate::stream), not a call.
+pub fn terminal_exec(command: &CtCommand) -> Option<(String, Vec<String>)> {
+    match command {
+        CtCommand::Exec {
+            name,
+            tty: true,
+            command,
+        } => Some((name.clone(), command.clone())),
+        CtCommand::Enter { name } => Some((name.clone(), crate::stream::login_shell())),
+        _ => None,
     }
 }
 

@@ -15,6 +15,7 @@ mod rate;
 mod remote;
 mod size;
 mod storage;
+mod stream;
 mod task;
 mod tls;
 mod upload;
@@ -435,6 +436,12 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
+    }
+    // `ct exec -t` and `ct enter`: this terminal joined to one in the container.
+    if let Command::Ct { command } = &cli.command
+        && let Some((name, argv)) = ct::terminal_exec(command)
+    {
+        return runtime.block_on(stream::exec(&client, &name, argv));
     }
     let mut value = match &cli.command {
         // Long work runs as a task (no 30 s budget), its progress drawn.
