@@ -174,7 +174,7 @@ impl Client {
     }
 
     /// A TLS connection to the API, ready for one request with bodies of type `B`.
-    async fn connect<B>(&self) -> Result<http1::SendRequest<B>, CallError>
+    pub(crate) async fn connect<B>(&self) -> Result<http1::SendRequest<B>, CallError>
     where
         B: hyper::body::Body + Send + 'static,
         B::Data: Send,

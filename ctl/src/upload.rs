@@ -43,7 +43,7 @@ pub fn name_for(path: &Path) -> String {
 }
 
 /// A file as a request body, hashed and counted as it is sent.
-struct FileBody {
+pub struct FileBody {
     file: std::fs::File,
     len: u64,
     sent: u64,
@@ -110,11 +110,18 @@ impl FileBody {
     }
 }
 
-/// Uploads `path`; returns the name it is stored under on the host.
-pub async fn push(client: &Client, path: &Path) -> anyhow::Result<String> {
+/// A local file being sent (its body went into the request): what it was once sent.
+pub struct Sending {
+    pub len: u64,
+    digest: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    tty: bool,
+    started: std::time::Instant,
+}
+
+/// `path` as a request body, hashed and drawn on a terminal as it goes.
+pub fn sending(path: &Path) -> anyhow::Result<(FileBody, Sending)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata()?.len();
-    let name = name_for(path);
     let digest = std::sync::Arc::new(std::sync::Mutex::new(None));
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let body = FileBody {
@@ -126,29 +133,59 @@ pub async fn push(client: &Client, path: &Path) -> anyhow::Result<String> {
         tty,
         shown: 0,
     };
-    let started = std::time::Instant::now();
-    let answer = client.upload(&name, body, len).await;
-    if tty {
-        eprintln!();
+    let sending = Sending {
+        len,
+        digest,
+        tty,
+        started: std::time::Instant::now(),
+    };
+    Ok((body, sending))
+}
+
+impl Sending {
+    /// Once the request is answered: the sha256 of what was sent, checked against the one the
+    /// host reports (`theirs`), and a line saying how it went ("`verb` `what`: N bytes in …").
+    pub fn finish(&self, verb: &str, what: &str, theirs: &str) -> anyhow::Result<String> {
+        if self.tty {
+            eprintln!();
+        }
+        let ours = match self.digest.lock().ok().and_then(|d| d.clone()) {
+            Some(d) => d,
+            None if self.len == 0 => model::hex(&Sha256::digest(b"")),
+            None => bail!("{what} was not sent whole"),
+        };
+        if ours != theirs {
+            bail!("the host stored {what} with sha256 {theirs}, not the {ours} sent");
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        eprintln!(
+            "{verb} {what}: {} bytes in {secs:.1} s ({:.1} MiB/s), sha256 {ours}",
+            self.len,
+            self.len as f64 / secs / f64::from(1 << 20)
+        );
+        Ok(ours)
     }
+}
+
+/// Uploads `path`; returns the name it is stored under on the host.
+pub async fn push(client: &Client, path: &Path) -> anyhow::Result<String> {
+    Ok(push_hashed(client, path).await?.0)
+}
+
+/// Uploads `path`; returns the name it is stored under on the host and its sha256 (hex).
+pub async fn push_hashed(client: &Client, path: &Path) -> anyhow::Result<(String, String)> {
+    let name = name_for(path);
+    let (body, sending) = sending(path)?;
+    let answer = client.upload(&name, body, sending.len).await;
     let answer = answer.with_context(|| format!("uploading {}", path.display()))?;
     let stored: serde_json::Value = serde_json::from_str(&answer)
         .map_err(|e| anyhow!("the host's answer to the upload is not JSON ({e}): {answer}"))?;
-    let ours = match digest.lock().ok().and_then(|d| d.clone()) {
-        Some(d) => d,
-        None if len == 0 => model::hex(&Sha256::digest(b"")),
-        None => bail!("{} was not sent whole", path.display()),
-    };
-    let theirs = stored["sha256"].as_str().unwrap_or_default();
-    if ours != theirs {
-        bail!("the host stored {name} with sha256 {theirs}, not the {ours} sent");
-    }
-    let secs = started.elapsed().as_secs_f64().max(1e-3);
-    eprintln!(
-        "uploaded {name}: {len} bytes in {secs:.1} s ({:.1} MiB/s), sha256 {ours}",
-        len as f64 / secs / f64::from(1 << 20)
-    );
-    Ok(name)
+    let digest = sending.finish(
+        "uploaded",
+        &name,
+        stored["sha256"].as_str().unwrap_or_default(),
+    )?;
+    Ok((name, digest))
 }
 
 #[cfg(test)]
