@@ -124,6 +124,12 @@ pub enum CtCommand {
         /// The container's name.
         name: String,
     },
+    /// Copies a local file into a container (running or stopped), bytes and mode intact:
+    /// `cairnctl ct push ./app web1:/usr/local/bin/app --mode 0755`.
+    Push(crate::files::PushArgs),
+    /// Copies a file out of a container, bytes and mode intact:
+    /// `cairnctl ct pull web1:/etc/hostname .`.
+    Pull(crate::files::PullArgs),
 }
 
 /// Limits, as `ct create` and `ct set` take them.
@@ -177,9 +183,11 @@ pub enum TemplateCommand {
     Import {
         /// The template's name, as `ct create --template` takes it.
         name: String,
-        /// A tarball's path on the host, an http(s):// URL the host downloads, or bundled:NAME.
+        /// A local tarball (uploaded first, with a progress bar), else a path on the host, an
+        /// http(s):// URL the host downloads, bundled:NAME, or upload:NAME (PUT /uploads/NAME).
         path: String,
-        /// sha256:<hex>; may be left out for bundled:NAME (the image's own digest is checked).
+        /// sha256:<hex>; may be left out for a local tarball (hashed as it is sent) or
+        /// bundled:NAME (the image's own digest is checked).
         sha256: Option<String>,
         /// Keep the template in this stord pool (dir or nfs) instead of hostd's state.
         #[arg(long)]
@@ -254,6 +262,11 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
         // A stream (terminal_exec, served before any call); this names the container only.
         CtCommand::Enter { name: n } => call(CtInfo { name: name(n) }),
         CtCommand::Console { name: n } => call(CtConsole { name: name(n) }),
+        // Streams (crate::files), not calls: this names the container only.
+        CtCommand::Push(crate::files::PushArgs { target: t, .. })
+        | CtCommand::Pull(crate::files::PullArgs { source: t, .. }) => call(CtInfo {
+            name: t.split(':').next().unwrap_or_default().to_string(),
+        }),
     }
 }
 

@@ -5,6 +5,7 @@ mod client;
 mod config;
 mod ct;
 mod export;
+mod files;
 mod generate;
 mod install;
 mod logs;
@@ -424,9 +425,41 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             })?
             .1
         }
+        // A local tarball goes up first (its sha256 computed on the way); the import names it.
+        Command::Template {
+            command:
+                TemplateCommand::Import {
+                    name,
+                    path,
+                    sha256,
+                    pool,
+                },
+        } if files::is_local_template(path) => {
+            let (upload, digest) =
+                runtime.block_on(upload::push_hashed(&client, std::path::Path::new(path)))?;
+            call(model::api::ct::TemplateImport {
+                name: name.clone(),
+                path: format!("upload:{upload}"),
+                sha256: sha256.clone().unwrap_or(format!("sha256:{digest}")),
+                pool: pool.clone(),
+            })?
+            .1
+        }
         _ => params,
     };
     match &cli.command {
+        Command::Ct {
+            command: ct::CtCommand::Push(args),
+        } => {
+            runtime.block_on(files::push(&client, args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Ct {
+            command: ct::CtCommand::Pull(args),
+        } => {
+            runtime.block_on(files::pull(&client, args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Monitor(args) => {
             runtime.block_on(monitor::run(&client, args, cli.global.json))?;
             return Ok(ExitCode::SUCCESS);
@@ -455,6 +488,11 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             command: TemplateCommand::Import { path, .. },
         } if path.starts_with("http://") || path.starts_with("https://") => {
             runtime.block_on(task::run(&client, method, params, "download"))?
+        }
+        Command::Template {
+            command: TemplateCommand::Import { path, .. },
+        } if files::is_local_template(path) => {
+            runtime.block_on(task::run(&client, method, params, "import"))?
         }
         Command::Task {
             command: task::TaskCommand::Wait { id },
