@@ -6,7 +6,7 @@ reaches through QEMU's user network as 10.0.2.2: imported from its URL as a task
 (and through cairnctl), and a slow one cancelled mid-download, leaving no partial file and no
 template. A container runs a 40 s exec as a task that answers its output; a cancelled exec's
 processes (and what they started) are gone. A 320 MiB volume in a dir pool is backed up as a
-task with its copy's progress and a result.
+task with its copy's progress and a result; a cancelled backup is deleted when its copy ends.
 
 Run: python3 -m unittest -v ci/e2e/test_tasks.py   (the image built with --debug-shell first)
 """
@@ -255,12 +255,25 @@ class Tasks(ApplianceTestCase):
         self.guest(f"test -f {backup['backup']}")
         self.assertEqual(info["progress"]["total"], 320 << 20, info)
         self.assertTrue(all(p["total"] == 320 << 20 for p in seen), seen)
-        # A backup can be neither interrupted nor undone: a cancel is refused, it runs on.
+        # A cancelled backup runs to its end (a copy is not interrupted), then is deleted.
+        _, before = self.guest(f"ls -A {Path(backup['backup']).parent}")
         task = self.call("task.start", "volume.backup", ["bk/big", "bk"])
-        with self.assertRaises(xmlrpc.client.Fault) as f:
+        self.assertTrue(self.call("task.cancel", task))
+        info = self.wait_task(task, 600)
+        self.assertEqual(info["state"], "cancelled", info)
+        _, after = self.guest(f"ls -A {Path(backup['backup']).parent}")
+        self.assertEqual(sorted(after.split()), sorted(before.split()),
+                         "the cancelled backup left nothing")
+        # A snapshot can be neither interrupted nor undone: a cancel is refused, it runs on.
+        task = self.call("task.start", "volume.snapshot", ["bk/big", "s1"])
+        try:
             self.call("task.cancel", task)
-        self.assertEqual(f.exception.faultCode, FAULT_CONFLICT, f.exception.faultString)
-        self.assertEqual(self.wait_task(task, 600)["state"], "ok")
+        except xmlrpc.client.Fault as f:
+            self.assertEqual(f.faultCode, FAULT_CONFLICT, f.faultString)
+        else:
+            self.assertEqual(self.call("task.info", task)["state"], "ok",
+                             "only a task that already ended answers a cancel without a fault")
+        self.assertEqual(self.wait_task(task, 120)["state"], "ok")
 
 
 if __name__ == "__main__":
