@@ -420,40 +420,30 @@ impl Tasks {
         )
     }
 
-    pub fn info(&self, id: &str) -> Result<TaskInfo, Fault> {
+    /// `f` of task `id`'s entry, under the lock; 104 when there is none.
+    fn with<T>(&self, id: &str, f: impl FnOnce(&Entry) -> Result<T, Fault>) -> Result<T, Fault> {
         let inner = self.lock();
-        inner
-            .entries
-            .iter()
-            .find(|e| e.info.id == id)
-            .map(|e| e.view(true))
-            .ok_or_else(|| Self::unknown(id))
+        let e = inner.entries.iter().find(|e| e.info.id == id);
+        f(e.ok_or_else(|| Self::unknown(id))?)
+    }
+
+    pub fn info(&self, id: &str) -> Result<TaskInfo, Fault> {
+        self.with(id, |e| Ok(e.view(true)))
     }
 
     /// Waits until the task ends or `wait` (at most [`WAIT_MAX`]) passes.
     pub async fn wait(&self, id: &str, wait: Duration) -> Result<TaskInfo, Fault> {
-        let rx = {
-            let inner = self.lock();
-            let e = inner
-                .entries
-                .iter()
-                .find(|e| e.info.id == id)
-                .ok_or_else(|| Self::unknown(id))?;
-            e.ended.clone()
-        };
-        let mut rx = rx;
+        let mut rx = self.with(id, |e| Ok(e.ended.clone()))?;
         let _ = tokio::time::timeout(wait.min(WAIT_MAX), rx.wait_for(|ended| *ended)).await;
         self.info(id)
     }
 
     /// Cancels a running task: true when it was running, false when it had ended.
     pub fn cancel(&self, id: &str) -> Result<bool, Fault> {
-        let inner = self.lock();
-        let e = inner
-            .entries
-            .iter()
-            .find(|e| e.info.id == id)
-            .ok_or_else(|| Self::unknown(id))?;
+        self.with(id, |e| Self::cancel_entry(id, e))
+    }
+
+    fn cancel_entry(id: &str, e: &Entry) -> Result<bool, Fault> {
         if e.ended_at.is_some() {
             return Ok(false);
         }

@@ -4,6 +4,29 @@ fn no_undo() -> Call {
     Arc::new(|_, _| Box::pin(async { Ok(Value::Bool(true)) }))
 }
 
+type Undone = Arc<Mutex<Vec<(&'static str, Vec<Value>)>>>;
+
+/// An undo that records its calls.
+fn recording_undo() -> (Call, Undone) {
+    let undone = Undone::default();
+    let seen = undone.clone();
+    let call: Call = Arc::new(move |m, p| {
+        seen.lock().unwrap().push((m, p));
+        Box::pin(async { Ok(Value::Bool(true)) })
+    });
+    (call, undone)
+}
+
+/// Work that answers `v` once `go` fires, as a call that cannot be stopped.
+fn after(go: tokio::sync::oneshot::Receiver<()>, v: Value) -> impl FnOnce() -> Work {
+    move || {
+        Box::pin(async move {
+            let _ = go.await;
+            Ok(v)
+        })
+    }
+}
+
 fn done(v: Value) -> impl FnOnce() -> Work {
     move || Box::pin(async move { Ok(v) })
 }
@@ -155,12 +178,7 @@ async fn a_method_that_can_neither_stop_nor_be_undone_is_not_cancelled() {
 #[tokio::test]
 async fn cancelled_work_that_finished_is_undone_by_its_inverse() {
     let tasks = Arc::new(Tasks::new());
-    let undone = Arc::new(Mutex::new(Vec::new()));
-    let seen = undone.clone();
-    let call: Call = Arc::new(move |m, p| {
-        seen.lock().unwrap().push((m, p));
-        Box::pin(async { Ok(Value::Bool(true)) })
-    });
+    let (call, undone) = recording_undo();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let params = [
         Value::String("debian".into()),
@@ -172,12 +190,7 @@ async fn cancelled_work_that_finished_is_undone_by_its_inverse() {
         .start(
             "template.import",
             &params,
-            move || {
-                Box::pin(async move {
-                    let _ = go_rx.await;
-                    Ok(Value::Bool(true))
-                })
-            },
+            after(go_rx, Value::Bool(true)),
             call,
         )
         .unwrap();
@@ -195,12 +208,7 @@ async fn cancelled_work_that_finished_is_undone_by_its_inverse() {
 #[tokio::test]
 async fn a_cancelled_backup_is_deleted_by_the_name_in_its_answer() {
     let tasks = Arc::new(Tasks::new());
-    let undone = Arc::new(Mutex::new(Vec::new()));
-    let seen = undone.clone();
-    let call: Call = Arc::new(move |m, p| {
-        seen.lock().unwrap().push((m, p));
-        Box::pin(async { Ok(Value::Bool(true)) })
-    });
+    let (call, undone) = recording_undo();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let answer: model::xmlrpc::Struct = [(
         "backup".to_string(),
@@ -213,12 +221,7 @@ async fn a_cancelled_backup_is_deleted_by_the_name_in_its_answer() {
         .start(
             "volume.backup",
             &params,
-            move || {
-                Box::pin(async move {
-                    let _ = go_rx.await;
-                    Ok(Value::Struct(answer))
-                })
-            },
+            after(go_rx, Value::Struct(answer)),
             call,
         )
         .unwrap();
