@@ -116,7 +116,7 @@ class CiApplianceOptionsTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             lines = p.stdout.splitlines()
             self.assertEqual(lines[0], "ci/deps")
-            self.assertIn(f"build --debug-shell --out {d}/img --config examples/full.toml "
+            self.assertIn(f"build --debug-shell --out {d}/img --config {ROOT}/examples/full.toml "
                           f"--token-file {d}/t", lines[1])
             self.assertIn(f"run --dir {d}/img --port 8443 --detach", lines[2])
             self.assertFalse(Path(f"{d}/t").exists(), "a dry run makes nothing")
