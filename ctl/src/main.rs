@@ -588,7 +588,7 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
                 command: VmCommand::List,
             } => print!("{}", vm::vms_table(&value)),
             Command::Vm {
-                command: VmCommand::Info { .. } | VmCommand::Create { .. },
+                command: VmCommand::Info { .. } | VmCommand::Create { .. } | VmCommand::Set { .. },
             } => print!("{}", vm::vm_info(&value)),
             // The console log, as it is.
             _ if value.as_str().is_some() => print!("{}", value.as_str().unwrap_or_default()),

@@ -3,11 +3,11 @@
 use clap::{ArgMatches, Subcommand};
 
 use model::api::vm::{
-    VmConsole, VmCreate, VmDelete, VmInfoOf, VmList, VmPause, VmRestore, VmResume, VmSnapshot,
-    VmStart, VmStop,
+    VmConsole, VmCreate, VmDelete, VmInfoOf, VmList, VmPause, VmRestore, VmResume, VmSet,
+    VmSnapshot, VmStart, VmStop,
 };
 use model::ct::Resources;
-use model::vm::{DiskSpec, NicSpec, VmSpec};
+use model::vm::{DiskSpec, NicSpec, VmChanges, VmSpec};
 use model::xmlrpc::{EncodeError, Value};
 
 use crate::call::{Call, call};
@@ -85,6 +85,17 @@ pub enum VmCommand {
     Resume {
         /// The VM's name.
         name: String,
+    },
+    /// Changes a stopped VM's vCPUs or memory (the next start boots with them).
+    Set {
+        /// The VM's name.
+        name: String,
+        /// vCPUs, 1..=8.
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Guest RAM, a whole number of MiB: 512M, 2G (as for `vm create`).
+        #[arg(long, value_parser = parse_memory_mib)]
+        memory: Option<u64>,
     },
     /// Deletes a VM that is not running (its disk images and volumes stay).
     Delete {
@@ -224,6 +235,17 @@ pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> Result<Call,
         }),
         VmCommand::Pause { name: n } => call(VmPause { name: name(n) }),
         VmCommand::Resume { name: n } => call(VmResume { name: name(n) }),
+        VmCommand::Set {
+            name: n,
+            vcpus,
+            memory,
+        } => call(VmSet {
+            name: name(n),
+            changes: VmChanges {
+                vcpus: *vcpus,
+                memory_mib: *memory,
+            },
+        }),
         VmCommand::Delete { name: n } => call(VmDelete { name: name(n) }),
         VmCommand::Snapshot { name: n, dir } => call(VmSnapshot {
             name: name(n),
@@ -479,6 +501,16 @@ mod tests {
             assert_eq!(parse(&[verb, "deb"]), (method, vec![s("deb")]));
         }
         assert_eq!(parse(&["list"]), ("vm.list", vec![]));
+        let (m, p) = parse(&["set", "deb", "--vcpus", "4", "--memory", "2G"]);
+        assert_eq!(m, "vm.set");
+        assert_eq!(p[0], s("deb"));
+        assert_eq!(
+            p[1].to_json(),
+            serde_json::json!({"vcpus": 4, "memory_mib": 2048})
+        );
+        let (_, p) = parse(&["set", "deb", "--memory", "512M"]);
+        assert_eq!(p[1].to_json(), serde_json::json!({"memory_mib": 512}));
+        assert!(fails(&["set", "deb", "--memory", "512MB"]).contains("whole number of MiB"));
     }
 
     #[test]

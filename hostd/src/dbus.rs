@@ -458,6 +458,10 @@ impl Host1 {
         Ok(result?)
     }
 
+    async fn set_vm(&self, name: &str, changes_json: &str) -> Result<String, CairnError> {
+        json(&self.vms.lock().await.set(name, changes_json)?)
+    }
+
     async fn delete_vm(&self, name: &str) -> Result<(), CairnError> {
         let result = self.vms.lock().await.delete(name).await;
         events::after_vm(&self.vms, name).await;

@@ -248,6 +248,9 @@ pub trait Host1 {
     /// Replaces a stopped (or created) VM's run with a new VMM process resumed from the
     /// snapshot in `dir`.
     fn restore_vm(&self, name: &str, dir: &str) -> Result<(), CairnError>;
+    /// Changes a stopped VM's vCPUs and memory (JSON `model::vm::VmChanges`); returns JSON
+    /// `model::vm::VmInfo`.
+    fn set_vm(&self, name: &str, changes_json: &str) -> Result<String, CairnError>;
     /// Deletes a VM that is not running, and everything it had on the host.
     fn delete_vm(&self, name: &str) -> Result<(), CairnError>;
     /// JSON array of `model::vm::VmInfo`.

@@ -97,6 +97,7 @@ async fn list_methods_is_sorted_and_complete() {
             "vm.pause",
             "vm.restore",
             "vm.resume",
+            "vm.set",
             "vm.snapshot",
             "vm.start",
             "vm.stop",
@@ -464,6 +465,10 @@ async fn vm_methods_without_a_bus_are_busy() {
         ("vm.stop", vec!["deb".into(), Value::Int(0)]),
         ("vm.pause", vec!["deb".into()]),
         ("vm.resume", vec!["deb".into()]),
+        (
+            "vm.set",
+            vec!["deb".into(), Value::structure([("vcpus", Value::Int(2))])],
+        ),
         ("vm.snapshot", vec!["deb".into(), "/var/lib/snap".into()]),
         ("vm.restore", vec!["deb".into(), "/var/lib/snap".into()]),
         ("vm.delete", vec!["deb".into()]),

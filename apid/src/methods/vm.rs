@@ -5,7 +5,7 @@
 
 use model::api::vm::{
     VmConsole, VmConsoleInput, VmCreate, VmDelete, VmInfoOf, VmList, VmPause, VmRestore, VmResume,
-    VmSnapshot, VmStart, VmStop,
+    VmSet, VmSnapshot, VmStart, VmStop,
 };
 use model::vm::VmInfo;
 
@@ -33,6 +33,7 @@ pub fn methods() -> Vec<Method> {
         method::<VmResume>(),
         method::<VmSnapshot>(),
         method::<VmRestore>(),
+        method::<VmSet>(),
         method::<VmDelete>(),
         method::<VmList>(),
         method::<VmInfoOf>(),
@@ -160,6 +161,19 @@ impl Serve for VmInfoOf {
         let info = api
             .bus
             .hostd_call(CALL_TIMEOUT, |h| async move { h.vm_info(&self.name).await })
+            .await?;
+        answer("hostd", &info)
+    }
+}
+
+impl Serve for VmSet {
+    async fn serve(self, api: &Api) -> Result<VmInfo, Fault> {
+        let changes = json(&self.changes)?;
+        let info = api
+            .bus
+            .hostd_call(CALL_TIMEOUT, |h| async move {
+                h.set_vm(&self.name, &changes).await
+            })
             .await?;
         answer("hostd", &info)
     }

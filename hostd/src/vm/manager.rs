@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use model::net::{PortKind, PortSpec};
-use model::vm::{VmInfo, VmSpec, VmState};
+use model::vm::{VmChanges, VmInfo, VmSpec, VmState};
 use sha2::Digest;
 
 use vmm::control::{self, Request, SOCKET};
@@ -90,6 +90,18 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
     parts.next().is_none().then_some(out)
+}
+
+/// Whether the host has less RAM than `spec` asks for (vm.create's and vm.set's check).
+fn memory_problem(spec: &VmSpec) -> Option<String> {
+    let host = memory::host_memory_bytes()?;
+    (spec.memory_mib.saturating_mul(memory::MIB) > host).then(|| {
+        format!(
+            "memory_mib {}: more than the host's {} MiB",
+            spec.memory_mib,
+            host / memory::MIB
+        )
+    })
 }
 
 /// Reads the first bytes of `path` and says whether it is an ELF or a bzImage.
@@ -243,15 +255,7 @@ impl VmManager {
                 Err(e) => problems.push(format!("initrd {initrd:?}: {e}")),
             }
         }
-        if let Some(host) = memory::host_memory_bytes()
-            && spec.memory_mib.saturating_mul(memory::MIB) > host
-        {
-            problems.push(format!(
-                "memory_mib {}: more than the host's {} MiB",
-                spec.memory_mib,
-                host / memory::MIB
-            ));
-        }
+        problems.extend(memory_problem(spec));
         for (i, d) in spec.disks.iter().enumerate() {
             if let Some(v) = &d.volume
                 && crate::stord::volume(self.bus.as_ref(), v).await?.is_none()
@@ -798,6 +802,41 @@ impl VmManager {
         Ok(())
     }
 
+    /// Changes the spec of stopped VM `name` (its vCPUs, memory): checked by vm.create's
+    /// rules, written whole (a new spec.json renamed over the old), used at the next start.
+    pub fn set(&mut self, name: &str, changes_json: &str) -> HostResult<VmInfo> {
+        let changes: VmChanges = serde_json::from_str(changes_json)
+            .map_err(|e| HostError::InvalidArgs(format!("VM changes: {e}")))?;
+        let old = self.record(name)?.spec.clone();
+        self.declared
+            .check_delete(crate::declared::Kind::Vm, name)?;
+        if self.running_state(name).is_some() {
+            return Err(HostError::Conflict(format!(
+                "VM {name:?} is running; stop it first"
+            )));
+        }
+        let new = changes
+            .apply(&old)
+            .map_err(|e| HostError::InvalidArgs(e.to_string()))?;
+        if let Some(problem) = memory_problem(&new) {
+            return Err(HostError::InvalidArgs(problem));
+        }
+        let json = serde_json::to_vec_pretty(&new).map_err(|e| HostError::Failed(e.to_string()))?;
+        let path = self.state.join(name).join("spec.json");
+        let tmp = path.with_extension("json.new");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                HostError::io(path.display(), e)
+            })?;
+        if let Some(r) = self.vms.get_mut(name) {
+            r.spec = new;
+        }
+        tracing::info!(vm = name, ?changes, "VM changed");
+        self.info(name)
+    }
+
     pub fn set_declared(&mut self, declared: Declared) {
         self.declared = declared;
     }
@@ -1006,5 +1045,48 @@ mod tests {
         remove_dirs(&made);
         assert!(!base.join("a").exists() && base.exists());
         std::fs::remove_dir(&base).unwrap();
+    }
+
+    /// vm.set changes the spec of a VM that does not run, by vm.create's rules, and the
+    /// change outlives hostd (a new manager reads it back); a bad change changes nothing.
+    #[tokio::test]
+    async fn set_changes_a_stopped_vm_by_the_create_rules() {
+        use super::{HostError, VmManager};
+        let base = std::env::temp_dir().join(format!("hostd-vm-set-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let kernel = base.join("vmlinux");
+        std::fs::write(&kernel, b"\x7fELF and not much else").unwrap();
+        let name = format!("set{}", std::process::id());
+        let mut vms = VmManager::new(&base, "/nonexistent/hostd".into());
+        let spec = serde_json::json!({"name": name, "memory_mib": 64, "kernel": kernel});
+        vms.create(&spec.to_string()).await.unwrap();
+
+        let info = vms.set(&name, r#"{"vcpus": 2, "memory_mib": 128}"#).unwrap();
+        assert_eq!((info.spec.vcpus, info.spec.memory_mib), (2, 128));
+        let info = vms.set(&name, r#"{"memory_mib": 96}"#).unwrap();
+        assert_eq!((info.spec.vcpus, info.spec.memory_mib), (2, 96), "only what is given");
+
+        for (bad, says) in [
+            (r#"{"vcpus": 9}"#, "vcpus"),
+            (r#"{"vcpus": 0, "memory_mib": 64}"#, "vcpus"),
+            (r#"{"memory_mib": 0}"#, "memory_mib"),
+            (r#"{"memory_mib": 1099511627776}"#, "memory_mib"),
+            ("{}", "nothing to change"),
+            (r#"{"kernel": "/other"}"#, "unknown field"),
+        ] {
+            match vms.set(&name, bad) {
+                Err(HostError::InvalidArgs(m)) => assert!(m.contains(says), "{bad}: {m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            vms.set("nosuchvm", r#"{"vcpus": 2}"#),
+            Err(HostError::NotFound(_))
+        ));
+        let again = VmManager::new(&base, "/nonexistent/hostd".into());
+        let info = again.info(&name).unwrap();
+        assert_eq!((info.spec.vcpus, info.spec.memory_mib), (2, 96));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

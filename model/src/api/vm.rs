@@ -1,9 +1,9 @@
 //! `vm.*`: virtual machines, served by hostd.
 
 use super::{actions, rpc_type};
-use crate::vm::{VmInfo, VmSpec};
+use crate::vm::{VmChanges, VmInfo, VmSpec};
 
-rpc_type!("struct": VmSpec, VmInfo);
+rpc_type!("struct": VmSpec, VmInfo, VmChanges);
 
 actions! { ACTIONS;
     VmCreate = "vm.create", Hostd, (spec: VmSpec) -> VmInfo,
@@ -30,6 +30,12 @@ actions! { ACTIONS;
     VmRestore = "vm.restore", Hostd, (name: String, dir: String) -> bool,
         "vm.restore(name, dir): runs a stopped (or created) VM from the snapshot in dir \
          (absolute path on the host) instead of booting it.";
+    VmSet = "vm.set", Hostd, (name: String, changes: VmChanges) -> VmInfo,
+        "vm.set(name, changes): changes a stopped (or created) VM's {vcpus?, memory_mib?}; \
+         only the members given change, checked by vm.create's rules (vcpus 1-8, memory_mib \
+         at most the host's RAM) -> 102, nothing changed. A running or paused VM -> 105 (stop \
+         it first); one host.toml declares -> 105 (change it there). Returns the VM as vm.info \
+         shows it; the next vm.start boots with it.";
     VmDelete = "vm.delete", Hostd, (name: String) -> bool,
         "Deletes a VM that is not running and host.toml does not declare, and everything \
          it had on the host (not its disk images or volumes).";

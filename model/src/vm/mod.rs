@@ -7,6 +7,6 @@ mod spec;
 
 pub use info::{VmInfo, VmState};
 pub use spec::{
-    CMDLINE_MAX, DiskSpec, InvalidVm, MAX_MEMORY_MIB, MAX_VCPUS, NicSpec, VM_NAME_MAX, VmSpec,
-    is_mac, is_vm_name,
+    CMDLINE_MAX, DiskSpec, InvalidVm, MAX_MEMORY_MIB, MAX_VCPUS, NicSpec, VM_NAME_MAX, VmChanges,
+    VmSpec, is_mac, is_vm_name,
 };

@@ -102,6 +102,37 @@ pub fn is_mac(s: &str) -> bool {
         && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
 }
 
+/// What `vm.set` changes in a stopped VM's spec: only the members given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Guest RAM in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+}
+
+impl VmChanges {
+    /// `spec` with these changes, checked by the rules `vm.create` applies.
+    pub fn apply(&self, spec: &VmSpec) -> Result<VmSpec, InvalidVm> {
+        if self.vcpus.is_none() && self.memory_mib.is_none() {
+            return Err(InvalidVm {
+                problems: vec!["nothing to change: give vcpus, memory_mib or both".into()],
+            });
+        }
+        let mut new = spec.clone();
+        if let Some(v) = self.vcpus {
+            new.vcpus = v;
+        }
+        if let Some(m) = self.memory_mib {
+            new.memory_mib = m;
+        }
+        new.validate()?;
+        Ok(new)
+    }
+}
+
 impl VmSpec {
     /// Guest RAM in bytes.
     pub fn memory_bytes(&self) -> u64 {
