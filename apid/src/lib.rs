@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod bus;
+pub mod events;
 pub mod fetch;
 pub mod files;
 pub mod http;

@@ -19,6 +19,10 @@ pub const STORAGE_PATH: &str = "/org/cairn/Storage1";
 /// apid has no interface of its own yet; it owns this name so that init can tell it is ready.
 pub const API_NAME: &str = "org.cairn.Api1";
 
+/// The signal init and hostd send for each event (`event.list`): `(what, kind, name, detail)`,
+/// e.g. `("ct", "started", "web1", "")`, `("service", "crashed", "hostd", "killed by SIGKILL")`.
+pub const EVENT_SIGNAL: &str = "Event";
+
 /// The environment variable that carries the bus address to every daemon.
 pub const BUS_ADDRESS_ENV: &str = "DBUS_SYSTEM_BUS_ADDRESS";
 
@@ -110,6 +114,17 @@ pub trait Init1 {
     /// Loads the image's module group (modules.d, e.g. `storage`); the modules that failed
     /// ("PATH: why"). No such group (a sandbox) → NotFound.
     fn load_modules(&self, group: &str) -> Result<Vec<String>, CairnError>;
+    /// JSON `model::api::event::LogPage`: the lines kept of `service` ("" for all) at
+    /// `min_level` or above after `since`, at most `max`; waits up to `wait_s` (at most 25)
+    /// for one when none is there yet. Unknown service or level: InvalidArgs.
+    fn logs(
+        &self,
+        service: &str,
+        min_level: &str,
+        since: u64,
+        max: u32,
+        wait_s: u32,
+    ) -> Result<String, CairnError>;
 }
 
 #[proxy(
@@ -119,6 +134,8 @@ pub trait Init1 {
 )]
 pub trait Host1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
+    /// host.toml's items hostd could not apply: (item, why).
+    fn config_failures(&self) -> Result<Vec<(String, String)>, CairnError>;
     /// Imports a template from a rootfs tarball (a path on the host) whose sha256 must match
     /// (`sha256:<hex>`); returns JSON `model::ct::TemplateInfo`.
     fn import_template(
@@ -341,6 +358,8 @@ impl CairnError {
 )]
 pub trait Network1 {
     fn status(&self) -> zbus::Result<StatusTuple>;
+    /// host.toml's networks netd could not apply: (item, why).
+    fn config_failures(&self) -> Result<Vec<(String, String)>, CairnError>;
     /// (interface, "a.b.c.d/len" or "", "static" | "dhcp" | "none").
     fn management_address(&self) -> zbus::Result<(String, String, String)>;
     /// Creates a network from a JSON `model::net::NetworkSpec`.

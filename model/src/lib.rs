@@ -10,6 +10,7 @@ pub mod export;
 pub mod fault;
 pub mod files;
 pub mod install;
+pub mod logline;
 pub mod net;
 pub mod rules;
 pub mod signature;
