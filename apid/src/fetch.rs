@@ -27,7 +27,7 @@ use crate::upload::{UploadError, Uploads};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_REDIRECTS: usize = 5;
-pub const MAX_URL: usize = 2048;
+pub use model::url::MAX_URL;
 /// The upload slot downloads are counted under (they have no client of their own).
 const SELF: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
@@ -65,114 +65,8 @@ impl From<FetchError> for Fault {
     }
 }
 
-/// An `http(s)://` URL, split.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub https: bool,
-    pub host: String,
-    pub port: u16,
-    /// The path and query, `/` at least.
-    pub path: String,
-}
-
-impl Url {
-    pub fn parse(url: &str) -> Result<Url, FetchError> {
-        let bad = |why: &str| FetchError::Url(format!("bad URL {url:?}: {why}"));
-        if url.len() > MAX_URL {
-            return Err(bad("longer than 2048 bytes"));
-        }
-        if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(bad("spaces and control characters must be %-encoded"));
-        }
-        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(bad("not http:// or https://"));
-        };
-        let (authority, path) = match rest.find(['/', '?', '#']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        // The fragment is the client's alone.
-        let path = path.split('#').next().unwrap_or_default();
-        let path = match path {
-            "" => "/".to_string(),
-            p if p.starts_with('?') => format!("/{p}"),
-            p => p.to_string(),
-        };
-        if authority.contains('@') {
-            return Err(bad("credentials in URLs are not taken"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, rest) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            (h, rest.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port = match port {
-            None => {
-                if https {
-                    443
-                } else {
-                    80
-                }
-            }
-            Some(p) => p
-                .parse()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| bad("bad port"))?,
-        };
-        Ok(Url {
-            https,
-            host: host.to_string(),
-            port,
-            path,
-        })
-    }
-
-    /// Where a redirect's `Location` leads from here.
-    fn join(&self, location: &str) -> Result<Url, FetchError> {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            return Url::parse(location);
-        }
-        if location.starts_with('/') && !location.starts_with("//") {
-            let mut next = self.clone();
-            next.path = location.to_string();
-            return Ok(next);
-        }
-        Err(FetchError::Url(format!(
-            "{self}: a redirect to {location:?}, which is not an absolute URL or path"
-        )))
-    }
-
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        match (self.https, self.port) {
-            (true, 443) | (false, 80) => host,
-            _ => format!("{host}:{}", self.port),
-        }
-    }
-}
-
-impl std::fmt::Display for Url {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.https { "https" } else { "http" };
-        write!(f, "{scheme}://{}{}", self.host_header(), self.path)
-    }
-}
+/// The URL type both downloaders share (init's update bundles, these).
+pub use model::url::HttpUrl as Url;
 
 /// Whether `arg` names something to download.
 pub fn is_url(arg: &str) -> bool {
@@ -260,7 +154,7 @@ where
 
 /// GETs `url`, following up to [`MAX_REDIRECTS`] redirects, to a 200 answer.
 async fn get(url: &str) -> Result<(Url, hyper::Response<Incoming>), FetchError> {
-    let mut url = Url::parse(url)?;
+    let mut url = Url::parse(url).map_err(FetchError::Url)?;
     for _ in 0..=MAX_REDIRECTS {
         let resp = get_once(&url).await?;
         let status = resp.status().as_u16();
@@ -273,7 +167,7 @@ async fn get(url: &str) -> Result<(Url, hyper::Response<Incoming>), FetchError> 
                     url: url.to_string(),
                     status,
                 })?;
-            url = url.join(location)?;
+            url = url.join(location).map_err(FetchError::Url)?;
             continue;
         }
         if status != 200 {
@@ -397,49 +291,6 @@ pub async fn fetch(uploads: &Uploads, url: &str, sha256: &str) -> Result<Fetched
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_split_and_bad_ones_say_why() {
-        let u = Url::parse("http://10.0.2.2:8000/t/debian.tar?x=1#frag").unwrap();
-        assert_eq!(
-            u,
-            Url {
-                https: false,
-                host: "10.0.2.2".into(),
-                port: 8000,
-                path: "/t/debian.tar?x=1".into()
-            }
-        );
-        assert_eq!(u.to_string(), "http://10.0.2.2:8000/t/debian.tar?x=1");
-        let u = Url::parse("https://[fd00::1]/a").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("fd00::1", 443));
-        assert_eq!(u.host_header(), "[fd00::1]");
-        assert_eq!(Url::parse("https://example.org").unwrap().path, "/");
-        for bad in [
-            "ftp://h/x",
-            "http://",
-            "http://user:pw@h/x",
-            "http://h:0/x",
-            "http://h:99999/x",
-            "http://h/a b",
-            "http://[::1/x",
-        ] {
-            assert!(matches!(Url::parse(bad), Err(FetchError::Url(_))), "{bad}");
-        }
-        assert!(Url::parse(&format!("http://h/{}", "a".repeat(MAX_URL))).is_err());
-    }
-
-    #[test]
-    fn redirects_stay_absolute() {
-        let u = Url::parse("https://h:8443/a/b").unwrap();
-        assert_eq!(u.join("/c").unwrap().to_string(), "https://h:8443/c");
-        assert_eq!(
-            u.join("http://other/d").unwrap().to_string(),
-            "http://other/d"
-        );
-        assert!(u.join("relative").is_err());
-        assert!(u.join("//host/x").is_err());
-    }
 
     /// A one-connection-at-a-time HTTP/1.1 server on loopback: `/file` answers `body` in
     /// 64 KiB pieces `pause` apart, `/moved` redirects to it, `/loop` to itself, anything

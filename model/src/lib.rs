@@ -19,6 +19,7 @@ pub mod stream;
 pub mod token;
 pub mod units;
 pub mod update;
+pub mod url;
 pub mod vm;
 pub mod xmlrpc;
 

@@ -16,11 +16,13 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// server does not say).
 pub fn get(url: &str, to: &Path, mut progress: impl FnMut(u64, u64)) -> Result<u64, UpdateError> {
     let fail = |m: String| UpdateError::Io(format!("{url}: {m}"));
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| UpdateError::Invalid(format!("{url}: not an http:// URL")))?;
-    let (authority, path, addr) = crate::config_url::split(rest, 80);
-    let sock = addr
+    // The URL rules apid's downloads follow too (model::url).
+    let parsed = model::url::HttpUrl::parse(url).map_err(UpdateError::Invalid)?;
+    if parsed.https {
+        return Err(UpdateError::Invalid(format!("{url}: not an http:// URL")));
+    }
+    let (authority, path) = (parsed.host_header(), parsed.path.as_str());
+    let sock = (parsed.host.as_str(), parsed.port)
         .to_socket_addrs()
         .map_err(|e| fail(e.to_string()))?
         .next()
@@ -88,4 +90,61 @@ pub fn get(url: &str, to: &Path, mut progress: impl FnMut(u64, u64)) -> Result<u
     }
     out.sync_all().map_err(io)?;
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_bundle_comes_over_http_with_progress_and_https_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let sent = body.clone();
+        let server = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(sock.try_clone().unwrap());
+            let mut request = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                request.push_str(&line);
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut sock = sock;
+            write!(
+                sock,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+                sent.len()
+            )
+            .unwrap();
+            sock.write_all(&sent).unwrap();
+            request
+        });
+        let to = std::env::temp_dir().join(format!("cairn-download-{}", std::process::id()));
+        let mut seen = Vec::new();
+        let url = format!("http://{addr}/b.update?x=1");
+        let n = get(&url, &to, |done, total| seen.push((done, total))).unwrap();
+        let request = server.join().unwrap();
+        assert!(
+            request.starts_with("GET /b.update?x=1 HTTP/1.0\r\n"),
+            "{request}"
+        );
+        assert!(request.contains(&format!("Host: {addr}\r\n")), "{request}");
+        assert_eq!(n, body.len() as u64);
+        assert_eq!(std::fs::read(&to).unwrap(), body);
+        assert_eq!(seen.last(), Some(&(n, n)));
+        std::fs::remove_file(&to).unwrap();
+
+        for bad in ["https://h/b.update", "http://u:p@h/b.update", "ftp://h/b"] {
+            assert!(
+                matches!(get(bad, &to, |_, _| {}), Err(UpdateError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
 }
