@@ -142,8 +142,7 @@ async fn remotes_pin_the_certificate_on_first_use() {
     assert!(!config.exists(), "nothing saved");
 
     // The server's own fingerprint, in the colon-hex form openssl prints: added, the default.
-    let colons: Vec<String> = fp_a[7..]
-        .as_bytes()
+    let colons: Vec<String> = fp_a.as_bytes()[7..]
         .chunks(2)
         .map(|c| String::from_utf8_lossy(c).to_uppercase())
         .collect();
