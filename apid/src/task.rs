@@ -35,6 +35,9 @@ pub const MAX_RUNNING: usize = 16;
 pub const KEEP_ENDED: usize = 256;
 /// … and for at most this long after they ended.
 pub const KEEP_FOR: Duration = Duration::from_secs(3600);
+/// … and as long as their results hold no more than this together (an exec answers up to
+/// 16 MiB: a few such are kept, not 256).
+pub const KEEP_BYTES: usize = 64 << 20;
 /// The longest `task.wait` waits (it is a request: within the 30 s budget).
 pub const WAIT_MAX: Duration = Duration::from_secs(25);
 /// What a method's own deadline becomes inside a task.
@@ -197,6 +200,19 @@ struct Entry {
     cancel: Cancel,
     ended: watch::Receiver<bool>,
     ended_at: Option<std::time::Instant>,
+    /// About how much memory its result holds.
+    bytes: usize,
+}
+
+/// About how many bytes `v` holds (its strings and bytes, and a little for each value).
+fn size_of_value(v: &Value) -> usize {
+    16 + match v {
+        Value::String(s) | Value::DateTime(s) => s.len(),
+        Value::Base64(b) => b.len(),
+        Value::Struct(m) => m.iter().map(|(k, v)| k.len() + size_of_value(v)).sum(),
+        Value::Array(a) => a.iter().map(size_of_value).sum(),
+        _ => 0,
+    }
 }
 
 impl Entry {
@@ -249,6 +265,8 @@ impl Tasks {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forgets ended tasks, oldest first, beyond [`KEEP_ENDED`], [`KEEP_FOR`] and
+    /// [`KEEP_BYTES`] of results.
     fn prune(inner: &mut Inner) {
         let ended = inner
             .entries
@@ -256,12 +274,14 @@ impl Tasks {
             .filter(|e| e.ended_at.is_some())
             .count();
         let mut extra = ended.saturating_sub(KEEP_ENDED);
+        let mut bytes: usize = inner.entries.iter().map(|e| e.bytes).sum();
         inner.entries.retain(|e| match e.ended_at {
             None => true,
             Some(at) => {
-                let keep = extra == 0 && at.elapsed() < KEEP_FOR;
-                if !keep && extra > 0 {
-                    extra -= 1;
+                let keep = extra == 0 && bytes <= KEEP_BYTES && at.elapsed() < KEEP_FOR;
+                if !keep {
+                    extra = extra.saturating_sub(1);
+                    bytes -= e.bytes;
                 }
                 keep
             }
@@ -313,6 +333,7 @@ impl Tasks {
                 cancel: undo_of(method, params),
                 ended: rx,
                 ended_at: None,
+                bytes: 0,
             });
             (ctx, id, tx)
         };
@@ -387,6 +408,7 @@ impl Tasks {
         match result {
             Ok(v) => {
                 e.info.state = TaskState::Ok;
+                e.bytes = size_of_value(&v);
                 e.info.result = Some(v);
             }
             Err(f) => {

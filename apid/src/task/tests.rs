@@ -68,6 +68,22 @@ async fn a_task_runs_to_its_result_and_is_kept() {
 }
 
 #[tokio::test]
+async fn ended_results_are_bounded_in_bytes() {
+    let tasks = Arc::new(Tasks::new());
+    let big = || done(Value::String("x".repeat(10 << 20)));
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let id = tasks.start("ct.exec", &[], big(), no_undo()).unwrap();
+        tasks.wait(&id, Duration::from_secs(5)).await.unwrap();
+        ids.push(id);
+    }
+    // 100 MiB of answers: the oldest are forgotten until 64 MiB remain.
+    let kept: Vec<_> = tasks.list().into_iter().map(|t| t.id).collect();
+    assert_eq!(kept, ids[4..], "the newest six are kept");
+    assert_eq!(tasks.info(&ids[0]).unwrap_err().code, FaultCode::NotFound);
+}
+
+#[tokio::test]
 async fn a_failed_method_is_a_failed_task_with_its_fault() {
     let tasks = Arc::new(Tasks::new());
     let id = tasks

@@ -77,8 +77,9 @@ actions! { ACTIONS;
          itself would refuse it. At most 16 tasks run at once (-> 106). task.* and \
          system.multicall cannot be tasks (102).";
     TaskList = "task.list", Apid, () -> Vec<TaskInfo>,
-        "Every task running and the last 256 that ended within the last hour, oldest first, \
-         as task.info describes them (result left out).";
+        "Every task running and the last 256 that ended within the last hour (fewer when their \
+         results hold more than 64 MiB together), oldest first, as task.info describes them \
+         (result left out).";
     TaskInfoOf = "task.info", Apid, (id: String) -> TaskInfo,
         "One task: {id, method, target?, state (running|ok|failed|cancelled), started, ended? \
          (unix seconds), progress? ({done, total, unit}: bytes of a download or backup copy), \
