@@ -13,7 +13,7 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::StatusCode;
 
 use crate::client::{CallError, Client};
-use crate::install::bar;
+use crate::progress::Progress;
 
 /// The header carrying a pulled file's permission bits, and a refusal's fault code.
 const MODE_HEADER: &str = "x-cairn-mode";
@@ -195,19 +195,18 @@ pub async fn pull(client: &Client, args: &PullArgs) -> anyhow::Result<()> {
             std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?,
         )
     };
-    let tty = !to_stdout && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Not over what it writes to the terminal.
+    let mut progress = (!to_stdout).then(Progress::of_bytes);
     let mut body = resp.into_body();
     let mut got = 0u64;
-    let mut shown = 0u64;
     let result: anyhow::Result<()> = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| anyhow!("receiving {}: {e}", args.source))?;
             if let Ok(data) = frame.into_data() {
                 out.write_all(&data)?;
                 got += data.len() as u64;
-                if tty && (got - shown >= (len / 100).max(1) || got == len) {
-                    shown = got;
-                    eprint!("\r\x1b[K{}", bar(got, len, "pulling"));
+                if let Some(p) = progress.as_mut() {
+                    p.update(got, len, "pulling");
                 }
             }
         }
@@ -219,8 +218,8 @@ pub async fn pull(client: &Client, args: &PullArgs) -> anyhow::Result<()> {
     }
     .await;
     drop(out);
-    if tty {
-        eprintln!();
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
     if to_stdout {
         return result;

@@ -1,13 +1,13 @@
 //! `cairnctl disks` and `cairnctl install`: the disks table, and an install followed to its end
 //! with a progress bar (host.installStatus polled twice a second).
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use model::xmlrpc::Value;
 
 use crate::client::Client;
 use crate::output::{bytes_cell, member, table, text};
+use crate::progress::Progress;
 
 /// `host.disks`: one row per disk.
 pub fn disks_table(list: &Value) -> String {
@@ -39,22 +39,10 @@ pub fn disks_table(list: &Value) -> String {
     table(&["NAME", "SIZE", "MODEL", "HOLDS", "INSTALLABLE"], &rows)
 }
 
-/// One line of progress: `[#####.....]  50% step`.
-pub fn bar(done: u64, total: u64, step: &str) -> String {
-    const WIDTH: u64 = 30;
-    let pct = (done * 100).checked_div(total).unwrap_or(0).min(100);
-    let filled = (pct * WIDTH / 100) as usize;
-    format!(
-        "[{}{}] {pct:>3}% {step}",
-        "#".repeat(filled),
-        ".".repeat(WIDTH as usize - filled)
-    )
-}
-
 /// Polls `status` (host.installStatus, host.updateStatus) until the job ends, drawing the bar
 /// on stderr (when it is a terminal; otherwise one line per step). Returns the last report.
 pub async fn follow(client: &Client, status: &str) -> anyhow::Result<Value> {
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = Progress::of_bytes();
     let mut last_step = String::new();
     loop {
         let report = client.call(status, vec![]).await?;
@@ -67,18 +55,15 @@ pub async fn follow(client: &Client, status: &str) -> anyhow::Result<Value> {
         };
         let state = text(member(r, "state"));
         let step = text(member(r, "step"));
-        let line = bar(int("done_bytes"), int("total_bytes"), &step);
-        if tty {
-            eprint!("\r\x1b[K{line}");
+        let (done, total) = (int("done_bytes"), int("total_bytes"));
+        if progress.visible() {
+            progress.update(done, total, &step);
         } else if step != last_step {
-            eprintln!("{line}");
+            eprintln!("{}", progress.line(done, total, &step));
         }
-        let _ = std::io::stderr().flush();
         last_step = step;
         if state != "running" {
-            if tty {
-                eprintln!();
-            }
+            progress.finish();
             return Ok(report);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -88,19 +73,6 @@ pub async fn follow(client: &Client, status: &str) -> anyhow::Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_bar_fills_with_the_bytes() {
-        assert_eq!(
-            bar(0, 0, "wiping"),
-            format!("[{}]   0% wiping", ".".repeat(30))
-        );
-        assert_eq!(
-            bar(50, 100, "slot A"),
-            format!("[{}{}]  50% slot A", "#".repeat(15), ".".repeat(15))
-        );
-        assert_eq!(bar(200, 100, "x"), format!("[{}] 100% x", "#".repeat(30)));
-    }
 
     #[test]
     fn disks_show_what_they_hold() {

@@ -11,6 +11,7 @@ mod install;
 mod logs;
 mod monitor;
 mod output;
+mod progress;
 mod prompt;
 mod rate;
 mod remote;

@@ -85,8 +85,7 @@ pub fn tasks_table(value: &Value) -> String {
 /// Waits for task `id` to end, drawing its progress on stderr when that is a terminal; its
 /// result, or an error with its fault.
 pub async fn follow(client: &Client, id: &str, label: &str) -> anyhow::Result<Value> {
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut drawn = false;
+    let mut progress = crate::progress::Progress::new();
     let info = loop {
         let (method, params) = call(TaskWait {
             id: id.to_string(),
@@ -97,16 +96,12 @@ pub async fn follow(client: &Client, id: &str, label: &str) -> anyhow::Result<Va
         if text(member(s, "state")) != "running" {
             break info;
         }
-        if tty && let Some(p) = member(s, "progress") {
+        if let Some(p) = member(s, "progress") {
             let p = p.as_struct();
-            let line = crate::install::bar(int(member(p, "done")), int(member(p, "total")), label);
-            eprint!("\r\x1b[K{line}");
-            drawn = true;
+            progress.update(int(member(p, "done")), int(member(p, "total")), label);
         }
     };
-    if drawn {
-        eprintln!();
-    }
+    progress.finish();
     let s = info.as_struct();
     match text(member(s, "state")).as_str() {
         "ok" => Ok(member(s, "result").cloned().unwrap_or(Value::Bool(true))),

@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use sha2::{Digest, Sha256};
 
 use crate::client::Client;
-use crate::install::bar;
+use crate::progress::Progress;
 
 const PIECE: usize = 256 << 10;
 
@@ -50,8 +50,7 @@ pub struct FileBody {
     hash: Sha256,
     /// Filled with the digest once the last byte is read.
     digest: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    tty: bool,
-    shown: u64,
+    progress: Progress,
 }
 
 impl Body for FileBody {
@@ -86,7 +85,8 @@ impl Body for FileBody {
                 *d = Some(digest);
             }
         }
-        self.show();
+        let (sent, len) = (self.sent, self.len);
+        self.progress.update(sent, len, "uploading");
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
     }
 
@@ -96,17 +96,6 @@ impl Body for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len - self.sent.min(self.len))
-    }
-}
-
-impl FileBody {
-    /// The bar on a terminal (at most every 1 %), else nothing until the end.
-    fn show(&mut self) {
-        let step = (self.len / 100).max(1);
-        if self.tty && (self.sent - self.shown >= step || self.sent == self.len) {
-            self.shown = self.sent;
-            eprint!("\r\x1b[K{}", bar(self.sent, self.len, "uploading"));
-        }
     }
 }
 
@@ -130,8 +119,7 @@ pub fn sending(path: &Path) -> anyhow::Result<(FileBody, Sending)> {
         sent: 0,
         hash: Sha256::new(),
         digest: digest.clone(),
-        tty,
-        shown: 0,
+        progress: Progress::of_bytes(),
     };
     let sending = Sending {
         len,
@@ -147,7 +135,8 @@ impl Sending {
     /// host reports (`theirs`), and a line saying how it went ("`verb` `what`: N bytes in …").
     pub fn finish(&self, verb: &str, what: &str, theirs: &str) -> anyhow::Result<String> {
         if self.tty {
-            eprintln!();
+            // The bar's line, unless the body's end closed it already.
+            eprint!("\r\x1b[K");
         }
         let ours = match self.digest.lock().ok().and_then(|d| d.clone()) {
             Some(d) => d,
