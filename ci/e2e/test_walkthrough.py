@@ -36,11 +36,12 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ROOT, free_port, stop_qemu  # noqa: E402
+from appliance import ROOT, api_config, free_port, stop_qemu  # noqa: E402
 
 HEADING = "## Walkthrough"
 IMAGE_DIR = Path(os.environ.get("CAIRN_WALKTHROUGH_DIR",
                                 ROOT / "target" / "appliance-walkthrough"))
+CONFIG_IMAGE_DIR = IMAGE_DIR.parent / (IMAGE_DIR.name + "-config")
 BUILD_TIMEOUT = 3600
 STEPS_TIMEOUT = 1800
 GUEST_TIMEOUT = 300
@@ -250,6 +251,69 @@ class WalkthroughTest(unittest.TestCase):
         self.assertIn("cairn-guest: staying up", console)
         self.assertEqual(self.call("vm.info", "deb")["state"], "running",
                          "the guest stays up (cairn.stay)")
+
+
+class OwnConfigTest(unittest.TestCase):
+    """`ci/appliance --config FILE`: the appliance boots with the user's host.toml, whose own
+    token keeps working beside the build's, and whose [[template]] names the bundled template
+    without a digest (imported at boot)."""
+
+    pid = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="cairn-own-config-")
+        tmp = Path(cls.tmp.name)
+        shutil.rmtree(CONFIG_IMAGE_DIR, ignore_errors=True)
+        cls.own_token = "own-" + secrets.token_hex(16)
+        config = tmp / "host.toml"
+        config.write_text(api_config("cairn-own", cls.own_token,
+                                     '\n[[template]]\nname = "boot-busybox"\n'
+                                     'source = "bundled:busybox"\n'))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+        env["CAIRN_APPLIANCE_DIR"] = str(CONFIG_IMAGE_DIR)
+        cls.port = free_port()
+        cmd = ["ci/appliance", "--detach", "--port", str(cls.port), "--config", str(config)]
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=BUILD_TIMEOUT)
+        pid_file = CONFIG_IMAGE_DIR / "qemu.pid"
+        if pid_file.is_file():
+            cls.pid = int(pid_file.read_text().strip())
+        if p.returncode != 0:
+            cls.tearDownClass()
+            raise AssertionError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n"
+                                 f"{p.stdout[-6000:]}\n{p.stderr[-6000:]}")
+        cls.out = p.stdout
+        cls.build_token = (CONFIG_IMAGE_DIR / "token").read_text().strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        stop_qemu(cls.pid)
+        cls.tmp.cleanup()
+
+    def call(self, token, method, *params):
+        url = f"https://api:{token}@127.0.0.1:{self.port}/RPC2"
+        with xmlrpc.client.ServerProxy(url, context=ssl._create_unverified_context()) as p:
+            return getattr(p, method)(*params)
+
+    def test_own_token_and_bundled_template(self):
+        self.assertIn("API tokens in the image: admin, image", self.out)
+        self.assertNotEqual(self.own_token, self.build_token)
+        for token in (self.own_token, self.build_token):
+            self.assertEqual(self.call(token, "host.info")["hostname"], "cairn-own")
+        with self.assertRaises((xmlrpc.client.ProtocolError, xmlrpc.client.Fault)):
+            self.call("not-" + self.own_token, "host.info")
+        digest = re.search(r"bundled template: busybox (sha256:[0-9a-f]{64})", self.out).group(1)
+        deadline, templates = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            templates = {t["name"]: t for t in self.call(self.own_token, "template.list")}
+            if "boot-busybox" in templates:
+                break
+            time.sleep(1)
+        self.assertIn("boot-busybox", templates, self.call(self.own_token, "host.info"))
+        self.assertEqual(templates["boot-busybox"]["sha256"], digest)
+        failures = self.call(self.own_token, "host.info").get("config_failures", [])
+        self.assertEqual(failures, [])
 
 
 if __name__ == "__main__":
