@@ -27,8 +27,11 @@ actions! { ACTIONS;
          http:// or https:// URL (https checked against the Mozilla roots): apid downloads it \
          first (streamed, its sha256 checked on the way, at most 5 redirects; nothing kept \
          when it does not match: 102); run it as a task (task.start) to see the download's \
-         progress and to have more than a request's 30 s. Returns {name, \
-         version?, sha256, size_bytes, pool?}. Unpacking may take up to 25 s.";
+         progress and to have more than a request's 30 s. path bundled:NAME names a template \
+         the image carries (bundled:busybox in images built with --debug-shell): sha256 may \
+         then be \"\", the digest the image carries beside it is checked (no such template: \
+         104). Returns {name, version?, sha256, size_bytes, pool?}. Unpacking may take up to \
+         25 s.";
     TemplateList = "template.list", Hostd, () -> Vec<TemplateInfo>,
         "Every template: {name, version?, sha256, size_bytes, pool? (the pool that keeps it)}.";
     TemplateDelete = "template.delete", Hostd, (name: String) -> bool,
