@@ -4,32 +4,15 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use apid::bus::Bus;
 use apid::http::{Limits, Server, Service};
 use apid::methods::Api;
+use testkit::TempDir;
 
 const TOKEN: &str = "remote-test-token";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("cairnctl-remote-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An apid with a certificate of its own: its URL and the certificate's fingerprint.
 async fn serve(state: &Path, hostname: &str) -> (String, String, tokio::sync::oneshot::Sender<()>) {
@@ -70,6 +53,21 @@ async fn cairnctl(config_home: &Path, env: &[(&str, &str)], args: &[&str]) -> Ou
         .unwrap()
 }
 
+/// `cairnctl remote add NAME URL --token TOKEN --accept-fingerprint FP`.
+async fn add(home: &Path, name: &str, url: &str, token: &str, fp: &str) -> Output {
+    let args = [
+        "remote",
+        "add",
+        name,
+        url,
+        "--token",
+        token,
+        "--accept-fingerprint",
+        fp,
+    ];
+    cairnctl(home, &[], &args).await
+}
+
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -80,7 +78,11 @@ fn out(o: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remotes_pin_the_certificate_on_first_use() {
-    let (state_a, state_b, home) = (TempDir::new("a"), TempDir::new("b"), TempDir::new("home"));
+    let (state_a, state_b, home) = (
+        TempDir::new("ctl-remote-a"),
+        TempDir::new("ctl-remote-b"),
+        TempDir::new("ctl-remote-home"),
+    );
     let (url_a, fp_a, _stop_a) = serve(&state_a.0, "hosta").await;
     let (url_b, fp_b, _stop_b) = serve(&state_b.0, "hostb").await;
     assert_ne!(fp_a, fp_b);
@@ -104,39 +106,11 @@ async fn remotes_pin_the_certificate_on_first_use() {
     assert!(err(&o).contains(&fp_a), "{}", err(&o));
     assert!(!config.exists(), "nothing saved");
     // Another fingerprint than the server's: refused.
-    let o = cairnctl(
-        home,
-        &[],
-        &[
-            "remote",
-            "add",
-            "lab",
-            &url_a,
-            "--token",
-            TOKEN,
-            "--accept-fingerprint",
-            &fp_b,
-        ],
-    )
-    .await;
+    let o = add(home, "lab", &url_a, TOKEN, &fp_b).await;
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("not added"), "{}", err(&o));
     // A wrong token: refused at once.
-    let o = cairnctl(
-        home,
-        &[],
-        &[
-            "remote",
-            "add",
-            "lab",
-            &url_a,
-            "--token",
-            "wrong",
-            "--accept-fingerprint",
-            &fp_a,
-        ],
-    )
-    .await;
+    let o = add(home, "lab", &url_a, "wrong", &fp_a).await;
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("unauthorized"), "{}", err(&o));
     assert!(!config.exists(), "nothing saved");
@@ -146,40 +120,12 @@ async fn remotes_pin_the_certificate_on_first_use() {
         .chunks(2)
         .map(|c| String::from_utf8_lossy(c).to_uppercase())
         .collect();
-    let o = cairnctl(
-        home,
-        &[],
-        &[
-            "remote",
-            "add",
-            "lab",
-            &url_a,
-            "--token",
-            TOKEN,
-            "--accept-fingerprint",
-            &colons.join(":"),
-        ],
-    )
-    .await;
+    let o = add(home, "lab", &url_a, TOKEN, &colons.join(":")).await;
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(out(&o), "added remote lab (the default)\n");
     let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the file holds tokens");
-    let o = cairnctl(
-        home,
-        &[],
-        &[
-            "remote",
-            "add",
-            "other",
-            &url_b,
-            "--token",
-            TOKEN,
-            "--accept-fingerprint",
-            &fp_b,
-        ],
-    )
-    .await;
+    let o = add(home, "other", &url_b, TOKEN, &fp_b).await;
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(out(&o), "added remote other\n");
 
