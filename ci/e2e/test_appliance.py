@@ -5,8 +5,13 @@ multicall, the DHCP-configured management address, cairnctl, and poweroff throug
 Run: python3 -m unittest -v ci/e2e/test_appliance.py   (the image built first; see appliance.py)
 """
 
+import hashlib
 import json
+import os
+import ssl
+import subprocess
 import sys
+import tempfile
 import time
 import xmlrpc.client
 from pathlib import Path
@@ -104,6 +109,35 @@ class Appliance(ApplianceTestCase):
         p = self.cairnctl("info", token="wrong")
         self.assertEqual(p.returncode, 1)
         self.assertIn("unauthorized", p.stderr)
+
+    def test_8a_cairnctl_remote_pinned(self):
+        # A remote pinned to the appliance's certificate by its fingerprint (SHA256:<hex of the
+        # DER's sha256>, as the console prints it), in a config directory of the test's own.
+        url = f"https://127.0.0.1:{self.port}"
+        der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", self.port)))
+        fp = "SHA256:" + hashlib.sha256(der).hexdigest()
+        ctl = str(Path(__file__).resolve().parents[2] / "target" / "debug" / "cairnctl")
+        with tempfile.TemporaryDirectory(prefix="cairnctl-home-") as home:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+            env["XDG_CONFIG_HOME"] = home
+
+            def run(*args):
+                return subprocess.run([ctl, *args], capture_output=True, text=True, env=env,
+                                      stdin=subprocess.DEVNULL, timeout=60)
+            p = run("remote", "add", "dev", url, "--token", self.token,
+                    "--accept-fingerprint", fp)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = run("--remote", "dev", "--json", "info")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(json.loads(p.stdout)["hostname"], "cairn-dev")
+            p = run("info")  # the default remote
+            self.assertEqual(p.returncode, 0, p.stderr)
+            # Another pinned certificate than the one served is refused, loudly.
+            p = run("--url", url, "--token", self.token,
+                    "--accept-fingerprint", "SHA256:" + "0" * 64, "info")
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn("CERTIFICATE HAS CHANGED", p.stderr)
+            self.assertIn(fp, p.stderr)
 
     def test_8b_debug_shell(self):
         # The debug image's shell runs inside the appliance, as the appliance tests need it.
