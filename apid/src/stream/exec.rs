@@ -25,7 +25,7 @@ const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);
 /// the name.
 const RUNS_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// After the pty closed (the command and everything it started let go of it), the exit code
-/// is due at once; this only bounds a hostd that does not answer.
+/// is due at once; this only bounds a hostd that does not answer then.
 const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(30);
 
 /// Reads the first message: an [`ExecStart`].
@@ -118,17 +118,20 @@ where
             }
         }
     };
-    let wait = |within| {
-        let bus = bus.clone();
-        async move {
-            bus.hostd_call(within, |h| async move { h.exec_wait(id).await })
-                .await
-        }
-    };
-    let ended = super::bridge(ws, fd.into(), on_control, wait(RUNS_FOR)).await;
+    let wait = bus.hostd_call(RUNS_FOR, |h| async move { h.exec_wait(id).await });
+    // One wait for the whole stream: the bridge may end on the pty's end before it has the
+    // code, which then follows at once.
+    let mut exited = std::pin::pin!(wait);
+    let ended = super::bridge(ws, fd.into(), on_control, exited.as_mut()).await;
     let code = match ended {
         Ended::Finished(code) => code,
-        Ended::FdClosed => wait(EXIT_AFTER_CLOSE).await,
+        Ended::FdClosed => match tokio::time::timeout(EXIT_AFTER_CLOSE, exited).await {
+            Ok(code) => code,
+            Err(_) => {
+                let m = format!("hostd did not say how exec {id} ended within 30 s");
+                return ws::fail(ws, FaultCode::Internal, m).await;
+            }
+        },
         Ended::ClientGone => {
             tracing::info!(ct = %start.ct, id, "exec -t: the client went away; the terminal is hung up");
             return;

@@ -194,7 +194,7 @@ fn reap_old() {
     execs().retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < KEEP_ENDED));
 }
 
-/// The exit code of exec `id`, once it has ended; its entry is then forgotten.
+/// The exit code of exec `id`, once it has ended.
 pub async fn wait(id: u64) -> HostResult<i32> {
     let rx = execs().get(&id).map(|e| e.exit.clone());
     let Some(mut rx) = rx else {
@@ -207,7 +207,8 @@ pub async fn wait(id: u64) -> HostResult<i32> {
         .await
         .map(|c| c.unwrap_or(super::exec::HELPER_FAILED))
         .map_err(|_| HostError::Failed(format!("exec {id}: its reaper went away")))?;
-    execs().remove(&id);
+    // The entry stays until it is [`KEEP_ENDED`] old: a caller whose wait was cut off (its
+    // client went away just then) may ask again.
     Ok(code)
 }
 
