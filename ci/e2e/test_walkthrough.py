@@ -81,6 +81,25 @@ def script_of(blocks):
     return "\n".join(parts) + "\n"
 
 
+def start_appliance(cls, env, *args):
+    """`ci/appliance --detach --port cls.port ARGS` into env's CAIRN_APPLIANCE_DIR; sets
+    cls.pid (QEMU) and answers its output. A failure stops what started and says why."""
+    cmd = ["ci/appliance", "--detach", "--port", str(cls.port), *args]
+    started = time.monotonic()
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=BUILD_TIMEOUT)
+    pid_file = Path(env["CAIRN_APPLIANCE_DIR"]) / "qemu.pid"
+    if pid_file.is_file():
+        cls.pid = int(pid_file.read_text().strip())
+    if p.returncode != 0:
+        cls.tearDownClass()
+        raise AssertionError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n"
+                             f"{p.stdout[-6000:]}\n{p.stderr[-6000:]}")
+    print(f"\nci/appliance took {time.monotonic() - started:.0f}s:\n{p.stdout[-2500:]}",
+          flush=True)
+    return p.stdout
+
+
 class WalkthroughExtractionTest(unittest.TestCase):
     """The extraction itself (no appliance)."""
 
@@ -165,21 +184,7 @@ class WalkthroughTest(unittest.TestCase):
         cls.token_file.write_text(cls.token + "\n")
         cls.token_file.chmod(0o600)
         cls.port = free_port()
-        cmd = ["ci/appliance", "--detach", "--port", str(cls.port),
-               "--token-file", str(cls.token_file)]
-        started = time.monotonic()
-        p = subprocess.run(cmd, cwd=ROOT, env=cls.env, capture_output=True, text=True,
-                           timeout=BUILD_TIMEOUT)
-        pid_file = IMAGE_DIR / "qemu.pid"
-        if pid_file.is_file():
-            cls.pid = int(pid_file.read_text().strip())
-        if p.returncode != 0:
-            cls.tearDownClass()
-            raise AssertionError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n"
-                                 f"{p.stdout[-6000:]}\n{p.stderr[-6000:]}")
-        cls.appliance_out = p.stdout
-        print(f"\nci/appliance took {time.monotonic() - started:.0f}s:\n"
-              f"{p.stdout[-2500:]}", flush=True)
+        cls.appliance_out = start_appliance(cls, cls.env, "--token-file", str(cls.token_file))
         cls.url = f"https://api:{cls.token}@127.0.0.1:{cls.port}/RPC2"
 
     @classmethod
@@ -273,17 +278,7 @@ class OwnConfigTest(unittest.TestCase):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
         env["CAIRN_APPLIANCE_DIR"] = str(CONFIG_IMAGE_DIR)
         cls.port = free_port()
-        cmd = ["ci/appliance", "--detach", "--port", str(cls.port), "--config", str(config)]
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=BUILD_TIMEOUT)
-        pid_file = CONFIG_IMAGE_DIR / "qemu.pid"
-        if pid_file.is_file():
-            cls.pid = int(pid_file.read_text().strip())
-        if p.returncode != 0:
-            cls.tearDownClass()
-            raise AssertionError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n"
-                                 f"{p.stdout[-6000:]}\n{p.stderr[-6000:]}")
-        cls.out = p.stdout
+        cls.out = start_appliance(cls, env, "--config", str(config))
         cls.build_token = (CONFIG_IMAGE_DIR / "token").read_text().strip()
 
     @classmethod
