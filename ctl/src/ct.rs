@@ -119,10 +119,14 @@ pub enum CtCommand {
         #[command(flatten)]
         resources: ResourceArgs,
     },
-    /// The last 64 KiB of the container's console.
+    /// Attaches to the container's console (its /dev/console); Ctrl-] detaches. With --log,
+    /// prints the last 64 KiB of the console log instead.
     Console {
         /// The container's name.
         name: String,
+        /// Print the console log and return instead of attaching.
+        #[arg(long)]
+        log: bool,
     },
     /// Copies a local file into a container (running or stopped), bytes and mode intact:
     /// `cairnctl ct push ./app web1:/usr/local/bin/app --mode 0755`.
@@ -261,7 +265,8 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
         }),
         // A stream (terminal_exec, served before any call); this names the container only.
         CtCommand::Enter { name: n } => call(CtInfo { name: name(n) }),
-        CtCommand::Console { name: n } => call(CtConsole { name: name(n) }),
+        // The log; attaching is a stream (crate::console), not a call.
+        CtCommand::Console { name: n, .. } => call(CtConsole { name: name(n) }),
         // Streams (crate::files), not calls: this names the container only.
         CtCommand::Push(crate::files::PushArgs { target: t, .. })
         | CtCommand::Pull(crate::files::PullArgs { source: t, .. }) => call(CtInfo {

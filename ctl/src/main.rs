@@ -3,6 +3,7 @@
 mod call;
 mod client;
 mod config;
+mod console;
 mod ct;
 mod export;
 mod files;
@@ -476,6 +477,10 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         && let Some((name, argv)) = ct::terminal_exec(command)
     {
         return runtime.block_on(stream::exec(&client, &name, argv));
+    }
+    // `ct console NAME` / `vm console NAME`: this terminal attached to the guest's console.
+    if let Some((kind, name)) = console::target(&cli.command) {
+        return runtime.block_on(console::attach(&client, kind, &name));
     }
     let mut value = match &cli.command {
         // Long work runs as a task (no 30 s budget), its progress drawn.

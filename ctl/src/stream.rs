@@ -34,7 +34,7 @@ fn config() -> WebSocketConfig {
 /// Opens stream `path` (e.g. `/streams/exec`): TLS as for calls, the token in the upgrade.
 pub async fn open(client: &Client, path: &str) -> anyhow::Result<Ws> {
     let tls = client.tls_stream().await?;
-    let request = client
+    let mut request = client
         .request(hyper::Method::GET, path)
         .header(hyper::header::CONNECTION, "Upgrade")
         .header(hyper::header::UPGRADE, "websocket")
@@ -42,6 +42,17 @@ pub async fn open(client: &Client, path: &str) -> anyhow::Result<Ws> {
         .header(hyper::header::SEC_WEBSOCKET_KEY, generate_key())
         .body(())
         .context("building the stream's request")?;
+    // tungstenite refuses a request whose URI has no ws/wss scheme ("URL scheme not
+    // supported"); the TLS under it is ours already, so wss:// only names the target.
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    *request.uri_mut() = format!("wss://{host}{path}")
+        .parse()
+        .context("the stream's URL")?;
     match tokio_tungstenite::client_async_with_config(request, tls, Some(config())).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) => {

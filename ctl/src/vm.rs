@@ -116,11 +116,15 @@ pub enum VmCommand {
         /// A directory `vm snapshot` wrote, on the host.
         dir: String,
     },
-    /// Prints the VM's serial console log (the last 64 KiB unless --bytes says otherwise).
+    /// Attaches to the VM's serial console; Ctrl-] detaches. With --log (or --bytes), prints
+    /// the serial console log instead (the last 64 KiB unless --bytes says otherwise).
     Console {
         /// The VM's name.
         name: String,
-        /// How much of the end of the log, 1..=1048576 bytes.
+        /// Print the console log and return instead of attaching.
+        #[arg(long)]
+        log: bool,
+        /// How much of the end of the log, 1..=1048576 bytes (implies --log).
         #[arg(long)]
         bytes: Option<u32>,
     },
@@ -255,7 +259,8 @@ pub fn vm_call(command: &VmCommand, create: Option<&ArgMatches>) -> Result<Call,
             name: name(n),
             dir: dir.clone(),
         }),
-        VmCommand::Console { name: n, bytes } => call(VmConsole {
+        // The log; attaching is a stream (crate::console), not a call.
+        VmCommand::Console { name: n, bytes, .. } => call(VmConsole {
             name: name(n),
             max_bytes: *bytes,
         }),

@@ -276,7 +276,7 @@ async fn against_a_real_apid() {
         ][..],
         &["vm", "list"],
         &["vm", "stop", "deb", "--timeout", "5"],
-        &["vm", "console", "deb"],
+        &["vm", "console", "deb", "--log"],
     ] {
         let mut argv = vec!["--token", TOKEN];
         argv.extend_from_slice(args);
