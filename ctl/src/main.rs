@@ -598,10 +598,9 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             } => print!("{}", vm::vm_info(&value)),
             // The console log, as it is.
             _ if value.as_str().is_some() => print!("{}", value.as_str().unwrap_or_default()),
-            // info of one network: its JSON is the clearest human form of a nested record.
-            _ if value.as_struct().is_some() => {
-                println!("{}", serde_json::to_string_pretty(&value.to_json())?)
-            }
+            // A record or a list without a form of its own: `key value` lines, a table.
+            _ if value.as_struct().is_some() => print!("{}", output::record(&value)),
+            _ if value.as_array().is_some() => print!("{}", output::records_table(&value)),
             _ => println!("ok"),
         }
     }

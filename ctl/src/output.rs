@@ -30,6 +30,90 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A record as `key value` lines, nested members flattened (`spec.disks[0].path`), lists of
+/// scalars on one line: the default form of an answer without a table of its own.
+pub fn record(v: &Value) -> String {
+    record_with(v, &|_, v| text(Some(v)))
+}
+
+/// [`record`] with `cell` choosing how a scalar at a key is shown (e.g. bytes in short form).
+pub fn record_with(v: &Value, cell: &dyn Fn(&str, &Value) -> String) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    flatten("", v, cell, &mut rows);
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0) + 2;
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}{v}\n"))
+        .collect()
+}
+
+fn flatten(
+    key: &str,
+    v: &Value,
+    cell: &dyn Fn(&str, &Value) -> String,
+    rows: &mut Vec<(String, String)>,
+) {
+    let join = |k: &str| match key {
+        "" => k.to_string(),
+        _ => format!("{key}.{k}"),
+    };
+    match v {
+        Value::Struct(members) => {
+            for (k, v) in members {
+                flatten(&join(k), v, cell, rows);
+            }
+        }
+        // Lists of records one record per index.
+        Value::Array(items) if items.iter().any(|i| i.as_struct().is_some()) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{key}[{i}]"), item, cell, rows);
+            }
+        }
+        Value::Array(items) => rows.push((
+            key.to_string(),
+            items
+                .iter()
+                .map(|i| text(Some(i)))
+                .collect::<Vec<_>>()
+                .join(","),
+        )),
+        _ => rows.push((key.to_string(), cell(key, v))),
+    }
+}
+
+/// A list of records as a table: a column per member any of them has (name first, then by
+/// key), nested members as JSON.
+pub fn records_table(list: &Value) -> String {
+    let items = list.as_array().unwrap_or_default();
+    let mut columns: Vec<&str> = Vec::new();
+    for item in items {
+        for k in item.as_struct().into_iter().flat_map(|s| s.keys()) {
+            if !columns.contains(&k.as_str()) {
+                columns.push(k);
+            }
+        }
+    }
+    // What a record is called comes first, as in every table of cairnctl.
+    if let Some(at) = columns.iter().position(|c| *c == "name") {
+        columns[..=at].rotate_right(1);
+    }
+    if columns.is_empty() {
+        // A list of scalars: one per line.
+        return items.iter().map(|i| text(Some(i)) + "\n").collect();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            columns
+                .iter()
+                .map(|c| text(member(i.as_struct(), c)))
+                .collect()
+        })
+        .collect();
+    let headers: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    table(&headers, &rows)
+}
+
 /// One member of a struct answer.
 pub fn member<'a>(s: Option<&'a model::xmlrpc::Struct>, key: &str) -> Option<&'a Value> {
     s.and_then(|s| s.get(key))
@@ -333,6 +417,38 @@ fn limits(v: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_and_lists_without_a_table_of_their_own() {
+        let v = Value::structure([
+            ("name", Value::from("fast")),
+            ("size", Value::Int(7)),
+            (
+                "snapshots",
+                Value::Array(vec![Value::structure([("name", Value::from("s1"))])]),
+            ),
+            (
+                "tags",
+                Value::Array(vec![Value::from("a"), Value::from("b")]),
+            ),
+            ("inner", Value::structure([("x", Value::Bool(true))])),
+        ]);
+        assert_eq!(
+            record(&v),
+            "inner.x            true\nname               fast\nsize               7\n\
+             snapshots[0].name  s1\ntags               a,b\n"
+        );
+        let list = Value::Array(vec![
+            Value::structure([("name", Value::from("a")), ("n", Value::Int(1))]),
+            Value::structure([("name", Value::from("b")), ("extra", Value::from("x"))]),
+        ]);
+        assert_eq!(
+            records_table(&list),
+            "NAME  N  EXTRA\na     1  -\nb     -  x\n"
+        );
+        let names = Value::Array(vec![Value::from("a"), Value::from("b")]);
+        assert_eq!(records_table(&names), "a\nb\n");
+    }
 
     #[test]
     fn dates() {

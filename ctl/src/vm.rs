@@ -12,7 +12,7 @@ use model::xmlrpc::{EncodeError, Value};
 
 use crate::call::{Call, call};
 
-use crate::output::{member, table, text};
+use crate::output::{member, record_with, table, text};
 use crate::size;
 
 #[derive(Subcommand)]
@@ -292,52 +292,16 @@ pub fn vms_table(list: &Value) -> String {
     table(&["NAME", "STATE", "VCPUS", "MEMORY", "PID"], &rows)
 }
 
-/// `vm.info`: one `key value` line per member, the spec flattened (`spec.disks[0].path`).
+/// `vm.info`: one `key value` line per member, the spec flattened (`spec.disks[0].path`),
+/// the memory in short form.
 pub fn vm_info(v: &Value) -> String {
-    let mut rows: Vec<(String, String)> = Vec::new();
-    flatten("", v, &mut rows);
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0) + 2;
-    rows.iter()
-        .map(|(k, v)| format!("{k:<width$}{v}\n"))
-        .collect()
-}
-
-fn flatten(key: &str, v: &Value, rows: &mut Vec<(String, String)>) {
-    let join = |k: &str| {
-        if key.is_empty() {
-            k.to_string()
-        } else {
-            format!("{key}.{k}")
-        }
-    };
-    match v {
-        Value::Struct(members) => {
-            for (k, v) in members {
-                flatten(&join(k), v, rows);
-            }
-        }
-        // Lists of scalars (taps, macs) on one line; lists of records one record per index.
-        Value::Array(items) if items.iter().any(|i| i.as_struct().is_some()) => {
-            for (i, item) in items.iter().enumerate() {
-                flatten(&format!("{key}[{i}]"), item, rows);
-            }
-        }
-        Value::Array(items) => rows.push((
-            key.to_string(),
-            items
-                .iter()
-                .map(|i| text(Some(i)))
-                .collect::<Vec<_>>()
-                .join(","),
-        )),
-        _ if key == "spec.memory_mib" => rows.push((
-            key.to_string(),
-            v.as_i64()
-                .and_then(|m| u64::try_from(m).ok())
-                .map_or_else(|| text(Some(v)), |m| size::human(m << 20)),
-        )),
-        _ => rows.push((key.to_string(), text(Some(v)))),
-    }
+    record_with(v, &|key, v| match key {
+        "spec.memory_mib" => v
+            .as_i64()
+            .and_then(|m| u64::try_from(m).ok())
+            .map_or_else(|| text(Some(v)), |m| size::human(m << 20)),
+        _ => text(Some(v)),
+    })
 }
 
 /// `NETWORK[=MAC][,ADDR/PREFIX…]`, as `--nic` takes it.
