@@ -3,8 +3,7 @@
 //! it, so it is written 0600 in a 0700 directory, whole or not at all.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -105,24 +104,10 @@ impl Config {
                 .create(dir)
                 .map_err(|e| io(dir, e))?;
         }
-        let tmp = path.with_extension(format!("toml.{}.tmp", std::process::id()));
-        let written = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(
-                b"# cairnctl's remotes (cairnctl remote add|list|remove|switch). Holds tokens.\n",
-            )?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(path, e));
-        }
+        let text = format!(
+            "# cairnctl's remotes (cairnctl remote add|list|remove|switch). Holds tokens.\n{text}"
+        );
+        model::files::write_atomic_mode(path, text.as_bytes(), 0o600).map_err(|e| io(path, e))?;
         Ok(())
     }
 }

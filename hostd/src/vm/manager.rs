@@ -823,13 +823,7 @@ impl VmManager {
         }
         let json = serde_json::to_vec_pretty(&new).map_err(|e| HostError::Failed(e.to_string()))?;
         let path = self.state.join(name).join("spec.json");
-        let tmp = path.with_extension("json.new");
-        std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                HostError::io(path.display(), e)
-            })?;
+        model::files::write_atomic(&path, &json).map_err(|e| HostError::io(path.display(), e))?;
         if let Some(r) = self.vms.get_mut(name) {
             r.spec = new;
         }
@@ -1062,10 +1056,16 @@ mod tests {
         let spec = serde_json::json!({"name": name, "memory_mib": 64, "kernel": kernel});
         vms.create(&spec.to_string()).await.unwrap();
 
-        let info = vms.set(&name, r#"{"vcpus": 2, "memory_mib": 128}"#).unwrap();
+        let info = vms
+            .set(&name, r#"{"vcpus": 2, "memory_mib": 128}"#)
+            .unwrap();
         assert_eq!((info.spec.vcpus, info.spec.memory_mib), (2, 128));
         let info = vms.set(&name, r#"{"memory_mib": 96}"#).unwrap();
-        assert_eq!((info.spec.vcpus, info.spec.memory_mib), (2, 96), "only what is given");
+        assert_eq!(
+            (info.spec.vcpus, info.spec.memory_mib),
+            (2, 96),
+            "only what is given"
+        );
 
         for (bad, says) in [
             (r#"{"vcpus": 9}"#, "vcpus"),
@@ -1084,6 +1084,30 @@ mod tests {
             vms.set("nosuchvm", r#"{"vcpus": 2}"#),
             Err(HostError::NotFound(_))
         ));
+        // A VM whose guest runs (its monitor's record names a live process: this test's) is
+        // not changed under it.
+        vms.run = base.join("run");
+        let own = std::process::id();
+        let start = vmm::launcher::start_time(own).unwrap();
+        let state = vmm::launcher::MonitorState {
+            monitor_pid: own,
+            monitor_start: start,
+            guest_pid: own,
+            guest_start: start,
+            started: 0,
+        };
+        let run_dir = vms.run.join(&name);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(
+            run_dir.join(vmm::launcher::STATE_FILE),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        match vms.set(&name, r#"{"vcpus": 1}"#) {
+            Err(HostError::Conflict(m)) => assert!(m.contains("running"), "{m}"),
+            other => panic!("a running VM: {other:?}"),
+        }
+        std::fs::remove_dir_all(&run_dir).unwrap();
         let again = VmManager::new(&base, "/nonexistent/hostd".into());
         let info = again.info(&name).unwrap();
         assert_eq!((info.spec.vcpus, info.spec.memory_mib), (2, 96));
