@@ -15,6 +15,8 @@ import hashlib
 import http.server
 import io
 import os
+import signal
+import subprocess
 import sys
 import tarfile
 import threading
@@ -23,7 +25,7 @@ import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ApplianceTestCase, free_port  # noqa: E402
+from appliance import ROOT, ApplianceTestCase, free_port  # noqa: E402
 from appliance import FAULT_CONFLICT  # noqa: E402
 
 TARBALL = "/usr/lib/cairn/debug/busybox-rootfs.tar"
@@ -208,6 +210,33 @@ class Tasks(ApplianceTestCase):
         self.assertEqual(self.uploads_left(), [], "the partial file went")
         self.assertNotIn("slow", [t["name"] for t in self.call("template.list")])
         self.assertFalse(self.call("task.cancel", task), "an ended task is not cancelled again")
+
+        # cairnctl follows a URL import as a task; Ctrl-C cancels it, and it leaves nothing.
+        ctl = ROOT / "target" / "debug" / "cairnctl"
+        proc = subprocess.Popen(
+            [str(ctl), "--url", f"https://127.0.0.1:{self.port}/RPC2", "--insecure",
+             "template", "import", "slow2", f"{self.base}/slow.tar", "sha256:" + "2" * 64],
+            env=dict(os.environ, CAIRN_TOKEN=self.token), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            running = []
+            while time.monotonic() < deadline and not running:
+                running = [t for t in self.call("task.list")
+                           if t["target"] == "slow2" and t.get("progress", {}).get("done", 0)]
+                time.sleep(0.3)
+            self.assertTrue(running, "cairnctl started the import as a task")
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("cancelling task", err)
+        self.assertEqual(self.call("task.info", running[0]["id"])["state"], "cancelled")
+        self.assertEqual(self.uploads_left(), [])
+        self.assertNotIn("slow2", [t["name"] for t in self.call("template.list")])
 
     def test_3_a_long_exec_completes_as_a_task(self):
         self.ensure_container()

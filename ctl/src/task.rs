@@ -133,7 +133,20 @@ pub async fn run(
         .ok_or_else(|| anyhow::anyhow!("task.start answered no id"))?
         .to_string();
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("task {id} (cairnctl task cancel {id} stops it)");
+        eprintln!("task {id} (Ctrl-C cancels it)");
+    }
+    // Ctrl-C cancels the task (as with incus), then follows it to its end: what it made is
+    // removed before cairnctl exits. A task that cannot be cancelled is left running.
+    let follow_it = follow(client, &id, label);
+    tokio::pin!(follow_it);
+    tokio::select! {
+        result = &mut follow_it => return result,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("\ncancelling task {id}");
+    let (cancel, params) = call(TaskCancel { id: id.clone() })?;
+    if let Err(e) = client.call(cancel, params).await {
+        anyhow::bail!("task {id} runs on: {e}");
     }
     follow(client, &id, label).await
 }
