@@ -17,6 +17,8 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
+    // A leftover of a crashed writer would keep its own mode: `mode` applies to new files.
+    let _ = std::fs::remove_file(&tmp);
     let result = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
