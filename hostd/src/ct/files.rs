@@ -161,11 +161,18 @@ fn open_in(root: &impl AsFd, path: &str, flags: OFlag) -> Result<OwnedFd, Errno>
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(resolve());
+    // EAGAIN: a rename or mount elsewhere raced a `..` in the lookup; the kernel asks to try
+    // again. A bounded number of times: a host busy renaming must not spin a thread forever.
+    let mut tries = 0;
     loop {
-        // EAGAIN: a rename elsewhere raced the lookup; the kernel asks to try again.
         match openat2(root.as_fd(), path, how) {
-            Err(Errno::EAGAIN) => continue,
-            other => return other,
+            Err(Errno::EAGAIN) if tries < 100 => tries += 1,
+            other => {
+                if tries > 0 {
+                    tracing::debug!(path, tries, "openat2 retried");
+                }
+                return other;
+            }
         }
     }
 }
@@ -212,7 +219,7 @@ pub struct ReadFile {
 
 /// Opens `path` of the container whose root is `root` for reading. Only regular files: the
 /// file is first opened as O_PATH and checked, so that no device or fifo is ever opened.
-pub fn open_read(root: &OwnedFd, ct: &str, path: &str) -> Result<ReadFile, FileError> {
+pub fn open_read(root: &RootDir, ct: &str, path: &str) -> Result<ReadFile, FileError> {
     split_path(path)?;
     let handle =
         open_in(root, path, OFlag::O_PATH).map_err(|e| errno_error(ct, path, "opening", e))?;
@@ -255,8 +262,12 @@ pub struct Write {
     ct: String,
     path: String,
     parent: OwnedFd,
+    /// The mount namespace a stopped container's overlay lives in, kept until the rename.
+    _ns: Option<OwnedFd>,
     name: String,
     temp: String,
+    /// The host ids names are made as (see [`as_owner`]).
+    owner: (u32, u32),
     file: std::fs::File,
     done: bool,
 }
@@ -278,12 +289,10 @@ impl Write {
         };
         self.file.sync_all().map_err(|e| io("syncing", e))?;
         let size = self.file.metadata().map_err(|e| io("stat of", e))?.len();
-        nix::fcntl::renameat(
-            &self.parent,
-            self.temp.as_str(),
-            &self.parent,
-            self.name.as_str(),
-        )
+        let (parent, temp, name) = (&self.parent, self.temp.as_str(), self.name.as_str());
+        as_owner(self.owner.0, self.owner.1, || {
+            nix::fcntl::renameat(parent, temp, parent, name)
+        })
         .map_err(|e| errno_error(&self.ct, &self.path, "renaming into", e))?;
         self.done = true;
         let _ = nix::unistd::fsync(&self.parent);
@@ -294,19 +303,66 @@ impl Write {
 impl Drop for Write {
     fn drop(&mut self) {
         if !self.done {
-            let _ = nix::unistd::unlinkat(
-                &self.parent,
-                self.temp.as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            let (parent, temp) = (&self.parent, self.temp.as_str());
+            let _ = as_owner(self.owner.0, self.owner.1, || {
+                nix::unistd::unlinkat(parent, temp, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            });
         }
     }
+}
+
+/// Runs `f` as host ids `uid`/`gid`. A running container's overlay was mounted in its user
+/// namespace, where host root is unmapped: the kernel refuses (EOVERFLOW) to create names
+/// (files, renames onto new names) for an fsuid it cannot map. So they are made by a thread of
+/// its own whose fsuid/fsgid are the owner's, keeping its capabilities
+/// (SECBIT_NO_SETUID_FIXUP) so that directory permissions bind it no more than they bind
+/// hostd; its credentials end with it.
+fn as_owner<T: Send>(
+    uid: u32,
+    gid: u32,
+    f: impl FnOnce() -> Result<T, Errno> + Send,
+) -> Result<T, Errno> {
+    if !nix::unistd::geteuid().is_root() {
+        // Not hostd (a unit test as a user): files can only be its own anyway.
+        return f();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+                // SAFETY: prctl with integer arguments; it changes this thread's credentials.
+                let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
+                let bits = Errno::result(bits)? as libc::c_ulong;
+                // SAFETY: as above.
+                let rc =
+                    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP) };
+                Errno::result(rc)?;
+                nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+                nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+                f()
+            })
+            .join()
+            .unwrap_or(Err(Errno::EIO))
+    })
+}
+
+/// Creates `name` as `uid`/`gid`: one component, O_EXCL|O_NOFOLLOW beside an O_PATH
+/// directory, so nothing is resolved.
+fn create_as(parent: &OwnedFd, name: &str, uid: u32, gid: u32) -> Result<OwnedFd, Errno> {
+    as_owner(uid, gid, || {
+        nix::fcntl::openat(
+            parent,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+    })
 }
 
 /// Starts writing `path` of the container whose root is `root`: `mode` its permission bits,
 /// `uid`/`gid` its owner as host ids. A directory there is refused before anything is made.
 pub fn open_write(
-    root: &OwnedFd,
+    root: &RootDir,
     ct: &str,
     path: &str,
     mode: u32,
@@ -337,20 +393,16 @@ pub fn open_write(
     // The name part is cut so that the temporary stays within NAME_MAX.
     let short: String = name.chars().take(160).collect();
     let temp = format!(".{short}.cairn-{}-{stamp:x}", std::process::id());
-    // One component, O_EXCL|O_NOFOLLOW beside an O_PATH directory: nothing to resolve.
-    let fd = nix::fcntl::openat(
-        &parent,
-        temp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )
-    .map_err(|e| errno_error(ct, path, "creating a temporary beside", e))?;
+    let fd = create_as(&parent, &temp, uid, gid)
+        .map_err(|e| errno_error(ct, path, "creating a temporary beside", e))?;
     let write = Write {
         ct: ct.to_string(),
         path: path.to_string(),
         parent,
+        _ns: root.ns.as_ref().and_then(|ns| ns.try_clone().ok()),
         name: name.to_string(),
         temp,
+        owner: (uid, gid),
         file: std::fs::File::from(fd),
         done: false,
     };
@@ -366,9 +418,32 @@ pub fn open_write(
     Ok(write)
 }
 
+/// A directory descriptor of a container's root, with the mount namespace that holds it when
+/// hostd mounted it (a stopped container's overlay). The namespace is kept open, not left to
+/// die with the thread that made it: a lookup through `..` on a mount that is in no namespace
+/// any more fails with EAGAIN for ever (each step's mntput of a detached mount bumps the very
+/// mount_lock sequence that RESOLVE_IN_ROOT checks).
+pub struct RootDir {
+    pub fd: OwnedFd,
+    ns: Option<OwnedFd>,
+}
+
+impl RootDir {
+    /// A directory that is already in a namespace (tests, a running container's root).
+    pub fn plain(fd: OwnedFd) -> RootDir {
+        RootDir { fd, ns: None }
+    }
+}
+
+impl AsFd for RootDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// A directory descriptor of the container's root. Blocking (a stopped container's overlay
 /// is mounted): call it off the async threads.
-pub fn open_root(target: &Target) -> Result<OwnedFd, HostError> {
+pub fn open_root(target: &Target) -> Result<RootDir, HostError> {
     match &target.root {
         Root::Running { pid } => {
             let proc_root = format!("/proc/{pid}/root");
@@ -377,6 +452,7 @@ pub fn open_root(target: &Target) -> Result<OwnedFd, HostError> {
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )
+            .map(RootDir::plain)
             .map_err(|e| {
                 HostError::io(
                     format!("container {:?}: opening {proc_root}", target.name),
@@ -387,7 +463,7 @@ pub fn open_root(target: &Target) -> Result<OwnedFd, HostError> {
         Root::Stopped(layers) => {
             let layers = layers.clone();
             // A thread of its own: unshare moves only the calling thread into the new mount
-            // namespace, which dies with the thread; the descriptor keeps the overlay alive.
+            // namespace; the namespace's descriptor keeps it (and the overlay) after the thread.
             std::thread::spawn(move || mount_stopped(&layers))
                 .join()
                 .map_err(|_| HostError::Failed("the overlay mounting thread panicked".into()))?
@@ -398,8 +474,8 @@ pub fn open_root(target: &Target) -> Result<OwnedFd, HostError> {
 
 /// Mounts a stopped container's overlay as its start does (the template idmapped for an
 /// unprivileged one, `userxattr`), nodev and nosuid, in a private mount namespace of this
-/// thread, and opens its root.
-fn mount_stopped(l: &Layers) -> Result<OwnedFd, String> {
+/// thread, and opens its root and the namespace.
+fn mount_stopped(l: &Layers) -> Result<RootDir, String> {
     use nix::mount::{MsFlags, mount};
     use nix::sched::{CloneFlags, unshare};
     unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)
@@ -428,12 +504,19 @@ fn mount_stopped(l: &Layers) -> Result<OwnedFd, String> {
         Some(options.as_str()),
     )
     .map_err(|e| format!("mounting the overlay on {}: {e}", l.merged.display()))?;
-    nix::fcntl::open(
+    let fd = nix::fcntl::open(
         &l.merged,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("opening {}: {e}", l.merged.display()))
+    .map_err(|e| format!("opening {}: {e}", l.merged.display()))?;
+    let ns = nix::fcntl::open(
+        "/proc/thread-self/ns/mnt",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening the copy's mount namespace: {e}"))?;
+    Ok(RootDir { fd, ns: Some(ns) })
 }
 
 /// Writes handed out and not yet committed or aborted, by token.
@@ -631,12 +714,14 @@ mod tests {
         std::os::unix::fs::symlink("../../../../..", root.join("etc/dots")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
         std::os::unix::fs::symlink("/etc", root.join("linkdir")).unwrap();
-        let fd = nix::fcntl::open(
-            &root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
+        let fd = RootDir::plain(
+            nix::fcntl::open(
+                &root,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap(),
+        );
         let read = |p: &str| {
             let mut s = String::new();
             std::io::Read::read_to_string(&mut open_read(&fd, "t", p)?.file, &mut s).unwrap();
