@@ -201,6 +201,21 @@ async fn remotes_pin_the_certificate_on_first_use() {
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("hostname    hosta\n"), "{}", out(&o));
 
+    // poweroff and reboot ask first; with nobody to ask, they need --yes and send nothing.
+    for verb in ["poweroff", "reboot"] {
+        let o = cairnctl(home, &[], &[verb]).await;
+        assert_eq!(o.status.code(), Some(1));
+        assert!(err(&o).contains("pass --yes"), "{verb}: {}", err(&o));
+        // With --yes the request goes to init, which this apid does not have (106).
+        let o = cairnctl(home, &[], &[verb, "--yes"]).await;
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            err(&o).starts_with("error: busy (106): "),
+            "{verb}: {}",
+            err(&o)
+        );
+    }
+
     // remove forgets it (and the default with it).
     let o = cairnctl(home, &[], &["remote", "remove", "other"]).await;
     assert!(o.status.success(), "{}", err(&o));
