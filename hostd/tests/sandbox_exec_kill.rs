@@ -44,10 +44,7 @@ async fn a_killed_exec_leaves_no_process() {
         Err(why) => return skip(TEST, &why),
     };
     let scratch = TempDir::new("hostd-sbx-exec-kill");
-    let root = scratch.0.join("bb");
-    testkit::template::busybox_rootfs(&root).expect("busybox rootfs");
-    let tarball = scratch.0.join("bb.tar");
-    let digest = testkit::template::tar_dir(&root, &tarball).expect("tar");
+    let (tarball, digest) = common::busybox_tarball(&scratch.0);
 
     let mut sb = Sandbox::start(
         "exec-kill-sbx",

@@ -191,28 +191,34 @@ async fn a_method_that_can_neither_stop_nor_be_undone_is_not_cancelled() {
     tasks.lock().entries[0].ctx.cancel();
 }
 
-#[tokio::test]
-async fn cancelled_work_that_finished_is_undone_by_its_inverse() {
+/// Starts `method(params)` as work that cannot be stopped, cancels it, lets it end with
+/// `answer`: the task's last info and the undo calls made.
+async fn cancel_before_it_ends(
+    method: &str,
+    params: &[Value],
+    answer: Value,
+) -> (TaskInfo, Undone) {
     let tasks = Arc::new(Tasks::new());
     let (call, undone) = recording_undo();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let id = tasks
+        .start(method, params, after(go_rx, answer), call)
+        .unwrap();
+    assert!(tasks.cancel(&id).unwrap());
+    go_tx.send(()).unwrap();
+    let info = tasks.wait(&id, Duration::from_secs(5)).await.unwrap();
+    (info, undone)
+}
+
+#[tokio::test]
+async fn cancelled_work_that_finished_is_undone_by_its_inverse() {
     let params = [
         Value::String("debian".into()),
         Value::String("/x.tar".into()),
         Value::String("sha256:00".into()),
     ];
     // An import that cannot be stopped: it ends with success after the cancel.
-    let id = tasks
-        .start(
-            "template.import",
-            &params,
-            after(go_rx, Value::Bool(true)),
-            call,
-        )
-        .unwrap();
-    assert!(tasks.cancel(&id).unwrap());
-    go_tx.send(()).unwrap();
-    let info = tasks.wait(&id, Duration::from_secs(5)).await.unwrap();
+    let (info, undone) = cancel_before_it_ends("template.import", &params, Value::Bool(true)).await;
     assert_eq!(info.state, TaskState::Cancelled);
     assert_eq!(info.result, None);
     assert_eq!(
@@ -223,9 +229,6 @@ async fn cancelled_work_that_finished_is_undone_by_its_inverse() {
 
 #[tokio::test]
 async fn a_cancelled_backup_is_deleted_by_the_name_in_its_answer() {
-    let tasks = Arc::new(Tasks::new());
-    let (call, undone) = recording_undo();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let answer: model::xmlrpc::Struct = [(
         "backup".to_string(),
         Value::String("/p/backups/v-1.raw".into()),
@@ -233,17 +236,8 @@ async fn a_cancelled_backup_is_deleted_by_the_name_in_its_answer() {
     .into_iter()
     .collect();
     let params = [Value::String("p/v".into()), Value::String("p".into())];
-    let id = tasks
-        .start(
-            "volume.backup",
-            &params,
-            after(go_rx, Value::Struct(answer)),
-            call,
-        )
-        .unwrap();
-    assert!(tasks.cancel(&id).unwrap());
-    go_tx.send(()).unwrap();
-    let info = tasks.wait(&id, Duration::from_secs(5)).await.unwrap();
+    let (info, undone) =
+        cancel_before_it_ends("volume.backup", &params, Value::Struct(answer)).await;
     assert_eq!(info.state, TaskState::Cancelled);
     assert_eq!(
         *undone.lock().unwrap(),
