@@ -68,6 +68,25 @@ async fn add(home: &Path, name: &str, url: &str, token: &str, fp: &str) -> Outpu
     cairnctl(home, &[], &args).await
 }
 
+/// cairnctl with a terminal on stdin, on which `typed` waits to be read.
+fn on_a_terminal(config_home: &Path, typed: &str, args: &[&str]) -> Output {
+    use std::io::Write as _;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(typed.as_bytes()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+        .args(args)
+        .env_remove("CAIRN_TOKEN")
+        .env_remove("CAIRN_URL")
+        .env_remove("CAIRN_FINGERPRINT")
+        .env("XDG_CONFIG_HOME", config_home)
+        .stdin(std::process::Stdio::from(pty.slave))
+        .output()
+        .unwrap();
+    drop(master);
+    out
+}
+
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -128,6 +147,22 @@ async fn remotes_pin_the_certificate_on_first_use() {
     let o = add(home, "other", &url_b, TOKEN, &fp_b).await;
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(out(&o), "added remote other\n");
+
+    // On a terminal, remote add shows the fingerprint and asks: no keeps nothing, yes pins it.
+    for (answer, ok) in [("n\n", false), ("y\n", true)] {
+        let (h, a, url) = (home.to_path_buf(), answer.to_string(), url_a.clone());
+        let o = tokio::task::spawn_blocking(move || {
+            on_a_terminal(&h, &a, &["remote", "add", "tty", &url, "--token", TOKEN])
+        })
+        .await
+        .unwrap();
+        let e = err(&o);
+        assert!(e.contains(&format!("fingerprint\n  {fp_a}\n")), "{e}");
+        assert!(e.contains("Trust it? [y/N]"), "{e}");
+        assert_eq!(o.status.success(), ok, "{answer:?}: {e}");
+    }
+    let o = cairnctl(home, &[], &["remote", "remove", "tty"]).await;
+    assert!(o.status.success(), "{}", err(&o));
 
     // The default remote, another by --remote, with their pins; --json of remote list.
     let o = cairnctl(home, &[], &["info"]).await;
