@@ -30,8 +30,9 @@ actions! { ACTIONS;
          progress and to have more than a request's 30 s. path bundled:NAME names a template \
          the image carries (bundled:busybox in images built with --debug-shell): sha256 may \
          then be \"\", the digest the image carries beside it is checked (no such template: \
-         104). Returns {name, version?, sha256, size_bytes, pool?}. Unpacking may take up to \
-         25 s.";
+         104). path upload:NAME names a tarball sent with PUT /uploads/NAME (no such upload: \
+         104); it is consumed (removed) once imported. Returns {name, version?, sha256, \
+         size_bytes, pool?}. Unpacking may take up to 25 s.";
     TemplateList = "template.list", Hostd, () -> Vec<TemplateInfo>,
         "Every template: {name, version?, sha256, size_bytes, pool? (the pool that keeps it)}.";
     TemplateDelete = "template.delete", Hostd, (name: String) -> bool,

@@ -12,7 +12,9 @@ actions! { ACTIONS;
          stord volume, POOL/NAME, held by the VM until vm.delete) | path, read_only?}], nics?: [{network, mac?, addresses? (the guest's addr/prefix on \
          the network: port security lets the NIC send from these only, and they are held as \
          a container's are)}], resources?: {cpu_limit?, cpu_weight?, \
-         cpuset?}, autostart?}. Returns the VM as vm.info shows it.";
+         cpuset?}, autostart?}. kernel, initrd and a disk's path may be upload:NAME, a file \
+         sent with PUT /uploads/NAME, used where it is (no such upload: 104). Returns the VM \
+         as vm.info shows it.";
     VmStart = "vm.start", Hostd, (name: String) -> bool,
         "Starts a created or stopped VM: its jailed VMM process boots the kernel.";
     VmStop = "vm.stop", Hostd, (name: String, timeout_s: Option<u32>) -> bool,
