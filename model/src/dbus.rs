@@ -247,7 +247,7 @@ pub trait Host1 {
     /// N). The code is kept for a minute after the end for a late waiter; an unknown id is
     /// NotFound.
     fn exec_wait(&self, id: u64) -> Result<i32, CairnError>;
-    /// Sends signal `signal` (1 to 64) to exec `id`'s command (its foreground process group).
+    /// Sends signal `signal` (1 to 64) to exec `id`'s command and the process group it leads.
     fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CairnError>;
     /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,
     /// initrd, disks, networks and memory; returns JSON `model::vm::VmInfo`.
