@@ -112,6 +112,15 @@ def api_config(hostname, token, extra=""):
             f'[[api.token]]\nname = "admin"\nsha256 = "sha256:{digest}"\n{extra}')
 
 
+def ext4_state_disk(path, size):
+    """Makes `path` a sparse raw disk of `size` bytes holding an empty ext4 state partition
+    (label CAIRN-STATE, as an installed host has): for a class's `state_disk`."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "CAIRN-STATE", str(path)], check=True)
+    return path
+
+
 def why_unbootable():
     if shutil.which("qemu-system-x86_64") is None:
         return "qemu-system-x86_64 is not installed (run ci/deps)"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ApplianceTestCase  # noqa: E402
-from appliance import FAULT_BAD_PARAMS, FAULT_NOT_FOUND  # noqa: E402
+from appliance import FAULT_BAD_PARAMS, FAULT_NOT_FOUND, ext4_state_disk  # noqa: E402
 
 BUSYBOX = "/bin/busybox"
 PAD_MIB = 200
@@ -66,6 +66,10 @@ class Files(ApplianceTestCase):
                                  "the template is built from it")
         cls.scratch = tempfile.TemporaryDirectory(prefix="cairn-e2e-files-")
         cls.tarball = busybox_tarball(Path(cls.scratch.name))
+        # State on ext4, as on an installed host: the template's idmapped lower layer needs a
+        # filesystem that supports idmapped mounts (the appliance kernel's tmpfs does not, and
+        # without it the container's root could not write into the template's directories).
+        cls.state_disk = ext4_state_disk(Path(cls.scratch.name) / "state.img", 2 << 30)
         super().setUpClass()
 
     @classmethod
@@ -78,6 +82,12 @@ class Files(ApplianceTestCase):
         _, out = self.guest("cat /proc/$(pidof apid)/status")
         fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
         return (int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0]))
+
+    def sh(self, script):
+        """Runs `script` in the container; its stdout."""
+        out = self.call("ct.exec", CT, ["/bin/sh", "-c", script])
+        self.assertEqual(out["exit_code"], 0, f"{script}: {out}")
+        return out["stdout"]
 
     def ctl_ok(self, *args, timeout=120):
         p = self.cairnctl(*args, timeout=timeout)
@@ -111,8 +121,8 @@ class Files(ApplianceTestCase):
         local.write_bytes(data)
         os.chmod(local, 0o751)
         self.ctl_ok("ct", "push", str(local), f"{CT}:/usr/bin/tool")
-        out = self.call("ct.exec", CT, ["/bin/sh", "-c", "stat -c '%a %u %g %s' /usr/bin/tool"])
-        self.assertEqual(out["stdout"].strip(), f"751 0 0 {len(data)}", out)
+        self.assertEqual(self.sh("stat -c '%a %u %g %s' /usr/bin/tool").strip(),
+                         f"751 0 0 {len(data)}")
         back = Path(self.scratch.name) / "back"
         back.mkdir()
         self.ctl_ok("ct", "pull", f"{CT}:/usr/bin/tool", str(back))
@@ -122,15 +132,14 @@ class Files(ApplianceTestCase):
         self.call("ct.stopTimeout", CT, 0)
         self.ctl_ok("ct", "push", "--mode", "0640", str(local), f"{CT}:/root/while-stopped")
         self.call("ct.start", CT)
-        out = self.call("ct.exec", CT, ["/bin/sh", "-c", "stat -c '%a %s' /root/while-stopped"])
-        self.assertEqual(out["stdout"].strip(), f"640 {len(data)}", out)
+        self.assertEqual(self.sh("stat -c '%a %s' /root/while-stopped").strip(),
+                         f"640 {len(data)}")
 
     def test_3_escapes_are_refused(self):
         # On the appliance, outside any container: what a link must not reach.
         self.guest("echo HOST-ONLY > /run/cairn-e2e-files-marker")
-        self.call("ct.exec", CT, ["/bin/sh", "-c",
-                                  "ln -s ../../../../../../run/cairn-e2e-files-marker /tmp/dots"
-                                  " && ln -s /run /tmp/abs"])
+        self.sh("ln -s ../../../../../../run/cairn-e2e-files-marker /tmp/dots"
+                " && ln -s /run /tmp/abs")
         out = Path(self.scratch.name) / "escaped"
         for source, code in [
             (f"{CT}:/tmp/dots", FAULT_NOT_FOUND),
@@ -147,8 +156,7 @@ class Files(ApplianceTestCase):
                     f"{CT}:/tmp/abs/cairn-e2e-files-planted")
         rc, _ = self.guest("test -e /run/cairn-e2e-files-planted", check=False)
         self.assertNotEqual(rc, 0, "a push through a container's link reached the host")
-        inside = self.call("ct.exec", CT, ["/bin/sh", "-c", "cat /run/cairn-e2e-files-planted"])
-        self.assertIn("root:x:0:0", inside["stdout"])
+        self.assertIn("root:x:0:0", self.sh("cat /run/cairn-e2e-files-planted"))
         p = self.cairnctl("ct", "pull", f"{CT}:/nosuch-dir/x", str(out))
         self.assertIn(f"({FAULT_NOT_FOUND})", p.stderr)
         self.assertIn("/nosuch-dir/x", p.stderr)

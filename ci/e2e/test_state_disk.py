@@ -8,14 +8,13 @@ Without one the state is a tmpfs (every other e2e class), which the console says
 Run: python3 -m unittest -v ci/e2e/test_state_disk.py   (the image built first)
 """
 
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ApplianceTestCase, api_config  # noqa: E402
+from appliance import ApplianceTestCase, api_config, ext4_state_disk  # noqa: E402
 
 TARBALL = "/usr/lib/cairn/debug/busybox-rootfs.tar"
 DECLARED = """
@@ -35,11 +34,7 @@ class StateSurvivesAPowerOff(ApplianceTestCase):
     @classmethod
     def setUpClass(cls):
         cls.scratch = tempfile.TemporaryDirectory()
-        cls.state_disk = Path(cls.scratch.name) / "state.img"
-        with open(cls.state_disk, "wb") as f:
-            f.truncate(512 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "CAIRN-STATE", str(cls.state_disk)],
-                       check=True)
+        cls.state_disk = ext4_state_disk(Path(cls.scratch.name) / "state.img", 512 << 20)
         super().setUpClass()
 
     @classmethod
