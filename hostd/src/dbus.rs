@@ -399,6 +399,35 @@ impl Host1 {
         Ok(crate::ct::exec_tty::signal(id, signal)?)
     }
 
+    /// Container `name`'s regular file `path`, opened inside its root: (fd, mode, size).
+    async fn file_open_read(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<(zbus::OwnedFd, u32, u64), CairnError> {
+        crate::ct::files::bus::open_read(&self.manager, name, path).await
+    }
+
+    /// A new file for container `name`'s `path` (committed by `file_commit`): (fd, token).
+    async fn file_open_write(
+        &self,
+        name: &str,
+        path: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(zbus::OwnedFd, String), CairnError> {
+        crate::ct::files::bus::open_write(&self.manager, name, path, mode, uid, gid).await
+    }
+
+    async fn file_commit(&self, token: &str) -> Result<u64, CairnError> {
+        crate::ct::files::bus::commit(token).await
+    }
+
+    async fn file_abort(&self, token: &str) -> Result<bool, CairnError> {
+        crate::ct::files::bus::abort(token).await
+    }
+
     async fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {
         Ok(self.manager.lock().await.console_log(name, max_bytes)?)
     }

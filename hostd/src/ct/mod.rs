@@ -5,6 +5,7 @@ pub mod bundled;
 pub mod console;
 pub mod disk;
 pub mod exec;
+pub mod files;
 pub mod exec_tty;
 mod loopdev;
 pub mod manager;
