@@ -177,8 +177,17 @@ async fn attach_type_detach_for_a_container_and_a_vm() {
     );
 
     // Detached: the container runs on, its console goes on to the log, and attaching again works.
-    let line = b"echo after-detach-$((8*8))\n";
+    // ash asks the terminal where its cursor is (ESC[6n) at each prompt and takes what is
+    // typed meanwhile for the answer: the line goes again until the shell has echoed it. The
+    // sleep makes its output come after the detach.
+    let line = b"sleep 1; echo after-detach-$((8*8))\n";
     second.write_all(line).unwrap();
+    read_until(
+        &mut second,
+        b"sleep 1; echo after-detach-$((8*8))",
+        Some(line),
+        Duration::from_secs(20),
+    );
     drop(second);
     assert_eq!(ct_state(&host, "con1").await, ContainerState::Running);
     let start = Instant::now();
@@ -190,7 +199,8 @@ async fn attach_type_detach_for_a_container_and_a_vm() {
     {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "the log lacks what ran after the detach"
+            "the log lacks what ran after the detach:\n{}",
+            host.console_log("con1", 4096).await.unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

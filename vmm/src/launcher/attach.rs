@@ -40,6 +40,10 @@ struct Client {
     input: Vec<u8>,
     /// Output this client missed because it did not read in time.
     dropped: u64,
+    /// It hung up: let go once its last input reached the guest.
+    closed: bool,
+    /// Its reading side is gone: no more output for it (what it sent is still read).
+    deaf: bool,
 }
 
 impl Attach {
@@ -58,7 +62,7 @@ impl Attach {
     /// The client's fd and the poll events it waits for: POLLIN only while there is room for
     /// its input (hang-ups are reported either way).
     pub fn client_poll(&self) -> Option<(RawFd, libc::c_short)> {
-        self.client.as_ref().map(|c| {
+        self.client.as_ref().filter(|c| !c.closed).map(|c| {
             let events = if c.input.len() < INPUT_CAP {
                 libc::POLLIN
             } else {
@@ -95,6 +99,8 @@ impl Attach {
                         stream,
                         input: Vec::new(),
                         dropped: 0,
+                        closed: false,
+                        deaf: false,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -106,7 +112,7 @@ impl Attach {
 
     /// Reads what the client sent, up to the room left; a client that hung up is detached.
     pub fn read_client(&mut self) {
-        let Some(c) = self.client.as_mut() else {
+        let Some(c) = self.client.as_mut().filter(|c| !c.closed) else {
             return;
         };
         let room = INPUT_CAP.saturating_sub(c.input.len());
@@ -119,6 +125,8 @@ impl Attach {
             &mut buf[..room],
             MsgFlags::MSG_DONTWAIT,
         ) {
+            // What it typed last still goes to the guest (`echo x; exit` piped in).
+            Ok(0) if !c.input.is_empty() => c.closed = true,
             Ok(0) => self.detach(),
             Ok(n) => c.input.extend_from_slice(&buf[..n]),
             Err(Errno::EAGAIN | Errno::EINTR) => {}
@@ -143,11 +151,14 @@ impl Attach {
             // The pty is gone (the guest's end closed for good): the input has nowhere to go.
             Err(_) => c.input.clear(),
         }
+        if c.closed && c.input.is_empty() {
+            self.detach();
+        }
     }
 
     /// Sends the guest's output to the client, as much as its socket takes now.
     pub fn output(&mut self, bytes: &[u8]) {
-        let Some(c) = self.client.as_mut() else {
+        let Some(c) = self.client.as_mut().filter(|c| !c.closed && !c.deaf) else {
             return;
         };
         match send(
@@ -157,7 +168,9 @@ impl Attach {
         ) {
             Ok(n) => c.dropped += (bytes.len() - n) as u64,
             Err(Errno::EAGAIN | Errno::EINTR) => c.dropped += bytes.len() as u64,
-            Err(_) => self.detach(),
+            // EPIPE: it closed (perhaps right after typing, before it was even accepted); its input
+            // is still read to its end.
+            Err(_) => c.deaf = true,
         }
     }
 

@@ -633,6 +633,12 @@ mod tests {
         // Detached: the guest writes on and its output still reaches the log.
         drop(second);
         guest.write_all(b"after the detach\n").unwrap();
+        // A client that types and hangs up at once (input piped in): its input still arrives.
+        let mut third = UnixStream::connect(&sock).unwrap();
+        third.write_all(b"last words\n").unwrap();
+        drop(third);
+        let n = guest.read(&mut got).unwrap();
+        assert_eq!(&got[..n], b"last words\n");
         drop(guest);
         assert_eq!(pump.finish(), 0);
         let log = std::fs::read(&path).unwrap();
