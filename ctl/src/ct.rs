@@ -255,7 +255,9 @@ pub fn ct_call(command: &CtCommand) -> Result<Call, EncodeError> {
         CtCommand::Pause { name: n } => call(CtPause { name: name(n) }),
         CtCommand::Resume { name: n } => call(CtResume { name: name(n) }),
         CtCommand::Delete { name: n } => call(CtDelete { name: name(n) }),
-        CtCommand::Exec { name: n, command, .. } => call(CtExec {
+        CtCommand::Exec {
+            name: n, command, ..
+        } => call(CtExec {
             name: name(n),
             argv: command.clone(),
         }),

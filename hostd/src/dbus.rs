@@ -375,30 +375,6 @@ impl Host1 {
         Ok(std::os::fd::OwnedFd::from(stream).into())
     }
 
-    /// A command on a new pty in running container `name`: (exec id, the pty's master).
-    async fn exec_tty(
-        &self,
-        name: &str,
-        argv: Vec<String>,
-        env_json: &str,
-        rows: u16,
-        cols: u16,
-    ) -> Result<(u64, zbus::OwnedFd), CairnError> {
-        let env = crate::ct::exec_tty::check(&argv, env_json, rows, cols)?;
-        let (pid, exe) = self.manager.lock().await.exec_target(name).await?;
-        let (id, master) =
-            crate::ct::exec_tty::start(&exe, name, pid, &argv, &env, rows, cols).await?;
-        Ok((id, master.into()))
-    }
-
-    async fn exec_wait(&self, id: u64) -> Result<i32, CairnError> {
-        Ok(crate::ct::exec_tty::wait(id).await?)
-    }
-
-    async fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CairnError> {
-        Ok(crate::ct::exec_tty::signal(id, signal)?)
-    }
-
     /// Container `name`'s regular file `path`, opened inside its root: (fd, mode, size).
     async fn file_open_read(
         &self,
@@ -426,6 +402,30 @@ impl Host1 {
 
     async fn file_abort(&self, token: &str) -> Result<bool, CairnError> {
         crate::ct::files::bus::abort(token).await
+    }
+
+    /// A command on a new pty in running container `name`: (exec id, the pty's master).
+    async fn exec_tty(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        env_json: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(u64, zbus::OwnedFd), CairnError> {
+        let env = crate::ct::exec_tty::check(&argv, env_json, rows, cols)?;
+        let (pid, exe) = self.manager.lock().await.exec_target(name).await?;
+        let (id, master) =
+            crate::ct::exec_tty::start(&exe, name, pid, &argv, &env, rows, cols).await?;
+        Ok((id, master.into()))
+    }
+
+    async fn exec_wait(&self, id: u64) -> Result<i32, CairnError> {
+        Ok(crate::ct::exec_tty::wait(id).await?)
+    }
+
+    async fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CairnError> {
+        Ok(crate::ct::exec_tty::signal(id, signal)?)
     }
 
     async fn console_log(&self, name: &str, max_bytes: u32) -> Result<String, CairnError> {

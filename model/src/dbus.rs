@@ -209,6 +209,24 @@ pub trait Host1 {
     /// A connected socket to the console of guest `name` (`kind` "ct" or "vm"): reads are its
     /// output from now on, writes its input; one attached client per guest, the newest wins.
     fn console_attach(&self, kind: &str, name: &str) -> Result<zbus::OwnedFd, CairnError>;
+    /// Starts `argv` in running container `name` on a new pty of `rows` x `cols` (the command
+    /// is a session leader with the pty as its controlling terminal; `env_json` is a JSON object
+    /// of variables added to PATH, container=cairn and TERM=xterm): (exec id, the pty's master).
+    /// The command ends by itself, or gets SIGHUP when the last copy of the master is closed.
+    fn exec_tty(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        env_json: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(u64, zbus::OwnedFd), CairnError>;
+    /// Waits for exec `id` (of `exec_tty`) to end: its exit code (128+N when killed by signal
+    /// N). The code is kept for a minute after the end for a late waiter; an unknown id is
+    /// NotFound.
+    fn exec_wait(&self, id: u64) -> Result<i32, CairnError>;
+    /// Sends signal `signal` (1 to 64) to exec `id`'s command and the process group it leads.
+    fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CairnError>;
     /// Container `name`'s regular file `path` (absolute, no . or ..), opened by hostd inside
     /// the container's root (running or stopped): (fd, permission bits, size).
     fn file_open_read(
@@ -231,24 +249,6 @@ pub trait Host1 {
     fn file_commit(&self, token: &str) -> Result<u64, CairnError>;
     /// Drops an uncommitted write; whether there was one.
     fn file_abort(&self, token: &str) -> Result<bool, CairnError>;
-    /// Starts `argv` in running container `name` on a new pty of `rows` x `cols` (the command
-    /// is a session leader with the pty as its controlling terminal; `env_json` is a JSON object
-    /// of variables added to PATH, container=cairn and TERM=xterm): (exec id, the pty's master).
-    /// The command ends by itself, or gets SIGHUP when the last copy of the master is closed.
-    fn exec_tty(
-        &self,
-        name: &str,
-        argv: Vec<String>,
-        env_json: &str,
-        rows: u16,
-        cols: u16,
-    ) -> Result<(u64, zbus::OwnedFd), CairnError>;
-    /// Waits for exec `id` (of `exec_tty`) to end: its exit code (128+N when killed by signal
-    /// N). The code is kept for a minute after the end for a late waiter; an unknown id is
-    /// NotFound.
-    fn exec_wait(&self, id: u64) -> Result<i32, CairnError>;
-    /// Sends signal `signal` (1 to 64) to exec `id`'s command and the process group it leads.
-    fn exec_signal(&self, id: u64, signal: i32) -> Result<(), CairnError>;
     /// Creates (does not start) a VM from a JSON `model::vm::VmSpec`: checks the kernel,
     /// initrd, disks, networks and memory; returns JSON `model::vm::VmInfo`.
     fn create_vm(&self, spec_json: &str) -> Result<String, CairnError>;
