@@ -51,12 +51,39 @@ pub fn full(body: Full<Bytes>) -> AnyBody {
 
 /// `body`, holding `guard` until it is dropped: the connection counts as busy until the last
 /// byte of a streamed answer is out, not just until the answer began.
-pub fn guarded<G: Send + 'static>(body: AnyBody, guard: G) -> AnyBody {
-    body.map_frame(move |f| {
-        let _ = &guard;
-        f
-    })
+pub fn guarded<G: Send + Unpin + 'static>(body: AnyBody, guard: G) -> AnyBody {
+    Guarded {
+        body,
+        _guard: guard,
+    }
     .boxed_unsync()
+}
+
+/// A body and what it holds. Unlike `map_frame`, it keeps the body's size hint, so a whole
+/// answer still goes out with its Content-Length rather than chunked.
+struct Guarded<G> {
+    body: AnyBody,
+    _guard: G,
+}
+
+impl<G: Unpin> hyper::body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A refusal: status, fault code, message.

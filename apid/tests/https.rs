@@ -222,6 +222,11 @@ async fn auth_paths_and_methods() {
     let (status, headers, _) = request(&mut c, "GET", "/RPC2", Some(TOKEN), "").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers["allow"], "POST");
+    // A whole answer says its length: HTTP/1.1 clients that do not speak chunked still read it.
+    let (status, headers, _) = request(&mut c, "POST", "/RPC2", Some(TOKEN), "<x/>").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.contains_key("content-length"), "{headers:?}");
+    assert!(!headers.contains_key("transfer-encoding"), "{headers:?}");
     // All of the above on one keep-alive connection, which still works.
     still_answers(&mut c).await;
 }
