@@ -171,6 +171,7 @@ pub fn undo_of(method: &str, params: &[Value]) -> Cancel {
             other => other,
         },
         "volume.create" => one("volume.delete", member(params.first(), "volume")),
+        "volume.import" => one("volume.delete", string(params.first())),
         "volume.backup" => Cancel::UndoResult("volume.deleteBackup", "backup"),
         "volume.clone" | "volume.restore" => one("volume.delete", string(params.get(1))),
         "ct.create" => one("ct.delete", member(params.first(), "name")),

@@ -407,6 +407,13 @@ class ApplianceTestCase(unittest.TestCase):
         with xmlrpc.client.ServerProxy(url, context=ssl._create_unverified_context()) as p:
             return getattr(p, method)(*params)
 
+    def fault(self, code, method, *params):
+        """Calls method(params) expecting fault `code`; its message."""
+        with self.assertRaises(xmlrpc.client.Fault) as caught:
+            self.call(method, *params)
+        self.assertEqual(caught.exception.faultCode, code, caught.exception.faultString)
+        return caught.exception.faultString
+
     def cairnctl(self, *args, token=None, timeout=60):
         """`cairnctl --url … --insecure ARGS` against this appliance (the token from
         CAIRN_TOKEN); the finished process, output as text."""

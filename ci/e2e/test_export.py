@@ -83,12 +83,6 @@ class Exports(ApplianceTestCase):
                            timeout=timeout)
         return p.returncode, p.stdout + p.stderr
 
-    def fault(self, code, method, *params):
-        with self.assertRaises(xmlrpc.client.Fault) as caught:
-            self.call(method, *params)
-        self.assertEqual(caught.exception.faultCode, code, caught.exception.faultString)
-        return caught.exception.faultString
-
     def configfs(self):
         """Cairn's part of the kernel's target: its targets and backstores."""
         _, out = self.guest(f"ls {CONFIGFS}/iscsi {CONFIGFS}/core/fileio_3260 2>/dev/null; true")

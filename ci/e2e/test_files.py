@@ -163,6 +163,36 @@ class Files(ApplianceTestCase):
         p = self.cairnctl("ct", "pull", "nosuch:/etc/passwd", str(out))
         self.assertIn(f"({FAULT_NOT_FOUND})", p.stderr)
 
+    def test_4_a_raw_disk_image_becomes_a_pool_volume(self):
+        self.call("pool.create", {"name": "images", "kind": "dir"})
+        image = Path(self.scratch.name) / "disk.raw"
+        with open(image, "wb") as f:
+            f.truncate(64 << 20)
+            f.seek(1 << 20)
+            f.write(os.urandom(8 << 20))
+        want = hashlib.sha256(image.read_bytes()).hexdigest()
+        p = self.ctl_ok("volume", "import", "images/disk", str(image), timeout=600)
+        self.assertIn("uploaded disk.raw", p.stderr)
+        info = self.call("volume.info", "images/disk")
+        self.assertEqual(info["size_bytes"], 64 << 20)
+        self.assertLess(info["allocated_bytes"], 24 << 20, f"holes stay holes: {info}")
+        _, out = self.guest(f"sha256sum {info['path']}")
+        self.assertEqual(out.split()[0], want, "the volume holds the image's bytes")
+        rc, _ = self.guest("ls /var/lib/cairn/apid/uploads/disk.raw", check=False)
+        self.assertNotEqual(rc, 0, "the upload is consumed")
+        # A qcow2 image is refused with what to do, and nothing is made.
+        qcow = Path(self.scratch.name) / "disk.qcow2"
+        qcow.write_bytes(b"QFI\xfb" + bytes(65532))
+        p = self.cairnctl("volume", "import", "images/q", str(qcow))
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertRegex(p.stderr, rf"\((fault )?{FAULT_BAD_PARAMS}\)")
+        self.assertIn("qemu-img convert -O raw", p.stderr)
+        self.assertEqual([v["volume"] for v in self.call("volume.list", "images")],
+                         ["images/disk"])
+        # The source must be an upload: no host path reaches stord through the API.
+        self.assertIn("upload:NAME", self.fault(FAULT_BAD_PARAMS, "volume.import", "images/x",
+                                                "/etc/shadow"))
+
 
 if __name__ == "__main__":
     import unittest

@@ -192,12 +192,6 @@ class StorageNet(ApplianceTestCase):
         cls.peers.start_san()
         super().setUpClass()
 
-    def fault(self, code, method, *params):
-        with self.assertRaises(xmlrpc.client.Fault) as cm:
-            self.call(method, *params)
-        self.assertEqual(cm.exception.faultCode, code, cm.exception.faultString)
-        return cm.exception.faultString
-
     def guest_mounts(self):
         return self.guest("cat /proc/self/mountinfo")[1]
 

@@ -58,12 +58,6 @@ class ThinPools(ApplianceTestCase):
         super().tearDownClass()
         cls.scratch.cleanup()
 
-    def fault(self, code, method, *params):
-        with self.assertRaises(xmlrpc.client.Fault) as f:
-            self.call(method, *params)
-        self.assertEqual(f.exception.faultCode, code, f.exception.faultString)
-        return f.exception.faultString
-
     def sha(self, path, mib):
         _, out = self.guest(f"head -c {mib << 20} {path} | sha256sum")
         return out.split()[0]

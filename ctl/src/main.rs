@@ -447,6 +447,17 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             })?
             .1
         }
+        // A local disk image goes up first; the import names the upload.
+        Command::Volume {
+            command: storage::VolumeCommand::Import { target, image },
+        } if !image.starts_with("upload:") => {
+            let upload = runtime.block_on(upload::push(&client, std::path::Path::new(image)))?;
+            call(model::api::storage::VolumeImport {
+                volume: target.clone(),
+                source: format!("upload:{upload}"),
+            })?
+            .1
+        }
         _ => params,
     };
     match &cli.command {
@@ -490,6 +501,9 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Vm {
             command: VmCommand::Snapshot { .. },
         } => runtime.block_on(task::run(&client, method, params, "snapshot"))?,
+        Command::Volume {
+            command: storage::VolumeCommand::Import { .. },
+        } => runtime.block_on(task::run(&client, method, params, "import"))?,
         Command::Template {
             command: TemplateCommand::Import { path, .. },
         } if path.starts_with("http://") || path.starts_with("https://") => {

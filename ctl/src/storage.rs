@@ -3,7 +3,8 @@
 use clap::Subcommand;
 use model::api::storage::{
     PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeBackup, VolumeClone, VolumeCreate,
-    VolumeDelete, VolumeGrow, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
+    VolumeDelete, VolumeGrow, VolumeImport, VolumeInfoOf, VolumeList, VolumeRestore,
+    VolumeSnapshot,
 };
 use model::storage::{PoolKind, PoolSpec, VolumeSpec};
 use model::xmlrpc::{EncodeError, Value};
@@ -117,6 +118,15 @@ pub enum VolumeCommand {
         /// The new volume, POOL/NAME.
         target: String,
     },
+    /// Makes the volume TARGET from a raw disk image: a local FILE (uploaded first, with its
+    /// progress) or upload:NAME already on the host. Runs as a task; qcow2 and other formats
+    /// are refused (convert with qemu-img convert -O raw).
+    Import {
+        /// The new volume, POOL/NAME.
+        target: String,
+        /// A local raw image file, or upload:NAME.
+        image: String,
+    },
 }
 
 fn parse_kind(s: &str) -> Result<PoolKind, String> {
@@ -186,6 +196,10 @@ pub fn volume_call(command: &VolumeCommand) -> Result<Call, EncodeError> {
         VolumeCommand::Restore { backup, target } => call(VolumeRestore {
             backup: backup.clone(),
             volume: target.clone(),
+        }),
+        VolumeCommand::Import { target, image } => call(VolumeImport {
+            volume: target.clone(),
+            source: image.clone(),
         }),
     }
 }

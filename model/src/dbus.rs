@@ -421,6 +421,9 @@ pub trait Storage1 {
     fn backup_volume(&self, volume: &str, pool: &str) -> Result<String, CairnError>;
     /// JSON `VolumeInfo` of the volume made from `backup`.
     fn restore_volume(&self, backup: &str, volume: &str) -> Result<String, CairnError>;
+    /// JSON `VolumeInfo` of the volume made from `image`, an absolute path of a raw disk image
+    /// on the host (left where it is).
+    fn import_volume(&self, image: &str, volume: &str) -> Result<String, CairnError>;
     /// Deletes `backup` (a file in a pool's backups/ directory) and its sha256 beside it.
     fn delete_backup(&self, backup: &str) -> Result<(), CairnError>;
     /// `holder` (`vm:NAME`) uses `volume` from now on (until released): it cannot be deleted.

@@ -325,6 +325,17 @@ impl Storage1 {
         to_json(&info)
     }
 
+    async fn import_volume(
+        &self,
+        image: String,
+        volume: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, CairnError> {
+        let info = self.with(move |p| p.import(&image, &volume)).await?;
+        self.changed(&emitter).await;
+        to_json(&info)
+    }
+
     async fn delete_backup(&self, backup: String) -> Result<(), CairnError> {
         self.with(move |p| p.delete_backup(&backup)).await
     }

@@ -3,7 +3,7 @@
 use model::api::storage::{
     ExportCreate, ExportDelete, ExportInfoOf, ExportList, PoolCreate, PoolDelete, PoolInfoOf,
     PoolList, VolumeBackup, VolumeClone, VolumeCreate, VolumeDelete, VolumeDeleteBackup,
-    VolumeGrow, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
+    VolumeGrow, VolumeImport, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
 };
 use model::dbus::Storage1Proxy;
 use model::export::ExportInfo;
@@ -27,6 +27,7 @@ pub fn methods() -> Vec<Method> {
         method::<VolumeClone>(),
         method::<VolumeBackup>(),
         method::<VolumeRestore>(),
+        method::<VolumeImport>(),
         method::<VolumeDeleteBackup>(),
         method::<ExportCreate>(),
         method::<ExportDelete>(),
@@ -225,6 +226,34 @@ impl Serve for VolumeRestore {
                 },
             )
             .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeImport {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        if !self.source.starts_with(crate::upload::SCHEME) {
+            return Err(Fault::bad_params(format!(
+                "volume.import: source {:?} must be upload:NAME (a raw image sent with PUT /uploads/NAME)",
+                self.source
+            )));
+        }
+        let image = crate::upload::host_path(api.uploads.as_deref(), &self.source)?;
+        let path = image.clone();
+        let info =
+            api.bus
+                .daemon_call(
+                    "stord",
+                    COPY_TIMEOUT,
+                    |s: Storage1Proxy<'static>| async move {
+                        s.import_volume(&path, &self.volume).await
+                    },
+                )
+                .await?;
+        // Imported: the upload is consumed, as template.import's is (kept when it failed).
+        if let Err(e) = std::fs::remove_file(&image) {
+            tracing::warn!(path = image, error = %e, "cannot remove an imported upload");
+        }
         answer("stord", &info)
     }
 }

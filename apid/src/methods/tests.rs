@@ -107,6 +107,7 @@ async fn list_methods_is_sorted_and_complete() {
             "volume.delete",
             "volume.deleteBackup",
             "volume.grow",
+            "volume.import",
             "volume.info",
             "volume.list",
             "volume.restore",
@@ -171,6 +172,27 @@ async fn unknown_methods_and_bad_params() {
     assert_eq!(
         err.message,
         "system.methodHelp: method must be string, got int"
+    );
+}
+
+#[tokio::test]
+async fn volume_import_takes_only_uploads() {
+    // A host path never reaches stord: the API reaches no file it did not receive.
+    let err = call("volume.import", vec!["p/disk".into(), "/etc/shadow".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, FaultCode::BadParams);
+    assert!(err.message.contains("upload:NAME"), "{}", err.message);
+    // An API without an uploads directory has no upload to give.
+    assert_eq!(
+        code(
+            call(
+                "volume.import",
+                vec!["p/disk".into(), "upload:disk.raw".into()]
+            )
+            .await
+        ),
+        FaultCode::Conflict
     );
 }
 

@@ -83,6 +83,14 @@ actions! { ACTIONS;
         "Makes the new volume POOL/NAME from backup (a file volume.backup made, in a pool's \
          backups/ directory), after checking it against its sha256; a backup that does not \
          match -> 102 and nothing is made.";
+    VolumeImport = "volume.import", Stord, (volume: String, source: String) -> VolumeInfo,
+        "Makes the new volume POOL/NAME from a raw disk image: source is upload:NAME, a file \
+         sent with PUT /uploads/NAME (consumed once imported; kept when the import fails, for \
+         another try). The volume has the image's size (a whole number of 512-byte sectors), \
+         holes stay holes; dir, nfs and thin pools (iscsi -> 105). A qcow2, VMDK, VHD(X) or VDI \
+         image -> 102 (convert it to raw first: qemu-img convert -O raw), as is an empty one; \
+         no such upload -> 104; a volume that exists or a pool past its overcommit -> 105. \
+         Nothing is left when it fails. Run a large image as a task (task.start).";
     VolumeClone = "volume.clone", Stord, (source: String, volume: String) -> VolumeInfo,
         "Makes the new volume POOL/NAME (same pool) from source, a volume or a snapshot \
          (POOL/NAME@SNAP), as a reflink where the filesystem has them, else a sparse copy; in \

@@ -214,6 +214,56 @@ pub fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
+/// Why the file at `path`, `len` bytes long, is no raw disk image a volume can be made of:
+/// empty, not whole sectors, or another format's header (a guest would see the container's
+/// bytes, not the disk inside it).
+pub fn check_raw_image(path: &Path, len: u64) -> Result<(), String> {
+    if len == 0 {
+        return Err("the image is empty".into());
+    }
+    if len % 512 != 0 {
+        return Err(format!(
+            "{len} bytes is not a whole number of 512-byte sectors"
+        ));
+    }
+    let mut head = [0u8; 512];
+    let n = {
+        use std::io::Read as _;
+        let mut f = File::open(path).map_err(|e| e.to_string())?;
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        n
+    };
+    match image_format(&head[..n]) {
+        None => Ok(()),
+        Some(format) => Err(format!(
+            "it is a {format} image, not a raw one (convert it first: qemu-img convert -O raw)"
+        )),
+    }
+}
+
+/// The container format whose magic `head` (a file's first bytes) starts with.
+fn image_format(head: &[u8]) -> Option<&'static str> {
+    const MAGICS: [(&[u8], &str); 5] = [
+        (b"QFI\xfb", "qcow2"),
+        (b"KDMV", "VMDK"),
+        (b"vhdxfile", "VHDX"),
+        (b"conectix", "VHD"),
+        (b"<<< ", "VDI"),
+    ];
+    MAGICS
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, format)| *format)
+}
+
 /// Bytes a file holds on its filesystem (its blocks, not its length).
 pub fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)

@@ -63,7 +63,8 @@ pub trait Backend: Send {
     fn backups_dir(&self) -> Option<PathBuf> {
         None
     }
-    /// Makes volume `name` from a backup file (checked against its sha256 by the caller).
+    /// Makes volume `name` from a file of its bytes: a backup (checked against its sha256 by
+    /// the caller) or an imported raw image.
     fn restore(&mut self, backup: &Path, name: &str) -> Result<VolumeInfo, StoreError>;
     /// Gives the pool's storage back (the pool is deleted or its making rolled back).
     fn release(&self);
@@ -755,6 +756,32 @@ impl Pools {
         }
         let info = self.pool_mut(&v.pool)?.restore(&file, &v.name)?;
         tracing::info!(volume = %v, backup, "volume restored");
+        Ok(self.held(info))
+    }
+
+    /// Makes `volume` from `image`, the absolute path of a raw disk image on the host (an
+    /// upload), which stays where it is.
+    pub fn import(&mut self, image: &str, volume: &str) -> Result<VolumeInfo, StoreError> {
+        let v = volume_ref(volume, false)?;
+        self.pool(&v.pool)?;
+        let path = Path::new(image);
+        if !path.is_absolute() {
+            return Err(StoreError::InvalidArgs(format!(
+                "{image:?} is not an absolute path"
+            )));
+        }
+        let meta = std::fs::metadata(path)
+            .map_err(|e| StoreError::NotFound(format!("no image {image}: {e}")))?;
+        if !meta.is_file() {
+            return Err(StoreError::InvalidArgs(format!(
+                "{image} is not a regular file"
+            )));
+        }
+        files::check_raw_image(path, meta.len()).map_err(|why| {
+            StoreError::InvalidArgs(format!("cannot import {image} as {v}: {why}"))
+        })?;
+        let info = self.pool_mut(&v.pool)?.restore(path, &v.name)?;
+        tracing::info!(volume = %v, image, size = meta.len(), "volume imported");
         Ok(self.held(info))
     }
 }

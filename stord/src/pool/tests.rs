@@ -291,3 +291,61 @@ fn a_sparse_copy_hashes_as_its_every_byte_and_keeps_its_holes() {
     let e = files::copy_hashed(&src, &dst, &|_| {}).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
 }
+
+#[test]
+fn raw_images_are_imported_with_their_bytes_and_other_formats_refused() {
+    let s = Scratch::new("import");
+    let mut pools = Pools::load(&config(), &s.0.join("state"));
+    pools.create_pool(spec("p", &s.0.join("p"), None)).unwrap();
+    let image = s.0.join("disk.raw");
+    let f = std::fs::File::create(&image).unwrap();
+    f.set_len(4 << 20).unwrap();
+    f.write_all_at(b"boot", 0).unwrap();
+    f.write_all_at(b"tail", (4 << 20) - 4).unwrap();
+    let image_path = image.display().to_string();
+
+    let v = pools.import(&image_path, "p/disk").unwrap();
+    assert_eq!(v.size_bytes, 4 << 20);
+    assert_eq!(
+        std::fs::read(&v.path).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
+    assert!(
+        files::allocated(Path::new(&v.path)) < 1 << 20,
+        "holes stay holes"
+    );
+    assert!(image.exists(), "the image is left where it is");
+    let e = pools.import(&image_path, "p/disk").unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+
+    // Other formats, empty and partial-sector images, and bad paths: refused, nothing made.
+    let cases: [(&[u8], u64, &str); 4] = [
+        (b"QFI\xfb\0\0\0\x03", 1 << 20, "qcow2"),
+        (b"KDMV", 1 << 20, "VMDK"),
+        (b"", 0, "empty"),
+        (b"x", 1000, "512-byte sectors"),
+    ];
+    for (head, len, why) in cases {
+        let bad = s.0.join("bad.img");
+        let f = std::fs::File::create(&bad).unwrap();
+        f.set_len(len).unwrap();
+        f.write_all_at(head, 0).unwrap();
+        f.set_len(len).unwrap();
+        let e = pools
+            .import(&bad.display().to_string(), "p/bad")
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::InvalidArgs(ref m) if m.contains(why)),
+            "{why}: {e}"
+        );
+    }
+    let e = pools.import("relative.raw", "p/bad").unwrap_err();
+    assert!(matches!(e, StoreError::InvalidArgs(_)), "{e}");
+    let e = pools
+        .import(&s.0.join("none.raw").display().to_string(), "p/bad")
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+    let e = pools.import(&image_path, "nopool/bad").unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+    assert_eq!(pools.list_volumes("p").unwrap().len(), 1);
+}
