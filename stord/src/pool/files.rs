@@ -221,7 +221,7 @@ pub fn check_raw_image(path: &Path, len: u64) -> Result<(), String> {
     if len == 0 {
         return Err("the image is empty".into());
     }
-    if len % 512 != 0 {
+    if !len.is_multiple_of(512) {
         return Err(format!(
             "{len} bytes is not a whole number of 512-byte sectors"
         ));
