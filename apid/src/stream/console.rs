@@ -7,58 +7,25 @@
 //! are ignored: a console has no window size of ours to set and takes no signals (Ctrl-C is a
 //! byte like any other).
 
-use std::time::Duration;
-
-use futures_util::StreamExt as _;
 use model::fault::FaultCode;
 use model::stream::{ConsoleStart, Control};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{ControlFuture, Ended, Fault, ws};
 use crate::bus::{Bus, CALL_TIMEOUT};
 
-/// The first message must arrive within this after the upgrade.
-const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);
-
-/// Reads the first message: a [`ConsoleStart`].
-async fn first<S>(ws: &mut WebSocketStream<S>) -> Result<ConsoleStart, Fault>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let bad = |m: &str| Fault::new(FaultCode::BadParams, m);
-    loop {
-        let msg = tokio::time::timeout(FIRST_MESSAGE_WITHIN, ws.next())
-            .await
-            .map_err(|_| {
-                bad("the first message (a TEXT frame naming the guest) did not come within 10 s")
-            })?;
-        match msg {
-            Some(Ok(Message::Text(text))) => {
-                return ConsoleStart::parse(text.as_str())
-                    .map_err(|e| Fault::new(FaultCode::BadParams, e.0));
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(_)) => {
-                return Err(bad(
-                    "the first message must be a TEXT frame naming the guest \
-                     ({\"kind\":\"ct\"|\"vm\",\"name\":NAME})",
-                ));
-            }
-            Some(Err(_)) | None => {
-                return Err(bad("the connection ended before the console request"));
-            }
-        }
-    }
-}
-
 pub async fn serve<S>(ws: &mut WebSocketStream<S>, bus: &Bus)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = match first(ws).await {
+    let start = super::first_text(ws, "the guest: {\"kind\":\"ct\"|\"vm\",\"name\":NAME}")
+        .await
+        .and_then(|text| {
+            ConsoleStart::parse(&text).map_err(|e| Fault::new(FaultCode::BadParams, e.0))
+        });
+    let start = match start {
         Ok(s) => s,
         Err(f) => return ws::fail(ws, f.code, f.message).await,
     };
@@ -92,8 +59,9 @@ where
 
 #[cfg(test)]
 mod tests {
-    use futures_util::SinkExt as _;
+    use futures_util::{SinkExt as _, StreamExt as _};
     use model::stream::ServerMessage;
+    use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     use super::*;

@@ -8,55 +8,21 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use model::fault::FaultCode;
 use model::stream::{Control, ExecStart, ServerMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{ControlFuture, Ended, Fault, ws};
 use crate::bus::{Bus, CALL_TIMEOUT};
 
-/// The first message must arrive within this after the upgrade.
-const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);
 /// An interactive command runs as long as it runs: the wait for its end has no deadline worth
 /// the name.
 const RUNS_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// After the pty closed (the command and everything it started let go of it), the exit code
 /// is due at once; this only bounds a hostd that does not answer then.
 const EXIT_AFTER_CLOSE: Duration = Duration::from_secs(30);
-
-/// Reads the first message: an [`ExecStart`].
-async fn first<S>(ws: &mut WebSocketStream<S>) -> Result<ExecStart, Fault>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let bad = |m: &str| Fault::new(FaultCode::BadParams, m);
-    loop {
-        let msg = tokio::time::timeout(FIRST_MESSAGE_WITHIN, ws.next())
-            .await
-            .map_err(|_| {
-                bad("the first message (a TEXT frame with the exec request) did not come within 10 s")
-            })?;
-        match msg {
-            Some(Ok(Message::Text(text))) => {
-                return ExecStart::parse(text.as_str())
-                    .map_err(|e| Fault::new(FaultCode::BadParams, e.0));
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(_)) => {
-                return Err(bad(
-                    "the first message must be a TEXT frame with the exec request (JSON)",
-                ));
-            }
-            Some(Err(_)) | None => {
-                return Err(bad("the connection ended before the exec request"));
-            }
-        }
-    }
-}
 
 /// Sets a pty's window size (the kernel then sends SIGWINCH to its foreground group).
 pub fn resize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> std::io::Result<()> {
@@ -81,7 +47,12 @@ pub async fn serve<S>(ws: &mut WebSocketStream<S>, bus: &Bus)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = match first(ws).await {
+    let start = super::first_text(ws, "the exec request (JSON)")
+        .await
+        .and_then(|text| {
+            ExecStart::parse(&text).map_err(|e| Fault::new(FaultCode::BadParams, e.0))
+        });
+    let start = match start {
         Ok(s) => s,
         Err(f) => return ws::fail(ws, f.code, f.message).await,
     };

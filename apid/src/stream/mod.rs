@@ -44,6 +44,38 @@ impl Kind {
     }
 }
 
+/// A stream's first message must arrive within this after the upgrade.
+const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Reads a stream's first message, a TEXT frame holding `what` (pings before it skipped).
+async fn first_text<S>(ws: &mut WebSocketStream<S>, what: &str) -> Result<String, Fault>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bad = |m: String| Fault::new(FaultCode::BadParams, m);
+    loop {
+        let msg = tokio::time::timeout(FIRST_MESSAGE_WITHIN, ws.next())
+            .await
+            .map_err(|_| {
+                bad(format!(
+                    "the first message (a TEXT frame with {what}) did not come within 10 s"
+                ))
+            })?;
+        match msg {
+            Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_string()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(_)) => {
+                return Err(bad(format!(
+                    "the first message must be a TEXT frame with {what}"
+                )));
+            }
+            Some(Err(_)) | None => {
+                return Err(bad(format!("the connection ended before {what}")));
+            }
+        }
+    }
+}
+
 /// A connection's note that its request was answered with 101 (set by the request's handler,
 /// taken by the connection once hyper hands the stream back).
 #[derive(Debug, Clone, Default)]
