@@ -131,19 +131,6 @@ template = "broken"
     let mut sb = Sandbox::start("events", &config, &bins);
     let conn = sb.connect(UP).await;
     sb.wait_all(&conn, "running", UP).await;
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
-        .args(["python3", "-c", SCRIPT])
-        .arg(&tarball)
-        .arg(&digest)
-        .output()
-        .expect("run python3 in the sandbox's network namespace");
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        sb.log()
-    );
+    sb.python(SCRIPT, &[&tarball.display().to_string(), &digest]);
     sb.stop();
 }

@@ -142,20 +142,13 @@ async fn exec_t_through_the_api() {
     let mut sb = Sandbox::start("exec-stream", &config, &bins);
     let conn = sb.connect(UP).await;
     sb.wait_all(&conn, "running", UP).await;
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
-        .args(["python3", "-c", SCRIPT])
-        .arg(&ctl)
-        .arg(&tarball)
-        .arg(&digest)
-        .output()
-        .expect("run python3 in the sandbox's network namespace");
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        sb.log()
+    sb.python(
+        SCRIPT,
+        &[
+            &ctl.display().to_string(),
+            &tarball.display().to_string(),
+            &digest,
+        ],
     );
     sb.stop();
 }

@@ -15,16 +15,14 @@ Run: python3 -m unittest -v ci/e2e/test_console.py   (the image built with --deb
 """
 
 import os
-import pty
-import select
-import signal
 import sys
 import time
 import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from appliance import ROOT, ApplianceTestCase, FAULT_CONFLICT  # noqa: E402
+from appliance import ApplianceTestCase, FAULT_CONFLICT  # noqa: E402
+from ptyterm import PtyCairnctl  # noqa: E402
 
 TEMPLATE = "busybox"
 CT = "con1"
@@ -34,7 +32,7 @@ DETACH = b"\x1d"
 WAIT_S = 60
 
 
-class ConsoleAttach(ApplianceTestCase):
+class ConsoleAttach(PtyCairnctl, ApplianceTestCase):
     name = "e2e-console"
     guest_kit = True
     # One appliance CPU, as test_vm's NestedVm explains (the rig's wedge needs two).
@@ -63,80 +61,14 @@ class ConsoleAttach(ApplianceTestCase):
             except xmlrpc.client.Fault as f:
                 print(f"cleanup {method}{tuple(args)}: {f.faultString}")
 
-    def attach(self, kind, name):
-        """Starts `cairnctl KIND console NAME` on a new pseudo-terminal; (pid, master fd)."""
-        ctl = ROOT / "target" / "debug" / "cairnctl"
-        if not ctl.is_file():
-            self.fail(f"{ctl} is missing: `cargo build --workspace --bins` builds it")
-        argv = [str(ctl), "--url", f"https://127.0.0.1:{self.port}/RPC2", "--insecure",
-                kind, "console", name]
-        env = dict(os.environ, CAIRN_TOKEN=self.token, TERM="xterm")
-        pid, fd = pty.fork()
-        if pid == 0:
-            try:
-                os.execve(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        self.addCleanup(self.reap, pid, fd)
-        return pid, fd
-
-    def reap(self, pid, fd):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done == 0:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-    def read_until(self, fd, want, seen, typed=None, within=WAIT_S):
-        """Reads the terminal into `seen` (a bytearray) until it holds `want`; types `typed`
-        again every 2 s meanwhile (a shell may not read its terminal yet)."""
-        deadline = time.monotonic() + within
-        last_typed = time.monotonic()
-        while want not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.fail(f"never saw {want!r} on the terminal; it showed:\n"
-                          f"{bytes(seen).decode(errors='replace')}")
-            if typed is not None and time.monotonic() - last_typed > 2:
-                os.write(fd, typed)
-                last_typed = time.monotonic()
-            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-            if ready:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:  # EIO: cairnctl is gone and the terminal with it
-                    chunk = b""
-                if not chunk:
-                    self.fail(f"cairnctl ended before {want!r}; the terminal showed:\n"
-                              f"{bytes(seen).decode(errors='replace')}")
-                seen += chunk
-
     def detach(self, pid, fd, seen):
         """Types Ctrl-] and waits for cairnctl to end; its exit status."""
         os.write(fd, DETACH)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return os.waitstatus_to_exitcode(status)
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    seen += os.read(fd, 4096)
-                except OSError:
-                    pass
-        self.fail("cairnctl still runs 20 s after Ctrl-]; the terminal showed:\n"
-                  f"{bytes(seen).decode(errors='replace')}")
+        return self.wait_exit(pid, fd, seen, within=20)
 
     def session(self, kind, name, line, want):
         """Attaches, types `line`, waits for `want`, detaches; returns what was shown."""
-        pid, fd = self.attach(kind, name)
+        pid, fd = self.spawn(kind, "console", name)
         seen = bytearray()
         self.read_until(fd, b"Ctrl-]", seen)
         os.write(fd, line)

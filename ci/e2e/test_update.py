@@ -21,7 +21,6 @@ Run: python3 -m unittest -v ci/e2e/test_update.py   (the image built first)
 import functools
 import hashlib
 import http.server
-import os
 import shutil
 import subprocess
 import sys

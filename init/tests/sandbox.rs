@@ -288,18 +288,7 @@ except xmlrpc.client.ProtocolError as e:
     assert e.errcode == 401, e.errcode
 print("ok", info["kernel"])
 "#;
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
-        .args(["python3", "-c", script])
-        .output()
-        .expect("run python3 in the sandbox's network namespace");
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        sb.log()
-    );
+    sb.python(script, &[]);
     sb.stop();
 }
 
@@ -621,18 +610,7 @@ while True:
 assert api.host.info()["daemons"]["hostd"].get("version"), "hostd does not answer"
 print("ok", hostd)
 "#;
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{}/ns/net", sb.child.id()))
-        .args(["python3", "-c", script])
-        .output()
-        .expect("run python3 in the sandbox's network namespace");
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        sb.log()
-    );
+    sb.python(script, &[]);
     let table = wait_for(&conn, UP, |t| service(t, "hostd").state == "running")
         .await
         .unwrap();

@@ -207,6 +207,28 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Runs `python3 -c script ARGS` in the sandbox's network namespace (the API is on its
+    /// loopback) and asserts it succeeded, showing its output and the sandbox's log if not;
+    /// its stdout.
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .args(["python3", "-c", script])
+            .args(args)
+            .output()
+            .expect("run python3 in the sandbox's network namespace");
+        assert!(
+            out.status.success(),
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// netd's ports as ListPorts answers — which must answer whole, whatever one port's state.
 pub async fn ports(conn: &zbus::Connection) -> Vec<model::net::PortInfo> {
     let net = model::dbus::Network1Proxy::new(conn)
