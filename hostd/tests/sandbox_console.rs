@@ -16,7 +16,7 @@ use model::ct::{ContainerInfo, ContainerState};
 use model::dbus::{CairnError, Host1Proxy};
 use model::vm::{VmInfo, VmState};
 use testkit::guest::build_test_guest;
-use testkit::sandbox::{Sandbox, bin_dir};
+use testkit::sandbox::bin_dir;
 use vmm::launcher::attach::TAKEN_OVER;
 use vmm::machine::probe_kvm;
 
@@ -114,16 +114,9 @@ async fn attach_type_detach_for_a_container_and_a_vm() {
     };
     let scratch = TempDir::new("hostd-sbx-console");
     let (tarball, digest) = busybox_tarball(&scratch.0);
-    let mut sb = Sandbox::start(
-        "console-sbx",
-        &testkit::sandbox_config("console-sandbox", Some("10.61.0")),
-        &bins,
-    );
-    let (conn, _) = sb.ready().await;
-    let host = Host1Proxy::new(&conn).await.unwrap();
-    host.import_template("busybox", tarball.to_str().unwrap(), &digest)
-        .await
-        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
+    let (mut sb, host) =
+        common::sandbox_with_template("console", "10.61.0", &bins, "busybox", &tarball, &digest)
+            .await;
 
     // Bad input and guests that do not run: clear errors.
     match host.console_attach("pod", "x").await {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{TempDir, containers_possible, skip};
 use model::dbus::{CairnError, Host1Proxy};
-use testkit::sandbox::{Sandbox, bin_dir};
+use testkit::sandbox::bin_dir;
 
 const TEST: &str = "sandbox_exec_kill::a_killed_exec_leaves_no_process";
 
@@ -46,24 +46,15 @@ async fn a_killed_exec_leaves_no_process() {
     let scratch = TempDir::new("hostd-sbx-exec-kill");
     let (tarball, digest) = common::busybox_tarball(&scratch.0);
 
-    let mut sb = Sandbox::start(
-        "exec-kill-sbx",
-        &testkit::sandbox_config("exec-kill-sandbox", Some("10.63.0")),
-        &bins,
-    );
-    let (conn, _) = sb.ready().await;
-    let host = Host1Proxy::new(&conn).await.unwrap();
-    host.import_template("bb", tarball.to_str().unwrap(), &digest)
-        .await
-        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
-    host.create_container(
+    let (sb, host) =
+        common::sandbox_with_template("exec-kill", "10.63.0", &bins, "bb", &tarball, &digest).await;
+    common::make_container(
+        &sb,
+        &host,
         r#"{"name":"k1","template":"bb","command":["/bin/sh","-c","sleep 600"]}"#,
+        Some("k1"),
     )
-    .await
-    .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
-    host.start_container("k1")
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+    .await;
 
     let long = vec![
         "/bin/sh".to_string(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{TempDir, busybox_tarball, containers_possible, skip};
 use model::dbus::{CairnError, Host1Proxy};
-use testkit::sandbox::{Sandbox, bin_dir};
+use testkit::sandbox::bin_dir;
 
 const TEST: &str = "sandbox_exec_tty::a_shell_on_a_pty_in_a_container";
 
@@ -76,21 +76,16 @@ async fn a_shell_on_a_pty_in_a_container() {
     };
     let scratch = TempDir::new("hostd-sbx-exectty");
     let (tarball, digest) = busybox_tarball(&scratch.0);
-    let mut sb = Sandbox::start(
-        "exectty-sbx",
-        &testkit::sandbox_config("exectty-sandbox", Some("10.62.0")),
-        &bins,
-    );
-    let (conn, _) = sb.ready().await;
-    let host = Host1Proxy::new(&conn).await.unwrap();
-    host.import_template("busybox", tarball.to_str().unwrap(), &digest)
-        .await
-        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
-    host.create_container(
+    let (mut sb, host) =
+        common::sandbox_with_template("exectty", "10.62.0", &bins, "busybox", &tarball, &digest)
+            .await;
+    common::make_container(
+        &sb,
+        &host,
         r#"{"name":"tty1","template":"busybox","command":["/bin/sleep","100000"]}"#,
+        None,
     )
-    .await
-    .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    .await;
 
     // Bad requests and a container that does not run: clear errors, nothing started.
     let sh = || vec!["/bin/sh".to_string()];

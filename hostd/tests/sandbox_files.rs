@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 
 use common::{TempDir, containers_possible, skip};
 use model::dbus::{CairnError, Host1Proxy};
-use testkit::sandbox::{Sandbox, bin_dir};
+use testkit::sandbox::bin_dir;
 
 const TEST: &str = "sandbox_files::push_pull_inside_the_root_only";
 
@@ -77,21 +77,16 @@ async fn push_pull_inside_the_root_only() {
     let digest = testkit::template::tar_dir(&root, &tarball).expect("tar");
     std::fs::remove_dir_all(&root).unwrap();
 
-    let mut sb = Sandbox::start(
-        "files-sbx",
-        &testkit::sandbox_config("files-sandbox", Some("10.62.0")),
-        &bins,
-    );
-    let (conn, _) = sb.ready().await;
-    let host = Host1Proxy::new(&conn).await.unwrap();
-    host.import_template("crafted", tarball.to_str().unwrap(), &digest)
-        .await
-        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
-    host.create_container(
+    let (mut sb, host) =
+        common::sandbox_with_template("files", "10.62.0", &bins, "crafted", &tarball, &digest)
+            .await;
+    common::make_container(
+        &sb,
+        &host,
         r#"{"name":"f1","template":"crafted","command":["/bin/sh","-c","sleep 600"]}"#,
+        None,
     )
-    .await
-    .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    .await;
 
     // No such container, bad paths, directories: clear errors, nothing made.
     assert!(matches!(

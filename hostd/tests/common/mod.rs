@@ -37,3 +37,46 @@ pub fn busybox_tarball(dir: &Path) -> (PathBuf, String) {
     let _ = std::fs::remove_dir_all(&root);
     (tarball, digest)
 }
+
+/// The real `init --sandbox` (hostname TAG-sandbox, guests on SUBNET.0/24) with every service
+/// up and `template` imported from `tarball`: the sandbox and hostd's proxy on its bus.
+pub async fn sandbox_with_template(
+    tag: &str,
+    subnet: &str,
+    bins: &Path,
+    template: &str,
+    tarball: &Path,
+    digest: &str,
+) -> (testkit::sandbox::Sandbox, model::dbus::Host1Proxy<'static>) {
+    let mut sb = testkit::sandbox::Sandbox::start(
+        &format!("{tag}-sbx"),
+        &testkit::sandbox_config(&format!("{tag}-sandbox"), Some(subnet)),
+        bins,
+    );
+    let (conn, _) = sb.ready().await;
+    let host = model::dbus::Host1Proxy::new(&conn)
+        .await
+        .expect("a proxy for hostd");
+    host.import_template(template, &tarball.display().to_string(), digest)
+        .await
+        .unwrap_or_else(|e| panic!("import: {e}\n{}", sb.log()));
+    (sb, host)
+}
+
+/// Creates the container of JSON `spec` (and starts `start`, its name, when given); any
+/// failure panics with the sandbox's log.
+pub async fn make_container(
+    sb: &testkit::sandbox::Sandbox,
+    host: &model::dbus::Host1Proxy<'_>,
+    spec: &str,
+    start: Option<&str>,
+) {
+    host.create_container(spec)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", sb.log()));
+    if let Some(name) = start {
+        host.start_container(name)
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}\n{}", sb.log()));
+    }
+}
