@@ -143,6 +143,14 @@ enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// Uploads local files to the host (PUT /uploads/NAME: streamed, a progress bar, the sha256
+    /// checked) and prints the upload:NAME each is then named by: in vm create's --kernel,
+    /// --initrd and --disk, template import and volume import.
+    Upload {
+        /// The local files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Follows the host's events (guests, services, config) as they happen, like `incus monitor`.
     Monitor(monitor::MonitorArgs),
     /// The recent log lines of the services (all, or one), by level; -f follows them.
@@ -402,7 +410,7 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
         Command::Vm { command } => vm::vm_call(command, vm_create),
         Command::Task { command } => task::task_call(command),
         // These follow with calls of their own (below).
-        Command::Monitor(_) | Command::Logs(_) => call(host::Info {}),
+        Command::Monitor(_) | Command::Logs(_) | Command::Upload { .. } => call(host::Info {}),
     }?;
     let client = remote::connect(&cli.global)?;
     if let Command::Poweroff { yes: false } | Command::Reboot { yes: false } = &cli.command {
@@ -471,6 +479,10 @@ fn run(cli: Cli, vm_create: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
             command: ct::CtCommand::Pull(args),
         } => {
             runtime.block_on(files::pull(&client, args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Upload { files } => {
+            runtime.block_on(upload::push_all(&client, files, cli.global.json))?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Monitor(args) => {

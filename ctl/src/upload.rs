@@ -2,7 +2,7 @@
 //! with a progress bar and the sha256 computed on the way, held to the one the host reports.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -175,6 +175,28 @@ pub async fn push_hashed(client: &Client, path: &Path) -> anyhow::Result<(String
         stored["sha256"].as_str().unwrap_or_default(),
     )?;
     Ok((name, digest))
+}
+
+/// `cairnctl upload FILE...`: each file uploaded in turn; prints `upload:NAME sha256:HEX` per
+/// file (or a JSON array of {file, source, sha256}).
+pub async fn push_all(client: &Client, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let mut stored = Vec::new();
+    for file in files {
+        let (name, digest) = push_hashed(client, file).await?;
+        let source = format!("upload:{name}");
+        if !json {
+            println!("{source} sha256:{digest}");
+        }
+        stored.push(serde_json::json!({
+            "file": file.display().to_string(),
+            "source": source,
+            "sha256": format!("sha256:{digest}"),
+        }));
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(stored));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
