@@ -2,6 +2,7 @@
 //! filesystem reports.
 
 use std::fs::File;
+use std::io::Read as _;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -226,22 +227,11 @@ pub fn check_raw_image(path: &Path, len: u64) -> Result<(), String> {
             "{len} bytes is not a whole number of 512-byte sectors"
         ));
     }
-    let mut head = [0u8; 512];
-    let n = {
-        use std::io::Read as _;
-        let mut f = File::open(path).map_err(|e| e.to_string())?;
-        let mut n = 0;
-        while n < head.len() {
-            match f.read(&mut head[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        n
-    };
-    match image_format(&head[..n]) {
+    let mut head = Vec::with_capacity(512);
+    File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(|e| e.to_string())?;
+    match image_format(&head) {
         None => Ok(()),
         Some(format) => Err(format!(
             "it is a {format} image, not a raw one (convert it first: qemu-img convert -O raw)"
