@@ -172,6 +172,12 @@ pub fn undo_of(method: &str, params: &[Value]) -> Cancel {
         },
         "volume.create" => one("volume.delete", member(params.first(), "volume")),
         "volume.import" => one("volume.delete", string(params.first())),
+        "volume.snapshot" => one(
+            "volume.deleteSnapshot",
+            string(params.first())
+                .zip(string(params.get(1)))
+                .map(|(v, s)| format!("{v}@{s}")),
+        ),
         "volume.backup" => Cancel::UndoResult("volume.deleteBackup", "backup"),
         "volume.clone" | "volume.restore" => one("volume.delete", string(params.get(1))),
         "ct.create" => one("ct.delete", member(params.first(), "name")),

@@ -21,12 +21,10 @@ import sys
 import tarfile
 import threading
 import time
-import xmlrpc.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appliance import ROOT, ApplianceTestCase, free_port  # noqa: E402
-from appliance import FAULT_CONFLICT  # noqa: E402
 
 TARBALL = "/usr/lib/cairn/debug/busybox-rootfs.tar"
 UPLOADS = "/var/lib/cairn/apid/uploads"
@@ -293,16 +291,19 @@ class Tasks(ApplianceTestCase):
         _, after = self.guest(f"ls -A {Path(backup['backup']).parent}")
         self.assertEqual(sorted(after.split()), sorted(before.split()),
                          "the cancelled backup left nothing")
-        # A snapshot can be neither interrupted nor undone: a cancel is refused, it runs on.
+        # A snapshot as a task completes with the volume as its result; a cancelled one runs to
+        # its end (it cannot be interrupted) and is then deleted.
         task = self.call("task.start", "volume.snapshot", ["bk/big", "s1"])
-        try:
-            self.call("task.cancel", task)
-        except xmlrpc.client.Fault as f:
-            self.assertEqual(f.faultCode, FAULT_CONFLICT, f.faultString)
-        else:
-            self.assertEqual(self.call("task.info", task)["state"], "ok",
-                             "only a task that already ended answers a cancel without a fault")
-        self.assertEqual(self.wait_task(task, 120)["state"], "ok")
+        info = self.wait_task(task, 300)
+        self.assertEqual(info["state"], "ok", info)
+        self.assertEqual([s["name"] for s in info["result"]["snapshots"]], ["s1"])
+        task = self.call("task.start", "volume.snapshot", ["bk/big", "s2"])
+        cancelled = self.call("task.cancel", task)
+        info = self.wait_task(task, 300)
+        self.assertEqual(info["state"], "cancelled" if cancelled else "ok", info)
+        names = [s["name"] for s in self.call("volume.info", "bk/big")["snapshots"]]
+        self.assertEqual(names, ["s1"] if cancelled else ["s1", "s2"],
+                         "the cancelled snapshot left nothing")
 
 
 if __name__ == "__main__":

@@ -167,6 +167,12 @@ class ThinPools(ApplianceTestCase):
         self.assertEqual(sorted(v["volume"] for v in listed), before)
         self.call("volume.delete", f"{POOL}/c")
         self.assertEqual(self.call("volume.info", f"{POOL}/a")["snapshots"][0]["name"], "s1")
+        # A snapshot is deleted alone: its thin id goes back to the pool, the volume stays.
+        info = self.call("volume.deleteSnapshot", f"{POOL}/a@s1")
+        self.assertEqual(info["snapshots"], [])
+        self.assertEqual(self.call("volume.info", f"{POOL}/a")["snapshots"], [])
+        self.fault(FAULT_NOT_FOUND, "volume.deleteSnapshot", f"{POOL}/a@s1")
+        self.fault(FAULT_BAD_PARAMS, "volume.deleteSnapshot", f"{POOL}/a")
         self.call("volume.delete", f"{POOL}/a")
         _, out = self.guest("ls /dev/mapper")
         self.assertNotIn(f"cairn.{POOL}.a", out.split())

@@ -3,8 +3,8 @@
 use clap::Subcommand;
 use model::api::storage::{
     PoolCreate, PoolDelete, PoolInfoOf, PoolList, VolumeBackup, VolumeClone, VolumeCreate,
-    VolumeDelete, VolumeGrow, VolumeImport, VolumeInfoOf, VolumeList, VolumeRestore,
-    VolumeSnapshot,
+    VolumeDelete, VolumeDeleteSnapshot, VolumeGrow, VolumeImport, VolumeInfoOf, VolumeList,
+    VolumeRestore, VolumeSnapshot,
 };
 use model::storage::{PoolKind, PoolSpec, VolumeSpec};
 use model::xmlrpc::{EncodeError, Value};
@@ -96,6 +96,11 @@ pub enum VolumeCommand {
         /// The snapshot's name (then POOL/NAME@SNAPSHOT names it).
         name: String,
     },
+    /// Deletes a snapshot (the volume and its other snapshots stay).
+    DeleteSnapshot {
+        /// The snapshot, POOL/NAME@SNAPSHOT.
+        snapshot: String,
+    },
     /// Makes the volume TARGET (same pool) from SOURCE, a volume or POOL/NAME@SNAPSHOT.
     Clone {
         /// A volume POOL/NAME or a snapshot POOL/NAME@SNAPSHOT.
@@ -184,6 +189,9 @@ pub fn volume_call(command: &VolumeCommand) -> Result<Call, EncodeError> {
         VolumeCommand::Snapshot { volume, name } => call(VolumeSnapshot {
             volume: volume.clone(),
             snapshot: name.clone(),
+        }),
+        VolumeCommand::DeleteSnapshot { snapshot } => call(VolumeDeleteSnapshot {
+            snapshot: snapshot.clone(),
         }),
         VolumeCommand::Clone { source, target } => call(VolumeClone {
             source: source.clone(),

@@ -421,6 +421,8 @@ pub trait Storage1 {
     fn backup_volume(&self, volume: &str, pool: &str) -> Result<String, CairnError>;
     /// JSON `VolumeInfo` of the volume made from `backup`.
     fn restore_volume(&self, backup: &str, volume: &str) -> Result<String, CairnError>;
+    /// Deletes `snapshot` (POOL/NAME@SNAP); JSON `VolumeInfo` of its volume afterwards.
+    fn delete_snapshot(&self, snapshot: &str) -> Result<String, CairnError>;
     /// JSON `VolumeInfo` of the volume made from `image`, an absolute path of a raw disk image
     /// on the host (left where it is).
     fn import_volume(&self, image: &str, volume: &str) -> Result<String, CairnError>;

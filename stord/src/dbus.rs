@@ -336,6 +336,16 @@ impl Storage1 {
         to_json(&info)
     }
 
+    async fn delete_snapshot(
+        &self,
+        snapshot: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, CairnError> {
+        let info = self.with(move |p| p.delete_snapshot(&snapshot)).await?;
+        self.changed(&emitter).await;
+        to_json(&info)
+    }
+
     async fn delete_backup(&self, backup: String) -> Result<(), CairnError> {
         self.with(move |p| p.delete_backup(&backup)).await
     }

@@ -3,7 +3,8 @@
 use model::api::storage::{
     ExportCreate, ExportDelete, ExportInfoOf, ExportList, PoolCreate, PoolDelete, PoolInfoOf,
     PoolList, VolumeBackup, VolumeClone, VolumeCreate, VolumeDelete, VolumeDeleteBackup,
-    VolumeGrow, VolumeImport, VolumeInfoOf, VolumeList, VolumeRestore, VolumeSnapshot,
+    VolumeDeleteSnapshot, VolumeGrow, VolumeImport, VolumeInfoOf, VolumeList, VolumeRestore,
+    VolumeSnapshot,
 };
 use model::dbus::Storage1Proxy;
 use model::export::ExportInfo;
@@ -27,6 +28,7 @@ pub fn methods() -> Vec<Method> {
         method::<VolumeClone>(),
         method::<VolumeBackup>(),
         method::<VolumeRestore>(),
+        method::<VolumeDeleteSnapshot>(),
         method::<VolumeImport>(),
         method::<VolumeDeleteBackup>(),
         method::<ExportCreate>(),
@@ -225,6 +227,16 @@ impl Serve for VolumeRestore {
                     s.restore_volume(&self.backup, &self.volume).await
                 },
             )
+            .await?;
+        answer("stord", &info)
+    }
+}
+
+impl Serve for VolumeDeleteSnapshot {
+    async fn serve(self, api: &Api) -> Result<VolumeInfo, Fault> {
+        let info = api
+            .bus
+            .stord_call(|s| async move { s.delete_snapshot(&self.snapshot).await })
             .await?;
         answer("stord", &info)
     }

@@ -106,6 +106,7 @@ async fn list_methods_is_sorted_and_complete() {
             "volume.create",
             "volume.delete",
             "volume.deleteBackup",
+            "volume.deleteSnapshot",
             "volume.grow",
             "volume.import",
             "volume.info",

@@ -67,6 +67,10 @@ actions! { ACTIONS;
          filesystem shares blocks (xfs, btrfs: instant, no space until either side changes), \
          else a sparse copy; in a thin pool a dm-thin snapshot (instant, blocks shared; the \
          volume's filesystem is flushed and frozen for it).";
+    VolumeDeleteSnapshot = "volume.deleteSnapshot", Stord, (snapshot: String) -> VolumeInfo,
+        "Deletes snapshot POOL/NAME@SNAP (the volume and its other snapshots stay; clones made \
+         from it are volumes of their own and stay too). Returns the volume as volume.info \
+         shows it. No such snapshot -> 104; POOL/NAME without @SNAP -> 102.";
     VolumeBackup = "volume.backup", Stord, (volume: String, pool: String) -> BackupInfo,
         "Backs a volume up into pool (its backups/ directory), live: the guests using it are \
          frozen (containers, their layer's filesystem too) or paused (VMs) only while a \

@@ -92,8 +92,8 @@ actions! { ACTIONS;
         "Cancels a running task so that it leaves nothing: a download stops and its partial \
          file goes; an exec is killed (its whole process group); work that cannot be \
          interrupted is undone when it returns (template.import's template, the volume of \
-         volume.create/clone/restore and volume.backup's backup, ct.create's and vm.create's guest \
-         deleted). A method \
+         volume.create/clone/restore/import, volume.backup's backup, volume.snapshot's snapshot, \
+         ct.create's and vm.create's guest deleted). A method \
          that can be neither -> 105, and it runs on. true when the task was running (it ends \
          as cancelled), false when it had already ended.";
 }

@@ -375,6 +375,18 @@ impl Backend for DirPool {
         Ok((self.volume(name)?, how.as_str()))
     }
 
+    fn delete_snapshot(&mut self, name: &str, snap: &str) -> Result<(), StoreError> {
+        self.existing(name)?;
+        let path = self.snapshot_path(name, snap);
+        std::fs::remove_file(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                StoreError::NotFound(format!("no snapshot {}/{name}@{snap}", self.name))
+            }
+            _ => StoreError::Failed(format!("deleting {}: {e}", path.display())),
+        })?;
+        model::files::sync_dir_of(&path).map_err(io(path.display()))
+    }
+
     /// `source` is (volume, snapshot or None).
     fn clone_volume(
         &mut self,

@@ -809,6 +809,13 @@ impl Backend for IscsiPool {
         Err(self.refused("snapshot"))
     }
 
+    fn delete_snapshot(&mut self, name: &str, snap: &str) -> Result<(), StoreError> {
+        Err(StoreError::NotFound(format!(
+            "no snapshot {}/{name}@{snap}: iscsi pools have none",
+            self.name
+        )))
+    }
+
     fn clone_volume(
         &mut self,
         _: (&str, Option<&str>),

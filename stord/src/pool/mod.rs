@@ -49,6 +49,8 @@ pub trait Backend: Send {
         name: &str,
         snap: &str,
     ) -> Result<(VolumeInfo, &'static str), StoreError>;
+    /// Deletes snapshot `snap` of volume `name` (the volume and its other snapshots stay).
+    fn delete_snapshot(&mut self, name: &str, snap: &str) -> Result<(), StoreError>;
     /// `source` is (volume, snapshot or None).
     fn clone_volume(
         &mut self,
@@ -647,6 +649,20 @@ impl Pools {
         let (info, how) = self.pool_mut(&v.pool)?.snapshot(&v.name, snapshot)?;
         tracing::info!(volume = %v, snapshot, how, "snapshot taken");
         Ok(info)
+    }
+
+    /// Deletes `snapshot`, POOL/NAME@SNAP. Clones made from it stay: they are volumes of their
+    /// own (a copy, or in a thin pool blocks shared with no snapshot needed).
+    pub fn delete_snapshot(&mut self, snapshot: &str) -> Result<VolumeInfo, StoreError> {
+        let v = volume_ref(snapshot, true)?;
+        let snap = v.snapshot.clone().ok_or_else(|| {
+            StoreError::InvalidArgs(format!("{snapshot:?} names no snapshot (POOL/NAME@SNAP)"))
+        })?;
+        let pool = self.pool_mut(&v.pool)?;
+        pool.delete_snapshot(&v.name, &snap)?;
+        let info = pool.volume(&v.name)?;
+        tracing::info!(snapshot, "snapshot deleted");
+        Ok(self.held(info))
     }
 
     pub fn clone_volume(&mut self, source: &str, volume: &str) -> Result<VolumeInfo, StoreError> {

@@ -564,6 +564,10 @@ impl Backend for NfsPool {
         self.dir.snapshot(name, snap)
     }
 
+    fn delete_snapshot(&mut self, name: &str, snap: &str) -> Result<(), StoreError> {
+        self.dir.delete_snapshot(name, snap)
+    }
+
     fn clone_volume(
         &mut self,
         source: (&str, Option<&str>),

@@ -349,3 +349,29 @@ fn raw_images_are_imported_with_their_bytes_and_other_formats_refused() {
     assert!(matches!(e, StoreError::NotFound(_)), "{e}");
     assert_eq!(pools.list_volumes("p").unwrap().len(), 1);
 }
+
+#[test]
+fn a_snapshot_is_deleted_alone() {
+    let s = Scratch::new("delsnap");
+    let mut pools = Pools::load(&config(), &s.0.join("state"));
+    pools.create_pool(spec("p", &s.0.join("p"), None)).unwrap();
+    pools.create_volume(&volume("p/a", "16M")).unwrap();
+    pools.snapshot_volume("p/a", "one").unwrap();
+    pools.snapshot_volume("p/a", "two").unwrap();
+    let clone = pools.clone_volume("p/a@one", "p/b").unwrap();
+
+    let info = pools.delete_snapshot("p/a@one").unwrap();
+    let names: Vec<&str> = info.snapshots.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["two"]);
+    assert!(Path::new(&clone.path).exists(), "a clone of it stays");
+    for (bad, code) in [
+        ("p/a@one", "no snapshot"),
+        ("p/a", "names no snapshot"),
+        ("p/nope@two", "no volume"),
+        ("q/a@two", "no pool"),
+    ] {
+        let e = pools.delete_snapshot(bad).unwrap_err();
+        assert!(e.to_string().contains(code), "{bad}: {e}");
+    }
+    assert_eq!(pools.volume_info("p/a").unwrap().snapshots.len(), 1);
+}

@@ -926,6 +926,39 @@ impl Backend for ThinPool {
         Ok((self.volume(name)?, "thin snapshot"))
     }
 
+    fn delete_snapshot(&mut self, name: &str, snap: &str) -> Result<(), StoreError> {
+        let id = self
+            .vol(name)?
+            .snapshots
+            .get(snap)
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("no snapshot {}/{name}@{snap}", self.name))
+            })?
+            .id;
+        // Doomed in the records first: a crash before the pool's delete leaves an id the next
+        // start deletes, never a snapshot the records name and the pool lacks.
+        let kept = self
+            .rec
+            .volumes
+            .get_mut(name)
+            .and_then(|v| v.snapshots.remove(snap));
+        self.rec.doomed.push(id);
+        if let Err(e) = self.save() {
+            if let (Some(v), Some(s)) = (self.rec.volumes.get_mut(name), kept) {
+                v.snapshots.insert(snap.to_string(), s);
+            }
+            self.rec.doomed.retain(|d| *d != id);
+            return Err(e);
+        }
+        let ctl = Control::open().map_err(dm("device-mapper"))?;
+        if let Err(e) = self.pool_message(&ctl, &format!("delete {id}")) {
+            tracing::warn!(pool = %self.name, id, error = %e, "thin id left for the next start");
+            return Ok(());
+        }
+        self.rec.doomed.retain(|d| *d != id);
+        self.save()
+    }
+
     fn clone_volume(
         &mut self,
         source: (&str, Option<&str>),
