@@ -7,7 +7,7 @@ fn names_are_unique_and_every_action_is_declared_once() {
     let mut names: Vec<_> = all.iter().map(|d| d.name).collect();
     names.dedup();
     assert_eq!(names.len(), all.len(), "a name is declared twice");
-    assert_eq!(all.len(), 78);
+    assert_eq!(all.len(), 80);
     assert!(find("vm.create").is_some());
     assert!(find("vm.nope").is_none());
 }
