@@ -31,53 +31,84 @@ pub const CANCELLED: i32 = 137;
 /// leaves room for the rest of the message and for invalid UTF-8 replaced by U+FFFD.
 pub const OUTPUT_CAP: usize = 16 << 20;
 
-/// Execs started with a tag (a caller's name for it, e.g. apid's task id), by tag: the helper's
-/// pid, so that `kill` can stop it before its deadline.
-static TAGGED: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+/// Execs started with a tag (a caller's name for it, e.g. apid's task id), by tag, so that
+/// `kill` can stop one before its deadline. The tag is taken before the helper starts: a
+/// refused exec must not have started a command that nothing then stops.
+static TAGGED: Mutex<BTreeMap<String, Entry>> = Mutex::new(BTreeMap::new());
+
+/// A tagged exec: its helper's pid once started (0 before), and a kill that came before that.
+#[derive(Debug, Default)]
+struct Entry {
+    pid: u32,
+    kill_pending: bool,
+}
+
+fn tagged() -> std::sync::MutexGuard<'static, BTreeMap<String, Entry>> {
+    TAGGED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks helper `pid` to kill its command (SIGTERM: its handler kills the command's group).
+fn stop_helper(pid: u32) -> bool {
+    match i32::try_from(pid) {
+        Ok(p) if p > 0 => nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .is_ok(),
+        _ => false,
+    }
+}
 
 /// A tagged exec's entry in [`TAGGED`], removed when the exec ends.
 pub struct Tagged(Option<String>);
 
 impl Tagged {
-    /// Records `tag` (if any) for the helper `pid`; a tag in use by a running exec is refused.
-    pub fn register(tag: Option<&str>, pid: u32) -> Result<Tagged, String> {
+    /// Takes `tag` (if any) before the helper starts; a tag in use is refused.
+    pub fn reserve(tag: Option<&str>) -> Result<Tagged, String> {
         let Some(tag) = tag.filter(|t| !t.is_empty()) else {
             return Ok(Tagged(None));
         };
-        let mut all = TAGGED.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = tagged();
         if all.contains_key(tag) {
             return Err(format!("an exec tagged {tag:?} is running"));
         }
-        all.insert(tag.to_string(), pid);
+        all.insert(tag.to_string(), Entry::default());
         Ok(Tagged(Some(tag.to_string())))
+    }
+
+    /// The helper `pid` started: a kill that came before is passed on now.
+    pub fn started(&self, pid: u32) {
+        let Some(tag) = &self.0 else { return };
+        if let Some(e) = tagged().get_mut(tag) {
+            e.pid = pid;
+            if e.kill_pending {
+                stop_helper(pid);
+            }
+        }
     }
 }
 
 impl Drop for Tagged {
     fn drop(&mut self) {
         if let Some(tag) = &self.0 {
-            TAGGED.lock().unwrap_or_else(|p| p.into_inner()).remove(tag);
+            tagged().remove(tag);
         }
     }
 }
 
 /// Stops the exec tagged `tag`: its helper kills the command's whole process group and ends
-/// with 137. Whether one was running.
+/// with 137 (one not started yet is stopped as it starts). Whether one was running.
 pub fn kill(tag: &str) -> bool {
-    let pid = TAGGED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(tag)
-        .copied();
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) else {
+    let mut all = tagged();
+    let Some(e) = all.get_mut(tag) else {
         return false;
     };
     // The entry is removed only after the helper was reaped, so the pid is still the helper's.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .is_ok()
+    if e.pid == 0 {
+        e.kill_pending = true;
+        return true;
+    }
+    stop_helper(e.pid)
 }
 
 /// Set by SIGTERM in the helper: the command is to be killed now.
@@ -270,7 +301,8 @@ fn helper(args: &[String]) -> Result<i32, String> {
     let kill_group = || {
         let _ = nix::sys::signal::killpg(child, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(child, None);
+        // A signal to the helper meanwhile (a second cancel) must not end the wait early.
+        while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
     };
     let deadline = Instant::now() + timeout;
     loop {

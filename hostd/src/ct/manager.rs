@@ -1148,11 +1148,11 @@ pub async fn exec_tagged(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let tagged = super::exec::Tagged::reserve(tag).map_err(HostError::Conflict)?;
     let mut child = cmd
         .spawn()
         .map_err(|e| HostError::io(format!("starting {}", exe.display()), e))?;
-    let _tagged =
-        super::exec::Tagged::register(tag, child.id().unwrap_or(0)).map_err(HostError::Conflict)?;
+    tagged.started(child.id().unwrap_or(0));
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(HostError::Failed(
             "exec helper: its output pipes are missing".into(),
