@@ -225,6 +225,14 @@ impl Uploads {
     }
 }
 
+/// Removes the uploaded file at `path` once an import took it (a failed import keeps it for
+/// another try); a file that cannot be removed is only logged.
+pub fn consume(path: &str) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(path, error = %e, "cannot remove an imported upload");
+    }
+}
+
 /// A path argument that may name an upload (`upload:NAME`): the uploaded file's host path,
 /// else the argument as given. An upload that is not there -> 104, a bad name -> 102.
 pub fn host_path(uploads: Option<&Uploads>, arg: &str) -> Result<String, crate::methods::Fault> {

@@ -83,10 +83,8 @@ impl Serve for TemplateImport {
                 .await
             })
             .await?;
-        if let Some(consumed) = consumed
-            && let Err(e) = std::fs::remove_file(&consumed)
-        {
-            tracing::warn!(path = consumed, error = %e, "cannot remove an imported upload");
+        if let Some(consumed) = consumed {
+            crate::upload::consume(&consumed);
         }
         answer("hostd", &info)
     }

@@ -262,10 +262,7 @@ impl Serve for VolumeImport {
                     },
                 )
                 .await?;
-        // Imported: the upload is consumed, as template.import's is (kept when it failed).
-        if let Err(e) = std::fs::remove_file(&image) {
-            tracing::warn!(path = image, error = %e, "cannot remove an imported upload");
-        }
+        crate::upload::consume(&image);
         answer("stord", &info)
     }
 }
